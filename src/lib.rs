@@ -1,0 +1,3 @@
+//! keyfleet: BYOK keys in AWS KMS as Kubernetes custom resources.
+
+pub mod api;
