@@ -1,3 +1,5 @@
 //! keyfleet: BYOK keys in AWS KMS as Kubernetes custom resources.
 
 pub mod api;
+pub mod crds;
+pub mod material;

@@ -1,5 +1,16 @@
 //! Custom resource types of the `kms.keyfleet.dev/v1alpha1` API, one file per kind.
 
+pub mod aws_key;
+pub mod aws_kms;
 pub mod key_spec;
+pub mod shared;
 
+pub use aws_key::{AwsKey, AwsKeySpec, AwsKeyStatus, KeyMaterialSource, ReplicaRef};
+pub use aws_kms::{AwsKms, AwsKmsSpec};
 pub use key_spec::{KeyFamily, KeySpec, KeyUsage};
+pub use shared::{DeletionPolicy, Expiration, KeyPolicy, LocalObjectRef, SecretKeySelector};
+
+/// The API group of every keyfleet kind.
+pub const GROUP: &str = "kms.keyfleet.dev";
+/// Prefix of the tags and labels keyfleet owns.
+pub const TAG_PREFIX: &str = "keyfleet.dev/";

@@ -1,0 +1,244 @@
+//! `AwsKey` (namespaced): a KMS key with imported (BYOK) material taken from a Secret.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::key_spec::{KeySpec, KeyUsage};
+use super::shared::{DeletionPolicy, Expiration, KeyPolicy, LocalObjectRef, SecretKeySelector};
+use crate::material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
+
+/// A KMS key whose material you bring: keyfleet creates an EXTERNAL-origin key in AWS KMS,
+/// imports the material held in a Secret, and keeps alias, description, tags, policy and
+/// enabled state as declared here.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "kms.keyfleet.dev",
+    version = "v1alpha1",
+    kind = "AwsKey",
+    plural = "awskeys",
+    singular = "awskey",
+    shortname = "ak",
+    category = "keyfleet",
+    namespaced,
+    status = "AwsKeyStatus",
+    doc = "A BYOK key in AWS KMS whose material is imported from a Secret.",
+    printcolumn(name = "Alias", type_ = "string", json_path = ".spec.alias"),
+    printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.keyState"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "ARN",
+        type_ = "string",
+        json_path = ".status.arn",
+        priority = 1
+    ),
+    cel
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.keySpec.startsWith('RSA_') || has(self.keyUsage)").message("keyUsage is required for RSA keys: ENCRYPT_DECRYPT or SIGN_VERIFY").field_path(".keyUsage").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("!has(self.keyUsage) || (self.keySpec == 'SYMMETRIC_DEFAULT' && self.keyUsage == 'ENCRYPT_DECRYPT') || (self.keySpec.startsWith('HMAC_') && self.keyUsage == 'GENERATE_VERIFY_MAC') || (self.keySpec.startsWith('ECC_') && self.keyUsage == 'SIGN_VERIFY') || (self.keySpec.startsWith('RSA_') && self.keyUsage in ['ENCRYPT_DECRYPT', 'SIGN_VERIFY'])").message("keyUsage does not fit keySpec: SYMMETRIC_DEFAULT takes ENCRYPT_DECRYPT, HMAC_* takes GENERATE_VERIFY_MAC, ECC_* takes SIGN_VERIFY, RSA_* takes ENCRYPT_DECRYPT or SIGN_VERIFY").field_path(".keyUsage"))]
+#[x_kube(validation = Rule::new("has(self.keyUsage) == has(oldSelf.keyUsage) && (!has(self.keyUsage) || self.keyUsage == oldSelf.keyUsage)").message("keyUsage is immutable once the key exists").field_path(".keyUsage"))]
+#[x_kube(validation = Rule::new("has(self.kmsRef) == has(oldSelf.kmsRef) && (!has(self.kmsRef) || self.kmsRef == oldSelf.kmsRef)").message("kmsRef is immutable: the key lives in the account of its connection").field_path(".kmsRef"))]
+#[x_kube(validation = Rule::new("has(self.adoptKeyArn) == has(oldSelf.adoptKeyArn) && (!has(self.adoptKeyArn) || self.adoptKeyArn == oldSelf.adoptKeyArn)").message("adoptKeyArn is immutable").field_path(".adoptKeyArn"))]
+pub struct AwsKeySpec {
+    /// The `AwsKms` connection (cluster-scoped) to use. Unset: the operator's own AWS
+    /// credentials. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_ref: Option<LocalObjectRef>,
+
+    /// AWS region of the key, e.g. `eu-west-1`. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("region is immutable"))]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: String,
+
+    /// Where the key material comes from. Immutable (rotation is a separate, explicit feature).
+    #[x_kube(validation = Rule::new("self == oldSelf").message("keyMaterial is immutable"))]
+    pub key_material: KeyMaterialSource,
+
+    /// Type of key (CCKM `CustomerMasterKeySpec`). Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("keySpec is immutable"))]
+    pub key_spec: KeySpec,
+
+    /// What the key is for. Defaults follow CCKM: SYMMETRIC_DEFAULT → ENCRYPT_DECRYPT,
+    /// HMAC_* → GENERATE_VERIFY_MAC, ECC_* → SIGN_VERIFY; RSA keys must state ENCRYPT_DECRYPT or
+    /// SIGN_VERIFY. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_usage: Option<KeyUsage>,
+
+    /// Alias of the key, `alias/<name>`. Kept pointing at this key; an alias that already points
+    /// at a key keyfleet does not own is refused (`AliasInUse`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 7, max = 256),
+        regex(pattern = r"^alias/[a-zA-Z0-9/_-]+$")
+    )]
+    #[x_kube(validation = Rule::new("!self.startsWith('alias/aws/')").message("alias/aws/ is reserved for AWS managed keys"))]
+    pub alias: Option<String>,
+
+    /// Description of the key. Drift in AWS is repaired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub description: Option<String>,
+
+    /// Tags of the key. keyfleet also sets its own `keyfleet.dev/*` ownership tags; any other
+    /// tag found on the key in AWS is removed on resync.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.size() <= 40").message("at most 40 tags (AWS allows 50; keyfleet reserves some)"))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('keyfleet.dev/'))").message("tag keys starting with aws: or keyfleet.dev/ are reserved"))]
+    #[x_kube(validation = Rule::new("self.all(k, k.size() >= 1 && k.size() <= 128 && k.matches('^[\\\\p{L}\\\\p{Z}\\\\p{N}_.:/=+\\\\-@]+$'))").message("tag keys must be 1-128 characters: letters, digits, spaces and _ . : / = + - @"))]
+    #[x_kube(validation = Rule::new("self.all(k, self[k].size() <= 256 && self[k].matches('^[\\\\p{L}\\\\p{Z}\\\\p{N}_.:/=+\\\\-@]*$'))").message("tag values must be at most 256 characters: letters, digits, spaces and _ . : / = + - @"))]
+    pub tags: BTreeMap<String, String>,
+
+    /// Key policy. Unset: the AWS default key policy (the account may use and manage the key
+    /// through IAM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<KeyPolicy>,
+
+    /// Skip AWS's check that the policy still lets the caller manage the key. Only for policies
+    /// that deliberately hand management to another principal.
+    #[serde(default)]
+    pub bypass_policy_lockout_safety_check: bool,
+
+    /// Create a multi-region primary key that `AwsReplicaKey` resources can replicate.
+    /// Immutable.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("multiRegion is immutable"))]
+    pub multi_region: bool,
+
+    /// Expiration of the imported material. Unset: the material does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<Expiration>,
+
+    /// Whether the key is enabled for cryptographic operations.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// What happens to the KMS key when this resource is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Waiting period, in days, between scheduling deletion and AWS deleting the key (7-30).
+    #[serde(default = "default_pending_window_days")]
+    #[schemars(range(min = 7, max = 30))]
+    pub pending_window_days: i32,
+
+    /// ARN of an existing EXTERNAL-origin key to manage instead of creating a new one. Refused
+    /// when another AwsKey or another cluster owns that key. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/.+$"))]
+    pub adopt_key_arn: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_pending_window_days() -> i32 {
+    30
+}
+
+/// Where the key material is read from and how it is wrapped for import.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyMaterialSource {
+    /// The Secret key holding the material, in this resource's namespace. Symmetric keys: exactly
+    /// 32 bytes. HMAC keys: raw bytes (HMAC_224: 28-64, HMAC_256: 32-64, HMAC_384: 48-128,
+    /// HMAC_512: 64-128). RSA/ECC keys: a private key in PEM or DER (PKCS#8, PKCS#1 or SEC1).
+    pub secret_ref: SecretKeySelector,
+
+    /// How the Secret value is encoded: `Raw` bytes (default), or `Base64` / `Hex` text.
+    #[serde(default)]
+    pub encoding: MaterialEncoding,
+
+    /// Wrapping algorithm for ImportKeyMaterial. Default: RSAES_OAEP_SHA_256 for symmetric and
+    /// HMAC keys, RSA_AES_KEY_WRAP_SHA_256 for RSA and ECC keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapping_algorithm: Option<WrappingAlgorithm>,
+
+    /// Spec of the RSA wrapping key KMS generates. Default: RSA_2048 for symmetric and HMAC keys,
+    /// RSA_4096 for RSA and ECC keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapping_key_spec: Option<WrappingKeySpec>,
+}
+
+/// Observed state of an AwsKey, as seen in KMS.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsKeyStatus {
+    /// KMS key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// KMS key ARN: what consumers use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    /// KMS key state: Enabled, Disabled, PendingImport, PendingDeletion, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_state: Option<String>,
+    /// Region of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// AWS account that holds the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// Key spec reported by KMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_spec: Option<String>,
+    /// Key usage reported by KMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_usage: Option<String>,
+    /// When the imported material expires; unset when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub material_valid_to: Option<Time>,
+    /// When keyfleet last imported material into the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_import_time: Option<Time>,
+    /// Non-secret fingerprint of the imported material (public-key digest for RSA/ECC, a keyed
+    /// digest for symmetric/HMAC). A Secret whose material has another fingerprint is refused
+    /// with `MaterialMismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub material_fingerprint: Option<String>,
+    /// Set while a CreateKey is in flight, so that a key created just before a crash is found
+    /// (by its owner tag) and adopted instead of duplicated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_started_at: Option<Time>,
+    /// Replicas of this multi-region key, as seen in KMS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaRef>,
+    /// The generation of the spec last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` is True only when the key is Enabled (or Disabled on purpose) with the material
+    /// imported and the whole spec applied; otherwise its reason says what is wrong.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A replica of a multi-region key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaRef {
+    /// Region of the replica.
+    pub region: String,
+    /// ARN of the replica.
+    pub arn: String,
+}
+
+impl AwsKeySpec {
+    /// The usage the key is created with: the stated one, or the CCKM default for the spec.
+    pub fn effective_usage(&self) -> Option<KeyUsage> {
+        self.key_usage.or(self.key_spec.default_usage())
+    }
+}

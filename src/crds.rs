@@ -1,0 +1,26 @@
+//! Generated CustomResourceDefinitions: the YAML `keyfleet crds` prints and `crds/` holds.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+use crate::api::{AwsKey, AwsKms};
+
+/// Every CRD keyfleet serves, in a stable order.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    vec![AwsKms::crd(), AwsKey::crd()]
+}
+
+/// File name under `crds/` for a CRD: `<plural>.<group>.yaml`.
+pub fn file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
+}
+
+/// One CRD as a YAML document (with a leading `---`).
+pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
+    Ok(format!("---\n{}", serde_yaml::to_string(crd)?))
+}
+
+/// Every CRD as one multi-document YAML stream.
+pub fn all_yaml() -> Result<String, serde_yaml::Error> {
+    all().iter().map(to_yaml).collect()
+}
