@@ -1,6 +1,10 @@
 //! keyfleet: BYOK keys in AWS KMS as Kubernetes custom resources.
 
 pub mod api;
+pub mod cli;
+pub mod controller;
 pub mod crds;
+pub mod kms;
 pub mod material;
 pub mod plan;
+pub mod validate;

@@ -1,1 +1,94 @@
-fn main() {}
+//! The `keyfleet` binary: parses the command line and runs the chosen command.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use k8s_openapi::api::core::v1::Namespace;
+use keyfleet::cli::{Cli, Command, LogFormat, RunArgs};
+use keyfleet::controller::{self, Context, Settings};
+use keyfleet::kms::KmsClients;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crds => print_crds(),
+        Command::Run(args) => run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyfleet: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_crds() -> anyhow::Result<()> {
+    print!("{}", keyfleet::crds::all_yaml().context("rendering CRDs")?);
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (kubeconfig or in-cluster config)")?;
+    let cluster_id = match &args.cluster_id {
+        Some(id) => id.clone(),
+        None => kube::Api::<Namespace>::all(client.clone())
+            .get("kube-system")
+            .await
+            .context(
+                "reading the kube-system namespace uid as cluster id (set --cluster-id to skip)",
+            )?
+            .metadata
+            .uid
+            .context("kube-system namespace has no uid; set --cluster-id")?,
+    };
+    let mut settings = Settings::new(cluster_id);
+    settings.resync_interval = args.resync_interval();
+    settings.blocked_recheck_interval = args.blocked_recheck_interval();
+    settings.concurrency = args.concurrency;
+    let kms = KmsClients::from_env().await;
+    let ctx = Arc::new(Context::new(client, kms, settings));
+    tracing::info!(cluster_id = %ctx.settings.cluster_id, "keyfleet starting");
+    controller::run(ctx, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C. In-flight reconciles finish before the controller stops.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -75,7 +75,10 @@ impl Owner {
     pub fn tags(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             (OWNER_UID_TAG.to_string(), self.uid.clone()),
-            (OWNER_TAG.to_string(), format!("{}/{}", self.namespace, self.name)),
+            (
+                OWNER_TAG.to_string(),
+                format!("{}/{}", self.namespace, self.name),
+            ),
             (CLUSTER_TAG.to_string(), self.cluster.clone()),
         ])
     }
@@ -163,7 +166,9 @@ pub struct DesiredKey {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// GetParametersForImport + ImportKeyMaterial of the Secret's material.
-    ImportMaterial { valid_to: Option<Timestamp> },
+    ImportMaterial {
+        valid_to: Option<Timestamp>,
+    },
     CancelKeyDeletion,
     EnableKey,
     DisableKey,
@@ -172,7 +177,10 @@ pub enum Action {
     UntagResource(Vec<String>),
     CreateAlias(String),
     DeleteAlias(String),
-    PutKeyPolicy { policy: String, bypass_lockout_check: bool },
+    PutKeyPolicy {
+        policy: String,
+        bypass_lockout_check: bool,
+    },
 }
 
 impl Action {
@@ -279,16 +287,25 @@ pub fn plan_key(
     let mut actions = Vec::new();
 
     if let Some(why) = incompatibility(desired, observed) {
-        return Plan { actions, blocker: Some(Blocker::KeyIncompatible(why)) };
+        return Plan {
+            actions,
+            blocker: Some(Blocker::KeyIncompatible(why)),
+        };
     }
 
     match &observed.state {
         KeyState::PendingDeletion | KeyState::PendingReplicaDeletion if restore => {
             // Cancelling leaves the key Disabled; the next round enables it.
-            return Plan { actions: vec![Action::CancelKeyDeletion], blocker: None };
+            return Plan {
+                actions: vec![Action::CancelKeyDeletion],
+                blocker: None,
+            };
         }
         KeyState::PendingDeletion | KeyState::PendingReplicaDeletion => {
-            return Plan { actions, blocker: Some(Blocker::KeyPendingDeletion) };
+            return Plan {
+                actions,
+                blocker: Some(Blocker::KeyPendingDeletion),
+            };
         }
         KeyState::Creating | KeyState::Updating | KeyState::Unavailable | KeyState::Other(_) => {
             return Plan {
@@ -311,7 +328,9 @@ pub fn plan_key(
             _ => !same_second(observed.valid_to, desired.valid_to),
         };
         if needs_import {
-            actions.push(Action::ImportMaterial { valid_to: desired.valid_to });
+            actions.push(Action::ImportMaterial {
+                valid_to: desired.valid_to,
+            });
         }
     }
 
@@ -484,8 +503,10 @@ mod tests {
         }
     }
 
-    const FP: MaterialFacts<'static> =
-        MaterialFacts { secret_fingerprint: "fp-a", imported_fingerprint: Some("fp-a") };
+    const FP: MaterialFacts<'static> = MaterialFacts {
+        secret_fingerprint: "fp-a",
+        imported_fingerprint: Some("fp-a"),
+    };
 
     fn plan(d: &DesiredKey, o: &ObservedKey) -> Plan {
         plan_key(d, o, &FP, None, false)
@@ -500,46 +521,94 @@ mod tests {
     #[test]
     fn table_of_single_differences() {
         let valid_to: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
-        type Case = (&'static str, fn(&mut DesiredKey, &mut ObservedKey), Vec<Action>);
+        type Case = (
+            &'static str,
+            fn(&mut DesiredKey, &mut ObservedKey),
+            Vec<Action>,
+        );
         let cases: Vec<Case> = vec![
-            ("pending import imports", |_, o| o.state = KeyState::PendingImport, vec![
-                Action::ImportMaterial { valid_to: None },
-            ]),
-            ("disabled in AWS is enabled", |_, o| o.state = KeyState::Disabled, vec![Action::EnableKey]),
-            ("disable on request", |d, _| d.enabled = false, vec![Action::DisableKey]),
+            (
+                "pending import imports",
+                |_, o| o.state = KeyState::PendingImport,
+                vec![Action::ImportMaterial { valid_to: None }],
+            ),
+            (
+                "disabled in AWS is enabled",
+                |_, o| o.state = KeyState::Disabled,
+                vec![Action::EnableKey],
+            ),
+            (
+                "disable on request",
+                |d, _| d.enabled = false,
+                vec![Action::DisableKey],
+            ),
             (
                 "pending import of a key meant to be disabled imports then disables",
                 |d, o| {
                     d.enabled = false;
                     o.state = KeyState::PendingImport;
                 },
-                vec![Action::ImportMaterial { valid_to: None }, Action::DisableKey],
+                vec![
+                    Action::ImportMaterial { valid_to: None },
+                    Action::DisableKey,
+                ],
             ),
-            ("description drift", |_, o| o.description = "changed by hand".into(), vec![
-                Action::UpdateDescription("orders key".into()),
-            ]),
-            ("tag value drift", |_, o| {
-                o.tags.insert("team".into(), "other".into());
-            }, vec![Action::TagResource(BTreeMap::from([("team".into(), "payments".into())]))]),
-            ("foreign tag removed, aws: tag kept", |_, o| {
-                o.tags.insert("added-by-hand".into(), "x".into());
-                o.tags.insert("aws:cloudformation:stack".into(), "x".into());
-            }, vec![Action::UntagResource(vec!["added-by-hand".into()])]),
-            ("alias missing", |_, o| o.aliases.clear(), vec![Action::CreateAlias("alias/orders".into())]),
-            ("alias renamed", |d, _| d.alias = Some("alias/orders-v2".into()), vec![
-                Action::CreateAlias("alias/orders-v2".into()),
-                Action::DeleteAlias("alias/orders".into()),
-            ]),
-            ("expiry set re-imports the same material", |d, _| {
-                d.valid_to = Some("2030-01-01T00:00:00Z".parse().unwrap())
-            }, vec![Action::ImportMaterial { valid_to: Some(valid_to) }]),
-            ("policy drift", |d, o| {
-                d.policy = Some(serde_json::json!({"Version": "2012-10-17", "Statement": []}));
-                o.policy = Some(serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow"}]}));
-            }, vec![Action::PutKeyPolicy {
-                policy: r#"{"Version":"2012-10-17","Statement":[]}"#.into(),
-                bypass_lockout_check: false,
-            }]),
+            (
+                "description drift",
+                |_, o| o.description = "changed by hand".into(),
+                vec![Action::UpdateDescription("orders key".into())],
+            ),
+            (
+                "tag value drift",
+                |_, o| {
+                    o.tags.insert("team".into(), "other".into());
+                },
+                vec![Action::TagResource(BTreeMap::from([(
+                    "team".into(),
+                    "payments".into(),
+                )]))],
+            ),
+            (
+                "foreign tag removed, aws: tag kept",
+                |_, o| {
+                    o.tags.insert("added-by-hand".into(), "x".into());
+                    o.tags.insert("aws:cloudformation:stack".into(), "x".into());
+                },
+                vec![Action::UntagResource(vec!["added-by-hand".into()])],
+            ),
+            (
+                "alias missing",
+                |_, o| o.aliases.clear(),
+                vec![Action::CreateAlias("alias/orders".into())],
+            ),
+            (
+                "alias renamed",
+                |d, _| d.alias = Some("alias/orders-v2".into()),
+                vec![
+                    Action::CreateAlias("alias/orders-v2".into()),
+                    Action::DeleteAlias("alias/orders".into()),
+                ],
+            ),
+            (
+                "expiry set re-imports the same material",
+                |d, _| d.valid_to = Some("2030-01-01T00:00:00Z".parse().unwrap()),
+                vec![Action::ImportMaterial {
+                    valid_to: Some(valid_to),
+                }],
+            ),
+            (
+                "policy drift",
+                |d, o| {
+                    d.policy = Some(serde_json::json!({"Version": "2012-10-17", "Statement": []}));
+                    o.policy = Some(
+                        serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow"}]}),
+                    );
+                },
+                vec![Action::PutKeyPolicy {
+                    policy: r#"{"Version":"2012-10-17","Statement":[]}"#.into(),
+                    bypass_lockout_check: false,
+                }],
+            ),
         ];
         for (name, mutate, expected) in cases {
             let mut d = desired();
@@ -556,7 +625,8 @@ mod tests {
         let mut d = desired();
         let mut o = converged_observed();
         d.policy = serde_json::from_str(r#"{"Version":"2012-10-17","Statement":[]}"#).ok();
-        o.policy = serde_json::from_str("{\n  \"Statement\": [],\n  \"Version\": \"2012-10-17\"\n}").ok();
+        o.policy =
+            serde_json::from_str("{\n  \"Statement\": [],\n  \"Version\": \"2012-10-17\"\n}").ok();
         assert!(plan(&d, &o).converged());
     }
 
@@ -565,17 +635,26 @@ mod tests {
         let mut o = converged_observed();
         o.state = KeyState::PendingImport;
         o.description = "x".into();
-        let facts = MaterialFacts { secret_fingerprint: "fp-b", imported_fingerprint: Some("fp-a") };
+        let facts = MaterialFacts {
+            secret_fingerprint: "fp-b",
+            imported_fingerprint: Some("fp-a"),
+        };
         let p = plan_key(&desired(), &o, &facts, None, false);
         assert_eq!(p.blocker, Some(Blocker::MaterialMismatch));
-        assert_eq!(p.actions, vec![Action::UpdateDescription("orders key".into())]);
+        assert_eq!(
+            p.actions,
+            vec![Action::UpdateDescription("orders key".into())]
+        );
     }
 
     #[test]
     fn unknown_imported_fingerprint_is_not_a_mismatch() {
         let mut o = converged_observed();
         o.state = KeyState::PendingImport;
-        let facts = MaterialFacts { secret_fingerprint: "fp-b", imported_fingerprint: None };
+        let facts = MaterialFacts {
+            secret_fingerprint: "fp-b",
+            imported_fingerprint: None,
+        };
         let p = plan_key(&desired(), &o, &facts, None, false);
         assert_eq!(p.actions, vec![Action::ImportMaterial { valid_to: None }]);
     }
@@ -594,7 +673,11 @@ mod tests {
 
     #[test]
     fn transitional_states_wait() {
-        for state in [KeyState::Creating, KeyState::Updating, KeyState::Unavailable] {
+        for state in [
+            KeyState::Creating,
+            KeyState::Updating,
+            KeyState::Unavailable,
+        ] {
             let mut o = converged_observed();
             o.state = state.clone();
             let p = plan(&desired(), &o);
@@ -608,8 +691,14 @@ mod tests {
         type Mutation = fn(&mut ObservedKey);
         let cases: [(Mutation, &str); 4] = [
             (|o| o.origin = "AWS_KMS".into(), "origin is AWS_KMS"),
-            (|o| o.key_spec = Some(KeySpec::Rsa2048), "key spec is RSA_2048"),
-            (|o| o.key_usage = Some(KeyUsage::SignVerify), "key usage is SIGN_VERIFY"),
+            (
+                |o| o.key_spec = Some(KeySpec::Rsa2048),
+                "key spec is RSA_2048",
+            ),
+            (
+                |o| o.key_usage = Some(KeyUsage::SignVerify),
+                "key usage is SIGN_VERIFY",
+            ),
             (|o| o.multi_region = true, "multiRegion is true"),
         ];
         for (mutate, needle) in cases {
@@ -645,9 +734,13 @@ mod tests {
         let mut other = me.tags();
         other.insert(OWNER_TAG.into(), "team/invoices".into());
         other.insert(OWNER_UID_TAG.into(), "uid-9".into());
-        assert!(matches!(ownership(&other, &me), Ownership::Elsewhere(w) if w.contains("team/invoices")));
+        assert!(
+            matches!(ownership(&other, &me), Ownership::Elsewhere(w) if w.contains("team/invoices"))
+        );
         let mut other_cluster = me.tags();
         other_cluster.insert(CLUSTER_TAG.into(), "c2".into());
-        assert!(matches!(ownership(&other_cluster, &me), Ownership::Elsewhere(w) if w.contains("c2")));
+        assert!(
+            matches!(ownership(&other_cluster, &me), Ownership::Elsewhere(w) if w.contains("c2"))
+        );
     }
 }

@@ -1,0 +1,57 @@
+//! Command-line interface: `keyfleet run | crds`, flags with environment fallbacks.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// keyfleet: bring-your-own-key material in AWS KMS, managed as Kubernetes resources.
+#[derive(Debug, Parser)]
+#[command(name = "keyfleet", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the operator against the current kubeconfig context (or in-cluster config).
+    Run(RunArgs),
+    /// Print every CustomResourceDefinition as multi-document YAML.
+    Crds,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Seconds between re-reads of a Ready key from KMS (drift repair).
+    #[arg(long, env = "KEYFLEET_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+    /// Seconds a key that waits for a change (bad spec, missing Secret) waits before a recheck.
+    #[arg(long, env = "KEYFLEET_BLOCKED_RECHECK_SECONDS", default_value_t = 600)]
+    pub blocked_recheck_seconds: u64,
+    /// Maximum number of AwsKeys reconciled in parallel.
+    #[arg(long, env = "KEYFLEET_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+    /// Log format: json (default, for log pipelines) or text (for people).
+    #[arg(long, env = "KEYFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+    /// Identifies this cluster in the ownership tags of the keys it creates. Default: the uid of
+    /// the kube-system namespace.
+    #[arg(long, env = "KEYFLEET_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+}
+
+impl RunArgs {
+    pub fn resync_interval(&self) -> Duration {
+        Duration::from_secs(self.resync_seconds.max(10))
+    }
+
+    pub fn blocked_recheck_interval(&self) -> Duration {
+        Duration::from_secs(self.blocked_recheck_seconds.max(10))
+    }
+}

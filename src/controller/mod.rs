@@ -1,0 +1,228 @@
+//! Controller wiring: shared context, watches (AwsKey, Secret metadata, AwsKms), error policy.
+
+pub mod aws_key;
+pub mod secrets;
+pub mod status;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crate::api::{AwsKey, AwsKms};
+use crate::kms::{KmsClients, KmsError};
+
+/// Operator settings (from `keyfleet run` flags).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Identifies this cluster in the ownership tags of the keys it creates.
+    pub cluster_id: String,
+    /// How often a Ready key is re-read from KMS to repair drift.
+    pub resync_interval: Duration,
+    /// How long a key that waits for a change (invalid spec, missing Secret) waits at most.
+    pub blocked_recheck_interval: Duration,
+    /// Parallel reconciles.
+    pub concurrency: u16,
+    /// Name reported in events.
+    pub reporter: String,
+}
+
+impl Settings {
+    pub fn new(cluster_id: impl Into<String>) -> Settings {
+        Settings {
+            cluster_id: cluster_id.into(),
+            resync_interval: Duration::from_secs(300),
+            blocked_recheck_interval: Duration::from_secs(600),
+            concurrency: 8,
+            reporter: "keyfleet".into(),
+        }
+    }
+}
+
+/// State shared by every reconcile: clients, recorder, settings, backoff counters.
+pub struct Context {
+    pub client: kube::Client,
+    pub kms: KmsClients,
+    pub settings: Settings,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, kms: KmsClients, settings: Settings) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: settings.reporter.clone(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Context {
+            client,
+            kms,
+            settings,
+            recorder,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes an event about `obj`; a failure to publish is logged, never fatal.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(error = %e, reason, "failed to publish event");
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Exponential backoff for transient failures of one object: 2 s, 4 s, ... capped at 5 min.
+    fn next_backoff(&self, key: String) -> Duration {
+        let mut failures = self.failures();
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs(1u64 << (*n).min(8)).min(Duration::from_secs(300))
+    }
+
+    fn reset_backoff(&self, key: &str) {
+        self.failures().remove(key);
+    }
+}
+
+/// Why a reconcile did not bring the key to Ready.
+#[derive(Debug)]
+pub enum Failure {
+    /// Needs a change by someone (spec, Secret, IAM, AWS): Ready=False with this reason, and
+    /// the key waits for a change instead of retrying in a loop.
+    Permanent { reason: String, message: String },
+    /// Throttling, 5xx, timeouts, API conflicts: retried with backoff.
+    Transient(Error),
+}
+
+impl Failure {
+    pub fn permanent(reason: impl Into<String>, message: impl Into<String>) -> Failure {
+        Failure::Permanent {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn kube(e: kube::Error) -> Failure {
+        Failure::Transient(Error::Kube(e))
+    }
+
+    pub fn kms(e: KmsError) -> Failure {
+        match e {
+            e if e.is_transient() => Failure::Transient(Error::Kms(e)),
+            KmsError::Rejected { ref code, .. } => Failure::permanent(
+                match code.as_str() {
+                    "MalformedPolicyDocumentException" => "PolicyRejected",
+                    "LimitExceededException" => "KmsLimitExceeded",
+                    "AlreadyExistsException" => "AliasInUse",
+                    _ => "KmsRejected",
+                },
+                e.to_string(),
+            ),
+            KmsError::NotFound { .. } => Failure::permanent("KeyGone", e.to_string()),
+            e => Failure::permanent(e.reason(), e.to_string()),
+        }
+    }
+}
+
+/// Errors that end a reconcile early and are retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error(transparent)]
+    Kms(KmsError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn error_policy(key: Arc<AwsKey>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let delay = ctx.next_backoff(object_key(&*key));
+    warn!(awskey = %object_key(&*key), %error, retry_in = ?delay, "reconcile failed; retrying");
+    Requeue::requeue(delay)
+}
+
+fn object_key<K: ResourceExt>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Runs the AwsKey controller until `shutdown` completes.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let keys: Api<AwsKey> = Api::all(client.clone());
+    let controller = Controller::new(keys, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let by_secret = store.clone();
+    let by_kms = store;
+    // Metadata only: Secret data never enters the operator's caches.
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .touched_objects();
+    controller
+        .watches_stream(secrets, move |secret| {
+            let (ns, name) = (secret.namespace(), secret.name_any());
+            by_secret
+                .state()
+                .into_iter()
+                .filter(|k| k.namespace() == ns && k.spec.key_material.secret_ref.name == name)
+                .map(|k| ObjectRef::from_obj(&*k))
+                .collect::<Vec<_>>()
+        })
+        .watches(
+            Api::<AwsKms>::all(client),
+            watcher::Config::default().any_semantic(),
+            move |kms| {
+                let name = kms.name_any();
+                by_kms
+                    .state()
+                    .into_iter()
+                    .filter(|k| k.spec.kms_ref.as_ref().is_some_and(|r| r.name == name))
+                    .map(|k| ObjectRef::from_obj(&*k))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(aws_key::reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(awskey = %obj, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+}

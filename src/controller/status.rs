@@ -1,0 +1,112 @@
+//! Status step: builds AwsKey status from what was observed and done, and writes it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::api::shared::{condition, find_condition, set_condition};
+use crate::api::{AwsKey, AwsKeyStatus, ReplicaRef};
+use crate::plan::ObservedKey;
+
+/// The field manager of every write keyfleet makes.
+pub const FIELD_MANAGER: &str = "keyfleet";
+
+/// Copies what KMS reports into the status.
+pub fn record_observed(status: &mut AwsKeyStatus, observed: &ObservedKey, region: &str) {
+    status.key_id = Some(observed.key_id.clone());
+    status.arn = Some(observed.arn.clone());
+    status.key_state = Some(observed.state.as_str().to_string());
+    status.region = Some(region.to_string());
+    status.account_id = Some(observed.account_id.clone()).filter(|a| !a.is_empty());
+    status.key_spec = observed.key_spec.map(|s| s.as_str().to_string());
+    status.key_usage = observed.key_usage.map(|u| u.as_str().to_string());
+    status.material_valid_to = observed.valid_to.map(Time);
+    status.replicas = observed
+        .replicas
+        .iter()
+        .map(|(region, arn)| ReplicaRef {
+            region: region.clone(),
+            arn: arn.clone(),
+        })
+        .collect();
+}
+
+/// Sets the Ready condition; returns true when its status or reason changed.
+pub fn set_ready(
+    status: &mut AwsKeyStatus,
+    ready: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> bool {
+    let before = find_condition(&status.conditions, crate::api::shared::condition::READY)
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    set_condition(
+        &mut status.conditions,
+        condition(
+            crate::api::shared::condition::READY,
+            ready,
+            reason,
+            message,
+            generation,
+        ),
+    );
+    status.observed_generation = generation;
+    let after = find_condition(&status.conditions, crate::api::shared::condition::READY)
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    before != after
+}
+
+/// A JSON merge patch turning `old` into `new`: fields that disappeared are set to null.
+pub fn merge_patch(old: Option<&AwsKeyStatus>, new: &AwsKeyStatus) -> Value {
+    let mut new_value = serde_json::to_value(new).unwrap_or_else(|_| json!({}));
+    if let (Some(old), Some(map)) = (
+        old.and_then(|o| serde_json::to_value(o).ok()),
+        new_value.as_object_mut(),
+    ) && let Some(old_map) = old.as_object()
+    {
+        for key in old_map.keys() {
+            if !map.contains_key(key) {
+                map.insert(key.clone(), Value::Null);
+            }
+        }
+    }
+    json!({ "status": new_value })
+}
+
+/// Writes the status when it differs from what the object carries.
+pub async fn write(api: &Api<AwsKey>, key: &AwsKey, new: &AwsKeyStatus) -> Result<(), kube::Error> {
+    if key.status.as_ref() == Some(new) {
+        return Ok(());
+    }
+    let patch = merge_patch(key.status.as_ref(), new);
+    api.patch_status(
+        &key.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_nulls_removed_fields() {
+        let old = AwsKeyStatus {
+            create_started_at: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            key_id: Some("a".into()),
+            ..Default::default()
+        };
+        let new = AwsKeyStatus {
+            key_id: Some("a".into()),
+            ..Default::default()
+        };
+        let patch = merge_patch(Some(&old), &new);
+        assert_eq!(patch["status"]["createStartedAt"], Value::Null);
+        assert_eq!(patch["status"]["keyId"], "a");
+    }
+}

@@ -1,0 +1,14 @@
+//! The only module that talks to AWS KMS: clients per connection and region, observe, execute.
+
+pub mod clients;
+pub mod error;
+pub mod execute;
+pub mod observe;
+
+pub use clients::{Connection, KmsClients};
+pub use error::KmsError;
+pub use execute::KeyCreation;
+pub use observe::ReadDepth;
+
+/// A KMS client for one connection and region (cheap to clone).
+pub type Client = aws_sdk_kms::Client;

@@ -1,0 +1,204 @@
+//! Observe step (KMS reads only): describe a key, its tags, aliases and policy → ObservedKey.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_kms::types::KeyMetadata;
+
+use super::{Client, KmsError};
+use crate::api::{KeySpec, KeyUsage};
+use crate::plan::{KeyState, OWNER_UID_TAG, ObservedKey};
+
+/// How much of a key to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadDepth {
+    /// Read tags and aliases (for drift repair) besides DescribeKey.
+    pub metadata: bool,
+    /// Read the key policy (only when the AwsKey declares one).
+    pub policy: bool,
+}
+
+impl ReadDepth {
+    pub const FULL: ReadDepth = ReadDepth {
+        metadata: true,
+        policy: true,
+    };
+}
+
+/// DescribeKey; `Ok(None)` when the key (or alias) does not exist.
+pub async fn describe(client: &Client, key: &str) -> Result<Option<KeyMetadata>, KmsError> {
+    match client.describe_key().key_id(key).send().await {
+        Ok(out) => Ok(out.key_metadata),
+        Err(e) => match KmsError::from_sdk("DescribeKey", e) {
+            KmsError::NotFound { .. } => Ok(None),
+            other => Err(other),
+        },
+    }
+}
+
+/// Reads a key as deep as asked; `Ok(None)` when it does not exist.
+pub async fn observe(
+    client: &Client,
+    key: &str,
+    depth: ReadDepth,
+) -> Result<Option<ObservedKey>, KmsError> {
+    let Some(meta) = describe(client, key).await? else {
+        return Ok(None);
+    };
+    let mut observed = from_metadata(&meta);
+    if depth.metadata {
+        observed.tags = tags(client, &observed.key_id).await?;
+        observed.aliases = aliases(client, &observed.key_id).await?;
+    }
+    if depth.policy {
+        observed.policy = policy(client, &observed.key_id).await?;
+    }
+    Ok(Some(observed))
+}
+
+/// The planning view of DescribeKey's metadata (tags, aliases and policy left empty).
+pub fn from_metadata(meta: &KeyMetadata) -> ObservedKey {
+    let arn = meta.arn().unwrap_or_default().to_string();
+    let mr = meta.multi_region_configuration();
+    ObservedKey {
+        key_id: meta.key_id().to_string(),
+        account_id: meta
+            .aws_account_id()
+            .map(str::to_string)
+            .unwrap_or_else(|| account_of(&arn)),
+        arn,
+        state: KeyState::from_kms(meta.key_state().map(|s| s.as_str()).unwrap_or("Unknown")),
+        origin: meta
+            .origin()
+            .map(|o| o.as_str().to_string())
+            .unwrap_or_default(),
+        key_spec: meta
+            .key_spec()
+            .and_then(|s| KeySpec::from_kms_name(s.as_str())),
+        key_usage: meta
+            .key_usage()
+            .and_then(|u| KeyUsage::from_kms_name(u.as_str())),
+        multi_region: meta.multi_region().unwrap_or(false),
+        description: meta.description().unwrap_or_default().to_string(),
+        valid_to: meta
+            .valid_to()
+            .and_then(|t| jiff::Timestamp::from_second(t.secs()).ok()),
+        tags: BTreeMap::new(),
+        aliases: BTreeSet::new(),
+        policy: None,
+        replicas: mr
+            .map(|c| {
+                c.replica_keys()
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.region().unwrap_or_default().to_string(),
+                            r.arn().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// The account id inside a KMS ARN (`arn:aws:kms:<region>:<account>:key/<id>`).
+pub fn account_of(arn: &str) -> String {
+    arn.split(':').nth(4).unwrap_or_default().to_string()
+}
+
+async fn tags(client: &Client, key_id: &str) -> Result<BTreeMap<String, String>, KmsError> {
+    let mut out = BTreeMap::new();
+    let mut marker = None;
+    loop {
+        let page = client
+            .list_resource_tags()
+            .key_id(key_id)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| KmsError::from_sdk("ListResourceTags", e))?;
+        for tag in page.tags() {
+            out.insert(tag.tag_key().to_string(), tag.tag_value().to_string());
+        }
+        match page.next_marker {
+            Some(next) if page.truncated => marker = Some(next),
+            _ => return Ok(out),
+        }
+    }
+}
+
+async fn aliases(client: &Client, key_id: &str) -> Result<BTreeSet<String>, KmsError> {
+    let mut out = BTreeSet::new();
+    let mut marker = None;
+    loop {
+        let page = client
+            .list_aliases()
+            .key_id(key_id)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| KmsError::from_sdk("ListAliases", e))?;
+        out.extend(
+            page.aliases()
+                .iter()
+                .filter_map(|a| a.alias_name().map(str::to_string)),
+        );
+        match page.next_marker {
+            Some(next) if page.truncated => marker = Some(next),
+            _ => return Ok(out),
+        }
+    }
+}
+
+async fn policy(client: &Client, key_id: &str) -> Result<Option<serde_json::Value>, KmsError> {
+    let out = client
+        .get_key_policy()
+        .key_id(key_id)
+        .policy_name("default")
+        .send()
+        .await
+        .map_err(|e| KmsError::from_sdk("GetKeyPolicy", e))?;
+    // A policy that is not JSON (LocalStack accepts anything) compares as a string.
+    Ok(out.policy().map(|p| {
+        serde_json::from_str(p).unwrap_or_else(|_| serde_json::Value::String(p.to_string()))
+    }))
+}
+
+/// The key id an alias points at; `Ok(None)` when the alias does not exist.
+pub async fn alias_target(client: &Client, alias: &str) -> Result<Option<String>, KmsError> {
+    Ok(describe(client, alias)
+        .await?
+        .map(|m| m.key_id().to_string()))
+}
+
+/// Finds the key tagged with an AwsKey's uid by scanning the region's keys. Expensive (one
+/// ListResourceTags per key): only used to recover from a crash between CreateKey and the
+/// status write.
+pub async fn find_by_owner_uid(client: &Client, uid: &str) -> Result<Option<String>, KmsError> {
+    let mut marker = None;
+    loop {
+        let page = client
+            .list_keys()
+            .limit(1000)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| KmsError::from_sdk("ListKeys", e))?;
+        for key in page.keys() {
+            let Some(key_id) = key.key_id() else { continue };
+            let tags = match tags(client, key_id).await {
+                Ok(tags) => tags,
+                // Keys we may not read (other teams' keys, deleted meanwhile) are not ours.
+                Err(KmsError::AccessDenied { .. } | KmsError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if tags.get(OWNER_UID_TAG).is_some_and(|u| u == uid) {
+                return Ok(Some(key_id.to_string()));
+            }
+        }
+        match page.next_marker {
+            Some(next) if page.truncated => marker = Some(next),
+            _ => return Ok(None),
+        }
+    }
+}

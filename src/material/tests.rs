@@ -1,0 +1,1 @@
+//! Tests of material parsing, fingerprints and wrapping with real crypto.

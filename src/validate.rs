@@ -1,0 +1,299 @@
+//! Validate step (pure, no I/O): an AwsKey spec → the desired key and import settings, or a
+//! precise reason. The controller and `keyfleet validate` share this code.
+
+use jiff::Timestamp;
+
+use crate::api::{AwsKeySpec, KeyMaterialSource, KeySpec, KeyUsage, TAG_PREFIX};
+use crate::material::{WrappingAlgorithm, WrappingKeySpec};
+use crate::plan::{DesiredKey, Owner};
+
+/// Largest key policy KMS accepts, in bytes.
+pub const MAX_POLICY_BYTES: usize = 32 * 1024;
+
+/// A spec keyfleet refuses, with the `Ready=False` reason and an actionable message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub reason: &'static str,
+    /// The offending field, as a path under the object (`spec.keyUsage`).
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn refuse(reason: &'static str, field: &'static str, message: impl Into<String>) -> SpecError {
+    SpecError {
+        reason,
+        field,
+        message: message.into(),
+    }
+}
+
+/// How material is wrapped for ImportKeyMaterial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImportSettings {
+    pub algorithm: WrappingAlgorithm,
+    pub wrapping_key_spec: WrappingKeySpec,
+}
+
+/// Checks the usage against the spec (CCKM defaults when unset).
+pub fn key_usage(spec: KeySpec, usage: Option<KeyUsage>) -> Result<KeyUsage, SpecError> {
+    match (usage, spec.default_usage()) {
+        (None, Some(default)) => Ok(default),
+        (None, None) => Err(refuse(
+            "KeyUsageRequired",
+            "spec.keyUsage",
+            format!("{spec} keys must state keyUsage: ENCRYPT_DECRYPT or SIGN_VERIFY"),
+        )),
+        (Some(u), _) if spec.allowed_usages().contains(&u) => Ok(u),
+        (Some(u), _) => Err(refuse(
+            "InvalidKeyUsage",
+            "spec.keyUsage",
+            format!(
+                "{u} is not a usage of {spec} keys; allowed: {}",
+                spec.allowed_usages()
+                    .iter()
+                    .map(|u| u.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// Wrapping algorithm and wrapping key spec, defaulted per key spec and checked to fit.
+pub fn import_settings(
+    source: &KeyMaterialSource,
+    spec: KeySpec,
+) -> Result<ImportSettings, SpecError> {
+    let (default_alg, default_wks) = WrappingAlgorithm::default_for(spec);
+    let algorithm = source.wrapping_algorithm.unwrap_or(default_alg);
+    let wrapping_key_spec = source.wrapping_key_spec.unwrap_or(default_wks);
+    algorithm
+        .check_compatible(spec, wrapping_key_spec)
+        .map_err(|e| {
+            refuse(
+                e.reason(),
+                "spec.keyMaterial.wrappingAlgorithm",
+                e.to_string(),
+            )
+        })?;
+    Ok(ImportSettings {
+        algorithm,
+        wrapping_key_spec,
+    })
+}
+
+/// The desired key for an AwsKey spec, as of `now`.
+pub fn desired_key(
+    spec: &AwsKeySpec,
+    owner: &Owner,
+    now: Timestamp,
+) -> Result<DesiredKey, SpecError> {
+    let usage = key_usage(spec.key_spec, spec.key_usage)?;
+
+    if let Some(alias) = &spec.alias {
+        let name = alias.strip_prefix("alias/").unwrap_or_default();
+        if name.is_empty()
+            || alias.len() > 256
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_-".contains(c))
+        {
+            return Err(refuse(
+                "InvalidAlias",
+                "spec.alias",
+                format!(
+                    "{alias:?} is not a KMS alias: use alias/<name> with letters, digits, / _ -"
+                ),
+            ));
+        }
+        if name.starts_with("aws/") {
+            return Err(refuse(
+                "InvalidAlias",
+                "spec.alias",
+                "alias/aws/ is reserved for AWS managed keys",
+            ));
+        }
+    }
+
+    if let Some(reserved) = spec
+        .tags
+        .keys()
+        .find(|k| k.starts_with("aws:") || k.starts_with(TAG_PREFIX))
+    {
+        return Err(refuse(
+            "InvalidTags",
+            "spec.tags",
+            format!("tag key {reserved:?} is reserved (aws: and {TAG_PREFIX} prefixes)"),
+        ));
+    }
+
+    if !(7..=30).contains(&spec.pending_window_days) {
+        return Err(refuse(
+            "InvalidPendingWindow",
+            "spec.pendingWindowDays",
+            format!(
+                "pendingWindowDays must be 7-30, got {}",
+                spec.pending_window_days
+            ),
+        ));
+    }
+
+    let policy = match spec.policy.as_ref().and_then(|p| p.document.as_deref()) {
+        None => None,
+        Some(doc) if doc.len() > MAX_POLICY_BYTES => {
+            return Err(refuse(
+                "PolicyTooLarge",
+                "spec.policy.document",
+                format!(
+                    "the policy is {} bytes; KMS accepts at most {MAX_POLICY_BYTES}",
+                    doc.len()
+                ),
+            ));
+        }
+        Some(doc) => match serde_json::from_str::<serde_json::Value>(doc) {
+            Ok(v @ serde_json::Value::Object(_)) => Some(v),
+            Ok(_) => {
+                return Err(refuse(
+                    "PolicyInvalid",
+                    "spec.policy.document",
+                    "the policy must be a JSON object",
+                ));
+            }
+            Err(e) => {
+                return Err(refuse(
+                    "PolicyInvalid",
+                    "spec.policy.document",
+                    format!("the policy is not valid JSON: {e}"),
+                ));
+            }
+        },
+    };
+
+    let valid_to = spec
+        .expiration
+        .as_ref()
+        .and_then(|e| e.valid_to.as_ref())
+        .map(|t| t.0);
+    if let Some(t) = valid_to
+        && t <= now
+    {
+        return Err(refuse(
+            "ValidToInPast",
+            "spec.expiration.validTo",
+            format!("validTo {t} is in the past; KMS needs a future expiry (or none)"),
+        ));
+    }
+
+    import_settings(&spec.key_material, spec.key_spec)?;
+
+    let mut tags = spec.tags.clone();
+    tags.extend(owner.tags());
+    Ok(DesiredKey {
+        key_spec: spec.key_spec,
+        key_usage: usage,
+        description: spec.description.clone().unwrap_or_default(),
+        tags,
+        alias: spec.alias.clone(),
+        policy,
+        bypass_policy_lockout_safety_check: spec.bypass_policy_lockout_safety_check,
+        multi_region: spec.multi_region,
+        valid_to,
+        enabled: spec.enabled,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> AwsKeySpec {
+        let mut base = serde_json::json!({
+            "region": "eu-west-1",
+            "keySpec": "SYMMETRIC_DEFAULT",
+            "keyMaterial": {"secretRef": {"name": "m", "key": "k"}}
+        });
+        if let (Some(b), Some(extra)) = (base.as_object_mut(), json.as_object()) {
+            b.extend(extra.clone());
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn owner() -> Owner {
+        Owner {
+            cluster: "c".into(),
+            namespace: "ns".into(),
+            name: "k".into(),
+            uid: "u".into(),
+        }
+    }
+
+    fn reason(json: serde_json::Value) -> &'static str {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        desired_key(&spec(json), &owner(), now).unwrap_err().reason
+    }
+
+    #[test]
+    fn defaults_follow_cckm_and_owner_tags_are_added() {
+        let now = Timestamp::UNIX_EPOCH;
+        let d = desired_key(
+            &spec(serde_json::json!({"tags": {"team": "a"}})),
+            &owner(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(d.key_usage, KeyUsage::EncryptDecrypt);
+        assert_eq!(d.tags.get("team").map(String::as_str), Some("a"));
+        assert_eq!(
+            d.tags.get(crate::plan::OWNER_UID_TAG).map(String::as_str),
+            Some("u")
+        );
+        assert!(d.enabled);
+    }
+
+    #[test]
+    fn bad_specs_get_precise_reasons() {
+        use serde_json::json;
+        assert_eq!(reason(json!({"keySpec": "RSA_2048"})), "KeyUsageRequired");
+        assert_eq!(
+            reason(json!({"keyUsage": "SIGN_VERIFY"})),
+            "InvalidKeyUsage"
+        );
+        assert_eq!(
+            reason(json!({"keySpec": "HMAC_256", "keyUsage": "ENCRYPT_DECRYPT"})),
+            "InvalidKeyUsage"
+        );
+        assert_eq!(reason(json!({"alias": "orders"})), "InvalidAlias");
+        assert_eq!(reason(json!({"alias": "alias/aws/s3"})), "InvalidAlias");
+        assert_eq!(
+            reason(json!({"tags": {"keyfleet.dev/owner": "x"}})),
+            "InvalidTags"
+        );
+        assert_eq!(
+            reason(json!({"pendingWindowDays": 3})),
+            "InvalidPendingWindow"
+        );
+        assert_eq!(
+            reason(json!({"policy": {"document": "{not json"}})),
+            "PolicyInvalid"
+        );
+        assert_eq!(
+            reason(json!({"policy": {"document": "[]"}})),
+            "PolicyInvalid"
+        );
+        let huge = format!("{{\"Sid\": \"{}\"}}", "x".repeat(MAX_POLICY_BYTES));
+        assert_eq!(
+            reason(json!({"policy": {"document": huge}})),
+            "PolicyTooLarge"
+        );
+        assert_eq!(
+            reason(json!({"expiration": {"validTo": "2020-01-01T00:00:00Z"}})),
+            "ValidToInPast"
+        );
+        assert_eq!(
+            reason(json!({"keySpec": "RSA_4096", "keyUsage": "SIGN_VERIFY",
+                "keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "wrappingAlgorithm": "RSAES_OAEP_SHA_256"}})),
+            "WrappingAlgorithmUnsupported"
+        );
+    }
+}
