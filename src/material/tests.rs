@@ -1145,3 +1145,31 @@ fn wrapping_defaults_and_kms_names() {
     let schema = serde_json::to_value(schemars::schema_for!(WrappingAlgorithm)).unwrap();
     assert!(schema.to_string().contains("RSA_AES_KEY_WRAP_SHA_256"));
 }
+
+#[test]
+fn sec1_without_curve_parameters_uses_the_spec_curve() {
+    let spec = KeySpec::EccNistP256;
+    let pkcs8 = pkcs8_for(spec);
+    let sec1 = convert_private_key(spec, &pkcs8, SecretFormat::Sec1Der).unwrap();
+    let seq = der::single(&sec1).unwrap();
+    let items = der::children(seq.value).unwrap();
+    assert!(items.iter().any(|t| t.tag == der::CONTEXT_0));
+    let without_params: Vec<u8> = items
+        .iter()
+        .filter(|t| t.tag != der::CONTEXT_0)
+        .flat_map(|t| tlv(t.tag, t.value))
+        .collect();
+    let stripped = tlv(der::SEQUENCE, &without_params);
+    assert_eq!(
+        der::classify(&stripped),
+        Some(der::Container::Sec1(der::CurveParam::Absent))
+    );
+    let material = parse(spec, &pem_encode("EC PRIVATE KEY", &stripped)).unwrap();
+    assert_eq!(
+        material.public_key_der().unwrap(),
+        public_key_of_pkcs8(spec, &pkcs8)
+    );
+    // Under another curve's spec the embedded public point does not fit: refused, not imported.
+    let err = parse(KeySpec::EccSecgP256k1, &stripped).unwrap_err();
+    assert_eq!(err.reason(), "MaterialUnparseable", "{err}");
+}
