@@ -82,10 +82,17 @@ pub(super) fn looks_like_pem(input: &[u8]) -> bool {
     input.windows(11).any(|w| w == b"-----BEGIN ")
 }
 
+/// A block whose END line has not been seen yet.
+struct OpenBlock<'a> {
+    label: &'a [u8],
+    encrypted: bool,
+    body: Zeroizing<Vec<u8>>,
+}
+
 /// Decodes every PEM block in `input`; text outside blocks is ignored (RFC 7468 §2).
 pub(super) fn parse_blocks(input: &[u8]) -> Result<Vec<PemBlock>, MaterialError> {
     let mut blocks = Vec::new();
-    let mut current: Option<(&[u8], bool, Zeroizing<Vec<u8>>)> = None;
+    let mut current: Option<OpenBlock<'_>> = None;
     for raw_line in input.split(|b| *b == b'\n') {
         let line = raw_line.trim_ascii();
         match current.as_mut() {
@@ -95,14 +102,18 @@ pub(super) fn parse_blocks(input: &[u8]) -> Result<Vec<PemBlock>, MaterialError>
                     .and_then(|l| l.strip_suffix(b"-----"))
                 {
                     // Capacity for the whole input: the body never reallocates (no stray copies).
-                    current = Some((
+                    current = Some(OpenBlock {
                         label,
-                        false,
-                        Zeroizing::new(Vec::with_capacity(input.len())),
-                    ));
+                        encrypted: false,
+                        body: Zeroizing::new(Vec::with_capacity(input.len())),
+                    });
                 }
             }
-            Some((label, encrypted, body)) => {
+            Some(OpenBlock {
+                label,
+                encrypted,
+                body,
+            }) => {
                 if let Some(end_label) = line
                     .strip_prefix(b"-----END ")
                     .and_then(|l| l.strip_suffix(b"-----"))

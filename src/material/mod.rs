@@ -98,7 +98,7 @@ pub enum MaterialError {
     Encrypted { format: &'static str },
     /// The private key's algorithm does not match the key spec's family.
     #[error(
-        "key spec {spec} needs an {expected} private key, but the Secret holds an {actual} key"
+        "key spec {spec} needs an {expected} private key, but the Secret holds a private key of type {actual}"
     )]
     WrongKeyType {
         spec: KeySpec,

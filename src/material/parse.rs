@@ -88,7 +88,7 @@ fn decode_base64(value: &[u8]) -> Result<Zeroizing<Vec<u8>>, MaterialError> {
 
 fn decode_hex(value: &[u8]) -> Result<Zeroizing<Vec<u8>>, MaterialError> {
     let text = compact(value);
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(invalid(
             MaterialEncoding::Hex,
             format!("odd number of hex digits ({})", text.len()),

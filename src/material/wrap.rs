@@ -42,7 +42,7 @@ pub enum WrappingKeySpec {
 
 /// PKCS#8 lengths of EC private keys as produced by the parser (aws-lc: named curve in the
 /// algorithm identifier, public key included). Used to check OAEP capacity before the Secret is read.
-fn ecc_pkcs8_len(spec: KeySpec) -> Option<usize> {
+pub(super) fn ecc_pkcs8_len(spec: KeySpec) -> Option<usize> {
     match spec {
         KeySpec::EccNistP256 => Some(138),
         KeySpec::EccNistP384 => Some(185),
