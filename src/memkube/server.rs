@@ -138,7 +138,7 @@ where
 impl ApiError {
     fn with_retry(mut self, code: u16) -> Self {
         if code == 429 {
-            self.details = Some(json!({ "retryAfterSeconds": 1 }));
+            self.details = Some(Box::new(json!({ "retryAfterSeconds": 1 })));
         }
         self
     }

@@ -13,7 +13,7 @@ pub struct ApiError {
     /// Human-readable `Status.message`.
     pub message: String,
     /// Optional `Status.details`.
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
 }
 
 /// The reason kube-apiserver uses for an HTTP code.
@@ -69,7 +69,7 @@ impl ApiError {
     /// 404 `<resource> "<name>" not found`.
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
         ApiError {
-            details: Some(details(group, plural, name)),
+            details: Some(Box::new(details(group, plural, name))),
             ..Self::new(
                 404,
                 format!("{} \"{name}\" not found", qualified(group, plural)),
@@ -81,7 +81,7 @@ impl ApiError {
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
         ApiError {
             reason: "AlreadyExists".into(),
-            details: Some(details(group, plural, name)),
+            details: Some(Box::new(details(group, plural, name))),
             ..Self::new(
                 409,
                 format!("{} \"{name}\" already exists", qualified(group, plural)),
@@ -92,7 +92,7 @@ impl ApiError {
     /// 409 Conflict for a stale resourceVersion.
     pub fn conflict(group: &str, plural: &str, name: &str) -> Self {
         ApiError {
-            details: Some(details(group, plural, name)),
+            details: Some(Box::new(details(group, plural, name))),
             ..Self::new(
                 409,
                 format!(
@@ -107,7 +107,7 @@ impl ApiError {
     /// 409 Conflict with a custom message (failed preconditions).
     pub fn conflict_msg(group: &str, plural: &str, name: &str, why: &str) -> Self {
         ApiError {
-            details: Some(details(group, plural, name)),
+            details: Some(Box::new(details(group, plural, name))),
             ..Self::new(
                 409,
                 format!(
@@ -126,7 +126,7 @@ impl ApiError {
             kind.to_string()
         };
         ApiError {
-            details: Some(details(group, plural, name)),
+            details: Some(Box::new(details(group, plural, name))),
             ..Self::new(422, format!("{what} \"{name}\" is invalid: {why}"))
         }
     }
@@ -153,7 +153,7 @@ impl ApiError {
             "code": self.code,
         });
         if let Some(d) = &self.details {
-            s["details"] = d.clone();
+            s["details"] = (**d).clone();
         }
         s
     }

@@ -266,7 +266,7 @@ fn not_found_sub(t: &Target) -> ApiError {
 
 impl ApiError {
     fn with_details(mut self, d: Value) -> Self {
-        self.details = Some(d);
+        self.details = Some(Box::new(d));
         self
     }
 }

@@ -274,8 +274,9 @@ pub fn stream(
                     return None;
                 };
                 tokio::select! {
-                    _ = tokio::time::sleep_until(*deadline) => Next::Timeout,
+                    biased;
                     _ = close.changed() => Next::End,
+                    _ = tokio::time::sleep_until(*deadline) => Next::Timeout,
                     msg = rx.recv() => match msg {
                         Ok(c) => Next::Change(c),
                         Err(RecvError::Lagged(_) | RecvError::Closed) => Next::End,

@@ -1,1 +1,0 @@
-//! Tests of the in-memory API server through real `kube` clients.
