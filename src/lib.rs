@@ -8,3 +8,4 @@ pub mod kms;
 pub mod material;
 pub mod plan;
 pub mod validate;
+pub mod memkube;
