@@ -6,6 +6,6 @@ pub mod controller;
 pub mod crds;
 pub mod kms;
 pub mod material;
+pub mod memkube;
 pub mod plan;
 pub mod validate;
-pub mod memkube;

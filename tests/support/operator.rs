@@ -1,0 +1,287 @@
+//! The real controller, in-process, against the in-memory Kubernetes API and a KMS endpoint.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use keyfleet::api::{AwsKey, AwsKeyStatus};
+use keyfleet::controller::{self, Context, Settings};
+use keyfleet::kms::KmsClients;
+use keyfleet::memkube::MemKube;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::localstack;
+
+/// Cluster id the test operator stamps on its keys.
+pub const CLUSTER_ID: &str = "test-cluster";
+
+/// A running controller; stop it with [`Operator::stop`] (or drop it to abort).
+pub struct Operator {
+    pub kube: MemKube,
+    pub client: kube::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Settings for tests: the production defaults with a short resync so drift is seen quickly.
+pub fn settings() -> Settings {
+    let mut s = Settings::new(CLUSTER_ID);
+    s.resync_interval = Duration::from_secs(2);
+    s.blocked_recheck_interval = Duration::from_secs(600);
+    s.concurrency = 16;
+    s
+}
+
+/// KMS clients pointed at the test LocalStack, with static test credentials.
+pub async fn localstack_clients() -> KmsClients {
+    let endpoint = localstack::kms_endpoint().await;
+    let base = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(localstack::DEFAULT_REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            localstack::ACCESS_KEY_ID,
+            localstack::SECRET_ACCESS_KEY,
+            None,
+            None,
+            "keyfleet-test",
+        )))
+        .build();
+    KmsClients::from_config(base)
+}
+
+impl Operator {
+    /// Starts the controller against `kube` with LocalStack KMS.
+    pub async fn start(kube: MemKube) -> Operator {
+        let kms = localstack_clients().await;
+        Operator::start_with(kube, kms, settings())
+    }
+
+    /// Starts the controller with explicit KMS clients and settings.
+    pub fn start_with(kube: MemKube, kms: KmsClients, settings: Settings) -> Operator {
+        let client = kube.client();
+        let ctx = Arc::new(Context::new(client.clone(), kms, settings));
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(ctx, async move {
+            let _ = rx.await;
+        }));
+        Operator {
+            kube,
+            client,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the controller gracefully (in-flight reconciles finish).
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    }
+
+    pub fn keys(&self, namespace: &str) -> Api<AwsKey> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Events recorded about the named object, as (type, reason, note).
+    pub fn events_for(&self, name: &str) -> Vec<(String, String, String)> {
+        self.kube
+            .objects("events.k8s.io", "events")
+            .into_iter()
+            .filter(|e| e["regarding"]["name"] == name)
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or_default().to_string(),
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                    e["note"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Creates a Secret holding `value` under `key`.
+pub async fn create_secret(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    value: &[u8],
+) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            key.to_string(),
+            ByteString(value.to_vec()),
+        )])),
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &secret)
+        .await
+        .expect("create Secret");
+}
+
+/// Replaces the value of a Secret's key.
+pub async fn update_secret(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    value: &[u8],
+) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut secret = api.get(name).await.expect("get Secret");
+    secret.data = Some(BTreeMap::from([(
+        key.to_string(),
+        ByteString(value.to_vec()),
+    )]));
+    api.replace(name, &PostParams::default(), &secret)
+        .await
+        .expect("replace Secret");
+}
+
+/// An AwsKey manifest: `spec` is merged over a symmetric key reading `secret`/`material`.
+pub fn aws_key(name: &str, region: &str, secret: &str, spec: Value) -> AwsKey {
+    let mut base = serde_json::json!({
+        "region": region,
+        "keySpec": "SYMMETRIC_DEFAULT",
+        "keyMaterial": {"secretRef": {"name": secret, "key": "material"}},
+    });
+    if let (Some(b), Some(extra)) = (base.as_object_mut(), spec.as_object()) {
+        b.extend(extra.clone());
+    }
+    AwsKey::new(
+        name,
+        serde_json::from_value(base).expect("valid AwsKey spec"),
+    )
+}
+
+pub async fn create_key(api: &Api<AwsKey>, key: &AwsKey) -> AwsKey {
+    api.create(&PostParams::default(), key)
+        .await
+        .expect("create AwsKey")
+}
+
+/// The Ready condition as (status, reason).
+pub fn ready(key: &AwsKey) -> Option<(String, String)> {
+    key.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Polls until `check` holds for the named AwsKey, or panics after `timeout` with its status.
+pub async fn wait_for(
+    api: &Api<AwsKey>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&AwsKey) -> bool,
+) -> AwsKey {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let current = api.get_opt(name).await.expect("get AwsKey");
+        if let Some(k) = &current
+            && check(k)
+        {
+            return k.clone();
+        }
+        if tokio::time::Instant::now() > deadline {
+            let status: Option<AwsKeyStatus> = current.and_then(|k| k.status);
+            panic!("{name}: timed out after {timeout:?} waiting for {what}; status: {status:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn wait_ready(api: &Api<AwsKey>, name: &str) -> AwsKey {
+    wait_for(api, name, Duration::from_secs(60), "Ready=True", |k| {
+        ready(k).is_some_and(|(s, _)| s == "True")
+    })
+    .await
+}
+
+pub async fn wait_reason(api: &Api<AwsKey>, name: &str, reason: &str) -> AwsKey {
+    wait_for(
+        api,
+        name,
+        Duration::from_secs(60),
+        &format!("Ready=False/{reason}"),
+        |k| ready(k).is_some_and(|(s, r)| s == "False" && r == reason),
+    )
+    .await
+}
+
+pub async fn wait_gone(api: &Api<AwsKey>, name: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while api.get_opt(name).await.expect("get AwsKey").is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Keys in KMS (one region) tagged as owned by the given AwsKey uid.
+pub async fn kms_keys_owned_by(kms: &aws_sdk_kms::Client, uid: &str) -> Vec<String> {
+    let mut found = vec![];
+    let mut marker = None;
+    loop {
+        let page = kms
+            .list_keys()
+            .limit(1000)
+            .set_marker(marker)
+            .send()
+            .await
+            .expect("ListKeys");
+        for key in page.keys() {
+            let id = key.key_id().unwrap_or_default();
+            let tags = kms
+                .list_resource_tags()
+                .key_id(id)
+                .send()
+                .await
+                .expect("ListResourceTags");
+            if tags
+                .tags()
+                .iter()
+                .any(|t| t.tag_key() == "keyfleet.dev/owner-uid" && t.tag_value() == uid)
+            {
+                found.push(id.to_string());
+            }
+        }
+        match page.next_marker {
+            Some(m) if page.truncated => marker = Some(m),
+            _ => return found,
+        }
+    }
+}
