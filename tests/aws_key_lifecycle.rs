@@ -308,3 +308,260 @@ async fn alias_description_tags_and_policy_are_applied_and_drift_is_repaired() {
         Some(key_id.as_str())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_schedules_deletion_and_reapplying_restores_the_same_key() {
+    let op = Operator::start(MemKube::new()).await;
+    let kms = kms_client(DEFAULT_REGION).await;
+    let api = op.keys(NS);
+    let name = unique("delete");
+    create_secret(
+        &op.client,
+        NS,
+        &name,
+        "material",
+        &generate_secret_value(KeySpec::Hmac256),
+    )
+    .await;
+    let manifest = aws_key(
+        &name,
+        DEFAULT_REGION,
+        &name,
+        json!({
+            "keySpec": "HMAC_256", "alias": format!("alias/{name}"), "pendingWindowDays": 9,
+        }),
+    );
+    create_key(&api, &manifest).await;
+    let key_id = wait_ready(&api, &name)
+        .await
+        .status
+        .unwrap()
+        .key_id
+        .unwrap();
+
+    api.delete(&name, &Default::default()).await.unwrap();
+    wait_gone(&api, &name).await;
+    let meta = kms
+        .describe_key()
+        .key_id(&key_id)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(
+        meta.key_state().map(|s| s.as_str()),
+        Some("PendingDeletion")
+    );
+    let deletion = meta.deletion_date().expect("DeletionDate").secs();
+    let days = (deletion - jiff::Timestamp::now().as_second()) as f64 / 86_400.0;
+    assert!(
+        (8.9..=9.1).contains(&days),
+        "deletion in {days} days, expected the 9-day window"
+    );
+
+    // The same manifest applied again finds the key by its alias and restores it.
+    create_key(&api, &manifest).await;
+    let restored = wait_ready(&api, &name).await;
+    let status = restored.status.unwrap();
+    assert_eq!(
+        status.key_id.as_deref(),
+        Some(key_id.as_str()),
+        "a new key was created instead of restoring"
+    );
+    assert_eq!(status.key_state.as_deref(), Some("Enabled"));
+    let reasons: Vec<String> = op
+        .events_for(&name)
+        .into_iter()
+        .map(|(_, r, _)| r)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "KeyDeletionScheduled"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r == "KeyDeletionCanceled"),
+        "{reasons:?}"
+    );
+    // The restored key carries the new AwsKey's uid.
+    let uid = restored.metadata.uid.unwrap();
+    assert_eq!(kms_keys_owned_by(&kms, &uid).await, vec![key_id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retain_leaves_the_key_in_place() {
+    let op = Operator::start(MemKube::new()).await;
+    let kms = kms_client(DEFAULT_REGION).await;
+    let api = op.keys(NS);
+    let name = unique("retain");
+    create_secret(
+        &op.client,
+        NS,
+        &name,
+        "material",
+        &generate_secret_value(KeySpec::SymmetricDefault),
+    )
+    .await;
+    create_key(
+        &api,
+        &aws_key(
+            &name,
+            DEFAULT_REGION,
+            &name,
+            json!({"deletionPolicy": "Retain"}),
+        ),
+    )
+    .await;
+    let key_id = wait_ready(&api, &name)
+        .await
+        .status
+        .unwrap()
+        .key_id
+        .unwrap();
+    api.delete(&name, &Default::default()).await.unwrap();
+    wait_gone(&api, &name).await;
+    let meta = kms
+        .describe_key()
+        .key_id(&key_id)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(meta.key_state().map(|s| s.as_str()), Some("Enabled"));
+    assert!(
+        op.events_for(&name)
+            .iter()
+            .any(|(_, r, _)| r == "KeyRetained")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_secret_change_to_other_material_is_refused_as_material_mismatch() {
+    let op = Operator::start(MemKube::new()).await;
+    let kms = kms_client(DEFAULT_REGION).await;
+    let api = op.keys(NS);
+    let name = unique("mismatch");
+    create_secret(
+        &op.client,
+        NS,
+        &name,
+        "material",
+        &generate_secret_value(KeySpec::EccNistP256),
+    )
+    .await;
+    create_key(
+        &api,
+        &aws_key(
+            &name,
+            DEFAULT_REGION,
+            &name,
+            json!({"keySpec": "ECC_NIST_P256"}),
+        ),
+    )
+    .await;
+    let before = wait_ready(&api, &name).await.status.unwrap();
+    let imports_before = op
+        .events_for(&name)
+        .iter()
+        .filter(|(_, r, _)| r == "MaterialImported")
+        .count();
+
+    // The Secret watch (metadata only) re-triggers the key; the new material is not imported.
+    update_secret(
+        &op.client,
+        NS,
+        &name,
+        "material",
+        &generate_secret_value(KeySpec::EccNistP256),
+    )
+    .await;
+    let after = wait_reason(&api, &name, "MaterialMismatch")
+        .await
+        .status
+        .unwrap();
+    assert_eq!(after.material_fingerprint, before.material_fingerprint);
+    assert_eq!(after.key_id, before.key_id);
+    let meta = kms
+        .describe_key()
+        .key_id(after.key_id.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(meta.key_state().map(|s| s.as_str()), Some("Enabled"));
+    let imports_after = op
+        .events_for(&name)
+        .iter()
+        .filter(|(_, r, _)| r == "MaterialImported")
+        .count();
+    assert_eq!(
+        imports_before, imports_after,
+        "the changed material was imported"
+    );
+    assert!(
+        op.events_for(&name)
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "MaterialMismatch")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced() {
+    let op = Operator::start(MemKube::new()).await;
+    let kms = kms_client(DEFAULT_REGION).await;
+    let api = op.keys(NS);
+    let name = unique("outside");
+    create_secret(
+        &op.client,
+        NS,
+        &name,
+        "material",
+        &generate_secret_value(KeySpec::SymmetricDefault),
+    )
+    .await;
+    let created = create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, json!({}))).await;
+    let key_id = wait_ready(&api, &name)
+        .await
+        .status
+        .unwrap()
+        .key_id
+        .unwrap();
+    kms.schedule_key_deletion()
+        .key_id(&key_id)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    let reported = wait_reason(&api, &name, "KeyPendingDeletion")
+        .await
+        .status
+        .unwrap();
+    assert_eq!(reported.key_id.as_deref(), Some(key_id.as_str()));
+    assert_eq!(reported.key_state.as_deref(), Some("PendingDeletion"));
+    assert!(
+        op.events_for(&name)
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "KeyPendingDeletion")
+    );
+    // Several resyncs later there is still exactly the one key.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        kms_keys_owned_by(&kms, created.metadata.uid.as_deref().unwrap()).await,
+        vec![key_id.clone()]
+    );
+    let meta = kms
+        .describe_key()
+        .key_id(&key_id)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(
+        meta.key_state().map(|s| s.as_str()),
+        Some("PendingDeletion"),
+        "keyfleet fought the deletion"
+    );
+}
