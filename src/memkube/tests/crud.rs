@@ -155,6 +155,39 @@ async fn generate_name_and_secrets() {
             .unwrap_err(),
     );
     assert_eq!(st.code, 400);
+
+    // stringData is folded into data, like the real server does; type defaults to Opaque.
+    let mut sd = secret("sd", "a", "1");
+    sd.string_data = Some(BTreeMap::from([("b".into(), "two".into())]));
+    sd.immutable = Some(true);
+    let created = secrets.create(&PostParams::default(), &sd).await.unwrap();
+    assert_eq!(created.string_data, None);
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
+    let data = created.data.clone().unwrap();
+    assert_eq!(data["b"], k8s_openapi::ByteString(b"two".to_vec()));
+    assert_eq!(data["a"], k8s_openapi::ByteString(b"1".to_vec()));
+
+    // Immutable secrets keep their data.
+    let st = api_error(
+        secrets
+            .patch(
+                "sd",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"a": "Mg=="}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(st.code, 422);
+    let labelled = secrets
+        .patch(
+            "sd",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"ok": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(labelled.data, created.data);
 }
 
 #[tokio::test]
