@@ -725,9 +725,10 @@ impl State {
         body: Value,
         opts: &WriteOpts,
     ) -> Result<Value, ApiError> {
-        let status = Self::check_subresource(t)?;
+        Self::check_subresource(t)?;
         let (name, old) = self.lookup(t)?;
-        let require_rv = !is_builtin_group(&t.group) && !status;
+        // Custom resources do not allow unconditional updates (main or status).
+        let require_rv = !is_builtin_group(&t.group);
         self.update_existing(t, &name, old, body, require_rv, opts)
     }
 
