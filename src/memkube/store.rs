@@ -973,9 +973,89 @@ impl State {
             return Ok(result);
         }
         if is_deleting(&result) && finalizers(&result).is_empty() {
-            return Ok(self.commit(t, name, ChangeType::Deleted, result, None));
+            let removed = self.commit(t, name, ChangeType::Deleted, result, None);
+            self.collect_garbage(&removed, t, false);
+            return Ok(removed);
         }
         Ok(self.commit(t, name, ChangeType::Modified, result, Some(old)))
+    }
+
+    /// Whether any stored object has this uid.
+    fn uid_exists(&self, uid: &str) -> bool {
+        self.resources
+            .values()
+            .flat_map(|m| m.values())
+            .any(|o| meta_str(o, "uid") == Some(uid))
+    }
+
+    /// A synchronous stand-in for the garbage collector and namespace controller, run after
+    /// `removed` left the store: dependents (by `ownerReferences`) whose owners are all gone
+    /// are deleted (or, for `orphan`, just lose the reference), and deleting a Namespace
+    /// deletes everything in it. Deletion honours finalizers as usual.
+    fn collect_garbage(&mut self, removed: &Value, t: &Target, orphan: bool) {
+        let Some(uid) = meta_str(removed, "uid").map(str::to_string) else {
+            return;
+        };
+        let removed_ns = (t.group.is_empty() && t.plural == "namespaces")
+            .then(|| meta_str(removed, "name").unwrap_or_default().to_string());
+        let mut dependents = Vec::new();
+        for ((group, plural), objs) in &self.resources {
+            for ((ns, name), obj) in objs {
+                let owned = meta(obj)
+                    .and_then(|m| m.get("ownerReferences"))
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid.as_str()))
+                    });
+                let in_ns = removed_ns.as_deref().is_some_and(|r| r == ns);
+                if owned || in_ns {
+                    let version = obj
+                        .get("apiVersion")
+                        .and_then(Value::as_str)
+                        .and_then(|v| v.rsplit('/').next())
+                        .unwrap_or("v1")
+                        .to_string();
+                    let target = Target {
+                        group: group.clone(),
+                        version,
+                        plural: plural.clone(),
+                        namespace: (!ns.is_empty()).then(|| ns.clone()),
+                        name: Some(name.clone()),
+                        subresource: None,
+                    };
+                    dependents.push((target, obj.clone(), in_ns));
+                }
+            }
+        }
+        for (target, obj, in_ns) in dependents {
+            let refs: Vec<Value> = meta(&obj)
+                .and_then(|m| m.get("ownerReferences"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let others_alive = refs.iter().any(|r| {
+                r.get("uid")
+                    .and_then(Value::as_str)
+                    .is_some_and(|u| u != uid && self.uid_exists(u))
+            });
+            if !in_ns && (orphan || others_alive) {
+                // Drop the dangling reference only.
+                let kept: Vec<Value> = refs
+                    .into_iter()
+                    .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()))
+                    .collect();
+                let mut new = obj.clone();
+                meta_mut(&mut new).insert("ownerReferences".into(), Value::Array(kept));
+                normalize(&mut new);
+                if let Some(name) = target.name.clone() {
+                    self.commit(&target, &name, ChangeType::Modified, new, Some(obj));
+                }
+            } else {
+                // Already gone (e.g. removed by an earlier cascade step) is fine.
+                let _ = self.delete(&target, &json!({}), &WriteOpts::default());
+            }
+        }
     }
 
     /// DELETE of one object: marks it for deletion while it has finalizers, else removes it.
@@ -1042,7 +1122,9 @@ impl State {
             details["group"] = json!(group);
         }
         if !opts.dry_run {
-            self.commit(t, &name, ChangeType::Deleted, old, None);
+            let removed = self.commit(t, &name, ChangeType::Deleted, old, None);
+            let orphan = options.get("propagationPolicy").and_then(Value::as_str) == Some("Orphan");
+            self.collect_garbage(&removed, t, orphan);
         }
         Ok((
             200,
