@@ -1,10 +1,38 @@
 //! In-memory Kubernetes API server served as a tower `Service`, for tests and the playground.
 //!
 //! [`MemKube`] keeps objects as JSON keyed by `(group, plural, namespace, name)` and answers
-//! the requests `kube::Client` sends: CRUD, the four patch types, the status subresource,
-//! finalizer-aware deletion, watches (with history, bookmarks and 410 Gone) and
-//! metadata-only (`PartialObjectMetadata`) reads. It knows no schemas: any resource is
-//! accepted. Tests can inspect objects, count requests and inject failures.
+//! the requests `kube::Client` sends. It knows no schemas: any resource is accepted, its
+//! scope is taken from the URL, and custom resources (groups other than core, `apps`,
+//! `batch`, `autoscaling`, `policy`, `extensions` and `*.k8s.io`) get a status subresource.
+//!
+//! Supported, following kube-apiserver:
+//! - create (`generateName`, uid, timestamps, `generation`, AlreadyExists), get, list
+//!   (label/field selectors, `limit`/`continue`), replace (409 on stale or, for custom
+//!   resources, 422 on missing resourceVersion), delete and delete-collection (preconditions,
+//!   `dryRun`), and merge / JSON (RFC 6902 with `test`) / strategic (as merge) / apply (as
+//!   merge, creating missing objects) patches; writes that change nothing write nothing;
+//! - one global resourceVersion; `metadata.generation` bumps on changes outside metadata and
+//!   status; `/status` writes change only status, main writes never change it;
+//! - finalizers: deletion sets `deletionTimestamp`, the object goes when its last finalizer
+//!   does, new finalizers are refused meanwhile; ownerReference garbage collection (background
+//!   or orphan) and namespace deletion happen synchronously;
+//! - watches from a resourceVersion (bounded history, 410 Gone `ERROR` when too old), from
+//!   now with synthetic ADDED events, or as a streaming list (`sendInitialEvents`), with
+//!   selector transitions, `timeoutSeconds` and a final bookmark;
+//! - `PartialObjectMetadata` answers for get, list, watch and patch when the client asks;
+//! - Secret `stringData` folding and `type` default, immutable ConfigMaps/Secrets;
+//! - minimal discovery (`/version`, `/api`, `/apis`, group resource lists) of what was seen.
+//!
+//! Not supported: schemas, validation and defaulting of other types, admission, RBAC,
+//! managed fields and apply conflicts (`force` is irrelevant), removal of fields a manager
+//! stopped applying, strategic-merge list directives, reads at an older resourceVersion,
+//! periodic bookmarks, foreground-deletion ordering, graceful pod deletion, and subresources
+//! other than `status`.
+//!
+//! Tests can inspect objects ([`MemKube::objects`], [`MemKube::get_object`]), read the
+//! request log ([`MemKube::requests`], [`MemKube::request_count`]), plan failures
+//! ([`MemKube::inject_fault`]), and disturb watches ([`MemKube::close_watches`],
+//! [`MemKube::compact_history`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube::Error> {

@@ -196,6 +196,75 @@ fn is_deleting(obj: &Value) -> bool {
         .is_some_and(|v| !v.is_null())
 }
 
+/// Standard base64 with padding (Secret `data` values).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// What kube-apiserver's built-in strategies do to a few core types on every write:
+/// Secrets get `stringData` folded into `data` and a default `type`.
+fn builtin_defaults(group: &str, plural: &str, obj: &mut Value) {
+    if group.is_empty()
+        && plural == "secrets"
+        && let Some(o) = obj.as_object_mut()
+    {
+        if let Some(Value::Object(string_data)) = o.remove("stringData") {
+            let data = o.entry("data").or_insert_with(|| Value::Object(Map::new()));
+            if !data.is_object() {
+                *data = Value::Object(Map::new());
+            }
+            if let Value::Object(data) = data {
+                for (k, v) in string_data {
+                    let text = v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
+                    data.insert(k, json!(base64(text.as_bytes())));
+                }
+            }
+        }
+        if o.get("type")
+            .is_none_or(|t| t.as_str().is_none_or(str::is_empty))
+        {
+            o.insert("type".into(), json!("Opaque"));
+        }
+    }
+}
+
+/// ConfigMaps and Secrets marked `immutable` keep their data and stay immutable.
+fn immutable_violation(group: &str, plural: &str, old: &Value, new: &Value) -> Option<String> {
+    if !group.is_empty() || !matches!(plural, "configmaps" | "secrets") {
+        return None;
+    }
+    if old.get("immutable") != Some(&Value::Bool(true)) {
+        return None;
+    }
+    if new.get("immutable") != Some(&Value::Bool(true)) {
+        return Some("immutable: Forbidden: field is immutable when `immutable` is set".into());
+    }
+    ["data", "binaryData"]
+        .iter()
+        .any(|f| old.get(f) != new.get(f))
+        .then(|| "data: Forbidden: field is immutable when `immutable` is set".to_string())
+}
+
 /// Drops empty metadata collections, like Go's `omitempty` does on the wire.
 fn normalize(obj: &mut Value) {
     let m = meta_mut(obj);
@@ -641,6 +710,7 @@ impl State {
         {
             o.remove("status");
         }
+        builtin_defaults(&t.group, &t.plural, &mut obj);
         normalize(&mut obj);
         if opts.dry_run {
             return Ok(obj);
@@ -655,9 +725,10 @@ impl State {
         body: Value,
         opts: &WriteOpts,
     ) -> Result<Value, ApiError> {
-        let status = Self::check_subresource(t)?;
+        Self::check_subresource(t)?;
         let (name, old) = self.lookup(t)?;
-        let require_rv = !is_builtin_group(&t.group) && !status;
+        // Custom resources do not allow unconditional updates (main or status).
+        let require_rv = !is_builtin_group(&t.group);
         self.update_existing(t, &name, old, body, require_rv, opts)
     }
 
@@ -838,6 +909,10 @@ impl State {
             r
         } else {
             let mut r = new;
+            builtin_defaults(group, plural, &mut r);
+            if let Some(why) = immutable_violation(group, plural, &old, &r) {
+                return Err(ApiError::invalid(group, plural, &kind, name, &why));
+            }
             let old_meta = meta(&old);
             let m = meta_mut(&mut r);
             for f in [
@@ -898,9 +973,89 @@ impl State {
             return Ok(result);
         }
         if is_deleting(&result) && finalizers(&result).is_empty() {
-            return Ok(self.commit(t, name, ChangeType::Deleted, result, None));
+            let removed = self.commit(t, name, ChangeType::Deleted, result, None);
+            self.collect_garbage(&removed, t, false);
+            return Ok(removed);
         }
         Ok(self.commit(t, name, ChangeType::Modified, result, Some(old)))
+    }
+
+    /// Whether any stored object has this uid.
+    fn uid_exists(&self, uid: &str) -> bool {
+        self.resources
+            .values()
+            .flat_map(|m| m.values())
+            .any(|o| meta_str(o, "uid") == Some(uid))
+    }
+
+    /// A synchronous stand-in for the garbage collector and namespace controller, run after
+    /// `removed` left the store: dependents (by `ownerReferences`) whose owners are all gone
+    /// are deleted (or, for `orphan`, just lose the reference), and deleting a Namespace
+    /// deletes everything in it. Deletion honours finalizers as usual.
+    fn collect_garbage(&mut self, removed: &Value, t: &Target, orphan: bool) {
+        let Some(uid) = meta_str(removed, "uid").map(str::to_string) else {
+            return;
+        };
+        let removed_ns = (t.group.is_empty() && t.plural == "namespaces")
+            .then(|| meta_str(removed, "name").unwrap_or_default().to_string());
+        let mut dependents = Vec::new();
+        for ((group, plural), objs) in &self.resources {
+            for ((ns, name), obj) in objs {
+                let owned = meta(obj)
+                    .and_then(|m| m.get("ownerReferences"))
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid.as_str()))
+                    });
+                let in_ns = removed_ns.as_deref().is_some_and(|r| r == ns);
+                if owned || in_ns {
+                    let version = obj
+                        .get("apiVersion")
+                        .and_then(Value::as_str)
+                        .and_then(|v| v.rsplit('/').next())
+                        .unwrap_or("v1")
+                        .to_string();
+                    let target = Target {
+                        group: group.clone(),
+                        version,
+                        plural: plural.clone(),
+                        namespace: (!ns.is_empty()).then(|| ns.clone()),
+                        name: Some(name.clone()),
+                        subresource: None,
+                    };
+                    dependents.push((target, obj.clone(), in_ns));
+                }
+            }
+        }
+        for (target, obj, in_ns) in dependents {
+            let refs: Vec<Value> = meta(&obj)
+                .and_then(|m| m.get("ownerReferences"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let others_alive = refs.iter().any(|r| {
+                r.get("uid")
+                    .and_then(Value::as_str)
+                    .is_some_and(|u| u != uid && self.uid_exists(u))
+            });
+            if !in_ns && (orphan || others_alive) {
+                // Drop the dangling reference only.
+                let kept: Vec<Value> = refs
+                    .into_iter()
+                    .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()))
+                    .collect();
+                let mut new = obj.clone();
+                meta_mut(&mut new).insert("ownerReferences".into(), Value::Array(kept));
+                normalize(&mut new);
+                if let Some(name) = target.name.clone() {
+                    self.commit(&target, &name, ChangeType::Modified, new, Some(obj));
+                }
+            } else {
+                // Already gone (e.g. removed by an earlier cascade step) is fine.
+                let _ = self.delete(&target, &json!({}), &WriteOpts::default());
+            }
+        }
     }
 
     /// DELETE of one object: marks it for deletion while it has finalizers, else removes it.
@@ -967,7 +1122,9 @@ impl State {
             details["group"] = json!(group);
         }
         if !opts.dry_run {
-            self.commit(t, &name, ChangeType::Deleted, old, None);
+            let removed = self.commit(t, &name, ChangeType::Deleted, old, None);
+            let orphan = options.get("propagationPolicy").and_then(Value::as_str) == Some("Orphan");
+            self.collect_garbage(&removed, t, orphan);
         }
         Ok((
             200,
@@ -1012,5 +1169,38 @@ impl State {
             "metadata": { "resourceVersion": self.rv.to_string() },
             "items": items,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(raw.as_bytes()), enc);
+        }
+    }
+
+    #[test]
+    fn secret_string_data_is_folded_into_data() {
+        let mut s = json!({"data": {"a": "YQ=="}, "stringData": {"b": "hello"}});
+        builtin_defaults("", "secrets", &mut s);
+        assert_eq!(
+            s,
+            json!({"data": {"a": "YQ==", "b": "aGVsbG8="}, "type": "Opaque"})
+        );
+        let mut cm = json!({"stringData": {"b": "x"}});
+        builtin_defaults("", "configmaps", &mut cm);
+        assert!(cm.get("stringData").is_some());
     }
 }

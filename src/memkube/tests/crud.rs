@@ -155,6 +155,39 @@ async fn generate_name_and_secrets() {
             .unwrap_err(),
     );
     assert_eq!(st.code, 400);
+
+    // stringData is folded into data, like the real server does; type defaults to Opaque.
+    let mut sd = secret("sd", "a", "1");
+    sd.string_data = Some(BTreeMap::from([("b".into(), "two".into())]));
+    sd.immutable = Some(true);
+    let created = secrets.create(&PostParams::default(), &sd).await.unwrap();
+    assert_eq!(created.string_data, None);
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
+    let data = created.data.clone().unwrap();
+    assert_eq!(data["b"], k8s_openapi::ByteString(b"two".to_vec()));
+    assert_eq!(data["a"], k8s_openapi::ByteString(b"1".to_vec()));
+
+    // Immutable secrets keep their data.
+    let st = api_error(
+        secrets
+            .patch(
+                "sd",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"a": "Mg=="}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(st.code, 422);
+    let labelled = secrets
+        .patch(
+            "sd",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"ok": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(labelled.data, created.data);
 }
 
 #[tokio::test]
@@ -831,5 +864,104 @@ async fn events_leases_and_discovery() {
         res.resources
             .iter()
             .any(|r| r.name == "widgets" && r.kind == "Widget" && r.namespaced)
+    );
+}
+
+#[tokio::test]
+async fn owner_references_and_namespace_deletion_cascade() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::Resource;
+
+    let mk = mem();
+    let client = mk.client();
+    let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let owner = widgets
+        .create(&PostParams::default(), &widget("owner", 1))
+        .await
+        .unwrap();
+    let keeper = cms
+        .create(&PostParams::default(), &config_map("keeper", &[]))
+        .await
+        .unwrap();
+    let owned_by = |refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>| {
+        let mut cm = config_map("x", &[]);
+        cm.metadata.owner_references = Some(refs);
+        cm
+    };
+    let mut only = owned_by(vec![owner.controller_owner_ref(&()).unwrap()]);
+    only.metadata.name = Some("only".into());
+    cms.create(&PostParams::default(), &only).await.unwrap();
+    let mut shared = owned_by(vec![
+        owner.controller_owner_ref(&()).unwrap(),
+        keeper.controller_owner_ref(&()).unwrap(),
+    ]);
+    shared.metadata.name = Some("shared".into());
+    cms.create(&PostParams::default(), &shared).await.unwrap();
+
+    widgets
+        .delete("owner", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        cms.get_opt("only").await.unwrap(),
+        None,
+        "dependent collected"
+    );
+    let shared = cms.get("shared").await.unwrap();
+    assert_eq!(
+        shared
+            .metadata
+            .owner_references
+            .unwrap()
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["keeper"],
+        "dangling reference dropped, live owner kept"
+    );
+
+    // Orphan propagation keeps dependents.
+    let owner2 = widgets
+        .create(&PostParams::default(), &widget("owner2", 1))
+        .await
+        .unwrap();
+    let mut orphan = owned_by(vec![owner2.controller_owner_ref(&()).unwrap()]);
+    orphan.metadata.name = Some("orphan".into());
+    cms.create(&PostParams::default(), &orphan).await.unwrap();
+    widgets
+        .delete("owner2", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    assert_eq!(
+        cms.get("orphan").await.unwrap().metadata.owner_references,
+        None
+    );
+
+    // Deleting a Namespace deletes what is in it.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: meta("tmp"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let in_tmp: Api<ConfigMap> = Api::namespaced(client.clone(), "tmp");
+    in_tmp
+        .create(&PostParams::default(), &config_map("doomed", &[]))
+        .await
+        .unwrap();
+    namespaces
+        .delete("tmp", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(in_tmp.get_opt("doomed").await.unwrap(), None);
+    assert_eq!(
+        cms.list(&ListParams::default()).await.unwrap().items.len(),
+        3
     );
 }
