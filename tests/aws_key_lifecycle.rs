@@ -125,13 +125,8 @@ async fn every_key_spec_is_created_external_imported_and_usable() {
                 );
             }
         }
-        let reasons: Vec<String> = op.events_for(name).into_iter().map(|(_, r, _)| r).collect();
-        for expected in ["KeyCreated", "MaterialImported", "KeyReady"] {
-            assert!(
-                reasons.iter().any(|r| r == expected),
-                "{spec}: no {expected} event in {reasons:?}"
-            );
-        }
+        op.wait_events(name, &["KeyCreated", "MaterialImported", "KeyReady"])
+            .await;
     }
 }
 
@@ -283,24 +278,18 @@ async fn alias_description_tags_and_policy_are_applied_and_drift_is_repaired() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let reasons: Vec<String> = op
-        .events_for(&name)
-        .into_iter()
-        .map(|(_, r, _)| r)
-        .collect();
-    for expected in [
-        "DescriptionUpdated",
-        "TagsUpdated",
-        "TagsRemoved",
-        "AliasCreated",
-        "PolicyUpdated",
-        "KeyEnabled",
-    ] {
-        assert!(
-            reasons.iter().any(|r| r == expected),
-            "no {expected} event in {reasons:?}"
-        );
-    }
+    op.wait_events(
+        &name,
+        &[
+            "DescriptionUpdated",
+            "TagsUpdated",
+            "TagsRemoved",
+            "AliasCreated",
+            "PolicyUpdated",
+            "KeyEnabled",
+        ],
+    )
+    .await;
     // Same key throughout: drift repair never replaces the key.
     let after = api.get(&name).await.unwrap();
     assert_eq!(
@@ -370,19 +359,8 @@ async fn delete_schedules_deletion_and_reapplying_restores_the_same_key() {
         "a new key was created instead of restoring"
     );
     assert_eq!(status.key_state.as_deref(), Some("Enabled"));
-    let reasons: Vec<String> = op
-        .events_for(&name)
-        .into_iter()
-        .map(|(_, r, _)| r)
-        .collect();
-    assert!(
-        reasons.iter().any(|r| r == "KeyDeletionScheduled"),
-        "{reasons:?}"
-    );
-    assert!(
-        reasons.iter().any(|r| r == "KeyDeletionCanceled"),
-        "{reasons:?}"
-    );
+    op.wait_events(&name, &["KeyDeletionScheduled", "KeyDeletionCanceled"])
+        .await;
     // The restored key carries the new AwsKey's uid.
     let uid = restored.metadata.uid.unwrap();
     assert_eq!(kms_keys_owned_by(&kms, &uid).await, vec![key_id]);
@@ -429,11 +407,7 @@ async fn retain_leaves_the_key_in_place() {
         .key_metadata
         .unwrap();
     assert_eq!(meta.key_state().map(|s| s.as_str()), Some("Enabled"));
-    assert!(
-        op.events_for(&name)
-            .iter()
-            .any(|(_, r, _)| r == "KeyRetained")
-    );
+    op.wait_events(&name, &["KeyRetained"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -500,6 +474,7 @@ async fn a_secret_change_to_other_material_is_refused_as_material_mismatch() {
         imports_before, imports_after,
         "the changed material was imported"
     );
+    op.wait_events(&name, &["MaterialMismatch"]).await;
     assert!(
         op.events_for(&name)
             .iter()
@@ -540,6 +515,7 @@ async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced(
         .unwrap();
     assert_eq!(reported.key_id.as_deref(), Some(key_id.as_str()));
     assert_eq!(reported.key_state.as_deref(), Some("PendingDeletion"));
+    op.wait_events(&name, &["KeyPendingDeletion"]).await;
     assert!(
         op.events_for(&name)
             .iter()

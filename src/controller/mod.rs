@@ -15,7 +15,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -177,12 +177,32 @@ fn object_key<K: ResourceExt>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
+/// The parts of an AwsKey whose change calls for a reconcile: generation (spec), finalizers,
+/// deletion, annotations (`kubectl annotate` forces a reconcile). Status changes are excluded.
+fn reconcile_relevant(key: &AwsKey) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.metadata.generation.hash(&mut h);
+    key.finalizers().hash(&mut h);
+    key.metadata.deletion_timestamp.is_some().hash(&mut h);
+    key.annotations().hash(&mut h);
+    Some(h.finish())
+}
+
 /// Runs the AwsKey controller until `shutdown` completes.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let keys: Api<AwsKey> = Api::all(client.clone());
-    let controller = Controller::new(keys, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    let (store, writer) = reflector::store();
+    // Only changes of the spec, finalizers, deletion or annotations trigger a reconcile: the
+    // controller's own status writes do not (no self-triggered loops), resyncs come from the
+    // requeue, and Secrets and connections have their own watches below.
+    let triggers = watcher(keys, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(reconcile_relevant, PredicateConfig::default());
+    let controller = Controller::for_stream(triggers, store.clone());
     let by_secret = store.clone();
     let by_kms = store;
     // Metadata only: Secret data never enters the operator's caches.

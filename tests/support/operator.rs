@@ -285,3 +285,25 @@ pub async fn kms_keys_owned_by(kms: &aws_sdk_kms::Client, uid: &str) -> Vec<Stri
         }
     }
 }
+
+impl Operator {
+    /// Waits until events with every one of `reasons` were recorded about `name`.
+    pub async fn wait_events(&self, name: &str, reasons: &[&str]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen: Vec<String> = self
+                .events_for(name)
+                .into_iter()
+                .map(|(_, r, _)| r)
+                .collect();
+            if reasons.iter().all(|r| seen.iter().any(|s| s == r)) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: expected events {reasons:?}, saw {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
