@@ -1,4 +1,7 @@
 //! `AwsKey` (namespaced): a KMS key with imported (BYOK) material taken from a Secret.
+// kube's `printcolumn(...)` arguments repeat `type_ = ...`, which this lint mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,7 @@
 //! `AwsKms` (cluster-scoped): an AWS KMS connection — credentials, allowed regions, endpoint.
+// kube's `printcolumn(...)` arguments repeat `type_ = ...`, which this lint mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};

@@ -88,6 +88,9 @@ pub struct Fault {
     pub status: u16,
     /// How many requests fail.
     pub times: usize,
+    /// How many matching requests pass untouched before the fault applies (e.g. 1: the first
+    /// status write succeeds, the second fails).
+    pub after: usize,
 }
 
 impl Fault {
@@ -103,6 +106,7 @@ impl Fault {
             path_contains: path_contains.into(),
             status,
             times,
+            after: 0,
         }
     }
 
@@ -113,7 +117,14 @@ impl Fault {
             path_contains: path_contains.into(),
             status,
             times,
+            after: 0,
         }
+    }
+
+    /// Lets the first `n` matching requests through before failing.
+    pub fn after(mut self, n: usize) -> Self {
+        self.after = n;
+        self
     }
 
     fn matches(&self, method: &Method, path_and_query: &str) -> bool {
@@ -310,6 +321,10 @@ impl MemKube {
         let i = faults
             .iter()
             .position(|f| f.matches(method, path_and_query))?;
+        if faults[i].after > 0 {
+            faults[i].after -= 1;
+            return None;
+        }
         let status = faults[i].status;
         faults[i].times -= 1;
         if faults[i].times == 0 {

@@ -307,3 +307,41 @@ impl Operator {
         }
     }
 }
+
+/// Every key in one KMS region by owner uid tag (one scan for many checks).
+pub async fn kms_keys_by_owner(kms: &aws_sdk_kms::Client) -> BTreeMap<String, Vec<String>> {
+    let mut by_owner: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut marker = None;
+    loop {
+        let page = kms
+            .list_keys()
+            .limit(1000)
+            .set_marker(marker)
+            .send()
+            .await
+            .expect("ListKeys");
+        for key in page.keys() {
+            let id = key.key_id().unwrap_or_default();
+            let tags = kms
+                .list_resource_tags()
+                .key_id(id)
+                .send()
+                .await
+                .expect("ListResourceTags");
+            if let Some(t) = tags
+                .tags()
+                .iter()
+                .find(|t| t.tag_key() == "keyfleet.dev/owner-uid")
+            {
+                by_owner
+                    .entry(t.tag_value().to_string())
+                    .or_default()
+                    .push(id.to_string());
+            }
+        }
+        match page.next_marker {
+            Some(m) if page.truncated => marker = Some(m),
+            _ => return by_owner,
+        }
+    }
+}

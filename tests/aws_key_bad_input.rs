@@ -1,0 +1,279 @@
+//! Bad input gets a precise Ready=False reason and a Warning event, creates no KMS key, does not
+//! loop, and recovers once fixed; a crash between CreateKey and the status write leaves one key.
+
+mod support;
+
+use std::time::Duration;
+
+use http::Method;
+use keyfleet::api::{AwsKms, AwsKmsSpec, KeySpec};
+use keyfleet::material::testing::{SecretFormat, generate_secret_value, generate_secret_value_as};
+use keyfleet::memkube::{Fault, MemKube};
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+use support::localstack::{DEFAULT_REGION, kms_client, unique};
+use support::operator::*;
+
+const NS: &str = "team-a";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
+    let op = Operator::start(MemKube::new()).await;
+    let kms = kms_client(DEFAULT_REGION).await;
+    let api = op.keys(NS);
+
+    // A connection that only allows eu-central-1.
+    let kms_name = unique("eu-only");
+    let connection = AwsKms::new(
+        &kms_name,
+        AwsKmsSpec {
+            regions: vec!["eu-central-1".into()],
+            ..Default::default()
+        },
+    );
+    Api::<AwsKms>::all(op.client.clone())
+        .create(&PostParams::default(), &connection)
+        .await
+        .unwrap();
+
+    // An alias that already points at a key keyfleet does not manage.
+    let foreign_alias = format!("alias/{}", unique("foreign"));
+    let foreign = kms.create_key().send().await.unwrap().key_metadata.unwrap();
+    kms.create_alias()
+        .alias_name(&foreign_alias)
+        .target_key_id(foreign.key_id())
+        .send()
+        .await
+        .unwrap();
+
+    // A Secret that exists only in another namespace.
+    let elsewhere = unique("elsewhere");
+    create_secret(
+        &op.client,
+        "team-b",
+        &elsewhere,
+        "material",
+        &generate_secret_value(KeySpec::SymmetricDefault),
+    )
+    .await;
+
+    let p384 = generate_secret_value(KeySpec::EccNistP384);
+    let rsa2048 = generate_secret_value(KeySpec::Rsa2048);
+    let sym = generate_secret_value(KeySpec::SymmetricDefault);
+    let sec1 = generate_secret_value_as(KeySpec::EccNistP256, SecretFormat::Sec1Pem).unwrap();
+    type Case<'a> = (&'a str, Option<(&'a str, &'a [u8])>, serde_json::Value);
+    let cases: Vec<Case> = vec![
+        ("SecretNotFound", None, json!({})),
+        ("SecretKeyMissing", Some(("other-key", &sym[..])), json!({})),
+        (
+            "MaterialWrongLength",
+            Some(("material", &sym[..31])),
+            json!({}),
+        ),
+        (
+            "MaterialUnparseable",
+            Some((
+                "material",
+                b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+            )),
+            json!({"keySpec": "RSA_2048", "keyUsage": "SIGN_VERIFY"}),
+        ),
+        (
+            "MaterialWrongCurve",
+            Some(("material", &p384[..])),
+            json!({"keySpec": "ECC_NIST_P256"}),
+        ),
+        (
+            "MaterialWrongSize",
+            Some(("material", &rsa2048[..])),
+            json!({"keySpec": "RSA_3072", "keyUsage": "ENCRYPT_DECRYPT"}),
+        ),
+        (
+            "MaterialWrongKeyType",
+            Some(("material", &sec1[..])),
+            json!({"keySpec": "RSA_2048", "keyUsage": "SIGN_VERIFY"}),
+        ),
+        (
+            "RegionNotAllowed",
+            Some(("material", &sym[..])),
+            json!({"kmsRef": {"name": kms_name}}),
+        ),
+        (
+            "KmsConnectionNotFound",
+            Some(("material", &sym[..])),
+            json!({"kmsRef": {"name": "no-such-connection"}}),
+        ),
+        (
+            "KeyUsageRequired",
+            Some(("material", &rsa2048[..])),
+            json!({"keySpec": "RSA_2048"}),
+        ),
+        (
+            "InvalidKeyUsage",
+            Some(("material", &sym[..])),
+            json!({"keyUsage": "SIGN_VERIFY"}),
+        ),
+        (
+            "AliasInUse",
+            Some(("material", &sym[..])),
+            json!({"alias": foreign_alias}),
+        ),
+        (
+            "ValidToInPast",
+            Some(("material", &sym[..])),
+            json!({"expiration": {"validTo": "2020-01-01T00:00:00Z"}}),
+        ),
+        (
+            "PolicyInvalid",
+            Some(("material", &sym[..])),
+            json!({"policy": {"document": "{\"Version\": "}}),
+        ),
+    ];
+
+    let mut created = vec![];
+    for (reason, secret, spec) in &cases {
+        let name = unique(&reason.to_lowercase());
+        if let Some((key, value)) = secret {
+            create_secret(&op.client, NS, &name, key, value).await;
+        }
+        created.push((
+            reason,
+            name.clone(),
+            create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, spec.clone())).await,
+        ));
+    }
+    // The cross-namespace case: same name as the Secret in team-b.
+    let cross = create_key(
+        &api,
+        &aws_key(&elsewhere, DEFAULT_REGION, &elsewhere, json!({})),
+    )
+    .await;
+    created.push((&"SecretNotFound", elsewhere.clone(), cross));
+
+    for (reason, name, _) in &created {
+        let key = wait_reason(&api, name, reason).await;
+        let condition = key
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .clone();
+        assert!(!condition.message.is_empty(), "{reason}: empty message");
+        assert!(
+            key.status.as_ref().unwrap().key_id.is_none(),
+            "{reason}: a key id was recorded"
+        );
+        op.wait_events(name, &[reason]).await;
+        assert!(
+            op.events_for(name)
+                .iter()
+                .any(|(t, r, _)| t == "Warning" && r == *reason),
+            "{reason}: no Warning event"
+        );
+    }
+
+    // Never read outside the AwsKey's namespace.
+    assert_eq!(
+        op.kube
+            .request_count(Some(Method::GET), "/namespaces/team-b/secrets"),
+        0
+    );
+
+    // No hot loop: once refused, nothing is retried until something changes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writes = op.kube.request_count(Some(Method::PATCH), "/status");
+    let secret_reads = op.kube.request_count(Some(Method::GET), "/secrets/");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        op.kube.request_count(Some(Method::PATCH), "/status"),
+        writes,
+        "status writes continued"
+    );
+    assert_eq!(
+        op.kube.request_count(Some(Method::GET), "/secrets/"),
+        secret_reads,
+        "reconciles continued"
+    );
+
+    // No KMS key was created for any of them.
+    let owners = kms_keys_by_owner(&kms).await;
+    for (reason, _, key) in &created {
+        let uid = key.metadata.uid.clone().unwrap();
+        assert!(
+            !owners.contains_key(&uid),
+            "{reason}: a KMS key was created"
+        );
+    }
+
+    // Nothing is lost: creating the missing Secret (a Secret watch event) makes the key Ready.
+    let (_, missing, _) = &created[0];
+    create_secret(
+        &op.client,
+        NS,
+        missing,
+        "material",
+        &generate_secret_value(KeySpec::SymmetricDefault),
+    )
+    .await;
+    wait_ready(&api, missing).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_killed_between_create_key_and_the_status_write_leaves_exactly_one_key() {
+    let kube = MemKube::new();
+    let kms = kms_client(DEFAULT_REGION).await;
+    let name = unique("crash");
+    // The first status write (the create intent) succeeds; the write of the new key id and the
+    // status write after it fail, as if the operator died right after CreateKey.
+    kube.inject_fault(
+        Fault::new(Method::PATCH, format!("/awskeys/{name}/status"), 500, 2).after(1),
+    );
+    let mut first = Operator::start(kube.clone()).await;
+    let api = first.keys(NS);
+    create_secret(
+        &first.client,
+        NS,
+        &name,
+        "material",
+        &generate_secret_value(KeySpec::SymmetricDefault),
+    )
+    .await;
+    let key = create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, json!({}))).await;
+    let uid = key.metadata.uid.clone().unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while kube.pending_faults() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the operator never reached the status write"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.stop().await;
+    let orphaned = api.get(&name).await.unwrap().status.unwrap();
+    assert!(
+        orphaned.key_id.is_none(),
+        "the key id reached the status; the crash was not simulated"
+    );
+    assert!(orphaned.create_started_at.is_some());
+    assert_eq!(
+        kms_keys_owned_by(&kms, &uid).await.len(),
+        1,
+        "CreateKey did not run before the crash"
+    );
+
+    // A fresh operator process finds the key by its owner tag instead of creating another.
+    let second = Operator::start(kube.clone()).await;
+    let ready = wait_ready(&second.keys(NS), &name).await.status.unwrap();
+    let owned = kms_keys_owned_by(&kms, &uid).await;
+    assert_eq!(
+        owned,
+        vec![ready.key_id.clone().unwrap()],
+        "exactly one KMS key for the AwsKey"
+    );
+    assert!(ready.create_started_at.is_none());
+}
