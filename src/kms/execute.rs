@@ -120,10 +120,17 @@ pub async fn import_material(
             .valid_to(DateTime::from_secs(t.as_second())),
         None => request.expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire),
     };
-    request
-        .send()
-        .await
-        .map_err(|e| KmsError::from_sdk("ImportKeyMaterial", e))?;
+    request.send().await.map_err(|e| {
+        if e.as_service_error()
+            .is_some_and(|e| e.is_incorrect_key_material_exception())
+        {
+            KmsError::IncorrectKeyMaterial {
+                operation: "ImportKeyMaterial",
+            }
+        } else {
+            KmsError::from_sdk("ImportKeyMaterial", e)
+        }
+    })?;
     Ok(())
 }
 

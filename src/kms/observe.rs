@@ -28,6 +28,12 @@ impl ReadDepth {
 pub async fn describe(client: &Client, key: &str) -> Result<Option<KeyMetadata>, KmsError> {
     match client.describe_key().key_id(key).send().await {
         Ok(out) => Ok(out.key_metadata),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_not_found_exception()) =>
+        {
+            Ok(None)
+        }
         Err(e) => match KmsError::from_sdk("DescribeKey", e) {
             KmsError::NotFound { .. } => Ok(None),
             other => Err(other),

@@ -68,6 +68,11 @@ impl Operator {
 
     /// Starts the controller with explicit KMS clients and settings.
     pub fn start_with(kube: MemKube, kms: KmsClients, settings: Settings) -> Operator {
+        // RUST_LOG=keyfleet=debug shows the controller's logs in failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
         let client = kube.client();
         let ctx = Arc::new(Context::new(client.clone(), kms, settings));
         let (tx, rx) = oneshot::channel::<()>();

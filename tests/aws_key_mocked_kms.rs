@@ -1,0 +1,299 @@
+//! What LocalStack does not do like AWS, covered with aws-smithy-mocks on the SDK client while
+//! the controller runs with its real wiring: AccessDenied, a key deleted outside keyfleet,
+//! IncorrectKeyMaterialException, and throttling that must never reach the status.
+
+mod support;
+
+use std::time::Duration;
+
+use aws_sdk_kms::Client;
+use aws_sdk_kms::operation::describe_key::{DescribeKeyError, DescribeKeyOutput};
+use aws_sdk_kms::operation::get_parameters_for_import::GetParametersForImportOutput;
+use aws_sdk_kms::operation::import_key_material::ImportKeyMaterialError;
+use aws_sdk_kms::operation::list_aliases::ListAliasesOutput;
+use aws_sdk_kms::operation::list_resource_tags::ListResourceTagsOutput;
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::error::{IncorrectKeyMaterialException, NotFoundException};
+use aws_sdk_kms::types::{
+    KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType, Tag,
+};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_runtime_api::http::{Response, StatusCode};
+use aws_smithy_types::body::SdkBody;
+use keyfleet::api::{AwsKey, AwsKeyStatus, KeySpec};
+use keyfleet::kms::KmsClients;
+use keyfleet::material::testing::generate_secret_value;
+use keyfleet::memkube::MemKube;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use support::localstack::unique;
+use support::operator::*;
+
+const NS: &str = "team-a";
+const REGION: &str = "eu-west-1";
+
+fn aws_error(code: &'static str) -> Response {
+    Response::new(
+        StatusCode::try_from(400).unwrap(),
+        SdkBody::from(format!(
+            r#"{{"__type":"{code}","message":"mocked {code}"}}"#
+        )),
+    )
+}
+
+fn metadata(key_id: &str, state: KeyState) -> KeyMetadata {
+    KeyMetadata::builder()
+        .key_id(key_id)
+        .arn(format!("arn:aws:kms:{REGION}:111122223333:key/{key_id}"))
+        .aws_account_id("111122223333")
+        .key_state(state)
+        .origin(OriginType::External)
+        .key_spec(SdkKeySpec::SymmetricDefault)
+        .key_usage(KeyUsageType::EncryptDecrypt)
+        .multi_region(false)
+        .description("")
+        .build()
+        .unwrap()
+}
+
+fn owner_tags(key: &AwsKey) -> Vec<Tag> {
+    let tag = |k: &str, v: String| Tag::builder().tag_key(k).tag_value(v).build().unwrap();
+    vec![
+        tag("keyfleet.dev/owner-uid", key.metadata.uid.clone().unwrap()),
+        tag(
+            "keyfleet.dev/owner",
+            format!("{NS}/{}", key.metadata.name.clone().unwrap()),
+        ),
+        tag("keyfleet.dev/cluster", CLUSTER_ID.to_string()),
+    ]
+}
+
+/// Creates the Secret and AwsKey; with `key_id`, the AwsKey already points at that KMS key.
+async fn setup(kube: &MemKube, name: &str, key_id: Option<&str>) -> AwsKey {
+    let client = kube.client();
+    create_secret(
+        &client,
+        NS,
+        name,
+        "material",
+        &generate_secret_value(KeySpec::SymmetricDefault),
+    )
+    .await;
+    let api: Api<AwsKey> = Api::namespaced(client, NS);
+    let key = create_key(&api, &aws_key(name, REGION, name, json!({}))).await;
+    if let Some(key_id) = key_id {
+        let status = AwsKeyStatus {
+            key_id: Some(key_id.into()),
+            ..Default::default()
+        };
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .unwrap();
+    }
+    key
+}
+
+fn start(kube: &MemKube, client: Client) -> Operator {
+    Operator::start_with(kube.clone(), KmsClients::fixed(client), settings())
+}
+
+/// Waits a little and asserts the rule is no longer being called.
+async fn assert_settled(rule: &Rule, what: &str) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = rule.num_calls();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        rule.num_calls(),
+        calls,
+        "{what} kept being called: a hot loop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_denied_is_reported_precisely_and_not_retried_in_a_loop() {
+    let create = mock!(Client::create_key)
+        .sequence()
+        .http_response(|| aws_error("AccessDeniedException"))
+        .repeatedly()
+        .build();
+    let client = mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&create]);
+    let kube = MemKube::new();
+    let name = unique("denied");
+    setup(&kube, &name, None).await;
+    let op = start(&kube, client);
+    let key = wait_reason(&op.keys(NS), &name, "AccessDenied").await;
+    let message = &key.status.unwrap().conditions[0].message;
+    assert!(
+        message.contains("CreateKey") && message.contains("access denied"),
+        "{message}"
+    );
+    op.wait_events(&name, &["AccessDenied"]).await;
+    assert_settled(&create, "CreateKey").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_deleted_outside_keyfleet_is_reported_as_key_gone_and_never_replaced() {
+    let describe = mock!(Client::describe_key)
+        .sequence()
+        .error(|| {
+            DescribeKeyError::NotFoundException(
+                NotFoundException::builder()
+                    .message("Key 'gone' does not exist")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let create = mock!(Client::create_key)
+        .sequence()
+        .http_response(|| aws_error("AccessDeniedException"))
+        .repeatedly()
+        .build();
+    let client = mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&describe, &create]);
+    let kube = MemKube::new();
+    let name = unique("gone");
+    setup(&kube, &name, Some("gone-key")).await;
+    let op = start(&kube, client);
+    let key = wait_reason(&op.keys(NS), &name, "KeyGone").await;
+    assert_eq!(
+        key.status.unwrap().key_id.as_deref(),
+        Some("gone-key"),
+        "the ARN consumers hold was dropped"
+    );
+    op.wait_events(&name, &["KeyGone"]).await;
+    assert_eq!(create.num_calls(), 0, "a replacement key was created");
+    assert_settled(&describe, "DescribeKey").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incorrect_key_material_from_kms_is_material_mismatch() {
+    let kube = MemKube::new();
+    let name = unique("incorrect");
+    let key = setup(&kube, &name, Some("k-1")).await;
+    let wrapping =
+        aws_lc_rs::rsa::PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let public_der = {
+        use aws_lc_rs::encoding::AsDer;
+        wrapping.public_key().as_der().unwrap().as_ref().to_vec()
+    };
+    let tags = owner_tags(&key);
+    let describe = mock!(Client::describe_key)
+        .sequence()
+        .output(|| {
+            DescribeKeyOutput::builder()
+                .key_metadata(metadata("k-1", KeyState::PendingImport))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let list_tags = mock!(Client::list_resource_tags)
+        .sequence()
+        .output(move || {
+            ListResourceTagsOutput::builder()
+                .set_tags(Some(tags.clone()))
+                .truncated(false)
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let list_aliases = mock!(Client::list_aliases)
+        .sequence()
+        .output(|| ListAliasesOutput::builder().truncated(false).build())
+        .repeatedly()
+        .build();
+    let params = mock!(Client::get_parameters_for_import)
+        .sequence()
+        .output(move || {
+            GetParametersForImportOutput::builder()
+                .key_id("k-1")
+                .import_token(Blob::new(b"token".to_vec()))
+                .public_key(Blob::new(public_der.clone()))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let import = mock!(Client::import_key_material)
+        .sequence()
+        .error(|| {
+            ImportKeyMaterialError::IncorrectKeyMaterialException(
+                IncorrectKeyMaterialException::builder()
+                    .message("mocked")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let client = mock_client!(
+        aws_sdk_kms,
+        RuleMode::MatchAny,
+        [&describe, &list_tags, &list_aliases, &params, &import]
+    );
+    let op = start(&kube, client);
+    wait_reason(&op.keys(NS), &name, "MaterialMismatch").await;
+    op.wait_events(&name, &["MaterialMismatch"]).await;
+    assert_settled(&import, "ImportKeyMaterial").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_and_never_shown_as_a_failure() {
+    let kube = MemKube::new();
+    let name = unique("throttled");
+    let key = setup(&kube, &name, Some("k-2")).await;
+    let tags = owner_tags(&key);
+    let describe = mock!(Client::describe_key)
+        .sequence()
+        .http_response(|| aws_error("ThrottlingException"))
+        .times(6)
+        .output(|| {
+            DescribeKeyOutput::builder()
+                .key_metadata(metadata("k-2", KeyState::Enabled))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let list_tags = mock!(Client::list_resource_tags)
+        .sequence()
+        .output(move || {
+            ListResourceTagsOutput::builder()
+                .set_tags(Some(tags.clone()))
+                .truncated(false)
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let list_aliases = mock!(Client::list_aliases)
+        .sequence()
+        .output(|| ListAliasesOutput::builder().truncated(false).build())
+        .repeatedly()
+        .build();
+    let client = mock_client!(
+        aws_sdk_kms,
+        RuleMode::MatchAny,
+        [&describe, &list_tags, &list_aliases]
+    );
+    let op = start(&kube, client);
+    let ready = wait_ready(&op.keys(NS), &name).await;
+    assert!(
+        describe.num_calls() > 6,
+        "the throttled calls were not retried"
+    );
+    assert_eq!(ready.status.unwrap().key_state.as_deref(), Some("Enabled"));
+    let surfaced: Vec<_> = op
+        .events_for(&name)
+        .into_iter()
+        .filter(|(t, _, _)| t == "Warning")
+        .collect();
+    assert!(surfaced.is_empty(), "throttling surfaced: {surfaced:?}");
+    let writes: Vec<_> = op
+        .kube
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/status") && r.method == http::Method::PATCH)
+        .collect();
+    assert!(!writes.is_empty());
+}
