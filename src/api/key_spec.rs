@@ -159,9 +159,13 @@ impl KeyUsage {
     }
 
     pub fn from_kms_name(name: &str) -> Option<KeyUsage> {
-        [KeyUsage::EncryptDecrypt, KeyUsage::SignVerify, KeyUsage::GenerateVerifyMac]
-            .into_iter()
-            .find(|u| u.as_str() == name)
+        [
+            KeyUsage::EncryptDecrypt,
+            KeyUsage::SignVerify,
+            KeyUsage::GenerateVerifyMac,
+        ]
+        .into_iter()
+        .find(|u| u.as_str() == name)
     }
 }
 
@@ -186,11 +190,28 @@ mod tests {
 
     #[test]
     fn cckm_default_usages() {
-        assert_eq!(KeySpec::SymmetricDefault.default_usage(), Some(KeyUsage::EncryptDecrypt));
-        assert_eq!(KeySpec::Hmac384.default_usage(), Some(KeyUsage::GenerateVerifyMac));
-        assert_eq!(KeySpec::EccSecgP256k1.default_usage(), Some(KeyUsage::SignVerify));
+        assert_eq!(
+            KeySpec::SymmetricDefault.default_usage(),
+            Some(KeyUsage::EncryptDecrypt)
+        );
+        assert_eq!(
+            KeySpec::Hmac384.default_usage(),
+            Some(KeyUsage::GenerateVerifyMac)
+        );
+        assert_eq!(
+            KeySpec::EccSecgP256k1.default_usage(),
+            Some(KeyUsage::SignVerify)
+        );
         assert_eq!(KeySpec::Rsa3072.default_usage(), None);
-        assert!(KeySpec::Rsa2048.allowed_usages().contains(&KeyUsage::SignVerify));
-        assert!(!KeySpec::EccNistP256.allowed_usages().contains(&KeyUsage::EncryptDecrypt));
+        assert!(
+            KeySpec::Rsa2048
+                .allowed_usages()
+                .contains(&KeyUsage::SignVerify)
+        );
+        assert!(
+            !KeySpec::EccNistP256
+                .allowed_usages()
+                .contains(&KeyUsage::EncryptDecrypt)
+        );
     }
 }
