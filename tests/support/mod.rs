@@ -1,0 +1,5 @@
+//! Shared helpers for integration tests. Each `tests/*.rs` binary that needs them declares
+//! `mod support;` and uses only some of them, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod localstack;
