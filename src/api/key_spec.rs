@@ -135,7 +135,9 @@ impl fmt::Display for KeySpec {
     }
 }
 
-/// The cryptographic operations a key is for (KMS `KeyUsage`).
+// The cryptographic operations a key is for (KMS `KeyUsage`). A plain comment, not a doc
+// comment: kube's schema for `Option<enum>` fields would replace the field's own description
+// with this type's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum KeyUsage {
     /// Encrypt and decrypt (symmetric keys, RSA keys).

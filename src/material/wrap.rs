@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use zeroize::Zeroizing;
 
-/// How material is encrypted for import (KMS `WrappingAlgorithm`; `GetParametersForImport`).
+// How material is encrypted for import (KMS `WrappingAlgorithm`; `GetParametersForImport`).
+// A plain comment, not a doc comment: kube's schema for `Option<enum>` fields would replace the
+// field's own description with this type's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum WrappingAlgorithm {
     /// RSA-OAEP, SHA-256 and MGF1-SHA-256, directly over the material.
@@ -29,13 +31,17 @@ pub enum WrappingAlgorithm {
     RsaAesKeyWrapSha1,
 }
 
-/// The RSA wrapping key size requested from `GetParametersForImport` (KMS `WrappingKeySpec`).
+// The RSA wrapping key size requested from `GetParametersForImport` (KMS `WrappingKeySpec`).
+// A plain comment for the same reason as `WrappingAlgorithm`'s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum WrappingKeySpec {
+    /// 2048-bit RSA wrapping key.
     #[serde(rename = "RSA_2048")]
     Rsa2048,
+    /// 3072-bit RSA wrapping key.
     #[serde(rename = "RSA_3072")]
     Rsa3072,
+    /// 4096-bit RSA wrapping key.
     #[serde(rename = "RSA_4096")]
     Rsa4096,
 }

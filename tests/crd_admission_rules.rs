@@ -1,0 +1,257 @@
+//! The CEL rules in the CRDs (what the API server enforces at admission), evaluated locally with
+//! the same generated schema: key usage per spec, alias and tag rules, immutable fields.
+
+use keyfleet::api::{AwsKey, AwsKeySpec, AwsKms, AwsKmsSpec};
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+fn key(extra: Value) -> AwsKey {
+    let mut spec = json!({
+        "region": "eu-west-1",
+        "keySpec": "SYMMETRIC_DEFAULT",
+        "keyMaterial": {"secretRef": {"name": "m", "key": "k"}},
+    });
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    AwsKey::new("k", serde_json::from_value::<AwsKeySpec>(spec).unwrap())
+}
+
+/// The messages of the rules a new object breaks.
+fn create_errors(extra: Value) -> Vec<String> {
+    match key(extra).validate_cel() {
+        Ok(()) => vec![],
+        Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+    }
+}
+
+fn update_errors(old: Value, new: Value) -> Vec<String> {
+    match key(new).validate_cel_update(&key(old)) {
+        Ok(()) => vec![],
+        Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+    }
+}
+
+fn assert_refused(errors: Vec<String>, needle: &str) {
+    assert!(
+        errors.iter().any(|m| m.contains(needle)),
+        "expected a rejection containing {needle:?}, got {errors:?}"
+    );
+}
+
+#[test]
+fn valid_manifests_pass() {
+    assert_eq!(create_errors(json!({})), Vec::<String>::new());
+    assert_eq!(
+        create_errors(
+            json!({"keySpec": "RSA_4096", "keyUsage": "ENCRYPT_DECRYPT", "alias": "alias/orders",
+        "tags": {"team": "payments", "cost-center": "cc@1/2"}})
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        create_errors(json!({"keySpec": "ECC_SECG_P256K1"})),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        create_errors(json!({"keySpec": "HMAC_512", "keyUsage": "GENERATE_VERIFY_MAC"})),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn key_usage_must_fit_the_key_spec() {
+    assert_refused(
+        create_errors(json!({"keySpec": "RSA_2048"})),
+        "keyUsage is required for RSA keys",
+    );
+    assert_refused(
+        create_errors(json!({"keySpec": "HMAC_256", "keyUsage": "ENCRYPT_DECRYPT"})),
+        "keyUsage does not fit keySpec",
+    );
+    assert_refused(
+        create_errors(json!({"keySpec": "ECC_NIST_P384", "keyUsage": "ENCRYPT_DECRYPT"})),
+        "keyUsage does not fit keySpec",
+    );
+    assert_refused(
+        create_errors(json!({"keyUsage": "SIGN_VERIFY"})),
+        "keyUsage does not fit keySpec",
+    );
+}
+
+#[test]
+fn alias_and_tag_rules() {
+    assert_refused(
+        create_errors(json!({"alias": "alias/aws/s3"})),
+        "alias/aws/ is reserved",
+    );
+    assert_refused(
+        create_errors(json!({"tags": {"aws:createdBy": "x"}})),
+        "reserved",
+    );
+    assert_refused(
+        create_errors(json!({"tags": {"keyfleet.dev/owner": "x"}})),
+        "reserved",
+    );
+    assert_refused(
+        create_errors(json!({"tags": {"team": "a#b"}})),
+        "tag values",
+    );
+    assert_refused(create_errors(json!({"tags": {"bad*key": "x"}})), "tag keys");
+    let many: serde_json::Map<String, Value> =
+        (0..41).map(|i| (format!("t{i}"), json!("v"))).collect();
+    assert_refused(create_errors(json!({"tags": many})), "at most 40 tags");
+}
+
+#[test]
+fn identity_fields_are_immutable_and_the_rest_is_not() {
+    let base = json!({"keySpec": "RSA_2048", "keyUsage": "SIGN_VERIFY"});
+    let with = |extra: Value| {
+        let mut v = base.clone();
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    };
+    assert_refused(
+        update_errors(base.clone(), with(json!({"keySpec": "RSA_3072"}))),
+        "keySpec is immutable",
+    );
+    assert_refused(
+        update_errors(base.clone(), with(json!({"keyUsage": "ENCRYPT_DECRYPT"}))),
+        "keyUsage is immutable",
+    );
+    assert_refused(
+        update_errors(base.clone(), with(json!({"region": "us-east-1"}))),
+        "region is immutable",
+    );
+    assert_refused(
+        update_errors(base.clone(), with(json!({"multiRegion": true}))),
+        "multiRegion is immutable",
+    );
+    assert_refused(
+        update_errors(base.clone(), with(json!({"kmsRef": {"name": "other"}}))),
+        "kmsRef is immutable",
+    );
+    assert_refused(
+        update_errors(
+            base.clone(),
+            with(json!({"keyMaterial": {"secretRef": {"name": "other", "key": "k"}}})),
+        ),
+        "keyMaterial is immutable",
+    );
+    assert_refused(
+        update_errors(
+            base.clone(),
+            with(json!({"adoptKeyArn": "arn:aws:kms:eu-west-1:111122223333:key/x"})),
+        ),
+        "adoptKeyArn is immutable",
+    );
+    // Symmetric keys: adding the (default) usage later is still a change of an immutable field.
+    assert_refused(
+        update_errors(json!({}), json!({"keyUsage": "ENCRYPT_DECRYPT"})),
+        "keyUsage is immutable",
+    );
+    let changed = with(
+        json!({"alias": "alias/new", "description": "d", "tags": {"a": "b"}, "enabled": false,
+        "deletionPolicy": "Retain", "pendingWindowDays": 7}),
+    );
+    assert_eq!(update_errors(base.clone(), changed), Vec::<String>::new());
+}
+
+#[test]
+fn aws_kms_rules() {
+    let kms = |spec: Value| AwsKms::new("c", serde_json::from_value::<AwsKmsSpec>(spec).unwrap());
+    assert!(
+        kms(json!({"roleArn": "arn:aws:iam::111122223333:role/keyfleet"}))
+            .validate_cel()
+            .is_ok()
+    );
+    let bad = kms(json!({"roleArn": "keyfleet-role"}))
+        .validate_cel()
+        .unwrap_err();
+    assert!(
+        bad.iter()
+            .any(|e| e.message.contains("roleArn must be an IAM role ARN")),
+        "{bad:?}"
+    );
+    let bad = kms(json!({"endpointUrl": "kms.internal"}))
+        .validate_cel()
+        .unwrap_err();
+    assert!(
+        bad.iter()
+            .any(|e| e.message.contains("endpointUrl must be an http(s) URL")),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn structural_limits_are_in_the_schema() {
+    let crd = serde_json::to_value(AwsKey::crd()).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    assert_eq!(spec["pendingWindowDays"]["minimum"].as_f64(), Some(7.0));
+    assert_eq!(spec["pendingWindowDays"]["maximum"].as_f64(), Some(30.0));
+    assert_eq!(spec["pendingWindowDays"]["default"], 30);
+    assert_eq!(spec["alias"]["pattern"], "^alias/[a-zA-Z0-9/_-]+$");
+    assert_eq!(
+        spec["keySpec"]["enum"],
+        json!([
+            "SYMMETRIC_DEFAULT",
+            "RSA_2048",
+            "RSA_3072",
+            "RSA_4096",
+            "ECC_NIST_P256",
+            "ECC_NIST_P384",
+            "ECC_NIST_P521",
+            "ECC_SECG_P256K1",
+            "HMAC_224",
+            "HMAC_256",
+            "HMAC_384",
+            "HMAC_512"
+        ])
+    );
+    let required: Vec<&str> = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+        ["spec"]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for field in ["region", "keySpec", "keyMaterial"] {
+        assert!(
+            required.contains(&field),
+            "{field} not required: {required:?}"
+        );
+    }
+    // Every field is documented, so `kubectl explain` teaches the API.
+    fn undocumented(schema: &Value, path: &str, out: &mut Vec<String>) {
+        if let Some(props) = schema["properties"].as_object() {
+            for (name, prop) in props {
+                let p = format!("{path}.{name}");
+                if prop["description"].as_str().unwrap_or("").is_empty()
+                    && !["apiVersion", "kind", "metadata"].contains(&name.as_str())
+                {
+                    out.push(p.clone());
+                }
+                undocumented(prop, &p, out);
+                undocumented(&prop["items"], &format!("{p}[]"), out);
+            }
+        }
+    }
+    for crd in keyfleet::crds::all() {
+        let crd = serde_json::to_value(crd).unwrap();
+        let mut missing = vec![];
+        undocumented(
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            "",
+            &mut missing,
+        );
+        // Conditions come from k8s-openapi and are documented there.
+        missing.retain(|p| !p.starts_with(".status.conditions"));
+        assert!(
+            missing.is_empty(),
+            "{}: fields without a description: {missing:?}",
+            crd["metadata"]["name"]
+        );
+    }
+}
