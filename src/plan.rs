@@ -134,8 +134,10 @@ pub struct ObservedKey {
     pub key_usage: Option<KeyUsage>,
     pub multi_region: bool,
     pub description: String,
-    /// When the imported material expires (None: does not expire, or no material).
+    /// When the imported material expires (None: does not expire, no material, or not reported).
     pub valid_to: Option<Timestamp>,
+    /// KMS reports `KEY_MATERIAL_EXPIRES` for the key's material.
+    pub material_expires: bool,
     pub tags: BTreeMap<String, String>,
     /// Aliases pointing at this key.
     pub aliases: BTreeSet<String>,
@@ -496,6 +498,7 @@ mod tests {
             multi_region: false,
             description: d.description.clone(),
             valid_to: None,
+            material_expires: false,
             tags: d.tags.clone(),
             aliases: BTreeSet::from(["alias/orders".to_string()]),
             policy: None,

@@ -435,11 +435,7 @@ async fn a_secret_change_to_other_material_is_refused_as_material_mismatch() {
     )
     .await;
     let before = wait_ready(&api, &name).await.status.unwrap();
-    let imports_before = op
-        .events_for(&name)
-        .iter()
-        .filter(|(_, r, _)| r == "MaterialImported")
-        .count();
+    let imports_before = op.event_count(&name, "MaterialImported");
 
     // The Secret watch (metadata only) re-triggers the key; the new material is not imported.
     update_secret(
@@ -465,11 +461,11 @@ async fn a_secret_change_to_other_material_is_refused_as_material_mismatch() {
         .key_metadata
         .unwrap();
     assert_eq!(meta.key_state().map(|s| s.as_str()), Some("Enabled"));
-    let imports_after = op
-        .events_for(&name)
-        .iter()
-        .filter(|(_, r, _)| r == "MaterialImported")
-        .count();
+    let imports_after = op.event_count(&name, "MaterialImported");
+    assert_eq!(
+        after.last_import_time, before.last_import_time,
+        "the changed material was imported"
+    );
     assert_eq!(
         imports_before, imports_after,
         "the changed material was imported"

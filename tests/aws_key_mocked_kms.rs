@@ -297,3 +297,154 @@ async fn throttling_is_retried_and_never_shown_as_a_failure() {
         .collect();
     assert!(!writes.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrapping() {
+    use aws_sdk_kms::operation::import_key_material::ImportKeyMaterialOutput;
+    use aws_sdk_kms::types::{AlgorithmSpec, ExpirationModelType, WrappingKeySpec};
+    use std::sync::{Arc, Mutex};
+
+    let kube = MemKube::new();
+    let name = unique("validto");
+    let valid_to = jiff::Timestamp::now().as_second() + 86_400;
+    let client_kube = kube.client();
+    create_secret(
+        &client_kube,
+        NS,
+        &name,
+        "material",
+        &generate_secret_value(KeySpec::SymmetricDefault),
+    )
+    .await;
+    let api: Api<AwsKey> = Api::namespaced(client_kube, NS);
+    let key = create_key(&api, &aws_key(&name, REGION, &name, json!({
+        "expiration": {"validTo": jiff::Timestamp::from_second(valid_to).unwrap().to_string()}
+    })))
+    .await;
+    let status = AwsKeyStatus {
+        key_id: Some("k-3".into()),
+        ..Default::default()
+    };
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await
+    .unwrap();
+
+    let wrapping =
+        aws_lc_rs::rsa::PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let public_der = {
+        use aws_lc_rs::encoding::AsDer;
+        wrapping.public_key().as_der().unwrap().as_ref().to_vec()
+    };
+    let imported = Arc::new(Mutex::new(false));
+    let seen = imported.clone();
+    let tags = owner_tags(&key);
+    let describe = mock!(Client::describe_key)
+        .sequence()
+        .output(move || {
+            let state = if *seen.lock().unwrap() {
+                KeyState::Enabled
+            } else {
+                KeyState::PendingImport
+            };
+            let mut meta = KeyMetadata::builder()
+                .key_id("k-3")
+                .arn(format!("arn:aws:kms:{REGION}:111122223333:key/k-3"))
+                .aws_account_id("111122223333")
+                .key_state(state)
+                .origin(OriginType::External)
+                .key_spec(SdkKeySpec::SymmetricDefault)
+                .key_usage(KeyUsageType::EncryptDecrypt)
+                .multi_region(false)
+                .description("");
+            if *seen.lock().unwrap() {
+                meta = meta
+                    .expiration_model(ExpirationModelType::KeyMaterialExpires)
+                    .valid_to(aws_sdk_kms::primitives::DateTime::from_secs(valid_to));
+            }
+            let meta = meta.build().unwrap();
+            DescribeKeyOutput::builder().key_metadata(meta).build()
+        })
+        .repeatedly()
+        .build();
+    let list_tags = mock!(Client::list_resource_tags)
+        .sequence()
+        .output(move || {
+            ListResourceTagsOutput::builder()
+                .set_tags(Some(tags.clone()))
+                .truncated(false)
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let list_aliases = mock!(Client::list_aliases)
+        .sequence()
+        .output(|| ListAliasesOutput::builder().truncated(false).build())
+        .repeatedly()
+        .build();
+    let params = mock!(Client::get_parameters_for_import)
+        .match_requests(|r| {
+            r.wrapping_algorithm() == Some(&AlgorithmSpec::RsaesOaepSha256)
+                && r.wrapping_key_spec() == Some(&WrappingKeySpec::Rsa2048)
+        })
+        .sequence()
+        .output(move || {
+            GetParametersForImportOutput::builder()
+                .key_id("k-3")
+                .import_token(Blob::new(b"token".to_vec()))
+                .public_key(Blob::new(public_der.clone()))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let decryptor = Arc::new(wrapping);
+    let mark = imported.clone();
+    let import = mock!(Client::import_key_material)
+        .match_requests(move |r| {
+            // The wrapped bytes decrypt (RSA-OAEP-SHA-256) to 32 bytes of material.
+            let oaep = aws_lc_rs::rsa::OaepPrivateDecryptingKey::new((*decryptor).clone()).unwrap();
+            let mut out = vec![0u8; 512];
+            let plain_len = r
+                .encrypted_key_material()
+                .and_then(|b| {
+                    oaep.decrypt(
+                        &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
+                        b.as_ref(),
+                        &mut out,
+                        None,
+                    )
+                    .ok()
+                })
+                .map(|p| p.len());
+            r.import_token().map(|t| t.as_ref()) == Some(b"token".as_slice())
+                && r.expiration_model() == Some(&ExpirationModelType::KeyMaterialExpires)
+                && r.valid_to().map(|t| t.secs()) == Some(valid_to)
+                && plain_len == Some(32)
+        })
+        .sequence()
+        .output(move || {
+            *mark.lock().unwrap() = true;
+            ImportKeyMaterialOutput::builder().build()
+        })
+        .repeatedly()
+        .build();
+    let client = mock_client!(
+        aws_sdk_kms,
+        RuleMode::MatchAny,
+        [&describe, &list_tags, &list_aliases, &params, &import]
+    );
+    let op = start(&kube, client);
+    let ready = wait_ready(&op.keys(NS), &name).await.status.unwrap();
+    assert_eq!(
+        import.num_calls(),
+        1,
+        "ImportKeyMaterial was not called exactly once with the expected request"
+    );
+    assert_eq!(
+        ready.material_valid_to.map(|t| t.0.as_second()),
+        Some(valid_to)
+    );
+}

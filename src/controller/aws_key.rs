@@ -191,7 +191,7 @@ async fn converge(
         policy: desired.policy.is_some(),
     };
     for _ in 0..MAX_ROUNDS {
-        let Some(observed) = observe::observe(&client, &key_id, depth)
+        let Some(mut observed) = observe::observe(&client, &key_id, depth)
             .await
             .map_err(Failure::kms)?
         else {
@@ -203,6 +203,11 @@ async fn converge(
                 ),
             ));
         };
+        if observed.material_expires && observed.valid_to.is_none() {
+            // Some KMS implementations (LocalStack) report the expiration model without the
+            // date: fall back to the expiry keyfleet imported with.
+            observed.valid_to = progress.status.material_valid_to.as_ref().map(|t| t.0);
+        }
         status::record_observed(&mut progress.status, &observed, &spec.region);
         progress.status.create_started_at = None;
         if progress.status.material_fingerprint.is_none()
@@ -253,7 +258,8 @@ async fn run_action(
         }
         Err(ExecuteError::Kms(e)) => return Err(Failure::kms(e)),
     }
-    if let Action::ImportMaterial { .. } = action {
+    if let Action::ImportMaterial { valid_to } = action {
+        progress.status.material_valid_to = valid_to.map(Time);
         progress.status.material_fingerprint = Some(material.fingerprint().as_str().to_string());
         progress.status.last_import_time = Some(Time(jiff::Timestamp::now()));
     }

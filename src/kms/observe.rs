@@ -88,6 +88,8 @@ pub fn from_metadata(meta: &KeyMetadata) -> ObservedKey {
         valid_to: meta
             .valid_to()
             .and_then(|t| jiff::Timestamp::from_second(t.secs()).ok()),
+        material_expires: meta.expiration_model().map(|m| m.as_str())
+            == Some("KEY_MATERIAL_EXPIRES"),
         tags: BTreeMap::new(),
         aliases: BTreeSet::new(),
         policy: None,

@@ -350,3 +350,16 @@ pub async fn kms_keys_by_owner(kms: &aws_sdk_kms::Client) -> BTreeMap<String, Ve
         }
     }
 }
+
+impl Operator {
+    /// How many times an event with `reason` was published about `name` (repeats are folded into
+    /// one Event's `series.count` by the recorder).
+    pub fn event_count(&self, name: &str, reason: &str) -> u64 {
+        self.kube
+            .objects("events.k8s.io", "events")
+            .into_iter()
+            .filter(|e| e["regarding"]["name"] == name && e["reason"] == reason)
+            .map(|e| e["series"]["count"].as_u64().unwrap_or(1))
+            .sum()
+    }
+}
