@@ -18,6 +18,23 @@ pub enum Command {
     Run(RunArgs),
     /// Print every CustomResourceDefinition as multi-document YAML.
     Crds,
+    /// Try keyfleet without a cluster: run the real controller against an embedded in-memory
+    /// Kubernetes API and the KMS of the standard AWS environment (`AWS_ENDPOINT_URL_KMS` for
+    /// LocalStack), apply manifests, and print the resulting statuses.
+    Playground(PlaygroundArgs),
+    /// Exit 0 when the current kubeconfig context (or in-cluster config) answers, else 1.
+    #[command(hide = true)]
+    ProbeCluster,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlaygroundArgs {
+    /// Manifests to apply: a file or a directory (searched recursively for *.yaml / *.yml).
+    #[arg(long, short = 'f', default_value = "examples")]
+    pub manifests: std::path::PathBuf,
+    /// How long to wait for every AwsKey to settle.
+    #[arg(long, default_value_t = 90)]
+    pub timeout_seconds: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -44,6 +61,9 @@ pub struct RunArgs {
     /// the kube-system namespace.
     #[arg(long, env = "KEYFLEET_CLUSTER_ID")]
     pub cluster_id: Option<String>,
+    /// Apply (server-side) the CRDs at startup. For development; the Helm chart installs them.
+    #[arg(long, env = "KEYFLEET_INSTALL_CRDS")]
+    pub install_crds: bool,
 }
 
 impl RunArgs {

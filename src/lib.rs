@@ -8,4 +8,5 @@ pub mod kms;
 pub mod material;
 pub mod memkube;
 pub mod plan;
+pub mod playground;
 pub mod validate;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::core::v1::Namespace;
-use keyfleet::cli::{Cli, Command, LogFormat, RunArgs};
+use keyfleet::cli::{Cli, Command, LogFormat, PlaygroundArgs, RunArgs};
 use keyfleet::controller::{self, Context, Settings};
 use keyfleet::kms::KmsClients;
 use tracing_subscriber::EnvFilter;
@@ -17,6 +17,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds => print_crds(),
         Command::Run(args) => run(args).await,
+        Command::Playground(args) => playground(args).await,
+        Command::ProbeCluster => probe_cluster().await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -32,8 +34,9 @@ fn print_crds() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -42,7 +45,7 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+    init_logging(args.log_format, "info");
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes (kubeconfig or in-cluster config)")?;
@@ -58,6 +61,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .uid
             .context("kube-system namespace has no uid; set --cluster-id")?,
     };
+    if args.install_crds {
+        install_crds(&client).await?;
+    }
     let mut settings = Settings::new(cluster_id);
     settings.resync_interval = args.resync_interval();
     settings.blocked_recheck_interval = args.blocked_recheck_interval();
@@ -67,6 +73,54 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(cluster_id = %ctx.settings.cluster_id, "keyfleet starting");
     controller::run(ctx, shutdown_signal()).await;
     Ok(())
+}
+
+async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    for crd in keyfleet::crds::all() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply("keyfleet").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("applying CRD {name}"))?;
+        tracing::info!(crd = %name, "CRD applied");
+    }
+    // Give the API server a moment to serve the new types before the watches start.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    Ok(())
+}
+
+async fn playground(args: PlaygroundArgs) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text, "warn");
+    let mut settings = Settings::new("playground");
+    settings.resync_interval = std::time::Duration::from_secs(30);
+    let all_ready = keyfleet::playground::run(
+        &args.manifests,
+        std::time::Duration::from_secs(args.timeout_seconds),
+        settings,
+    )
+    .await?;
+    if !all_ready {
+        anyhow::bail!("not every AwsKey is Ready (see the reasons above)");
+    }
+    Ok(())
+}
+
+async fn probe_cluster() -> anyhow::Result<()> {
+    let probe = async {
+        let client = kube::Client::try_default().await?;
+        client.apiserver_version().await?;
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), probe).await {
+        Ok(result) => result.context("no Kubernetes cluster reachable"),
+        Err(_) => anyhow::bail!("no Kubernetes cluster reachable: timed out"),
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C. In-flight reconciles finish before the controller stops.

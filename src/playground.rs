@@ -1,0 +1,176 @@
+//! The playground: the real controller against the embedded in-memory Kubernetes API and the
+//! KMS of the standard AWS environment (LocalStack in `scripts/run`), fed with manifests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::PostParams;
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api::{AwsKey, AwsKms};
+use crate::controller::{self, Context, Settings};
+use crate::kms::KmsClients;
+use crate::memkube::MemKube;
+
+/// Every `*.yaml`/`*.yml` file under `path` (or `path` itself), sorted.
+pub fn manifest_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = vec![];
+    for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+        let p = entry?.path();
+        if p.is_dir() {
+            files.extend(manifest_files(&p)?);
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The YAML documents of a file, as JSON values (empty documents skipped).
+pub fn documents(text: &str) -> anyhow::Result<Vec<Value>> {
+    let mut docs = vec![];
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value: Value = serde::Deserialize::deserialize(doc)?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
+
+async fn create<K>(api: Api<K>, doc: Value) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(doc)?;
+    api.create(&PostParams::default(), &obj).await?;
+    Ok(())
+}
+
+/// Creates one manifest, with the admission checks the API server would run (CEL rules).
+pub async fn apply(client: &kube::Client, doc: Value) -> anyhow::Result<String> {
+    let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+    let name = doc["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ns = doc["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    let c = client.clone();
+    match kind.as_str() {
+        "Namespace" => create::<Namespace>(Api::all(c), doc).await?,
+        "Secret" => create::<Secret>(Api::namespaced(c, &ns), doc).await?,
+        "AwsKms" => {
+            let kms: AwsKms = serde_json::from_value(doc.clone())?;
+            kms.validate_cel()
+                .map_err(|e| anyhow::anyhow!("AwsKms/{name} refused at admission: {e}"))?;
+            create::<AwsKms>(Api::all(c), doc).await?
+        }
+        "AwsKey" => {
+            let key: AwsKey = serde_json::from_value(doc.clone())?;
+            key.validate_cel()
+                .map_err(|e| anyhow::anyhow!("AwsKey/{name} refused at admission: {e}"))?;
+            create::<AwsKey>(Api::namespaced(c, &ns), doc).await?
+        }
+        other => bail!("the playground does not serve kind {other:?} ({name})"),
+    }
+    Ok(format!("{kind}/{name}"))
+}
+
+/// Runs the playground: applies `manifests`, runs the controller until every AwsKey has a
+/// current Ready condition (or `timeout`), prints the keys, and returns whether all are Ready.
+pub async fn run(manifests: &Path, timeout: Duration, settings: Settings) -> anyhow::Result<bool> {
+    let kube = MemKube::new();
+    let client = kube.client();
+    let kms = KmsClients::from_env().await;
+    let ctx = Arc::new(Context::new(client.clone(), kms, settings));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(controller::run(ctx, async move {
+        let _ = stopped.await;
+    }));
+
+    for file in manifest_files(manifests)? {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        for doc in documents(&text).with_context(|| format!("parsing {}", file.display()))? {
+            let what = apply(&client, doc)
+                .await
+                .with_context(|| format!("applying {}", file.display()))?;
+            println!("applied {what} ({})", file.display());
+        }
+    }
+
+    let keys: Api<AwsKey> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + timeout;
+    let settled = loop {
+        let list = keys.list(&Default::default()).await?.items;
+        if list.iter().all(settled) || tokio::time::Instant::now() > deadline {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+
+    println!();
+    println!(
+        "{:<12} {:<18} {:<32} {:<10} {:<16} {:<6} {:<20} ARN",
+        "NAMESPACE", "NAME", "ALIAS", "REGION", "STATE", "READY", "REASON"
+    );
+    let mut all_ready = true;
+    for key in &settled {
+        let status = key.status.clone().unwrap_or_default();
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        all_ready &= ready.is_some_and(|c| c.status == "True");
+        println!(
+            "{:<12} {:<18} {:<32} {:<10} {:<16} {:<6} {:<20} {}",
+            key.namespace().unwrap_or_default(),
+            key.name_any(),
+            key.spec.alias.as_deref().unwrap_or("-"),
+            key.spec.region,
+            status.key_state.as_deref().unwrap_or("-"),
+            ready.map(|c| c.status.as_str()).unwrap_or("-"),
+            ready.map(|c| c.reason.as_str()).unwrap_or("-"),
+            status.arn.as_deref().unwrap_or("-"),
+        );
+        if let Some(c) = ready.filter(|c| c.status != "True") {
+            println!("    {}", c.message);
+        }
+    }
+    println!();
+    println!(
+        "{} of {} AwsKeys Ready",
+        settled.iter().filter(|k| is_ready(k)).count(),
+        settled.len()
+    );
+    Ok(all_ready)
+}
+
+fn is_ready(key: &AwsKey) -> bool {
+    key.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// A Ready condition written for the current generation.
+fn settled(key: &AwsKey) -> bool {
+    key.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.observed_generation == key.metadata.generation)
+            && (is_ready(key) || s.observed_generation == key.metadata.generation)
+    })
+}
