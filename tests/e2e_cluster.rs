@@ -1,0 +1,131 @@
+//! End-to-end against a real cluster (kind, k3d, ...) reached through the current kubeconfig:
+//! the same scenarios as the in-memory suite — CRDs applied, keys Ready with their material in
+//! KMS (LocalStack), deletion scheduled. Without a reachable cluster it prints why and skips.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use keyfleet::api::KeySpec;
+use keyfleet::controller::{self, Context};
+use keyfleet::material::testing::generate_secret_value;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::localstack::{DEFAULT_REGION, kms_client, unique};
+use support::operator::*;
+
+async fn reachable_cluster() -> Result<kube::Client, String> {
+    let probe = async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .apiserver_version()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(client)
+    };
+    tokio::time::timeout(Duration::from_secs(5), probe)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_become_ready_and_are_deleted_on_a_real_cluster() {
+    let client = match reachable_cluster().await {
+        Ok(client) => client,
+        Err(why) => {
+            println!(
+                "SKIPPED e2e_cluster: no Kubernetes cluster reachable through the current kubeconfig ({why}); start kind or k3d to run it"
+            );
+            return;
+        }
+    };
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in keyfleet::crds::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("keyfleet-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let ns = unique("keyfleet-e2e");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        localstack_clients().await,
+        settings(),
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(ctx, async move {
+        let _ = stopped.await;
+    }));
+
+    let kms = kms_client(DEFAULT_REGION).await;
+    let api: Api<keyfleet::api::AwsKey> = Api::namespaced(client.clone(), &ns);
+    let mut names = vec![];
+    for (spec, extra) in [
+        (KeySpec::SymmetricDefault, json!({})),
+        (
+            KeySpec::Rsa2048,
+            json!({"keySpec": "RSA_2048", "keyUsage": "SIGN_VERIFY"}),
+        ),
+    ] {
+        let name = unique("e2e");
+        create_secret(
+            &client,
+            &ns,
+            &name,
+            "material",
+            &generate_secret_value(spec),
+        )
+        .await;
+        create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, extra)).await;
+        names.push(name);
+    }
+    let mut key_ids = vec![];
+    for name in &names {
+        key_ids.push(wait_ready(&api, name).await.status.unwrap().key_id.unwrap());
+    }
+    for name in &names {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+        wait_gone(&api, name).await;
+    }
+    for key_id in key_ids {
+        let meta = kms
+            .describe_key()
+            .key_id(&key_id)
+            .send()
+            .await
+            .unwrap()
+            .key_metadata
+            .unwrap();
+        assert_eq!(
+            meta.key_state().map(|s| s.as_str()),
+            Some("PendingDeletion")
+        );
+    }
+    let _ = stop.send(());
+    let _ = task.await;
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+}
