@@ -64,6 +64,28 @@ pub struct RunArgs {
     /// Apply (server-side) the CRDs at startup. For development; the Helm chart installs them.
     #[arg(long, env = "KEYFLEET_INSTALL_CRDS")]
     pub install_crds: bool,
+    /// Address of the /healthz, /readyz and /metrics endpoints.
+    #[arg(long, env = "KEYFLEET_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: std::net::SocketAddr,
+    /// Elect a leader through a Lease so that only one replica reconciles.
+    #[arg(long, env = "KEYFLEET_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the leader-election Lease. Default: the pod's namespace (POD_NAMESPACE).
+    #[arg(long, env = "KEYFLEET_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "KEYFLEET_LEADER_ELECTION_LEASE_NAME",
+        default_value = "keyfleet"
+    )]
+    pub leader_election_lease_name: String,
+    /// Identity in the Lease. Default: the pod name (POD_NAME), else host name and pid.
+    #[arg(long, env = "KEYFLEET_LEADER_ELECTION_IDENTITY")]
+    pub leader_election_identity: Option<String>,
+    /// Watch only these namespaces (comma-separated); default: all namespaces.
+    #[arg(long, env = "KEYFLEET_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
 }
 
 impl RunArgs {

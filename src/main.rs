@@ -5,10 +5,14 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::Namespace;
 use keyfleet::cli::{Cli, Command, LogFormat, PlaygroundArgs, RunArgs};
-use keyfleet::controller::{self, Context, Settings};
+use keyfleet::controller::{Context, Settings};
+use keyfleet::http::Readiness;
 use keyfleet::kms::KmsClients;
+use keyfleet::leader::LeaderElection;
+use keyfleet::metrics::Metrics;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -68,11 +72,54 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     settings.resync_interval = args.resync_interval();
     settings.blocked_recheck_interval = args.blocked_recheck_interval();
     settings.concurrency = args.concurrency;
-    let kms = KmsClients::from_env().await;
-    let ctx = Arc::new(Context::new(client, kms, settings));
+    settings.watch_namespaces = args
+        .watch_namespaces
+        .iter()
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .collect();
+    let metrics = Metrics::shared();
+    let readiness = Arc::new(Readiness::default());
+    let kms = KmsClients::from_env().await.with_metrics(metrics.clone());
+    let ctx = Arc::new(
+        Context::new(client, kms, settings).with_telemetry(metrics.clone(), readiness.clone()),
+    );
     tracing::info!(cluster_id = %ctx.settings.cluster_id, "keyfleet starting");
-    controller::run(ctx, shutdown_signal()).await;
-    Ok(())
+
+    let shutdown = shutdown_signal().shared();
+    let http = tokio::spawn(keyfleet::http::serve(
+        args.http_addr,
+        metrics,
+        readiness,
+        shutdown.clone(),
+    ));
+    let election = args.leader_election.then(|| {
+        LeaderElection::new(
+            args.leader_election_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| "default".into()),
+            args.leader_election_lease_name.clone(),
+            args.leader_election_identity
+                .clone()
+                .or_else(|| std::env::var("POD_NAME").ok())
+                .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id())),
+        )
+    });
+    keyfleet::leader::run(ctx, election, shutdown).await?;
+    match http.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            Err(anyhow::anyhow!(e).context(format!("serving HTTP on {}", args.http_addr)))
+        }
+        Err(e) => Err(anyhow::anyhow!(e).context("HTTP server task")),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "keyfleet".into())
 }
 
 async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {

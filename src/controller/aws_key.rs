@@ -33,6 +33,7 @@ const MAX_ROUNDS: usize = 4;
 /// Entry point from the controller: apply or clean up behind the finalizer.
 #[instrument(skip_all, fields(awskey = %object_key(&*key)))]
 pub async fn reconcile(key: Arc<AwsKey>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = std::time::Instant::now();
     let namespace = key.namespace().unwrap_or_default();
     let api: Api<AwsKey> = Api::namespaced(ctx.client.clone(), &namespace);
     let result = finalizer(&api, FINALIZER, key.clone(), |event| async {
@@ -45,6 +46,10 @@ pub async fn reconcile(key: Arc<AwsKey>, ctx: Arc<Context>) -> Result<Requeue, E
     .map_err(|e| Error::Finalizer(Box::new(e)));
     if result.is_ok() {
         ctx.reset_backoff(&object_key(&*key));
+    }
+    if result.is_err() {
+        // Successful reconciles are recorded by apply (ready / not_ready) and cleanup (deleted).
+        ctx.metrics.reconciled("AwsKey", "error", started.elapsed());
     }
     result
 }
@@ -60,6 +65,7 @@ struct Progress {
 }
 
 async fn apply(api: &Api<AwsKey>, key: &AwsKey, ctx: &Context) -> Result<Requeue, Error> {
+    let started = std::time::Instant::now();
     let mut progress = Progress {
         status: key.status.clone().unwrap_or_default(),
         ..Default::default()
@@ -121,10 +127,22 @@ async fn apply(api: &Api<AwsKey>, key: &AwsKey, ctx: &Context) -> Result<Requeue
         }
     };
 
+    ctx.metrics.key_observed(
+        "AwsKey",
+        &key.namespace().unwrap_or_default(),
+        &key.name_any(),
+        progress.status.key_state.as_deref(),
+        progress.status.material_valid_to.as_ref().map(|t| t.0),
+    );
     let changed = status::set_ready(&mut progress.status, ready, &reason, &message, generation);
     status::write(api, key, &progress.status)
         .await
         .map_err(Error::Kube)?;
+    ctx.metrics.reconciled(
+        "AwsKey",
+        if ready { "ready" } else { "not_ready" },
+        started.elapsed(),
+    );
     if changed {
         let type_ = if ready {
             EventType::Normal
@@ -451,6 +469,15 @@ async fn alias_target(
 /// Runs the deletion policy. Works whatever the spec says: only status, region and connection
 /// are needed.
 async fn cleanup(key: &AwsKey, ctx: &Context) -> Result<Requeue, Error> {
+    ctx.metrics.key_observed(
+        "AwsKey",
+        &key.namespace().unwrap_or_default(),
+        &key.name_any(),
+        None,
+        None,
+    );
+    ctx.metrics
+        .reconciled("AwsKey", "deleted", std::time::Duration::ZERO);
     let status = key.status.clone().unwrap_or_default();
     if key.spec.deletion_policy == DeletionPolicy::Retain {
         ctx.publish(

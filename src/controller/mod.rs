@@ -20,7 +20,9 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::{AwsKey, AwsKms};
+use crate::http::Readiness;
 use crate::kms::{KmsClients, KmsError};
+use crate::metrics::Metrics;
 
 /// Operator settings (from `keyfleet run` flags).
 #[derive(Clone, Debug)]
@@ -35,6 +37,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Name reported in events.
     pub reporter: String,
+    /// Namespaces whose AwsKeys and Secrets are watched; empty: all namespaces.
+    pub watch_namespaces: Vec<String>,
 }
 
 impl Settings {
@@ -45,6 +49,7 @@ impl Settings {
             blocked_recheck_interval: Duration::from_secs(600),
             concurrency: 8,
             reporter: "keyfleet".into(),
+            watch_namespaces: vec![],
         }
     }
 }
@@ -54,6 +59,8 @@ pub struct Context {
     pub client: kube::Client,
     pub kms: KmsClients,
     pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -71,9 +78,18 @@ impl Context {
             client,
             kms,
             settings,
+            metrics: Metrics::shared(),
+            readiness: Arc::new(Readiness::default()),
             recorder,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Uses these metrics and readiness (shared with the HTTP endpoints) instead of private ones.
+    pub fn with_telemetry(mut self, metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Context {
+        self.metrics = metrics;
+        self.readiness = readiness;
+        self
     }
 
     /// Publishes an event about `obj`; a failure to publish is logged, never fatal.
@@ -189,28 +205,74 @@ fn reconcile_relevant(key: &AwsKey) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Runs the AwsKey controller until `shutdown` completes.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+/// Runs the AwsKey controller until `shutdown` completes: over all namespaces, or one
+/// controller per namespace in `settings.watch_namespaces`.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
+    // kube's graceful shutdown wants a Sync future; a oneshot receiver is one.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(());
+    });
+    let shutdown = futures::FutureExt::shared(async move {
+        let _ = rx.await;
+    });
+    let scopes: Vec<Option<String>> = if ctx.settings.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        ctx.settings
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    };
+    let controllers = scopes
+        .into_iter()
+        .map(|ns| run_scope(ctx.clone(), ns, shutdown.clone()))
+        .collect::<Vec<_>>();
+    futures::future::join_all(controllers).await;
+    signal.abort();
+    ctx.readiness.set_controller_running(false);
+    info!("controller stopped");
+}
+
+async fn run_scope(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
-    let keys: Api<AwsKey> = Api::all(client.clone());
+    let (keys, secrets): (Api<AwsKey>, Api<PartialObjectMeta<Secret>>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
     let (store, writer) = reflector::store();
     // Only changes of the spec, finalizers, deletion or annotations trigger a reconcile: the
     // controller's own status writes do not (no self-triggered loops), resyncs come from the
     // requeue, and Secrets and connections have their own watches below.
+    // Ready once the initial list is in the cache (the watcher's InitDone). Not through
+    // `Store::wait_until_ready`: it wakes only one waiter, and the controller waits on it too.
+    let readiness = ctx.readiness.clone();
     let triggers = watcher(keys, watcher::Config::default().any_semantic())
         .default_backoff()
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                info!("watch cache synced: reconciling");
+                readiness.set_controller_running(true);
+            }
+        })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(reconcile_relevant, PredicateConfig::default());
     let controller = Controller::for_stream(triggers, store.clone());
     let by_secret = store.clone();
-    let by_kms = store;
+    let by_kms = store.clone();
     // Metadata only: Secret data never enters the operator's caches.
-    let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .touched_objects();
+    let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
     controller
         .watches_stream(secrets, move |secret| {
             let (ns, name) = (secret.namespace(), secret.name_any());
@@ -244,5 +306,4 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             }
         })
         .await;
-    info!("controller stopped");
 }

@@ -8,7 +8,17 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
+use std::sync::Arc;
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
 use crate::api::{AwsKms, AwsKmsSpec};
+use crate::metrics::Metrics;
 
 use super::Client;
 
@@ -52,6 +62,7 @@ type CacheKey = (Option<String>, Option<String>, String);
 pub struct KmsClients {
     base: SdkConfig,
     fixed: Option<Client>,
+    metrics: Option<Arc<Metrics>>,
     cache: Mutex<HashMap<CacheKey, Client>>,
 }
 
@@ -76,8 +87,15 @@ impl KmsClients {
         KmsClients {
             base,
             fixed: None,
+            metrics: None,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Counts every KMS call attempt in `metrics` (operation × ok/throttled/error).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> KmsClients {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Every connection and region gets this one client (tests with SDK mocks).
@@ -87,6 +105,7 @@ impl KmsClients {
                 .behavior_version(BehaviorVersion::latest())
                 .build(),
             fixed: Some(client),
+            metrics: None,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -135,6 +154,55 @@ impl KmsClients {
             }
             config = config.credentials_provider(provider.configure(&self.base).build().await);
         }
+        if let Some(metrics) = &self.metrics {
+            config = config.interceptor(CallCounter {
+                metrics: metrics.clone(),
+            });
+        }
         Client::from_conf(config.build())
     }
+}
+
+/// Counts each KMS call attempt (retries included) by operation and outcome.
+#[derive(Debug)]
+struct CallCounter {
+    metrics: Arc<Metrics>,
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "keyfleet-kms-call-counter"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let operation = cfg
+            .load::<Metadata>()
+            .map(|m| m.name().to_string())
+            .unwrap_or_default();
+        let outcome = match context.response() {
+            Some(r) if r.status().is_success() => "ok",
+            Some(r) if r.body().bytes().is_some_and(is_throttling) => "throttled",
+            Some(r) if r.status().as_u16() == 429 => "throttled",
+            _ => "error",
+        };
+        self.metrics.kms_call(&operation, outcome);
+        Ok(())
+    }
+}
+
+/// An AWS JSON error body of a throttling error (`ThrottlingException` and friends).
+fn is_throttling(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("__type").and_then(|t| t.as_str()).map(str::to_string))
+        .is_some_and(|t| {
+            t.contains("Throttling")
+                || t.contains("TooManyRequests")
+                || t.contains("RequestLimitExceeded")
+        })
 }

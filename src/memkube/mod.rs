@@ -224,6 +224,38 @@ impl MemKube {
         self.client_with_namespace("default")
     }
 
+    /// Serves this API over plain HTTP on `addr` (e.g. `127.0.0.1:0`) until the returned task
+    /// is aborted, so that a real `keyfleet run` process can use it through a kubeconfig.
+    pub async fn serve_http(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+        use tower::Service;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let this = self.clone();
+        let service = tower::service_fn(move |req: Request<axum::body::Body>| {
+            let mut inner = this.clone();
+            async move {
+                let response = inner.call(req).await?;
+                Ok::<_, Infallible>(response.map(axum::body::Body::new))
+            }
+        });
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, tower::make::Shared::new(service)).await {
+                tracing::warn!(error = %e, "memkube HTTP server stopped");
+            }
+        });
+        Ok((local, task))
+    }
+
+    /// A kubeconfig (YAML) pointing at `serve_http`'s address, with no credentials.
+    pub fn kubeconfig(addr: std::net::SocketAddr) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: memkube\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: memkube\n  context:\n    cluster: memkube\n    user: memkube\n    namespace: default\ncurrent-context: memkube\nusers:\n- name: memkube\n  user: {{}}\n"
+        )
+    }
+
     /// A `kube::Client` talking to this server with the given default namespace.
     pub fn client_with_namespace(&self, namespace: &str) -> kube::Client {
         kube::Client::new(self.clone(), namespace)

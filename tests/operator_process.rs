@@ -1,0 +1,179 @@
+//! `keyfleet run` as a real process: its kubeconfig points at the in-memory API served over
+//! HTTP, its AWS environment at LocalStack. Keys become Ready; /healthz, /readyz and /metrics
+//! answer and the metrics parse; SIGTERM stops it cleanly; its JSON logs carry no material.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use keyfleet::api::KeySpec;
+use keyfleet::material::testing::generate_secret_value;
+use keyfleet::memkube::MemKube;
+use kube::Api;
+use serde_json::json;
+use support::localstack::{DEFAULT_REGION, kms_endpoint, operator_env, unique};
+use support::operator::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET: (status code, body).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Prometheus text → {"name{labels}": value}.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyfleet_run_reconciles_serves_health_and_metrics_and_stops_on_sigterm() {
+    let kube = MemKube::new();
+    let (addr, server) = kube
+        .serve_http("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, MemKube::kubeconfig(addr)).unwrap();
+    let port = free_port();
+    let endpoint = kms_endpoint().await;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyfleet"))
+        .args([
+            "run",
+            "--cluster-id",
+            "process-test",
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--resync-seconds",
+            "10",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info")
+        .envs(operator_env(&endpoint))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Drain the pipes while the process runs, or it blocks once they fill.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+
+    let client = kube.client();
+    let api: Api<keyfleet::api::AwsKey> = Api::namespaced(client.clone(), "team-a");
+    let name = unique("process");
+    let material = generate_secret_value(KeySpec::Hmac256);
+    create_secret(&client, "team-a", &name, "material", &material).await;
+    create_key(
+        &api,
+        &aws_key(&name, DEFAULT_REGION, &name, json!({"keySpec": "HMAC_256"})),
+    )
+    .await;
+    wait_ready(&api, &name).await;
+
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while get(port, "/readyz").map(|r| r.0) != Some(200) {
+        if std::time::Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            let logs = stdout.join().unwrap() + &stderr.join().unwrap();
+            panic!(
+                "/readyz never became ready: {:?}\n{logs}",
+                get(port, "/readyz")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, text) = get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let m = parse_metrics(&text);
+    let value = |series: &str| {
+        m.get(series)
+            .copied()
+            .unwrap_or_else(|| panic!("{series} missing in:\n{text}"))
+    };
+    assert!(value(r#"keyfleet_reconciles_total{kind="AwsKey",result="ready"}"#) >= 1.0);
+    assert_eq!(
+        value(r#"keyfleet_kms_calls_total{operation="CreateKey",outcome="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"keyfleet_kms_calls_total{operation="ImportKeyMaterial",outcome="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"keyfleet_keys{kind="AwsKey",state="Enabled"}"#),
+        1.0
+    );
+    assert!(value(r#"keyfleet_reconcile_duration_seconds_count{kind="AwsKey"}"#) >= 1.0);
+    assert!(
+        m.keys()
+            .all(|k| !k.contains(&name) || k.starts_with("keyfleet_material_expiry_seconds")),
+        "a per-key series outside the expiry gauge"
+    );
+
+    // SIGTERM: in-flight reconciles finish, the process exits 0.
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    server.abort();
+    let logs = stdout.join().unwrap() + &stderr.join().unwrap();
+    assert!(status.success(), "exit {status:?}; logs:\n{logs}");
+    assert!(
+        logs.lines()
+            .filter(|l| !l.trim().is_empty())
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "logs are not JSON lines:\n{logs}"
+    );
+    assert!(logs.contains("controller stopped"), "{logs}");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert!(
+        !logs.contains(&hex(&material[..16])),
+        "key material in the logs"
+    );
+}
