@@ -3,11 +3,11 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::{AwsKey, AwsKms};
+use crate::api::{AwsKey, AwsKms, AwsReplicaKey};
 
 /// Every CRD keyfleet serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![AwsKms::crd(), AwsKey::crd()]
+    vec![AwsKms::crd(), AwsKey::crd(), AwsReplicaKey::crd()]
 }
 
 /// File name under `crds/` for a CRD: `<plural>.<group>.yaml`.

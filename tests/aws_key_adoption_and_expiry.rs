@@ -187,10 +187,10 @@ async fn valid_to_is_imported_reported_and_a_new_value_reimports_the_same_materi
     .await;
     let status = wait_ready(&api, &name).await.status.unwrap();
     assert_eq!(
-        status.material_valid_to.map(|t| t.0.as_second()),
+        status.material_valid_to.clone().map(|t| t.0.as_second()),
         Some(first)
     );
-    let key_id = status.key_id.unwrap();
+    let key_id = status.key_id.clone().unwrap();
     let meta = kms
         .describe_key()
         .key_id(&key_id)

@@ -165,7 +165,7 @@ async fn alias_description_tags_and_policy_are_applied_and_drift_is_repaired() {
     )
     .await;
     let key = wait_ready(&api, &name).await;
-    let key_id = key.status.unwrap().key_id.unwrap();
+    let key_id = key.status.unwrap().key_id.clone().unwrap();
 
     let read_back = |kms: aws_sdk_kms::Client, key_id: String| async move {
         let meta = kms
@@ -326,6 +326,7 @@ async fn delete_schedules_deletion_and_reapplying_restores_the_same_key() {
         .status
         .unwrap()
         .key_id
+        .clone()
         .unwrap();
 
     api.delete(&name, &Default::default()).await.unwrap();
@@ -395,6 +396,7 @@ async fn retain_leaves_the_key_in_place() {
         .status
         .unwrap()
         .key_id
+        .clone()
         .unwrap();
     api.delete(&name, &Default::default()).await.unwrap();
     wait_gone(&api, &name).await;
@@ -498,6 +500,7 @@ async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced(
         .status
         .unwrap()
         .key_id
+        .clone()
         .unwrap();
     kms.schedule_key_deletion()
         .key_id(&key_id)

@@ -83,10 +83,8 @@ async fn setup(kube: &MemKube, name: &str, key_id: Option<&str>) -> AwsKey {
     let api: Api<AwsKey> = Api::namespaced(client, NS);
     let key = create_key(&api, &aws_key(name, REGION, name, json!({}))).await;
     if let Some(key_id) = key_id {
-        let status = AwsKeyStatus {
-            key_id: Some(key_id.into()),
-            ..Default::default()
-        };
+        let mut status = AwsKeyStatus::default();
+        status.key_id = Some(key_id.into());
         api.patch_status(
             name,
             &PatchParams::default(),
@@ -321,10 +319,8 @@ async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrappin
         "expiration": {"validTo": jiff::Timestamp::from_second(valid_to).unwrap().to_string()}
     })))
     .await;
-    let status = AwsKeyStatus {
-        key_id: Some("k-3".into()),
-        ..Default::default()
-    };
+    let mut status = AwsKeyStatus::default();
+    status.key_id = Some("k-3".into());
     api.patch_status(
         &name,
         &PatchParams::default(),
@@ -444,7 +440,7 @@ async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrappin
         "ImportKeyMaterial was not called exactly once with the expected request"
     );
     assert_eq!(
-        ready.material_valid_to.map(|t| t.0.as_second()),
+        ready.material_valid_to.clone().map(|t| t.0.as_second()),
         Some(valid_to)
     );
 }

@@ -60,6 +60,10 @@ fn keyfleet_crds_prints_every_crd() {
         .collect();
     assert_eq!(
         names,
-        ["awskmses.kms.keyfleet.dev", "awskeys.kms.keyfleet.dev"]
+        [
+            "awskmses.kms.keyfleet.dev",
+            "awskeys.kms.keyfleet.dev",
+            "awsreplicakeys.kms.keyfleet.dev"
+        ]
     );
 }

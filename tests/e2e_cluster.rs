@@ -102,7 +102,15 @@ async fn keys_become_ready_and_are_deleted_on_a_real_cluster() {
     }
     let mut key_ids = vec![];
     for name in &names {
-        key_ids.push(wait_ready(&api, name).await.status.unwrap().key_id.unwrap());
+        key_ids.push(
+            wait_ready(&api, name)
+                .await
+                .status
+                .unwrap()
+                .key_id
+                .clone()
+                .unwrap(),
+        );
     }
     for name in &names {
         api.delete(name, &DeleteParams::default()).await.unwrap();

@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::key_spec::{KeySpec, KeyUsage};
+use super::key_status::KmsKeyStatus;
 use super::shared::{DeletionPolicy, Expiration, KeyPolicy, LocalObjectRef, SecretKeySelector};
 use crate::material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 
@@ -181,38 +182,9 @@ pub struct KeyMaterialSource {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsKeyStatus {
-    /// KMS key id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<String>,
-    /// KMS key ARN: what consumers use.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arn: Option<String>,
-    /// KMS key state: Enabled, Disabled, PendingImport, PendingDeletion, ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_state: Option<String>,
-    /// Region of the key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// AWS account that holds the key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_id: Option<String>,
-    /// Key spec reported by KMS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_spec: Option<String>,
-    /// Key usage reported by KMS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_usage: Option<String>,
-    /// When the imported material expires; unset when it does not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub material_valid_to: Option<Time>,
-    /// When keyfleet last imported material into the key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_import_time: Option<Time>,
-    /// Non-secret fingerprint of the imported material (public-key digest for RSA/ECC, a keyed
-    /// digest for symmetric/HMAC). A Secret whose material has another fingerprint is refused
-    /// with `MaterialMismatch`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub material_fingerprint: Option<String>,
+    /// What KMS reports about the key, and the Ready condition.
+    #[serde(flatten)]
+    pub key: KmsKeyStatus,
     /// Set while a CreateKey is in flight, so that a key created just before a crash is found
     /// (by its owner tag) and adopted instead of duplicated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,13 +192,19 @@ pub struct AwsKeyStatus {
     /// Replicas of this multi-region key, as seen in KMS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<ReplicaRef>,
-    /// The generation of the spec last reconciled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// `Ready` is True only when the key is Enabled (or Disabled on purpose) with the material
-    /// imported and the whole spec applied; otherwise its reason says what is wrong.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
+}
+
+impl std::ops::Deref for AwsKeyStatus {
+    type Target = KmsKeyStatus;
+    fn deref(&self) -> &KmsKeyStatus {
+        &self.key
+    }
+}
+
+impl std::ops::DerefMut for AwsKeyStatus {
+    fn deref_mut(&mut self) -> &mut KmsKeyStatus {
+        &mut self.key
+    }
 }
 
 /// A replica of a multi-region key.

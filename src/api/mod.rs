@@ -2,12 +2,16 @@
 
 pub mod aws_key;
 pub mod aws_kms;
+pub mod aws_replica_key;
 pub mod key_spec;
+pub mod key_status;
 pub mod shared;
 
 pub use aws_key::{AwsKey, AwsKeySpec, AwsKeyStatus, KeyMaterialSource, ReplicaRef};
 pub use aws_kms::{AwsKms, AwsKmsSpec};
+pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};
 pub use key_spec::{KeyFamily, KeySpec, KeyUsage};
+pub use key_status::KmsKeyStatus;
 pub use shared::{DeletionPolicy, Expiration, KeyPolicy, LocalObjectRef, SecretKeySelector};
 
 /// The API group of every keyfleet kind.

@@ -2,7 +2,6 @@
 //! status and events; cleanup runs the deletion policy behind a finalizer.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action as Requeue;
@@ -11,24 +10,18 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument};
 
+use super::key_sync::{self, KeySync, Synced};
 use super::status;
 use super::{Context, Error, Failure, object_key, secrets};
-use crate::api::{AwsKey, AwsKeyStatus, AwsKms, DeletionPolicy, LocalObjectRef};
-use crate::kms::execute::{self, DeletionOutcome, ExecuteError, ImportInput};
+use crate::api::{AwsKey, AwsKeyStatus, DeletionPolicy};
+use crate::kms::execute::{self, DeletionOutcome, ImportInput};
 use crate::kms::observe::{self, ReadDepth};
-use crate::kms::{Client, Connection, KmsError};
-use crate::material::KeyMaterial;
-use crate::plan::{
-    self, Action, AliasTarget, Blocker, DesiredKey, KeyState, MaterialFacts, Owner, Ownership,
-};
+use crate::kms::{Client, KmsError};
+use crate::plan::{self, DesiredKey, Owner, Ownership};
 use crate::validate;
 
 /// Finalizer that guarantees the deletion policy runs before the AwsKey disappears.
 pub const FINALIZER: &str = "kms.keyfleet.dev/cleanup";
-
-/// Rounds of observe → plan → execute in one reconcile (each round may unlock the next, e.g.
-/// CancelKeyDeletion → EnableKey).
-const MAX_ROUNDS: usize = 4;
 
 /// Entry point from the controller: apply or clean up behind the finalizer.
 #[instrument(skip_all, fields(awskey = %object_key(&*key)))]
@@ -60,8 +53,7 @@ struct Progress {
     status: AwsKeyStatus,
     /// ARN of a key created in this reconcile.
     created: Option<String>,
-    executed: Vec<Action>,
-    blocker: Option<Blocker>,
+    synced: Synced,
 }
 
 async fn apply(api: &Api<AwsKey>, key: &AwsKey, ctx: &Context) -> Result<Requeue, Error> {
@@ -71,89 +63,56 @@ async fn apply(api: &Api<AwsKey>, key: &AwsKey, ctx: &Context) -> Result<Requeue
         ..Default::default()
     };
     let outcome = converge(api, key, ctx, &mut progress).await;
-    let generation = key.metadata.generation;
+    let name = key.name_any();
 
-    // Events for every change made in KMS.
     if let Some(arn) = &progress.created {
-        ctx.publish(
-            key,
-            EventType::Normal,
-            "KeyCreated",
-            format!("created KMS key {arn} (origin EXTERNAL)"),
-            "CreateKey",
-        )
-        .await;
-    }
-    for action in &progress.executed {
-        let (reason, note) = describe_action(action);
-        ctx.publish(key, EventType::Normal, reason, note, action.name())
+        let note = format!("created KMS key {arn} (origin EXTERNAL)");
+        ctx.publish(key, EventType::Normal, "KeyCreated", note, "CreateKey")
             .await;
     }
-
-    let (ready, reason, message, requeue) = match &outcome {
-        Ok(()) => match &progress.blocker {
-            None if progress.status.key_state.as_deref() == Some("Disabled") => (
-                true,
-                "KeyDisabled".to_string(),
-                "the key is disabled as requested (spec.enabled: false); material and spec are applied".to_string(),
-                Requeue::requeue(ctx.settings.resync_interval),
-            ),
-            None => (
-                true,
-                "KeyReady".to_string(),
-                "the key is Enabled, its material is imported and the spec is applied".to_string(),
-                Requeue::requeue(ctx.settings.resync_interval),
-            ),
-            Some(blocker @ Blocker::Waiting(_)) => {
-                (false, blocker.reason().to_string(), blocker.message(), Requeue::requeue(Duration::from_secs(10)))
-            }
-            Some(blocker) => (
-                false,
-                blocker.reason().to_string(),
-                blocker.message(),
-                Requeue::requeue(ctx.settings.blocked_recheck_interval),
-            ),
-        },
-        Err(Failure::Permanent { reason, message }) => {
-            (false, reason.clone(), message.clone(), Requeue::requeue(ctx.settings.blocked_recheck_interval))
-        }
-        Err(Failure::Transient(_)) => {
-            // Keep the previous condition, but persist what was learned (a new key id above all).
-            status::write(api, key, &progress.status).await.map_err(Error::Kube)?;
-            return match outcome {
-                Err(Failure::Transient(e)) => Err(e),
-                _ => Err(Error::Other("unreachable".into())),
-            };
-        }
+    key_sync::publish_actions(ctx, key, &progress.synced.executed).await;
+    let Some(verdict) = key_sync::verdict(
+        &outcome,
+        &progress.synced,
+        progress.status.key_state.as_deref(),
+        ctx,
+    ) else {
+        // Transient: keep the condition, but persist what was learned (a new key id above all).
+        status::write(api, &name, key.status.as_ref(), &progress.status)
+            .await
+            .map_err(Error::Kube)?;
+        return match outcome {
+            Err(Failure::Transient(e)) => Err(e),
+            _ => Err(Error::Other("unreachable".into())),
+        };
     };
 
     ctx.metrics.key_observed(
         "AwsKey",
         &key.namespace().unwrap_or_default(),
-        &key.name_any(),
+        &name,
         progress.status.key_state.as_deref(),
         progress.status.material_valid_to.as_ref().map(|t| t.0),
     );
-    let changed = status::set_ready(&mut progress.status, ready, &reason, &message, generation);
-    status::write(api, key, &progress.status)
+    let changed = status::set_ready(
+        &mut progress.status,
+        verdict.ready,
+        &verdict.reason,
+        &verdict.message,
+        key.metadata.generation,
+    );
+    status::write(api, &name, key.status.as_ref(), &progress.status)
         .await
         .map_err(Error::Kube)?;
     ctx.metrics.reconciled(
         "AwsKey",
-        if ready { "ready" } else { "not_ready" },
+        if verdict.ready { "ready" } else { "not_ready" },
         started.elapsed(),
     );
     if changed {
-        let type_ = if ready {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        ctx.publish(key, type_, &reason, message.clone(), "Reconcile")
-            .await;
-        info!(ready, %reason, "Ready changed");
+        key_sync::publish_verdict(ctx, key, &verdict).await;
     }
-    Ok(requeue)
+    Ok(verdict.requeue)
 }
 
 /// Brings KMS to the spec; fills `progress` with what it saw and did.
@@ -166,19 +125,8 @@ async fn converge(
     let spec = &key.spec;
     let namespace = key.namespace().unwrap_or_default();
 
-    let connection = connection(ctx, spec.kms_ref.as_ref()).await?;
-    if !connection.spec.allows_region(&spec.region) {
-        return Err(Failure::permanent(
-            "RegionNotAllowed",
-            format!(
-                "region {} is not allowed by {} (allowed: {})",
-                spec.region,
-                connection.describe(),
-                connection.spec.regions.join(", ")
-            ),
-        ));
-    }
-
+    let connection = key_sync::connection(ctx, spec.kms_ref.as_ref()).await?;
+    key_sync::check_region(&connection, &spec.region)?;
     let owner = Owner {
         cluster: ctx.settings.cluster_id.clone(),
         namespace: namespace.clone(),
@@ -191,119 +139,32 @@ async fn converge(
         .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
     let material =
         secrets::load_material(&ctx.client, &namespace, &spec.key_material, spec.key_spec).await?;
-    let fingerprint = material.fingerprint();
     let client = ctx.kms.client(&connection, &spec.region).await;
 
-    let (key_id, mut restore) = match resolve(&client, key, &owner).await? {
+    let (key_id, restore) = match resolve(&client, key, &owner).await? {
         Resolved::Existing { key_id, restore } => (key_id, restore),
         Resolved::Create => (create(api, key, &client, &desired, progress).await?, false),
     };
-
-    let import = ImportInput {
-        material: &material,
-        algorithm: import_settings.algorithm,
-        wrapping_key_spec: import_settings.wrapping_key_spec,
+    let sync = KeySync {
+        client: &client,
+        key_id: &key_id,
+        region: &spec.region,
+        desired: &desired,
+        import: ImportInput {
+            material: &material,
+            algorithm: import_settings.algorithm,
+            wrapping_key_spec: import_settings.wrapping_key_spec,
+        },
+        restore,
+        expected_fingerprint: None,
+        gone_advice: "Delete this AwsKey (or point adoptKeyArn at a replacement) to continue",
     };
-    let depth = ReadDepth {
-        metadata: true,
-        policy: desired.policy.is_some(),
-    };
-    for _ in 0..MAX_ROUNDS {
-        let Some(mut observed) = observe::observe(&client, &key_id, depth)
-            .await
-            .map_err(Failure::kms)?
-        else {
-            return Err(Failure::permanent(
-                "KeyGone",
-                format!(
-                    "KMS key {key_id} no longer exists in {}; keyfleet does not replace it with a new key because consumers hold its ARN. Delete this AwsKey (or point adoptKeyArn at a replacement) to continue",
-                    spec.region
-                ),
-            ));
-        };
-        if observed.material_expires && observed.valid_to.is_none() {
-            // Some KMS implementations (LocalStack) report the expiration model without the
-            // date: fall back to the expiry keyfleet imported with.
-            observed.valid_to = progress.status.material_valid_to.as_ref().map(|t| t.0);
-        }
-        status::record_observed(&mut progress.status, &observed, &spec.region);
+    let result = key_sync::sync(sync, &mut progress.status.key, &mut progress.synced).await;
+    if let Some(observed) = &progress.synced.observed {
         progress.status.create_started_at = None;
-        if progress.status.material_fingerprint.is_none()
-            && observed.state != KeyState::PendingImport
-        {
-            // An adopted or recovered key that already holds material: remember what the
-            // Secret holds now, so a later change of the Secret is caught.
-            progress.status.material_fingerprint = Some(fingerprint.as_str().to_string());
-        }
-        let alias_target = alias_target(&client, &desired, &observed).await?;
-        let facts = MaterialFacts {
-            secret_fingerprint: fingerprint.as_str(),
-            imported_fingerprint: progress.status.material_fingerprint.as_deref(),
-        };
-        let plan = plan::plan_key(&desired, &observed, &facts, alias_target.as_ref(), restore);
-        restore = false;
-        if plan.actions.is_empty() {
-            progress.blocker = plan.blocker;
-            return Ok(());
-        }
-        for action in &plan.actions {
-            run_action(&client, &key_id, action, &import, &material, progress).await?;
-        }
+        progress.status.replicas = status::replicas(observed);
     }
-    Err(Failure::Transient(Error::Other(format!(
-        "key {key_id} did not settle within {MAX_ROUNDS} rounds; retrying"
-    ))))
-}
-
-async fn run_action(
-    client: &Client,
-    key_id: &str,
-    action: &Action,
-    import: &ImportInput<'_>,
-    material: &KeyMaterial,
-    progress: &mut Progress,
-) -> Result<(), Failure> {
-    match execute::execute(client, key_id, action, import).await {
-        Ok(()) => {}
-        Err(ExecuteError::Material(e)) => {
-            return Err(Failure::permanent(e.reason(), e.to_string()));
-        }
-        Err(ExecuteError::Kms(KmsError::IncorrectKeyMaterial { .. })) => {
-            return Err(Failure::permanent(
-                "MaterialMismatch",
-                Blocker::MaterialMismatch.message(),
-            ));
-        }
-        Err(ExecuteError::Kms(e)) => return Err(Failure::kms(e)),
-    }
-    if let Action::ImportMaterial { valid_to } = action {
-        progress.status.material_valid_to = valid_to.map(Time);
-        progress.status.material_fingerprint = Some(material.fingerprint().as_str().to_string());
-        progress.status.last_import_time = Some(Time(jiff::Timestamp::now()));
-    }
-    progress.executed.push(action.clone());
-    Ok(())
-}
-
-/// The AwsKms named by the key, or the operator's own credentials.
-async fn connection(
-    ctx: &Context,
-    kms_ref: Option<&LocalObjectRef>,
-) -> Result<Connection, Failure> {
-    let Some(kms_ref) = kms_ref else {
-        return Ok(Connection::operator_default());
-    };
-    let api: Api<AwsKms> = Api::all(ctx.client.clone());
-    match api.get_opt(&kms_ref.name).await.map_err(Failure::kube)? {
-        Some(kms) => Ok(Connection::from_aws_kms(&kms)),
-        None => Err(Failure::permanent(
-            "KmsConnectionNotFound",
-            format!(
-                "AwsKms {} does not exist; create it or remove spec.kmsRef",
-                kms_ref.name
-            ),
-        )),
-    }
+    result
 }
 
 /// Which KMS key this AwsKey is.
@@ -316,7 +177,7 @@ enum Resolved {
 /// this AwsKey (or its previous incarnation); a key created just before a crash; else none.
 async fn resolve(client: &Client, key: &AwsKey, owner: &Owner) -> Result<Resolved, Failure> {
     let status = key.status.clone().unwrap_or_default();
-    if let Some(key_id) = status.key_id {
+    if let Some(key_id) = status.key_id.clone() {
         return Ok(Resolved::Existing {
             key_id,
             restore: false,
@@ -421,49 +282,33 @@ async fn create(
     desired: &DesiredKey,
     progress: &mut Progress,
 ) -> Result<String, Failure> {
+    let name = key.name_any();
     progress.status.create_started_at = Some(Time(jiff::Timestamp::now()));
-    status::write(api, key, &progress.status)
+    status::write(api, &name, key.status.as_ref(), &progress.status)
         .await
         .map_err(Failure::kube)?;
-    let mut written = key.clone();
-    written.status = Some(progress.status.clone());
+    let written = progress.status.clone();
 
-    let created = execute::create_key(client, desired)
-        .await
-        .map_err(Failure::kms)?;
+    let created = match execute::create_key(client, desired).await {
+        Ok(created) => created,
+        Err(e) => {
+            // KMS answered with an error: nothing was created, so there is nothing to find
+            // later. Only a timeout or 5xx leaves it open whether the key exists.
+            if !matches!(e, KmsError::Unavailable { .. }) {
+                progress.status.create_started_at = None;
+            }
+            return Err(Failure::kms(e));
+        }
+    };
     progress.status.key_id = Some(created.key_id.clone());
     progress.status.arn = Some(created.arn.clone());
     progress.status.region = Some(key.spec.region.clone());
     progress.created = Some(created.arn.clone());
-    status::write(api, &written, &progress.status)
+    status::write(api, &name, Some(&written), &progress.status)
         .await
         .map_err(Failure::kube)?;
     info!(key_id = %created.key_id, "created KMS key");
     Ok(created.key_id)
-}
-
-/// Where the desired alias points, when it is not on this key already.
-async fn alias_target(
-    client: &Client,
-    desired: &DesiredKey,
-    observed: &plan::ObservedKey,
-) -> Result<Option<AliasTarget>, Failure> {
-    let Some(alias) = &desired.alias else {
-        return Ok(None);
-    };
-    if observed.aliases.contains(alias) {
-        return Ok(None);
-    }
-    Ok(Some(
-        match observe::alias_target(client, alias)
-            .await
-            .map_err(Failure::kms)?
-        {
-            None => AliasTarget::Free,
-            Some(id) if id == observed.key_id => AliasTarget::Free,
-            Some(id) => AliasTarget::OtherKey(id),
-        },
-    ))
 }
 
 /// Runs the deletion policy. Works whatever the spec says: only status, region and connection
@@ -493,7 +338,7 @@ async fn cleanup(key: &AwsKey, ctx: &Context) -> Result<Requeue, Error> {
         .await;
         return Ok(Requeue::await_change());
     }
-    let connection = match connection(ctx, key.spec.kms_ref.as_ref()).await {
+    let connection = match key_sync::connection(ctx, key.spec.kms_ref.as_ref()).await {
         Ok(c) => c,
         Err(Failure::Permanent { reason, message }) => {
             ctx.publish(
@@ -509,7 +354,7 @@ async fn cleanup(key: &AwsKey, ctx: &Context) -> Result<Requeue, Error> {
         Err(Failure::Transient(e)) => return Err(e),
     };
     let client = ctx.kms.client(&connection, &key.spec.region).await;
-    let key_id = match status.key_id {
+    let key_id = match status.key_id.clone() {
         Some(id) => Some(id),
         None if status.create_started_at.is_some() => {
             observe::find_by_owner_uid(&client, &key.uid().unwrap_or_default())
@@ -549,42 +394,4 @@ async fn cleanup(key: &AwsKey, ctx: &Context) -> Result<Requeue, Error> {
         }
     }
     Ok(Requeue::await_change())
-}
-
-/// Event reason and note for an executed action.
-fn describe_action(action: &Action) -> (&'static str, String) {
-    match action {
-        Action::ImportMaterial { valid_to: Some(t) } => (
-            "MaterialImported",
-            format!("imported the key material, valid to {t}"),
-        ),
-        Action::ImportMaterial { valid_to: None } => (
-            "MaterialImported",
-            "imported the key material (does not expire)".into(),
-        ),
-        Action::CancelKeyDeletion => (
-            "KeyDeletionCanceled",
-            "cancelled the scheduled deletion of the KMS key".into(),
-        ),
-        Action::EnableKey => ("KeyEnabled", "enabled the KMS key".into()),
-        Action::DisableKey => ("KeyDisabled", "disabled the KMS key".into()),
-        Action::UpdateDescription(_) => ("DescriptionUpdated", "set the key description".into()),
-        Action::TagResource(tags) => (
-            "TagsUpdated",
-            format!(
-                "set tags: {}",
-                tags.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        ),
-        Action::UntagResource(keys) => (
-            "TagsRemoved",
-            format!("removed tags not in the spec: {}", keys.join(", ")),
-        ),
-        Action::CreateAlias(alias) => ("AliasCreated", format!("pointed {alias} at the key")),
-        Action::DeleteAlias(alias) => (
-            "AliasDeleted",
-            format!("removed {alias}, which is not in the spec"),
-        ),
-        Action::PutKeyPolicy { .. } => ("PolicyUpdated", "applied the key policy".into()),
-    }
 }

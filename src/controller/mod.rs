@@ -1,6 +1,7 @@
 //! Controller wiring: shared context, watches (AwsKey, Secret metadata, AwsKms), error policy.
 
 pub mod aws_key;
+pub mod key_sync;
 pub mod secrets;
 pub mod status;
 

@@ -1,19 +1,22 @@
 //! Status step: builds AwsKey status from what was observed and done, and writes it.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::api::shared::{condition, find_condition, set_condition};
-use crate::api::{AwsKey, AwsKeyStatus, ReplicaRef};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{KmsKeyStatus, ReplicaRef};
 use crate::plan::ObservedKey;
 
 /// The field manager of every write keyfleet makes.
 pub const FIELD_MANAGER: &str = "keyfleet";
 
 /// Copies what KMS reports into the status.
-pub fn record_observed(status: &mut AwsKeyStatus, observed: &ObservedKey, region: &str) {
+pub fn record_observed(status: &mut KmsKeyStatus, observed: &ObservedKey, region: &str) {
     status.key_id = Some(observed.key_id.clone());
     status.arn = Some(observed.arn.clone());
     status.key_state = Some(observed.state.as_str().to_string());
@@ -22,19 +25,23 @@ pub fn record_observed(status: &mut AwsKeyStatus, observed: &ObservedKey, region
     status.key_spec = observed.key_spec.map(|s| s.as_str().to_string());
     status.key_usage = observed.key_usage.map(|u| u.as_str().to_string());
     status.material_valid_to = observed.valid_to.map(Time);
-    status.replicas = observed
+}
+
+/// The replicas of a multi-region primary, as KMS lists them.
+pub fn replicas(observed: &ObservedKey) -> Vec<ReplicaRef> {
+    observed
         .replicas
         .iter()
         .map(|(region, arn)| ReplicaRef {
             region: region.clone(),
             arn: arn.clone(),
         })
-        .collect();
+        .collect()
 }
 
 /// Sets the Ready condition; returns true when its status or reason changed.
 pub fn set_ready(
-    status: &mut AwsKeyStatus,
+    status: &mut KmsKeyStatus,
     ready: bool,
     reason: &str,
     message: &str,
@@ -59,7 +66,7 @@ pub fn set_ready(
 }
 
 /// A JSON merge patch turning `old` into `new`: fields that disappeared are set to null.
-pub fn merge_patch(old: Option<&AwsKeyStatus>, new: &AwsKeyStatus) -> Value {
+pub fn merge_patch<S: Serialize>(old: Option<&S>, new: &S) -> Value {
     let mut new_value = serde_json::to_value(new).unwrap_or_else(|_| json!({}));
     if let (Some(old), Some(map)) = (
         old.and_then(|o| serde_json::to_value(o).ok()),
@@ -76,18 +83,23 @@ pub fn merge_patch(old: Option<&AwsKeyStatus>, new: &AwsKeyStatus) -> Value {
 }
 
 /// Writes the status when it differs from what the object carries.
-pub async fn write(api: &Api<AwsKey>, key: &AwsKey, new: &AwsKeyStatus) -> Result<(), kube::Error> {
-    if key.status.as_ref() == Some(new) {
+pub async fn write<K, S>(
+    api: &Api<K>,
+    name: &str,
+    old: Option<&S>,
+    new: &S,
+) -> Result<(), kube::Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if old == Some(new) {
         return Ok(());
     }
-    let patch = merge_patch(key.status.as_ref(), new);
-    api.patch_status(
-        &key.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map(drop)
+    let patch = merge_patch(old, new);
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
 }
 
 #[cfg(test)]
@@ -96,15 +108,14 @@ mod tests {
 
     #[test]
     fn merge_patch_nulls_removed_fields() {
-        let old = AwsKeyStatus {
+        use crate::api::AwsKeyStatus;
+        let mut old = AwsKeyStatus {
             create_started_at: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
-            key_id: Some("a".into()),
             ..Default::default()
         };
-        let new = AwsKeyStatus {
-            key_id: Some("a".into()),
-            ..Default::default()
-        };
+        old.key_id = Some("a".into());
+        let mut new = AwsKeyStatus::default();
+        new.key_id = Some("a".into());
         let patch = merge_patch(Some(&old), &new);
         assert_eq!(patch["status"]["createStartedAt"], Value::Null);
         assert_eq!(patch["status"]["keyId"], "a");

@@ -1,0 +1,143 @@
+//! `AwsReplicaKey` (namespaced): a replica of a multi-region AwsKey in another region, with the
+//! primary's material imported into it whenever KMS reports it PendingImport.
+
+// kube's `printcolumn(...)` arguments repeat `type_ = ...`, which this lint mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::key_status::KmsKeyStatus;
+use super::shared::{DeletionPolicy, KeyPolicy, LocalObjectRef};
+
+/// A replica of a multi-region `AwsKey` in another region (CCKM "replicate multi-region key").
+/// AWS never copies imported material to a replica: keyfleet imports the primary's material
+/// into it after ReplicateKey and again whenever it falls back to PendingImport (expired or
+/// deleted material).
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "kms.keyfleet.dev",
+    version = "v1alpha1",
+    kind = "AwsReplicaKey",
+    plural = "awsreplicakeys",
+    singular = "awsreplicakey",
+    shortname = "ark",
+    category = "keyfleet",
+    namespaced,
+    status = "AwsReplicaKeyStatus",
+    doc = "A replica of a multi-region AwsKey in another region, kept holding the primary's material.",
+    printcolumn(
+        name = "Primary",
+        type_ = "string",
+        json_path = ".spec.primaryKeyRef.name"
+    ),
+    printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.keyState"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "ARN",
+        type_ = "string",
+        json_path = ".status.arn",
+        priority = 1
+    ),
+    cel
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsReplicaKeySpec {
+    /// The primary: an `AwsKey` in this namespace with `multiRegion: true`. Its Secret is the
+    /// replica's material and its `kmsRef` the replica's connection. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("primaryKeyRef is immutable"))]
+    pub primary_key_ref: LocalObjectRef,
+
+    /// Region of the replica (CCKM `replica_region`); must differ from the primary's. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("region is immutable"))]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: String,
+
+    /// Alias of the replica in its region, `alias/<name>` (aliases are regional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 7, max = 256),
+        regex(pattern = r"^alias/[a-zA-Z0-9/_-]+$")
+    )]
+    #[x_kube(validation = Rule::new("!self.startsWith('alias/aws/')").message("alias/aws/ is reserved for AWS managed keys"))]
+    pub alias: Option<String>,
+
+    /// Description of the replica. Drift in AWS is repaired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub description: Option<String>,
+
+    /// Tags of the replica (its own; AWS does not share tags between primary and replicas).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.size() <= 40").message("at most 40 tags (AWS allows 50; keyfleet reserves some)"))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:') && !k.startsWith('keyfleet.dev/'))").message("tag keys starting with aws: or keyfleet.dev/ are reserved"))]
+    pub tags: BTreeMap<String, String>,
+
+    /// Key policy of the replica, same shape as AwsKey's. Unset: the AWS default key policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<KeyPolicy>,
+
+    /// Skip AWS's check that the policy still lets the caller manage the key.
+    #[serde(default)]
+    pub bypass_policy_lockout_safety_check: bool,
+
+    /// Whether the replica is enabled for cryptographic operations.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// What happens to the replica when this resource is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Waiting period, in days, between scheduling deletion and AWS deleting the replica (7-30).
+    #[serde(default = "default_pending_window_days")]
+    #[schemars(range(min = 7, max = 30))]
+    pub pending_window_days: i32,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_pending_window_days() -> i32 {
+    30
+}
+
+/// Observed state of an AwsReplicaKey, as seen in KMS.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsReplicaKeyStatus {
+    /// What KMS reports about the replica, and the Ready condition.
+    #[serde(flatten)]
+    pub key: KmsKeyStatus,
+    /// ARN of the primary key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_arn: Option<String>,
+}
+
+impl std::ops::Deref for AwsReplicaKeyStatus {
+    type Target = KmsKeyStatus;
+    fn deref(&self) -> &KmsKeyStatus {
+        &self.key
+    }
+}
+
+impl std::ops::DerefMut for AwsReplicaKeyStatus {
+    fn deref_mut(&mut self) -> &mut KmsKeyStatus {
+        &mut self.key
+    }
+}

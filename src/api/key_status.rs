@@ -1,0 +1,50 @@
+//! Status shared by every kind that manages one KMS key (AwsKey, AwsReplicaKey).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What KMS reports about a managed key, what keyfleet imported, and the Ready condition.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KmsKeyStatus {
+    /// KMS key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// KMS key ARN: what consumers use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    /// KMS key state: Enabled, Disabled, PendingImport, PendingDeletion, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_state: Option<String>,
+    /// Region of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// AWS account that holds the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// Key spec reported by KMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_spec: Option<String>,
+    /// Key usage reported by KMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_usage: Option<String>,
+    /// When the imported material expires; unset when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub material_valid_to: Option<Time>,
+    /// When keyfleet last imported material into the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_import_time: Option<Time>,
+    /// Non-secret fingerprint of the imported material (public-key digest for RSA/ECC, a keyed
+    /// digest for symmetric/HMAC). A Secret whose material has another fingerprint is refused
+    /// with `MaterialMismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub material_fingerprint: Option<String>,
+    /// The generation of the spec last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` is True only when the key is Enabled (or Disabled on purpose) with the material
+    /// imported and the whole spec applied; otherwise its reason says what is wrong.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
