@@ -20,7 +20,7 @@ use aws_sdk_kms::types::{
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::{Response, StatusCode};
 use aws_smithy_types::body::SdkBody;
-use keyfleet::api::{AwsKey, AwsKeyStatus, KeySpec};
+use keyfleet::api::{AwsKey, AwsKeyStatus, KeySpec, KmsKeyStatus};
 use keyfleet::kms::KmsClients;
 use keyfleet::material::testing::generate_secret_value;
 use keyfleet::memkube::MemKube;
@@ -83,8 +83,13 @@ async fn setup(kube: &MemKube, name: &str, key_id: Option<&str>) -> AwsKey {
     let api: Api<AwsKey> = Api::namespaced(client, NS);
     let key = create_key(&api, &aws_key(name, REGION, name, json!({}))).await;
     if let Some(key_id) = key_id {
-        let mut status = AwsKeyStatus::default();
-        status.key_id = Some(key_id.into());
+        let status = AwsKeyStatus {
+            key: KmsKeyStatus {
+                key_id: Some(key_id.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         api.patch_status(
             name,
             &PatchParams::default(),
@@ -319,8 +324,13 @@ async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrappin
         "expiration": {"validTo": jiff::Timestamp::from_second(valid_to).unwrap().to_string()}
     })))
     .await;
-    let mut status = AwsKeyStatus::default();
-    status.key_id = Some("k-3".into());
+    let status = AwsKeyStatus {
+        key: KmsKeyStatus {
+            key_id: Some("k-3".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     api.patch_status(
         &name,
         &PatchParams::default(),
