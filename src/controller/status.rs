@@ -109,13 +109,19 @@ mod tests {
     #[test]
     fn merge_patch_nulls_removed_fields() {
         use crate::api::AwsKeyStatus;
-        let mut old = AwsKeyStatus {
+        let key = KmsKeyStatus {
+            key_id: Some("a".into()),
+            ..Default::default()
+        };
+        let old = AwsKeyStatus {
+            key: key.clone(),
             create_started_at: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
             ..Default::default()
         };
-        old.key_id = Some("a".into());
-        let mut new = AwsKeyStatus::default();
-        new.key_id = Some("a".into());
+        let new = AwsKeyStatus {
+            key,
+            ..Default::default()
+        };
         let patch = merge_patch(Some(&old), &new);
         assert_eq!(patch["status"]["createStartedAt"], Value::Null);
         assert_eq!(patch["status"]["keyId"], "a");
