@@ -3,7 +3,7 @@
 
 use jiff::Timestamp;
 
-use crate::api::{AwsKeySpec, KeyMaterialSource, KeySpec, KeyUsage, TAG_PREFIX};
+use crate::api::{AwsKeySpec, AwsReplicaKeySpec, KeyMaterialSource, KeySpec, KeyUsage, TAG_PREFIX};
 use crate::material::{WrappingAlgorithm, WrappingKeySpec};
 use crate::plan::{DesiredKey, Owner};
 
@@ -83,15 +83,15 @@ pub fn import_settings(
     })
 }
 
-/// The desired key for an AwsKey spec, as of `now`.
-pub fn desired_key(
-    spec: &AwsKeySpec,
-    owner: &Owner,
-    now: Timestamp,
-) -> Result<DesiredKey, SpecError> {
-    let usage = key_usage(spec.key_spec, spec.key_usage)?;
-
-    if let Some(alias) = &spec.alias {
+/// Checks the settings every managed key has (alias, tags, pending window, policy) and
+/// returns the parsed policy document.
+fn key_settings(
+    alias: Option<&String>,
+    tags: &std::collections::BTreeMap<String, String>,
+    pending_window_days: i32,
+    policy: Option<&crate::api::KeyPolicy>,
+) -> Result<Option<serde_json::Value>, SpecError> {
+    if let Some(alias) = alias {
         let name = alias.strip_prefix("alias/").unwrap_or_default();
         if name.is_empty()
             || alias.len() > 256
@@ -116,8 +116,7 @@ pub fn desired_key(
         }
     }
 
-    if let Some(reserved) = spec
-        .tags
+    if let Some(reserved) = tags
         .keys()
         .find(|k| k.starts_with("aws:") || k.starts_with(TAG_PREFIX))
     {
@@ -128,18 +127,18 @@ pub fn desired_key(
         ));
     }
 
-    if !(7..=30).contains(&spec.pending_window_days) {
+    if !(7..=30).contains(&pending_window_days) {
         return Err(refuse(
             "InvalidPendingWindow",
             "spec.pendingWindowDays",
             format!(
                 "pendingWindowDays must be 7-30, got {}",
-                spec.pending_window_days
+                pending_window_days
             ),
         ));
     }
 
-    let policy = match spec.policy.as_ref().and_then(|p| p.document.as_deref()) {
+    let document = match policy.as_ref().and_then(|p| p.document.as_deref()) {
         None => None,
         Some(doc) if doc.len() > MAX_POLICY_BYTES => {
             return Err(refuse(
@@ -169,6 +168,24 @@ pub fn desired_key(
             }
         },
     };
+
+    Ok(document)
+}
+
+/// The desired key for an AwsKey spec, as of `now`.
+pub fn desired_key(
+    spec: &AwsKeySpec,
+    owner: &Owner,
+    now: Timestamp,
+) -> Result<DesiredKey, SpecError> {
+    let usage = key_usage(spec.key_spec, spec.key_usage)?;
+
+    let policy = key_settings(
+        spec.alias.as_ref(),
+        &spec.tags,
+        spec.pending_window_days,
+        spec.policy.as_ref(),
+    )?;
 
     let valid_to = spec
         .expiration
@@ -201,6 +218,51 @@ pub fn desired_key(
         valid_to,
         enabled: spec.enabled,
     })
+}
+
+/// The desired replica of a multi-region primary: spec, usage and material expiry come from the
+/// primary; alias, description, tags, policy and enabled state are the replica's own.
+pub fn desired_replica(
+    replica: &AwsReplicaKeySpec,
+    primary: &AwsKeySpec,
+    owner: &Owner,
+    now: Timestamp,
+) -> Result<DesiredKey, SpecError> {
+    if !primary.multi_region {
+        return Err(refuse(
+            "PrimaryNotMultiRegion",
+            "spec.primaryKeyRef",
+            format!(
+                "the primary AwsKey {} has multiRegion: false; only multi-region keys can be replicated (multiRegion is immutable: create a new multi-region AwsKey)",
+                replica.primary_key_ref.name
+            ),
+        ));
+    }
+    if replica.region == primary.region {
+        return Err(refuse(
+            "ReplicaRegionIsPrimaryRegion",
+            "spec.region",
+            format!(
+                "the primary is in {}; a replica must be in another region",
+                primary.region
+            ),
+        ));
+    }
+    let mut base = desired_key(primary, owner, now)?;
+    base.policy = key_settings(
+        replica.alias.as_ref(),
+        &replica.tags,
+        replica.pending_window_days,
+        replica.policy.as_ref(),
+    )?;
+    let mut tags = replica.tags.clone();
+    tags.extend(owner.tags());
+    base.tags = tags;
+    base.alias = replica.alias.clone();
+    base.description = replica.description.clone().unwrap_or_default();
+    base.bypass_policy_lockout_safety_check = replica.bypass_policy_lockout_safety_check;
+    base.enabled = replica.enabled;
+    Ok(base)
 }
 
 #[cfg(test)]
@@ -294,6 +356,44 @@ mod tests {
             reason(json!({"keySpec": "RSA_4096", "keyUsage": "SIGN_VERIFY",
                 "keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "wrappingAlgorithm": "RSAES_OAEP_SHA_256"}})),
             "WrappingAlgorithmUnsupported"
+        );
+    }
+
+    #[test]
+    fn replicas_take_spec_and_expiry_from_the_primary_and_the_rest_from_themselves() {
+        let primary = spec(
+            serde_json::json!({"multiRegion": true, "keySpec": "HMAC_256",
+            "expiration": {"validTo": "2030-01-01T00:00:00Z"}, "alias": "alias/p", "tags": {"a": "1"}}),
+        );
+        let replica: AwsReplicaKeySpec = serde_json::from_value(serde_json::json!({
+            "primaryKeyRef": {"name": "p"}, "region": "eu-central-1", "alias": "alias/r",
+            "tags": {"b": "2"}, "enabled": false}))
+        .unwrap();
+        let d = desired_replica(&replica, &primary, &owner(), Timestamp::UNIX_EPOCH).unwrap();
+        assert_eq!(d.key_spec, KeySpec::Hmac256);
+        assert_eq!(d.key_usage, KeyUsage::GenerateVerifyMac);
+        assert!(d.multi_region);
+        assert_eq!(d.valid_to, Some("2030-01-01T00:00:00Z".parse().unwrap()));
+        assert_eq!(d.alias.as_deref(), Some("alias/r"));
+        assert_eq!(d.tags.get("b").map(String::as_str), Some("2"));
+        assert!(!d.tags.contains_key("a"));
+        assert!(!d.enabled);
+
+        let single = spec(serde_json::json!({}));
+        assert_eq!(
+            desired_replica(&replica, &single, &owner(), Timestamp::UNIX_EPOCH)
+                .unwrap_err()
+                .reason,
+            "PrimaryNotMultiRegion"
+        );
+        let same: AwsReplicaKeySpec = serde_json::from_value(serde_json::json!({
+            "primaryKeyRef": {"name": "p"}, "region": "eu-west-1"}))
+        .unwrap();
+        assert_eq!(
+            desired_replica(&same, &primary, &owner(), Timestamp::UNIX_EPOCH)
+                .unwrap_err()
+                .reason,
+            "ReplicaRegionIsPrimaryRegion"
         );
     }
 }

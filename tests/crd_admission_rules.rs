@@ -255,3 +255,31 @@ fn structural_limits_are_in_the_schema() {
         );
     }
 }
+
+#[test]
+fn replica_region_and_primary_are_immutable() {
+    use keyfleet::api::{AwsReplicaKey, AwsReplicaKeySpec};
+    let r =
+        |v: Value| AwsReplicaKey::new("r", serde_json::from_value::<AwsReplicaKeySpec>(v).unwrap());
+    let old = r(json!({"primaryKeyRef": {"name": "p"}, "region": "eu-west-1"}));
+    let moved = r(json!({"primaryKeyRef": {"name": "p"}, "region": "eu-central-1"}));
+    let repointed = r(json!({"primaryKeyRef": {"name": "q"}, "region": "eu-west-1"}));
+    let messages = |res: Result<(), kube::core::cel::ValidationErrors>| -> Vec<String> {
+        res.err()
+            .map(|e| e.iter().map(|x| x.message.clone()).collect())
+            .unwrap_or_default()
+    };
+    assert_refused(
+        messages(moved.validate_cel_update(&old)),
+        "region is immutable",
+    );
+    assert_refused(
+        messages(repointed.validate_cel_update(&old)),
+        "primaryKeyRef is immutable",
+    );
+    let edited = r(
+        json!({"primaryKeyRef": {"name": "p"}, "region": "eu-west-1", "alias": "alias/x", "enabled": false}),
+    );
+    assert!(edited.validate_cel_update(&old).is_ok());
+    assert_refused(messages(r(json!({"primaryKeyRef": {"name": "p"}, "region": "eu-west-1", "alias": "alias/aws/x"})).validate_cel()), "reserved");
+}

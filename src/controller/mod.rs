@@ -1,6 +1,7 @@
 //! Controller wiring: shared context, watches (AwsKey, Secret metadata, AwsKms), error policy.
 
 pub mod aws_key;
+pub mod aws_replica_key;
 pub mod key_sync;
 pub mod secrets;
 pub mod status;
@@ -10,7 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action as Requeue, Controller};
@@ -20,7 +21,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::{AwsKey, AwsKms};
+use crate::api::{AwsKey, AwsKms, AwsReplicaKey};
 use crate::http::Readiness;
 use crate::kms::{KmsClients, KmsError};
 use crate::metrics::Metrics;
@@ -184,9 +185,9 @@ pub enum Error {
     Other(String),
 }
 
-fn error_policy(key: Arc<AwsKey>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    let delay = ctx.next_backoff(object_key(&*key));
-    warn!(awskey = %object_key(&*key), %error, retry_in = ?delay, "reconcile failed; retrying");
+fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let delay = ctx.next_backoff(object_key(&*obj));
+    warn!(object = %object_key(&*obj), %error, retry_in = ?delay, "reconcile failed; retrying");
     Requeue::requeue(delay)
 }
 
@@ -196,13 +197,13 @@ fn object_key<K: ResourceExt>(obj: &K) -> String {
 
 /// The parts of an AwsKey whose change calls for a reconcile: generation (spec), finalizers,
 /// deletion, annotations (`kubectl annotate` forces a reconcile). Status changes are excluded.
-fn reconcile_relevant(key: &AwsKey) -> Option<u64> {
+fn reconcile_relevant<K: Resource>(obj: &K) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.metadata.generation.hash(&mut h);
-    key.finalizers().hash(&mut h);
-    key.metadata.deletion_timestamp.is_some().hash(&mut h);
-    key.annotations().hash(&mut h);
+    obj.meta().generation.hash(&mut h);
+    obj.finalizers().hash(&mut h);
+    obj.meta().deletion_timestamp.is_some().hash(&mut h);
+    obj.annotations().hash(&mut h);
     Some(h.finish())
 }
 
@@ -230,7 +231,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     };
     let controllers = scopes
         .into_iter()
-        .map(|ns| run_scope(ctx.clone(), ns, shutdown.clone()))
+        .flat_map(|ns| {
+            [
+                run_keys(ctx.clone(), ns.clone(), shutdown.clone()).boxed(),
+                run_replicas(ctx.clone(), ns, shutdown.clone()).boxed(),
+            ]
+        })
         .collect::<Vec<_>>();
     futures::future::join_all(controllers).await;
     signal.abort();
@@ -238,7 +244,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     info!("controller stopped");
 }
 
-async fn run_scope(
+async fn run_keys(
     ctx: Arc<Context>,
     namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -299,11 +305,88 @@ async fn run_scope(
         )
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(aws_key::reconcile, error_policy, ctx)
+        .run(aws_key::reconcile, error_policy::<AwsKey>, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(awskey = %obj, "reconciled"),
                 Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+/// The AwsReplicaKey controller of one scope: replicas, their primaries (status included: a
+/// primary becoming Enabled releases its replicas) and the primaries' Secrets.
+async fn run_replicas(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (replicas, keys, secrets): (
+        Api<AwsReplicaKey>,
+        Api<AwsKey>,
+        Api<PartialObjectMeta<Secret>>,
+    ) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    let (store, writer) = reflector::store();
+    let triggers = watcher(replicas, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(reconcile_relevant, PredicateConfig::default());
+    let (primaries, primaries_writer) = reflector::store::<AwsKey>();
+    let primary_changes = watcher(keys, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(primaries_writer)
+        .touched_objects();
+    let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
+    let by_primary = store.clone();
+    let by_secret = store.clone();
+    let replicas_of =
+        move |store: &reflector::Store<AwsReplicaKey>, ns: Option<String>, primary: String| {
+            store
+                .state()
+                .into_iter()
+                .filter(|r| r.namespace() == ns && r.spec.primary_key_ref.name == primary)
+                .map(|r| ObjectRef::from_obj(&*r))
+                .collect::<Vec<_>>()
+        };
+    Controller::for_stream(triggers, store)
+        .watches_stream(primary_changes, move |key: AwsKey| {
+            replicas_of(&by_primary, key.namespace(), key.name_any())
+        })
+        .watches_stream(secrets, move |secret| {
+            let ns = secret.namespace();
+            primaries
+                .state()
+                .into_iter()
+                .filter(|k| {
+                    k.namespace() == ns && k.spec.key_material.secret_ref.name == secret.name_any()
+                })
+                .flat_map(|k| replicas_of(&by_secret, ns.clone(), k.name_any()))
+                .collect::<Vec<_>>()
+        })
+        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(
+            aws_replica_key::reconcile,
+            error_policy::<AwsReplicaKey>,
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "replica reconcile error");
             }
         })
         .await;

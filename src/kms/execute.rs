@@ -82,6 +82,41 @@ pub async fn create_key(client: &Client, desired: &DesiredKey) -> Result<KeyCrea
     })
 }
 
+/// ReplicateKey of a multi-region primary into `replica_region`, with the replica's own
+/// description, tags and policy. Called on a client of the primary's region.
+pub async fn replicate_key(
+    primary_client: &Client,
+    primary_key_id: &str,
+    replica_region: &str,
+    desired: &DesiredKey,
+) -> Result<KeyCreation, KmsError> {
+    let mut request = primary_client
+        .replicate_key()
+        .key_id(primary_key_id)
+        .replica_region(replica_region)
+        .description(&desired.description)
+        .set_tags(Some(sdk_tags(&desired.tags)?));
+    if let Some(policy) = &desired.policy {
+        request = request
+            .policy(policy.to_string())
+            .bypass_policy_lockout_safety_check(desired.bypass_policy_lockout_safety_check);
+    }
+    let out = request
+        .send()
+        .await
+        .map_err(|e| KmsError::from_sdk("ReplicateKey", e))?;
+    let meta = out
+        .replica_key_metadata
+        .ok_or_else(|| KmsError::Unavailable {
+            operation: "ReplicateKey",
+            message: "response without replica key metadata".into(),
+        })?;
+    Ok(KeyCreation {
+        key_id: meta.key_id().to_string(),
+        arn: meta.arn().unwrap_or_default().to_string(),
+    })
+}
+
 /// GetParametersForImport, wrap locally, ImportKeyMaterial. The plaintext never leaves
 /// `material`; only the wrapped bytes are sent.
 pub async fn import_material(
