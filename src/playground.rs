@@ -12,7 +12,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::{AwsKey, AwsKms};
+use crate::api::{AwsKey, AwsKms, AwsReplicaKey, KmsKeyStatus};
 use crate::controller::{self, Context, Settings};
 use crate::kms::KmsClients;
 use crate::memkube::MemKube;
@@ -83,6 +83,13 @@ pub async fn apply(client: &kube::Client, doc: Value) -> anyhow::Result<String> 
                 .map_err(|e| anyhow::anyhow!("AwsKey/{name} refused at admission: {e}"))?;
             create::<AwsKey>(Api::namespaced(c, &ns), doc).await?
         }
+        "AwsReplicaKey" => {
+            let replica: AwsReplicaKey = serde_json::from_value(doc.clone())?;
+            replica
+                .validate_cel()
+                .map_err(|e| anyhow::anyhow!("AwsReplicaKey/{name} refused at admission: {e}"))?;
+            create::<AwsReplicaKey>(Api::namespaced(c, &ns), doc).await?
+        }
         other => bail!("the playground does not serve kind {other:?} ({name})"),
     }
     Ok(format!("{kind}/{name}"))
@@ -112,11 +119,19 @@ pub async fn run(manifests: &Path, timeout: Duration, settings: Settings) -> any
     }
 
     let keys: Api<AwsKey> = Api::all(client.clone());
+    let replicas: Api<AwsReplicaKey> = Api::all(client.clone());
     let deadline = tokio::time::Instant::now() + timeout;
-    let settled = loop {
+    let (settled, settled_replicas) = loop {
         let list = keys.list(&Default::default()).await?.items;
-        if list.iter().all(settled) || tokio::time::Instant::now() > deadline {
-            break list;
+        let replica_list = replicas.list(&Default::default()).await?.items;
+        let all_settled = list
+            .iter()
+            .all(|k| settled(k.status.as_deref(), k.metadata.generation))
+            && replica_list
+                .iter()
+                .all(|r| settled(r.status.as_deref(), r.metadata.generation));
+        if all_settled || tokio::time::Instant::now() > deadline {
+            break (list, replica_list);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -148,29 +163,64 @@ pub async fn run(manifests: &Path, timeout: Duration, settings: Settings) -> any
             println!("    {}", c.message);
         }
     }
+    if !settled_replicas.is_empty() {
+        println!();
+        println!(
+            "{:<12} {:<22} {:<14} {:<14} {:<16} {:<6} {:<20} ARN",
+            "NAMESPACE", "REPLICA", "PRIMARY", "REGION", "STATE", "READY", "REASON"
+        );
+    }
+    for replica in &settled_replicas {
+        let status = replica.status.clone().unwrap_or_default();
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        all_ready &= ready.is_some_and(|c| c.status == "True");
+        println!(
+            "{:<12} {:<22} {:<14} {:<14} {:<16} {:<6} {:<20} {}",
+            replica.namespace().unwrap_or_default(),
+            replica.name_any(),
+            replica.spec.primary_key_ref.name,
+            replica.spec.region,
+            status.key_state.as_deref().unwrap_or("-"),
+            ready.map(|c| c.status.as_str()).unwrap_or("-"),
+            ready.map(|c| c.reason.as_str()).unwrap_or("-"),
+            status.arn.as_deref().unwrap_or("-"),
+        );
+        if let Some(c) = ready.filter(|c| c.status != "True") {
+            println!("    {}", c.message);
+        }
+    }
     println!();
+    let ready_keys = settled
+        .iter()
+        .filter(|k| is_ready(k.status.as_deref()))
+        .count();
+    let ready_replicas = settled_replicas
+        .iter()
+        .filter(|r| is_ready(r.status.as_deref()))
+        .count();
+    println!("{ready_keys} of {} AwsKeys Ready", settled.len());
     println!(
-        "{} of {} AwsKeys Ready",
-        settled.iter().filter(|k| is_ready(k)).count(),
-        settled.len()
+        "{ready_replicas} of {} AwsReplicaKeys Ready",
+        settled_replicas.len()
     );
     Ok(all_ready)
 }
 
-fn is_ready(key: &AwsKey) -> bool {
-    key.status.as_ref().is_some_and(|s| {
+fn is_ready(status: Option<&KmsKeyStatus>) -> bool {
+    status.is_some_and(|s| {
         s.conditions
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True")
     })
 }
 
-/// A Ready condition written for the current generation.
-fn settled(key: &AwsKey) -> bool {
-    key.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.observed_generation == key.metadata.generation)
-            && (is_ready(key) || s.observed_generation == key.metadata.generation)
+/// Ready, or a Ready=False written for the current generation that is not a wait for a primary.
+fn settled(status: Option<&KmsKeyStatus>, generation: Option<i64>) -> bool {
+    status.is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == "Ready"
+                && c.observed_generation == generation
+                && (c.status == "True" || c.reason != "PrimaryNotReady")
+        })
     })
 }
