@@ -63,56 +63,28 @@ async fn apply(api: &Api<AwsKey>, key: &AwsKey, ctx: &Context) -> Result<Requeue
         ..Default::default()
     };
     let outcome = converge(api, key, ctx, &mut progress).await;
-    let name = key.name_any();
-
     if let Some(arn) = &progress.created {
-        let note = format!("created KMS key {arn} (origin EXTERNAL)");
-        ctx.publish(key, EventType::Normal, "KeyCreated", note, "CreateKey")
-            .await;
+        ctx.publish(
+            key,
+            EventType::Normal,
+            "KeyCreated",
+            format!("created KMS key {arn} (origin EXTERNAL)"),
+            "CreateKey",
+        )
+        .await;
     }
-    key_sync::publish_actions(ctx, key, &progress.synced.executed).await;
-    let Some(verdict) = key_sync::verdict(
-        &outcome,
-        &progress.synced,
-        progress.status.key_state.as_deref(),
+    key_sync::finish(
         ctx,
-    ) else {
-        // Transient: keep the condition, but persist what was learned (a new key id above all).
-        status::write(api, &name, key.status.as_ref(), &progress.status)
-            .await
-            .map_err(Error::Kube)?;
-        return match outcome {
-            Err(Failure::Transient(e)) => Err(e),
-            _ => Err(Error::Other("unreachable".into())),
-        };
-    };
-
-    ctx.metrics.key_observed(
         "AwsKey",
-        &key.namespace().unwrap_or_default(),
-        &name,
-        progress.status.key_state.as_deref(),
-        progress.status.material_valid_to.as_ref().map(|t| t.0),
-    );
-    let changed = status::set_ready(
-        &mut progress.status,
-        verdict.ready,
-        &verdict.reason,
-        &verdict.message,
-        key.metadata.generation,
-    );
-    status::write(api, &name, key.status.as_ref(), &progress.status)
-        .await
-        .map_err(Error::Kube)?;
-    ctx.metrics.reconciled(
-        "AwsKey",
-        if verdict.ready { "ready" } else { "not_ready" },
-        started.elapsed(),
-    );
-    if changed {
-        key_sync::publish_verdict(ctx, key, &verdict).await;
-    }
-    Ok(verdict.requeue)
+        api,
+        key,
+        key.status.as_ref(),
+        progress.status,
+        outcome,
+        &progress.synced,
+        started,
+    )
+    .await
 }
 
 /// Brings KMS to the spec; fills `progress` with what it saw and did.

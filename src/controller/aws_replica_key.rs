@@ -63,60 +63,28 @@ async fn apply(
         ..Default::default()
     };
     let outcome = converge(api, replica, ctx, &mut progress).await;
-    let name = replica.name_any();
-
     if let Some(arn) = &progress.created {
-        let note = format!("replicated the primary into {arn}");
         ctx.publish(
             replica,
             EventType::Normal,
             "KeyReplicated",
-            note,
+            format!("replicated the primary into {arn}"),
             "ReplicateKey",
         )
         .await;
     }
-    key_sync::publish_actions(ctx, replica, &progress.synced.executed).await;
-    let Some(verdict) = key_sync::verdict(
-        &outcome,
-        &progress.synced,
-        progress.status.key_state.as_deref(),
+    key_sync::finish(
         ctx,
-    ) else {
-        status::write(api, &name, replica.status.as_ref(), &progress.status)
-            .await
-            .map_err(Error::Kube)?;
-        return match outcome {
-            Err(Failure::Transient(e)) => Err(e),
-            _ => Err(Error::Other("unreachable".into())),
-        };
-    };
-    ctx.metrics.key_observed(
         KIND,
-        &replica.namespace().unwrap_or_default(),
-        &name,
-        progress.status.key_state.as_deref(),
-        progress.status.material_valid_to.as_ref().map(|t| t.0),
-    );
-    let changed = status::set_ready(
-        &mut progress.status,
-        verdict.ready,
-        &verdict.reason,
-        &verdict.message,
-        replica.metadata.generation,
-    );
-    status::write(api, &name, replica.status.as_ref(), &progress.status)
-        .await
-        .map_err(Error::Kube)?;
-    ctx.metrics.reconciled(
-        KIND,
-        if verdict.ready { "ready" } else { "not_ready" },
-        started.elapsed(),
-    );
-    if changed {
-        key_sync::publish_verdict(ctx, replica, &verdict).await;
-    }
-    Ok(verdict.requeue)
+        api,
+        replica,
+        replica.status.as_ref(),
+        progress.status,
+        outcome,
+        &progress.synced,
+        started,
+    )
+    .await
 }
 
 /// Brings the replica to its spec with the primary's material; fills `progress`.

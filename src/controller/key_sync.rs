@@ -320,3 +320,61 @@ fn describe_action(action: &Action) -> (&'static str, String) {
         Action::PutKeyPolicy { .. } => ("PolicyUpdated", "applied the key policy".into()),
     }
 }
+
+/// Finishes a reconcile of any key kind: events for the KMS changes, the Ready verdict, metrics
+/// and the status write. A transient failure keeps the condition but persists what was learned
+/// (a new key id above all) and is returned for the error policy's backoff.
+#[allow(clippy::too_many_arguments)]
+pub async fn finish<K, S>(
+    ctx: &Context,
+    kind: &'static str,
+    api: &Api<K>,
+    obj: &K,
+    old: Option<&S>,
+    mut status: S,
+    outcome: Result<(), Failure>,
+    synced: &Synced,
+    started: std::time::Instant,
+) -> Result<Requeue, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize + PartialEq + std::ops::DerefMut<Target = KmsKeyStatus>,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    publish_actions(ctx, obj, &synced.executed).await;
+    let Some(verdict) = verdict(&outcome, synced, status.key_state.as_deref(), ctx) else {
+        status::write(api, &name, old, &status)
+            .await
+            .map_err(Error::Kube)?;
+        return match outcome {
+            Err(Failure::Transient(e)) => Err(e),
+            _ => Err(Error::Other("a transient failure without an error".into())),
+        };
+    };
+    ctx.metrics.key_observed(
+        kind,
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        &name,
+        status.key_state.as_deref(),
+        status.material_valid_to.as_ref().map(|t| t.0),
+    );
+    let changed = status::set_ready(
+        &mut status,
+        verdict.ready,
+        &verdict.reason,
+        &verdict.message,
+        obj.meta().generation,
+    );
+    status::write(api, &name, old, &status)
+        .await
+        .map_err(Error::Kube)?;
+    ctx.metrics.reconciled(
+        kind,
+        if verdict.ready { "ready" } else { "not_ready" },
+        started.elapsed(),
+    );
+    if changed {
+        publish_verdict(ctx, obj, &verdict).await;
+    }
+    Ok(verdict.requeue)
+}

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::{Blob, DateTime};
 use aws_sdk_kms::types::{
     AlgorithmSpec, ExpirationModelType, KeySpec as SdkKeySpec, KeyUsageType, OriginType, Tag,
@@ -177,85 +178,89 @@ pub async fn execute(
     import: &ImportInput<'_>,
 ) -> Result<(), ExecuteError> {
     let op = action.name();
-    let kms = |e| -> ExecuteError { ExecuteError::Kms(e) };
     match action {
         Action::ImportMaterial { valid_to } => {
             import_material(client, key_id, import, *valid_to).await
         }
-        Action::CancelKeyDeletion => client
-            .cancel_key_deletion()
-            .key_id(key_id)
-            .send()
+        Action::CancelKeyDeletion => {
+            sent(op, client.cancel_key_deletion().key_id(key_id).send()).await
+        }
+        Action::EnableKey => sent(op, client.enable_key().key_id(key_id).send()).await,
+        Action::DisableKey => sent(op, client.disable_key().key_id(key_id).send()).await,
+        Action::UpdateDescription(description) => {
+            sent(
+                op,
+                client
+                    .update_key_description()
+                    .key_id(key_id)
+                    .description(description)
+                    .send(),
+            )
             .await
-            .map(drop)
-            .map_err(|e| kms(KmsError::from_sdk(op, e))),
-        Action::EnableKey => client
-            .enable_key()
-            .key_id(key_id)
-            .send()
+        }
+        Action::TagResource(tags) => {
+            sent(
+                op,
+                client
+                    .tag_resource()
+                    .key_id(key_id)
+                    .set_tags(Some(sdk_tags(tags)?))
+                    .send(),
+            )
             .await
-            .map(drop)
-            .map_err(|e| kms(KmsError::from_sdk(op, e))),
-        Action::DisableKey => client
-            .disable_key()
-            .key_id(key_id)
-            .send()
+        }
+        Action::UntagResource(keys) => {
+            sent(
+                op,
+                client
+                    .untag_resource()
+                    .key_id(key_id)
+                    .set_tag_keys(Some(keys.clone()))
+                    .send(),
+            )
             .await
-            .map(drop)
-            .map_err(|e| kms(KmsError::from_sdk(op, e))),
-        Action::UpdateDescription(description) => client
-            .update_key_description()
-            .key_id(key_id)
-            .description(description)
-            .send()
+        }
+        Action::CreateAlias(alias) => {
+            sent(
+                op,
+                client
+                    .create_alias()
+                    .alias_name(alias)
+                    .target_key_id(key_id)
+                    .send(),
+            )
             .await
-            .map(drop)
-            .map_err(|e| kms(KmsError::from_sdk(op, e))),
-        Action::TagResource(tags) => client
-            .tag_resource()
-            .key_id(key_id)
-            .set_tags(Some(sdk_tags(tags)?))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| kms(KmsError::from_sdk(op, e))),
-        Action::UntagResource(keys) => client
-            .untag_resource()
-            .key_id(key_id)
-            .set_tag_keys(Some(keys.clone()))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| kms(KmsError::from_sdk(op, e))),
-        Action::CreateAlias(alias) => client
-            .create_alias()
-            .alias_name(alias)
-            .target_key_id(key_id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| kms(KmsError::from_sdk(op, e))),
-        Action::DeleteAlias(alias) => client
-            .delete_alias()
-            .alias_name(alias)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| kms(KmsError::from_sdk(op, e))),
+        }
+        Action::DeleteAlias(alias) => {
+            sent(op, client.delete_alias().alias_name(alias).send()).await
+        }
         Action::PutKeyPolicy {
             policy,
             bypass_lockout_check,
-        } => client
-            .put_key_policy()
-            .key_id(key_id)
-            .policy_name("default")
-            .policy(policy)
-            .bypass_policy_lockout_safety_check(*bypass_lockout_check)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| kms(KmsError::from_sdk(op, e))),
+        } => {
+            let request = client
+                .put_key_policy()
+                .key_id(key_id)
+                .policy_name("default")
+                .policy(policy)
+                .bypass_policy_lockout_safety_check(*bypass_lockout_check);
+            sent(op, request.send()).await
+        }
     }
+}
+
+/// Awaits a KMS write whose output is not needed, classifying its error.
+async fn sent<O, E, R>(
+    operation: &'static str,
+    call: impl std::future::Future<Output = Result<O, SdkError<E, R>>>,
+) -> Result<(), ExecuteError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    call.await
+        .map(drop)
+        .map_err(|e| ExecuteError::Kms(KmsError::from_sdk(operation, e)))
 }
 
 /// How a deletion request ended.
