@@ -454,3 +454,89 @@ async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrappin
         Some(valid_to)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_pending_replica_deletion_is_reported_not_fought() {
+    let kube = MemKube::new();
+    let name = unique("pending-replica-deletion");
+    let client_kube = kube.client();
+    create_secret(
+        &client_kube,
+        NS,
+        &name,
+        "material",
+        &generate_secret_value(KeySpec::SymmetricDefault),
+    )
+    .await;
+    let api: Api<AwsKey> = Api::namespaced(client_kube, NS);
+    let key = create_key(
+        &api,
+        &aws_key(&name, REGION, &name, json!({"multiRegion": true})),
+    )
+    .await;
+    let status = AwsKeyStatus {
+        key: KmsKeyStatus {
+            key_id: Some("mrk-9".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await
+    .unwrap();
+    let tags = owner_tags(&key);
+    let describe = mock!(Client::describe_key)
+        .sequence()
+        .output(|| {
+            let meta = KeyMetadata::builder()
+                .key_id("mrk-9")
+                .arn(format!("arn:aws:kms:{REGION}:111122223333:key/mrk-9"))
+                .key_state(KeyState::PendingReplicaDeletion)
+                .origin(OriginType::External)
+                .key_spec(SdkKeySpec::SymmetricDefault)
+                .key_usage(KeyUsageType::EncryptDecrypt)
+                .multi_region(true)
+                .build()
+                .unwrap();
+            DescribeKeyOutput::builder().key_metadata(meta).build()
+        })
+        .repeatedly()
+        .build();
+    let list_tags = mock!(Client::list_resource_tags)
+        .sequence()
+        .output(move || {
+            ListResourceTagsOutput::builder()
+                .set_tags(Some(tags.clone()))
+                .truncated(false)
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let list_aliases = mock!(Client::list_aliases)
+        .sequence()
+        .output(|| ListAliasesOutput::builder().truncated(false).build())
+        .repeatedly()
+        .build();
+    let cancel = mock!(Client::cancel_key_deletion)
+        .sequence()
+        .http_response(|| aws_error("AccessDeniedException"))
+        .repeatedly()
+        .build();
+    let client = mock_client!(
+        aws_sdk_kms,
+        RuleMode::MatchAny,
+        [&describe, &list_tags, &list_aliases, &cancel]
+    );
+    let op = start(&kube, client);
+    let reported = wait_reason(&op.keys(NS), &name, "KeyPendingDeletion").await;
+    assert_eq!(
+        reported.status.unwrap().key_state.as_deref(),
+        Some("PendingReplicaDeletion")
+    );
+    op.wait_events(&name, &["KeyPendingDeletion"]).await;
+    assert_eq!(cancel.num_calls(), 0, "keyfleet fought the deletion");
+}

@@ -340,7 +340,11 @@ async fn cleanup(key: &AwsKey, ctx: &Context) -> Result<Requeue, Error> {
     };
     match execute::schedule_deletion(&client, &key_id, key.spec.pending_window_days).await {
         Ok(DeletionOutcome::Scheduled) => {
-            ctx.publish(key, EventType::Normal, "KeyDeletionScheduled", format!("KMS key {key_id} is scheduled for deletion in {} days; re-apply the AwsKey within that window to restore it", key.spec.pending_window_days), "Cleanup").await;
+            ctx.publish(key, EventType::Normal, "KeyDeletionScheduled", if status.replicas.is_empty() {
+                format!("KMS key {key_id} is scheduled for deletion in {} days; re-apply the AwsKey within that window to restore it", key.spec.pending_window_days)
+            } else {
+                format!("KMS key {key_id} is scheduled for deletion in {} days; AWS keeps it in PendingReplicaDeletion until its {} replica(s) are deleted", key.spec.pending_window_days, status.replicas.len())
+            }, "Cleanup").await;
         }
         Ok(DeletionOutcome::AlreadyGone) => {
             ctx.publish(
