@@ -1027,3 +1027,61 @@ fn check_declared(values: &serde_json::Value, schema: &serde_json::Value, path: 
         }
     }
 }
+
+/// The image (Dockerfile) and the chart agree: the image runs `/keyfleet run` as the uid the
+/// pod securityContext pins, and the build context leaves out local state.
+#[test]
+fn dockerfile_matches_the_chart() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let lines: Vec<&str> = dockerfile
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let froms: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("FROM "))
+        .copied()
+        .collect();
+    assert_eq!(
+        froms,
+        [
+            "FROM rust:1.95-bookworm AS builder",
+            "FROM gcr.io/distroless/cc-debian12:nonroot"
+        ]
+    );
+    let runtime = lines
+        .iter()
+        .position(|l| l.starts_with("FROM gcr.io/distroless"))
+        .unwrap();
+    let runtime = &lines[runtime..];
+    assert!(runtime.contains(&"USER 65532:65532"), "{runtime:?}");
+    assert_eq!(runtime.last(), Some(&r#"CMD ["run"]"#));
+    assert!(runtime.contains(&r#"ENTRYPOINT ["/keyfleet"]"#));
+    assert_eq!(
+        dockerfile.matches("cargo build --release --locked").count(),
+        2,
+        "dependency layer and real build"
+    );
+
+    let deployment =
+        std::fs::read_to_string(chart_dir().join("templates/deployment.yaml")).unwrap();
+    assert_eq!(deployment.matches("runAsUser: 65532").count(), 2);
+    assert!(deployment.contains(r#"args: ["run"]"#));
+
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    let ignored: BTreeSet<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for entry in [
+        "target/",
+        ".venv-localstack/",
+        ".tools/",
+        ".localstack/",
+        ".git",
+    ] {
+        assert!(ignored.contains(entry), ".dockerignore lacks {entry}");
+    }
+}
