@@ -1,12 +1,15 @@
-//! The checked-in CRDs under `crds/` are exactly what the code generates, and `keyfleet crds`
-//! prints the same documents. Regenerate with `KEYFLEET_UPDATE_CRDS=1 cargo test --test crds`.
+//! The checked-in CRDs under `crds/` and the Helm chart's copies under
+//! `charts/keyfleet/files/crds/` are exactly what the code generates, and `keyfleet crds`
+//! prints the same documents. Regenerate both with
+//! `KEYFLEET_UPDATE_CRDS=1 cargo test --test crds`.
 
 use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn checked_in_crds_match_the_code() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+/// Checks (or with `KEYFLEET_UPDATE_CRDS` set, rewrites) one directory that holds the
+/// generated CRDs: one file per CRD, byte for byte, and nothing else.
+fn check_crd_dir(relative: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
     let update = std::env::var_os("KEYFLEET_UPDATE_CRDS").is_some();
     let mut expected_files = vec![];
     for crd in keyfleet::crds::all() {
@@ -30,6 +33,16 @@ fn checked_in_crds_match_the_code() {
         );
         expected_files.push(name);
     }
+    if update {
+        // A CRD that no longer exists leaves no stale file behind.
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !expected_files.contains(&name) {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
+        }
+    }
     let mut present: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -38,8 +51,20 @@ fn checked_in_crds_match_the_code() {
     expected_files.sort();
     assert_eq!(
         present, expected_files,
-        "crds/ holds files no CRD generates"
+        "{relative}/ holds files no CRD generates"
     );
+}
+
+#[test]
+fn checked_in_crds_match_the_code() {
+    check_crd_dir("crds");
+}
+
+#[test]
+fn helm_chart_crds_match_the_code() {
+    // templates/crds.yaml renders these files (adding only the keep policy and labels);
+    // tests/helm_chart.rs checks the rendered documents against the code as well.
+    check_crd_dir("charts/keyfleet/files/crds");
 }
 
 #[test]

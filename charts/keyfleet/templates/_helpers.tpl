@@ -1,0 +1,123 @@
+{{/* The chart name (nameOverride wins), at most 63 characters. */}}
+{{- define "keyfleet.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name of namespaced objects: fullnameOverride, else <release>-<name> (just <release>
+when it already contains the name), at most 63 characters.
+*/}}
+{{- define "keyfleet.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The name prefix of cluster-scoped objects (ClusterRoles, ClusterRoleBindings): the full name
+plus the release namespace, so releases of the same name in two namespaces (one operator per
+team with watchNamespaces) do not fight over them.
+*/}}
+{{- define "keyfleet.clusterName" -}}
+{{- printf "%s-%s" (include "keyfleet.fullname" .) .Release.Namespace | trunc 200 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "keyfleet.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "keyfleet.labels" -}}
+helm.sh/chart: {{ include "keyfleet.chart" . }}
+{{ include "keyfleet.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: keyfleet
+{{- end }}
+
+{{/* Labels that select the operator pods. */}}
+{{- define "keyfleet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "keyfleet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "keyfleet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "keyfleet.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "keyfleet.leaseName" -}}
+{{- default (include "keyfleet.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{- define "keyfleet.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+RBAC rules for the namespaced resources keyfleet reads and writes: in a ClusterRole when it
+watches every namespace, in one Role per namespace in watchNamespaces mode. Every rule says
+why it is there; nothing here may use "*" or write Secrets.
+*/}}
+{{- define "keyfleet.namespacedRules" -}}
+# AwsKeys: the controller watches them (list/watch; get grants no more than list and keeps
+# single reads possible) and adds/removes its finalizer with a JSON patch of the object
+# (patch). It never creates, replaces or deletes them.
+- apiGroups: ["kms.keyfleet.dev"]
+  resources: ["awskeys"]
+  verbs: ["get", "list", "watch", "patch"]
+# AwsKey status: written with a merge patch of the /status subresource (never read there:
+# the watch delivers it).
+- apiGroups: ["kms.keyfleet.dev"]
+  resources: ["awskeys/status"]
+  verbs: ["patch"]
+# AwsKey finalizers: the OwnerReferencesPermissionEnforcement admission plugin (e.g. on
+# OpenShift) checks "update" on this subresource when finalizers change.
+- apiGroups: ["kms.keyfleet.dev"]
+  resources: ["awskeys/finalizers"]
+  verbs: ["update"]
+# Secrets: a metadata-only watch (list/watch) maps a changed Secret to the AwsKeys that use
+# it; each reconcile reads the one Secret its AwsKey names, in the AwsKey's namespace (get).
+# Read-only: keyfleet never creates, changes or deletes a Secret.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+# Events about AwsKeys (events.k8s.io/v1, in the AwsKey's namespace): created once, then
+# patched when the same event repeats (the recorder folds repeats into a series).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* Cluster-scoped rules, needed in every mode. */}}
+{{- define "keyfleet.clusterRules" -}}
+# AwsKms (cluster-scoped connections): read by name during a reconcile (get) and watched so
+# an edited connection re-reconciles its keys (list/watch). Read-only.
+- apiGroups: ["kms.keyfleet.dev"]
+  resources: ["awskmses"]
+  verbs: ["get", "list", "watch"]
+{{- if not .Values.clusterId }}
+# The default cluster id is the uid of the kube-system namespace: get on that one namespace
+# only (not rendered when clusterId is set).
+- apiGroups: [""]
+  resources: ["namespaces"]
+  resourceNames: ["kube-system"]
+  verbs: ["get"]
+{{- end }}
+{{- end }}

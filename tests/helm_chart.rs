@@ -1,0 +1,1087 @@
+//! The Helm chart (`charts/keyfleet`), checked with the real helm: `helm lint`, and
+//! `helm template` output parsed as YAML and asserted on (RBAC, pod security, replicas and the
+//! PodDisruptionBudget, watchNamespaces mode, IRSA, ServiceMonitor, CRDs, values schema).
+//!
+//! helm comes from `KEYFLEET_HELM` (set by `scripts/test`), else `.tools/bin/helm`
+//! (`scripts/install-helm`). When neither exists the helm tests print a SKIPPED line and pass;
+//! CI always runs them for real.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_yaml::Value;
+
+const RELEASE: &str = "kf";
+const NAMESPACE: &str = "keyfleet-system";
+/// The release's full name (`<release>-<chart>`).
+const FULLNAME: &str = "kf-keyfleet";
+/// Cluster-scoped objects carry the release namespace too.
+const CLUSTER_NAME: &str = "kf-keyfleet-keyfleet-system";
+const GROUP: &str = "kms.keyfleet.dev";
+const IRSA_ROLE: &str = "arn:aws:iam::111122223333:role/keyfleet";
+
+/// Non-default values touching every key of values.yaml.
+const CUSTOM_VALUES: &str = r#"
+replicaCount: 3
+image:
+  repository: registry.example.com/platform/keyfleet
+  tag: "1.2.3"
+  digest: ""
+  pullPolicy: Always
+imagePullSecrets:
+  - name: regcred
+nameOverride: ""
+fullnameOverride: ""
+crds:
+  install: true
+clusterId: prod-eu-1
+watchNamespaces: [team-a, team-b]
+resyncSeconds: 120
+blockedRecheckSeconds: 60
+concurrency: 4
+logFormat: text
+logLevel: info,keyfleet=debug
+leaderElection:
+  enabled: true
+  leaseName: keyfleet-leader
+httpPort: 9090
+aws:
+  region: eu-west-1
+serviceAccount:
+  create: true
+  name: keyfleet-operator
+  annotations:
+    eks.amazonaws.com/role-arn: arn:aws:iam::111122223333:role/keyfleet
+rbac:
+  create: true
+extraEnv:
+  - name: AWS_ENDPOINT_URL_KMS
+    value: https://kms.eu-west-1.amazonaws.com
+podAnnotations:
+  example.com/team: platform
+podLabels:
+  example.com/cost-center: "42"
+resources:
+  requests:
+    cpu: 100m
+    memory: 128Mi
+  limits:
+    cpu: "1"
+    memory: 512Mi
+podDisruptionBudget:
+  enabled: true
+  maxUnavailable: 2
+metrics:
+  service:
+    enabled: true
+  serviceMonitor:
+    enabled: true
+    interval: 15s
+    scrapeTimeout: 5s
+    labels:
+      release: prometheus
+priorityClassName: system-cluster-critical
+nodeSelector:
+  kubernetes.io/os: linux
+tolerations:
+  - key: dedicated
+    operator: Equal
+    value: platform
+    effect: NoSchedule
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              app.kubernetes.io/name: keyfleet
+"#;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart_dir() -> PathBuf {
+    root().join("charts/keyfleet")
+}
+
+struct Helm {
+    bin: PathBuf,
+}
+
+/// The helm binary, or None (after printing why the test is skipped).
+fn helm(test: &str) -> Option<Helm> {
+    let bin = match std::env::var_os("KEYFLEET_HELM") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            // Set but missing is a broken setup, not a reason to skip.
+            assert!(
+                path.is_file(),
+                "KEYFLEET_HELM={} does not exist; run scripts/install-helm",
+                path.display()
+            );
+            path
+        }
+        None => {
+            let path = root().join(".tools/bin/helm");
+            if !path.is_file() {
+                eprintln!(
+                    "SKIPPED {test}: no helm (KEYFLEET_HELM is unset and {} is missing; \
+                     run scripts/install-helm)",
+                    path.display()
+                );
+                return None;
+            }
+            path
+        }
+    };
+    Some(Helm { bin })
+}
+
+/// A values file that lives as long as the returned handle.
+fn values_file(yaml: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    file.write_all(yaml.as_bytes()).unwrap();
+    file.flush().unwrap();
+    file
+}
+
+/// `helm template` output: the raw text and its YAML documents.
+struct Rendered {
+    text: String,
+    docs: Vec<Value>,
+}
+
+impl Helm {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let home = tempfile::tempdir().unwrap();
+        Command::new(&self.bin)
+            .args(args)
+            // No user or machine helm configuration leaks in.
+            .env("HELM_CACHE_HOME", home.path().join("cache"))
+            .env("HELM_CONFIG_HOME", home.path().join("config"))
+            .env("HELM_DATA_HOME", home.path().join("data"))
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()))
+    }
+
+    /// `helm template` with `extra` arguments (`--set`, `-f`); Err(stderr) when helm fails.
+    fn try_template(&self, extra: &[&str]) -> Result<Rendered, String> {
+        let chart = chart_dir();
+        let mut args = vec![
+            "template",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "--namespace",
+            NAMESPACE,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let text = String::from_utf8(out.stdout).unwrap();
+        let docs = serde_yaml::Deserializer::from_str(&text)
+            .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+            .filter(|v| !v.is_null())
+            .collect();
+        Ok(Rendered { text, docs })
+    }
+
+    fn template(&self, extra: &[&str]) -> Rendered {
+        self.try_template(extra)
+            .unwrap_or_else(|e| panic!("helm template {extra:?} failed:\n{e}"))
+    }
+
+    fn template_custom(&self, extra: &[&str]) -> Rendered {
+        let file = values_file(CUSTOM_VALUES);
+        let mut args = vec!["-f", file.path().to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.template(&args)
+    }
+}
+
+impl Rendered {
+    fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.docs.iter().filter(|d| d["kind"] == kind).collect()
+    }
+
+    fn one(&self, kind: &str) -> &Value {
+        let all = self.of_kind(kind);
+        assert_eq!(all.len(), 1, "expected one {kind}, got {}", all.len());
+        all[0]
+    }
+
+    fn named(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<&Value> {
+        self.of_kind(kind).into_iter().find(|d| {
+            d["metadata"]["name"] == name && d["metadata"]["namespace"].as_str() == namespace
+        })
+    }
+
+    fn deployment(&self) -> &Value {
+        self.one("Deployment")
+    }
+
+    fn container(&self) -> &Value {
+        let containers = self.deployment()["spec"]["template"]["spec"]["containers"]
+            .as_sequence()
+            .unwrap();
+        assert_eq!(containers.len(), 1);
+        &containers[0]
+    }
+
+    /// The container's env: name → value (or `<valueFrom>` for downward-API variables).
+    fn env(&self) -> BTreeMap<String, String> {
+        self.container()["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let name = e["name"].as_str().unwrap().to_string();
+                let value = match e["value"].as_str() {
+                    Some(v) => v.to_string(),
+                    None => {
+                        assert!(e["valueFrom"].is_mapping(), "{name} has no value");
+                        "<valueFrom>".to_string()
+                    }
+                };
+                (name, value)
+            })
+            .collect()
+    }
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    match v.as_sequence() {
+        Some(seq) => seq
+            .iter()
+            .map(|s| s.as_str().expect("a string").to_string())
+            .collect(),
+        None => {
+            assert!(v.is_null(), "expected a list of strings, got {v:?}");
+            vec![]
+        }
+    }
+}
+
+fn as_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_mapping()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().unwrap().to_string(),
+                        v.as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One RBAC rule, order-insensitive.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Rule {
+    api_groups: BTreeSet<String>,
+    resources: BTreeSet<String>,
+    resource_names: BTreeSet<String>,
+    verbs: BTreeSet<String>,
+}
+
+fn rule(groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]) -> Rule {
+    let set = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect();
+    Rule {
+        api_groups: set(groups),
+        resources: set(resources),
+        resource_names: set(names),
+        verbs: set(verbs),
+    }
+}
+
+fn rules_of(role: &Value) -> Vec<Rule> {
+    let mut rules: Vec<Rule> = role["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let keys: BTreeSet<&str> = r
+                .as_mapping()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str().unwrap())
+                .collect();
+            assert!(
+                keys.is_subset(&BTreeSet::from([
+                    "apiGroups",
+                    "resources",
+                    "resourceNames",
+                    "verbs"
+                ])),
+                "unexpected rule fields {keys:?}"
+            );
+            let to_set = |v: &Value| -> BTreeSet<String> {
+                let list = strs(v);
+                let set: BTreeSet<String> = list.iter().cloned().collect();
+                assert_eq!(set.len(), list.len(), "duplicates in {list:?}");
+                set
+            };
+            Rule {
+                api_groups: to_set(&r["apiGroups"]),
+                resources: to_set(&r["resources"]),
+                resource_names: to_set(&r["resourceNames"]),
+                verbs: to_set(&r["verbs"]),
+            }
+        })
+        .collect();
+    rules.sort();
+    rules
+}
+
+fn sorted(mut rules: Vec<Rule>) -> Vec<Rule> {
+    rules.sort();
+    rules
+}
+
+/// AwsKeys, Secrets, events: in the ClusterRole, or in each watched namespace's Role.
+fn namespaced_rules() -> Vec<Rule> {
+    vec![
+        rule(
+            &[GROUP],
+            &["awskeys"],
+            &[],
+            &["get", "list", "watch", "patch"],
+        ),
+        rule(&[GROUP], &["awskeys/status"], &[], &["patch"]),
+        rule(&[GROUP], &["awskeys/finalizers"], &[], &["update"]),
+        rule(&[""], &["secrets"], &[], &["get", "list", "watch"]),
+        rule(&["events.k8s.io"], &["events"], &[], &["create", "patch"]),
+    ]
+}
+
+/// AwsKms, plus `get` on the kube-system namespace unless a cluster id is set.
+fn cluster_rules(cluster_id_set: bool) -> Vec<Rule> {
+    let mut rules = vec![rule(
+        &[GROUP],
+        &["awskmses"],
+        &[],
+        &["get", "list", "watch"],
+    )];
+    if !cluster_id_set {
+        rules.push(rule(&[""], &["namespaces"], &["kube-system"], &["get"]));
+    }
+    rules
+}
+
+fn lease_rules(lease: &str) -> Vec<Rule> {
+    vec![
+        rule(&["coordination.k8s.io"], &["leases"], &[], &["create"]),
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &[lease],
+            &["get", "update"],
+        ),
+    ]
+}
+
+/// Every (Cluster)Role: no wildcard anywhere, no write verb on Secrets, and a comment on the
+/// line before every rule in the rendered text.
+fn check_rbac_hygiene(r: &Rendered) {
+    let roles: Vec<&Value> = r
+        .of_kind("ClusterRole")
+        .into_iter()
+        .chain(r.of_kind("Role"))
+        .collect();
+    assert!(!roles.is_empty());
+    for role in &roles {
+        for rule in rules_of(role) {
+            for field in [
+                &rule.api_groups,
+                &rule.resources,
+                &rule.resource_names,
+                &rule.verbs,
+            ] {
+                assert!(
+                    !field.iter().any(|s| s.contains('*')),
+                    "wildcard in {rule:?}"
+                );
+            }
+            if rule.resources.contains("secrets") {
+                let read: BTreeSet<String> = ["get", "list", "watch"].map(String::from).into();
+                assert!(
+                    rule.verbs.is_subset(&read),
+                    "Secrets write verb in {rule:?}"
+                );
+            }
+        }
+    }
+    let lines: Vec<&str> = r.text.lines().collect();
+    let mut rule_count = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("- apiGroups:") {
+            rule_count += 1;
+            assert!(
+                i > 0 && lines[i - 1].trim_start().starts_with('#'),
+                "RBAC rule without a comment above it: {line:?} (line {})",
+                i + 1
+            );
+        }
+    }
+    let total: usize = roles.iter().map(|r| rules_of(r).len()).sum();
+    assert_eq!(rule_count, total, "every rule is written as `- apiGroups:`");
+}
+
+fn check_binding(binding: &Value, role_kind: &str, role_name: &str, sa: &str) {
+    assert_eq!(binding["roleRef"]["kind"], role_kind);
+    assert_eq!(binding["roleRef"]["name"], role_name);
+    assert_eq!(binding["roleRef"]["apiGroup"], "rbac.authorization.k8s.io");
+    let subjects = binding["subjects"].as_sequence().unwrap();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0]["kind"], "ServiceAccount");
+    assert_eq!(subjects[0]["name"], sa);
+    assert_eq!(subjects[0]["namespace"], NAMESPACE);
+}
+
+#[test]
+fn lint_is_clean_with_default_and_custom_values() {
+    let Some(helm) = helm("lint_is_clean_with_default_and_custom_values") else {
+        return;
+    };
+    let file = values_file(CUSTOM_VALUES);
+    let chart = chart_dir();
+    let chart = chart.to_str().unwrap();
+    for extra in [vec![], vec!["-f", file.path().to_str().unwrap()]] {
+        let mut args = vec!["lint", "--strict", chart];
+        args.extend(extra.iter().copied());
+        let out = helm.run(&args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "helm {args:?} failed:\n{text}");
+        assert!(
+            text.contains("1 chart(s) linted, 0 chart(s) failed"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("[WARNING]") && !text.contains("[ERROR]"),
+            "helm {args:?} is not clean:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn default_rbac_is_exactly_the_intended_rules() {
+    let Some(helm) = helm("default_rbac_is_exactly_the_intended_rules") else {
+        return;
+    };
+    let r = helm.template(&[]);
+    check_rbac_hygiene(&r);
+
+    // Every namespace: one ClusterRole with every rule.
+    let cluster_roles = r.of_kind("ClusterRole");
+    assert_eq!(cluster_roles.len(), 1);
+    assert_eq!(cluster_roles[0]["metadata"]["name"], CLUSTER_NAME);
+    let mut want = cluster_rules(false);
+    want.extend(namespaced_rules());
+    assert_eq!(rules_of(cluster_roles[0]), sorted(want));
+    check_binding(
+        r.one("ClusterRoleBinding"),
+        "ClusterRole",
+        CLUSTER_NAME,
+        FULLNAME,
+    );
+
+    // The only Role: leader election, in the release namespace, for this release's Lease.
+    let roles = r.of_kind("Role");
+    assert_eq!(roles.len(), 1);
+    let lease_role = format!("{FULLNAME}-leader-election");
+    assert_eq!(roles[0]["metadata"]["name"], lease_role.as_str());
+    assert_eq!(roles[0]["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(rules_of(roles[0]), sorted(lease_rules(FULLNAME)));
+    check_binding(r.one("RoleBinding"), "Role", &lease_role, FULLNAME);
+    assert_eq!(r.one("ServiceAccount")["metadata"]["name"], FULLNAME);
+}
+
+#[test]
+fn cluster_id_removes_the_namespace_rule() {
+    let Some(helm) = helm("cluster_id_removes_the_namespace_rule") else {
+        return;
+    };
+    let r = helm.template(&["--set", "clusterId=prod-eu-1"]);
+    check_rbac_hygiene(&r);
+    let mut want = cluster_rules(true);
+    want.extend(namespaced_rules());
+    assert_eq!(rules_of(r.one("ClusterRole")), sorted(want));
+    assert_eq!(r.env()["KEYFLEET_CLUSTER_ID"], "prod-eu-1");
+    assert!(!helm.template(&[]).env().contains_key("KEYFLEET_CLUSTER_ID"));
+}
+
+#[test]
+fn watch_namespaces_uses_roles_in_each_listed_namespace() {
+    let Some(helm) = helm("watch_namespaces_uses_roles_in_each_listed_namespace") else {
+        return;
+    };
+    for (extra, cluster_id_set) in [
+        (vec!["--set", "watchNamespaces={team-a,team-b}"], false),
+        (
+            vec![
+                "--set",
+                "watchNamespaces={team-a,team-b}",
+                "--set",
+                "clusterId=c1",
+            ],
+            true,
+        ),
+    ] {
+        let r = helm.template(&extra);
+        check_rbac_hygiene(&r);
+
+        // Cluster-wide: only the cluster-scoped AwsKms (and kube-system), never Secrets.
+        let cluster_role = r.one("ClusterRole");
+        assert_eq!(
+            rules_of(cluster_role),
+            sorted(cluster_rules(cluster_id_set))
+        );
+        for rule in rules_of(cluster_role) {
+            assert!(
+                !rule.resources.contains("secrets") && !rule.resources.contains("awskeys"),
+                "cluster-wide {rule:?} in namespaced mode"
+            );
+        }
+        check_binding(
+            r.one("ClusterRoleBinding"),
+            "ClusterRole",
+            CLUSTER_NAME,
+            FULLNAME,
+        );
+
+        // Each watched namespace: a Role with the namespaced rules and its RoleBinding.
+        for ns in ["team-a", "team-b"] {
+            let role = r
+                .named("Role", Some(ns), FULLNAME)
+                .unwrap_or_else(|| panic!("no Role in {ns}"));
+            assert_eq!(rules_of(role), sorted(namespaced_rules()));
+            let binding = r
+                .named("RoleBinding", Some(ns), FULLNAME)
+                .unwrap_or_else(|| panic!("no RoleBinding in {ns}"));
+            check_binding(binding, "Role", FULLNAME, FULLNAME);
+        }
+        // And nowhere else (the lease Role is the release namespace's only one).
+        let role_namespaces: BTreeSet<&str> = r
+            .of_kind("Role")
+            .iter()
+            .map(|d| d["metadata"]["namespace"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            role_namespaces,
+            BTreeSet::from(["team-a", "team-b", NAMESPACE])
+        );
+        assert_eq!(r.of_kind("Role").len(), 3);
+        assert_eq!(r.of_kind("RoleBinding").len(), 3);
+        assert_eq!(r.env()["KEYFLEET_WATCH_NAMESPACES"], "team-a,team-b");
+    }
+    assert!(
+        !helm
+            .template(&[])
+            .env()
+            .contains_key("KEYFLEET_WATCH_NAMESPACES")
+    );
+}
+
+#[test]
+fn leader_election_rbac_follows_the_setting() {
+    let Some(helm) = helm("leader_election_rbac_follows_the_setting") else {
+        return;
+    };
+    let r = helm.template(&["--set", "leaderElection.leaseName=my-lease"]);
+    let role = r
+        .named(
+            "Role",
+            Some(NAMESPACE),
+            &format!("{FULLNAME}-leader-election"),
+        )
+        .unwrap();
+    assert_eq!(rules_of(role), sorted(lease_rules("my-lease")));
+    assert_eq!(r.env()["KEYFLEET_LEADER_ELECTION_LEASE_NAME"], "my-lease");
+
+    let r = helm.template(&[
+        "--set",
+        "replicaCount=1",
+        "--set",
+        "leaderElection.enabled=false",
+    ]);
+    assert!(r.of_kind("Role").is_empty());
+    assert!(r.of_kind("RoleBinding").is_empty());
+    assert!(!r.text.contains("coordination.k8s.io"));
+    let env = r.env();
+    assert_eq!(env["KEYFLEET_LEADER_ELECTION"], "false");
+    assert!(!env.contains_key("KEYFLEET_LEADER_ELECTION_NAMESPACE"));
+
+    // Two replicas without a leader would both reconcile: refused.
+    let err = helm
+        .try_template(&["--set", "leaderElection.enabled=false"])
+        .err()
+        .expect("replicaCount 2 without leader election must fail");
+    assert!(err.contains("leaderElection.enabled"), "{err}");
+}
+
+#[test]
+fn pod_security_context_is_restricted() {
+    let Some(helm) = helm("pod_security_context_is_restricted") else {
+        return;
+    };
+    for r in [helm.template(&[]), helm.template_custom(&[])] {
+        let pod = &r.deployment()["spec"]["template"]["spec"];
+        let psc = &pod["securityContext"];
+        assert_eq!(psc["runAsNonRoot"], true);
+        assert_eq!(psc["runAsUser"], 65532);
+        assert_eq!(psc["runAsGroup"], 65532);
+        assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(pod["automountServiceAccountToken"], true);
+        assert!(pod["hostNetwork"].is_null() && pod["hostPID"].is_null());
+        assert!(pod["volumes"].is_null(), "no volumes expected");
+
+        let c = r.container();
+        let sc = &c["securityContext"];
+        assert_eq!(sc["runAsNonRoot"], true);
+        assert_eq!(sc["runAsUser"], 65532);
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["privileged"], false);
+        assert_eq!(strs(&sc["capabilities"]["drop"]), ["ALL"]);
+        assert!(sc["capabilities"]["add"].is_null());
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+
+        for kind in ["requests", "limits"] {
+            for resource in ["cpu", "memory"] {
+                assert!(
+                    c["resources"][kind][resource].is_string(),
+                    "resources.{kind}.{resource} missing"
+                );
+            }
+        }
+    }
+    let custom = helm.template_custom(&[]);
+    assert_eq!(custom.container()["resources"]["limits"]["memory"], "512Mi");
+    assert_eq!(custom.container()["resources"]["requests"]["cpu"], "100m");
+}
+
+#[test]
+fn deployment_maps_values_to_run_settings() {
+    let Some(helm) = helm("deployment_maps_values_to_run_settings") else {
+        return;
+    };
+    let r = helm.template(&[]);
+    let c = r.container();
+    assert_eq!(c["image"], "ghcr.io/keyfleet/keyfleet:0.1.0");
+    assert_eq!(strs(&c["args"]), ["run"]);
+    let want: BTreeMap<String, String> = [
+        ("POD_NAME", "<valueFrom>"),
+        ("POD_NAMESPACE", "<valueFrom>"),
+        ("KEYFLEET_HTTP_ADDR", "0.0.0.0:8080"),
+        ("KEYFLEET_RESYNC_SECONDS", "300"),
+        ("KEYFLEET_BLOCKED_RECHECK_SECONDS", "600"),
+        ("KEYFLEET_CONCURRENCY", "8"),
+        ("KEYFLEET_LOG_FORMAT", "json"),
+        ("RUST_LOG", "info"),
+        ("KEYFLEET_LEADER_ELECTION", "true"),
+        ("KEYFLEET_LEADER_ELECTION_NAMESPACE", NAMESPACE),
+        ("KEYFLEET_LEADER_ELECTION_LEASE_NAME", FULLNAME),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(r.env(), want);
+    let env = c["env"].as_sequence().unwrap();
+    for (name, path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let var = env.iter().find(|e| e["name"] == name).unwrap();
+        assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], path);
+    }
+    let ports = c["ports"].as_sequence().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0]["name"], "http");
+    assert_eq!(ports[0]["containerPort"], 8080);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], "http");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], "http");
+
+    let r = helm.template_custom(&[]);
+    let c = r.container();
+    assert_eq!(c["image"], "registry.example.com/platform/keyfleet:1.2.3");
+    assert_eq!(c["imagePullPolicy"], "Always");
+    let env = r.env();
+    for (k, v) in [
+        ("KEYFLEET_HTTP_ADDR", "0.0.0.0:9090"),
+        ("KEYFLEET_RESYNC_SECONDS", "120"),
+        ("KEYFLEET_BLOCKED_RECHECK_SECONDS", "60"),
+        ("KEYFLEET_CONCURRENCY", "4"),
+        ("KEYFLEET_LOG_FORMAT", "text"),
+        ("RUST_LOG", "info,keyfleet=debug"),
+        ("KEYFLEET_CLUSTER_ID", "prod-eu-1"),
+        ("KEYFLEET_WATCH_NAMESPACES", "team-a,team-b"),
+        ("KEYFLEET_LEADER_ELECTION_LEASE_NAME", "keyfleet-leader"),
+        ("AWS_REGION", "eu-west-1"),
+        (
+            "AWS_ENDPOINT_URL_KMS",
+            "https://kms.eu-west-1.amazonaws.com",
+        ),
+    ] {
+        assert_eq!(env.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    assert_eq!(c["ports"][0]["containerPort"], 9090);
+    let pod = &r.deployment()["spec"]["template"];
+    assert_eq!(
+        pod["metadata"]["annotations"]["example.com/team"],
+        "platform"
+    );
+    assert_eq!(pod["metadata"]["labels"]["example.com/cost-center"], "42");
+    assert_eq!(pod["spec"]["priorityClassName"], "system-cluster-critical");
+    assert_eq!(pod["spec"]["nodeSelector"]["kubernetes.io/os"], "linux");
+    assert_eq!(pod["spec"]["tolerations"][0]["key"], "dedicated");
+    assert!(pod["spec"]["affinity"]["podAntiAffinity"].is_mapping());
+    assert_eq!(pod["spec"]["imagePullSecrets"][0]["name"], "regcred");
+
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let r = helm.template(&["--set", &format!("image.digest={digest}")]);
+    assert_eq!(
+        r.container()["image"],
+        format!("ghcr.io/keyfleet/keyfleet@{digest}").as_str()
+    );
+}
+
+#[test]
+fn replicas_and_disruption_budget() {
+    let Some(helm) = helm("replicas_and_disruption_budget") else {
+        return;
+    };
+    let r = helm.template(&[]);
+    assert_eq!(r.deployment()["spec"]["replicas"], 2);
+    let pdb = r.one("PodDisruptionBudget");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let pod_labels = as_map(&r.deployment()["spec"]["template"]["metadata"]["labels"]);
+    let selector = as_map(&pdb["spec"]["selector"]["matchLabels"]);
+    assert!(!selector.is_empty());
+    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+    assert_eq!(
+        selector,
+        as_map(&r.deployment()["spec"]["selector"]["matchLabels"])
+    );
+
+    let r = helm.template(&["--set", "replicaCount=1"]);
+    assert_eq!(r.deployment()["spec"]["replicas"], 1);
+    assert!(r.of_kind("PodDisruptionBudget").is_empty());
+
+    let r = helm.template_custom(&[]);
+    assert_eq!(r.deployment()["spec"]["replicas"], 3);
+    assert_eq!(r.one("PodDisruptionBudget")["spec"]["maxUnavailable"], 2);
+
+    let r = helm.template(&["--set", "podDisruptionBudget.enabled=false"]);
+    assert!(r.of_kind("PodDisruptionBudget").is_empty());
+}
+
+#[test]
+fn irsa_annotation_lands_on_the_service_account() {
+    let Some(helm) = helm("irsa_annotation_lands_on_the_service_account") else {
+        return;
+    };
+    let r = helm.template(&[]);
+    assert!(r.one("ServiceAccount")["metadata"]["annotations"].is_null());
+
+    let r = helm.template_custom(&[]);
+    let sa = r.one("ServiceAccount");
+    assert_eq!(sa["metadata"]["name"], "keyfleet-operator");
+    assert_eq!(sa["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(
+        as_map(&sa["metadata"]["annotations"]),
+        BTreeMap::from([(
+            "eks.amazonaws.com/role-arn".to_string(),
+            IRSA_ROLE.to_string()
+        )])
+    );
+    assert_eq!(
+        r.deployment()["spec"]["template"]["spec"]["serviceAccountName"],
+        "keyfleet-operator"
+    );
+    for binding in r
+        .of_kind("ClusterRoleBinding")
+        .into_iter()
+        .chain(r.of_kind("RoleBinding"))
+    {
+        assert_eq!(binding["subjects"][0]["name"], "keyfleet-operator");
+    }
+
+    // An existing ServiceAccount: none rendered, the pods use the named one.
+    let r = helm.template(&[
+        "--set",
+        "serviceAccount.create=false",
+        "--set",
+        "serviceAccount.name=byo",
+    ]);
+    assert!(r.of_kind("ServiceAccount").is_empty());
+    assert_eq!(
+        r.deployment()["spec"]["template"]["spec"]["serviceAccountName"],
+        "byo"
+    );
+    let err = helm
+        .try_template(&["--set", "serviceAccount.create=false"])
+        .err()
+        .expect("an existing ServiceAccount needs a name");
+    assert!(err.contains("serviceAccount.name"), "{err}");
+}
+
+#[test]
+fn metrics_service_and_service_monitor_toggle() {
+    let Some(helm) = helm("metrics_service_and_service_monitor_toggle") else {
+        return;
+    };
+    let r = helm.template(&[]);
+    assert!(r.of_kind("ServiceMonitor").is_empty(), "off by default");
+    let svc = r.one("Service");
+    assert_eq!(
+        svc["metadata"]["name"],
+        format!("{FULLNAME}-metrics").as_str()
+    );
+    assert_eq!(svc["spec"]["ports"][0]["name"], "http");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
+    let pod_labels = as_map(&r.deployment()["spec"]["template"]["metadata"]["labels"]);
+    let selector = as_map(&svc["spec"]["selector"]);
+    assert!(!selector.is_empty());
+    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+
+    let r = helm.template_custom(&[]);
+    let sm = r.one("ServiceMonitor");
+    assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(sm["metadata"]["labels"]["release"], "prometheus");
+    let endpoint = &sm["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"], "http");
+    assert_eq!(endpoint["path"], "/metrics");
+    assert_eq!(endpoint["interval"], "15s");
+    let svc = r.one("Service");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 9090);
+    let svc_labels = as_map(&svc["metadata"]["labels"]);
+    for (k, v) in as_map(&sm["spec"]["selector"]["matchLabels"]) {
+        assert_eq!(
+            svc_labels.get(&k),
+            Some(&v),
+            "ServiceMonitor selects {k}={v}"
+        );
+    }
+    assert_eq!(
+        strs(&sm["spec"]["namespaceSelector"]["matchNames"]),
+        [NAMESPACE]
+    );
+
+    let r = helm.template(&["--set", "metrics.service.enabled=false"]);
+    assert!(r.of_kind("Service").is_empty());
+}
+
+#[test]
+fn crds_are_rendered_as_generated_with_the_keep_policy() {
+    let Some(helm) = helm("crds_are_rendered_as_generated_with_the_keep_policy") else {
+        return;
+    };
+    let r = helm.template(&[]);
+    let rendered = r.of_kind("CustomResourceDefinition");
+    let generated = keyfleet::crds::all();
+    assert_eq!(rendered.len(), generated.len());
+    for crd in &generated {
+        let name = crd.metadata.name.as_deref().unwrap();
+        let doc = r
+            .named("CustomResourceDefinition", None, name)
+            .unwrap_or_else(|| panic!("CRD {name} not rendered"));
+        assert_eq!(
+            as_map(&doc["metadata"]["annotations"]),
+            BTreeMap::from([("helm.sh/resource-policy".to_string(), "keep".to_string())])
+        );
+        assert_eq!(
+            doc["metadata"]["labels"]["app.kubernetes.io/part-of"],
+            "keyfleet"
+        );
+        // Apart from the chart's annotations and labels, exactly what the code generates.
+        let mut doc = doc.clone();
+        let meta = doc["metadata"].as_mapping_mut().unwrap();
+        meta.remove("annotations");
+        meta.remove("labels");
+        let want: Value = serde_yaml::from_str(&keyfleet::crds::to_yaml(crd).unwrap()).unwrap();
+        assert!(doc == want, "rendered CRD {name} differs from the code");
+    }
+
+    let r = helm.template(&["--set", "crds.install=false"]);
+    assert!(r.of_kind("CustomResourceDefinition").is_empty());
+    assert!(!r.of_kind("Deployment").is_empty());
+}
+
+#[test]
+fn schema_rejects_unknown_keys_and_bad_types() {
+    let Some(helm) = helm("schema_rejects_unknown_keys_and_bad_types") else {
+        return;
+    };
+    let cases: &[(&[&str], &str)] = &[
+        (&["--set", "replicaCont=3"], "replicaCont"),
+        (&["--set", "metrics.serviceMonitor.enabeld=true"], "enabeld"),
+        (&["--set", "serviceAccount.anotations.x=y"], "anotations"),
+        (&["--set", "resources.limits.memroy=1Gi"], "memroy"),
+        (&["--set-string", "concurrency=eight"], "concurrency"),
+        (&["--set", "logFormat=xml"], "logFormat"),
+        (&["--set", "crds.install=maybe"], "install"),
+        (&["--set", "watchNamespaces={Team_A}"], "watchNamespaces"),
+        (&["--set", "httpPort=70000"], "httpPort"),
+    ];
+    for (args, key) in cases {
+        let err = helm
+            .try_template(args)
+            .err()
+            .unwrap_or_else(|| panic!("helm template {args:?} must fail"));
+        assert!(
+            err.contains("values don't meet the specifications of the schema"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains(key),
+            "{args:?}: error does not name {key:?}: {err}"
+        );
+    }
+    // A typo in a values file too.
+    let file = values_file("leaderElection:\n  leaseNmae: x\n");
+    let err = helm
+        .try_template(&["-f", file.path().to_str().unwrap()])
+        .err()
+        .expect("a typo'd key in a values file must fail");
+    assert!(err.contains("leaseNmae"), "{err}");
+}
+
+/// Every object in values.schema.json is closed (`additionalProperties: false`, or a schema
+/// for map values), except Kubernetes types passed through as they are.
+#[test]
+fn values_schema_closes_every_object() {
+    let text = std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut open = vec![];
+    let mut closed = 0;
+    walk_schema(&schema, "", &mut open, &mut closed);
+    open.sort();
+    assert_eq!(
+        open,
+        [
+            "/affinity/nodeAffinity",
+            "/affinity/podAffinity",
+            "/affinity/podAntiAffinity",
+            "/extraEnv[]/valueFrom/configMapKeyRef",
+            "/extraEnv[]/valueFrom/fieldRef",
+            "/extraEnv[]/valueFrom/resourceFieldRef",
+            "/extraEnv[]/valueFrom/secretKeyRef",
+            "/global",
+        ],
+        "objects without additionalProperties"
+    );
+    assert!(closed > 15, "only {closed} closed objects found");
+
+    // Every key of values.yaml is declared.
+    let values: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
+            .unwrap();
+    check_declared(&values, &schema, "");
+}
+
+fn walk_schema(node: &serde_json::Value, path: &str, open: &mut Vec<String>, closed: &mut usize) {
+    let is_object = match &node["type"] {
+        serde_json::Value::String(t) => t == "object",
+        serde_json::Value::Array(ts) => ts.iter().any(|t| t == "object"),
+        _ => false,
+    };
+    if is_object {
+        match &node["additionalProperties"] {
+            serde_json::Value::Bool(false) | serde_json::Value::Object(_) => *closed += 1,
+            _ => open.push(path.to_string()),
+        }
+    }
+    if let Some(props) = node["properties"].as_object() {
+        for (key, sub) in props {
+            walk_schema(sub, &format!("{path}/{key}"), open, closed);
+        }
+    }
+    if node["items"].is_object() {
+        walk_schema(&node["items"], &format!("{path}[]"), open, closed);
+    }
+}
+
+fn check_declared(values: &serde_json::Value, schema: &serde_json::Value, path: &str) {
+    if let (Some(map), Some(props)) = (values.as_object(), schema["properties"].as_object()) {
+        for (key, value) in map {
+            let sub = props
+                .get(key)
+                .unwrap_or_else(|| panic!("values.yaml key {path}/{key} is not in the schema"));
+            check_declared(value, sub, &format!("{path}/{key}"));
+        }
+    }
+}
+
+/// The image (Dockerfile) and the chart agree: the image runs `/keyfleet run` as the uid the
+/// pod securityContext pins, and the build context leaves out local state.
+#[test]
+fn dockerfile_matches_the_chart() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let lines: Vec<&str> = dockerfile
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let froms: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("FROM "))
+        .copied()
+        .collect();
+    assert_eq!(
+        froms,
+        [
+            "FROM rust:1.95-bookworm AS builder",
+            "FROM gcr.io/distroless/cc-debian12:nonroot"
+        ]
+    );
+    let runtime = lines
+        .iter()
+        .position(|l| l.starts_with("FROM gcr.io/distroless"))
+        .unwrap();
+    let runtime = &lines[runtime..];
+    assert!(runtime.contains(&"USER 65532:65532"), "{runtime:?}");
+    assert_eq!(runtime.last(), Some(&r#"CMD ["run"]"#));
+    assert!(runtime.contains(&r#"ENTRYPOINT ["/keyfleet"]"#));
+    assert_eq!(
+        dockerfile.matches("cargo build --release --locked").count(),
+        2,
+        "dependency layer and real build"
+    );
+
+    let deployment =
+        std::fs::read_to_string(chart_dir().join("templates/deployment.yaml")).unwrap();
+    assert_eq!(deployment.matches("runAsUser: 65532").count(), 2);
+    assert!(deployment.contains(r#"args: ["run"]"#));
+
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    let ignored: BTreeSet<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for entry in [
+        "target/",
+        ".venv-localstack/",
+        ".tools/",
+        ".localstack/",
+        ".git",
+    ] {
+        assert!(ignored.contains(entry), ".dockerignore lacks {entry}");
+    }
+}
