@@ -351,12 +351,22 @@ fn namespaced_rules() -> Vec<Rule> {
     vec![
         rule(
             &[GROUP],
-            &["awskeys"],
+            &["awskeys", "awsreplicakeys"],
             &[],
             &["get", "list", "watch", "patch"],
         ),
-        rule(&[GROUP], &["awskeys/status"], &[], &["patch"]),
-        rule(&[GROUP], &["awskeys/finalizers"], &[], &["update"]),
+        rule(
+            &[GROUP],
+            &["awskeys/status", "awsreplicakeys/status"],
+            &[],
+            &["patch"],
+        ),
+        rule(
+            &[GROUP],
+            &["awskeys/finalizers", "awsreplicakeys/finalizers"],
+            &[],
+            &["update"],
+        ),
         rule(&[""], &["secrets"], &[], &["get", "list", "watch"]),
         rule(&["events.k8s.io"], &["events"], &[], &["create", "patch"]),
     ]
@@ -383,7 +393,7 @@ fn lease_rules(lease: &str) -> Vec<Rule> {
             &["coordination.k8s.io"],
             &["leases"],
             &[lease],
-            &["get", "update"],
+            &["get", "update", "patch"],
         ),
     ]
 }

@@ -76,21 +76,21 @@ watches every namespace, in one Role per namespace in watchNamespaces mode. Ever
 why it is there; nothing here may use "*" or write Secrets.
 */}}
 {{- define "keyfleet.namespacedRules" -}}
-# AwsKeys: the controller watches them (list/watch; get grants no more than list and keeps
-# single reads possible) and adds/removes its finalizer with a JSON patch of the object
-# (patch). It never creates, replaces or deletes them.
+# AwsKeys and AwsReplicaKeys: the controllers watch them (list/watch; get reads a replica's
+# primary and keeps single reads possible) and add/remove their finalizer with a JSON patch of
+# the object (patch). They never create, replace or delete them.
 - apiGroups: ["kms.keyfleet.dev"]
-  resources: ["awskeys"]
+  resources: ["awskeys", "awsreplicakeys"]
   verbs: ["get", "list", "watch", "patch"]
-# AwsKey status: written with a merge patch of the /status subresource (never read there:
-# the watch delivers it).
+# Status: written with a merge patch of the /status subresource (never read there: the watch
+# delivers it).
 - apiGroups: ["kms.keyfleet.dev"]
-  resources: ["awskeys/status"]
+  resources: ["awskeys/status", "awsreplicakeys/status"]
   verbs: ["patch"]
-# AwsKey finalizers: the OwnerReferencesPermissionEnforcement admission plugin (e.g. on
-# OpenShift) checks "update" on this subresource when finalizers change.
+# Finalizers: the OwnerReferencesPermissionEnforcement admission plugin (e.g. on OpenShift)
+# checks "update" on this subresource when finalizers change.
 - apiGroups: ["kms.keyfleet.dev"]
-  resources: ["awskeys/finalizers"]
+  resources: ["awskeys/finalizers", "awsreplicakeys/finalizers"]
   verbs: ["update"]
 # Secrets: a metadata-only watch (list/watch) maps a changed Secret to the AwsKeys that use
 # it; each reconcile reads the one Secret its AwsKey names, in the AwsKey's namespace (get).
