@@ -5,6 +5,7 @@ pub mod cli;
 pub mod controller;
 pub mod crds;
 pub mod kms;
+pub mod lint;
 pub mod material;
 pub mod memkube;
 pub mod plan;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::core::v1::Namespace;
-use keyfleet::cli::{Cli, Command, LogFormat, RunArgs};
+use keyfleet::cli::{Cli, Command, LogFormat, OutputFormat, RunArgs, ValidateArgs};
 use keyfleet::controller::{self, Context, Settings};
 use keyfleet::kms::KmsClients;
 use tracing_subscriber::EnvFilter;
@@ -17,6 +17,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds => print_crds(),
         Command::Run(args) => run(args).await,
+        Command::Validate(args) => return validate(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -30,6 +31,63 @@ async fn main() -> ExitCode {
 fn print_crds() -> anyhow::Result<()> {
     print!("{}", keyfleet::crds::all_yaml().context("rendering CRDs")?);
     Ok(())
+}
+
+/// `keyfleet validate`: reads the inputs, runs the checks of `keyfleet::lint`, prints the report.
+fn validate(args: &ValidateArgs) -> ExitCode {
+    let options = keyfleet::lint::Options {
+        default_namespace: args.namespace.clone(),
+        require_refs: args.require_refs,
+        now: jiff::Timestamp::now(),
+    };
+    let linter = match keyfleet::lint::Linter::new(options) {
+        Ok(linter) => linter,
+        Err(e) => {
+            eprintln!("keyfleet validate: internal error: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let (sources, input_errors) = keyfleet::lint::read_inputs(&args.files);
+    let report = linter.run_inputs(&sources, input_errors);
+    match args.output {
+        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("keyfleet validate: cannot render JSON: {e}");
+                return ExitCode::from(3);
+            }
+        },
+        OutputFormat::Text => print_text(&report),
+    }
+    ExitCode::from(report.exit_code())
+}
+
+fn print_text(report: &keyfleet::lint::Report) {
+    use std::io::Write as _;
+    if !report.input_errors.is_empty() {
+        for e in &report.input_errors {
+            eprintln!("{e}");
+        }
+        eprintln!(
+            "keyfleet validate: {} unusable input{}; nothing was checked",
+            report.input_errors.len(),
+            if report.input_errors.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        );
+        return;
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    // A closed pipe (`| head`) is not worth a panic; the exit code still tells.
+    for finding in &report.findings {
+        if writeln!(out, "{finding}").is_err() {
+            return;
+        }
+    }
+    let _ = writeln!(out, "keyfleet validate: {}", report.summary);
 }
 
 fn init_logging(format: LogFormat) {

@@ -83,6 +83,26 @@ pub fn import_settings(
     })
 }
 
+/// Checks that `adoptKeyArn`, when set, names a key in the AwsKey's own region (a key cannot
+/// be adopted across regions).
+pub fn adopt_key_region(spec: &AwsKeySpec) -> Result<(), SpecError> {
+    let Some(arn) = &spec.adopt_key_arn else {
+        return Ok(());
+    };
+    let arn_region = arn.split(':').nth(3).unwrap_or_default();
+    if arn_region != spec.region {
+        return Err(refuse(
+            "AdoptionRefused",
+            "spec.adoptKeyArn",
+            format!(
+                "adoptKeyArn is in region {arn_region}, but spec.region is {}",
+                spec.region
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The desired key for an AwsKey spec, as of `now`.
 pub fn desired_key(
     spec: &AwsKeySpec,
@@ -295,5 +315,24 @@ mod tests {
                 "keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "wrappingAlgorithm": "RSAES_OAEP_SHA_256"}})),
             "WrappingAlgorithmUnsupported"
         );
+    }
+
+    #[test]
+    fn adopted_keys_must_be_in_the_keys_region() {
+        let arn =
+            |region: &str| json_arn(&format!("arn:aws:kms:{region}:111122223333:key/1234abcd"));
+        assert_eq!(adopt_key_region(&spec(serde_json::json!({}))), Ok(()));
+        assert_eq!(adopt_key_region(&spec(arn("eu-west-1"))), Ok(()));
+        let e = adopt_key_region(&spec(arn("us-east-1"))).unwrap_err();
+        assert_eq!(e.reason, "AdoptionRefused");
+        assert_eq!(e.field, "spec.adoptKeyArn");
+        assert_eq!(
+            e.message,
+            "adoptKeyArn is in region us-east-1, but spec.region is eu-west-1"
+        );
+    }
+
+    fn json_arn(arn: &str) -> serde_json::Value {
+        serde_json::json!({ "adoptKeyArn": arn })
     }
 }
