@@ -101,14 +101,11 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let docs = bundle();
     let sources = files(&docs);
     let bytes: usize = sources.iter().map(|s| s.text.len()).sum();
-    let linter = match Linter::new(Options::default()) {
-        Ok(l) => l,
-        Err(e) => panic!("linter: {e}"),
-    };
+    let linter = Linter::new(Options::default())?;
 
     let mut times = Vec::new();
     for _ in 0..ROUNDS {
@@ -141,26 +138,17 @@ fn main() {
     );
 
     // The release binary on a directory, end to end (process start, reading files, output).
-    let dir = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => panic!("tempdir: {e}"),
-    };
+    let dir = tempfile::tempdir()?;
     for (i, source) in sources.iter().enumerate() {
-        if let Err(e) = std::fs::write(dir.path().join(format!("{i:02}.yaml")), &source.text) {
-            panic!("writing the bundle: {e}");
-        }
+        std::fs::write(dir.path().join(format!("{i:02}.yaml")), &source.text)?;
     }
     let mut times = Vec::new();
     for _ in 0..ROUNDS {
         let start = Instant::now();
-        let out = match Command::new(env!("CARGO_BIN_EXE_keyfleet"))
+        let out = Command::new(env!("CARGO_BIN_EXE_keyfleet"))
             .args(["validate", "-f"])
             .arg(dir.path())
-            .output()
-        {
-            Ok(out) => out,
-            Err(e) => panic!("running keyfleet: {e}"),
-        };
+            .output()?;
         times.push(start.elapsed());
         assert!(
             out.status.success(),
@@ -178,4 +166,5 @@ fn main() {
         median < Duration::from_secs(1),
         "validating {MANIFESTS} manifests took {median:?}"
     );
+    Ok(())
 }

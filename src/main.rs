@@ -1,5 +1,6 @@
 //! The `keyfleet` binary: parses the command line and runs the chosen command.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -50,20 +51,25 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     let (sources, input_errors) = keyfleet::lint::read_inputs(&args.files);
     let report = linter.run_inputs(&sources, input_errors);
     match args.output {
-        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
-            Err(e) => {
-                eprintln!("keyfleet validate: cannot render JSON: {e}");
-                return ExitCode::from(3);
+        OutputFormat::Json => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let written = serde_json::to_writer_pretty(&mut out, &report)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(out));
+            // A closed pipe (`| head`) is not worth a panic; the exit code still tells.
+            if let Err(e) = written
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                eprintln!("keyfleet validate: writing the report: {e}");
             }
-        },
+        }
         OutputFormat::Text => print_text(&report),
     }
     ExitCode::from(report.exit_code())
 }
 
 fn print_text(report: &keyfleet::lint::Report) {
-    use std::io::Write as _;
     if !report.input_errors.is_empty() {
         for e in &report.input_errors {
             eprintln!("{e}");
@@ -81,7 +87,6 @@ fn print_text(report: &keyfleet::lint::Report) {
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    // A closed pipe (`| head`) is not worth a panic; the exit code still tells.
     for finding in &report.findings {
         if writeln!(out, "{finding}").is_err() {
             return;

@@ -184,6 +184,7 @@ impl Linter {
         let mut findings = Vec::new();
         let mut objects = Vec::new();
         let mut secrets = Vec::new();
+        let mut ours = Vec::new();
         let mut queue: Vec<yaml::Document> = documents.into_iter().rev().collect();
         while let Some(doc) = queue.pop() {
             summary.documents += 1;
@@ -209,14 +210,19 @@ impl Linter {
                 (Some(api_version), Some(kind)) if group_of(api_version) == GROUP => {
                     let kind = kind.to_string();
                     let api_version = api_version.to_string();
-                    if let Some(checked) =
-                        self.check_object(sources, doc, &kind, &api_version, &mut findings)
-                    {
-                        *summary.objects.entry(kind).or_default() += 1;
-                        objects.push(checked);
-                    }
+                    ours.push((doc, kind, api_version));
                 }
                 _ => {} // not ours
+            }
+        }
+        for (object_findings, checked) in self.check_objects(sources, ours) {
+            findings.extend(object_findings);
+            if let Some(checked) = checked {
+                *summary
+                    .objects
+                    .entry(checked.object.id.kind.clone())
+                    .or_default() += 1;
+                objects.push(checked);
             }
         }
         summary.secrets = secrets.len();
@@ -231,6 +237,52 @@ impl Linter {
         }
         kinds::check_duplicates(&bundle, &mut findings);
         finish(sources, findings, summary)
+    }
+
+    /// The per-object checks of every object of our API group, in input order, spread over the
+    /// machine's cores (objects are independent; CEL evaluation dominates the run time).
+    fn check_objects(
+        &self,
+        sources: &[Source],
+        docs: Vec<(yaml::Document, String, String)>,
+    ) -> Vec<(Vec<Finding>, Option<Checked>)> {
+        const MIN_PER_THREAD: usize = 32;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(docs.len() / MIN_PER_THREAD)
+            .min(8);
+        let check = |(doc, kind, api_version): (yaml::Document, String, String)| {
+            let mut findings = Vec::new();
+            let checked = self.check_object(sources, doc, &kind, &api_version, &mut findings);
+            (findings, checked)
+        };
+        if threads < 2 {
+            return docs.into_iter().map(check).collect();
+        }
+        let per_thread = docs.len().div_ceil(threads);
+        let mut chunks: Vec<Vec<_>> = Vec::with_capacity(threads);
+        let mut docs = docs.into_iter();
+        loop {
+            let chunk: Vec<_> = docs.by_ref().take(per_thread).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            chunks.push(chunk);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| scope.spawn(|| chunk.into_iter().map(check).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
     }
 
     /// Schema, CEL and semantic checks of one object of our API group.

@@ -9,7 +9,7 @@
 //! manifest kubectl accepts would be reported as a type error.
 
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use std::borrow::Cow;
 
@@ -35,7 +35,7 @@ pub(crate) struct Document {
     /// Index of the source in the run's list of sources.
     pub source: usize,
     pub value: Value,
-    lines: Rc<Lines>,
+    lines: Arc<Lines>,
     /// Pointer of this document's root inside `lines` (non-empty for `List` items).
     base: String,
 }
@@ -66,7 +66,7 @@ impl Document {
         Document {
             source: self.source,
             value,
-            lines: Rc::clone(&self.lines),
+            lines: Arc::clone(&self.lines),
             base: format!("{}/items/{index}", self.base),
         }
     }
@@ -110,7 +110,7 @@ pub(crate) fn load(index: usize, source: &Source) -> Result<Vec<Document>, Input
         out.push(Document {
             source: index,
             value,
-            lines: Rc::new(lines),
+            lines: Arc::new(lines),
             base: String::new(),
         });
     }
