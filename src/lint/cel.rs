@@ -43,6 +43,15 @@ impl CelRules {
     pub fn check<T: Serialize>(&self, object: &T, out: &mut ObjectFindings<'_>) {
         report(self.evaluate(object), out);
     }
+
+    /// [`CelRules::check`] on an object of a kind without a Rust type here (the manifest as
+    /// read, with nulls pruned).
+    pub fn check_value(&self, object: &Value, out: &mut ObjectFindings<'_>) {
+        report(
+            kube::core::cel::validate_compiled(&self.compiled, object, None),
+            out,
+        );
+    }
 }
 
 fn report(result: Result<(), ValidationErrors>, out: &mut ObjectFindings<'_>) {
