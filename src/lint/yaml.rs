@@ -144,7 +144,26 @@ fn convert(
         }
         YamlData::Mapping(map) => {
             let mut out = Map::with_capacity(map.len());
-            for (key, value) in map {
+            // YAML 1.1 merge keys (`<<: *defaults`), which Kubernetes' YAML reader honours:
+            // merged entries first, so the mapping's own keys override them (values and lines).
+            for (key, value) in map.iter().filter(|(k, _)| is_merge_key(k)) {
+                let sources = match &value.data {
+                    YamlData::Sequence(items) => items.iter().collect(),
+                    _ => vec![value],
+                };
+                for source in sources {
+                    match convert(source, pointer.clone(), lines)? {
+                        Value::Object(entries) => out.extend(entries),
+                        _ => {
+                            return Err((
+                                key.span.start.line(),
+                                "a merge key (<<) takes a mapping or a list of mappings".into(),
+                            ));
+                        }
+                    }
+                }
+            }
+            for (key, value) in map.iter().filter(|(k, _)| !is_merge_key(k)) {
                 let name = key_string(key).ok_or_else(|| {
                     (
                         key.span.start.line(),
@@ -158,6 +177,7 @@ fn convert(
                 lines.insert(&child, key.span.start.line());
                 out.insert(name, converted);
             }
+            lines.insert(&pointer, line);
             Value::Object(out)
         }
         YamlData::Tagged(_, inner) => convert(inner, pointer, lines)?,
@@ -206,6 +226,10 @@ fn yaml11_bool(s: &str) -> Option<bool> {
     }
 }
 
+fn is_merge_key(key: &MarkedYaml<'_>) -> bool {
+    matches!(&key.data, YamlData::Representation(text, ScalarStyle::Plain, None) if text == "<<")
+}
+
 /// A mapping key as JSON object key (Kubernetes turns scalar keys into strings); `None` for
 /// collection keys.
 fn key_string(key: &MarkedYaml<'_>) -> Option<String> {
@@ -223,4 +247,81 @@ fn key_string(key: &MarkedYaml<'_>) -> Option<String> {
 /// Escapes a key for a JSON pointer (RFC 6901).
 pub(crate) fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn load_str(text: &str) -> Vec<Document> {
+        load(0, &Source::new("t.yaml", text)).unwrap()
+    }
+
+    #[test]
+    fn documents_values_and_lines() {
+        let docs = load_str(
+            "# comment\n---\napiVersion: v1\nkind: X\nspec:\n  list:\n    - a\n    - b: 1\n  block: |\n    text\n---\n---\n# only a comment\n---\nkind: Y\n",
+        );
+        assert_eq!(
+            docs.len(),
+            2,
+            "empty and comment-only documents are skipped"
+        );
+        let d = &docs[0];
+        assert_eq!(
+            d.value,
+            json!({"apiVersion": "v1", "kind": "X", "spec": {"list": ["a", {"b": 1}], "block": "text\n"}})
+        );
+        assert_eq!(d.start_line(), 3);
+        assert_eq!(d.line_of("/spec"), 5);
+        assert_eq!(d.line_of("/spec/list/1/b"), 8);
+        assert_eq!(d.line_of("/spec/block"), 9);
+        assert_eq!(
+            d.line_of("/spec/missing/deeper"),
+            5,
+            "nearest present ancestor"
+        );
+        assert_eq!(docs[1].start_line(), 15);
+    }
+
+    #[test]
+    fn scalars_resolve_as_kubernetes_reads_them() {
+        let d = &load_str(
+            "a: yes\nb: \"yes\"\nc: off\nd: 10\ne: 1.5\nf: ~\ng: 0x1f\nh: '30'\ni: !!str 30\nj:\n",
+        )[0];
+        assert_eq!(
+            d.value,
+            json!({"a": true, "b": "yes", "c": false, "d": 10, "e": 1.5, "f": null,
+                   "g": 31, "h": "30", "i": "30", "j": null})
+        );
+    }
+
+    #[test]
+    fn merge_keys_are_honoured_and_own_keys_win() {
+        let d = &load_str(
+            "defaults: &d\n  region: eu-west-1\n  keySpec: HMAC_256\nspec:\n  <<: *d\n  keySpec: HMAC_512\n",
+        )[0];
+        assert_eq!(
+            d.value["spec"],
+            json!({"region": "eu-west-1", "keySpec": "HMAC_512"})
+        );
+        assert_eq!(d.line_of("/spec/keySpec"), 6);
+    }
+
+    #[test]
+    fn list_items_keep_their_lines() {
+        let docs = load_str("kind: List\nitems:\n  - kind: A\n    spec:\n      x: 1\n");
+        let item = docs[0].item(0, docs[0].value["items"][0].clone());
+        assert_eq!(item.start_line(), 3);
+        assert_eq!(item.line_of("/spec/x"), 5);
+    }
+
+    #[test]
+    fn syntax_errors_carry_line_and_column() {
+        let e = load(0, &Source::new("t.yaml", "a: 1\nb: [1, 2\nc: 3\n")).unwrap_err();
+        assert_eq!(e.file, "t.yaml");
+        assert!(e.line.is_some() && e.column.is_some(), "{e:?}");
+        assert!(e.message.starts_with("YAML syntax error: "), "{e}");
+    }
 }
