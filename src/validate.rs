@@ -103,51 +103,51 @@ pub fn adopt_key_region(spec: &AwsKeySpec) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// The desired key for an AwsKey spec, as of `now`.
-pub fn desired_key(
-    spec: &AwsKeySpec,
-    owner: &Owner,
-    now: Timestamp,
-) -> Result<DesiredKey, SpecError> {
-    let usage = key_usage(spec.key_spec, spec.key_usage)?;
-
-    if let Some(alias) = &spec.alias {
-        let name = alias.strip_prefix("alias/").unwrap_or_default();
-        if name.is_empty()
-            || alias.len() > 256
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "/_-".contains(c))
-        {
-            return Err(refuse(
-                "InvalidAlias",
-                "spec.alias",
-                format!(
-                    "{alias:?} is not a KMS alias: use alias/<name> with letters, digits, / _ -"
-                ),
-            ));
-        }
-        if name.starts_with("aws/") {
-            return Err(refuse(
-                "InvalidAlias",
-                "spec.alias",
-                "alias/aws/ is reserved for AWS managed keys",
-            ));
-        }
+/// Checks the alias: `alias/<name>` with letters, digits, `/ _ -`, not under `alias/aws/`.
+fn check_alias(spec: &AwsKeySpec) -> Result<(), SpecError> {
+    let Some(alias) = &spec.alias else {
+        return Ok(());
+    };
+    let name = alias.strip_prefix("alias/").unwrap_or_default();
+    if name.is_empty()
+        || alias.len() > 256
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_-".contains(c))
+    {
+        return Err(refuse(
+            "InvalidAlias",
+            "spec.alias",
+            format!("{alias:?} is not a KMS alias: use alias/<name> with letters, digits, / _ -"),
+        ));
     }
+    if name.starts_with("aws/") {
+        return Err(refuse(
+            "InvalidAlias",
+            "spec.alias",
+            "alias/aws/ is reserved for AWS managed keys",
+        ));
+    }
+    Ok(())
+}
 
-    if let Some(reserved) = spec
+/// Refuses tag keys with the reserved `aws:` and `keyfleet.dev/` prefixes.
+fn check_tags(spec: &AwsKeySpec) -> Result<(), SpecError> {
+    match spec
         .tags
         .keys()
         .find(|k| k.starts_with("aws:") || k.starts_with(TAG_PREFIX))
     {
-        return Err(refuse(
+        Some(reserved) => Err(refuse(
             "InvalidTags",
             "spec.tags",
             format!("tag key {reserved:?} is reserved (aws: and {TAG_PREFIX} prefixes)"),
-        ));
+        )),
+        None => Ok(()),
     }
+}
 
+fn check_pending_window(spec: &AwsKeySpec) -> Result<(), SpecError> {
     if !(7..=30).contains(&spec.pending_window_days) {
         return Err(refuse(
             "InvalidPendingWindow",
@@ -158,38 +158,39 @@ pub fn desired_key(
             ),
         ));
     }
+    Ok(())
+}
 
-    let policy = match spec.policy.as_ref().and_then(|p| p.document.as_deref()) {
-        None => None,
-        Some(doc) if doc.len() > MAX_POLICY_BYTES => {
-            return Err(refuse(
-                "PolicyTooLarge",
-                "spec.policy.document",
-                format!(
-                    "the policy is {} bytes; KMS accepts at most {MAX_POLICY_BYTES}",
-                    doc.len()
-                ),
-            ));
-        }
+/// The key policy document, parsed; `None` for the AWS default policy.
+fn policy(spec: &AwsKeySpec) -> Result<Option<serde_json::Value>, SpecError> {
+    match spec.policy.as_ref().and_then(|p| p.document.as_deref()) {
+        None => Ok(None),
+        Some(doc) if doc.len() > MAX_POLICY_BYTES => Err(refuse(
+            "PolicyTooLarge",
+            "spec.policy.document",
+            format!(
+                "the policy is {} bytes; KMS accepts at most {MAX_POLICY_BYTES}",
+                doc.len()
+            ),
+        )),
         Some(doc) => match serde_json::from_str::<serde_json::Value>(doc) {
-            Ok(v @ serde_json::Value::Object(_)) => Some(v),
-            Ok(_) => {
-                return Err(refuse(
-                    "PolicyInvalid",
-                    "spec.policy.document",
-                    "the policy must be a JSON object",
-                ));
-            }
-            Err(e) => {
-                return Err(refuse(
-                    "PolicyInvalid",
-                    "spec.policy.document",
-                    format!("the policy is not valid JSON: {e}"),
-                ));
-            }
+            Ok(v @ serde_json::Value::Object(_)) => Ok(Some(v)),
+            Ok(_) => Err(refuse(
+                "PolicyInvalid",
+                "spec.policy.document",
+                "the policy must be a JSON object",
+            )),
+            Err(e) => Err(refuse(
+                "PolicyInvalid",
+                "spec.policy.document",
+                format!("the policy is not valid JSON: {e}"),
+            )),
         },
-    };
+    }
+}
 
+/// The material expiry; it must lie after `now`.
+fn valid_to(spec: &AwsKeySpec, now: Timestamp) -> Result<Option<Timestamp>, SpecError> {
     let valid_to = spec
         .expiration
         .as_ref()
@@ -204,7 +205,38 @@ pub fn desired_key(
             format!("validTo {t} is in the past; KMS needs a future expiry (or none)"),
         ));
     }
+    Ok(valid_to)
+}
 
+/// Every refusal of [`desired_key`] at once, in the order it checks them (it stops at the
+/// first): for `keyfleet validate`, which reports all problems of a manifest in one run.
+pub fn spec_errors(spec: &AwsKeySpec, now: Timestamp) -> Vec<SpecError> {
+    [
+        key_usage(spec.key_spec, spec.key_usage).err(),
+        check_alias(spec).err(),
+        check_tags(spec).err(),
+        check_pending_window(spec).err(),
+        policy(spec).err(),
+        valid_to(spec, now).err(),
+        import_settings(&spec.key_material, spec.key_spec).err(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The desired key for an AwsKey spec, as of `now`.
+pub fn desired_key(
+    spec: &AwsKeySpec,
+    owner: &Owner,
+    now: Timestamp,
+) -> Result<DesiredKey, SpecError> {
+    let usage = key_usage(spec.key_spec, spec.key_usage)?;
+    check_alias(spec)?;
+    check_tags(spec)?;
+    check_pending_window(spec)?;
+    let policy = policy(spec)?;
+    let valid_to = valid_to(spec, now)?;
     import_settings(&spec.key_material, spec.key_spec)?;
 
     let mut tags = spec.tags.clone();
@@ -315,6 +347,37 @@ mod tests {
                 "keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "wrappingAlgorithm": "RSAES_OAEP_SHA_256"}})),
             "WrappingAlgorithmUnsupported"
         );
+    }
+
+    #[test]
+    fn spec_errors_lists_every_refusal_and_starts_with_desired_keys() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let bad = spec(serde_json::json!({
+            "keySpec": "RSA_2048",
+            "alias": "orders",
+            "pendingWindowDays": 3,
+            "policy": {"document": "[]"},
+            "expiration": {"validTo": "2020-01-01T00:00:00Z"},
+            "keyMaterial": {"secretRef": {"name": "m", "key": "k"},
+                "wrappingAlgorithm": "RSAES_OAEP_SHA_256"}
+        }));
+        let reasons: Vec<&str> = spec_errors(&bad, now).iter().map(|e| e.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                "KeyUsageRequired",
+                "InvalidAlias",
+                "InvalidPendingWindow",
+                "PolicyInvalid",
+                "ValidToInPast",
+                "WrappingAlgorithmUnsupported"
+            ]
+        );
+        assert_eq!(
+            desired_key(&bad, &owner(), now).unwrap_err(),
+            spec_errors(&bad, now)[0]
+        );
+        assert_eq!(spec_errors(&spec(serde_json::json!({})), now), vec![]);
     }
 
     #[test]

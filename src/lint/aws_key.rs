@@ -1,10 +1,10 @@
 //! `AwsKey` checks: CEL rules, keyfleet's spec validation, and — with the rest of the input —
 //! its `kmsRef`, its Secret and key material, and alias conflicts.
 //!
-//! The spec and material checks call the controller's own functions ([`validate::desired_key`],
-//! [`validate::import_settings`], [`validate::adopt_key_region`],
-//! [`KeyMaterial::from_secret_value`], [`KeyMaterial::check_wrapping`]), so a finding here is a
-//! refusal the operator would make.
+//! The spec and material checks call the controller's own code ([`validate::spec_errors`] —
+//! every check of [`validate::desired_key`] —, [`validate::import_settings`],
+//! [`validate::adopt_key_region`], [`KeyMaterial::from_secret_value`],
+//! [`KeyMaterial::check_wrapping`]), so a finding here is a refusal the operator would make.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -17,7 +17,6 @@ use super::object::{Object, ObjectFindings};
 use super::secret::{SecretDoc, SecretValue};
 use crate::api::{AwsKey, AwsKms};
 use crate::material::KeyMaterial;
-use crate::plan::Owner;
 use crate::validate::{self, SpecError};
 
 pub(crate) const KIND: KindDef = KindDef {
@@ -26,11 +25,8 @@ pub(crate) const KIND: KindDef = KindDef {
     check_bundle,
 };
 
-/// Cluster id put in the (unused) ownership tags when the desired key is computed.
-const VALIDATE_CLUSTER: &str = "keyfleet-validate";
-
 fn check_object(
-    object: &Object,
+    _object: &Object,
     value: &Value,
     out: &mut ObjectFindings<'_>,
     ctx: &KindContext<'_>,
@@ -38,23 +34,10 @@ fn check_object(
     let key: AwsKey = read(value, out)?;
     ctx.cel.check(&key, out);
 
-    let owner = Owner {
-        cluster: VALIDATE_CLUSTER.into(),
-        namespace: object.namespace().into(),
-        name: object.name().into(),
-        uid: String::new(),
-    };
     let mut refuse = |e: SpecError| out.add_at_path(Check::Semantic, e.field, e.reason, e.message);
-    // desired_key stops at the first problem; the wrapping settings are checked on their own
-    // too, so a bad wrapping choice is not hidden behind another mistake.
-    if let Err(e) = validate::desired_key(&key.spec, &owner, ctx.options.now) {
-        let covers_wrapping = e.field == "spec.keyMaterial.wrappingAlgorithm";
+    // Every refusal at once: `desired_key` (what the controller calls) stops at the first.
+    for e in validate::spec_errors(&key.spec, ctx.options.now) {
         refuse(e);
-        if !covers_wrapping
-            && let Err(e) = validate::import_settings(&key.spec.key_material, key.spec.key_spec)
-        {
-            refuse(e);
-        }
     }
     if let Err(e) = validate::adopt_key_region(&key.spec) {
         refuse(e);
