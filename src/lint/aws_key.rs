@@ -57,7 +57,8 @@ fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
             }
         }
     }
-    let mut secrets_reported: HashSet<*const SecretDoc> = HashSet::new();
+    // Secrets (by index in the bundle) whose own problems are already reported.
+    let mut secrets_reported: HashSet<usize> = HashSet::new();
     for (object, key) in &keys {
         let mut out = bundle.findings_for(object);
         check_kms_ref(bundle, key, &kmses, &mut out);
@@ -119,23 +120,24 @@ fn check_secret(
     key: &AwsKey,
     out: &mut ObjectFindings<'_>,
     findings: &mut Vec<Finding>,
-    secrets_reported: &mut HashSet<*const SecretDoc>,
+    secrets_reported: &mut HashSet<usize>,
 ) {
     let namespace = object.namespace();
     let source = &key.spec.key_material;
     let secret_ref = &source.secret_ref;
-    let named: Vec<&SecretDoc> = bundle
+    let named: Vec<(usize, &SecretDoc)> = bundle
         .secrets
         .iter()
-        .filter(|s| s.object.name() == secret_ref.name)
+        .enumerate()
+        .filter(|(_, s)| s.object.name() == secret_ref.name)
         .collect();
     // Of duplicates, the last is what would be applied.
-    let Some(secret) = named
+    let Some(&(index, secret)) = named
         .iter()
         .rev()
-        .find(|s| s.object.namespace() == namespace)
+        .find(|(_, s)| s.object.namespace() == namespace)
     else {
-        let mut elsewhere: Vec<&str> = named.iter().map(|s| s.object.namespace()).collect();
+        let mut elsewhere: Vec<&str> = named.iter().map(|(_, s)| s.object.namespace()).collect();
         elsewhere.sort_unstable();
         elsewhere.dedup();
         if !elsewhere.is_empty() {
@@ -166,7 +168,7 @@ fn check_secret(
     };
 
     let mut on_secret = bundle.findings_for(&secret.object);
-    if secrets_reported.insert(std::ptr::from_ref(*secret)) {
+    if secrets_reported.insert(index) {
         for (pointer, reason, message) in secret.problems() {
             on_secret.add_at(Check::Material, &pointer, reason, message);
         }
