@@ -7,6 +7,7 @@ pub mod crds;
 pub mod http;
 pub mod kms;
 pub mod leader;
+pub mod lint;
 pub mod material;
 pub mod memkube;
 pub mod metrics;

@@ -1,5 +1,6 @@
 //! The `keyfleet` binary: parses the command line and runs the chosen command.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Namespace;
-use keyfleet::cli::{Cli, Command, LogFormat, PlaygroundArgs, RunArgs};
+use keyfleet::cli::{Cli, Command, LogFormat, OutputFormat, PlaygroundArgs, RunArgs, ValidateArgs};
 use keyfleet::controller::{Context, Settings};
 use keyfleet::http::Readiness;
 use keyfleet::kms::KmsClients;
@@ -23,6 +24,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => run(args).await,
         Command::Playground(args) => playground(args).await,
         Command::ProbeCluster => probe_cluster().await,
+        Command::Validate(args) => return validate(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -36,6 +38,67 @@ async fn main() -> ExitCode {
 fn print_crds() -> anyhow::Result<()> {
     print!("{}", keyfleet::crds::all_yaml().context("rendering CRDs")?);
     Ok(())
+}
+
+/// `keyfleet validate`: reads the inputs, runs the checks of `keyfleet::lint`, prints the report.
+fn validate(args: &ValidateArgs) -> ExitCode {
+    let options = keyfleet::lint::Options {
+        default_namespace: args.namespace.clone(),
+        require_refs: args.require_refs,
+        now: jiff::Timestamp::now(),
+    };
+    let linter = match keyfleet::lint::Linter::new(options) {
+        Ok(linter) => linter,
+        Err(e) => {
+            eprintln!("keyfleet validate: internal error: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let (sources, input_errors) = keyfleet::lint::read_inputs(&args.files);
+    let report = linter.run_inputs(&sources, input_errors);
+    match args.output {
+        OutputFormat::Json => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let written = serde_json::to_writer_pretty(&mut out, &report)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(out));
+            // A closed pipe (`| head`) is not worth a panic; the exit code still tells.
+            if let Err(e) = written
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                eprintln!("keyfleet validate: writing the report: {e}");
+            }
+        }
+        OutputFormat::Text => print_text(&report),
+    }
+    ExitCode::from(report.exit_code())
+}
+
+fn print_text(report: &keyfleet::lint::Report) {
+    if !report.input_errors.is_empty() {
+        for e in &report.input_errors {
+            eprintln!("{e}");
+        }
+        eprintln!(
+            "keyfleet validate: {} unusable input{}; nothing was checked",
+            report.input_errors.len(),
+            if report.input_errors.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        );
+        return;
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for finding in &report.findings {
+        if writeln!(out, "{finding}").is_err() {
+            return;
+        }
+    }
+    let _ = writeln!(out, "keyfleet validate: {}", report.summary);
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {

@@ -3,7 +3,11 @@
 
 use jiff::Timestamp;
 
-use crate::api::{AwsKeySpec, AwsReplicaKeySpec, KeyMaterialSource, KeySpec, KeyUsage, TAG_PREFIX};
+use std::collections::BTreeMap;
+
+use crate::api::{
+    AwsKeySpec, AwsReplicaKeySpec, KeyMaterialSource, KeyPolicy, KeySpec, KeyUsage, TAG_PREFIX,
+};
 use crate::material::{WrappingAlgorithm, WrappingKeySpec};
 use crate::plan::{DesiredKey, Owner};
 
@@ -83,110 +87,110 @@ pub fn import_settings(
     })
 }
 
-/// Checks the settings every managed key has (alias, tags, pending window, policy) and
-/// returns the parsed policy document.
-fn key_settings(
-    alias: Option<&String>,
-    tags: &std::collections::BTreeMap<String, String>,
-    pending_window_days: i32,
-    policy: Option<&crate::api::KeyPolicy>,
-) -> Result<Option<serde_json::Value>, SpecError> {
-    if let Some(alias) = alias {
-        let name = alias.strip_prefix("alias/").unwrap_or_default();
-        if name.is_empty()
-            || alias.len() > 256
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "/_-".contains(c))
-        {
-            return Err(refuse(
-                "InvalidAlias",
-                "spec.alias",
-                format!(
-                    "{alias:?} is not a KMS alias: use alias/<name> with letters, digits, / _ -"
-                ),
-            ));
-        }
-        if name.starts_with("aws/") {
-            return Err(refuse(
-                "InvalidAlias",
-                "spec.alias",
-                "alias/aws/ is reserved for AWS managed keys",
-            ));
-        }
-    }
-
-    if let Some(reserved) = tags
-        .keys()
-        .find(|k| k.starts_with("aws:") || k.starts_with(TAG_PREFIX))
-    {
+/// Checks that `adoptKeyArn`, when set, names a key in the AwsKey's own region (a key cannot
+/// be adopted across regions).
+pub fn adopt_key_region(spec: &AwsKeySpec) -> Result<(), SpecError> {
+    let Some(arn) = &spec.adopt_key_arn else {
+        return Ok(());
+    };
+    let arn_region = arn.split(':').nth(3).unwrap_or_default();
+    if arn_region != spec.region {
         return Err(refuse(
-            "InvalidTags",
-            "spec.tags",
-            format!("tag key {reserved:?} is reserved (aws: and {TAG_PREFIX} prefixes)"),
-        ));
-    }
-
-    if !(7..=30).contains(&pending_window_days) {
-        return Err(refuse(
-            "InvalidPendingWindow",
-            "spec.pendingWindowDays",
+            "AdoptionRefused",
+            "spec.adoptKeyArn",
             format!(
-                "pendingWindowDays must be 7-30, got {}",
-                pending_window_days
+                "adoptKeyArn is in region {arn_region}, but spec.region is {}",
+                spec.region
             ),
         ));
     }
-
-    let document = match policy.as_ref().and_then(|p| p.document.as_deref()) {
-        None => None,
-        Some(doc) if doc.len() > MAX_POLICY_BYTES => {
-            return Err(refuse(
-                "PolicyTooLarge",
-                "spec.policy.document",
-                format!(
-                    "the policy is {} bytes; KMS accepts at most {MAX_POLICY_BYTES}",
-                    doc.len()
-                ),
-            ));
-        }
-        Some(doc) => match serde_json::from_str::<serde_json::Value>(doc) {
-            Ok(v @ serde_json::Value::Object(_)) => Some(v),
-            Ok(_) => {
-                return Err(refuse(
-                    "PolicyInvalid",
-                    "spec.policy.document",
-                    "the policy must be a JSON object",
-                ));
-            }
-            Err(e) => {
-                return Err(refuse(
-                    "PolicyInvalid",
-                    "spec.policy.document",
-                    format!("the policy is not valid JSON: {e}"),
-                ));
-            }
-        },
-    };
-
-    Ok(document)
+    Ok(())
 }
 
-/// The desired key for an AwsKey spec, as of `now`.
-pub fn desired_key(
-    spec: &AwsKeySpec,
-    owner: &Owner,
-    now: Timestamp,
-) -> Result<DesiredKey, SpecError> {
-    let usage = key_usage(spec.key_spec, spec.key_usage)?;
+/// Checks the alias: `alias/<name>` with letters, digits, `/ _ -`, not under `alias/aws/`.
+fn check_alias(alias: Option<&String>) -> Result<(), SpecError> {
+    let Some(alias) = alias else {
+        return Ok(());
+    };
+    let name = alias.strip_prefix("alias/").unwrap_or_default();
+    if name.is_empty()
+        || alias.len() > 256
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_-".contains(c))
+    {
+        return Err(refuse(
+            "InvalidAlias",
+            "spec.alias",
+            format!("{alias:?} is not a KMS alias: use alias/<name> with letters, digits, / _ -"),
+        ));
+    }
+    if name.starts_with("aws/") {
+        return Err(refuse(
+            "InvalidAlias",
+            "spec.alias",
+            "alias/aws/ is reserved for AWS managed keys",
+        ));
+    }
+    Ok(())
+}
 
-    let policy = key_settings(
-        spec.alias.as_ref(),
-        &spec.tags,
-        spec.pending_window_days,
-        spec.policy.as_ref(),
-    )?;
+/// Refuses tag keys with the reserved `aws:` and `keyfleet.dev/` prefixes.
+fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    match tags
+        .keys()
+        .find(|k| k.starts_with("aws:") || k.starts_with(TAG_PREFIX))
+    {
+        Some(reserved) => Err(refuse(
+            "InvalidTags",
+            "spec.tags",
+            format!("tag key {reserved:?} is reserved (aws: and {TAG_PREFIX} prefixes)"),
+        )),
+        None => Ok(()),
+    }
+}
 
+fn check_pending_window(days: i32) -> Result<(), SpecError> {
+    if !(7..=30).contains(&days) {
+        return Err(refuse(
+            "InvalidPendingWindow",
+            "spec.pendingWindowDays",
+            format!("pendingWindowDays must be 7-30, got {days}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The key policy document, parsed; `None` for the AWS default policy.
+fn policy(policy: Option<&KeyPolicy>) -> Result<Option<serde_json::Value>, SpecError> {
+    match policy.and_then(|p| p.document.as_deref()) {
+        None => Ok(None),
+        Some(doc) if doc.len() > MAX_POLICY_BYTES => Err(refuse(
+            "PolicyTooLarge",
+            "spec.policy.document",
+            format!(
+                "the policy is {} bytes; KMS accepts at most {MAX_POLICY_BYTES}",
+                doc.len()
+            ),
+        )),
+        Some(doc) => match serde_json::from_str::<serde_json::Value>(doc) {
+            Ok(v @ serde_json::Value::Object(_)) => Ok(Some(v)),
+            Ok(_) => Err(refuse(
+                "PolicyInvalid",
+                "spec.policy.document",
+                "the policy must be a JSON object",
+            )),
+            Err(e) => Err(refuse(
+                "PolicyInvalid",
+                "spec.policy.document",
+                format!("the policy is not valid JSON: {e}"),
+            )),
+        },
+    }
+}
+
+/// The material expiry; it must lie after `now`.
+fn valid_to(spec: &AwsKeySpec, now: Timestamp) -> Result<Option<Timestamp>, SpecError> {
     let valid_to = spec
         .expiration
         .as_ref()
@@ -201,7 +205,38 @@ pub fn desired_key(
             format!("validTo {t} is in the past; KMS needs a future expiry (or none)"),
         ));
     }
+    Ok(valid_to)
+}
 
+/// Every refusal of [`desired_key`] at once, in the order it checks them (it stops at the
+/// first): for `keyfleet validate`, which reports all problems of a manifest in one run.
+pub fn spec_errors(spec: &AwsKeySpec, now: Timestamp) -> Vec<SpecError> {
+    [
+        key_usage(spec.key_spec, spec.key_usage).err(),
+        check_alias(spec.alias.as_ref()).err(),
+        check_tags(&spec.tags).err(),
+        check_pending_window(spec.pending_window_days).err(),
+        policy(spec.policy.as_ref()).err(),
+        valid_to(spec, now).err(),
+        import_settings(&spec.key_material, spec.key_spec).err(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The desired key for an AwsKey spec, as of `now`.
+pub fn desired_key(
+    spec: &AwsKeySpec,
+    owner: &Owner,
+    now: Timestamp,
+) -> Result<DesiredKey, SpecError> {
+    let usage = key_usage(spec.key_spec, spec.key_usage)?;
+    check_alias(spec.alias.as_ref())?;
+    check_tags(&spec.tags)?;
+    check_pending_window(spec.pending_window_days)?;
+    let policy = policy(spec.policy.as_ref())?;
+    let valid_to = valid_to(spec, now)?;
     import_settings(&spec.key_material, spec.key_spec)?;
 
     let mut tags = spec.tags.clone();
@@ -249,12 +284,10 @@ pub fn desired_replica(
         ));
     }
     let mut base = desired_key(primary, owner, now)?;
-    base.policy = key_settings(
-        replica.alias.as_ref(),
-        &replica.tags,
-        replica.pending_window_days,
-        replica.policy.as_ref(),
-    )?;
+    check_alias(replica.alias.as_ref())?;
+    check_tags(&replica.tags)?;
+    check_pending_window(replica.pending_window_days)?;
+    base.policy = policy(replica.policy.as_ref())?;
     let mut tags = replica.tags.clone();
     tags.extend(owner.tags());
     base.tags = tags;
@@ -357,6 +390,56 @@ mod tests {
                 "keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "wrappingAlgorithm": "RSAES_OAEP_SHA_256"}})),
             "WrappingAlgorithmUnsupported"
         );
+    }
+
+    #[test]
+    fn spec_errors_lists_every_refusal_and_starts_with_desired_keys() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let bad = spec(serde_json::json!({
+            "keySpec": "RSA_2048",
+            "alias": "orders",
+            "pendingWindowDays": 3,
+            "policy": {"document": "[]"},
+            "expiration": {"validTo": "2020-01-01T00:00:00Z"},
+            "keyMaterial": {"secretRef": {"name": "m", "key": "k"},
+                "wrappingAlgorithm": "RSAES_OAEP_SHA_256"}
+        }));
+        let reasons: Vec<&str> = spec_errors(&bad, now).iter().map(|e| e.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                "KeyUsageRequired",
+                "InvalidAlias",
+                "InvalidPendingWindow",
+                "PolicyInvalid",
+                "ValidToInPast",
+                "WrappingAlgorithmUnsupported"
+            ]
+        );
+        assert_eq!(
+            desired_key(&bad, &owner(), now).unwrap_err(),
+            spec_errors(&bad, now)[0]
+        );
+        assert_eq!(spec_errors(&spec(serde_json::json!({})), now), vec![]);
+    }
+
+    #[test]
+    fn adopted_keys_must_be_in_the_keys_region() {
+        let arn =
+            |region: &str| json_arn(&format!("arn:aws:kms:{region}:111122223333:key/1234abcd"));
+        assert_eq!(adopt_key_region(&spec(serde_json::json!({}))), Ok(()));
+        assert_eq!(adopt_key_region(&spec(arn("eu-west-1"))), Ok(()));
+        let e = adopt_key_region(&spec(arn("us-east-1"))).unwrap_err();
+        assert_eq!(e.reason, "AdoptionRefused");
+        assert_eq!(e.field, "spec.adoptKeyArn");
+        assert_eq!(
+            e.message,
+            "adoptKeyArn is in region us-east-1, but spec.region is eu-west-1"
+        );
+    }
+
+    fn json_arn(arn: &str) -> serde_json::Value {
+        serde_json::json!({ "adoptKeyArn": arn })
     }
 
     #[test]

@@ -156,16 +156,8 @@ async fn resolve(client: &Client, key: &AwsKey, owner: &Owner) -> Result<Resolve
         });
     }
     if let Some(arn) = &key.spec.adopt_key_arn {
-        let arn_region = arn.split(':').nth(3).unwrap_or_default();
-        if arn_region != key.spec.region {
-            return Err(Failure::permanent(
-                "AdoptionRefused",
-                format!(
-                    "adoptKeyArn is in region {arn_region}, but spec.region is {}",
-                    key.spec.region
-                ),
-            ));
-        }
+        validate::adopt_key_region(&key.spec)
+            .map_err(|e| Failure::permanent(e.reason, e.message))?;
         return match owned_key(client, arn, owner).await? {
             None => Err(Failure::permanent(
                 "AdoptKeyNotFound",
