@@ -216,8 +216,8 @@ fn good_corpus_is_clean() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(
         run.stdout,
-        "keyfleet validate: no findings; checked 9 keyfleet objects (6 AwsKey, 3 AwsKms) in 6 \
-         files (17 documents, 6 Secrets)\n"
+        "keyfleet validate: no findings; checked 10 keyfleet objects (7 AwsKey, 3 AwsKms) in 6 \
+         files (18 documents, 6 Secrets)\n"
     );
     assert_eq!(run.stderr, "");
 }
@@ -269,7 +269,7 @@ fn stdin_is_read_like_piped_kustomize_output() {
     assert!(
         clean
             .stdout
-            .contains("checked 4 keyfleet objects (1 AwsKey, 3 AwsKms) in 1 file"),
+            .contains("checked 5 keyfleet objects (2 AwsKey, 3 AwsKms) in 1 file"),
         "{}",
         clean.stdout
     );
@@ -359,7 +359,7 @@ fn json_output_carries_the_same_findings_as_text() {
     assert_eq!(clean.code, 0);
     let doc: Value = serde_json::from_str(&clean.stdout).expect("JSON");
     assert_eq!(doc["findings"], serde_json::json!([]));
-    assert_eq!(doc["summary"]["objects"]["AwsKey"], 6);
+    assert_eq!(doc["summary"]["objects"]["AwsKey"], 7);
 }
 
 #[test]

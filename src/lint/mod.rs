@@ -339,6 +339,11 @@ impl Linter {
         for issue in runtime.schema.check(&mut value) {
             out.add_at(Check::Schema, &issue.pointer, issue.reason, issue.message);
         }
+        // Writes through the main resource ignore `status` (status subresource), and so does
+        // every later check.
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("status");
+        }
         let typed = match runtime.def {
             Some(def) => {
                 let ctx = KindContext {

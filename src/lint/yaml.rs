@@ -130,10 +130,13 @@ fn convert(
         YamlData::Value(scalar) => scalar_value(scalar),
         YamlData::Representation(text, style, tag) => scalar(text, *style, tag.as_ref())
             .ok_or_else(|| {
-                (
-                    line,
-                    format!("the value {text:?} does not fit its YAML tag"),
-                )
+                // The value itself is not quoted: it may be key material.
+                let tag = match tag {
+                    Some(t) if t.is_yaml_core_schema() => format!("!!{}", t.suffix),
+                    Some(t) => format!("{}{}", t.handle, t.suffix),
+                    None => String::new(),
+                };
+                (line, format!("the value does not fit its YAML tag {tag}"))
             })?,
         YamlData::Sequence(items) => {
             let mut out = Vec::with_capacity(items.len());
@@ -315,6 +318,17 @@ mod tests {
         let item = docs[0].item(0, docs[0].value["items"][0].clone());
         assert_eq!(item.start_line(), 3);
         assert_eq!(item.line_of("/spec/x"), 5);
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_its_tag_is_an_input_error_without_the_value() {
+        let e = load(0, &Source::new("t.yaml", "a: 1\nb: !!int s3cr3t\n")).unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(
+            e.message.starts_with("the value does not fit its YAML tag"),
+            "{e}"
+        );
+        assert!(!e.message.contains("s3cr3t"));
     }
 
     #[test]
