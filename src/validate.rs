@@ -255,14 +255,11 @@ pub fn desired_key(
     })
 }
 
-/// The desired replica of a multi-region primary: spec, usage and material expiry come from the
-/// primary; alias, description, tags, policy and enabled state are the replica's own.
-pub fn desired_replica(
+/// Whether `replica` can replicate `primary` at all: a multi-region primary, another region.
+pub fn replica_relation(
     replica: &AwsReplicaKeySpec,
     primary: &AwsKeySpec,
-    owner: &Owner,
-    now: Timestamp,
-) -> Result<DesiredKey, SpecError> {
+) -> Result<(), SpecError> {
     if !primary.multi_region {
         return Err(refuse(
             "PrimaryNotMultiRegion",
@@ -283,6 +280,31 @@ pub fn desired_replica(
             ),
         ));
     }
+    Ok(())
+}
+
+/// Every refusal of a replica's own settings (alias, tags, pending window, policy) at once.
+pub fn replica_spec_errors(replica: &AwsReplicaKeySpec) -> Vec<SpecError> {
+    [
+        check_alias(replica.alias.as_ref()).err(),
+        check_tags(&replica.tags).err(),
+        check_pending_window(replica.pending_window_days).err(),
+        policy(replica.policy.as_ref()).err(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The desired replica of a multi-region primary: spec, usage and material expiry come from the
+/// primary; alias, description, tags, policy and enabled state are the replica's own.
+pub fn desired_replica(
+    replica: &AwsReplicaKeySpec,
+    primary: &AwsKeySpec,
+    owner: &Owner,
+    now: Timestamp,
+) -> Result<DesiredKey, SpecError> {
+    replica_relation(replica, primary)?;
     let mut base = desired_key(primary, owner, now)?;
     check_alias(replica.alias.as_ref())?;
     check_tags(&replica.tags)?;

@@ -14,8 +14,8 @@ use serde_json::Value;
 use super::cel::CelRules;
 use super::finding::{Check, Finding, ObjectRef};
 use super::object::{Object, ObjectFindings, UNNAMED};
-use super::{Bundle, Options, aws_key, aws_kms};
-use crate::api::{AwsKey, AwsKms};
+use super::{Bundle, Options, aws_key, aws_kms, aws_replica_key};
+use crate::api::{AwsKey, AwsKms, AwsReplicaKey};
 
 /// A kind's checks.
 pub(crate) struct KindDef {
@@ -36,12 +36,13 @@ pub(crate) struct KindContext<'a> {
 }
 
 /// Every kind `keyfleet validate` knows.
-pub(crate) static KINDS: [KindDef; 2] = [aws_kms::KIND, aws_key::KIND];
+pub(crate) static KINDS: [KindDef; 3] = [aws_kms::KIND, aws_key::KIND, aws_replica_key::KIND];
 
 /// An object read into its Rust type.
 pub(crate) enum Typed {
     AwsKey(Box<AwsKey>),
     AwsKms(Box<AwsKms>),
+    AwsReplicaKey(Box<AwsReplicaKey>),
 }
 
 /// Reads the object into its type. A failure after schema findings is expected (they explain

@@ -21,6 +21,7 @@
 
 mod aws_key;
 mod aws_kms;
+mod aws_replica_key;
 mod cel;
 pub mod finding;
 pub mod input;
