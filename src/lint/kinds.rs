@@ -39,6 +39,8 @@ pub(crate) struct KindContext<'a> {
 pub(crate) static KINDS: [KindDef; 3] = [aws_kms::KIND, aws_key::KIND, aws_replica_key::KIND];
 
 /// An object read into its Rust type.
+// The variants are named after the kinds, which all start with `Aws`.
+#[allow(clippy::enum_variant_names)]
 pub(crate) enum Typed {
     AwsKey(Box<AwsKey>),
     AwsKms(Box<AwsKms>),
