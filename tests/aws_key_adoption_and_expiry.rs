@@ -110,14 +110,7 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
         let refused = wait_reason(&api, &name, "AdoptionRefused").await;
         let message = refused.status.unwrap().conditions[0].message.clone();
         assert!(message.contains(needle), "{label}: {message}");
-        let meta = kms
-            .describe_key()
-            .key_id(&arn)
-            .send()
-            .await
-            .unwrap()
-            .key_metadata
-            .unwrap();
+        let meta = describe(&kms, &arn).await;
         assert_eq!(
             meta.key_state().map(|s| s.as_str()),
             Some("PendingImport"),
@@ -191,14 +184,7 @@ async fn valid_to_is_imported_reported_and_a_new_value_reimports_the_same_materi
         Some(first)
     );
     let key_id = status.key_id.clone().unwrap();
-    let meta = kms
-        .describe_key()
-        .key_id(&key_id)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap();
+    let meta = describe(&kms, &key_id).await;
     assert_eq!(
         meta.expiration_model(),
         Some(&ExpirationModelType::KeyMaterialExpires)

@@ -67,14 +67,7 @@ async fn every_key_spec_is_created_external_imported_and_usable() {
             Some(material.fingerprint().as_str())
         );
 
-        let meta = kms
-            .describe_key()
-            .key_id(&arn)
-            .send()
-            .await
-            .unwrap()
-            .key_metadata
-            .unwrap();
+        let meta = describe(&kms, &arn).await;
         assert_eq!(meta.origin(), Some(&OriginType::External), "{spec}");
         assert_eq!(meta.key_spec().map(|s| s.as_str()), Some(spec.as_str()));
 
@@ -168,14 +161,7 @@ async fn alias_description_tags_and_policy_are_applied_and_drift_is_repaired() {
     let key_id = key.status.unwrap().key_id.clone().unwrap();
 
     let read_back = |kms: aws_sdk_kms::Client, key_id: String| async move {
-        let meta = kms
-            .describe_key()
-            .key_id(&key_id)
-            .send()
-            .await
-            .unwrap()
-            .key_metadata
-            .unwrap();
+        let meta = describe(&kms, &key_id).await;
         let tags: Vec<(String, String)> = kms
             .list_resource_tags()
             .key_id(&key_id)
@@ -321,24 +307,11 @@ async fn delete_schedules_deletion_and_reapplying_restores_the_same_key() {
         }),
     );
     create_key(&api, &manifest).await;
-    let key_id = wait_ready(&api, &name)
-        .await
-        .status
-        .unwrap()
-        .key_id
-        .clone()
-        .unwrap();
+    let key_id = ready_key_id(&api, &name).await;
 
     api.delete(&name, &Default::default()).await.unwrap();
     wait_gone(&api, &name).await;
-    let meta = kms
-        .describe_key()
-        .key_id(&key_id)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap();
+    let meta = describe(&kms, &key_id).await;
     assert_eq!(
         meta.key_state().map(|s| s.as_str()),
         Some("PendingDeletion")
@@ -391,23 +364,10 @@ async fn retain_leaves_the_key_in_place() {
         ),
     )
     .await;
-    let key_id = wait_ready(&api, &name)
-        .await
-        .status
-        .unwrap()
-        .key_id
-        .clone()
-        .unwrap();
+    let key_id = ready_key_id(&api, &name).await;
     api.delete(&name, &Default::default()).await.unwrap();
     wait_gone(&api, &name).await;
-    let meta = kms
-        .describe_key()
-        .key_id(&key_id)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap();
+    let meta = describe(&kms, &key_id).await;
     assert_eq!(meta.key_state().map(|s| s.as_str()), Some("Enabled"));
     op.wait_events(&name, &["KeyRetained"]).await;
 }
@@ -495,13 +455,7 @@ async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced(
     )
     .await;
     let created = create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, json!({}))).await;
-    let key_id = wait_ready(&api, &name)
-        .await
-        .status
-        .unwrap()
-        .key_id
-        .clone()
-        .unwrap();
+    let key_id = ready_key_id(&api, &name).await;
     kms.schedule_key_deletion()
         .key_id(&key_id)
         .pending_window_in_days(7)
@@ -526,14 +480,7 @@ async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced(
         kms_keys_owned_by(&kms, created.metadata.uid.as_deref().unwrap()).await,
         vec![key_id.clone()]
     );
-    let meta = kms
-        .describe_key()
-        .key_id(&key_id)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap();
+    let meta = describe(&kms, &key_id).await;
     assert_eq!(
         meta.key_state().map(|s| s.as_str()),
         Some("PendingDeletion"),

@@ -10,16 +10,12 @@ use aws_sdk_kms::Client;
 use aws_sdk_kms::operation::describe_key::{DescribeKeyError, DescribeKeyOutput};
 use aws_sdk_kms::operation::get_parameters_for_import::GetParametersForImportOutput;
 use aws_sdk_kms::operation::import_key_material::ImportKeyMaterialError;
-use aws_sdk_kms::operation::list_aliases::ListAliasesOutput;
-use aws_sdk_kms::operation::list_resource_tags::ListResourceTagsOutput;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::error::{IncorrectKeyMaterialException, NotFoundException};
 use aws_sdk_kms::types::{
     KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType, Tag,
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
-use aws_smithy_runtime_api::http::{Response, StatusCode};
-use aws_smithy_types::body::SdkBody;
 use keyfleet::api::{AwsKey, AwsKeyStatus, KeySpec, KmsKeyStatus};
 use keyfleet::kms::KmsClients;
 use keyfleet::material::testing::generate_secret_value;
@@ -27,20 +23,12 @@ use keyfleet::memkube::MemKube;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
+use support::kms_mocks::{self, aws_error, import_params_rule, no_aliases_rule, tags_rule};
 use support::localstack::unique;
 use support::operator::*;
 
 const NS: &str = "team-a";
 const REGION: &str = "eu-west-1";
-
-fn aws_error(code: &'static str) -> Response {
-    Response::new(
-        StatusCode::try_from(400).unwrap(),
-        SdkBody::from(format!(
-            r#"{{"__type":"{code}","message":"mocked {code}"}}"#
-        )),
-    )
-}
 
 fn metadata(key_id: &str, state: KeyState) -> KeyMetadata {
     KeyMetadata::builder()
@@ -58,15 +46,11 @@ fn metadata(key_id: &str, state: KeyState) -> KeyMetadata {
 }
 
 fn owner_tags(key: &AwsKey) -> Vec<Tag> {
-    let tag = |k: &str, v: String| Tag::builder().tag_key(k).tag_value(v).build().unwrap();
-    vec![
-        tag("keyfleet.dev/owner-uid", key.metadata.uid.clone().unwrap()),
-        tag(
-            "keyfleet.dev/owner",
-            format!("{NS}/{}", key.metadata.name.clone().unwrap()),
-        ),
-        tag("keyfleet.dev/cluster", CLUSTER_ID.to_string()),
-    ]
+    kms_mocks::owner_tags(
+        key.metadata.uid.as_deref().unwrap(),
+        NS,
+        key.metadata.name.as_deref().unwrap(),
+    )
 }
 
 /// Creates the Secret and AwsKey; with `key_id`, the AwsKey already points at that KMS key.
@@ -178,12 +162,7 @@ async fn incorrect_key_material_from_kms_is_material_mismatch() {
     let kube = MemKube::new();
     let name = unique("incorrect");
     let key = setup(&kube, &name, Some("k-1")).await;
-    let wrapping =
-        aws_lc_rs::rsa::PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-    let public_der = {
-        use aws_lc_rs::encoding::AsDer;
-        wrapping.public_key().as_der().unwrap().as_ref().to_vec()
-    };
+    let (params, _wrapping) = import_params_rule("k-1");
     let tags = owner_tags(&key);
     let describe = mock!(Client::describe_key)
         .sequence()
@@ -194,32 +173,8 @@ async fn incorrect_key_material_from_kms_is_material_mismatch() {
         })
         .repeatedly()
         .build();
-    let list_tags = mock!(Client::list_resource_tags)
-        .sequence()
-        .output(move || {
-            ListResourceTagsOutput::builder()
-                .set_tags(Some(tags.clone()))
-                .truncated(false)
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let list_aliases = mock!(Client::list_aliases)
-        .sequence()
-        .output(|| ListAliasesOutput::builder().truncated(false).build())
-        .repeatedly()
-        .build();
-    let params = mock!(Client::get_parameters_for_import)
-        .sequence()
-        .output(move || {
-            GetParametersForImportOutput::builder()
-                .key_id("k-1")
-                .import_token(Blob::new(b"token".to_vec()))
-                .public_key(Blob::new(public_der.clone()))
-                .build()
-        })
-        .repeatedly()
-        .build();
+    let list_tags = tags_rule(None, tags);
+    let list_aliases = no_aliases_rule();
     let import = mock!(Client::import_key_material)
         .sequence()
         .error(|| {
@@ -259,21 +214,8 @@ async fn throttling_is_retried_and_never_shown_as_a_failure() {
         })
         .repeatedly()
         .build();
-    let list_tags = mock!(Client::list_resource_tags)
-        .sequence()
-        .output(move || {
-            ListResourceTagsOutput::builder()
-                .set_tags(Some(tags.clone()))
-                .truncated(false)
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let list_aliases = mock!(Client::list_aliases)
-        .sequence()
-        .output(|| ListAliasesOutput::builder().truncated(false).build())
-        .repeatedly()
-        .build();
+    let list_tags = tags_rule(None, tags);
+    let list_aliases = no_aliases_rule();
     let client = mock_client!(
         aws_sdk_kms,
         RuleMode::MatchAny,
@@ -376,21 +318,8 @@ async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrappin
         })
         .repeatedly()
         .build();
-    let list_tags = mock!(Client::list_resource_tags)
-        .sequence()
-        .output(move || {
-            ListResourceTagsOutput::builder()
-                .set_tags(Some(tags.clone()))
-                .truncated(false)
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let list_aliases = mock!(Client::list_aliases)
-        .sequence()
-        .output(|| ListAliasesOutput::builder().truncated(false).build())
-        .repeatedly()
-        .build();
+    let list_tags = tags_rule(None, tags);
+    let list_aliases = no_aliases_rule();
     let params = mock!(Client::get_parameters_for_import)
         .match_requests(|r| {
             r.wrapping_algorithm() == Some(&AlgorithmSpec::RsaesOaepSha256)
@@ -506,21 +435,8 @@ async fn a_primary_pending_replica_deletion_is_reported_not_fought() {
         })
         .repeatedly()
         .build();
-    let list_tags = mock!(Client::list_resource_tags)
-        .sequence()
-        .output(move || {
-            ListResourceTagsOutput::builder()
-                .set_tags(Some(tags.clone()))
-                .truncated(false)
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let list_aliases = mock!(Client::list_aliases)
-        .sequence()
-        .output(|| ListAliasesOutput::builder().truncated(false).build())
-        .repeatedly()
-        .build();
+    let list_tags = tags_rule(None, tags);
+    let list_aliases = no_aliases_rule();
     let cancel = mock!(Client::cancel_key_deletion)
         .sequence()
         .http_response(|| aws_error("AccessDeniedException"))

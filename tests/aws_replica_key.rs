@@ -224,25 +224,11 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
         .send()
         .await
         .unwrap();
-    let meta = kms
-        .describe_key()
-        .key_id(&arn)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap();
+    let meta = describe(&kms, &arn).await;
     assert_eq!(meta.key_state().map(|s| s.as_str()), Some("PendingImport"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let meta = kms
-            .describe_key()
-            .key_id(&arn)
-            .send()
-            .await
-            .unwrap()
-            .key_metadata
-            .unwrap();
+        let meta = describe(&kms, &arn).await;
         if meta.key_state().map(|s| s.as_str()) == Some("Enabled") {
             break;
         }
@@ -373,17 +359,7 @@ async fn hmac_replicas_produce_the_same_macs_and_deletion_policies_apply() {
         }
     }
     let state = |region: &'static str, arn: String| async move {
-        kms_client(region)
-            .await
-            .describe_key()
-            .key_id(arn)
-            .send()
-            .await
-            .unwrap()
-            .key_metadata
-            .unwrap()
-            .key_state()
-            .map(|s| s.as_str().to_string())
+        Some(key_state(&kms_client(region).await, &arn).await)
     };
     assert_eq!(
         state("eu-west-1", del_arn).await.as_deref(),
@@ -490,15 +466,7 @@ async fn bad_replica_input_is_refused_precisely_without_stray_replicas() {
         op.wait_events(&name, &[reason]).await;
     }
     // No replica of either primary exists anywhere.
-    let described = kms_client(DEFAULT_REGION)
-        .await
-        .describe_key()
-        .key_id(&mrk_arn)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap();
+    let described = describe(&kms_client(DEFAULT_REGION).await, &mrk_arn).await;
     let replicas = described
         .multi_region_configuration()
         .map(|c| c.replica_keys().len())

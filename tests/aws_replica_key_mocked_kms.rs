@@ -9,14 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_sdk_kms::Client;
 use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
-use aws_sdk_kms::operation::get_parameters_for_import::GetParametersForImportOutput;
 use aws_sdk_kms::operation::import_key_material::{
     ImportKeyMaterialError, ImportKeyMaterialOutput,
 };
-use aws_sdk_kms::operation::list_aliases::ListAliasesOutput;
-use aws_sdk_kms::operation::list_resource_tags::ListResourceTagsOutput;
 use aws_sdk_kms::operation::replicate_key::ReplicateKeyOutput;
-use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::error::IncorrectKeyMaterialException;
 use aws_sdk_kms::types::{
     KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType, Tag,
@@ -32,6 +28,7 @@ use keyfleet::memkube::MemKube;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
+use support::kms_mocks::{self, import_params_rule, no_aliases_rule, tags_rule};
 use support::localstack::unique;
 use support::operator::*;
 
@@ -117,12 +114,7 @@ struct Rules {
 }
 
 fn owner_tags(uid: &str, name: &str) -> Vec<Tag> {
-    let tag = |k: &str, v: String| Tag::builder().tag_key(k).tag_value(v).build().unwrap();
-    vec![
-        tag("keyfleet.dev/owner-uid", uid.to_string()),
-        tag("keyfleet.dev/owner", format!("{NS}/{name}")),
-        tag("keyfleet.dev/cluster", CLUSTER_ID.to_string()),
-    ]
+    kms_mocks::owner_tags(uid, NS, name)
 }
 
 fn rules(primary: &AwsKey, replica: &AwsReplicaKey, import_ok: bool) -> Rules {
@@ -173,49 +165,10 @@ fn rules(primary: &AwsKey, replica: &AwsReplicaKey, import_ok: bool) -> Rules {
         primary.metadata.uid.as_deref().unwrap(),
         primary.metadata.name.as_deref().unwrap(),
     );
-    let list_primary_tags = mock!(Client::list_resource_tags)
-        .match_requests(|r| r.key_id() == Some("mrk-1-primary"))
-        .sequence()
-        .output(move || {
-            ListResourceTagsOutput::builder()
-                .set_tags(Some(primary_tags.clone()))
-                .truncated(false)
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let list_tags = mock!(Client::list_resource_tags)
-        .sequence()
-        .output(move || {
-            ListResourceTagsOutput::builder()
-                .set_tags(Some(tags.clone()))
-                .truncated(false)
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let list_aliases = mock!(Client::list_aliases)
-        .sequence()
-        .output(|| ListAliasesOutput::builder().truncated(false).build())
-        .repeatedly()
-        .build();
-    let wrapping =
-        aws_lc_rs::rsa::PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-    let public_der = {
-        use aws_lc_rs::encoding::AsDer;
-        wrapping.public_key().as_der().unwrap().as_ref().to_vec()
-    };
-    let params = mock!(Client::get_parameters_for_import)
-        .sequence()
-        .output(move || {
-            GetParametersForImportOutput::builder()
-                .key_id("mrk-1")
-                .import_token(Blob::new(b"token".to_vec()))
-                .public_key(Blob::new(public_der.clone()))
-                .build()
-        })
-        .repeatedly()
-        .build();
+    let list_primary_tags = tags_rule(Some("mrk-1-primary"), primary_tags);
+    let list_tags = tags_rule(None, tags);
+    let list_aliases = no_aliases_rule();
+    let (params, _wrapping) = import_params_rule("mrk-1");
     let import = if import_ok {
         mock!(Client::import_key_material)
             .sequence()

@@ -102,29 +102,14 @@ async fn keys_become_ready_and_are_deleted_on_a_real_cluster() {
     }
     let mut key_ids = vec![];
     for name in &names {
-        key_ids.push(
-            wait_ready(&api, name)
-                .await
-                .status
-                .unwrap()
-                .key_id
-                .clone()
-                .unwrap(),
-        );
+        key_ids.push(ready_key_id(&api, name).await);
     }
     for name in &names {
         api.delete(name, &DeleteParams::default()).await.unwrap();
         wait_gone(&api, name).await;
     }
     for key_id in key_ids {
-        let meta = kms
-            .describe_key()
-            .key_id(&key_id)
-            .send()
-            .await
-            .unwrap()
-            .key_metadata
-            .unwrap();
+        let meta = describe(&kms, &key_id).await;
         assert_eq!(
             meta.key_state().map(|s| s.as_str()),
             Some("PendingDeletion")

@@ -363,3 +363,32 @@ impl Operator {
             .sum()
     }
 }
+
+/// DescribeKey's metadata (panics when the key does not exist).
+pub async fn describe(kms: &aws_sdk_kms::Client, key: &str) -> aws_sdk_kms::types::KeyMetadata {
+    kms.describe_key()
+        .key_id(key)
+        .send()
+        .await
+        .expect("DescribeKey")
+        .key_metadata
+        .expect("key metadata")
+}
+
+/// The key's state as KMS reports it (`Enabled`, `PendingDeletion`, ...).
+pub async fn key_state(kms: &aws_sdk_kms::Client, key: &str) -> String {
+    describe(kms, key)
+        .await
+        .key_state()
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default()
+}
+
+/// The key id of a Ready AwsKey.
+pub async fn ready_key_id(api: &Api<AwsKey>, name: &str) -> String {
+    wait_ready(api, name)
+        .await
+        .status
+        .and_then(|s| s.key_id.clone())
+        .expect("status.keyId")
+}
