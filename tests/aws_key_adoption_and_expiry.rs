@@ -5,7 +5,6 @@ mod support;
 
 use aws_sdk_kms::types::{ExpirationModelType, OriginType, Tag};
 use keyfleet::api::KeySpec;
-use keyfleet::material::testing::generate_secret_value;
 use keyfleet::memkube::MemKube;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
@@ -41,14 +40,7 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
     // Unowned EXTERNAL key, still waiting for material: adopted, imported, tagged.
     let arn = external_key(&kms, vec![tag("cost-center", "42")]).await;
     let name = unique("adopt");
-    create_secret(
-        &op.client,
-        NS,
-        &name,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
     let created = create_key(
         &api,
         &aws_key(
@@ -94,14 +86,7 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
     for (label, tags, needle) in refusals {
         let arn = external_key(&kms, tags).await;
         let name = unique(label);
-        create_secret(
-            &op.client,
-            NS,
-            &name,
-            "material",
-            &generate_secret_value(KeySpec::SymmetricDefault),
-        )
-        .await;
+        create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
         create_key(
             &api,
             &aws_key(&name, DEFAULT_REGION, &name, json!({"adoptKeyArn": arn})),
@@ -131,14 +116,7 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
         .unwrap()
         .to_string();
     let name = unique("native");
-    create_secret(
-        &op.client,
-        NS,
-        &name,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
     create_key(
         &api,
         &aws_key(&name, DEFAULT_REGION, &name, json!({"adoptKeyArn": native})),
@@ -160,14 +138,7 @@ async fn valid_to_is_imported_reported_and_a_new_value_reimports_the_same_materi
     let name = unique("expiring");
     let first = jiff::Timestamp::now().as_second() + 30 * 86_400;
     let first_ts = jiff::Timestamp::from_second(first).unwrap();
-    create_secret(
-        &op.client,
-        NS,
-        &name,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
     create_key(
         &api,
         &aws_key(

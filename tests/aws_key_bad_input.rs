@@ -49,14 +49,7 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
 
     // A Secret that exists only in another namespace.
     let elsewhere = unique("elsewhere");
-    create_secret(
-        &op.client,
-        "team-b",
-        &elsewhere,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&op.client, "team-b", &elsewhere, KeySpec::SymmetricDefault).await;
 
     let p384 = generate_secret_value(KeySpec::EccNistP384);
     let rsa2048 = generate_secret_value(KeySpec::Rsa2048);
@@ -211,14 +204,7 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
 
     // Nothing is lost: creating the missing Secret (a Secret watch event) makes the key Ready.
     let (_, missing, _) = &created[0];
-    create_secret(
-        &op.client,
-        NS,
-        missing,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&op.client, NS, missing, KeySpec::SymmetricDefault).await;
     wait_ready(&api, missing).await;
 }
 
@@ -234,14 +220,7 @@ async fn an_operator_killed_between_create_key_and_the_status_write_leaves_exact
     );
     let mut first = Operator::start(kube.clone()).await;
     let api = first.keys(NS);
-    create_secret(
-        &first.client,
-        NS,
-        &name,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&first.client, NS, &name, KeySpec::SymmetricDefault).await;
     let key = create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, json!({}))).await;
     let uid = key.metadata.uid.clone().unwrap();
 

@@ -130,14 +130,7 @@ async fn alias_description_tags_and_policy_are_applied_and_drift_is_repaired() {
     let api = op.keys(NS);
     let name = unique("drift");
     let alias = format!("alias/{name}");
-    create_secret(
-        &op.client,
-        NS,
-        &name,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
     let policy = json!({
         "Version": "2012-10-17",
         "Statement": [{"Sid": "Root", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::000000000000:root"}, "Action": "kms:*", "Resource": "*"}]
@@ -290,14 +283,7 @@ async fn delete_schedules_deletion_and_reapplying_restores_the_same_key() {
     let kms = kms_client(DEFAULT_REGION).await;
     let api = op.keys(NS);
     let name = unique("delete");
-    create_secret(
-        &op.client,
-        NS,
-        &name,
-        "material",
-        &generate_secret_value(KeySpec::Hmac256),
-    )
-    .await;
+    create_material_secret(&op.client, NS, &name, KeySpec::Hmac256).await;
     let manifest = aws_key(
         &name,
         DEFAULT_REGION,
@@ -346,14 +332,7 @@ async fn retain_leaves_the_key_in_place() {
     let kms = kms_client(DEFAULT_REGION).await;
     let api = op.keys(NS);
     let name = unique("retain");
-    create_secret(
-        &op.client,
-        NS,
-        &name,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
     create_key(
         &api,
         &aws_key(
@@ -378,14 +357,7 @@ async fn a_secret_change_to_other_material_is_refused_as_material_mismatch() {
     let kms = kms_client(DEFAULT_REGION).await;
     let api = op.keys(NS);
     let name = unique("mismatch");
-    create_secret(
-        &op.client,
-        NS,
-        &name,
-        "material",
-        &generate_secret_value(KeySpec::EccNistP256),
-    )
-    .await;
+    create_material_secret(&op.client, NS, &name, KeySpec::EccNistP256).await;
     create_key(
         &api,
         &aws_key(
@@ -446,14 +418,7 @@ async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced(
     let kms = kms_client(DEFAULT_REGION).await;
     let api = op.keys(NS);
     let name = unique("outside");
-    create_secret(
-        &op.client,
-        NS,
-        &name,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
     let created = create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, json!({}))).await;
     let key_id = ready_key_id(&api, &name).await;
     kms.schedule_key_deletion()

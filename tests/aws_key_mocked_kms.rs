@@ -18,7 +18,6 @@ use aws_sdk_kms::types::{
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use keyfleet::api::{AwsKey, AwsKeyStatus, KeySpec, KmsKeyStatus};
 use keyfleet::kms::KmsClients;
-use keyfleet::material::testing::generate_secret_value;
 use keyfleet::memkube::MemKube;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -56,14 +55,7 @@ fn owner_tags(key: &AwsKey) -> Vec<Tag> {
 /// Creates the Secret and AwsKey; with `key_id`, the AwsKey already points at that KMS key.
 async fn setup(kube: &MemKube, name: &str, key_id: Option<&str>) -> AwsKey {
     let client = kube.client();
-    create_secret(
-        &client,
-        NS,
-        name,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&client, NS, name, KeySpec::SymmetricDefault).await;
     let api: Api<AwsKey> = Api::namespaced(client, NS);
     let key = create_key(&api, &aws_key(name, REGION, name, json!({}))).await;
     if let Some(key_id) = key_id {
@@ -253,14 +245,7 @@ async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrappin
     let name = unique("validto");
     let valid_to = jiff::Timestamp::now().as_second() + 86_400;
     let client_kube = kube.client();
-    create_secret(
-        &client_kube,
-        NS,
-        &name,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&client_kube, NS, &name, KeySpec::SymmetricDefault).await;
     let api: Api<AwsKey> = Api::namespaced(client_kube, NS);
     let key = create_key(&api, &aws_key(&name, REGION, &name, json!({
         "expiration": {"validTo": jiff::Timestamp::from_second(valid_to).unwrap().to_string()}
@@ -389,14 +374,7 @@ async fn a_primary_pending_replica_deletion_is_reported_not_fought() {
     let kube = MemKube::new();
     let name = unique("pending-replica-deletion");
     let client_kube = kube.client();
-    create_secret(
-        &client_kube,
-        NS,
-        &name,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&client_kube, NS, &name, KeySpec::SymmetricDefault).await;
     let api: Api<AwsKey> = Api::namespaced(client_kube, NS);
     let key = create_key(
         &api,

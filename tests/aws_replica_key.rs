@@ -10,7 +10,6 @@ use std::time::Duration;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::MacAlgorithmSpec;
 use keyfleet::api::{AwsKms, AwsKmsSpec, AwsReplicaKey, AwsReplicaKeySpec, KeySpec};
-use keyfleet::material::testing::generate_secret_value;
 use keyfleet::memkube::MemKube;
 use kube::Api;
 use kube::api::PostParams;
@@ -97,14 +96,7 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
     let op = Operator::start(MemKube::new()).await;
     let api = op.keys(NS);
     let primary = unique("mrk");
-    create_secret(
-        &op.client,
-        NS,
-        &primary,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&op.client, NS, &primary, KeySpec::SymmetricDefault).await;
     create_key(
         &api,
         &aws_key(
@@ -265,14 +257,7 @@ async fn hmac_replicas_produce_the_same_macs_and_deletion_policies_apply() {
     let op = Operator::start(MemKube::new()).await;
     let api = op.keys(NS);
     let primary = unique("mrk-hmac");
-    create_secret(
-        &op.client,
-        NS,
-        &primary,
-        "material",
-        &generate_secret_value(KeySpec::Hmac384),
-    )
-    .await;
+    create_material_secret(&op.client, NS, &primary, KeySpec::Hmac384).await;
     create_key(
         &api,
         &aws_key(
@@ -376,14 +361,7 @@ async fn bad_replica_input_is_refused_precisely_without_stray_replicas() {
     let op = Operator::start(MemKube::new()).await;
     let api = op.keys(NS);
     let single = unique("single");
-    create_secret(
-        &op.client,
-        NS,
-        &single,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&op.client, NS, &single, KeySpec::SymmetricDefault).await;
     create_key(&api, &aws_key(&single, DEFAULT_REGION, &single, json!({}))).await;
     let mrk = unique("mrk-bad");
     let kms_name = unique("us-only");
@@ -400,14 +378,7 @@ async fn bad_replica_input_is_refused_precisely_without_stray_replicas() {
         )
         .await
         .unwrap();
-    create_secret(
-        &op.client,
-        NS,
-        &mrk,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&op.client, NS, &mrk, KeySpec::SymmetricDefault).await;
     create_key(
         &api,
         &aws_key(

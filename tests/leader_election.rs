@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use keyfleet::api::KeySpec;
 use keyfleet::controller::Context;
 use keyfleet::leader::LeaderElection;
-use keyfleet::material::testing::generate_secret_value;
 use keyfleet::memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, unique};
@@ -76,14 +75,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let client = kube.client();
     let api: kube::Api<keyfleet::api::AwsKey> = kube::Api::namespaced(client.clone(), "team-a");
     let first = unique("leader-a");
-    create_secret(
-        &client,
-        "team-a",
-        &first,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&client, "team-a", &first, KeySpec::SymmetricDefault).await;
     create_key(&api, &aws_key(&first, DEFAULT_REGION, &first, json!({}))).await;
     wait_ready(&api, &first).await;
     assert!(reconciles(&a) > 0, "the leader did not reconcile");
@@ -104,14 +96,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let took = wait_leader(&b, Duration::from_secs(15)).await;
     println!("standby took over after {took:?}");
     let second = unique("leader-b");
-    create_secret(
-        &client,
-        "team-a",
-        &second,
-        "material",
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .await;
+    create_material_secret(&client, "team-a", &second, KeySpec::SymmetricDefault).await;
     create_key(&api, &aws_key(&second, DEFAULT_REGION, &second, json!({}))).await;
     wait_ready(&api, &second).await;
     assert!(reconciles(&b) > 0, "the new leader did not reconcile");

@@ -392,3 +392,16 @@ pub async fn ready_key_id(api: &Api<AwsKey>, name: &str) -> String {
         .and_then(|s| s.key_id.clone())
         .expect("status.keyId")
 }
+
+/// Creates a Secret `name` holding fresh material for `spec` under the key `material` (the key
+/// `aws_key` manifests read) and returns the value.
+pub async fn create_material_secret(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    spec: keyfleet::api::KeySpec,
+) -> zeroize::Zeroizing<Vec<u8>> {
+    let value = keyfleet::material::testing::generate_secret_value(spec);
+    create_secret(client, namespace, name, "material", &value).await;
+    value
+}
