@@ -3,11 +3,16 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::{AwsKey, AwsKms, AwsReplicaKey};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey};
 
 /// Every CRD keyfleet serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![AwsKms::crd(), AwsKey::crd(), AwsReplicaKey::crd()]
+    vec![
+        AwsKms::crd(),
+        AwsKeyPolicyTemplate::crd(),
+        AwsKey::crd(),
+        AwsReplicaKey::crd(),
+    ]
 }
 
 /// File name under `crds/` for a CRD: `<plural>.<group>.yaml`.

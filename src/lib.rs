@@ -13,4 +13,5 @@ pub mod memkube;
 pub mod metrics;
 pub mod plan;
 pub mod playground;
+pub mod policy;
 pub mod validate;

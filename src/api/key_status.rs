@@ -40,6 +40,10 @@ pub struct KmsKeyStatus {
     /// with `MaterialMismatch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub material_fingerprint: Option<String>,
+    /// `sha256:<hex>` of the key policy keyfleet rendered and keeps in place (canonical JSON);
+    /// compare with `keyfleet render-policy`. Unset: the policy is not managed (AWS default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_hash: Option<String>,
     /// The generation of the spec last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -1,6 +1,7 @@
 //! Custom resource types of the `kms.keyfleet.dev/v1alpha1` API, one file per kind.
 
 pub mod aws_key;
+pub mod aws_key_policy_template;
 pub mod aws_kms;
 pub mod aws_replica_key;
 pub mod key_spec;
@@ -8,11 +9,15 @@ pub mod key_status;
 pub mod shared;
 
 pub use aws_key::{AwsKey, AwsKeySpec, AwsKeyStatus, KeyMaterialSource, ReplicaRef};
+pub use aws_key_policy_template::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec};
 pub use aws_kms::{AwsKms, AwsKmsSpec};
 pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};
 pub use key_spec::{KeyFamily, KeySpec, KeyUsage};
 pub use key_status::KmsKeyStatus;
-pub use shared::{DeletionPolicy, Expiration, KeyPolicy, LocalObjectRef, SecretKeySelector};
+pub use shared::{
+    DeletionPolicy, Expiration, KeyPolicy, KeyPolicyForm, LocalObjectRef, PolicyShortcuts,
+    SecretKeySelector,
+};
 
 /// The API group of every keyfleet kind.
 pub const GROUP: &str = "kms.keyfleet.dev";
