@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 
 use crate::api::{KeySpec, KeyUsage, TAG_PREFIX};
+use crate::policy::{self, DesiredPolicy, KeyIdentity};
 
 /// Tag that carries the uid of the AwsKey that owns a KMS key.
 pub const OWNER_UID_TAG: &str = "keyfleet.dev/owner-uid";
@@ -156,8 +157,8 @@ pub struct DesiredKey {
     /// User tags plus keyfleet's ownership tags.
     pub tags: BTreeMap<String, String>,
     pub alias: Option<String>,
-    /// Policy document to keep in place; None keeps whatever the key has.
-    pub policy: Option<serde_json::Value>,
+    /// Policy to keep in place; None keeps whatever the key has.
+    pub policy: Option<DesiredPolicy>,
     pub bypass_policy_lockout_safety_check: bool,
     pub multi_region: bool,
     pub valid_to: Option<Timestamp>,
@@ -217,6 +218,10 @@ pub enum Blocker {
     /// The key is in a state keyfleet must wait out (Creating, Updating) or cannot fix
     /// (Unavailable).
     Waiting(String),
+    /// The rendered policy would stop keyfleet from managing the key; the string says why.
+    PolicyLockout(String),
+    /// The rendered policy is larger than KMS accepts (bytes).
+    PolicyTooLarge(usize),
 }
 
 impl Blocker {
@@ -228,6 +233,8 @@ impl Blocker {
             Blocker::KeyIncompatible(_) => "KeyIncompatible",
             Blocker::AliasInUse(_) => "AliasInUse",
             Blocker::Waiting(_) => "KeyNotReady",
+            Blocker::PolicyLockout(_) => "PolicyLockout",
+            Blocker::PolicyTooLarge(_) => "PolicyTooLarge",
         }
     }
 
@@ -238,6 +245,8 @@ impl Blocker {
             Blocker::KeyIncompatible(why) => format!("the KMS key does not match this AwsKey: {why}"),
             Blocker::AliasInUse(alias) => format!("{alias} already points at a KMS key that this AwsKey does not own; choose another alias or delete the existing one"),
             Blocker::Waiting(state) => format!("the KMS key is {state}; waiting for it to settle"),
+            Blocker::PolicyLockout(why) => format!("the key policy was not applied: {why}. Fix the policy, or set bypassPolicyLockoutSafetyCheck: true if handing management to another principal is intended"),
+            Blocker::PolicyTooLarge(bytes) => format!("the rendered key policy is {bytes} bytes; KMS accepts at most {}", policy::MAX_POLICY_BYTES),
         }
     }
 }
@@ -381,15 +390,37 @@ pub fn plan_key(
     }
 
     if let Some(policy) = &desired.policy
-        && observed.policy.as_ref() != Some(policy)
+        && let Some(rendered) = rendered_policy(policy, observed)
+        && observed.policy.as_ref() != Some(&rendered)
     {
-        actions.push(Action::PutKeyPolicy {
-            policy: policy.to_string(),
-            bypass_lockout_check: desired.bypass_policy_lockout_safety_check,
-        });
+        let text = rendered.to_string();
+        let lockout = policy
+            .keep_manageable_by
+            .as_ref()
+            .filter(|_| !desired.bypass_policy_lockout_safety_check)
+            .and_then(|caller| policy::lockout::check(&rendered, caller).err());
+        if text.len() > policy::MAX_POLICY_BYTES {
+            blocker.get_or_insert(Blocker::PolicyTooLarge(text.len()));
+        } else if let Some(why) = lockout {
+            blocker.get_or_insert(Blocker::PolicyLockout(why));
+        } else {
+            actions.push(Action::PutKeyPolicy {
+                policy: text,
+                bypass_lockout_check: desired.bypass_policy_lockout_safety_check,
+            });
+        }
     }
 
     Plan { actions, blocker }
+}
+
+/// The desired policy for this key (placeholders filled in from its ARN); None when the ARN
+/// is not a KMS key ARN.
+pub fn rendered_policy(
+    policy: &DesiredPolicy,
+    observed: &ObservedKey,
+) -> Option<serde_json::Value> {
+    KeyIdentity::from_arn(&observed.arn).map(|key| policy.render(&key))
 }
 
 fn same_second(a: Option<Timestamp>, b: Option<Timestamp>) -> bool {
@@ -515,6 +546,89 @@ mod tests {
         plan_key(d, o, &FP, None, false)
     }
 
+    fn doc_policy(document: serde_json::Value) -> DesiredPolicy {
+        DesiredPolicy {
+            document,
+            template: None,
+            keep_manageable_by: None,
+        }
+    }
+
+    fn keyfleet_role() -> crate::policy::Caller {
+        crate::policy::Caller {
+            arn: "arn:aws:sts::000000000000:assumed-role/keyfleet/keyfleet".into(),
+            account_id: "000000000000".into(),
+        }
+    }
+
+    #[test]
+    fn policy_placeholders_are_filled_from_the_key_arn_before_comparing() {
+        let mut d = desired();
+        let mut o = converged_observed();
+        d.policy = Some(doc_policy(serde_json::json!({"Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "arn:${Partition}:iam::${AccountId}:root"},
+            "Action": "kms:*", "Resource": "${KeyArn}"}]})));
+        let expected = serde_json::json!({"Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::000000000000:root"},
+            "Action": "kms:*", "Resource": "arn:aws:kms:eu-west-1:000000000000:key/k1"}]});
+        assert_eq!(
+            plan(&d, &o).actions,
+            vec![Action::PutKeyPolicy {
+                policy: expected.to_string(),
+                bypass_lockout_check: false
+            }]
+        );
+        o.policy = Some(expected);
+        assert!(plan(&d, &o).converged());
+    }
+
+    #[test]
+    fn a_policy_that_locks_keyfleet_out_is_not_applied_unless_bypassed() {
+        let mut d = desired();
+        let o = converged_observed();
+        let mut policy = doc_policy(serde_json::json!({"Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::000000000000:role/someone-else"},
+            "Action": "kms:*", "Resource": "*"}]}));
+        policy.keep_manageable_by = Some(keyfleet_role());
+        d.policy = Some(policy);
+        d.description = "changed".into();
+        let p = plan(&d, &o);
+        assert_eq!(p.actions, vec![Action::UpdateDescription("changed".into())]);
+        let Some(Blocker::PolicyLockout(why)) = &p.blocker else {
+            panic!("expected PolicyLockout, got {:?}", p.blocker);
+        };
+        assert!(why.contains("kms:PutKeyPolicy"), "{why}");
+        assert_eq!(p.blocker.as_ref().unwrap().reason(), "PolicyLockout");
+
+        d.bypass_policy_lockout_safety_check = true;
+        let p = plan(&d, &o);
+        assert_eq!(p.blocker, None);
+        assert!(matches!(
+            p.actions.last(),
+            Some(Action::PutKeyPolicy {
+                bypass_lockout_check: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_rendered_policy_over_32_kb_is_refused() {
+        let mut d = desired();
+        let long_arns: Vec<String> = (0..600)
+            .map(|i| {
+                format!("arn:aws:iam::${{AccountId}}:role/application-role-with-a-long-name-{i:04}")
+            })
+            .collect();
+        d.policy = Some(doc_policy(serde_json::json!({"Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": long_arns}, "Action": "kms:*", "Resource": "*"}]})));
+        let p = plan(&d, &converged_observed());
+        assert!(
+            matches!(p.blocker, Some(Blocker::PolicyTooLarge(n)) if n > policy::MAX_POLICY_BYTES)
+        );
+        assert!(p.actions.is_empty());
+    }
+
     #[test]
     fn converged_key_needs_nothing() {
         let p = plan(&desired(), &converged_observed());
@@ -602,7 +716,9 @@ mod tests {
             (
                 "policy drift",
                 |d, o| {
-                    d.policy = Some(serde_json::json!({"Version": "2012-10-17", "Statement": []}));
+                    d.policy = Some(doc_policy(
+                        serde_json::json!({"Version": "2012-10-17", "Statement": []}),
+                    ));
                     o.policy = Some(
                         serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow"}]}),
                     );
@@ -627,7 +743,9 @@ mod tests {
     fn policy_equal_in_meaning_is_not_rewritten() {
         let mut d = desired();
         let mut o = converged_observed();
-        d.policy = serde_json::from_str(r#"{"Version":"2012-10-17","Statement":[]}"#).ok();
+        d.policy = serde_json::from_str(r#"{"Version":"2012-10-17","Statement":[]}"#)
+            .ok()
+            .map(doc_policy);
         o.policy =
             serde_json::from_str("{\n  \"Statement\": [],\n  \"Version\": \"2012-10-17\"\n}").ok();
         assert!(plan(&d, &o).converged());

@@ -6,13 +6,12 @@ use jiff::Timestamp;
 use std::collections::BTreeMap;
 
 use crate::api::{
-    AwsKeySpec, AwsReplicaKeySpec, KeyMaterialSource, KeyPolicy, KeySpec, KeyUsage, TAG_PREFIX,
+    AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec, AwsKeySpec, AwsReplicaKeySpec,
+    KeyMaterialSource, KeyPolicy, KeyPolicyForm, KeySpec, KeyUsage, TAG_PREFIX,
 };
 use crate::material::{WrappingAlgorithm, WrappingKeySpec};
 use crate::plan::{DesiredKey, Owner};
-
-/// Largest key policy KMS accepts, in bytes.
-pub const MAX_POLICY_BYTES: usize = 32 * 1024;
+use crate::policy::{self, DesiredPolicy, POLICY_TEMPLATE_TAG};
 
 /// A spec keyfleet refuses, with the `Ready=False` reason and an actionable message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -161,32 +160,107 @@ fn check_pending_window(days: i32) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// The key policy document, parsed; `None` for the AWS default policy.
-fn policy(policy: Option<&KeyPolicy>) -> Result<Option<serde_json::Value>, SpecError> {
-    match policy.and_then(|p| p.document.as_deref()) {
-        None => Ok(None),
-        Some(doc) if doc.len() > MAX_POLICY_BYTES => Err(refuse(
-            "PolicyTooLarge",
-            "spec.policy.document",
-            format!(
-                "the policy is {} bytes; KMS accepts at most {MAX_POLICY_BYTES}",
-                doc.len()
-            ),
+/// The policy a key must have: `spec.policy` in any of its three forms, rendered up to the
+/// key's identity (placeholders); `None` for the AWS default policy. `template` is the
+/// `AwsKeyPolicyTemplate` named by `templateRef`, when it exists.
+pub fn desired_policy(
+    policy: Option<&KeyPolicy>,
+    template: Option<&AwsKeyPolicyTemplate>,
+    key_spec: KeySpec,
+    usage: KeyUsage,
+) -> Result<Option<DesiredPolicy>, SpecError> {
+    let Some(policy) = policy else {
+        return Ok(None);
+    };
+    let symmetric = key_spec == KeySpec::SymmetricDefault;
+    let document = match policy.form() {
+        None => {
+            return Err(refuse(
+                "PolicyInvalid",
+                "spec.policy",
+                "policy takes exactly one of: document, templateRef, or the shortcuts (keyAdmins, keyAdminsRoles, keyUsers, keyUsersRoles, externalAccounts)",
+            ));
+        }
+        Some(KeyPolicyForm::Document(text)) => policy::parse_document(text)
+            .map_err(|e| refuse(e.reason(), "spec.policy.document", e.to_string()))?,
+        Some(KeyPolicyForm::Shortcuts(shortcuts)) => {
+            policy::shortcuts::render(shortcuts, usage, symmetric)
+                .map_err(|e| refuse("PolicyPrincipalInvalid", "spec.policy", e.to_string()))?
+        }
+        Some(KeyPolicyForm::Template(name)) => {
+            let Some(template) = template.filter(|t| t.metadata.name.as_deref() == Some(name))
+            else {
+                return Err(refuse(
+                    "PolicyTemplateNotFound",
+                    "spec.policy.templateRef",
+                    format!(
+                        "AwsKeyPolicyTemplate {name} does not exist; create it or change spec.policy"
+                    ),
+                ));
+            };
+            template_document(name, &template.spec, usage, symmetric)?
+        }
+    };
+    Ok(Some(DesiredPolicy {
+        document,
+        template: policy.template_ref.as_ref().map(|t| t.name.clone()),
+        keep_manageable_by: None,
+    }))
+}
+
+/// A template's document, or its shortcuts rendered for a key of `usage`.
+fn template_document(
+    name: &str,
+    template: &AwsKeyPolicyTemplateSpec,
+    usage: KeyUsage,
+    symmetric: bool,
+) -> Result<serde_json::Value, SpecError> {
+    let invalid = |message: String| {
+        refuse(
+            "PolicyTemplateInvalid",
+            "spec.policy.templateRef",
+            format!("AwsKeyPolicyTemplate {name}: {message}"),
+        )
+    };
+    match (&template.document, template.shortcuts.is_empty()) {
+        (Some(text), true) => policy::parse_document(text).map_err(|e| invalid(e.to_string())),
+        (None, false) => policy::shortcuts::render(&template.shortcuts, usage, symmetric)
+            .map_err(|e| invalid(e.to_string())),
+        _ => Err(invalid(
+            "a template takes exactly one of: document, or the shortcuts".into(),
         )),
-        Some(doc) => match serde_json::from_str::<serde_json::Value>(doc) {
-            Ok(v @ serde_json::Value::Object(_)) => Ok(Some(v)),
-            Ok(_) => Err(refuse(
-                "PolicyInvalid",
-                "spec.policy.document",
-                "the policy must be a JSON object",
-            )),
-            Err(e) => Err(refuse(
-                "PolicyInvalid",
-                "spec.policy.document",
-                format!("the policy is not valid JSON: {e}"),
-            )),
-        },
     }
+}
+
+/// Every refusal of an `AwsKeyPolicyTemplate` on its own (for any key usage).
+pub fn template_errors(name: &str, template: &AwsKeyPolicyTemplateSpec) -> Vec<SpecError> {
+    template_document(name, template, KeyUsage::EncryptDecrypt, true)
+        .err()
+        .map(|e| SpecError {
+            field: if template.document.is_some() && template.shortcuts.is_empty() {
+                "spec.document"
+            } else {
+                "spec"
+            },
+            ..e
+        })
+        .into_iter()
+        .collect()
+}
+
+/// The checks of [`desired_policy`] that need no template (`keyfleet validate`).
+fn check_policy(
+    policy: Option<&KeyPolicy>,
+    key_spec: KeySpec,
+    usage: Option<KeyUsage>,
+) -> Result<(), SpecError> {
+    if policy.is_some_and(|p| matches!(p.form(), Some(KeyPolicyForm::Template(_)))) {
+        return Ok(());
+    }
+    let usage = usage
+        .or(key_spec.default_usage())
+        .unwrap_or(KeyUsage::EncryptDecrypt);
+    desired_policy(policy, None, key_spec, usage).map(|_| ())
 }
 
 /// The material expiry; it must lie after `now`.
@@ -216,7 +290,7 @@ pub fn spec_errors(spec: &AwsKeySpec, now: Timestamp) -> Vec<SpecError> {
         check_alias(spec.alias.as_ref()).err(),
         check_tags(&spec.tags).err(),
         check_pending_window(spec.pending_window_days).err(),
-        policy(spec.policy.as_ref()).err(),
+        check_policy(spec.policy.as_ref(), spec.key_spec, spec.key_usage).err(),
         valid_to(spec, now).err(),
         import_settings(&spec.key_material, spec.key_spec).err(),
     ]
@@ -225,22 +299,25 @@ pub fn spec_errors(spec: &AwsKeySpec, now: Timestamp) -> Vec<SpecError> {
     .collect()
 }
 
-/// The desired key for an AwsKey spec, as of `now`.
+/// The desired key for an AwsKey spec, as of `now`; `template` is the `AwsKeyPolicyTemplate`
+/// its policy names, when it exists.
 pub fn desired_key(
     spec: &AwsKeySpec,
     owner: &Owner,
+    template: Option<&AwsKeyPolicyTemplate>,
     now: Timestamp,
 ) -> Result<DesiredKey, SpecError> {
     let usage = key_usage(spec.key_spec, spec.key_usage)?;
     check_alias(spec.alias.as_ref())?;
     check_tags(&spec.tags)?;
     check_pending_window(spec.pending_window_days)?;
-    let policy = policy(spec.policy.as_ref())?;
+    let policy = desired_policy(spec.policy.as_ref(), template, spec.key_spec, usage)?;
     let valid_to = valid_to(spec, now)?;
     import_settings(&spec.key_material, spec.key_spec)?;
 
     let mut tags = spec.tags.clone();
     tags.extend(owner.tags());
+    tags.extend(template_tag(policy.as_ref()));
     Ok(DesiredKey {
         key_spec: spec.key_spec,
         key_usage: usage,
@@ -253,6 +330,19 @@ pub fn desired_key(
         valid_to,
         enabled: spec.enabled,
     })
+}
+
+/// The `keyfleet.dev/policy-template` tag of a key whose policy comes from a template.
+fn template_tag(policy: Option<&DesiredPolicy>) -> Option<(String, String)> {
+    let template = policy?.template.as_ref()?;
+    Some((POLICY_TEMPLATE_TAG.to_string(), template.clone()))
+}
+
+fn without_policy(spec: &AwsKeySpec) -> AwsKeySpec {
+    AwsKeySpec {
+        policy: None,
+        ..spec.clone()
+    }
 }
 
 /// Whether `replica` can replicate `primary` at all: a multi-region primary, another region.
@@ -289,7 +379,7 @@ pub fn replica_spec_errors(replica: &AwsReplicaKeySpec) -> Vec<SpecError> {
         check_alias(replica.alias.as_ref()).err(),
         check_tags(&replica.tags).err(),
         check_pending_window(replica.pending_window_days).err(),
-        policy(replica.policy.as_ref()).err(),
+        check_policy(replica.policy.as_ref(), KeySpec::SymmetricDefault, None).err(),
     ]
     .into_iter()
     .flatten()
@@ -302,16 +392,24 @@ pub fn desired_replica(
     replica: &AwsReplicaKeySpec,
     primary: &AwsKeySpec,
     owner: &Owner,
+    template: Option<&AwsKeyPolicyTemplate>,
     now: Timestamp,
 ) -> Result<DesiredKey, SpecError> {
     replica_relation(replica, primary)?;
-    let mut base = desired_key(primary, owner, now)?;
+    // The primary's policy is not the replica's: only its template (if any) is looked up.
+    let mut base = desired_key(&without_policy(primary), owner, None, now)?;
     check_alias(replica.alias.as_ref())?;
     check_tags(&replica.tags)?;
     check_pending_window(replica.pending_window_days)?;
-    base.policy = policy(replica.policy.as_ref())?;
+    base.policy = desired_policy(
+        replica.policy.as_ref(),
+        template,
+        base.key_spec,
+        base.key_usage,
+    )?;
     let mut tags = replica.tags.clone();
     tags.extend(owner.tags());
+    tags.extend(template_tag(base.policy.as_ref()));
     base.tags = tags;
     base.alias = replica.alias.clone();
     base.description = replica.description.clone().unwrap_or_default();
@@ -347,7 +445,9 @@ mod tests {
 
     fn reason(json: serde_json::Value) -> &'static str {
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        desired_key(&spec(json), &owner(), now).unwrap_err().reason
+        desired_key(&spec(json), &owner(), None, now)
+            .unwrap_err()
+            .reason
     }
 
     #[test]
@@ -356,6 +456,7 @@ mod tests {
         let d = desired_key(
             &spec(serde_json::json!({"tags": {"team": "a"}})),
             &owner(),
+            None,
             now,
         )
         .unwrap();
@@ -398,7 +499,7 @@ mod tests {
             reason(json!({"policy": {"document": "[]"}})),
             "PolicyInvalid"
         );
-        let huge = format!("{{\"Sid\": \"{}\"}}", "x".repeat(MAX_POLICY_BYTES));
+        let huge = format!("{{\"Sid\": \"{}\"}}", "x".repeat(policy::MAX_POLICY_BYTES));
         assert_eq!(
             reason(json!({"policy": {"document": huge}})),
             "PolicyTooLarge"
@@ -439,7 +540,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            desired_key(&bad, &owner(), now).unwrap_err(),
+            desired_key(&bad, &owner(), None, now).unwrap_err(),
             spec_errors(&bad, now)[0]
         );
         assert_eq!(spec_errors(&spec(serde_json::json!({})), now), vec![]);
@@ -474,7 +575,7 @@ mod tests {
             "primaryKeyRef": {"name": "p"}, "region": "eu-central-1", "alias": "alias/r",
             "tags": {"b": "2"}, "enabled": false}))
         .unwrap();
-        let d = desired_replica(&replica, &primary, &owner(), Timestamp::UNIX_EPOCH).unwrap();
+        let d = desired_replica(&replica, &primary, &owner(), None, Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(d.key_spec, KeySpec::Hmac256);
         assert_eq!(d.key_usage, KeyUsage::GenerateVerifyMac);
         assert!(d.multi_region);
@@ -486,7 +587,7 @@ mod tests {
 
         let single = spec(serde_json::json!({}));
         assert_eq!(
-            desired_replica(&replica, &single, &owner(), Timestamp::UNIX_EPOCH)
+            desired_replica(&replica, &single, &owner(), None, Timestamp::UNIX_EPOCH)
                 .unwrap_err()
                 .reason,
             "PrimaryNotMultiRegion"
@@ -495,10 +596,124 @@ mod tests {
             "primaryKeyRef": {"name": "p"}, "region": "eu-west-1"}))
         .unwrap();
         assert_eq!(
-            desired_replica(&same, &primary, &owner(), Timestamp::UNIX_EPOCH)
+            desired_replica(&same, &primary, &owner(), None, Timestamp::UNIX_EPOCH)
                 .unwrap_err()
                 .reason,
             "ReplicaRegionIsPrimaryRegion"
+        );
+    }
+
+    fn template(name: &str, spec: serde_json::Value) -> AwsKeyPolicyTemplate {
+        AwsKeyPolicyTemplate::new(name, serde_json::from_value(spec).unwrap())
+    }
+
+    #[test]
+    fn policy_forms_are_exclusive_and_each_is_checked() {
+        let now = Timestamp::UNIX_EPOCH;
+        let reason = |policy: serde_json::Value| {
+            let s = spec(serde_json::json!({ "policy": policy }));
+            desired_key(&s, &owner(), None, now)
+                .map(|_| ())
+                .map_err(|e| (e.reason, e.message))
+        };
+        let (r, m) = reason(serde_json::json!({"document": "{}", "keyUsers": ["a"]})).unwrap_err();
+        assert_eq!(r, "PolicyInvalid");
+        assert!(m.contains("exactly one of"), "{m}");
+        assert_eq!(
+            reason(serde_json::json!({})).unwrap_err().0,
+            "PolicyInvalid"
+        );
+        let (r, m) =
+            reason(serde_json::json!({"keyAdminsRoles": ["ops", "arn:aws:iam::1:role/x"]}))
+                .unwrap_err();
+        assert_eq!(r, "PolicyPrincipalInvalid");
+        assert!(
+            m.starts_with("keyAdminsRoles[1] \"arn:aws:iam::1:role/x\""),
+            "{m}"
+        );
+        let (r, m) = reason(serde_json::json!({"templateRef": {"name": "standard"}})).unwrap_err();
+        assert_eq!(r, "PolicyTemplateNotFound");
+        assert!(
+            m.contains("AwsKeyPolicyTemplate standard does not exist"),
+            "{m}"
+        );
+        assert_eq!(
+            reason(serde_json::json!({"document": "{\"Resource\": \"${Key}\"}"}))
+                .unwrap_err()
+                .0,
+            "PolicyInvalid"
+        );
+        assert!(reason(serde_json::json!({"externalAccounts": ["444455556666"]})).is_ok());
+        // keyfleet validate sees the same refusals, except a template it cannot look up.
+        let s = spec(serde_json::json!({"policy": {"keyUsers": ["not ok"]}}));
+        assert_eq!(spec_errors(&s, now)[0].reason, "PolicyPrincipalInvalid");
+        let s = spec(serde_json::json!({"policy": {"templateRef": {"name": "standard"}}}));
+        assert_eq!(spec_errors(&s, now), vec![]);
+    }
+
+    #[test]
+    fn a_template_policy_is_rendered_for_the_key_and_tags_it() {
+        let now = Timestamp::UNIX_EPOCH;
+        let s = spec(serde_json::json!({"policy": {"templateRef": {"name": "standard"}}}));
+        let shortcuts = template("standard", serde_json::json!({"keyUsersRoles": ["app"]}));
+        let d = desired_key(&s, &owner(), Some(&shortcuts), now).unwrap();
+        let policy = d.policy.unwrap();
+        assert_eq!(policy.template.as_deref(), Some("standard"));
+        assert!(policy.document.to_string().contains("role/app"));
+        assert_eq!(
+            d.tags.get(POLICY_TEMPLATE_TAG).map(String::as_str),
+            Some("standard")
+        );
+
+        // A template of another name is not this key's template.
+        let other = template("other", serde_json::json!({"keyUsersRoles": ["app"]}));
+        assert_eq!(
+            desired_key(&s, &owner(), Some(&other), now)
+                .unwrap_err()
+                .reason,
+            "PolicyTemplateNotFound"
+        );
+        for bad in [
+            serde_json::json!({"document": "[1]"}),
+            serde_json::json!({"document": "{}", "keyUsers": ["a"]}),
+            serde_json::json!({"keyUsers": ["a b"]}),
+        ] {
+            let e = desired_key(&s, &owner(), Some(&template("standard", bad)), now).unwrap_err();
+            assert_eq!(e.reason, "PolicyTemplateInvalid");
+            assert!(
+                e.message.starts_with("AwsKeyPolicyTemplate standard: "),
+                "{}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_replica_renders_its_own_template_for_the_primary_usage() {
+        let primary = spec(serde_json::json!({
+            "multiRegion": true, "keySpec": "HMAC_256",
+            "keyMaterial": {"secretRef": {"name": "s", "key": "k"}},
+            "policy": {"templateRef": {"name": "primary-only"}}
+        }));
+        let replica: AwsReplicaKeySpec = serde_json::from_value(serde_json::json!({
+            "primaryKeyRef": {"name": "p"}, "region": "eu-central-1",
+            "policy": {"templateRef": {"name": "replicas"}}
+        }))
+        .unwrap();
+        let t = template("replicas", serde_json::json!({"keyUsers": ["bob"]}));
+        let d = desired_replica(
+            &replica,
+            &primary,
+            &owner(),
+            Some(&t),
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
+        let doc = d.policy.unwrap().document.to_string();
+        assert!(doc.contains("kms:GenerateMac"), "{doc}");
+        assert_eq!(
+            d.tags.get(POLICY_TEMPLATE_TAG).map(String::as_str),
+            Some("replicas")
         );
     }
 }

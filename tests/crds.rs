@@ -87,6 +87,7 @@ fn keyfleet_crds_prints_every_crd() {
         names,
         [
             "awskmses.kms.keyfleet.dev",
+            "awskeypolicytemplates.kms.keyfleet.dev",
             "awskeys.kms.keyfleet.dev",
             "awsreplicakeys.kms.keyfleet.dev"
         ]

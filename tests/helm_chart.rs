@@ -372,11 +372,12 @@ fn namespaced_rules() -> Vec<Rule> {
     ]
 }
 
-/// AwsKms, plus `get` on the kube-system namespace unless a cluster id is set.
+/// AwsKms and AwsKeyPolicyTemplates, plus `get` on the kube-system namespace unless a cluster
+/// id is set.
 fn cluster_rules(cluster_id_set: bool) -> Vec<Rule> {
     let mut rules = vec![rule(
         &[GROUP],
-        &["awskmses"],
+        &["awskmses", "awskeypolicytemplates"],
         &[],
         &["get", "list", "watch"],
     )];

@@ -105,8 +105,11 @@ async fn converge(
         name: key.name_any(),
         uid: key.uid().unwrap_or_default(),
     };
-    let desired = validate::desired_key(spec, &owner, jiff::Timestamp::now())
-        .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
+    let template = key_sync::policy_template(ctx, spec.policy.as_ref()).await?;
+    let mut desired =
+        validate::desired_key(spec, &owner, template.as_ref(), jiff::Timestamp::now())
+            .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
+    key_sync::keep_manageable(ctx, &connection, &spec.region, &mut desired).await;
     let import_settings = validate::import_settings(&spec.key_material, spec.key_spec)
         .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
     let material =

@@ -118,10 +118,18 @@ async fn converge(
         name: replica.name_any(),
         uid: replica.uid().unwrap_or_default(),
     };
-    let desired = validate::desired_replica(spec, &primary.spec, &owner, jiff::Timestamp::now())
-        .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
+    let template = key_sync::policy_template(ctx, spec.policy.as_ref()).await?;
+    let mut desired = validate::desired_replica(
+        spec,
+        &primary.spec,
+        &owner,
+        template.as_ref(),
+        jiff::Timestamp::now(),
+    )
+    .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
     let connection = key_sync::connection(ctx, primary.spec.kms_ref.as_ref()).await?;
     key_sync::check_region(&connection, &spec.region)?;
+    key_sync::keep_manageable(ctx, &connection, &spec.region, &mut desired).await;
 
     let primary_status = primary.status.clone().unwrap_or_default();
     let (Some(primary_arn), Some("Enabled")) = (

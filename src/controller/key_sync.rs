@@ -10,13 +10,14 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource};
 
 use super::{Context, Error, Failure, status};
-use crate::api::{AwsKms, KmsKeyStatus, LocalObjectRef};
+use crate::api::{AwsKeyPolicyTemplate, AwsKms, KeyPolicy, KmsKeyStatus, LocalObjectRef};
 use crate::kms::execute::{self, ExecuteError, ImportInput};
 use crate::kms::observe::{self, ReadDepth};
 use crate::kms::{Client, Connection, KmsError};
 use crate::plan::{
     self, Action, AliasTarget, Blocker, DesiredKey, KeyState, MaterialFacts, ObservedKey,
 };
+use crate::policy;
 
 /// Rounds of observe → plan → execute in one reconcile (each round may unlock the next, e.g.
 /// CancelKeyDeletion → EnableKey).
@@ -97,6 +98,7 @@ pub async fn sync(
             alias_target.as_ref(),
             restore,
         );
+        record_policy_hash(status, key.desired, &observed);
         synced.observed = Some(observed);
         restore = false;
         if plan.actions.is_empty() {
@@ -132,12 +134,57 @@ async fn run_action(
         }
         Err(ExecuteError::Kms(e)) => return Err(Failure::kms(e)),
     }
+    if let Action::PutKeyPolicy { policy, .. } = action {
+        status.policy_hash = serde_json::from_str(policy).ok().map(|p| policy::hash(&p));
+    }
     if let Action::ImportMaterial { valid_to } = action {
         status.material_valid_to = valid_to.map(Time);
         status.material_fingerprint = Some(key.import.material.fingerprint().as_str().to_string());
         status.last_import_time = Some(Time(jiff::Timestamp::now()));
     }
     Ok(())
+}
+
+/// Records the hash of the managed policy once it is in place (None: not managed).
+fn record_policy_hash(status: &mut KmsKeyStatus, desired: &DesiredKey, observed: &ObservedKey) {
+    let Some(desired_policy) = &desired.policy else {
+        status.policy_hash = None;
+        return;
+    };
+    if let Some(rendered) = plan::rendered_policy(desired_policy, observed)
+        && observed.policy.as_ref() == Some(&rendered)
+    {
+        status.policy_hash = Some(policy::hash(&rendered));
+    }
+}
+
+/// The `AwsKeyPolicyTemplate` a policy names; None when it names none or the template does
+/// not exist (validation then reports `PolicyTemplateNotFound`).
+pub async fn policy_template(
+    ctx: &Context,
+    policy: Option<&KeyPolicy>,
+) -> Result<Option<AwsKeyPolicyTemplate>, Failure> {
+    let Some(template_ref) = policy.and_then(|p| p.template_ref.as_ref()) else {
+        return Ok(None);
+    };
+    let api: Api<AwsKeyPolicyTemplate> = Api::all(ctx.client.clone());
+    api.get_opt(&template_ref.name).await.map_err(Failure::kube)
+}
+
+/// Names keyfleet's own principal as the one the policy must keep able to manage the key
+/// (unless the lockout check is bypassed).
+pub async fn keep_manageable(
+    ctx: &Context,
+    connection: &Connection,
+    region: &str,
+    desired: &mut DesiredKey,
+) {
+    if desired.bypass_policy_lockout_safety_check {
+        return;
+    }
+    if let Some(policy) = &mut desired.policy {
+        policy.keep_manageable_by = ctx.kms.caller(connection, region).await;
+    }
 }
 
 /// Where the desired alias points, when it is not on this key already.
@@ -317,7 +364,15 @@ fn describe_action(action: &Action) -> (&'static str, String) {
             "AliasDeleted",
             format!("removed {alias}, which is not in the spec"),
         ),
-        Action::PutKeyPolicy { .. } => ("PolicyUpdated", "applied the key policy".into()),
+        Action::PutKeyPolicy { policy, .. } => (
+            "PolicyUpdated",
+            format!(
+                "applied the key policy ({})",
+                serde_json::from_str(policy)
+                    .map(|p| policy::hash(&p))
+                    .unwrap_or_default()
+            ),
+        ),
     }
 }
 

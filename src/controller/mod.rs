@@ -21,7 +21,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::{AwsKey, AwsKms, AwsReplicaKey};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, KeyPolicy};
 use crate::http::Readiness;
 use crate::kms::{KmsClients, KmsError};
 use crate::metrics::Metrics;
@@ -207,6 +207,12 @@ fn reconcile_relevant<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+fn uses_template(policy: Option<&KeyPolicy>, template: &str) -> bool {
+    policy
+        .and_then(|p| p.template_ref.as_ref())
+        .is_some_and(|t| t.name == template)
+}
+
 /// Runs the AwsKey controller until `shutdown` completes: over all namespaces, or one
 /// controller per namespace in `settings.watch_namespaces`.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
@@ -278,6 +284,7 @@ async fn run_keys(
     let controller = Controller::for_stream(triggers, store.clone());
     let by_secret = store.clone();
     let by_kms = store.clone();
+    let by_template = store.clone();
     // Metadata only: Secret data never enters the operator's caches.
     let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
     controller
@@ -291,7 +298,7 @@ async fn run_keys(
                 .collect::<Vec<_>>()
         })
         .watches(
-            Api::<AwsKms>::all(client),
+            Api::<AwsKms>::all(client.clone()),
             watcher::Config::default().any_semantic(),
             move |kms| {
                 let name = kms.name_any();
@@ -299,6 +306,20 @@ async fn run_keys(
                     .state()
                     .into_iter()
                     .filter(|k| k.spec.kms_ref.as_ref().is_some_and(|r| r.name == name))
+                    .map(|k| ObjectRef::from_obj(&*k))
+                    .collect::<Vec<_>>()
+            },
+        )
+        // A template's change (or deletion) re-renders the policy of every key using it.
+        .watches(
+            Api::<AwsKeyPolicyTemplate>::all(client),
+            watcher::Config::default().any_semantic(),
+            move |template| {
+                let name = template.name_any();
+                by_template
+                    .state()
+                    .into_iter()
+                    .filter(|k| uses_template(k.spec.policy.as_ref(), &name))
                     .map(|k| ObjectRef::from_obj(&*k))
                     .collect::<Vec<_>>()
             },
@@ -353,6 +374,7 @@ async fn run_replicas(
     let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
     let by_primary = store.clone();
     let by_secret = store.clone();
+    let by_template = store.clone();
     let replicas_of =
         move |store: &reflector::Store<AwsReplicaKey>, ns: Option<String>, primary: String| {
             store
@@ -363,6 +385,19 @@ async fn run_replicas(
                 .collect::<Vec<_>>()
         };
     Controller::for_stream(triggers, store)
+        .watches(
+            Api::<AwsKeyPolicyTemplate>::all(client),
+            watcher::Config::default().any_semantic(),
+            move |template| {
+                let name = template.name_any();
+                by_template
+                    .state()
+                    .into_iter()
+                    .filter(|r| uses_template(r.spec.policy.as_ref(), &name))
+                    .map(|r| ObjectRef::from_obj(&*r))
+                    .collect::<Vec<_>>()
+            },
+        )
         .watches_stream(primary_changes, move |key: AwsKey| {
             replicas_of(&by_primary, key.namespace(), key.name_any())
         })

@@ -64,6 +64,7 @@ pub struct KmsClients {
     fixed: Option<Client>,
     metrics: Option<Arc<Metrics>>,
     cache: Mutex<HashMap<CacheKey, Client>>,
+    callers: super::identity::Callers,
 }
 
 impl KmsClients {
@@ -89,6 +90,7 @@ impl KmsClients {
             fixed: None,
             metrics: None,
             cache: Mutex::new(HashMap::new()),
+            callers: Default::default(),
         }
     }
 
@@ -107,7 +109,19 @@ impl KmsClients {
             fixed: Some(client),
             metrics: None,
             cache: Mutex::new(HashMap::new()),
+            callers: Default::default(),
         }
+    }
+
+    /// The principal KMS calls through `connection` run as (None: unknown, and always with
+    /// [`KmsClients::fixed`]).
+    pub async fn caller(
+        &self,
+        connection: &Connection,
+        region: &str,
+    ) -> Option<crate::policy::Caller> {
+        let base = self.fixed.is_none().then_some(&self.base);
+        self.callers.caller(base, connection, region).await
     }
 
     /// The client for `connection` in `region`, built on first use.

@@ -53,10 +53,11 @@ fn sdk_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>, KmsError> {
         .collect()
 }
 
-/// CreateKey with origin EXTERNAL, carrying every desired attribute that CreateKey accepts
-/// (spec, usage, description, tags incl. ownership, policy, multi-region).
+/// CreateKey with origin EXTERNAL, carrying spec, usage, description, tags (incl. ownership)
+/// and multi-region. The key starts with the AWS default policy: the desired policy is
+/// rendered for the key's ARN and lockout-checked, then applied by the first sync round.
 pub async fn create_key(client: &Client, desired: &DesiredKey) -> Result<KeyCreation, KmsError> {
-    let mut request = client
+    let request = client
         .create_key()
         .origin(OriginType::External)
         .key_spec(SdkKeySpec::from(desired.key_spec.as_str()))
@@ -64,11 +65,6 @@ pub async fn create_key(client: &Client, desired: &DesiredKey) -> Result<KeyCrea
         .description(&desired.description)
         .multi_region(desired.multi_region)
         .set_tags(Some(sdk_tags(&desired.tags)?));
-    if let Some(policy) = &desired.policy {
-        request = request
-            .policy(policy.to_string())
-            .bypass_policy_lockout_safety_check(desired.bypass_policy_lockout_safety_check);
-    }
     let out = request
         .send()
         .await
@@ -84,24 +80,20 @@ pub async fn create_key(client: &Client, desired: &DesiredKey) -> Result<KeyCrea
 }
 
 /// ReplicateKey of a multi-region primary into `replica_region`, with the replica's own
-/// description, tags and policy. Called on a client of the primary's region.
+/// description and tags (its policy follows in the first sync round, as for CreateKey).
+/// Called on a client of the primary's region.
 pub async fn replicate_key(
     primary_client: &Client,
     primary_key_id: &str,
     replica_region: &str,
     desired: &DesiredKey,
 ) -> Result<KeyCreation, KmsError> {
-    let mut request = primary_client
+    let request = primary_client
         .replicate_key()
         .key_id(primary_key_id)
         .replica_region(replica_region)
         .description(&desired.description)
         .set_tags(Some(sdk_tags(&desired.tags)?));
-    if let Some(policy) = &desired.policy {
-        request = request
-            .policy(policy.to_string())
-            .bypass_policy_lockout_safety_check(desired.bypass_policy_lockout_safety_check);
-    }
     let out = request
         .send()
         .await

@@ -3,6 +3,7 @@
 pub mod clients;
 pub mod error;
 pub mod execute;
+pub mod identity;
 pub mod observe;
 
 pub use clients::{Connection, KmsClients};

@@ -55,7 +55,7 @@ fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
             Typed::AwsKms(kms) => {
                 kmses.insert(object.name(), kms);
             }
-            Typed::AwsReplicaKey(_) => {}
+            Typed::AwsReplicaKey(_) | Typed::AwsKeyPolicyTemplate(_) => {}
         }
     }
     // Secrets (by index in the bundle) whose own problems are already reported.

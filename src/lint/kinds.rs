@@ -2,9 +2,8 @@
 //!
 //! A kind contributes a [`KindDef`]: its per-object checks (after the generic schema check:
 //! typed read, CEL, keyfleet's semantic validation) and its bundle-wide checks (references and
-//! conflicts with other objects). Kinds later issues add (`AwsReplicaKey`,
-//! `AwsKeyPolicyTemplate`) get a file, a [`Typed`] variant and an entry in [`KINDS`]. Until
-//! then such a kind gets the generic checks (schema and CEL), and the test below fails.
+//! conflicts with other objects). A new kind gets a file, a [`Typed`] variant and an entry in
+//! [`KINDS`]; until then it gets the generic checks (schema and CEL), and the test below fails.
 
 use std::collections::HashMap;
 
@@ -14,8 +13,8 @@ use serde_json::Value;
 use super::cel::CelRules;
 use super::finding::{Check, Finding, ObjectRef};
 use super::object::{Object, ObjectFindings, UNNAMED};
-use super::{Bundle, Options, aws_key, aws_kms, aws_replica_key};
-use crate::api::{AwsKey, AwsKms, AwsReplicaKey};
+use super::{Bundle, Options, aws_key, aws_key_policy_template, aws_kms, aws_replica_key};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey};
 
 /// A kind's checks.
 pub(crate) struct KindDef {
@@ -36,7 +35,12 @@ pub(crate) struct KindContext<'a> {
 }
 
 /// Every kind `keyfleet validate` knows.
-pub(crate) static KINDS: [KindDef; 3] = [aws_kms::KIND, aws_key::KIND, aws_replica_key::KIND];
+pub(crate) static KINDS: [KindDef; 4] = [
+    aws_kms::KIND,
+    aws_key_policy_template::KIND,
+    aws_key::KIND,
+    aws_replica_key::KIND,
+];
 
 /// An object read into its Rust type.
 // The variants are named after the kinds, which all start with `Aws`.
@@ -45,6 +49,7 @@ pub(crate) enum Typed {
     AwsKey(Box<AwsKey>),
     AwsKms(Box<AwsKms>),
     AwsReplicaKey(Box<AwsReplicaKey>),
+    AwsKeyPolicyTemplate(Box<AwsKeyPolicyTemplate>),
 }
 
 /// Reads the object into its type. A failure after schema findings is expected (they explain

@@ -14,12 +14,12 @@
 //!    references to objects that are not in the input.
 //!
 //! No cluster, no AWS credentials, no network. Each kind plugs in through a [`kinds::KindDef`]
-//! (per-object and bundle-wide checks), so kinds added later (`AwsReplicaKey`,
-//! `AwsKeyPolicyTemplate`) add one file and one table entry.
+//! (per-object and bundle-wide checks), so a new kind adds one file and one table entry.
 //!
 //! The CLI (`keyfleet validate`) only reads inputs and formats the [`Report`].
 
 mod aws_key;
+mod aws_key_policy_template;
 mod aws_kms;
 mod aws_replica_key;
 mod cel;

@@ -107,10 +107,11 @@ why it is there; nothing here may use "*" or write Secrets.
 
 {{/* Cluster-scoped rules, needed in every mode. */}}
 {{- define "keyfleet.clusterRules" -}}
-# AwsKms (cluster-scoped connections): read by name during a reconcile (get) and watched so
-# an edited connection re-reconciles its keys (list/watch). Read-only.
+# AwsKms (cluster-scoped connections) and AwsKeyPolicyTemplates: read by name during a
+# reconcile (get) and watched so an edited connection or template re-reconciles the keys that
+# use it (list/watch). Read-only.
 - apiGroups: ["kms.keyfleet.dev"]
-  resources: ["awskmses"]
+  resources: ["awskmses", "awskeypolicytemplates"]
   verbs: ["get", "list", "watch"]
 {{- if not .Values.clusterId }}
 # The default cluster id is the uid of the kube-system namespace: get on that one namespace
