@@ -5,3 +5,4 @@
 pub mod kms_mocks;
 pub mod localstack;
 pub mod operator;
+pub mod replicas;
