@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use http::Method;
-use keyfleet::api::{AwsKms, AwsKmsSpec, KeySpec};
+use keyfleet::api::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec, AwsKms, AwsKmsSpec, KeySpec};
 use keyfleet::material::testing::{SecretFormat, generate_secret_value, generate_secret_value_as};
 use keyfleet::memkube::{Fault, MemKube};
 use kube::Api;
@@ -122,6 +122,16 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
             Some(("material", &sym[..])),
             json!({"policy": {"document": "{\"Version\": "}}),
         ),
+        (
+            "PolicyPrincipalInvalid",
+            Some(("material", &sym[..])),
+            json!({"policy": {"keyUsersRoles": ["app", "arn:aws:iam::1234:role/short-account"]}}),
+        ),
+        (
+            "PolicyTemplateNotFound",
+            Some(("material", &sym[..])),
+            json!({"policy": {"templateRef": {"name": "no-such-template"}}}),
+        ),
     ];
 
     let mut created = vec![];
@@ -206,6 +216,21 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
     let (_, missing, _) = &created[0];
     create_material_secret(&op.client, NS, missing, KeySpec::SymmetricDefault).await;
     wait_ready(&api, missing).await;
+    // Likewise creating the missing policy template (a template watch event).
+    let (_, uses_template, _) = created
+        .iter()
+        .find(|(reason, _, _)| **reason == "PolicyTemplateNotFound")
+        .unwrap();
+    let template = AwsKeyPolicyTemplate::new(
+        "no-such-template",
+        serde_json::from_value::<AwsKeyPolicyTemplateSpec>(json!({"keyUsersRoles": ["app"]}))
+            .unwrap(),
+    );
+    Api::<AwsKeyPolicyTemplate>::all(op.client.clone())
+        .create(&PostParams::default(), &template)
+        .await
+        .unwrap();
+    wait_ready(&api, uses_template).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

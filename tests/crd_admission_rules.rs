@@ -283,3 +283,98 @@ fn replica_region_and_primary_are_immutable() {
     assert!(edited.validate_cel_update(&old).is_ok());
     assert_refused(messages(r(json!({"primaryKeyRef": {"name": "p"}, "region": "eu-west-1", "alias": "alias/aws/x"})).validate_cel()), "reserved");
 }
+
+#[test]
+fn policy_forms_are_exclusive_at_admission() {
+    let exactly_one = "policy takes exactly one of: document, templateRef, or the shortcuts";
+    for ok in [
+        json!({"document": "{\"Statement\": []}"}),
+        json!({"templateRef": {"name": "standard"}}),
+        json!({"keyAdmins": ["alice"], "keyUsersRoles": ["app"], "externalAccounts": ["444455556666"]}),
+    ] {
+        assert_eq!(create_errors(json!({ "policy": ok })), Vec::<String>::new());
+    }
+    for bad in [
+        json!({}),
+        json!({"document": "{}", "templateRef": {"name": "standard"}}),
+        json!({"document": "{}", "keyUsers": ["bob"]}),
+        json!({"templateRef": {"name": "standard"}, "externalAccounts": ["444455556666"]}),
+    ] {
+        assert_refused(create_errors(json!({ "policy": bad })), exactly_one);
+    }
+}
+
+#[test]
+fn policy_principals_must_be_names_arns_or_account_ids() {
+    let cases = [
+        (
+            "keyAdmins",
+            "bob smith",
+            "keyAdmins entries must be IAM user names or user ARNs",
+        ),
+        (
+            "keyAdmins",
+            "arn:aws:iam::111122223333:role/x",
+            "keyAdmins entries must be IAM user names",
+        ),
+        (
+            "keyAdminsRoles",
+            "arn:aws:iam::1111:role/x",
+            "keyAdminsRoles entries must be IAM role names",
+        ),
+        ("keyUsers", "*", "keyUsers entries must be IAM user names"),
+        (
+            "keyUsersRoles",
+            "arn:aws:sts::111122223333:assumed-role/a/b",
+            "keyUsersRoles entries must be IAM role names",
+        ),
+        (
+            "externalAccounts",
+            "4444",
+            "externalAccounts entries must be 12-digit AWS account ids",
+        ),
+        (
+            "externalAccounts",
+            "arn:aws:iam::444455556666:user/bob",
+            "externalAccounts entries must be 12-digit AWS account ids",
+        ),
+    ];
+    for (list, value, message) in cases {
+        assert_refused(create_errors(json!({"policy": { list: [value] }})), message);
+    }
+    assert_eq!(
+        create_errors(json!({"policy": {
+            "keyAdmins": ["arn:aws:iam::111122223333:user/ops/alice", "carol.oneil"],
+            "keyUsersRoles": ["arn:aws-us-gov:iam::111122223333:role/app", "svc+batch@x"],
+            "externalAccounts": ["arn:aws:iam::444455556666:root"]
+        }})),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_policy_template_takes_a_document_or_shortcuts() {
+    use keyfleet::api::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec};
+    let errors = |spec: Value| {
+        let spec: AwsKeyPolicyTemplateSpec = serde_json::from_value(spec).unwrap();
+        match AwsKeyPolicyTemplate::new("t", spec).validate_cel() {
+            Ok(()) => vec![],
+            Err(errors) => errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
+        }
+    };
+    assert_eq!(errors(json!({"document": "{}"})), Vec::<String>::new());
+    assert_eq!(
+        errors(json!({"keyUsersRoles": ["app"]})),
+        Vec::<String>::new()
+    );
+    let exactly_one = "a policy template takes exactly one of: document, or the shortcuts";
+    assert_refused(errors(json!({})), exactly_one);
+    assert_refused(
+        errors(json!({"document": "{}", "keyAdmins": ["a"]})),
+        exactly_one,
+    );
+    assert_refused(
+        errors(json!({"keyUsers": ["not a name"]})),
+        "keyUsers entries must be IAM user names",
+    );
+}

@@ -401,7 +401,7 @@ async fn a_policy_that_would_lock_keyfleet_out_is_refused_unless_bypassed() {
     )
     .await;
     let key = wait_reason(&api, &name, "PolicyLockout").await;
-    let status = key.status.unwrap();
+    let status = key.status.clone().unwrap();
     let message = &status.conditions[0].message;
     assert!(
         message.contains("arn:aws:iam::000000000000:root") && message.contains("kms:PutKeyPolicy"),
@@ -412,11 +412,11 @@ async fn a_policy_that_would_lock_keyfleet_out_is_refused_unless_bypassed() {
         "{message}"
     );
     op.wait_events(&name, &["PolicyLockout"]).await;
-    // The key exists with its material, but the locking policy was never sent.
-    let key_id = status.key_id.clone().unwrap();
-    assert_eq!(key_state(&kms, &key_id).await, "Enabled");
-    assert_ne!(key_policy(&kms, &key_id).await, locking);
+    // Refused before anything is created in KMS.
+    assert_eq!(status.key_id, None);
     assert_eq!(status.policy_hash, None);
+    let uid = key.metadata.uid.clone().unwrap();
+    assert_eq!(kms_keys_owned_by(&kms, &uid).await, Vec::<String>::new());
     assert_eq!(op.event_count(&name, "PolicyUpdated"), 0);
 
     // Handing management over on purpose.
@@ -427,8 +427,9 @@ async fn a_policy_that_would_lock_keyfleet_out_is_refused_unless_bypassed() {
     )
     .await
     .unwrap();
-    wait_ready(&api, &name).await;
+    let (key_id, _, hash) = ready_key(&api, &name).await;
     assert_eq!(key_policy(&kms, &key_id).await, locking);
+    assert_eq!(hash, Some(policy::hash(&locking)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

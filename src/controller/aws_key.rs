@@ -110,6 +110,7 @@ async fn converge(
         validate::desired_key(spec, &owner, template.as_ref(), jiff::Timestamp::now())
             .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
     key_sync::keep_manageable(ctx, &connection, &spec.region, &mut desired).await;
+    key_sync::precheck_policy(&desired, &spec.region)?;
     let import_settings = validate::import_settings(&spec.key_material, spec.key_spec)
         .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
     let material =

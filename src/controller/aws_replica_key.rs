@@ -130,6 +130,7 @@ async fn converge(
     let connection = key_sync::connection(ctx, primary.spec.kms_ref.as_ref()).await?;
     key_sync::check_region(&connection, &spec.region)?;
     key_sync::keep_manageable(ctx, &connection, &spec.region, &mut desired).await;
+    key_sync::precheck_policy(&desired, &spec.region)?;
 
     let primary_status = primary.status.clone().unwrap_or_default();
     let (Some(primary_arn), Some("Enabled")) = (

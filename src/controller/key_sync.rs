@@ -187,6 +187,23 @@ pub async fn keep_manageable(
     }
 }
 
+/// Refuses a policy that would lock keyfleet out before any key is created for it: the policy
+/// rendered for a key of the caller's account in `region` must pass the lockout check (the
+/// check runs again on the real key before every PutKeyPolicy).
+pub fn precheck_policy(desired: &DesiredKey, region: &str) -> Result<(), Failure> {
+    let Some(policy) = &desired.policy else {
+        return Ok(());
+    };
+    let Some(caller) = &policy.keep_manageable_by else {
+        return Ok(());
+    };
+    let preview = policy::KeyIdentity::preview(&caller.account_id, region, "new-key");
+    policy::lockout::check(&policy.render(&preview), caller).map_err(|why| {
+        let blocker = Blocker::PolicyLockout(why);
+        Failure::permanent(blocker.reason(), blocker.message())
+    })
+}
+
 /// Where the desired alias points, when it is not on this key already.
 async fn alias_target(
     client: &Client,
