@@ -1,4 +1,4 @@
-//! Command-line interface: `keyfleet run | crds | validate`, flags with environment fallbacks.
+//! Command-line interface: `keyfleet run | crds | playground | validate | render-policy`, flags with environment fallbacks.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +30,44 @@ pub enum Command {
     /// keyfleet's own validation, key material in referenced Secrets, and references between
     /// objects. Exit code: 0 clean, 1 findings, 2 unusable input.
     Validate(ValidateArgs),
+    /// Print the key policy keyfleet would apply to each AwsKey and AwsReplicaKey of the given
+    /// manifests (templates and shortcuts rendered, placeholders filled in) with its
+    /// `sha256:` hash, the value `status.policyHash` shows once it is applied.
+    RenderPolicy(RenderPolicyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["account_id", "key_arn"])))]
+pub struct RenderPolicyArgs {
+    /// Manifests: files, directories or `-`; AwsKeyPolicyTemplates among them are used.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    pub files: Vec<PathBuf>,
+    /// Render for a new key in this AWS account (12 digits).
+    #[arg(long, value_parser = parse_account_id)]
+    pub account_id: Option<String>,
+    /// Render for this existing key (its account, region and id): the hash then equals the
+    /// key's `status.policyHash`.
+    #[arg(long)]
+    pub key_arn: Option<String>,
+    /// Output format: text (a header and the policy per key) or json.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Namespace of objects that set none.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+}
+
+fn parse_account_id(s: &str) -> Result<String, String> {
+    if crate::policy::principal::is_account_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err("an AWS account id has 12 digits".into())
+    }
 }
 
 #[derive(Debug, clap::Args)]

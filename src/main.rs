@@ -8,7 +8,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Namespace;
-use keyfleet::cli::{Cli, Command, LogFormat, OutputFormat, PlaygroundArgs, RunArgs, ValidateArgs};
+use keyfleet::cli::{
+    Cli, Command, LogFormat, OutputFormat, PlaygroundArgs, RenderPolicyArgs, RunArgs, ValidateArgs,
+};
 use keyfleet::controller::{Context, Settings};
 use keyfleet::http::Readiness;
 use keyfleet::kms::KmsClients;
@@ -25,6 +27,7 @@ async fn main() -> ExitCode {
         Command::Playground(args) => playground(args).await,
         Command::ProbeCluster => probe_cluster().await,
         Command::Validate(args) => return validate(&args),
+        Command::RenderPolicy(args) => render_policy(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -37,6 +40,58 @@ async fn main() -> ExitCode {
 
 fn print_crds() -> anyhow::Result<()> {
     print!("{}", keyfleet::crds::all_yaml().context("rendering CRDs")?);
+    Ok(())
+}
+
+/// `keyfleet render-policy`: reads manifests and prints each key's rendered policy and hash.
+fn render_policy(args: &RenderPolicyArgs) -> anyhow::Result<()> {
+    use keyfleet::policy::preview::{self, Target};
+    let target = match (&args.key_arn, &args.account_id) {
+        (Some(arn), _) => Target::Key(keyfleet::policy::KeyIdentity::from_arn(arn).with_context(
+            || format!("{arn} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)"),
+        )?),
+        (None, Some(account_id)) => Target::NewKey {
+            account_id: account_id.clone(),
+        },
+        (None, None) => anyhow::bail!("give --account-id or --key-arn"),
+    };
+    let (sources, errors) = keyfleet::lint::read_inputs(&args.files);
+    if let Some(e) = errors.first() {
+        anyhow::bail!("{e}");
+    }
+    let mut objects = Vec::new();
+    for source in &sources {
+        for doc in serde_yaml::Deserializer::from_str(&source.text) {
+            let value: serde_json::Value = serde::Deserialize::deserialize(doc)
+                .with_context(|| format!("{}: not YAML", source.name))?;
+            if !value.is_null() {
+                objects.push(value);
+            }
+        }
+    }
+    let rendered = preview::render(&objects, &target, &args.namespace);
+    if rendered.is_empty() {
+        anyhow::bail!("no AwsKey or AwsReplicaKey in the input");
+    }
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rendered)?)?,
+        OutputFormat::Text => {
+            for r in &rendered {
+                write!(out, "# {} {}/{}", r.kind, r.namespace, r.name)?;
+                if let Some(t) = &r.template {
+                    write!(out, " (AwsKeyPolicyTemplate {t})")?;
+                }
+                match (&r.policy_hash, &r.policy, &r.note) {
+                    (Some(hash), Some(policy), _) => {
+                        writeln!(out, "\n# policyHash: {hash}")?;
+                        writeln!(out, "{}", serde_json::to_string_pretty(policy)?)?;
+                    }
+                    (_, _, note) => writeln!(out, "\n# {}", note.as_deref().unwrap_or(""))?,
+                }
+            }
+        }
+    }
     Ok(())
 }
 

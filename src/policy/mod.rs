@@ -8,6 +8,7 @@
 
 pub mod document;
 pub mod lockout;
+pub mod preview;
 pub mod principal;
 pub mod shortcuts;
 
