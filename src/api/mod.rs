@@ -7,7 +7,9 @@ pub mod key_spec;
 pub mod key_status;
 pub mod shared;
 
-pub use aws_key::{AwsKey, AwsKeySpec, AwsKeyStatus, KeyMaterialSource, ReplicaRef};
+pub use aws_key::{
+    AwsKey, AwsKeySpec, AwsKeyStatus, KeyMaterialSource, MaterialChangePolicy, ReplicaRef,
+};
 pub use aws_kms::{AwsKms, AwsKmsSpec};
 pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};
 pub use key_spec::{KeyFamily, KeySpec, KeyUsage};

@@ -1,9 +1,11 @@
-//! The only module that talks to AWS KMS: clients per connection and region, observe, execute.
+//! The only module that talks to AWS KMS: clients per connection and region, observe, execute,
+//! verify.
 
 pub mod clients;
 pub mod error;
 pub mod execute;
 pub mod observe;
+pub mod verify;
 
 pub use clients::{Connection, KmsClients};
 pub use error::KmsError;
