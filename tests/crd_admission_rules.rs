@@ -283,3 +283,60 @@ fn replica_region_and_primary_are_immutable() {
     assert!(edited.validate_cel_update(&old).is_ok());
     assert_refused(messages(r(json!({"primaryKeyRef": {"name": "p"}, "region": "eu-west-1", "alias": "alias/aws/x"})).validate_cel()), "reserved");
 }
+
+#[test]
+fn material_lifecycle_rules() {
+    // Rolling validity: a duration of at most 365 days, never together with validTo.
+    assert_eq!(
+        create_errors(json!({"expiration": {"rollingValidity": "365d"}})),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        create_errors(json!({"expiration": {"rollingValidity": "8760h"}})),
+        Vec::<String>::new()
+    );
+    assert_refused(
+        create_errors(json!({"expiration": {"rollingValidity": "90d",
+            "validTo": "2030-01-01T00:00:00Z"}})),
+        "mutually exclusive",
+    );
+    // Rotate only where KMS can rotate.
+    assert_refused(
+        create_errors(json!({"keySpec": "HMAC_256",
+            "keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "onChange": "Rotate"}})),
+        "onChange: Rotate needs keySpec SYMMETRIC_DEFAULT",
+    );
+    assert_eq!(
+        create_errors(
+            json!({"keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "onChange": "Rotate"}})
+        ),
+        Vec::<String>::new()
+    );
+    // DeleteMaterial must be able to find the key again.
+    assert_refused(
+        create_errors(json!({"deletionPolicy": "DeleteMaterial"})),
+        "needs an alias or adoptKeyArn",
+    );
+    assert_eq!(
+        create_errors(json!({"deletionPolicy": "DeleteMaterial", "alias": "alias/x"})),
+        Vec::<String>::new()
+    );
+    // onChange can be set on an existing key; a new Secret only together with Rotate.
+    let refuse = json!({"keyMaterial": {"secretRef": {"name": "m", "key": "k"}}});
+    let rotate =
+        json!({"keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "onChange": "Rotate"}});
+    let moved =
+        json!({"keyMaterial": {"secretRef": {"name": "m2", "key": "k"}, "onChange": "Rotate"}});
+    assert_eq!(
+        update_errors(refuse.clone(), rotate.clone()),
+        Vec::<String>::new()
+    );
+    assert_eq!(update_errors(rotate, moved), Vec::<String>::new());
+    assert_refused(
+        update_errors(
+            refuse,
+            json!({"keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "encoding": "Hex"}}),
+        ),
+        "keyMaterial is immutable",
+    );
+}
