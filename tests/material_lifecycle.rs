@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use keyfleet::api::{AwsKey, AwsReplicaKey, AwsReplicaKeySpec, KeySpec, KmsKeyStatus};
+use keyfleet::api::{AwsReplicaKey, AwsReplicaKeySpec, KeySpec, KmsKeyStatus};
 use keyfleet::clock::ManualClock;
 use keyfleet::kms::execute::{ImportInput, import_material};
 use keyfleet::material::{KeyMaterial, MaterialEncoding, WrappingAlgorithm};

@@ -48,6 +48,9 @@ fn metadata(
         .description("")
 }
 
+/// An ImportKeyMaterial request as KMS saw it: import type and the unwrapped material.
+type Import = (Option<ImportType>, Vec<u8>);
+
 fn fingerprint(spec: KeySpec, value: &[u8]) -> String {
     KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, value)
         .unwrap()
@@ -146,7 +149,7 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
         .build();
     let (params, wrapping) = import_params_rule("k-rot");
     let wrapping = Arc::new(wrapping);
-    let imports: Arc<Mutex<Vec<(Option<ImportType>, Vec<u8>)>>> = Arc::default();
+    let imports: Arc<Mutex<Vec<Import>>> = Arc::default();
     let record = imports.clone();
     let import = mock!(Client::import_key_material)
         .match_requests(move |r| {
