@@ -162,6 +162,14 @@ pub struct RunArgs {
     /// Watch only these namespaces (comma-separated); default: all namespaces.
     #[arg(long, env = "KEYFLEET_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
+    /// Days of validity left at which rolling-validity material is imported again (capped at a
+    /// third of the key's rollingValidity).
+    #[arg(
+        long,
+        env = "KEYFLEET_MATERIAL_RENEW_BEFORE_DAYS",
+        default_value_t = 30
+    )]
+    pub material_renew_before_days: u32,
 }
 
 impl RunArgs {
@@ -171,5 +179,9 @@ impl RunArgs {
 
     pub fn blocked_recheck_interval(&self) -> Duration {
         Duration::from_secs(self.blocked_recheck_seconds.max(10))
+    }
+
+    pub fn material_renew_before(&self) -> Duration {
+        Duration::from_secs(u64::from(self.material_renew_before_days.max(1)) * 24 * 3600)
     }
 }

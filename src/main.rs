@@ -190,6 +190,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     settings.resync_interval = args.resync_interval();
     settings.blocked_recheck_interval = args.blocked_recheck_interval();
     settings.concurrency = args.concurrency;
+    settings.material_renew_before = args.material_renew_before();
     settings.watch_namespaces = args
         .watch_namespaces
         .iter()

@@ -150,6 +150,26 @@ impl Metrics {
         state: Option<&str>,
         expires_at: Option<jiff::Timestamp>,
     ) {
+        self.key_observed_at(
+            kind,
+            namespace,
+            name,
+            state,
+            expires_at,
+            jiff::Timestamp::now(),
+        );
+    }
+
+    /// [`Metrics::key_observed`] as of `now` (the controller's clock): seconds until expiry.
+    pub fn key_observed_at(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        state: Option<&str>,
+        expires_at: Option<jiff::Timestamp>,
+        now: jiff::Timestamp,
+    ) {
         let id = (kind, namespace.to_string(), name.to_string());
         let labels = KeyLabels {
             kind,
@@ -158,7 +178,7 @@ impl Metrics {
         };
         match expires_at {
             Some(t) => {
-                let left = t.as_second() - jiff::Timestamp::now().as_second();
+                let left = t.as_second() - now.as_second();
                 self.material_expiry_seconds
                     .get_or_create(&labels)
                     .set(left);

@@ -6,9 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
-use crate::api::{KeySpec, KeyUsage, TAG_PREFIX};
+use crate::api::{KeyFamily, KeySpec, KeyUsage, MaterialChangePolicy, TAG_PREFIX};
 use crate::policy::{self, DesiredPolicy, KeyIdentity};
 
 /// Tag that carries the uid of the AwsKey that owns a KMS key.
@@ -146,6 +146,8 @@ pub struct ObservedKey {
     pub policy: Option<serde_json::Value>,
     /// Replicas of a multi-region primary: (region, ARN).
     pub replicas: Vec<(String, String)>,
+    /// KMS `CurrentKeyMaterialId` (symmetric keys; None when KMS does not report it).
+    pub current_key_material_id: Option<String>,
 }
 
 /// The desired key, validated from an AwsKey spec.
@@ -162,6 +164,10 @@ pub struct DesiredKey {
     pub bypass_policy_lockout_safety_check: bool,
     pub multi_region: bool,
     pub valid_to: Option<Timestamp>,
+    /// Rolling validity: every import expires this long after it (exclusive with `valid_to`).
+    pub rolling_validity: Option<SignedDuration>,
+    /// What to do when the Secret holds other material (replicas never rotate on their own).
+    pub on_change: MaterialChangePolicy,
     pub enabled: bool,
 }
 
@@ -184,6 +190,20 @@ pub enum Action {
         policy: String,
         bypass_lockout_check: bool,
     },
+    /// Import of the Secret's (new) material with ImportType NEW_KEY_MATERIAL: the first step
+    /// of a rotation on the primary.
+    ImportNewMaterial {
+        valid_to: Option<Timestamp>,
+    },
+    /// Import of the primary's pending rotation material into a replica (ImportType
+    /// EXISTING_KEY_MATERIAL with the primary's KeyMaterialId).
+    ImportRotationMaterial {
+        valid_to: Option<Timestamp>,
+        key_material_id: Option<String>,
+    },
+    /// RotateKeyOnDemand: the pending material becomes current (on the primary and, through
+    /// AWS, on its replicas).
+    RotateOnDemand,
 }
 
 impl Action {
@@ -200,6 +220,9 @@ impl Action {
             Action::CreateAlias(_) => "CreateAlias",
             Action::DeleteAlias(_) => "DeleteAlias",
             Action::PutKeyPolicy { .. } => "PutKeyPolicy",
+            Action::ImportNewMaterial { .. } => "ImportNewMaterial",
+            Action::ImportRotationMaterial { .. } => "ImportRotationMaterial",
+            Action::RotateOnDemand => "RotateKeyOnDemand",
         }
     }
 }
@@ -222,6 +245,14 @@ pub enum Blocker {
     PolicyLockout(String),
     /// The rendered policy is larger than KMS accepts (bytes).
     PolicyTooLarge(usize),
+    /// The Secret changed and `onChange: Rotate` asks for a rotation KMS cannot do.
+    RotationUnsupported(KeySpec),
+    /// New material is imported into the primary; the rotation waits until every replica
+    /// holds it.
+    RotationPending,
+    /// KMS holds other material than the Secret (found by verification); the message says
+    /// where and how it was found.
+    MaterialVerificationFailed(String),
 }
 
 impl Blocker {
@@ -235,6 +266,9 @@ impl Blocker {
             Blocker::Waiting(_) => "KeyNotReady",
             Blocker::PolicyLockout(_) => "PolicyLockout",
             Blocker::PolicyTooLarge(_) => "PolicyTooLarge",
+            Blocker::RotationUnsupported(_) => "RotationUnsupported",
+            Blocker::RotationPending => "RotationPending",
+            Blocker::MaterialVerificationFailed(_) => "MaterialVerificationFailed",
         }
     }
 
@@ -247,6 +281,9 @@ impl Blocker {
             Blocker::Waiting(state) => format!("the KMS key is {state}; waiting for it to settle"),
             Blocker::PolicyLockout(why) => format!("the key policy was not applied: {why}. Fix the policy, or set bypassPolicyLockoutSafetyCheck: true if handing management to another principal is intended"),
             Blocker::PolicyTooLarge(bytes) => format!("the rendered key policy is {bytes} bytes; KMS accepts at most {}", policy::MAX_POLICY_BYTES),
+            Blocker::RotationUnsupported(spec) => format!("the Secret holds new material and keyMaterial.onChange is Rotate, but KMS cannot rotate the material of {spec} keys (only SYMMETRIC_DEFAULT keys rotate); restore the original material, or create a new AwsKey for the new material"),
+            Blocker::RotationPending => "new key material is imported into the primary; the rotation completes once every replica holds it (its AwsReplicaKey imports it)".into(),
+            Blocker::MaterialVerificationFailed(why) => format!("KMS does not hold the Secret's key material: {why}"),
         }
     }
 }
@@ -273,6 +310,68 @@ pub struct MaterialFacts<'a> {
     pub secret_fingerprint: &'a str,
     /// Fingerprint recorded when keyfleet last imported (None: unknown, e.g. adopted key).
     pub imported_fingerprint: Option<&'a str>,
+    /// The time planning happens at (rolling validity is measured from it).
+    pub now: Timestamp,
+    /// Renew rolling-validity material when less than this remains (capped at a third of the
+    /// rolling validity, see [`renew_threshold`]).
+    pub renew_before: SignedDuration,
+    /// Where a rotation to the Secret's material stands.
+    pub rotation: RotationFacts<'a>,
+}
+
+/// Where a rotation to new material stands, as far as planning needs it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RotationFacts<'a> {
+    /// No rotation in progress.
+    #[default]
+    None,
+    /// Primary: material with this fingerprint is imported as new material and waits for
+    /// RotateKeyOnDemand; `ready` when every replica holds it too.
+    PrimaryPending { fingerprint: &'a str, ready: bool },
+    /// Replica: the primary imported new material with this fingerprint and KeyMaterialId;
+    /// `imported` when this replica holds it already.
+    ReplicaPending {
+        fingerprint: &'a str,
+        key_material_id: Option<&'a str>,
+        imported: bool,
+    },
+}
+
+/// How much validity may be left before rolling-validity material is imported again: the
+/// operator's `renew_before`, but never more than a third of the rolling validity (so that a
+/// short validity is renewed at two thirds of its life, not on every reconcile).
+pub fn renew_threshold(
+    rolling_validity: SignedDuration,
+    renew_before: SignedDuration,
+) -> SignedDuration {
+    renew_before.min(rolling_validity / 3)
+}
+
+/// The ValidTo an import made at `now` sets: the fixed expiry, or now plus the rolling validity.
+pub fn import_valid_to(desired: &DesiredKey, now: Timestamp) -> Option<Timestamp> {
+    desired.valid_to.or_else(|| {
+        desired
+            .rolling_validity
+            .and_then(|r| now.checked_add(r).ok())
+    })
+}
+
+/// Whether the material the key holds must be imported again for its expiry: a fixed expiry
+/// that differs, or rolling-validity material close to (or past) its renewal threshold.
+fn expiry_needs_import(
+    desired: &DesiredKey,
+    observed: &ObservedKey,
+    material: &MaterialFacts<'_>,
+) -> bool {
+    match desired.rolling_validity {
+        None => !same_second(observed.valid_to, desired.valid_to),
+        Some(rolling) => match observed.valid_to {
+            None => true,
+            Some(t) => {
+                t.duration_since(material.now) < renew_threshold(rolling, material.renew_before)
+            }
+        },
+    }
 }
 
 /// The alias as KMS sees it, when the desired alias is not on this key.
@@ -330,18 +429,57 @@ pub fn plan_key(
     let mismatch = material
         .imported_fingerprint
         .is_some_and(|f| f != material.secret_fingerprint);
-    let mut blocker = mismatch.then_some(Blocker::MaterialMismatch);
+    let mut blocker = None;
+    let valid_to = import_valid_to(desired, material.now);
+    let holds_material = matches!(observed.state, KeyState::Enabled | KeyState::Disabled);
 
-    // Material: import when the key has none, or when only the expiry differs.
-    if !mismatch {
+    if mismatch {
+        // The Secret holds other material: rotate when asked to (and possible), else refuse.
+        match material.rotation {
+            RotationFacts::PrimaryPending { fingerprint, ready }
+                if fingerprint == material.secret_fingerprint && holds_material =>
+            {
+                if ready {
+                    actions.push(Action::RotateOnDemand);
+                } else {
+                    blocker = Some(Blocker::RotationPending);
+                }
+            }
+            RotationFacts::ReplicaPending {
+                fingerprint,
+                key_material_id,
+                imported,
+            } if fingerprint == material.secret_fingerprint => {
+                // The replica keeps serving its current material until the primary rotates.
+                if !holds_material {
+                    blocker = Some(Blocker::MaterialMismatch);
+                } else if !imported {
+                    actions.push(Action::ImportRotationMaterial {
+                        valid_to,
+                        key_material_id: key_material_id.map(str::to_string),
+                    });
+                }
+            }
+            _ if desired.on_change == MaterialChangePolicy::Rotate => {
+                if desired.key_spec.family() != KeyFamily::Symmetric {
+                    blocker = Some(Blocker::RotationUnsupported(desired.key_spec));
+                } else if !holds_material {
+                    // New material needs the current one in place; KMS has none to rotate from.
+                    blocker = Some(Blocker::MaterialMismatch);
+                } else {
+                    actions.push(Action::ImportNewMaterial { valid_to });
+                }
+            }
+            _ => blocker = Some(Blocker::MaterialMismatch),
+        }
+    } else {
+        // Material: import when the key has none, or when the expiry calls for it.
         let needs_import = match observed.state {
             KeyState::PendingImport => true,
-            _ => !same_second(observed.valid_to, desired.valid_to),
+            _ => expiry_needs_import(desired, observed, material),
         };
         if needs_import {
-            actions.push(Action::ImportMaterial {
-                valid_to: desired.valid_to,
-            });
+            actions.push(Action::ImportMaterial { valid_to });
         }
     }
 
@@ -512,6 +650,8 @@ mod tests {
             bypass_policy_lockout_safety_check: false,
             multi_region: false,
             valid_to: None,
+            rolling_validity: None,
+            on_change: MaterialChangePolicy::Refuse,
             enabled: true,
         }
     }
@@ -534,12 +674,16 @@ mod tests {
             aliases: BTreeSet::from(["alias/orders".to_string()]),
             policy: None,
             replicas: vec![],
+            current_key_material_id: None,
         }
     }
 
     const FP: MaterialFacts<'static> = MaterialFacts {
         secret_fingerprint: "fp-a",
         imported_fingerprint: Some("fp-a"),
+        now: Timestamp::UNIX_EPOCH,
+        renew_before: SignedDuration::from_hours(30 * 24),
+        rotation: RotationFacts::None,
     };
 
     fn plan(d: &DesiredKey, o: &ObservedKey) -> Plan {
@@ -759,6 +903,7 @@ mod tests {
         let facts = MaterialFacts {
             secret_fingerprint: "fp-b",
             imported_fingerprint: Some("fp-a"),
+            ..FP
         };
         let p = plan_key(&desired(), &o, &facts, None, false);
         assert_eq!(p.blocker, Some(Blocker::MaterialMismatch));
@@ -775,6 +920,7 @@ mod tests {
         let facts = MaterialFacts {
             secret_fingerprint: "fp-b",
             imported_fingerprint: None,
+            ..FP
         };
         let p = plan_key(&desired(), &o, &facts, None, false);
         assert_eq!(p.actions, vec![Action::ImportMaterial { valid_to: None }]);
@@ -842,6 +988,142 @@ mod tests {
         let p = plan_key(&desired(), &o, &FP, Some(&target), false);
         assert_eq!(p.blocker, Some(Blocker::AliasInUse("alias/orders".into())));
         assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn rolling_validity_is_renewed_only_below_the_threshold() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let day = SignedDuration::from_hours(24);
+        let mut d = desired();
+        d.rolling_validity = Some(day * 90);
+        let facts = MaterialFacts { now, ..FP };
+        // 90d rolling, 30d renew_before: threshold min(30d, 30d) = 30d.
+        assert_eq!(renew_threshold(day * 90, day * 30), day * 30);
+        // A short validity renews at two thirds of its life.
+        assert_eq!(renew_threshold(day * 9, day * 30), day * 3);
+        let expect_import = vec![Action::ImportMaterial {
+            valid_to: Some(now + day * 90),
+        }];
+        let cases: [(&str, Option<Timestamp>, bool); 5] = [
+            ("plenty left", Some(now + day * 60), false),
+            (
+                "just above the threshold",
+                Some(now + day * 30 + SignedDuration::from_secs(1)),
+                false,
+            ),
+            ("below the threshold", Some(now + day * 29), true),
+            ("already expired", Some(now - day), true),
+            ("material that does not expire", None, true),
+        ];
+        for (name, valid_to, renew) in cases {
+            let mut o = converged_observed();
+            o.valid_to = valid_to;
+            let p = plan_key(&d, &o, &facts, None, false);
+            let want = if renew { expect_import.clone() } else { vec![] };
+            assert_eq!(p.actions, want, "case: {name}");
+        }
+        // Material in PendingImport gets now + rolling validity.
+        let mut o = converged_observed();
+        o.state = KeyState::PendingImport;
+        assert_eq!(plan_key(&d, &o, &facts, None, false).actions, expect_import);
+    }
+
+    #[test]
+    fn a_changed_secret_is_refused_or_rotated() {
+        let changed = MaterialFacts {
+            secret_fingerprint: "fp-b",
+            ..FP
+        };
+        let mut d = desired();
+        // Refuse (default): blocked, nothing imported.
+        let p = plan_key(&d, &converged_observed(), &changed, None, false);
+        assert_eq!(p.blocker, Some(Blocker::MaterialMismatch));
+        assert!(p.actions.is_empty());
+        // Rotate: new material first.
+        d.on_change = MaterialChangePolicy::Rotate;
+        let p = plan_key(&d, &converged_observed(), &changed, None, false);
+        assert_eq!(
+            p.actions,
+            vec![Action::ImportNewMaterial { valid_to: None }]
+        );
+        // Imported and every replica holds it: rotate; replicas still importing: wait.
+        let pending = |ready| MaterialFacts {
+            rotation: RotationFacts::PrimaryPending {
+                fingerprint: "fp-b",
+                ready,
+            },
+            ..changed
+        };
+        let p = plan_key(&d, &converged_observed(), &pending(true), None, false);
+        assert_eq!(p.actions, vec![Action::RotateOnDemand]);
+        let p = plan_key(&d, &converged_observed(), &pending(false), None, false);
+        assert_eq!(p.blocker, Some(Blocker::RotationPending));
+        assert!(p.actions.is_empty());
+        // Pending material that is not the Secret's (changed again): import the newest.
+        let stale = MaterialFacts {
+            secret_fingerprint: "fp-c",
+            ..pending(true)
+        };
+        let p = plan_key(&d, &converged_observed(), &stale, None, false);
+        assert_eq!(
+            p.actions,
+            vec![Action::ImportNewMaterial { valid_to: None }]
+        );
+        // KMS cannot rotate HMAC/RSA/ECC keys.
+        let mut hmac = d.clone();
+        hmac.key_spec = KeySpec::Hmac256;
+        hmac.key_usage = KeyUsage::GenerateVerifyMac;
+        let mut o = converged_observed();
+        o.key_spec = Some(KeySpec::Hmac256);
+        o.key_usage = Some(KeyUsage::GenerateVerifyMac);
+        let p = plan_key(&hmac, &o, &changed, None, false);
+        assert_eq!(
+            p.blocker,
+            Some(Blocker::RotationUnsupported(KeySpec::Hmac256))
+        );
+        assert!(p.actions.is_empty());
+        // Without current material there is nothing to rotate from.
+        let mut o = converged_observed();
+        o.state = KeyState::PendingImport;
+        let p = plan_key(&d, &o, &changed, None, false);
+        assert_eq!(p.blocker, Some(Blocker::MaterialMismatch));
+        assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn replicas_import_the_primarys_pending_material_once_and_never_rotate() {
+        let replica_pending = |imported| MaterialFacts {
+            secret_fingerprint: "fp-b",
+            rotation: RotationFacts::ReplicaPending {
+                fingerprint: "fp-b",
+                key_material_id: Some("km-2"),
+                imported,
+            },
+            ..FP
+        };
+        let p = plan_key(
+            &desired(),
+            &converged_observed(),
+            &replica_pending(false),
+            None,
+            false,
+        );
+        assert_eq!(
+            p.actions,
+            vec![Action::ImportRotationMaterial {
+                valid_to: None,
+                key_material_id: Some("km-2".into())
+            }]
+        );
+        assert_eq!(p.blocker, None);
+        let p = plan_key(
+            &desired(),
+            &converged_observed(),
+            &replica_pending(true),
+            None,
+            false,
+        );
+        assert!(p.converged(), "{p:?}");
     }
 
     #[test]

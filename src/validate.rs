@@ -1,13 +1,14 @@
 //! Validate step (pure, no I/O): an AwsKey spec → the desired key and import settings, or a
 //! precise reason. The controller and `keyfleet validate` share this code.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use std::collections::BTreeMap;
 
 use crate::api::{
-    AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec, AwsKeySpec, AwsReplicaKeySpec,
-    KeyMaterialSource, KeyPolicy, KeyPolicyForm, KeySpec, KeyUsage, TAG_PREFIX,
+    AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec, AwsKeySpec, AwsReplicaKeySpec, KeyFamily,
+    KeyMaterialSource, KeyPolicy, KeyPolicyForm, KeySpec, KeyUsage, MaterialChangePolicy,
+    TAG_PREFIX,
 };
 use crate::material::{WrappingAlgorithm, WrappingKeySpec};
 use crate::plan::{DesiredKey, Owner};
@@ -282,6 +283,44 @@ fn valid_to(spec: &AwsKeySpec, now: Timestamp) -> Result<Option<Timestamp>, Spec
     Ok(valid_to)
 }
 
+/// The rolling validity, when set: at most 365 days, and not together with `validTo`.
+fn rolling_validity(spec: &AwsKeySpec) -> Result<Option<SignedDuration>, SpecError> {
+    let Some(expiration) = &spec.expiration else {
+        return Ok(None);
+    };
+    match expiration.rolling_validity() {
+        None => Ok(None),
+        Some(Err(message)) => Err(refuse(
+            "InvalidRollingValidity",
+            "spec.expiration.rollingValidity",
+            message,
+        )),
+        Some(Ok(_)) if expiration.valid_to.is_some() => Err(refuse(
+            "InvalidRollingValidity",
+            "spec.expiration.rollingValidity",
+            "validTo and rollingValidity are mutually exclusive",
+        )),
+        Some(Ok(d)) => Ok(Some(d)),
+    }
+}
+
+/// Refuses `onChange: Rotate` for keys KMS cannot rotate (everything but SYMMETRIC_DEFAULT).
+fn check_on_change(spec: &AwsKeySpec) -> Result<(), SpecError> {
+    if spec.key_material.on_change == MaterialChangePolicy::Rotate
+        && spec.key_spec.family() != KeyFamily::Symmetric
+    {
+        return Err(refuse(
+            "RotationUnsupported",
+            "spec.keyMaterial.onChange",
+            format!(
+                "onChange: Rotate needs a SYMMETRIC_DEFAULT key: KMS cannot rotate the material of {} keys; use Refuse",
+                spec.key_spec
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Every refusal of [`desired_key`] at once, in the order it checks them (it stops at the
 /// first): for `keyfleet validate`, which reports all problems of a manifest in one run.
 pub fn spec_errors(spec: &AwsKeySpec, now: Timestamp) -> Vec<SpecError> {
@@ -292,6 +331,8 @@ pub fn spec_errors(spec: &AwsKeySpec, now: Timestamp) -> Vec<SpecError> {
         check_pending_window(spec.pending_window_days).err(),
         check_policy(spec.policy.as_ref(), spec.key_spec, spec.key_usage).err(),
         valid_to(spec, now).err(),
+        rolling_validity(spec).err(),
+        check_on_change(spec).err(),
         import_settings(&spec.key_material, spec.key_spec).err(),
     ]
     .into_iter()
@@ -313,6 +354,8 @@ pub fn desired_key(
     check_pending_window(spec.pending_window_days)?;
     let policy = desired_policy(spec.policy.as_ref(), template, spec.key_spec, usage)?;
     let valid_to = valid_to(spec, now)?;
+    let rolling_validity = rolling_validity(spec)?;
+    check_on_change(spec)?;
     import_settings(&spec.key_material, spec.key_spec)?;
 
     let mut tags = spec.tags.clone();
@@ -328,6 +371,8 @@ pub fn desired_key(
         bypass_policy_lockout_safety_check: spec.bypass_policy_lockout_safety_check,
         multi_region: spec.multi_region,
         valid_to,
+        rolling_validity,
+        on_change: spec.key_material.on_change,
         enabled: spec.enabled,
     })
 }
@@ -415,6 +460,8 @@ pub fn desired_replica(
     base.description = replica.description.clone().unwrap_or_default();
     base.bypass_policy_lockout_safety_check = replica.bypass_policy_lockout_safety_check;
     base.enabled = replica.enabled;
+    // A replica follows its primary's material; only the primary starts a rotation.
+    base.on_change = MaterialChangePolicy::Refuse;
     Ok(base)
 }
 
@@ -467,6 +514,25 @@ mod tests {
             Some("u")
         );
         assert!(d.enabled);
+        let rolling = desired_key(
+            &spec(serde_json::json!({"expiration": {"rollingValidity": "90d"}})),
+            &owner(),
+            None,
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            rolling.rolling_validity,
+            Some(SignedDuration::from_hours(90 * 24))
+        );
+        assert_eq!(rolling.valid_to, None);
+        let hours = spec(serde_json::json!({"expiration": {"rollingValidity": "8760h"}}));
+        assert_eq!(
+            desired_key(&hours, &owner(), None, now)
+                .unwrap()
+                .rolling_validity,
+            Some(SignedDuration::from_hours(8760))
+        );
     }
 
     #[test]
@@ -507,6 +573,22 @@ mod tests {
         assert_eq!(
             reason(json!({"expiration": {"validTo": "2020-01-01T00:00:00Z"}})),
             "ValidToInPast"
+        );
+        assert_eq!(
+            reason(json!({"expiration": {"rollingValidity": "400d"}})),
+            "InvalidRollingValidity"
+        );
+        assert_eq!(
+            reason(
+                json!({"expiration": {"rollingValidity": "90d", "validTo": "2030-01-01T00:00:00Z"}})
+            ),
+            "InvalidRollingValidity"
+        );
+        assert_eq!(
+            reason(
+                json!({"keySpec": "HMAC_256", "keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "onChange": "Rotate"}})
+            ),
+            "RotationUnsupported"
         );
         assert_eq!(
             reason(json!({"keySpec": "RSA_4096", "keyUsage": "SIGN_VERIFY",

@@ -378,3 +378,60 @@ fn a_policy_template_takes_a_document_or_shortcuts() {
         "keyUsers entries must be IAM user names",
     );
 }
+
+#[test]
+fn material_lifecycle_rules() {
+    // Rolling validity: a duration of at most 365 days, never together with validTo.
+    assert_eq!(
+        create_errors(json!({"expiration": {"rollingValidity": "365d"}})),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        create_errors(json!({"expiration": {"rollingValidity": "8760h"}})),
+        Vec::<String>::new()
+    );
+    assert_refused(
+        create_errors(json!({"expiration": {"rollingValidity": "90d",
+            "validTo": "2030-01-01T00:00:00Z"}})),
+        "mutually exclusive",
+    );
+    // Rotate only where KMS can rotate.
+    assert_refused(
+        create_errors(json!({"keySpec": "HMAC_256",
+            "keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "onChange": "Rotate"}})),
+        "onChange: Rotate needs keySpec SYMMETRIC_DEFAULT",
+    );
+    assert_eq!(
+        create_errors(
+            json!({"keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "onChange": "Rotate"}})
+        ),
+        Vec::<String>::new()
+    );
+    // DeleteMaterial must be able to find the key again.
+    assert_refused(
+        create_errors(json!({"deletionPolicy": "DeleteMaterial"})),
+        "needs an alias or adoptKeyArn",
+    );
+    assert_eq!(
+        create_errors(json!({"deletionPolicy": "DeleteMaterial", "alias": "alias/x"})),
+        Vec::<String>::new()
+    );
+    // onChange can be set on an existing key; a new Secret only together with Rotate.
+    let refuse = json!({"keyMaterial": {"secretRef": {"name": "m", "key": "k"}}});
+    let rotate =
+        json!({"keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "onChange": "Rotate"}});
+    let moved =
+        json!({"keyMaterial": {"secretRef": {"name": "m2", "key": "k"}, "onChange": "Rotate"}});
+    assert_eq!(
+        update_errors(refuse.clone(), rotate.clone()),
+        Vec::<String>::new()
+    );
+    assert_eq!(update_errors(rotate, moved), Vec::<String>::new());
+    assert_refused(
+        update_errors(
+            refuse,
+            json!({"keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "encoding": "Hex"}}),
+        ),
+        "keyMaterial is immutable",
+    );
+}

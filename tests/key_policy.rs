@@ -361,7 +361,13 @@ async fn a_template_change_reaches_every_key_and_replica_using_it_and_its_deleti
         .unwrap();
     for name in [&plain, &primary] {
         let key = wait_reason(&api, name, "PolicyTemplateNotFound").await;
-        let message = &key.status.unwrap().conditions[0].message;
+        let status = key.status.unwrap();
+        let message = &status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .message;
         assert!(
             message.contains(&format!("AwsKeyPolicyTemplate {template} does not exist")),
             "{message}"
@@ -402,7 +408,12 @@ async fn a_policy_that_would_lock_keyfleet_out_is_refused_unless_bypassed() {
     .await;
     let key = wait_reason(&api, &name, "PolicyLockout").await;
     let status = key.status.clone().unwrap();
-    let message = &status.conditions[0].message;
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
     assert!(
         message.contains("arn:aws:iam::000000000000:root") && message.contains("kms:PutKeyPolicy"),
         "{message}"

@@ -56,6 +56,8 @@ use crate::material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 #[x_kube(validation = Rule::new("!has(self.keyUsage) || (self.keySpec == 'SYMMETRIC_DEFAULT' && self.keyUsage == 'ENCRYPT_DECRYPT') || (self.keySpec.startsWith('HMAC_') && self.keyUsage == 'GENERATE_VERIFY_MAC') || (self.keySpec.startsWith('ECC_') && self.keyUsage == 'SIGN_VERIFY') || (self.keySpec.startsWith('RSA_') && self.keyUsage in ['ENCRYPT_DECRYPT', 'SIGN_VERIFY'])").message("keyUsage does not fit keySpec: SYMMETRIC_DEFAULT takes ENCRYPT_DECRYPT, HMAC_* takes GENERATE_VERIFY_MAC, ECC_* takes SIGN_VERIFY, RSA_* takes ENCRYPT_DECRYPT or SIGN_VERIFY").field_path(".keyUsage"))]
 #[x_kube(validation = Rule::new("has(self.keyUsage) == has(oldSelf.keyUsage) && (!has(self.keyUsage) || self.keyUsage == oldSelf.keyUsage)").message("keyUsage is immutable once the key exists").field_path(".keyUsage"))]
 #[x_kube(validation = Rule::new("has(self.kmsRef) == has(oldSelf.kmsRef) && (!has(self.kmsRef) || self.kmsRef == oldSelf.kmsRef)").message("kmsRef is immutable: the key lives in the account of its connection").field_path(".kmsRef"))]
+#[x_kube(validation = Rule::new("!has(self.keyMaterial.onChange) || self.keyMaterial.onChange != 'Rotate' || self.keySpec == 'SYMMETRIC_DEFAULT'").message("keyMaterial.onChange: Rotate needs keySpec SYMMETRIC_DEFAULT: KMS cannot rotate the material of RSA, ECC or HMAC keys").field_path(".keyMaterial.onChange"))]
+#[x_kube(validation = Rule::new("!has(self.deletionPolicy) || self.deletionPolicy != 'DeleteMaterial' || has(self.alias) || has(self.adoptKeyArn)").message("deletionPolicy DeleteMaterial needs an alias or adoptKeyArn, so that re-applying the AwsKey finds the key again").field_path(".deletionPolicy"))]
 #[x_kube(validation = Rule::new("has(self.adoptKeyArn) == has(oldSelf.adoptKeyArn) && (!has(self.adoptKeyArn) || self.adoptKeyArn == oldSelf.adoptKeyArn)").message("adoptKeyArn is immutable").field_path(".adoptKeyArn"))]
 pub struct AwsKeySpec {
     /// The `AwsKms` connection (cluster-scoped) to use. Unset: the operator's own AWS
@@ -68,8 +70,9 @@ pub struct AwsKeySpec {
     #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9-]+$"))]
     pub region: String,
 
-    /// Where the key material comes from. Immutable (rotation is a separate, explicit feature).
-    #[x_kube(validation = Rule::new("self == oldSelf").message("keyMaterial is immutable"))]
+    /// Where the key material comes from. `onChange` can always be changed; the other fields
+    /// only together with `onChange: Rotate` (pointing at another Secret is a Secret change).
+    #[x_kube(validation = Rule::new("(has(self.onChange) && self.onChange == 'Rotate') || (self.secretRef == oldSelf.secretRef && (has(self.encoding) ? self.encoding : 'Raw') == (has(oldSelf.encoding) ? oldSelf.encoding : 'Raw') && has(self.wrappingAlgorithm) == has(oldSelf.wrappingAlgorithm) && (!has(self.wrappingAlgorithm) || self.wrappingAlgorithm == oldSelf.wrappingAlgorithm) && has(self.wrappingKeySpec) == has(oldSelf.wrappingKeySpec) && (!has(self.wrappingKeySpec) || self.wrappingKeySpec == oldSelf.wrappingKeySpec))").message("keyMaterial is immutable except onChange; set onChange: Rotate to change the material"))]
     pub key_material: KeyMaterialSource,
 
     /// Type of key (CCKM `CustomerMasterKeySpec`). Immutable.
@@ -176,6 +179,25 @@ pub struct KeyMaterialSource {
     /// RSA_4096 for RSA and ECC keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrapping_key_spec: Option<WrappingKeySpec>,
+
+    /// What happens when the Secret holds other material than the key: `Refuse` (default) keeps
+    /// the key as it is and reports `MaterialMismatch`; `Rotate` (SYMMETRIC_DEFAULT keys only)
+    /// imports the new material as NEW_KEY_MATERIAL, brings every replica along and rotates
+    /// with RotateKeyOnDemand, so old ciphertexts still decrypt and new ones use the new
+    /// material.
+    #[serde(default)]
+    pub on_change: MaterialChangePolicy,
+}
+
+// What keyfleet does when the Secret's material differs from the material in KMS. A plain
+// comment: the field carries the description.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MaterialChangePolicy {
+    /// Keep the key as it is and report `MaterialMismatch`.
+    #[default]
+    Refuse,
+    /// Rotate the key to the new material (symmetric keys only).
+    Rotate,
 }
 
 /// Observed state of an AwsKey, as seen in KMS.

@@ -44,6 +44,26 @@ pub struct KmsKeyStatus {
     /// compare with `keyfleet render-policy`. Unset: the policy is not managed (AWS default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<String>,
+    /// KMS KeyMaterialId of the current material (symmetric keys), as recorded at import and
+    /// rotation; verification compares it with what KMS reports for the key and its replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_material_id: Option<String>,
+    /// Fingerprint of new material imported for a rotation that has not completed yet (a
+    /// multi-region key rotates once every replica holds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_material_fingerprint: Option<String>,
+    /// KMS KeyMaterialId of that pending material.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_key_material_id: Option<String>,
+    /// KeyMaterialId of the material before the last rotation (still decrypts old ciphertexts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key_material_id: Option<String>,
+    /// How many times keyfleet rotated the key to new material.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_count: Option<i64>,
+    /// When keyfleet last rotated the key to new material.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
     /// The generation of the spec last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

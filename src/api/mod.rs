@@ -8,7 +8,9 @@ pub mod key_spec;
 pub mod key_status;
 pub mod shared;
 
-pub use aws_key::{AwsKey, AwsKeySpec, AwsKeyStatus, KeyMaterialSource, ReplicaRef};
+pub use aws_key::{
+    AwsKey, AwsKeySpec, AwsKeyStatus, KeyMaterialSource, MaterialChangePolicy, ReplicaRef,
+};
 pub use aws_key_policy_template::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec};
 pub use aws_kms::{AwsKms, AwsKmsSpec};
 pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};

@@ -10,7 +10,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument};
 
-use super::key_sync::{self, KeySync, Synced};
+use super::key_sync::{self, KeySync, Lifecycle, Role, Synced};
 use super::status;
 use super::{Context, Error, Failure, object_key, secrets};
 use crate::api::{AwsKey, AwsKeyStatus, DeletionPolicy};
@@ -105,10 +105,10 @@ async fn converge(
         name: key.name_any(),
         uid: key.uid().unwrap_or_default(),
     };
+    let now = ctx.clock.now();
     let template = key_sync::policy_template(ctx, spec.policy.as_ref()).await?;
-    let mut desired =
-        validate::desired_key(spec, &owner, template.as_ref(), jiff::Timestamp::now())
-            .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
+    let mut desired = validate::desired_key(spec, &owner, template.as_ref(), now)
+        .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
     key_sync::keep_manageable(ctx, &connection, &spec.region, &mut desired).await;
     key_sync::precheck_policy(&desired, &spec.region)?;
     let import_settings = validate::import_settings(&spec.key_material, spec.key_spec)
@@ -119,7 +119,10 @@ async fn converge(
 
     let (key_id, restore) = match resolve(&client, key, &owner).await? {
         Resolved::Existing { key_id, restore } => (key_id, restore),
-        Resolved::Create => (create(api, key, &client, &desired, progress).await?, false),
+        Resolved::Create => (
+            create(api, key, &client, &desired, progress, now).await?,
+            false,
+        ),
     };
     let sync = KeySync {
         client: &client,
@@ -134,6 +137,11 @@ async fn converge(
         restore,
         expected_fingerprint: None,
         gone_advice: "Delete this AwsKey (or point adoptKeyArn at a replacement) to continue",
+        lifecycle: Lifecycle {
+            now,
+            renew_before: ctx.renew_before(),
+            role: Role::Primary,
+        },
     };
     let result = key_sync::sync(sync, &mut progress.status.key, &mut progress.synced).await;
     if let Some(observed) = &progress.synced.observed {
@@ -249,9 +257,10 @@ async fn create(
     client: &Client,
     desired: &DesiredKey,
     progress: &mut Progress,
+    now: jiff::Timestamp,
 ) -> Result<String, Failure> {
     let name = key.name_any();
-    progress.status.create_started_at = Some(Time(jiff::Timestamp::now()));
+    progress.status.create_started_at = Some(Time(now));
     status::write(api, &name, key.status.as_ref(), &progress.status)
         .await
         .map_err(Failure::kube)?;
@@ -334,6 +343,9 @@ async fn cleanup(key: &AwsKey, ctx: &Context) -> Result<Requeue, Error> {
     let Some(key_id) = key_id else {
         return Ok(Requeue::await_change());
     };
+    if key.spec.deletion_policy == DeletionPolicy::DeleteMaterial {
+        return delete_material(ctx, key, &client, &key_id).await;
+    }
     match execute::schedule_deletion(&client, &key_id, key.spec.pending_window_days).await {
         Ok(DeletionOutcome::Scheduled) => {
             ctx.publish(key, EventType::Normal, "KeyDeletionScheduled", if status.replicas.is_empty() {
@@ -362,6 +374,38 @@ async fn cleanup(key: &AwsKey, ctx: &Context) -> Result<Requeue, Error> {
                 "Cleanup",
             )
             .await;
+            return Err(Error::Kms(e));
+        }
+    }
+    Ok(Requeue::await_change())
+}
+
+/// `deletionPolicy: DeleteMaterial`: crypto-shreds the key by deleting its imported material;
+/// the key stays (PendingImport) and re-applying the AwsKey imports the material again.
+pub(super) async fn delete_material<K: kube::Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    client: &Client,
+    key_id: &str,
+) -> Result<Requeue, Error> {
+    match execute::delete_material(client, key_id).await {
+        Ok(DeletionOutcome::Scheduled) => {
+            let note = format!(
+                "deletionPolicy DeleteMaterial: deleted the imported material of KMS key {key_id}; the key is unusable (PendingImport) until the resource is applied again, which imports the material from the Secret"
+            );
+            ctx.publish(obj, EventType::Normal, "MaterialDeleted", note, "Cleanup")
+                .await;
+        }
+        Ok(DeletionOutcome::AlreadyGone) => {
+            let note = format!("KMS key {key_id} was already deleted");
+            ctx.publish(obj, EventType::Normal, "KeyAlreadyGone", note, "Cleanup")
+                .await;
+        }
+        Err(e) if e.is_transient() => return Err(Error::Kms(e)),
+        Err(e) => {
+            let note = format!("cannot delete the imported material of KMS key {key_id}: {e}");
+            ctx.publish(obj, EventType::Warning, e.reason(), note, "Cleanup")
+                .await;
             return Err(Error::Kms(e));
         }
     }

@@ -11,7 +11,7 @@ use kube::{Api, ResourceExt};
 use tracing::{info, instrument};
 
 use super::aws_key::FINALIZER;
-use super::key_sync::{self, KeySync, Synced};
+use super::key_sync::{self, KeySync, Lifecycle, Role, Synced};
 use super::{Context, Error, Failure, object_key, secrets, status};
 use crate::api::{AwsKey, AwsReplicaKey, AwsReplicaKeyStatus, DeletionPolicy};
 use crate::kms::Client;
@@ -118,15 +118,11 @@ async fn converge(
         name: replica.name_any(),
         uid: replica.uid().unwrap_or_default(),
     };
+    let now = ctx.clock.now();
     let template = key_sync::policy_template(ctx, spec.policy.as_ref()).await?;
-    let mut desired = validate::desired_replica(
-        spec,
-        &primary.spec,
-        &owner,
-        template.as_ref(),
-        jiff::Timestamp::now(),
-    )
-    .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
+    let mut desired =
+        validate::desired_replica(spec, &primary.spec, &owner, template.as_ref(), now)
+            .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
     let connection = key_sync::connection(ctx, primary.spec.kms_ref.as_ref()).await?;
     key_sync::check_region(&connection, &spec.region)?;
     key_sync::keep_manageable(ctx, &connection, &spec.region, &mut desired).await;
@@ -213,6 +209,13 @@ async fn converge(
         restore,
         expected_fingerprint: primary_status.material_fingerprint.as_deref(),
         gone_advice: "Delete this AwsReplicaKey and apply it again to replicate the primary anew",
+        lifecycle: Lifecycle {
+            now,
+            renew_before: ctx.renew_before(),
+            role: Role::Replica {
+                primary: &primary_status,
+            },
+        },
     };
     key_sync::sync(sync, &mut progress.status.key, &mut progress.synced).await
 }
@@ -312,6 +315,9 @@ async fn cleanup(replica: &AwsReplicaKey, ctx: &Context) -> Result<Requeue, Erro
         Err(Failure::Transient(e)) => return Err(e),
     };
     let client = ctx.kms.client(&connection, &replica.spec.region).await;
+    if replica.spec.deletion_policy == DeletionPolicy::DeleteMaterial {
+        return super::aws_key::delete_material(ctx, replica, &client, &key_id).await;
+    }
     match execute::schedule_deletion(&client, &key_id, replica.spec.pending_window_days).await {
         Ok(DeletionOutcome::Scheduled) => {
             let note = format!(

@@ -4,18 +4,22 @@
 
 use std::time::Duration;
 
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource};
 
 use super::{Context, Error, Failure, status};
+use crate::api::shared::{condition, find_condition, set_condition};
 use crate::api::{AwsKeyPolicyTemplate, AwsKms, KeyPolicy, KmsKeyStatus, LocalObjectRef};
 use crate::kms::execute::{self, ExecuteError, ImportInput};
 use crate::kms::observe::{self, ReadDepth};
+use crate::kms::verify::{self, Verification};
 use crate::kms::{Client, Connection, KmsError};
 use crate::plan::{
     self, Action, AliasTarget, Blocker, DesiredKey, KeyState, MaterialFacts, ObservedKey,
+    RotationFacts,
 };
 use crate::policy;
 
@@ -37,6 +41,26 @@ pub struct KeySync<'a> {
     pub expected_fingerprint: Option<&'a str>,
     /// What the user can do when the key is gone (kind-specific advice).
     pub gone_advice: &'static str,
+    /// Clock, renewal threshold, and the key's place in rotations and verification.
+    pub lifecycle: Lifecycle<'a>,
+}
+
+/// The material-lifecycle inputs of a sync.
+pub struct Lifecycle<'a> {
+    /// The time of this reconcile (from the controller's clock).
+    pub now: Timestamp,
+    /// Renew rolling-validity material when less than this remains (see
+    /// [`plan::renew_threshold`]).
+    pub renew_before: SignedDuration,
+    pub role: Role<'a>,
+}
+
+/// Whose material record a key follows.
+pub enum Role<'a> {
+    /// A primary or single-region key: its own status records imports and rotations.
+    Primary,
+    /// A replica: follows the material its primary recorded (status of the primary AwsKey).
+    Replica { primary: &'a KmsKeyStatus },
 }
 
 /// What the rounds did and where they stopped.
@@ -45,6 +69,8 @@ pub struct Synced {
     pub executed: Vec<Action>,
     pub blocker: Option<Blocker>,
     pub observed: Option<ObservedKey>,
+    /// The material verification of this reconcile, when one ran.
+    pub verification: Option<Verification>,
 }
 
 /// Runs observe → plan → execute until nothing is left to do (or a blocker), recording what KMS
@@ -60,6 +86,7 @@ pub async fn sync(
         policy: key.desired.policy.is_some(),
     };
     let mut restore = key.restore;
+    let mut imported = false;
     for _ in 0..MAX_ROUNDS {
         let Some(mut observed) = observe::observe(key.client, key.key_id, depth)
             .await
@@ -84,12 +111,19 @@ pub async fn sync(
             // Secret holds now, so a later change of the Secret is caught.
             status.material_fingerprint = Some(fingerprint.as_str().to_string());
         }
+        if let Role::Replica { primary } = key.lifecycle.role {
+            promote_rotated_replica(status, primary);
+        }
         let alias_target = alias_target(key.client, key.desired, &observed).await?;
+        let rotation = rotation_facts(&key, status, &observed, fingerprint.as_str()).await?;
         let facts = MaterialFacts {
             secret_fingerprint: fingerprint.as_str(),
             imported_fingerprint: key
                 .expected_fingerprint
                 .or(status.material_fingerprint.as_deref()),
+            now: key.lifecycle.now,
+            renew_before: key.lifecycle.renew_before,
+            rotation,
         };
         let plan = plan::plan_key(
             key.desired,
@@ -103,10 +137,16 @@ pub async fn sync(
         restore = false;
         if plan.actions.is_empty() {
             synced.blocker = plan.blocker;
-            return Ok(());
+            return verify_material(&key, depth, imported, status, synced).await;
         }
         for action in &plan.actions {
             run_action(&key, action, status).await?;
+            imported |= matches!(
+                action,
+                Action::ImportMaterial { .. }
+                    | Action::ImportNewMaterial { .. }
+                    | Action::ImportRotationMaterial { .. }
+            );
             synced.executed.push(action.clone());
         }
     }
@@ -121,8 +161,9 @@ async fn run_action(
     action: &Action,
     status: &mut KmsKeyStatus,
 ) -> Result<(), Failure> {
-    match execute::execute(key.client, key.key_id, action, &key.import).await {
-        Ok(()) => {}
+    let key_material_id = match execute::execute(key.client, key.key_id, action, &key.import).await
+    {
+        Ok(id) => id,
         Err(ExecuteError::Material(e)) => {
             return Err(Failure::permanent(e.reason(), e.to_string()));
         }
@@ -133,15 +174,182 @@ async fn run_action(
             ));
         }
         Err(ExecuteError::Kms(e)) => return Err(Failure::kms(e)),
+    };
+    let now = Time(key.lifecycle.now);
+    let fingerprint = key.import.material.fingerprint().as_str().to_string();
+    match action {
+        Action::ImportMaterial { valid_to } => {
+            status.material_valid_to = valid_to.map(Time);
+            status.material_fingerprint = Some(fingerprint);
+            status.last_import_time = Some(now);
+            if key_material_id.is_some() {
+                status.key_material_id = key_material_id;
+            }
+        }
+        Action::ImportNewMaterial { .. } | Action::ImportRotationMaterial { .. } => {
+            status.pending_material_fingerprint = Some(fingerprint);
+            status.pending_key_material_id = key_material_id.or_else(|| match action {
+                Action::ImportRotationMaterial {
+                    key_material_id, ..
+                } => key_material_id.clone(),
+                _ => None,
+            });
+            status.last_import_time = Some(now);
+        }
+        Action::PutKeyPolicy { policy, .. } => {
+            status.policy_hash = serde_json::from_str(policy).ok().map(|p| policy::hash(&p));
+        }
+        Action::RotateOnDemand => {
+            status.previous_key_material_id = status.key_material_id.take();
+            status.key_material_id = status.pending_key_material_id.take();
+            status.material_fingerprint = status.pending_material_fingerprint.take();
+            status.rotation_count = Some(status.rotation_count.unwrap_or(0) + 1);
+            status.last_rotation_time = Some(now);
+        }
+        _ => {}
     }
-    if let Action::PutKeyPolicy { policy, .. } = action {
-        status.policy_hash = serde_json::from_str(policy).ok().map(|p| policy::hash(&p));
+    Ok(())
+}
+
+/// A replica that imported its primary's pending material takes it as current once the
+/// primary has rotated to it.
+fn promote_rotated_replica(status: &mut KmsKeyStatus, primary: &KmsKeyStatus) {
+    if status.pending_material_fingerprint.is_some()
+        && status.pending_material_fingerprint == primary.material_fingerprint
+    {
+        status.previous_key_material_id = status.key_material_id.take();
+        status.key_material_id = status.pending_key_material_id.take();
+        status.material_fingerprint = status.pending_material_fingerprint.take();
     }
-    if let Action::ImportMaterial { valid_to } = action {
-        status.material_valid_to = valid_to.map(Time);
-        status.material_fingerprint = Some(key.import.material.fingerprint().as_str().to_string());
-        status.last_import_time = Some(Time(jiff::Timestamp::now()));
+}
+
+/// Where a rotation to the Secret's material stands for this key.
+async fn rotation_facts<'k: 's, 's>(
+    key: &KeySync<'k>,
+    status: &'s KmsKeyStatus,
+    observed: &ObservedKey,
+    secret_fingerprint: &str,
+) -> Result<RotationFacts<'s>, Failure> {
+    match key.lifecycle.role {
+        Role::Primary => {
+            let Some(pending) = status.pending_material_fingerprint.as_deref() else {
+                return Ok(RotationFacts::None);
+            };
+            if pending != secret_fingerprint {
+                return Ok(RotationFacts::None);
+            }
+            // Multi-region keys rotate once every replica holds the new material (KMS marks
+            // it PENDING_ROTATION); without a KeyMaterialId to look up, RotateKeyOnDemand
+            // itself tells.
+            let ready = match (
+                &status.pending_key_material_id,
+                observed.replicas.is_empty(),
+            ) {
+                (_, true) | (None, false) => true,
+                (Some(id), false) => execute::rotation_ready(key.client, key.key_id, id)
+                    .await
+                    .map_err(Failure::kms)?,
+            };
+            Ok(RotationFacts::PrimaryPending {
+                fingerprint: pending,
+                ready,
+            })
+        }
+        Role::Replica { primary } => match primary.pending_material_fingerprint.as_deref() {
+            Some(pending) => Ok(RotationFacts::ReplicaPending {
+                fingerprint: pending,
+                key_material_id: primary.pending_key_material_id.as_deref(),
+                imported: status.pending_material_fingerprint.as_deref() == Some(pending),
+            }),
+            None => Ok(RotationFacts::None),
+        },
     }
+}
+
+/// After the rounds: proves that KMS holds the Secret's material, after an import and on every
+/// deep (metadata) read; records `MaterialVerified` and turns a mismatch into the blocker.
+/// Between deep reads a previous mismatch stays in force.
+async fn verify_material(
+    key: &KeySync<'_>,
+    depth: ReadDepth,
+    imported: bool,
+    status: &mut KmsKeyStatus,
+    synced: &mut Synced,
+) -> Result<(), Failure> {
+    let Some(observed) = &synced.observed else {
+        return Ok(());
+    };
+    let rotated = synced
+        .executed
+        .iter()
+        .any(|a| matches!(a, Action::RotateOnDemand));
+    let holds_material = matches!(observed.state, KeyState::Enabled | KeyState::Disabled);
+    if synced.blocker.is_some() || !holds_material || rotated || !(depth.metadata || imported) {
+        if synced.blocker.is_none()
+            && let Some(previous) = find_condition(
+                &status.conditions,
+                crate::api::shared::condition::MATERIAL_VERIFIED,
+            )
+            && previous.status == "False"
+        {
+            synced.blocker = Some(Blocker::MaterialVerificationFailed(
+                previous.message.clone(),
+            ));
+        }
+        return Ok(());
+    }
+    let (expected_id, previous_id) = match key.lifecycle.role {
+        Role::Primary => {
+            if status.key_material_id.is_none() {
+                // Adopted or recovered key: what it holds now is the reference from here on.
+                status.key_material_id = observed.current_key_material_id.clone();
+            }
+            (
+                status.key_material_id.as_deref(),
+                status.previous_key_material_id.as_deref(),
+            )
+        }
+        Role::Replica { primary } => (
+            primary.key_material_id.as_deref(),
+            primary.previous_key_material_id.as_deref(),
+        ),
+    };
+    let evidence = verify::gather(key.client, observed, key.desired.key_spec)
+        .await
+        .map_err(Failure::kms)?;
+    let expected = verify::Expected {
+        material: key.import.material,
+        key_material_id: expected_id,
+        previous_key_material_id: previous_id,
+    };
+    let verification = verify::judge(&expected, &evidence);
+    let (state, reason, message) = match &verification {
+        Verification::Verified(method) => (
+            "True",
+            method.verified_reason(),
+            format!("{} matches the Secret's material", method.describe()),
+        ),
+        Verification::Mismatch { method, detail } => {
+            let message = format!("{} in {}: {detail}", method.describe(), key.region);
+            synced.blocker = Some(Blocker::MaterialVerificationFailed(message.clone()));
+            ("False", "MaterialVerificationFailed", message)
+        }
+        Verification::Unverified { method, why } => (
+            "Unknown",
+            "Unverified",
+            format!("{} could not verify the material: {why}", method.describe()),
+        ),
+    };
+    let mut verified = condition(
+        crate::api::shared::condition::MATERIAL_VERIFIED,
+        state == "True",
+        reason,
+        message,
+        None,
+    );
+    verified.status = state.to_string();
+    set_condition(&mut status.conditions, verified);
+    synced.verification = Some(verification);
     Ok(())
 }
 
@@ -294,7 +502,7 @@ pub fn verdict(
                 "the key is Enabled, its material is imported and the spec is applied".to_string(),
                 settings.resync_interval,
             ),
-            Some(blocker @ Blocker::Waiting(_)) => {
+            Some(blocker @ (Blocker::Waiting(_) | Blocker::RotationPending)) => {
                 (false, blocker.reason().to_string(), blocker.message(), Duration::from_secs(10))
             }
             Some(blocker) => (false, blocker.reason().to_string(), blocker.message(), settings.blocked_recheck_interval),
@@ -390,6 +598,20 @@ fn describe_action(action: &Action) -> (&'static str, String) {
                     .unwrap_or_default()
             ),
         ),
+        Action::ImportNewMaterial { .. } => (
+            "RotationMaterialImported",
+            "imported the Secret's new key material (NEW_KEY_MATERIAL) for a rotation".into(),
+        ),
+        Action::ImportRotationMaterial { .. } => (
+            "RotationMaterialImported",
+            "imported the primary's new key material (EXISTING_KEY_MATERIAL) for its rotation"
+                .into(),
+        ),
+        Action::RotateOnDemand => (
+            "KeyRotated",
+            "rotated the key to the new material (RotateKeyOnDemand); older material still decrypts"
+                .into(),
+        ),
     }
 }
 
@@ -423,12 +645,13 @@ where
             _ => Err(Error::Other("a transient failure without an error".into())),
         };
     };
-    ctx.metrics.key_observed(
+    ctx.metrics.key_observed_at(
         kind,
         obj.meta().namespace.as_deref().unwrap_or_default(),
         &name,
         status.key_state.as_deref(),
         status.material_valid_to.as_ref().map(|t| t.0),
+        ctx.clock.now(),
     );
     let changed = status::set_ready(
         &mut status,

@@ -22,6 +22,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, KeyPolicy};
+use crate::clock::Clock;
 use crate::http::Readiness;
 use crate::kms::{KmsClients, KmsError};
 use crate::metrics::Metrics;
@@ -41,6 +42,9 @@ pub struct Settings {
     pub reporter: String,
     /// Namespaces whose AwsKeys and Secrets are watched; empty: all namespaces.
     pub watch_namespaces: Vec<String>,
+    /// Rolling-validity material is imported again when less than this validity remains
+    /// (never more than a third of the rolling validity).
+    pub material_renew_before: Duration,
 }
 
 impl Settings {
@@ -52,6 +56,7 @@ impl Settings {
             concurrency: 8,
             reporter: "keyfleet".into(),
             watch_namespaces: vec![],
+            material_renew_before: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -63,6 +68,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// What reconciles read the time from (tests set a manual clock).
+    pub clock: Clock,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -82,6 +89,7 @@ impl Context {
             settings,
             metrics: Metrics::shared(),
             readiness: Arc::new(Readiness::default()),
+            clock: Clock::system(),
             recorder,
             failures: Mutex::new(HashMap::new()),
         }
@@ -92,6 +100,18 @@ impl Context {
         self.metrics = metrics;
         self.readiness = readiness;
         self
+    }
+
+    /// Reads the time from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Context {
+        self.clock = clock;
+        self
+    }
+
+    /// The renewal threshold setting as a signed duration.
+    pub fn renew_before(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::try_from(self.settings.material_renew_before)
+            .unwrap_or(jiff::SignedDuration::MAX)
     }
 
     /// Publishes an event about `obj`; a failure to publish is logged, never fatal.

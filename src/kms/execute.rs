@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::{Blob, DateTime};
 use aws_sdk_kms::types::{
-    AlgorithmSpec, ExpirationModelType, KeySpec as SdkKeySpec, KeyUsageType, OriginType, Tag,
-    WrappingKeySpec as SdkWrappingKeySpec,
+    AlgorithmSpec, ExpirationModelType, ImportType, KeyMaterialState, KeySpec as SdkKeySpec,
+    KeyUsageType, OriginType, Tag, WrappingKeySpec as SdkWrappingKeySpec,
 };
 use jiff::Timestamp;
 
@@ -110,6 +110,17 @@ pub async fn replicate_key(
     })
 }
 
+/// Which material an import brings (KMS `ImportType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportKind<'a> {
+    /// KMS's default: the first material, or the material the key already holds.
+    Default,
+    /// New material for a rotation (primary only).
+    New,
+    /// Material the key (set) already knows: a replica catching up with its primary.
+    Existing { key_material_id: Option<&'a str> },
+}
+
 /// GetParametersForImport, wrap locally, ImportKeyMaterial. The plaintext never leaves
 /// `material`; only the wrapped bytes are sent.
 pub async fn import_material(
@@ -118,6 +129,20 @@ pub async fn import_material(
     input: &ImportInput<'_>,
     valid_to: Option<Timestamp>,
 ) -> Result<(), ExecuteError> {
+    import_material_as(client, key_id, input, valid_to, ImportKind::Default)
+        .await
+        .map(drop)
+}
+
+/// [`import_material`] with an explicit import type; returns the KeyMaterialId KMS assigned
+/// (None when KMS does not report one).
+pub async fn import_material_as(
+    client: &Client,
+    key_id: &str,
+    input: &ImportInput<'_>,
+    valid_to: Option<Timestamp>,
+    kind: ImportKind<'_>,
+) -> Result<Option<String>, ExecuteError> {
     input
         .material
         .check_wrapping(input.algorithm, input.wrapping_key_spec)?;
@@ -148,7 +173,14 @@ pub async fn import_material(
             .valid_to(DateTime::from_secs(t.as_second())),
         None => request.expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire),
     };
-    request.send().await.map_err(|e| {
+    request = match kind {
+        ImportKind::Default => request,
+        ImportKind::New => request.import_type(ImportType::NewKeyMaterial),
+        ImportKind::Existing { key_material_id } => request
+            .import_type(ImportType::ExistingKeyMaterial)
+            .set_key_material_id(key_material_id.map(str::to_string)),
+    };
+    let out = request.send().await.map_err(|e| {
         if e.as_service_error()
             .is_some_and(|e| e.is_incorrect_key_material_exception())
         {
@@ -159,20 +191,93 @@ pub async fn import_material(
             KmsError::from_sdk("ImportKeyMaterial", e)
         }
     })?;
-    Ok(())
+    Ok(out.key_material_id)
 }
 
-/// Performs one planned action on `key_id`.
+/// Whether the material with this KeyMaterialId is ready for RotateKeyOnDemand (state
+/// PENDING_ROTATION: every replica holds it), per ListKeyRotations.
+pub async fn rotation_ready(
+    client: &Client,
+    key_id: &str,
+    key_material_id: &str,
+) -> Result<bool, KmsError> {
+    let mut marker = None;
+    loop {
+        let page = client
+            .list_key_rotations()
+            .key_id(key_id)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| KmsError::from_sdk("ListKeyRotations", e))?;
+        if let Some(entry) = page
+            .rotations()
+            .iter()
+            .find(|r| r.key_material_id() == Some(key_material_id))
+        {
+            return Ok(entry.key_material_state() == Some(&KeyMaterialState::PendingRotation));
+        }
+        match page.next_marker {
+            Some(next) if page.truncated => marker = Some(next),
+            _ => return Ok(false),
+        }
+    }
+}
+
+/// DeleteImportedKeyMaterial of the current material: the key goes to PendingImport and cannot
+/// be used until the same material is imported again. A key already gone counts as done.
+pub async fn delete_material(client: &Client, key_id: &str) -> Result<DeletionOutcome, KmsError> {
+    match client
+        .delete_imported_key_material()
+        .key_id(key_id)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(DeletionOutcome::Scheduled),
+        Err(e) => match KmsError::from_sdk("DeleteImportedKeyMaterial", e) {
+            KmsError::NotFound { .. } => Ok(DeletionOutcome::AlreadyGone),
+            other => Err(other),
+        },
+    }
+}
+
+/// Performs one planned action on `key_id`; returns the KeyMaterialId of an import (when KMS
+/// reports one).
 pub async fn execute(
     client: &Client,
     key_id: &str,
     action: &Action,
     import: &ImportInput<'_>,
-) -> Result<(), ExecuteError> {
-    let op = action.name();
+) -> Result<Option<String>, ExecuteError> {
     match action {
         Action::ImportMaterial { valid_to } => {
-            import_material(client, key_id, import, *valid_to).await
+            import_material_as(client, key_id, import, *valid_to, ImportKind::Default).await
+        }
+        Action::ImportNewMaterial { valid_to } => {
+            import_material_as(client, key_id, import, *valid_to, ImportKind::New).await
+        }
+        Action::ImportRotationMaterial {
+            valid_to,
+            key_material_id,
+        } => {
+            let kind = ImportKind::Existing {
+                key_material_id: key_material_id.as_deref(),
+            };
+            import_material_as(client, key_id, import, *valid_to, kind).await
+        }
+        other => execute_write(client, key_id, other).await.map(|()| None),
+    }
+}
+
+/// Performs one planned action that is not an import.
+async fn execute_write(client: &Client, key_id: &str, action: &Action) -> Result<(), ExecuteError> {
+    let op = action.name();
+    match action {
+        Action::ImportMaterial { .. }
+        | Action::ImportNewMaterial { .. }
+        | Action::ImportRotationMaterial { .. } => Ok(()),
+        Action::RotateOnDemand => {
+            sent(op, client.rotate_key_on_demand().key_id(key_id).send()).await
         }
         Action::CancelKeyDeletion => {
             sent(op, client.cancel_key_deletion().key_id(key_id).send()).await

@@ -13,10 +13,13 @@ use crate::policy::principal::iam_arn;
 /// How long a failed lookup is remembered before trying again.
 const RETRY_FAILED_AFTER: Duration = Duration::from_secs(300);
 
+/// A lookup's result (None: failed) and when it was made, per connection name.
+type Cache = HashMap<Option<String>, (Option<Caller>, Instant)>;
+
 /// Caller identities per connection, looked up once.
 #[derive(Default)]
 pub struct Callers {
-    cache: Mutex<HashMap<Option<String>, (Option<Caller>, Instant)>>,
+    cache: Mutex<Cache>,
 }
 
 impl Callers {
@@ -45,9 +48,7 @@ impl Callers {
         caller
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Option<String>, (Option<Caller>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
         // A panic while holding this lock cannot leave the map inconsistent; keep going.
         self.cache
             .lock()

@@ -1,10 +1,12 @@
-//! The only module that talks to AWS KMS: clients per connection and region, observe, execute.
+//! The only module that talks to AWS KMS: clients per connection and region, observe, execute,
+//! verify.
 
 pub mod clients;
 pub mod error;
 pub mod execute;
 pub mod identity;
 pub mod observe;
+pub mod verify;
 
 pub use clients::{Connection, KmsClients};
 pub use error::KmsError;

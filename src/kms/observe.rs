@@ -106,6 +106,7 @@ pub fn from_metadata(meta: &KeyMetadata) -> ObservedKey {
                     .collect()
             })
             .unwrap_or_default(),
+        current_key_material_id: meta.current_key_material_id().map(str::to_string),
     }
 }
 

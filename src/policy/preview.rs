@@ -86,10 +86,7 @@ pub fn render(objects: &[Value], target: &Target, default_namespace: &str) -> Ve
         let inputs = match kind {
             "AwsKey" => serde_json::from_value::<AwsKey>(object.clone())
                 .map_err(|e| format!("not a readable AwsKey: {e}"))
-                .and_then(|k| {
-                    let region = k.spec.region.clone();
-                    Ok((k.spec.policy, k.spec.key_spec, k.spec.key_usage, region))
-                }),
+                .map(|k| (k.spec.policy, k.spec.key_spec, k.spec.key_usage, k.spec.region)),
             _ => serde_json::from_value::<AwsReplicaKey>(object.clone())
                 .map_err(|e| format!("not a readable AwsReplicaKey: {e}"))
                 .and_then(|r| {

@@ -68,13 +68,23 @@ impl Operator {
 
     /// Starts the controller with explicit KMS clients and settings.
     pub fn start_with(kube: MemKube, kms: KmsClients, settings: Settings) -> Operator {
+        Operator::start_with_clock(kube, kms, settings, keyfleet::clock::Clock::system())
+    }
+
+    /// Starts the controller reading the time from `clock` (e.g. a `ManualClock`).
+    pub fn start_with_clock(
+        kube: MemKube,
+        kms: KmsClients,
+        settings: Settings,
+        clock: keyfleet::clock::Clock,
+    ) -> Operator {
         // RUST_LOG=keyfleet=debug shows the controller's logs in failing tests.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
         let client = kube.client();
-        let ctx = Arc::new(Context::new(client.clone(), kms, settings));
+        let ctx = Arc::new(Context::new(client.clone(), kms, settings).with_clock(clock));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(ctx, async move {
             let _ = rx.await;

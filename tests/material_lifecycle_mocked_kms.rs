@@ -1,0 +1,347 @@
+//! What LocalStack cannot show about the material lifecycle, covered with aws-smithy-mocks on
+//! the SDK while the controller runs with its real wiring: rotation of a symmetric key to new
+//! material (ImportType NEW_KEY_MATERIAL + RotateKeyOnDemand, KeyMaterialId bookkeeping) and
+//! verification without IAM permission (Unverified, not an error).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_kms::Client;
+use aws_sdk_kms::operation::delete_imported_key_material::DeleteImportedKeyMaterialOutput;
+use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
+use aws_sdk_kms::operation::import_key_material::ImportKeyMaterialOutput;
+use aws_sdk_kms::operation::rotate_key_on_demand::RotateKeyOnDemandOutput;
+use aws_sdk_kms::types::{
+    ImportType, KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType,
+};
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use keyfleet::api::{AwsKey, AwsKeyStatus, KeySpec, KmsKeyStatus};
+use keyfleet::kms::KmsClients;
+use keyfleet::material::{KeyMaterial, MaterialEncoding};
+use keyfleet::memkube::MemKube;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use support::kms_mocks::{self, aws_error, import_params_rule, no_aliases_rule, tags_rule};
+use support::localstack::unique;
+use support::operator::*;
+
+const NS: &str = "team-a";
+const REGION: &str = "eu-west-1";
+
+fn metadata(
+    key_id: &str,
+    spec: SdkKeySpec,
+    usage: KeyUsageType,
+) -> aws_sdk_kms::types::builders::KeyMetadataBuilder {
+    KeyMetadata::builder()
+        .key_id(key_id)
+        .arn(format!("arn:aws:kms:{REGION}:111122223333:key/{key_id}"))
+        .aws_account_id("111122223333")
+        .key_state(KeyState::Enabled)
+        .origin(OriginType::External)
+        .key_spec(spec)
+        .key_usage(usage)
+        .multi_region(false)
+        .description("")
+}
+
+/// An ImportKeyMaterial request as KMS saw it: import type and the unwrapped material.
+type Import = (Option<ImportType>, Vec<u8>);
+
+fn fingerprint(spec: KeySpec, value: &[u8]) -> String {
+    KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, value)
+        .unwrap()
+        .fingerprint()
+        .as_str()
+        .to_string()
+}
+
+/// Creates Secret and AwsKey and records in its status that `key_id` holds the Secret's
+/// material (as an earlier reconcile would have).
+async fn existing_key(
+    kube: &MemKube,
+    name: &str,
+    key_id: &str,
+    spec: KeySpec,
+    extra: serde_json::Value,
+    key_material_id: Option<&str>,
+) -> (AwsKey, zeroize::Zeroizing<Vec<u8>>) {
+    let client = kube.client();
+    let value = create_material_secret(&client, NS, name, spec).await;
+    let api: Api<AwsKey> = Api::namespaced(client, NS);
+    let key = create_key(&api, &aws_key(name, REGION, name, extra)).await;
+    let status = AwsKeyStatus {
+        key: KmsKeyStatus {
+            key_id: Some(key_id.into()),
+            material_fingerprint: Some(fingerprint(spec, &value)),
+            key_material_id: key_material_id.map(str::to_string),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await
+    .unwrap();
+    (key, value)
+}
+
+fn owner_tags(key: &AwsKey) -> Vec<aws_sdk_kms::types::Tag> {
+    kms_mocks::owner_tags(
+        key.metadata.uid.as_deref().unwrap(),
+        NS,
+        key.metadata.name.as_deref().unwrap(),
+    )
+}
+
+fn condition(k: &AwsKey, type_: &str) -> Option<(String, String)> {
+    k.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
+    let kube = MemKube::new();
+    let name = unique("rotate");
+    let (key, _old) = existing_key(
+        &kube,
+        &name,
+        "k-rot",
+        KeySpec::SymmetricDefault,
+        json!({"keyMaterial": {"secretRef": {"name": name, "key": "material"}, "onChange": "Rotate"}}),
+        Some("km-1"),
+    )
+    .await;
+
+    // KMS: the current material is km-1 until RotateKeyOnDemand makes the new one (km-2)
+    // current.
+    let rotated = Arc::new(AtomicBool::new(false));
+    let seen = rotated.clone();
+    let describe = mock!(Client::describe_key)
+        .sequence()
+        .output(move || {
+            let current = if seen.load(Ordering::SeqCst) {
+                "km-2"
+            } else {
+                "km-1"
+            };
+            let meta = metadata(
+                "k-rot",
+                SdkKeySpec::SymmetricDefault,
+                KeyUsageType::EncryptDecrypt,
+            )
+            .current_key_material_id(current)
+            .build()
+            .unwrap();
+            DescribeKeyOutput::builder().key_metadata(meta).build()
+        })
+        .repeatedly()
+        .build();
+    let (params, wrapping) = import_params_rule("k-rot");
+    let wrapping = Arc::new(wrapping);
+    let imports: Arc<Mutex<Vec<Import>>> = Arc::default();
+    let record = imports.clone();
+    let import = mock!(Client::import_key_material)
+        .match_requests(move |r| {
+            let oaep = aws_lc_rs::rsa::OaepPrivateDecryptingKey::new((*wrapping).clone()).unwrap();
+            let mut out = vec![0u8; 512];
+            let plain = r
+                .encrypted_key_material()
+                .and_then(|b| {
+                    oaep.decrypt(
+                        &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
+                        b.as_ref(),
+                        &mut out,
+                        None,
+                    )
+                    .ok()
+                })
+                .map(|p| p.to_vec())
+                .unwrap_or_default();
+            record
+                .lock()
+                .unwrap()
+                .push((r.import_type().cloned(), plain));
+            true
+        })
+        .sequence()
+        .output(|| {
+            ImportKeyMaterialOutput::builder()
+                .key_id("k-rot")
+                .key_material_id("km-2")
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let mark = rotated.clone();
+    let rotate = mock!(Client::rotate_key_on_demand)
+        .match_requests(|r| r.key_id() == Some("k-rot"))
+        .sequence()
+        .output(move || {
+            mark.store(true, Ordering::SeqCst);
+            RotateKeyOnDemandOutput::builder().key_id("k-rot").build()
+        })
+        .repeatedly()
+        .build();
+    let shred = mock!(Client::delete_imported_key_material)
+        .sequence()
+        .output(|| DeleteImportedKeyMaterialOutput::builder().build())
+        .repeatedly()
+        .build();
+    let tags = tags_rule(Some("k-rot"), owner_tags(&key));
+    let aliases = no_aliases_rule();
+    let client = mock_client!(
+        aws_sdk_kms,
+        RuleMode::MatchAny,
+        [
+            &describe, &params, &import, &rotate, &shred, &tags, &aliases
+        ]
+    );
+    let op = Operator::start_with(kube.clone(), KmsClients::fixed(client), settings());
+    let api = op.keys(NS);
+    let k = wait_for(
+        &api,
+        &name,
+        std::time::Duration::from_secs(30),
+        "verified",
+        |k| {
+            condition(k, "MaterialVerified") == Some(("True".into(), "KeyMaterialIdMatches".into()))
+        },
+    )
+    .await;
+    assert_eq!(ready(&k), Some(("True".into(), "KeyReady".into())));
+    assert!(imports.lock().unwrap().is_empty(), "nothing to import yet");
+
+    // The Secret gets new material: keyfleet imports it as NEW_KEY_MATERIAL and rotates.
+    let new = keyfleet::material::testing::generate_secret_value(KeySpec::SymmetricDefault);
+    update_secret(&kube.client(), NS, &name, "material", &new).await;
+    let k = wait_for(
+        &api,
+        &name,
+        std::time::Duration::from_secs(30),
+        "one rotation",
+        |k| {
+            k.status
+                .as_ref()
+                .is_some_and(|s| s.rotation_count == Some(1))
+                && ready(k) == Some(("True".into(), "KeyReady".into()))
+        },
+    )
+    .await;
+    let status = k.status.unwrap().key;
+    assert_eq!(status.key_material_id.as_deref(), Some("km-2"));
+    assert_eq!(status.previous_key_material_id.as_deref(), Some("km-1"));
+    assert_eq!(
+        status.material_fingerprint,
+        Some(fingerprint(KeySpec::SymmetricDefault, &new))
+    );
+    assert_eq!(status.pending_material_fingerprint, None);
+    assert!(status.last_rotation_time.is_some());
+    {
+        let imports = imports.lock().unwrap();
+        assert_eq!(imports.len(), 1, "exactly one import");
+        assert_eq!(imports[0].0, Some(ImportType::NewKeyMaterial));
+        // The wrapped bytes are the Secret's new material (unwrapped with the wrapping key).
+        assert_eq!(imports[0].1.as_slice(), new.as_slice());
+    }
+    assert_eq!(rotate.num_calls(), 1);
+    // The old material stays in KMS (NON_CURRENT): old ciphertexts still decrypt. keyfleet
+    // never deletes it.
+    assert_eq!(shred.num_calls(), 0);
+    op.wait_events(&name, &["RotationMaterialImported", "KeyRotated"])
+        .await;
+    // Later resyncs (deep reads) verify the new KeyMaterialId and never rotate again.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    wait_for(
+        &api,
+        &name,
+        std::time::Duration::from_secs(30),
+        "verified again",
+        |k| {
+            condition(k, "MaterialVerified") == Some(("True".into(), "KeyMaterialIdMatches".into()))
+        },
+    )
+    .await;
+    assert_eq!(rotate.num_calls(), 1, "rotated once, not on every resync");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_without_permission_is_unverified_and_the_key_stays_ready() {
+    let kube = MemKube::new();
+    let name = unique("unverified");
+    let (key, _) = existing_key(
+        &kube,
+        &name,
+        "k-mac",
+        KeySpec::Hmac256,
+        json!({"keySpec": "HMAC_256"}),
+        None,
+    )
+    .await;
+    let describe = mock!(Client::describe_key)
+        .sequence()
+        .output(|| {
+            let meta = metadata(
+                "k-mac",
+                SdkKeySpec::Hmac256,
+                KeyUsageType::GenerateVerifyMac,
+            )
+            .build()
+            .unwrap();
+            DescribeKeyOutput::builder().key_metadata(meta).build()
+        })
+        .repeatedly()
+        .build();
+    let mac = mock!(Client::generate_mac)
+        .sequence()
+        .http_response(|| aws_error("AccessDeniedException"))
+        .repeatedly()
+        .build();
+    let tags = tags_rule(Some("k-mac"), owner_tags(&key));
+    let aliases = no_aliases_rule();
+    let client = mock_client!(
+        aws_sdk_kms,
+        RuleMode::MatchAny,
+        [&describe, &mac, &tags, &aliases]
+    );
+    let op = Operator::start_with(kube.clone(), KmsClients::fixed(client), settings());
+    let k = wait_for(
+        &op.keys(NS),
+        &name,
+        std::time::Duration::from_secs(30),
+        "Unverified",
+        |k| {
+            k.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "MaterialVerified"
+                        && c.status == "Unknown"
+                        && c.reason == "Unverified"
+                })
+            })
+        },
+    )
+    .await;
+    assert_eq!(ready(&k), Some(("True".into(), "KeyReady".into())));
+    let status = k.status.unwrap();
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "MaterialVerified")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("GenerateMac") && message.contains("access denied"),
+        "{message}"
+    );
+    assert!(mac.num_calls() >= 1);
+}
