@@ -73,26 +73,31 @@ fn render_policy(args: &RenderPolicyArgs) -> anyhow::Result<()> {
     if rendered.is_empty() {
         anyhow::bail!("no AwsKey or AwsReplicaKey in the input");
     }
-    let mut out = std::io::stdout().lock();
+    use std::fmt::Write as _;
+    let mut text = String::new();
     match args.output {
-        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rendered)?)?,
+        OutputFormat::Json => writeln!(text, "{}", serde_json::to_string_pretty(&rendered)?)?,
         OutputFormat::Text => {
             for r in &rendered {
-                write!(out, "# {} {}/{}", r.kind, r.namespace, r.name)?;
+                write!(text, "# {} {}/{}", r.kind, r.namespace, r.name)?;
                 if let Some(t) = &r.template {
-                    write!(out, " (AwsKeyPolicyTemplate {t})")?;
+                    write!(text, " (AwsKeyPolicyTemplate {t})")?;
                 }
                 match (&r.policy_hash, &r.policy, &r.note) {
                     (Some(hash), Some(policy), _) => {
-                        writeln!(out, "\n# policyHash: {hash}")?;
-                        writeln!(out, "{}", serde_json::to_string_pretty(policy)?)?;
+                        writeln!(text, "\n# policyHash: {hash}")?;
+                        writeln!(text, "{}", serde_json::to_string_pretty(policy)?)?;
                     }
-                    (_, _, note) => writeln!(out, "\n# {}", note.as_deref().unwrap_or(""))?,
+                    (_, _, note) => writeln!(text, "\n# {}", note.as_deref().unwrap_or(""))?,
                 }
             }
         }
     }
-    Ok(())
+    // A closed pipe (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// `keyfleet validate`: reads the inputs, runs the checks of `keyfleet::lint`, prints the report.

@@ -12,7 +12,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::{AwsKey, AwsKms, AwsReplicaKey, KmsKeyStatus};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, KmsKeyStatus};
 use crate::controller::{self, Context, Settings};
 use crate::kms::KmsClients;
 use crate::memkube::MemKube;
@@ -76,6 +76,13 @@ pub async fn apply(client: &kube::Client, doc: Value) -> anyhow::Result<String> 
             kms.validate_cel()
                 .map_err(|e| anyhow::anyhow!("AwsKms/{name} refused at admission: {e}"))?;
             create::<AwsKms>(Api::all(c), doc).await?
+        }
+        "AwsKeyPolicyTemplate" => {
+            let template: AwsKeyPolicyTemplate = serde_json::from_value(doc.clone())?;
+            template.validate_cel().map_err(|e| {
+                anyhow::anyhow!("AwsKeyPolicyTemplate/{name} refused at admission: {e}")
+            })?;
+            create::<AwsKeyPolicyTemplate>(Api::all(c), doc).await?
         }
         "AwsKey" => {
             let key: AwsKey = serde_json::from_value(doc.clone())?;

@@ -245,6 +245,28 @@ async fn each_policy_form_is_applied_read_back_and_hashed_in_status() {
     .unwrap()
     .unwrap();
     assert_eq!(desired.render(&identity), applied);
+    // `keyfleet render-policy --key-arn` previews exactly what the key got: same hash.
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = format!(
+        "{}---\n{}",
+        serde_yaml::to_string(&template_obj).unwrap(),
+        serde_yaml::to_string(&key).unwrap()
+    );
+    std::fs::write(dir.path().join("policy.yaml"), manifests).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyfleet"))
+        .args(["render-policy", "-o", "json", "--key-arn", &tpl_arn, "-f"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let previews: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(previews[0]["name"], names[2].as_str());
+    assert_eq!(previews[0]["policyHash"].as_str(), tpl_hash.as_deref());
+    assert_eq!(previews[0]["policy"], applied);
     for name in &names {
         op.wait_events(name, &["PolicyUpdated"]).await;
     }

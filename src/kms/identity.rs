@@ -57,8 +57,13 @@ impl Callers {
 }
 
 async fn get_caller_identity(base: &SdkConfig, region: &str) -> Option<Caller> {
+    // Short: a reconcile waits for this once per connection.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_timeout(Duration::from_secs(10))
+        .build();
     let config = aws_sdk_sts::config::Builder::from(base)
         .region(Region::new(region.to_string()))
+        .timeout_config(timeouts)
         .build();
     match aws_sdk_sts::Client::from_conf(config)
         .get_caller_identity()

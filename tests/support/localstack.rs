@@ -110,6 +110,7 @@ pub async fn kms_client(region: &str) -> aws_sdk_kms::Client {
 pub fn operator_env(endpoint: &str) -> Vec<(String, String)> {
     [
         ("AWS_ENDPOINT_URL_KMS", endpoint),
+        ("AWS_ENDPOINT_URL_STS", endpoint),
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID),
         ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
         ("AWS_REGION", DEFAULT_REGION),
