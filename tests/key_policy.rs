@@ -156,17 +156,7 @@ async fn each_policy_form_is_applied_read_back_and_hashed_in_status() {
     let mut names = vec![];
     for (form, spec, policy) in forms {
         let name = unique(&format!("policy-{form}"));
-        create_material_secret(&op.client, NS, &name, spec).await;
-        create_key(
-            &api,
-            &aws_key(
-                &name,
-                DEFAULT_REGION,
-                &name,
-                json!({"keySpec": spec.as_str(), "policy": policy}),
-            ),
-        )
-        .await;
+        create_key_with_material(&op, NS, &name, spec, json!({ "policy": policy })).await;
         names.push(name);
     }
 
@@ -283,24 +273,10 @@ async fn a_template_change_reaches_every_key_and_replica_using_it_and_its_deleti
 
     let plain = unique("fan-plain");
     let primary = unique("fan-mrk");
-    for name in [&plain, &primary] {
-        create_material_secret(&op.client, NS, name, KeySpec::SymmetricDefault).await;
-    }
-    create_key(
-        &api,
-        &aws_key(&plain, DEFAULT_REGION, &plain, json!({"policy": uses})),
-    )
-    .await;
-    create_key(
-        &api,
-        &aws_key(
-            &primary,
-            DEFAULT_REGION,
-            &primary,
-            json!({"multiRegion": true, "policy": uses}),
-        ),
-    )
-    .await;
+    let sym = KeySpec::SymmetricDefault;
+    create_key_with_material(&op, NS, &plain, sym, json!({ "policy": uses })).await;
+    let multi_region = json!({"multiRegion": true, "policy": uses});
+    create_key_with_material(&op, NS, &primary, sym, multi_region).await;
     let replica_region = "eu-central-1";
     let replica_name = format!("{primary}-dr");
     create_replica(
@@ -412,22 +388,13 @@ async fn a_policy_that_would_lock_keyfleet_out_is_refused_unless_bypassed() {
     let kms = kms_client(DEFAULT_REGION).await;
     let api = op.keys(NS);
     let name = unique("lockout");
-    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
     // Management for another role only: keyfleet (the account root in LocalStack) could never
     // change, read or re-import this key again.
     let locking = json!({"Version": "2012-10-17", "Statement": [
         {"Sid": "OnlyOps", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:role/ops")}, "Action": "kms:*", "Resource": "*"}
     ]});
-    create_key(
-        &api,
-        &aws_key(
-            &name,
-            DEFAULT_REGION,
-            &name,
-            json!({"policy": {"document": locking.to_string()}}),
-        ),
-    )
-    .await;
+    let policy = json!({"policy": {"document": locking.to_string()}});
+    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, policy).await;
     let key = wait_reason(&api, &name, "PolicyLockout").await;
     let status = key.status.clone().unwrap();
     let message = &status
@@ -478,17 +445,8 @@ async fn a_template_policy_changed_by_hand_is_put_back() {
     )
     .await;
     let name = unique("tpl-drift");
-    create_material_secret(&op.client, NS, &name, KeySpec::Hmac256).await;
-    create_key(
-        &api,
-        &aws_key(
-            &name,
-            DEFAULT_REGION,
-            &name,
-            json!({"keySpec": "HMAC_256", "policy": {"templateRef": {"name": template}}}),
-        ),
-    )
-    .await;
+    let policy = json!({"policy": {"templateRef": {"name": template}}});
+    create_key_with_material(&op, NS, &name, KeySpec::Hmac256, policy).await;
     let (key_id, _, hash) = ready_key(&api, &name).await;
     let rendered = key_policy(&kms, &key_id).await;
     kms.put_key_policy()

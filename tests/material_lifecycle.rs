@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use keyfleet::api::{AwsReplicaKey, AwsReplicaKeySpec, KeySpec, KmsKeyStatus};
+use keyfleet::api::{AwsReplicaKey, KeySpec, KmsKeyStatus};
 use keyfleet::clock::ManualClock;
 use keyfleet::kms::execute::{ImportInput, import_material};
 use keyfleet::material::{KeyMaterial, MaterialEncoding, WrappingAlgorithm};
 use keyfleet::memkube::MemKube;
-use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
+use support::replicas::{self, replica};
 
 const NS: &str = "team-a";
 const REPLICA_REGION: &str = "eu-central-1";
@@ -44,15 +44,8 @@ async fn start_with_clock(kube: &MemKube, clock: &ManualClock) -> Operator {
 }
 
 async fn create_replica(client: &kube::Client, name: &str, primary: &str) {
-    let spec: AwsReplicaKeySpec = serde_json::from_value(json!({
-        "primaryKeyRef": {"name": primary}, "region": REPLICA_REGION,
-        "alias": format!("alias/{name}")
-    }))
-    .unwrap();
-    Api::<AwsReplicaKey>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &AwsReplicaKey::new(name, spec))
-        .await
-        .unwrap();
+    let alias = json!({"alias": format!("alias/{name}")});
+    replicas::create_replica(client, NS, &replica(name, primary, REPLICA_REGION, alias)).await;
 }
 
 async fn wait_replica(
@@ -61,22 +54,10 @@ async fn wait_replica(
     what: &str,
     check: impl Fn(&KmsKeyStatus) -> bool,
 ) -> AwsReplicaKey {
-    let api: Api<AwsReplicaKey> = Api::namespaced(client.clone(), NS);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let current = api.get_opt(name).await.unwrap();
-        if let Some(r) = &current
-            && r.status.as_ref().is_some_and(|s| check(&s.key))
-        {
-            return r.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: timed out waiting for {what}; status {:#?}",
-            current.and_then(|r| r.status)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    replicas::wait_replica(client, NS, name, what, |r| {
+        r.status.as_ref().is_some_and(|s| check(&s.key))
+    })
+    .await
 }
 
 fn valid_to(status: &KmsKeyStatus) -> Option<Timestamp> {

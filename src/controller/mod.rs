@@ -227,10 +227,25 @@ fn reconcile_relevant<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
-fn uses_template(policy: Option<&KeyPolicy>, template: &str) -> bool {
-    policy
-        .and_then(|p| p.template_ref.as_ref())
-        .is_some_and(|t| t.name == template)
+/// The objects in `store` whose policy names `template`.
+fn users_of_template<K>(
+    store: &reflector::Store<K>,
+    template: &str,
+    policy: impl Fn(&K) -> Option<&KeyPolicy>,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|obj| {
+            policy(obj)
+                .and_then(|p| p.template_ref.as_ref())
+                .is_some_and(|t| t.name == template)
+        })
+        .map(|obj| ObjectRef::from_obj(&*obj))
+        .collect()
 }
 
 /// Runs the AwsKey controller until `shutdown` completes: over all namespaces, or one
@@ -335,13 +350,9 @@ async fn run_keys(
             Api::<AwsKeyPolicyTemplate>::all(client),
             watcher::Config::default().any_semantic(),
             move |template| {
-                let name = template.name_any();
-                by_template
-                    .state()
-                    .into_iter()
-                    .filter(|k| uses_template(k.spec.policy.as_ref(), &name))
-                    .map(|k| ObjectRef::from_obj(&*k))
-                    .collect::<Vec<_>>()
+                users_of_template(&by_template, &template.name_any(), |k| {
+                    k.spec.policy.as_ref()
+                })
             },
         )
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
@@ -409,13 +420,9 @@ async fn run_replicas(
             Api::<AwsKeyPolicyTemplate>::all(client),
             watcher::Config::default().any_semantic(),
             move |template| {
-                let name = template.name_any();
-                by_template
-                    .state()
-                    .into_iter()
-                    .filter(|r| uses_template(r.spec.policy.as_ref(), &name))
-                    .map(|r| ObjectRef::from_obj(&*r))
-                    .collect::<Vec<_>>()
+                users_of_template(&by_template, &template.name_any(), |r| {
+                    r.spec.policy.as_ref()
+                })
             },
         )
         .watches_stream(primary_changes, move |key: AwsKey| {

@@ -415,3 +415,24 @@ pub async fn create_material_secret(
     create_secret(client, namespace, name, "material", &value).await;
     value
 }
+
+/// Creates a Secret `name` with fresh material for `spec` and an AwsKey `name` reading it in
+/// the test region, with `extra` merged into the spec (`keySpec` is set from `spec`).
+pub async fn create_key_with_material(
+    op: &Operator,
+    namespace: &str,
+    name: &str,
+    spec: keyfleet::api::KeySpec,
+    extra: Value,
+) -> AwsKey {
+    create_material_secret(&op.client, namespace, name, spec).await;
+    let mut fields = serde_json::json!({"keySpec": spec.as_str()});
+    if let (Some(f), Some(extra)) = (fields.as_object_mut(), extra.as_object()) {
+        f.extend(extra.clone());
+    }
+    create_key(
+        &op.keys(namespace),
+        &aws_key(name, super::localstack::DEFAULT_REGION, name, fields),
+    )
+    .await
+}
