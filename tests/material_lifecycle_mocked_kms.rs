@@ -17,14 +17,20 @@ use aws_sdk_kms::types::{
     ImportType, KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType,
 };
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
-use keyfleet::api::{AwsKey, AwsKeyStatus, KeySpec, KmsKeyStatus};
+use keyfleet::api::{
+    AwsKey, AwsKeyStatus, AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus, KeySpec,
+    KmsKeyStatus,
+};
 use keyfleet::kms::KmsClients;
 use keyfleet::material::{KeyMaterial, MaterialEncoding};
 use keyfleet::memkube::MemKube;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::kms_mocks::{self, aws_error, import_params_rule, no_aliases_rule, tags_rule};
+use support::kms_mocks::{
+    self, MRK_PRIMARY_ID, MRK_PRIMARY_REGION, MRK_REPLICA_ID, MRK_REPLICA_REGION, MrkCall,
+    MultiRegionKms, aws_error, import_params_rule, mrk_arn, no_aliases_rule, tags_rule,
+};
 use support::localstack::unique;
 use support::operator::*;
 
@@ -344,4 +350,310 @@ async fn verification_without_permission_is_unverified_and_the_key_stays_ready()
         "{message}"
     );
     assert!(mac.num_calls() >= 1);
+}
+
+/// Polls until `check` holds for the named AwsReplicaKey, or panics after 30s with its status.
+async fn wait_replica(
+    api: &Api<AwsReplicaKey>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&AwsReplicaKey) -> bool,
+) -> AwsReplicaKey {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = api.get(name).await.unwrap();
+        if check(&r) {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: timed out waiting for {what}; status: {:#?}",
+            r.status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn replica_condition(r: &AwsReplicaKey, type_: &str) -> Option<(String, String)> {
+    r.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// The whole multi-Region rotation against a stateful KMS model: the primary imports the
+/// Secret's new material as NEW_KEY_MATERIAL, waits (RotationPending) until the replica imported
+/// it as EXISTING_KEY_MATERIAL with the primary's KeyMaterialId, then rotates exactly once;
+/// both record the new and previous KeyMaterialId and end Ready. Nothing is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
+    let kube = MemKube::new();
+    let client = kube.client();
+    let name = unique("mrk-rotate");
+    let replica_name = format!("{name}-eu");
+    let spec = KeySpec::SymmetricDefault;
+    let old = keyfleet::material::testing::generate_secret_value(spec);
+    create_secret(&client, NS, &name, "material", &old).await;
+    let keys: Api<AwsKey> = Api::namespaced(client.clone(), NS);
+    let key = create_key(
+        &keys,
+        &aws_key(
+            &name,
+            MRK_PRIMARY_REGION,
+            &name,
+            json!({"multiRegion": true,
+                   "keyMaterial": {"secretRef": {"name": name, "key": "material"}, "onChange": "Rotate"}}),
+        ),
+    )
+    .await;
+    let replicas: Api<AwsReplicaKey> = Api::namespaced(client.clone(), NS);
+    let replica = replicas
+        .create(
+            &PostParams::default(),
+            &AwsReplicaKey::new(
+                &replica_name,
+                serde_json::from_value::<AwsReplicaKeySpec>(
+                    json!({"primaryKeyRef": {"name": name}, "region": MRK_REPLICA_REGION}),
+                )
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    // As earlier reconciles left them: both hold the Secret's material as km-1.
+    let recorded = |key_id: &str, region: &str| KmsKeyStatus {
+        key_id: Some(key_id.into()),
+        arn: Some(mrk_arn(region, key_id)),
+        key_state: Some("Enabled".into()),
+        material_fingerprint: Some(fingerprint(spec, &old)),
+        key_material_id: Some("km-1".into()),
+        ..Default::default()
+    };
+    let primary_status = AwsKeyStatus {
+        key: recorded(MRK_PRIMARY_ID, MRK_PRIMARY_REGION),
+        ..Default::default()
+    };
+    keys.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": primary_status})),
+    )
+    .await
+    .unwrap();
+    let replica_status = AwsReplicaKeyStatus {
+        key: recorded(MRK_REPLICA_ID, MRK_REPLICA_REGION),
+        primary_arn: Some(mrk_arn(MRK_PRIMARY_REGION, MRK_PRIMARY_ID)),
+    };
+    replicas
+        .patch_status(
+            &replica_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": replica_status})),
+        )
+        .await
+        .unwrap();
+
+    let kms = MultiRegionKms::new(&old);
+    let mut rules = kms.rules();
+    rules.push(tags_rule(Some(MRK_PRIMARY_ID), owner_tags(&key)));
+    rules.push(tags_rule(
+        Some(MRK_REPLICA_ID),
+        kms_mocks::owner_tags(replica.metadata.uid.as_deref().unwrap(), NS, &replica_name),
+    ));
+    rules.push(no_aliases_rule());
+    let sdk = mock_client!(aws_sdk_kms, RuleMode::MatchAny, rules.iter());
+    let op = Operator::start_with(kube.clone(), KmsClients::fixed(sdk), settings());
+    let api = op.keys(NS);
+    let verified =
+        |c: Option<(String, String)>| c == Some(("True".into(), "KeyMaterialIdMatches".into()));
+    let key_ready = Some(("True".to_string(), "KeyReady".to_string()));
+    wait_for(
+        &api,
+        &name,
+        std::time::Duration::from_secs(30),
+        "primary Ready and verified",
+        |k| ready(k) == key_ready && verified(condition(k, "MaterialVerified")),
+    )
+    .await;
+    wait_replica(
+        &replicas,
+        &replica_name,
+        "replica Ready and verified",
+        |r| {
+            replica_condition(r, "Ready") == key_ready
+                && verified(replica_condition(r, "MaterialVerified"))
+        },
+    )
+    .await;
+    assert!(
+        kms.log()
+            .iter()
+            .all(|c| !matches!(c, MrkCall::Import { .. } | MrkCall::Rotate { .. })),
+        "nothing to import or rotate before the Secret changes: {:?}",
+        kms.log()
+    );
+
+    // The Secret gets new material.
+    let new = keyfleet::material::testing::generate_secret_value(spec);
+    update_secret(&client, NS, &name, "material", &new).await;
+
+    // (4) While the replica catches up, the primary waits: RotationPending, km-2 pending.
+    let waiting = wait_for(
+        &api,
+        &name,
+        std::time::Duration::from_secs(30),
+        "RotationPending",
+        |k| ready(k) == Some(("False".into(), "RotationPending".into())),
+    )
+    .await
+    .status
+    .unwrap()
+    .key;
+    assert_eq!(waiting.pending_key_material_id.as_deref(), Some("km-2"));
+    assert_eq!(
+        waiting.pending_material_fingerprint,
+        Some(fingerprint(spec, &new))
+    );
+    assert_eq!(waiting.key_material_id.as_deref(), Some("km-1"));
+    assert_eq!(waiting.rotation_count, None);
+
+    let primary = wait_for(
+        &api,
+        &name,
+        std::time::Duration::from_secs(40),
+        "one rotation, Ready",
+        |k| {
+            k.status
+                .as_ref()
+                .is_some_and(|s| s.rotation_count == Some(1))
+                && ready(k) == key_ready
+        },
+    )
+    .await;
+    let replica = wait_replica(&replicas, &replica_name, "replica on km-2, Ready", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.key_material_id.as_deref() == Some("km-2"))
+            && replica_condition(r, "Ready") == key_ready
+    })
+    .await;
+    assert_eq!(kms.current_key_material_id(), "km-2");
+
+    // (5) Statuses: new and previous KeyMaterialId on both, one rotation on the primary.
+    let p = primary.status.unwrap().key;
+    assert_eq!(p.key_material_id.as_deref(), Some("km-2"));
+    assert_eq!(p.previous_key_material_id.as_deref(), Some("km-1"));
+    assert_eq!(p.material_fingerprint, Some(fingerprint(spec, &new)));
+    assert_eq!(p.pending_key_material_id, None);
+    assert_eq!(p.pending_material_fingerprint, None);
+    assert!(p.last_rotation_time.is_some());
+    let r = replica.status.unwrap().key;
+    assert_eq!(r.key_material_id.as_deref(), Some("km-2"));
+    assert_eq!(r.previous_key_material_id.as_deref(), Some("km-1"));
+    assert_eq!(r.material_fingerprint, Some(fingerprint(spec, &new)));
+    assert_eq!(r.pending_key_material_id, None);
+    assert_eq!(r.pending_material_fingerprint, None);
+    assert_eq!(
+        r.rotation_count, None,
+        "replicas are rotated by the primary"
+    );
+
+    let log = kms.log();
+    let imports: Vec<(usize, &MrkCall)> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches!(c, MrkCall::Import { .. }))
+        .collect();
+    // (1) The primary imported the new Secret's bytes as NEW_KEY_MATERIAL, once.
+    let primary_imports: Vec<_> = imports
+        .iter()
+        .filter(|(_, c)| matches!(c, MrkCall::Import { key_id, .. } if key_id == MRK_PRIMARY_ID))
+        .collect();
+    assert_eq!(primary_imports.len(), 1, "{log:?}");
+    let MrkCall::Import {
+        import_type,
+        plaintext,
+        outcome,
+        ..
+    } = primary_imports[0].1
+    else {
+        unreachable!()
+    };
+    assert_eq!(import_type, &Some(ImportType::NewKeyMaterial));
+    assert_eq!(plaintext.as_slice(), new.as_slice());
+    assert_eq!(outcome, &Ok("km-2".to_string()));
+    // (2) The replica imported the same bytes as EXISTING_KEY_MATERIAL with km-2, once...
+    let replica_imports: Vec<_> = imports
+        .iter()
+        .filter(|(_, c)| matches!(c, MrkCall::Import { key_id, .. } if key_id == MRK_REPLICA_ID))
+        .collect();
+    assert_eq!(replica_imports.len(), 1, "{log:?}");
+    let (replica_import_at, replica_import) = *replica_imports[0];
+    assert_eq!(
+        replica_import,
+        &MrkCall::Import {
+            key_id: MRK_REPLICA_ID.into(),
+            import_type: Some(ImportType::ExistingKeyMaterial),
+            key_material_id: Some("km-2".into()),
+            plaintext: new.to_vec(),
+            outcome: Ok("km-2".into()),
+        }
+    );
+    // ... and (3) only then came RotateKeyOnDemand, exactly once (no refused attempts).
+    let rotations: Vec<(usize, &MrkCall)> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches!(c, MrkCall::Rotate { .. }))
+        .collect();
+    assert_eq!(rotations.len(), 1, "{log:?}");
+    assert_eq!(
+        rotations[0].1,
+        &MrkCall::Rotate {
+            key_id: MRK_PRIMARY_ID.into(),
+            outcome: Ok("km-2".into())
+        }
+    );
+    assert!(
+        rotations[0].0 > replica_import_at,
+        "RotateKeyOnDemand before the replica imported: {log:?}"
+    );
+    assert!(primary_imports[0].0 < replica_import_at);
+    // (6) Old material stays: no DeleteImportedKeyMaterial anywhere.
+    assert!(
+        !log.iter()
+            .any(|c| matches!(c, MrkCall::DeleteImportedKeyMaterial { .. })),
+        "{log:?}"
+    );
+    op.wait_events(
+        &name,
+        &["RotationMaterialImported", "RotationPending", "KeyRotated"],
+    )
+    .await;
+    op.wait_events(&replica_name, &["RotationMaterialImported"])
+        .await;
+
+    // Later resyncs verify km-2 on both and never rotate or import again.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    wait_for(
+        &api,
+        &name,
+        std::time::Duration::from_secs(30),
+        "primary verified on km-2",
+        |k| ready(k) == key_ready && verified(condition(k, "MaterialVerified")),
+    )
+    .await;
+    wait_replica(&replicas, &replica_name, "replica verified on km-2", |r| {
+        replica_condition(r, "Ready") == key_ready
+            && verified(replica_condition(r, "MaterialVerified"))
+    })
+    .await;
+    let later = kms.log();
+    let count = |log: &[MrkCall]| {
+        log.iter()
+            .filter(|c| matches!(c, MrkCall::Import { .. } | MrkCall::Rotate { .. }))
+            .count()
+    };
+    assert_eq!(count(&later), count(&log), "{later:?}");
 }

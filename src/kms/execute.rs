@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::{Blob, DateTime};
 use aws_sdk_kms::types::{
-    AlgorithmSpec, ExpirationModelType, ImportType, KeyMaterialState, KeySpec as SdkKeySpec,
-    KeyUsageType, OriginType, Tag, WrappingKeySpec as SdkWrappingKeySpec,
+    AlgorithmSpec, ExpirationModelType, ImportType, IncludeKeyMaterial, KeyMaterialState,
+    KeySpec as SdkKeySpec, KeyUsageType, OriginType, Tag, WrappingKeySpec as SdkWrappingKeySpec,
 };
 use jiff::Timestamp;
 
@@ -195,7 +195,9 @@ pub async fn import_material_as(
 }
 
 /// Whether the material with this KeyMaterialId is ready for RotateKeyOnDemand (state
-/// PENDING_ROTATION: every replica holds it), per ListKeyRotations.
+/// PENDING_ROTATION: every replica holds it), per ListKeyRotations. Material pending rotation
+/// is listed only with IncludeKeyMaterial ALL_KEY_MATERIAL (the default, ROTATIONS_ONLY, lists
+/// completed rotations alone).
 pub async fn rotation_ready(
     client: &Client,
     key_id: &str,
@@ -206,6 +208,7 @@ pub async fn rotation_ready(
         let page = client
             .list_key_rotations()
             .key_id(key_id)
+            .include_key_material(IncludeKeyMaterial::AllKeyMaterial)
             .set_marker(marker)
             .send()
             .await
