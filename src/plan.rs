@@ -282,7 +282,7 @@ impl Blocker {
             Blocker::PolicyLockout(why) => format!("the key policy was not applied: {why}. Fix the policy, or set bypassPolicyLockoutSafetyCheck: true if handing management to another principal is intended"),
             Blocker::PolicyTooLarge(bytes) => format!("the rendered key policy is {bytes} bytes; KMS accepts at most {}", policy::MAX_POLICY_BYTES),
             Blocker::RotationUnsupported(spec) => format!("the Secret holds new material and keyMaterial.onChange is Rotate, but KMS cannot rotate the material of {spec} keys (only SYMMETRIC_DEFAULT keys rotate); restore the original material, or create a new AwsKey for the new material"),
-            Blocker::RotationPending => "new key material is imported into the primary; the rotation completes once every replica holds it (its AwsReplicaKey imports it)".into(),
+            Blocker::RotationPending => "the Secret holds new key material and the key rotates to it (onChange: Rotate): the primary imports it, every replica imports it, then the primary rotates; old material keeps working meanwhile".into(),
             Blocker::MaterialVerificationFailed(why) => format!("KMS does not hold the Secret's key material: {why}"),
         }
     }
@@ -335,6 +335,9 @@ pub enum RotationFacts<'a> {
         key_material_id: Option<&'a str>,
         imported: bool,
     },
+    /// Replica: the Secret holds new material its primary is about to rotate to (`onChange:
+    /// Rotate`), but the primary has not imported it yet.
+    ReplicaAwaitingPrimary,
 }
 
 /// How much validity may be left before rolling-validity material is imported again: the
@@ -459,6 +462,9 @@ pub fn plan_key(
                         key_material_id: key_material_id.map(str::to_string),
                     });
                 }
+            }
+            RotationFacts::ReplicaAwaitingPrimary if holds_material => {
+                blocker = Some(Blocker::RotationPending);
             }
             _ if desired.on_change == MaterialChangePolicy::Rotate => {
                 if desired.key_spec.family() != KeyFamily::Symmetric {
@@ -1124,6 +1130,25 @@ mod tests {
             false,
         );
         assert!(p.converged(), "{p:?}");
+    }
+
+    #[test]
+    fn a_replica_waits_for_its_primarys_rotation_instead_of_reporting_a_mismatch() {
+        let awaiting = MaterialFacts {
+            secret_fingerprint: "fp-b",
+            rotation: RotationFacts::ReplicaAwaitingPrimary,
+            ..FP
+        };
+        let p = plan_key(&desired(), &converged_observed(), &awaiting, None, false);
+        assert_eq!(p.blocker, Some(Blocker::RotationPending));
+        assert!(p.actions.is_empty(), "{p:?}");
+        // Without a rotating primary the same Secret change is a mismatch.
+        let refused = MaterialFacts {
+            secret_fingerprint: "fp-b",
+            ..FP
+        };
+        let p = plan_key(&desired(), &converged_observed(), &refused, None, false);
+        assert_eq!(p.blocker, Some(Blocker::MaterialMismatch));
     }
 
     #[test]

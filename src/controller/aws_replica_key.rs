@@ -214,6 +214,8 @@ async fn converge(
             renew_before: ctx.renew_before(),
             role: Role::Replica {
                 primary: &primary_status,
+                primary_rotates: primary.spec.key_material.on_change
+                    == crate::api::MaterialChangePolicy::Rotate,
             },
         },
     };

@@ -59,8 +59,12 @@ pub struct Lifecycle<'a> {
 pub enum Role<'a> {
     /// A primary or single-region key: its own status records imports and rotations.
     Primary,
-    /// A replica: follows the material its primary recorded (status of the primary AwsKey).
-    Replica { primary: &'a KmsKeyStatus },
+    /// A replica: follows the material its primary recorded (status of the primary AwsKey);
+    /// `primary_rotates` when the primary's `keyMaterial.onChange` is Rotate.
+    Replica {
+        primary: &'a KmsKeyStatus,
+        primary_rotates: bool,
+    },
 }
 
 /// What the rounds did and where they stopped.
@@ -111,7 +115,7 @@ pub async fn sync(
             // Secret holds now, so a later change of the Secret is caught.
             status.material_fingerprint = Some(fingerprint.as_str().to_string());
         }
-        if let Role::Replica { primary } = key.lifecycle.role {
+        if let Role::Replica { primary, .. } = key.lifecycle.role {
             promote_rotated_replica(status, primary);
         }
         let alias_target = alias_target(key.client, key.desired, &observed).await?;
@@ -255,12 +259,22 @@ async fn rotation_facts<'k: 's, 's>(
                 ready,
             })
         }
-        Role::Replica { primary } => match primary.pending_material_fingerprint.as_deref() {
+        Role::Replica {
+            primary,
+            primary_rotates,
+        } => match primary.pending_material_fingerprint.as_deref() {
             Some(pending) => Ok(RotationFacts::ReplicaPending {
                 fingerprint: pending,
                 key_material_id: primary.pending_key_material_id.as_deref(),
                 imported: status.pending_material_fingerprint.as_deref() == Some(pending),
             }),
+            // The Secret changed and the primary will rotate to it, but has not imported it
+            // yet: the replica waits for the primary instead of reporting a mismatch.
+            None if primary_rotates
+                && primary.material_fingerprint.as_deref() != Some(secret_fingerprint) =>
+            {
+                Ok(RotationFacts::ReplicaAwaitingPrimary)
+            }
             None => Ok(RotationFacts::None),
         },
     }
@@ -309,7 +323,7 @@ async fn verify_material(
                 status.previous_key_material_id.as_deref(),
             )
         }
-        Role::Replica { primary } => (
+        Role::Replica { primary, .. } => (
             primary.key_material_id.as_deref(),
             primary.previous_key_material_id.as_deref(),
         ),

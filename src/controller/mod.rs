@@ -291,12 +291,21 @@ async fn run_keys(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (keys, secrets): (Api<AwsKey>, Api<PartialObjectMeta<Secret>>) = match &namespace {
+    let (keys, secrets, replicas): (
+        Api<AwsKey>,
+        Api<PartialObjectMeta<Secret>>,
+        Api<AwsReplicaKey>,
+    ) = match &namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
     };
     let (store, writer) = reflector::store();
     // Only changes of the spec, finalizers, deletion or annotations trigger a reconcile: the
@@ -343,6 +352,21 @@ async fn run_keys(
                     .filter(|k| k.spec.kms_ref.as_ref().is_some_and(|r| r.name == name))
                     .map(|k| ObjectRef::from_obj(&*k))
                     .collect::<Vec<_>>()
+            },
+        )
+        // A replica that imported its primary's pending rotation material lets the primary
+        // rotate now rather than at its next recheck.
+        .watches(
+            replicas,
+            watcher::Config::default().any_semantic(),
+            |replica| {
+                let pending = replica
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.pending_material_fingerprint.is_some());
+                let namespace = replica.namespace().unwrap_or_default();
+                pending
+                    .then(|| ObjectRef::new(&replica.spec.primary_key_ref.name).within(&namespace))
             },
         )
         // A template's change (or deletion) re-renders the policy of every key using it.
