@@ -11,10 +11,14 @@ use k8s_openapi::api::core::v1::Namespace;
 use keyfleet::cli::{Cli, Command, LogFormat, OutputFormat, PlaygroundArgs, RunArgs, ValidateArgs};
 use keyfleet::controller::{Context, Settings};
 use keyfleet::http::Readiness;
-use keyfleet::kms::KmsClients;
+use keyfleet::kms::{KmsClients, KmsQuotas, RateLimits};
 use keyfleet::leader::LeaderElection;
 use keyfleet::metrics::Metrics;
 use tracing_subscriber::EnvFilter;
+
+/// Longest wait of one KMS request for its rate-limit slot (a signed request must reach AWS
+/// within 5 minutes); a longer queue fails the attempt, which is retried.
+const KMS_QUOTA_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -133,6 +137,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut settings = Settings::new(cluster_id);
     settings.resync_interval = args.resync_interval();
+    settings.drift_interval = args.drift_interval();
     settings.blocked_recheck_interval = args.blocked_recheck_interval();
     settings.concurrency = args.concurrency;
     settings.watch_namespaces = args
@@ -143,7 +148,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .collect();
     let metrics = Metrics::shared();
     let readiness = Arc::new(Readiness::default());
-    let kms = KmsClients::from_env().await.with_metrics(metrics.clone());
+    let quotas = KmsQuotas::aws_defaults().with_overrides(&args.kms_quotas);
+    let kms = KmsClients::from_env()
+        .await
+        .with_metrics(metrics.clone())
+        .with_rate_limits(RateLimits::new(quotas, KMS_QUOTA_MAX_WAIT));
     let ctx = Arc::new(
         Context::new(client, kms, settings).with_telemetry(metrics.clone(), readiness.clone()),
     );

@@ -145,6 +145,10 @@ pub struct ObservedKey {
     pub policy: Option<serde_json::Value>,
     /// Replicas of a multi-region primary: (region, ARN).
     pub replicas: Vec<(String, String)>,
+    /// `tags` and `aliases` were read (a drift read); otherwise they are empty and not planned.
+    pub metadata_read: bool,
+    /// `policy` was read; otherwise the policy is not planned.
+    pub policy_read: bool,
 }
 
 /// The desired key, validated from an AwsKey spec.
@@ -355,6 +359,38 @@ pub fn plan_key(
         actions.push(Action::UpdateDescription(desired.description.clone()));
     }
 
+    // Tags and aliases only when they were read (a drift read; a resync only describes).
+    if observed.metadata_read {
+        plan_metadata(
+            desired,
+            observed,
+            desired_alias_target,
+            &mut actions,
+            &mut blocker,
+        );
+    }
+
+    if let Some(policy) = &desired.policy
+        && observed.policy_read
+        && observed.policy.as_ref() != Some(policy)
+    {
+        actions.push(Action::PutKeyPolicy {
+            policy: policy.to_string(),
+            bypass_lockout_check: desired.bypass_policy_lockout_safety_check,
+        });
+    }
+
+    Plan { actions, blocker }
+}
+
+/// Tags and aliases: the desired tags are set, the desired alias points here, no other does.
+fn plan_metadata(
+    desired: &DesiredKey,
+    observed: &ObservedKey,
+    desired_alias_target: Option<&AliasTarget>,
+    actions: &mut Vec<Action>,
+    blocker: &mut Option<Blocker>,
+) {
     let (to_tag, to_untag) = tag_changes(&desired.tags, &observed.tags);
     if !to_tag.is_empty() {
         actions.push(Action::TagResource(to_tag));
@@ -362,8 +398,6 @@ pub fn plan_key(
     if !to_untag.is_empty() {
         actions.push(Action::UntagResource(to_untag));
     }
-
-    // Aliases: the desired one points here; no other alias does.
     if let Some(alias) = &desired.alias
         && !observed.aliases.contains(alias)
     {
@@ -379,17 +413,6 @@ pub fn plan_key(
             actions.push(Action::DeleteAlias(alias.clone()));
         }
     }
-
-    if let Some(policy) = &desired.policy
-        && observed.policy.as_ref() != Some(policy)
-    {
-        actions.push(Action::PutKeyPolicy {
-            policy: policy.to_string(),
-            bypass_lockout_check: desired.bypass_policy_lockout_safety_check,
-        });
-    }
-
-    Plan { actions, blocker }
 }
 
 fn same_second(a: Option<Timestamp>, b: Option<Timestamp>) -> bool {
@@ -503,6 +526,8 @@ mod tests {
             aliases: BTreeSet::from(["alias/orders".to_string()]),
             policy: None,
             replicas: vec![],
+            metadata_read: true,
+            policy_read: true,
         }
     }
 
@@ -513,6 +538,30 @@ mod tests {
 
     fn plan(d: &DesiredKey, o: &ObservedKey) -> Plan {
         plan_key(d, o, &FP, None, false)
+    }
+
+    #[test]
+    fn a_describe_only_read_plans_no_tag_alias_or_policy_change() {
+        let mut d = desired();
+        d.policy = Some(serde_json::json!({"Version": "2012-10-17", "Statement": []}));
+        // What DescribeKey alone shows: no tags, aliases or policy.
+        let mut o = converged_observed();
+        o.tags.clear();
+        o.aliases.clear();
+        o.policy = None;
+        o.metadata_read = false;
+        o.policy_read = false;
+        assert_eq!(plan(&d, &o).actions, vec![]);
+        // The same key after a drift read gets everything repaired.
+        o.metadata_read = true;
+        o.policy_read = true;
+        let names: Vec<&str> = plan(&d, &o).actions.iter().map(Action::name).collect();
+        assert_eq!(names, ["TagResource", "CreateAlias", "PutKeyPolicy"]);
+        // State drift is repaired on a describe-only read too.
+        o.metadata_read = false;
+        o.policy_read = false;
+        o.state = KeyState::Disabled;
+        assert_eq!(plan(&d, &o).actions, vec![Action::EnableKey]);
     }
 
     #[test]

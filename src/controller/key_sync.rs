@@ -36,6 +36,8 @@ pub struct KeySync<'a> {
     pub expected_fingerprint: Option<&'a str>,
     /// What the user can do when the key is gone (kind-specific advice).
     pub gone_advice: &'static str,
+    /// Read tags, aliases and policy besides DescribeKey (see [`Context::deep_read_due`]).
+    pub deep_read: bool,
 }
 
 /// What the rounds did and where they stopped.
@@ -55,8 +57,8 @@ pub async fn sync(
 ) -> Result<(), Failure> {
     let fingerprint = key.import.material.fingerprint();
     let depth = ReadDepth {
-        metadata: true,
-        policy: key.desired.policy.is_some(),
+        metadata: key.deep_read,
+        policy: key.deep_read && key.desired.policy.is_some(),
     };
     let mut restore = key.restore;
     for _ in 0..MAX_ROUNDS {
@@ -124,6 +126,10 @@ async fn run_action(
         Err(ExecuteError::Material(e)) => {
             return Err(Failure::permanent(e.reason(), e.to_string()));
         }
+        Err(ExecuteError::Kms(KmsError::Rejected { code, .. }))
+            if code == "AlreadyExistsException"
+                && matches!(action, Action::CreateAlias(_))
+                && created_alias_is_ours(key, action).await? => {}
         Err(ExecuteError::Kms(KmsError::IncorrectKeyMaterial { .. })) => {
             return Err(Failure::permanent(
                 "MaterialMismatch",
@@ -140,6 +146,35 @@ async fn run_action(
     Ok(())
 }
 
+/// Remembers a deep read that found the key converged; anything else (a blocker, a failure)
+/// makes the next reconcile read deeply again, so a blocker is never forgotten by a resync.
+pub fn record_read(
+    ctx: &Context,
+    uid: &str,
+    generation: Option<i64>,
+    deep_read: bool,
+    result: &Result<(), Failure>,
+    synced: &Synced,
+) {
+    match (result, &synced.blocker) {
+        (Ok(()), None) if deep_read => ctx.deep_read_done(uid, generation),
+        (Ok(()), None) => {}
+        _ => ctx.forget_deep_read(uid),
+    }
+}
+
+/// A CreateAlias refused as existing whose alias points at this key: an earlier attempt went
+/// through although its answer was lost (5xx, timeout), and the SDK retried it.
+async fn created_alias_is_ours(key: &KeySync<'_>, action: &Action) -> Result<bool, Failure> {
+    let Action::CreateAlias(alias) = action else {
+        return Ok(false);
+    };
+    let target = observe::alias_target(key.client, alias)
+        .await
+        .map_err(Failure::kms)?;
+    Ok(target.as_deref() == Some(key.key_id))
+}
+
 /// Where the desired alias points, when it is not on this key already.
 async fn alias_target(
     client: &Client,
@@ -149,7 +184,7 @@ async fn alias_target(
     let Some(alias) = &desired.alias else {
         return Ok(None);
     };
-    if observed.aliases.contains(alias) {
+    if !observed.metadata_read || observed.aliases.contains(alias) {
         return Ok(None);
     }
     Ok(Some(

@@ -53,6 +53,14 @@ fn sdk_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>, KmsError> {
         .collect()
 }
 
+/// CreateKey and ReplicateKey are not idempotent: a retry after a lost answer (5xx, timeout)
+/// would make a second key. They go out once; the controller finds a key whose creation was
+/// in doubt by its owner tag (or the primary's replica list) before it tries again.
+fn no_retries() -> aws_sdk_kms::config::Builder {
+    aws_sdk_kms::config::Builder::default()
+        .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
+}
+
 /// CreateKey with origin EXTERNAL, carrying every desired attribute that CreateKey accepts
 /// (spec, usage, description, tags incl. ownership, policy, multi-region).
 pub async fn create_key(client: &Client, desired: &DesiredKey) -> Result<KeyCreation, KmsError> {
@@ -70,6 +78,8 @@ pub async fn create_key(client: &Client, desired: &DesiredKey) -> Result<KeyCrea
             .bypass_policy_lockout_safety_check(desired.bypass_policy_lockout_safety_check);
     }
     let out = request
+        .customize()
+        .config_override(no_retries())
         .send()
         .await
         .map_err(|e| KmsError::from_sdk("CreateKey", e))?;
@@ -103,6 +113,8 @@ pub async fn replicate_key(
             .bypass_policy_lockout_safety_check(desired.bypass_policy_lockout_safety_check);
     }
     let out = request
+        .customize()
+        .config_override(no_retries())
         .send()
         .await
         .map_err(|e| KmsError::from_sdk("ReplicateKey", e))?;

@@ -4,11 +4,13 @@ pub mod clients;
 pub mod error;
 pub mod execute;
 pub mod observe;
+pub mod quota;
 
 pub use clients::{Connection, KmsClients};
 pub use error::KmsError;
 pub use execute::KeyCreation;
 pub use observe::ReadDepth;
+pub use quota::{KmsQuotas, RateLimits};
 
 /// A KMS client for one connection and region (cheap to clone).
 pub type Client = aws_sdk_kms::Client;
