@@ -10,6 +10,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use std::sync::Arc;
 
+use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -193,6 +194,21 @@ impl KmsClients {
             }
             config = config.credentials_provider(provider.configure(&self.base).build().await);
         }
+        // Each connection and region has its own retry quota, refilled over time: a 5xx storm
+        // in one region neither starves the others of retries nor ends retrying for good.
+        config = config.retry_partition(
+            RetryPartition::custom(format!(
+                "keyfleet-kms/{}/{region_name}",
+                connection.quota_identity()
+            ))
+            .token_bucket(
+                TokenBucket::builder()
+                    .capacity(RETRY_QUOTA_CAPACITY)
+                    .refill_rate(RETRY_QUOTA_REFILL_PER_SECOND)
+                    .build(),
+            )
+            .build(),
+        );
         if let (Some(limits), Some(http)) = (&self.limits, &self.http) {
             config = config.http_client(RateLimitedHttpClient::new(
                 http.clone(),
@@ -209,6 +225,10 @@ impl KmsClients {
         Client::from_conf(config.build())
     }
 }
+
+/// Retry quota of one connection and region (a retry costs 5 to 14 tokens).
+const RETRY_QUOTA_CAPACITY: usize = 500;
+const RETRY_QUOTA_REFILL_PER_SECOND: f32 = 10.0;
 
 /// The SDK's standard retries (throttling, 5xx, timeouts) with backoff; a throttle that
 /// outlasts them reaches the controller as a transient error, which backs off further.
