@@ -14,7 +14,6 @@
 //! in-memory API server with every object, and proxy.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::collections::BTreeMap;
