@@ -124,6 +124,21 @@ pub struct RunArgs {
     /// Seconds between re-reads of a Ready key from KMS (drift repair).
     #[arg(long, env = "KEYFLEET_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
+    /// Seconds between deep drift reads of a Ready key (tags, aliases, policy); a resync in
+    /// between costs one DescribeKey. A spec change always triggers a deep read.
+    #[arg(long, env = "KEYFLEET_DRIFT_SECONDS", default_value_t = 600)]
+    pub drift_seconds: u64,
+    /// Client-side KMS request quota of an operation, per account and region, as
+    /// `Operation=requests-per-second` (repeatable or comma-separated), e.g.
+    /// `GetParametersForImport=0.25`. Defaults: the AWS KMS default quotas. Set it to the quota
+    /// your account has, minus what other KMS clients of the account use.
+    #[arg(
+        long = "kms-quota",
+        env = "KEYFLEET_KMS_QUOTAS",
+        value_delimiter = ',',
+        value_name = "OPERATION=RATE"
+    )]
+    pub kms_quotas: Vec<crate::kms::quota::QuotaOverride>,
     /// Seconds a key that waits for a change (bad spec, missing Secret) waits before a recheck.
     #[arg(long, env = "KEYFLEET_BLOCKED_RECHECK_SECONDS", default_value_t = 600)]
     pub blocked_recheck_seconds: u64,
@@ -175,6 +190,10 @@ pub struct RunArgs {
 impl RunArgs {
     pub fn resync_interval(&self) -> Duration {
         Duration::from_secs(self.resync_seconds.max(10))
+    }
+
+    pub fn drift_interval(&self) -> Duration {
+        Duration::from_secs(self.drift_seconds.max(10))
     }
 
     pub fn blocked_recheck_interval(&self) -> Duration {

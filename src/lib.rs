@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crds;
 pub mod http;
 pub mod kms;
+pub mod kms_proxy;
 pub mod leader;
 pub mod lint;
 pub mod material;

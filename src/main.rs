@@ -13,10 +13,14 @@ use keyfleet::cli::{
 };
 use keyfleet::controller::{Context, Settings};
 use keyfleet::http::Readiness;
-use keyfleet::kms::KmsClients;
+use keyfleet::kms::{KmsClients, KmsQuotas, RateLimits};
 use keyfleet::leader::LeaderElection;
 use keyfleet::metrics::Metrics;
 use tracing_subscriber::EnvFilter;
+
+/// Longest wait of one KMS request for its rate-limit slot (a signed request must reach AWS
+/// within 5 minutes); a longer queue fails the attempt, which is retried.
+const KMS_QUOTA_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -193,6 +197,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut settings = Settings::new(cluster_id);
     settings.resync_interval = args.resync_interval();
+    settings.drift_interval = args.drift_interval();
     settings.blocked_recheck_interval = args.blocked_recheck_interval();
     settings.concurrency = args.concurrency;
     settings.material_renew_before = args.material_renew_before();
@@ -204,7 +209,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .collect();
     let metrics = Metrics::shared();
     let readiness = Arc::new(Readiness::default());
-    let kms = KmsClients::from_env().await.with_metrics(metrics.clone());
+    let quotas = KmsQuotas::aws_defaults().with_overrides(&args.kms_quotas);
+    let kms = KmsClients::from_env()
+        .await
+        .with_metrics(metrics.clone())
+        .with_rate_limits(RateLimits::new(quotas, KMS_QUOTA_MAX_WAIT));
     let ctx = Arc::new(
         Context::new(client, kms, settings).with_telemetry(metrics.clone(), readiness.clone()),
     );

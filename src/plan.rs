@@ -148,6 +148,10 @@ pub struct ObservedKey {
     pub replicas: Vec<(String, String)>,
     /// KMS `CurrentKeyMaterialId` (symmetric keys; None when KMS does not report it).
     pub current_key_material_id: Option<String>,
+    /// `tags` and `aliases` were read (a drift read); otherwise they are empty and not planned.
+    pub metadata_read: bool,
+    /// `policy` was read; otherwise the policy is not planned.
+    pub policy_read: bool,
 }
 
 /// The desired key, validated from an AwsKey spec.
@@ -508,32 +512,19 @@ pub fn plan_key(
         actions.push(Action::UpdateDescription(desired.description.clone()));
     }
 
-    let (to_tag, to_untag) = tag_changes(&desired.tags, &observed.tags);
-    if !to_tag.is_empty() {
-        actions.push(Action::TagResource(to_tag));
-    }
-    if !to_untag.is_empty() {
-        actions.push(Action::UntagResource(to_untag));
-    }
-
-    // Aliases: the desired one points here; no other alias does.
-    if let Some(alias) = &desired.alias
-        && !observed.aliases.contains(alias)
-    {
-        match desired_alias_target {
-            Some(AliasTarget::OtherKey(_)) => {
-                blocker.get_or_insert(Blocker::AliasInUse(alias.clone()));
-            }
-            _ => actions.push(Action::CreateAlias(alias.clone())),
-        }
-    }
-    for alias in &observed.aliases {
-        if desired.alias.as_ref() != Some(alias) {
-            actions.push(Action::DeleteAlias(alias.clone()));
-        }
+    // Tags and aliases only when they were read (a drift read; a resync only describes).
+    if observed.metadata_read {
+        plan_metadata(
+            desired,
+            observed,
+            desired_alias_target,
+            &mut actions,
+            &mut blocker,
+        );
     }
 
     if let Some(policy) = &desired.policy
+        && observed.policy_read
         && let Some(rendered) = rendered_policy(policy, observed)
         && observed.policy.as_ref() != Some(&rendered)
     {
@@ -556,6 +547,38 @@ pub fn plan_key(
     }
 
     Plan { actions, blocker }
+}
+
+/// Tags and aliases: the desired tags are set, the desired alias points here, no other does.
+fn plan_metadata(
+    desired: &DesiredKey,
+    observed: &ObservedKey,
+    desired_alias_target: Option<&AliasTarget>,
+    actions: &mut Vec<Action>,
+    blocker: &mut Option<Blocker>,
+) {
+    let (to_tag, to_untag) = tag_changes(&desired.tags, &observed.tags);
+    if !to_tag.is_empty() {
+        actions.push(Action::TagResource(to_tag));
+    }
+    if !to_untag.is_empty() {
+        actions.push(Action::UntagResource(to_untag));
+    }
+    if let Some(alias) = &desired.alias
+        && !observed.aliases.contains(alias)
+    {
+        match desired_alias_target {
+            Some(AliasTarget::OtherKey(_)) => {
+                blocker.get_or_insert(Blocker::AliasInUse(alias.clone()));
+            }
+            _ => actions.push(Action::CreateAlias(alias.clone())),
+        }
+    }
+    for alias in &observed.aliases {
+        if desired.alias.as_ref() != Some(alias) {
+            actions.push(Action::DeleteAlias(alias.clone()));
+        }
+    }
 }
 
 /// The desired policy for this key (placeholders filled in from its ARN); None when the ARN
@@ -681,6 +704,8 @@ mod tests {
             policy: None,
             replicas: vec![],
             current_key_material_id: None,
+            metadata_read: true,
+            policy_read: true,
         }
     }
 
@@ -777,6 +802,32 @@ mod tests {
             matches!(p.blocker, Some(Blocker::PolicyTooLarge(n)) if n > policy::MAX_POLICY_BYTES)
         );
         assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn a_describe_only_read_plans_no_tag_alias_or_policy_change() {
+        let mut d = desired();
+        d.policy = Some(doc_policy(
+            serde_json::json!({"Version": "2012-10-17", "Statement": []}),
+        ));
+        // What DescribeKey alone shows: no tags, aliases or policy.
+        let mut o = converged_observed();
+        o.tags.clear();
+        o.aliases.clear();
+        o.policy = None;
+        o.metadata_read = false;
+        o.policy_read = false;
+        assert_eq!(plan(&d, &o).actions, vec![]);
+        // The same key after a drift read gets everything repaired.
+        o.metadata_read = true;
+        o.policy_read = true;
+        let names: Vec<&str> = plan(&d, &o).actions.iter().map(Action::name).collect();
+        assert_eq!(names, ["TagResource", "CreateAlias", "PutKeyPolicy"]);
+        // State drift is repaired on a describe-only read too.
+        o.metadata_read = false;
+        o.policy_read = false;
+        o.state = KeyState::Disabled;
+        assert_eq!(plan(&d, &o).actions, vec![Action::EnableKey]);
     }
 
     #[test]

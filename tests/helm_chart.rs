@@ -39,6 +39,10 @@ crds:
 clusterId: prod-eu-1
 watchNamespaces: [team-a, team-b]
 resyncSeconds: 120
+driftSeconds: 1800
+kmsQuotas:
+  GetParametersForImport: 0.25
+  CreateKey: 3
 blockedRecheckSeconds: 60
 concurrency: 4
 logFormat: text
@@ -697,6 +701,7 @@ fn deployment_maps_values_to_run_settings() {
         ("POD_NAMESPACE", "<valueFrom>"),
         ("KEYFLEET_HTTP_ADDR", "0.0.0.0:8080"),
         ("KEYFLEET_RESYNC_SECONDS", "300"),
+        ("KEYFLEET_DRIFT_SECONDS", "600"),
         ("KEYFLEET_BLOCKED_RECHECK_SECONDS", "600"),
         ("KEYFLEET_CONCURRENCY", "8"),
         ("KEYFLEET_LOG_FORMAT", "json"),
@@ -734,6 +739,11 @@ fn deployment_maps_values_to_run_settings() {
     for (k, v) in [
         ("KEYFLEET_HTTP_ADDR", "0.0.0.0:9090"),
         ("KEYFLEET_RESYNC_SECONDS", "120"),
+        ("KEYFLEET_DRIFT_SECONDS", "1800"),
+        (
+            "KEYFLEET_KMS_QUOTAS",
+            "CreateKey=3,GetParametersForImport=0.25",
+        ),
         ("KEYFLEET_BLOCKED_RECHECK_SECONDS", "60"),
         ("KEYFLEET_CONCURRENCY", "4"),
         ("KEYFLEET_LOG_FORMAT", "text"),

@@ -264,7 +264,10 @@ async fn each_policy_form_is_applied_read_back_and_hashed_in_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_template_change_reaches_every_key_and_replica_using_it_and_its_deletion_is_reported() {
-    let op = Operator::start(MemKube::new()).await;
+    // Drift reads far apart: a template change must not wait for one.
+    let mut slow_drift = settings();
+    slow_drift.drift_interval = Duration::from_secs(600);
+    let op = Operator::start_with(MemKube::new(), localstack_clients().await, slow_drift);
     let kms = kms_client(DEFAULT_REGION).await;
     let api = op.keys(NS);
     let template = unique("tpl-fleet");

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument};
 
 use super::key_sync::{self, KeySync, Lifecycle, Role, Synced};
@@ -117,6 +117,8 @@ async fn converge(
         secrets::load_material(&ctx.client, &namespace, &spec.key_material, spec.key_spec).await?;
     let client = ctx.kms.client(&connection, &spec.region).await;
 
+    let deep_read = ctx.deep_read_due(&owner.uid, key.meta().generation)
+        || key_sync::policy_changed(&desired, &progress.status.key);
     let (key_id, restore) = match resolve(&client, key, &owner).await? {
         Resolved::Existing { key_id, restore } => (key_id, restore),
         Resolved::Create => (
@@ -142,8 +144,17 @@ async fn converge(
             renew_before: ctx.renew_before(),
             role: Role::Primary,
         },
+        deep_read,
     };
     let result = key_sync::sync(sync, &mut progress.status.key, &mut progress.synced).await;
+    key_sync::record_read(
+        ctx,
+        &owner.uid,
+        key.meta().generation,
+        deep_read,
+        &result,
+        &progress.synced,
+    );
     if let Some(observed) = &progress.synced.observed {
         progress.status.create_started_at = None;
         progress.status.replicas = status::replicas(observed);
@@ -291,6 +302,7 @@ async fn create(
 /// Runs the deletion policy. Works whatever the spec says: only status, region and connection
 /// are needed.
 async fn cleanup(key: &AwsKey, ctx: &Context) -> Result<Requeue, Error> {
+    ctx.forget_deep_read(&key.uid().unwrap_or_default());
     ctx.metrics.key_observed(
         "AwsKey",
         &key.namespace().unwrap_or_default(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument};
 
 use super::aws_key::FINALIZER;
@@ -196,6 +196,8 @@ async fn converge(
             }
         },
     };
+    let deep_read = ctx.deep_read_due(&owner.uid, replica.meta().generation)
+        || key_sync::policy_changed(&desired, &progress.status.key);
     let sync = KeySync {
         client: &client,
         key_id: &key_id,
@@ -218,8 +220,19 @@ async fn converge(
                     == crate::api::MaterialChangePolicy::Rotate,
             },
         },
+        deep_read,
     };
-    key_sync::sync(sync, &mut progress.status.key, &mut progress.synced).await
+    let result = key_sync::sync(sync, &mut progress.status.key, &mut progress.synced).await;
+    let generation = replica.meta().generation;
+    key_sync::record_read(
+        ctx,
+        &owner.uid,
+        generation,
+        deep_read,
+        &result,
+        &progress.synced,
+    );
+    result
 }
 
 /// The replica of `primary_arn` that already exists in `region` (listed by the primary), if
@@ -280,6 +293,7 @@ async fn find_replica(
 
 /// Runs the deletion policy on the replica.
 async fn cleanup(replica: &AwsReplicaKey, ctx: &Context) -> Result<Requeue, Error> {
+    ctx.forget_deep_read(&replica.uid().unwrap_or_default());
     ctx.metrics.key_observed(
         KIND,
         &replica.namespace().unwrap_or_default(),

@@ -41,6 +41,8 @@ pub struct KeySync<'a> {
     pub expected_fingerprint: Option<&'a str>,
     /// What the user can do when the key is gone (kind-specific advice).
     pub gone_advice: &'static str,
+    /// Read tags, aliases and policy besides DescribeKey (see [`Context::deep_read_due`]).
+    pub deep_read: bool,
     /// Clock, renewal threshold, and the key's place in rotations and verification.
     pub lifecycle: Lifecycle<'a>,
 }
@@ -86,8 +88,8 @@ pub async fn sync(
 ) -> Result<(), Failure> {
     let fingerprint = key.import.material.fingerprint();
     let depth = ReadDepth {
-        metadata: true,
-        policy: key.desired.policy.is_some(),
+        metadata: key.deep_read,
+        policy: key.deep_read && key.desired.policy.is_some(),
     };
     let mut restore = key.restore;
     let mut imported = false;
@@ -170,6 +172,13 @@ async fn run_action(
         Ok(id) => id,
         Err(ExecuteError::Material(e)) => {
             return Err(Failure::permanent(e.reason(), e.to_string()));
+        }
+        Err(ExecuteError::Kms(KmsError::Rejected { code, .. }))
+            if code == "AlreadyExistsException"
+                && matches!(action, Action::CreateAlias(_))
+                && created_alias_is_ours(key, action).await? =>
+        {
+            None
         }
         Err(ExecuteError::Kms(KmsError::IncorrectKeyMaterial { .. })) => {
             return Err(Failure::permanent(
@@ -426,6 +435,52 @@ pub fn precheck_policy(desired: &DesiredKey, region: &str) -> Result<(), Failure
     })
 }
 
+/// Whether the policy keyfleet would render now differs from the one it last kept in place
+/// (`status.policyHash`): a template or spec change, seen by the next reconcile even between
+/// drift reads. A key without a known ARN is read deeply anyway.
+pub fn policy_changed(desired: &DesiredKey, status: &KmsKeyStatus) -> bool {
+    let Some(desired_policy) = &desired.policy else {
+        return false;
+    };
+    let Some(key) = status
+        .arn
+        .as_deref()
+        .and_then(policy::KeyIdentity::from_arn)
+    else {
+        return true;
+    };
+    status.policy_hash.as_deref() != Some(policy::hash(&desired_policy.render(&key)).as_str())
+}
+
+/// Remembers a deep read that found the key converged; anything else (a blocker, a failure)
+/// makes the next reconcile read deeply again, so a blocker is never forgotten by a resync.
+pub fn record_read(
+    ctx: &Context,
+    uid: &str,
+    generation: Option<i64>,
+    deep_read: bool,
+    result: &Result<(), Failure>,
+    synced: &Synced,
+) {
+    match (result, &synced.blocker) {
+        (Ok(()), None) if deep_read => ctx.deep_read_done(uid, generation),
+        (Ok(()), None) => {}
+        _ => ctx.forget_deep_read(uid),
+    }
+}
+
+/// A CreateAlias refused as existing whose alias points at this key: an earlier attempt went
+/// through although its answer was lost (5xx, timeout), and the SDK retried it.
+async fn created_alias_is_ours(key: &KeySync<'_>, action: &Action) -> Result<bool, Failure> {
+    let Action::CreateAlias(alias) = action else {
+        return Ok(false);
+    };
+    let target = observe::alias_target(key.client, alias)
+        .await
+        .map_err(Failure::kms)?;
+    Ok(target.as_deref() == Some(key.key_id))
+}
+
 /// Where the desired alias points, when it is not on this key already.
 async fn alias_target(
     client: &Client,
@@ -435,7 +490,7 @@ async fn alias_target(
     let Some(alias) = &desired.alias else {
         return Ok(None);
     };
-    if observed.aliases.contains(alias) {
+    if !observed.metadata_read || observed.aliases.contains(alias) {
         return Ok(None);
     }
     Ok(Some(

@@ -9,7 +9,7 @@ pub mod status;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -32,8 +32,11 @@ use crate::metrics::Metrics;
 pub struct Settings {
     /// Identifies this cluster in the ownership tags of the keys it creates.
     pub cluster_id: String,
-    /// How often a Ready key is re-read from KMS to repair drift.
+    /// How often a Ready key is re-read from KMS (DescribeKey: state, material, description).
     pub resync_interval: Duration,
+    /// How often a resync also reads tags, aliases and the policy to repair their drift (also
+    /// done after every spec change and until the key is Ready).
+    pub drift_interval: Duration,
     /// How long a key that waits for a change (invalid spec, missing Secret) waits at most.
     pub blocked_recheck_interval: Duration,
     /// Parallel reconciles.
@@ -52,6 +55,7 @@ impl Settings {
         Settings {
             cluster_id: cluster_id.into(),
             resync_interval: Duration::from_secs(300),
+            drift_interval: Duration::from_secs(600),
             blocked_recheck_interval: Duration::from_secs(600),
             concurrency: 8,
             reporter: "keyfleet".into(),
@@ -72,6 +76,9 @@ pub struct Context {
     pub clock: Clock,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
+    /// Per object uid: the generation and time of the last deep drift read that found the key
+    /// converged. In memory: a restarted operator reads every key deeply once.
+    deep_reads: Mutex<HashMap<String, (Option<i64>, Instant)>>,
 }
 
 impl Context {
@@ -92,6 +99,7 @@ impl Context {
             clock: Clock::system(),
             recorder,
             failures: Mutex::new(HashMap::new()),
+            deep_reads: Mutex::new(HashMap::new()),
         }
     }
 
@@ -133,6 +141,31 @@ impl Context {
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             warn!(error = %e, reason, "failed to publish event");
         }
+    }
+
+    fn deep_reads(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<i64>, Instant)>> {
+        self.deep_reads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this reconcile of object `uid` at `generation` must read tags, aliases and the
+    /// policy: never done since the operator started, the spec changed since, or the drift
+    /// interval elapsed.
+    pub fn deep_read_due(&self, uid: &str, generation: Option<i64>) -> bool {
+        match self.deep_reads().get(uid) {
+            Some((g, at)) => *g != generation || at.elapsed() >= self.settings.drift_interval,
+            None => true,
+        }
+    }
+
+    /// Records a deep read that found object `uid` converged (Ready).
+    pub fn deep_read_done(&self, uid: &str, generation: Option<i64>) {
+        self.deep_reads()
+            .insert(uid.to_string(), (generation, Instant::now()));
+    }
+
+    /// Forgets an object (deleted, or not converged: its next reconcile reads deeply).
+    pub fn forget_deep_read(&self, uid: &str) {
+        self.deep_reads().remove(uid);
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {

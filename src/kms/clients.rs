@@ -10,7 +10,9 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use std::sync::Arc;
 
+use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
@@ -21,6 +23,7 @@ use crate::api::{AwsKms, AwsKmsSpec};
 use crate::metrics::Metrics;
 
 use super::Client;
+use super::quota::{RateLimitedHttpClient, RateLimits};
 
 /// Which credentials and endpoint a key is managed with.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,6 +49,26 @@ impl Connection {
         }
     }
 
+    /// Whose KMS request quotas this connection spends: the account of its role, else the
+    /// operator's own credentials; and the endpoint, when it is not AWS's.
+    pub fn quota_identity(&self) -> String {
+        let account = match &self.spec.role_arn {
+            // arn:aws:iam::<account>:role/<name>
+            Some(arn) => format!(
+                "account:{}",
+                arn.split(':')
+                    .nth(4)
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or(arn)
+            ),
+            None => "operator-credentials".to_string(),
+        };
+        match &self.spec.endpoint_url {
+            Some(url) => format!("{account}@{url}"),
+            None => account,
+        }
+    }
+
     /// A human name for messages: `AwsKms/<name>` or `operator credentials`.
     pub fn describe(&self) -> String {
         match &self.name {
@@ -63,6 +86,9 @@ pub struct KmsClients {
     base: SdkConfig,
     fixed: Option<Client>,
     metrics: Option<Arc<Metrics>>,
+    limits: Option<Arc<RateLimits>>,
+    /// The HTTP client (connection pool) under every rate-limited client.
+    http: Option<SharedHttpClient>,
     cache: Mutex<HashMap<CacheKey, Client>>,
     callers: super::identity::Callers,
 }
@@ -72,13 +98,8 @@ impl KmsClients {
     /// EKS Pod Identity, IMDS) with keyfleet's retry and timeout settings.
     pub async fn from_env() -> KmsClients {
         let base = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(4))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_attempt_timeout(Duration::from_secs(15))
-                    .operation_timeout(Duration::from_secs(45))
-                    .build(),
-            )
+            .retry_config(retry_config())
+            .timeout_config(timeout_config())
             .load()
             .await;
         KmsClients::from_config(base)
@@ -89,9 +110,25 @@ impl KmsClients {
             base,
             fixed: None,
             metrics: None,
+            limits: None,
+            http: None,
             cache: Mutex::new(HashMap::new()),
             callers: Default::default(),
         }
+    }
+
+    /// Paces every request with `limits` (one bucket per account, region and operation).
+    pub fn with_rate_limits(mut self, limits: Arc<RateLimits>) -> KmsClients {
+        let http = self.base.http_client().unwrap_or_else(|| {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .build_https()
+        });
+        self.http = Some(http);
+        self.limits = Some(limits);
+        self
     }
 
     /// Counts every KMS call attempt in `metrics` (operation × ok/throttled/error).
@@ -108,6 +145,8 @@ impl KmsClients {
                 .build(),
             fixed: Some(client),
             metrics: None,
+            limits: None,
+            http: None,
             cache: Mutex::new(HashMap::new()),
             callers: Default::default(),
         }
@@ -154,7 +193,8 @@ impl KmsClients {
     }
 
     async fn build(&self, connection: &Connection, region: &str) -> Client {
-        let region = Region::new(region.to_string());
+        let region_name = region.to_string();
+        let region = Region::new(region_name.clone());
         let mut config = aws_sdk_kms::config::Builder::from(&self.base).region(region.clone());
         if let Some(url) = &connection.spec.endpoint_url {
             config = config.endpoint_url(url);
@@ -168,6 +208,29 @@ impl KmsClients {
             }
             config = config.credentials_provider(provider.configure(&self.base).build().await);
         }
+        // Each connection and region has its own retry quota, refilled over time: a 5xx storm
+        // in one region neither starves the others of retries nor ends retrying for good.
+        config = config.retry_partition(
+            RetryPartition::custom(format!(
+                "keyfleet-kms/{}/{region_name}",
+                connection.quota_identity()
+            ))
+            .token_bucket(
+                TokenBucket::builder()
+                    .capacity(RETRY_QUOTA_CAPACITY)
+                    .refill_rate(RETRY_QUOTA_REFILL_PER_SECOND)
+                    .build(),
+            )
+            .build(),
+        );
+        if let (Some(limits), Some(http)) = (&self.limits, &self.http) {
+            config = config.http_client(RateLimitedHttpClient::new(
+                http.clone(),
+                limits.clone(),
+                connection.quota_identity(),
+                region_name,
+            ));
+        }
         if let Some(metrics) = &self.metrics {
             config = config.interceptor(CallCounter {
                 metrics: metrics.clone(),
@@ -175,6 +238,25 @@ impl KmsClients {
         }
         Client::from_conf(config.build())
     }
+}
+
+/// Retry quota of one connection and region (a retry costs 5 to 14 tokens).
+const RETRY_QUOTA_CAPACITY: usize = 500;
+const RETRY_QUOTA_REFILL_PER_SECOND: f32 = 10.0;
+
+/// The SDK's standard retries (throttling, 5xx, timeouts) with backoff; a throttle that
+/// outlasts them reaches the controller as a transient error, which backs off further.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard().with_max_attempts(4)
+}
+
+/// Timeouts per attempt on the wire (connect, read) but none around an attempt as a whole: an
+/// attempt first waits for its rate-limit token, which may take a while under a low quota.
+pub fn timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(15))
+        .build()
 }
 
 /// Counts each KMS call attempt (retries included) by operation and outcome.

@@ -53,6 +53,14 @@ fn sdk_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>, KmsError> {
         .collect()
 }
 
+/// CreateKey and ReplicateKey are not idempotent: a retry after a lost answer (5xx, timeout)
+/// would make a second key. They go out once; the controller finds a key whose creation was
+/// in doubt by its owner tag (or the primary's replica list) before it tries again.
+fn no_retries() -> aws_sdk_kms::config::Builder {
+    aws_sdk_kms::config::Builder::default()
+        .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
+}
+
 /// CreateKey with origin EXTERNAL, carrying spec, usage, description, tags (incl. ownership)
 /// and multi-region. The key starts with the AWS default policy: the desired policy is
 /// rendered for the key's ARN and lockout-checked, then applied by the first sync round.
@@ -66,6 +74,8 @@ pub async fn create_key(client: &Client, desired: &DesiredKey) -> Result<KeyCrea
         .multi_region(desired.multi_region)
         .set_tags(Some(sdk_tags(&desired.tags)?));
     let out = request
+        .customize()
+        .config_override(no_retries())
         .send()
         .await
         .map_err(|e| KmsError::from_sdk("CreateKey", e))?;
@@ -95,6 +105,8 @@ pub async fn replicate_key(
         .description(&desired.description)
         .set_tags(Some(sdk_tags(&desired.tags)?));
     let out = request
+        .customize()
+        .config_override(no_retries())
         .send()
         .await
         .map_err(|e| KmsError::from_sdk("ReplicateKey", e))?;

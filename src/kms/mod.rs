@@ -6,12 +6,14 @@ pub mod error;
 pub mod execute;
 pub mod identity;
 pub mod observe;
+pub mod quota;
 pub mod verify;
 
 pub use clients::{Connection, KmsClients};
 pub use error::KmsError;
 pub use execute::KeyCreation;
 pub use observe::ReadDepth;
+pub use quota::{KmsQuotas, RateLimits};
 
 /// A KMS client for one connection and region (cheap to clone).
 pub type Client = aws_sdk_kms::Client;

@@ -8,10 +8,11 @@ use super::{Client, KmsError};
 use crate::api::{KeySpec, KeyUsage};
 use crate::plan::{KeyState, OWNER_UID_TAG, ObservedKey};
 
-/// How much of a key to read.
+/// How much of a key to read. A resync of a converged key only describes it; a deep drift read
+/// (`metadata`) happens after a spec change, until the key is Ready, and every drift interval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadDepth {
-    /// Read tags and aliases (for drift repair) besides DescribeKey.
+    /// A deep drift read is happening now: read tags and aliases besides DescribeKey.
     pub metadata: bool,
     /// Read the key policy (only when the AwsKey declares one).
     pub policy: bool,
@@ -54,9 +55,11 @@ pub async fn observe(
     if depth.metadata {
         observed.tags = tags(client, &observed.key_id).await?;
         observed.aliases = aliases(client, &observed.key_id).await?;
+        observed.metadata_read = true;
     }
     if depth.policy {
         observed.policy = policy(client, &observed.key_id).await?;
+        observed.policy_read = true;
     }
     Ok(Some(observed))
 }
@@ -93,6 +96,8 @@ pub fn from_metadata(meta: &KeyMetadata) -> ObservedKey {
         tags: BTreeMap::new(),
         aliases: BTreeSet::new(),
         policy: None,
+        metadata_read: false,
+        policy_read: false,
         replicas: mr
             .map(|c| {
                 c.replica_keys()

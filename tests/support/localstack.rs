@@ -84,10 +84,22 @@ fn start_localstack() -> String {
     }
 }
 
+/// A LocalStack of this test process alone (an empty KMS), whatever `KEYFLEET_TEST_KMS_ENDPOINT`
+/// says: for tests that scan every key of a region. Stopped when this process exits.
+pub async fn dedicated_endpoint() -> String {
+    tokio::task::spawn_blocking(start_localstack)
+        .await
+        .expect("starting LocalStack panicked")
+}
+
 /// A KMS client for `region` against the test LocalStack, with static test credentials. It
 /// reads no environment or profile, so a developer's AWS settings cannot leak into tests.
 pub async fn kms_client(region: &str) -> aws_sdk_kms::Client {
-    let endpoint = kms_endpoint().await;
+    kms_client_at(&kms_endpoint().await, region)
+}
+
+/// A KMS client for `region` against the LocalStack at `endpoint`.
+pub fn kms_client_at(endpoint: &str, region: &str) -> aws_sdk_kms::Client {
     let config = aws_sdk_kms::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))

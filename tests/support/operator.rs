@@ -32,10 +32,12 @@ pub struct Operator {
     task: Option<JoinHandle<()>>,
 }
 
-/// Settings for tests: the production defaults with a short resync so drift is seen quickly.
+/// Settings for tests: the production defaults with a short resync and drift interval so drift
+/// is seen quickly.
 pub fn settings() -> Settings {
     let mut s = Settings::new(CLUSTER_ID);
     s.resync_interval = Duration::from_secs(2);
+    s.drift_interval = Duration::from_secs(2);
     s.blocked_recheck_interval = Duration::from_secs(600);
     s.concurrency = 16;
     s

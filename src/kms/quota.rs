@@ -1,0 +1,418 @@
+//! Client-side KMS rate limiting: one token bucket per (account, region, operation), seeded
+//! with the AWS KMS request quotas and awaited by every request attempt (retries included).
+//!
+//! The limiter sits in the SDK's HTTP client ([`RateLimitedHttpClient`]): the operation comes
+//! from the `X-Amz-Target` header, so every KMS call keyfleet makes — present and future — is
+//! paced without touching the call sites, and a retry waits for a token like a first attempt.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+/// Default AWS KMS request quotas (requests per second, per account and region), from the
+/// "Request quotas" page of the AWS KMS Developer Guide. All are adjustable in Service Quotas;
+/// override them with `--kms-quota Operation=rate`.
+pub const AWS_DEFAULT_QUOTAS: &[(&str, f64)] = &[
+    ("CancelKeyDeletion", 5.0),
+    ("CreateAlias", 5.0),
+    ("CreateKey", 5.0),
+    ("DeleteAlias", 15.0),
+    ("DeleteImportedKeyMaterial", 15.0),
+    ("DescribeKey", 2000.0),
+    ("DisableKey", 5.0),
+    ("DisableKeyRotation", 5.0),
+    ("EnableKey", 5.0),
+    ("EnableKeyRotation", 15.0),
+    ("GetKeyPolicy", 1000.0),
+    ("GetKeyRotationStatus", 1000.0),
+    ("GetParametersForImport", 1.0),
+    ("GetPublicKey", 2000.0),
+    ("ImportKeyMaterial", 15.0),
+    ("ListAliases", 500.0),
+    ("ListKeyRotations", 100.0),
+    ("ListKeys", 500.0),
+    ("ListResourceTags", 2000.0),
+    ("PutKeyPolicy", 15.0),
+    ("ReplicateKey", 5.0),
+    ("RotateKeyOnDemand", 5.0),
+    ("ScheduleKeyDeletion", 15.0),
+    ("TagResource", 10.0),
+    ("UntagResource", 5.0),
+    ("UpdateAlias", 5.0),
+    ("UpdateKeyDescription", 5.0),
+    ("UpdatePrimaryRegion", 5.0),
+];
+
+/// Rate for an operation missing from the table (the lowest management quota).
+const FALLBACK_RATE: f64 = 5.0;
+
+/// A `ReplicateKey` also counts as this many `CreateKey` requests in the replica's region.
+pub const REPLICATE_KEY_CREATE_COST: u32 = 2;
+
+/// Request quotas per KMS operation, in requests per second.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KmsQuotas {
+    rates: BTreeMap<String, f64>,
+}
+
+impl Default for KmsQuotas {
+    fn default() -> Self {
+        KmsQuotas::aws_defaults()
+    }
+}
+
+impl KmsQuotas {
+    /// The AWS default quotas ([`AWS_DEFAULT_QUOTAS`]).
+    pub fn aws_defaults() -> KmsQuotas {
+        KmsQuotas {
+            rates: AWS_DEFAULT_QUOTAS
+                .iter()
+                .map(|(op, rate)| (op.to_string(), *rate))
+                .collect(),
+        }
+    }
+
+    /// Replaces the rate of an operation.
+    pub fn set(&mut self, operation: &str, rate: f64) {
+        self.rates.insert(operation.to_string(), rate);
+    }
+
+    /// These quotas with `overrides` applied.
+    pub fn with_overrides<'a>(
+        mut self,
+        overrides: impl IntoIterator<Item = &'a QuotaOverride>,
+    ) -> KmsQuotas {
+        for o in overrides {
+            self.set(&o.operation, o.rate);
+        }
+        self
+    }
+
+    /// Every rate multiplied by `factor` (tests run with the AWS table at a faster pace).
+    pub fn scaled(mut self, factor: f64) -> KmsQuotas {
+        for rate in self.rates.values_mut() {
+            *rate *= factor;
+        }
+        self
+    }
+
+    /// Requests per second allowed for `operation`.
+    pub fn rate(&self, operation: &str) -> f64 {
+        self.rates.get(operation).copied().unwrap_or(FALLBACK_RATE)
+    }
+
+    /// Every (operation, rate), sorted by operation.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.rates.iter().map(|(op, rate)| (op.as_str(), *rate))
+    }
+}
+
+/// One `--kms-quota Operation=rate` flag.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuotaOverride {
+    pub operation: String,
+    pub rate: f64,
+}
+
+impl std::str::FromStr for QuotaOverride {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (operation, rate) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected Operation=requests-per-second"))?;
+        let operation = operation.trim();
+        if operation.is_empty() || !operation.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "{s:?}: {operation:?} is not a KMS operation name (e.g. CreateKey)"
+            ));
+        }
+        let rate: f64 = rate
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: the rate must be a number of requests per second"))?;
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(format!("{s:?}: the rate must be above 0"));
+        }
+        Ok(QuotaOverride {
+            operation: operation.to_string(),
+            rate,
+        })
+    }
+}
+
+/// Where a bucket applies: who calls (account or connection), in which region, which operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct BucketKey {
+    identity: String,
+    region: String,
+    operation: String,
+}
+
+/// A wait for a token that would outlast the request's signature.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "KMS {operation} in {region}: no request slot within {waited:?} under the configured quota; retrying later"
+)]
+pub struct QuotaWaitExceeded {
+    pub operation: String,
+    pub region: String,
+    pub waited: Duration,
+}
+
+/// The token buckets of every (identity, region, operation), shared by all reconciles.
+#[derive(Debug)]
+pub struct RateLimits {
+    quotas: KmsQuotas,
+    max_wait: Duration,
+    buckets: Mutex<HashMap<BucketKey, Arc<DefaultDirectRateLimiter>>>,
+}
+
+impl RateLimits {
+    /// Buckets for `quotas`. A request waits at most `max_wait` for its token (a signed request
+    /// must reach AWS within 5 minutes); past that the attempt fails as a timeout and the SDK's
+    /// retry (or the controller's backoff) tries again.
+    pub fn new(quotas: KmsQuotas, max_wait: Duration) -> Arc<RateLimits> {
+        Arc::new(RateLimits {
+            quotas,
+            max_wait,
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn quotas(&self) -> &KmsQuotas {
+        &self.quotas
+    }
+
+    fn bucket(
+        &self,
+        identity: &str,
+        region: &str,
+        operation: &str,
+    ) -> Arc<DefaultDirectRateLimiter> {
+        let key = BucketKey {
+            identity: identity.to_string(),
+            region: region.to_string(),
+            operation: operation.to_string(),
+        };
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets
+            .entry(key)
+            .or_insert_with(|| Arc::new(RateLimiter::direct(quota(self.quotas.rate(operation)))))
+            .clone()
+    }
+
+    /// Waits for `n` request slots of `operation` (or fails after `max_wait`).
+    pub async fn acquire(
+        &self,
+        identity: &str,
+        region: &str,
+        operation: &str,
+        n: u32,
+    ) -> Result<(), QuotaWaitExceeded> {
+        let bucket = self.bucket(identity, region, operation);
+        let wait = async {
+            for _ in 0..n {
+                bucket.until_ready().await;
+            }
+        };
+        tokio::time::timeout(self.max_wait, wait)
+            .await
+            .map_err(|_| QuotaWaitExceeded {
+                operation: operation.to_string(),
+                region: region.to_string(),
+                waited: self.max_wait,
+            })
+    }
+}
+
+/// A bucket refilling at `rate` per second that holds one token: requests are spread evenly,
+/// never bursted, so that network jitter cannot push two of them into one quota interval.
+fn quota(rate: f64) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+    Quota::with_period(period.max(Duration::from_nanos(1)))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::MIN)
+}
+
+/// The KMS operation of a request: `TrentService.CreateKey` in `X-Amz-Target` → `CreateKey`.
+pub fn operation_of(target: Option<&str>) -> Option<&str> {
+    target.and_then(|t| t.rsplit_once('.')).map(|(_, op)| op)
+}
+
+/// The `ReplicaRegion` of a ReplicateKey request body.
+pub fn replica_region(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .get("ReplicaRegion")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// An HTTP client that takes a token from [`RateLimits`] before each request it sends for one
+/// (identity, region).
+#[derive(Clone, Debug)]
+pub struct RateLimitedHttpClient {
+    inner: SharedHttpClient,
+    limits: Arc<RateLimits>,
+    identity: String,
+    region: String,
+}
+
+impl RateLimitedHttpClient {
+    pub fn new(
+        inner: SharedHttpClient,
+        limits: Arc<RateLimits>,
+        identity: impl Into<String>,
+        region: impl Into<String>,
+    ) -> RateLimitedHttpClient {
+        RateLimitedHttpClient {
+            inner,
+            limits,
+            identity: identity.into(),
+            region: region.into(),
+        }
+    }
+}
+
+impl HttpClient for RateLimitedHttpClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(RateLimitedConnector {
+            inner: self.inner.http_connector(settings, components),
+            client: self.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct RateLimitedConnector {
+    inner: SharedHttpConnector,
+    client: RateLimitedHttpClient,
+}
+
+impl HttpConnector for RateLimitedConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let operation = operation_of(request.headers().get("x-amz-target"))
+            .unwrap_or("Unknown")
+            .to_string();
+        let replica = (operation == "ReplicateKey")
+            .then(|| request.body().bytes().and_then(replica_region))
+            .flatten();
+        let inner = self.inner.clone();
+        let c = self.client.clone();
+        HttpConnectorFuture::new(async move {
+            let limits = &c.limits;
+            limits
+                .acquire(&c.identity, &c.region, &operation, 1)
+                .await
+                .map_err(|e| ConnectorError::timeout(e.into()))?;
+            if let Some(replica) = replica {
+                // AWS counts a ReplicateKey as two CreateKey requests in the replica's region.
+                limits
+                    .acquire(
+                        &c.identity,
+                        &replica,
+                        "CreateKey",
+                        REPLICATE_KEY_CREATE_COST,
+                    )
+                    .await
+                    .map_err(|e| ConnectorError::timeout(e.into()))?;
+            }
+            inner.call(request).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_aws_table_and_overrides_apply() {
+        let q = KmsQuotas::aws_defaults();
+        assert_eq!(q.rate("GetParametersForImport"), 1.0);
+        assert_eq!(q.rate("CreateKey"), 5.0);
+        assert_eq!(q.rate("DescribeKey"), 2000.0);
+        assert_eq!(q.rate("SomethingNew"), FALLBACK_RATE);
+        let o: QuotaOverride = "GetParametersForImport=0.25".parse().unwrap();
+        let q = q.with_overrides([&o]);
+        assert_eq!(q.rate("GetParametersForImport"), 0.25);
+        assert_eq!(q.clone().scaled(4.0).rate("GetParametersForImport"), 1.0);
+        for bad in [
+            "CreateKey",
+            "=5",
+            "Create Key=5",
+            "CreateKey=0",
+            "CreateKey=fast",
+            "CreateKey=-1",
+        ] {
+            assert!(bad.parse::<QuotaOverride>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn operation_and_replica_region_are_read_from_the_request() {
+        assert_eq!(
+            operation_of(Some("TrentService.CreateKey")),
+            Some("CreateKey")
+        );
+        assert_eq!(operation_of(None), None);
+        assert_eq!(
+            replica_region(br#"{"KeyId":"k","ReplicaRegion":"eu-west-1"}"#).as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(replica_region(b"not json"), None);
+    }
+
+    #[tokio::test]
+    async fn requests_are_paced_per_region_and_operation() {
+        let mut quotas = KmsQuotas::aws_defaults();
+        quotas.set("GetParametersForImport", 20.0);
+        let limits = RateLimits::new(quotas, Duration::from_secs(5));
+        let start = std::time::Instant::now();
+        for _ in 0..5 {
+            limits
+                .acquire("acct", "us-east-1", "GetParametersForImport", 1)
+                .await
+                .unwrap();
+        }
+        // One token at once, then one every 50 ms.
+        let paced = start.elapsed();
+        assert!(paced >= Duration::from_millis(190), "{paced:?}");
+        // Another region and another operation have buckets of their own.
+        let other = std::time::Instant::now();
+        limits
+            .acquire("acct", "eu-west-1", "GetParametersForImport", 1)
+            .await
+            .unwrap();
+        limits
+            .acquire("acct", "us-east-1", "CreateKey", 1)
+            .await
+            .unwrap();
+        assert!(other.elapsed() < Duration::from_millis(20));
+    }
+
+    #[tokio::test]
+    async fn a_wait_beyond_the_limit_fails_instead_of_hanging() {
+        let mut quotas = KmsQuotas::aws_defaults();
+        quotas.set("CreateKey", 0.1);
+        let limits = RateLimits::new(quotas, Duration::from_millis(100));
+        limits.acquire("a", "r", "CreateKey", 1).await.unwrap();
+        let err = limits.acquire("a", "r", "CreateKey", 1).await.unwrap_err();
+        assert_eq!(err.operation, "CreateKey");
+    }
+}
