@@ -1,6 +1,7 @@
 //! End-to-end against a real cluster (kind, k3d, ...) reached through the current kubeconfig:
 //! the same scenarios as the in-memory suite — CRDs applied, keys Ready with their material in
-//! KMS (LocalStack), deletion scheduled. Without a reachable cluster it prints why and skips.
+//! KMS (LocalStack), a policy rule enforced by the API server's CEL, a policy template edit
+//! reaching KMS, deletion scheduled. Without a reachable cluster it prints why and skips.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use keyfleet::api::KeySpec;
+use keyfleet::api::{AwsKeyPolicyTemplate, KeySpec};
 use keyfleet::controller::{self, Context};
 use keyfleet::material::testing::generate_secret_value;
 use kube::Api;
@@ -100,6 +101,77 @@ async fn keys_become_ready_and_are_deleted_on_a_real_cluster() {
         create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, extra)).await;
         names.push(name);
     }
+    // Key policies: the real API server enforces the exclusivity rule at admission, and a
+    // template edit reaches the key in KMS.
+    let refused = api
+        .create(
+            &PostParams::default(),
+            &aws_key(
+                &unique("e2e-two-forms"),
+                DEFAULT_REGION,
+                "unused",
+                json!({"policy": {"document": "{}", "keyUsersRoles": ["app"]}}),
+            ),
+        )
+        .await
+        .expect_err("two policy forms must be refused at admission");
+    assert!(
+        refused.to_string().contains("policy takes exactly one of"),
+        "{refused}"
+    );
+    let templates: Api<AwsKeyPolicyTemplate> = Api::all(client.clone());
+    let template = unique("e2e-tpl");
+    templates
+        .create(
+            &PostParams::default(),
+            &AwsKeyPolicyTemplate::new(
+                &template,
+                serde_json::from_value(json!({"keyUsersRoles": ["app-v1"]})).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let templated = unique("e2e-tpl-key");
+    create_material_secret(&client, &ns, &templated, KeySpec::SymmetricDefault).await;
+    create_key(
+        &api,
+        &aws_key(
+            &templated,
+            DEFAULT_REGION,
+            &templated,
+            json!({"policy": {"templateRef": {"name": template}}}),
+        ),
+    )
+    .await;
+    names.push(templated.clone());
+    let templated_id = ready_key_id(&api, &templated).await;
+    templates
+        .patch(
+            &template,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"keyUsersRoles": ["app-v2"]}})),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let policy = kms
+            .get_key_policy()
+            .key_id(&templated_id)
+            .policy_name("default")
+            .send()
+            .await
+            .unwrap();
+        if policy.policy().is_some_and(|p| p.contains("role/app-v2")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the template edit never reached the key"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     let mut key_ids = vec![];
     for name in &names {
         key_ids.push(ready_key_id(&api, name).await);
@@ -117,6 +189,10 @@ async fn keys_become_ready_and_are_deleted_on_a_real_cluster() {
     }
     let _ = stop.send(());
     let _ = task.await;
+    templates
+        .delete(&template, &DeleteParams::default())
+        .await
+        .unwrap();
     namespaces
         .delete(&ns, &DeleteParams::default())
         .await
