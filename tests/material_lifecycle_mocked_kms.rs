@@ -107,12 +107,7 @@ fn owner_tags(key: &AwsKey) -> Vec<aws_sdk_kms::types::Tag> {
 }
 
 fn condition(k: &AwsKey, type_: &str) -> Option<(String, String)> {
-    k.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
+    condition_of(&k.status.as_ref()?.conditions, type_)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,12 +370,7 @@ async fn wait_replica(
 }
 
 fn replica_condition(r: &AwsReplicaKey, type_: &str) -> Option<(String, String)> {
-    r.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
+    condition_of(&r.status.as_ref()?.conditions, type_)
 }
 
 /// The whole multi-Region rotation against a stateful KMS model: the primary imports the

@@ -207,11 +207,17 @@ pub async fn create_key(api: &Api<AwsKey>, key: &AwsKey) -> AwsKey {
 
 /// The Ready condition as (status, reason).
 pub fn ready(key: &AwsKey) -> Option<(String, String)> {
-    key.status
-        .as_ref()?
-        .conditions
+    condition_of(&key.status.as_ref()?.conditions, "Ready")
+}
+
+/// The condition of `type_` as (status, reason).
+pub fn condition_of(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> Option<(String, String)> {
+    conditions
         .iter()
-        .find(|c| c.type_ == "Ready")
+        .find(|c| c.type_ == type_)
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 

@@ -51,12 +51,7 @@ pub async fn wait_replica(
 }
 
 pub fn replica_ready(r: &AwsReplicaKey) -> Option<(String, String)> {
-    r.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.status.clone(), c.reason.clone()))
+    super::operator::condition_of(&r.status.as_ref()?.conditions, "Ready")
 }
 
 pub async fn wait_replica_ready(client: &kube::Client, ns: &str, name: &str) -> AwsReplicaKey {
