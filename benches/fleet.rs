@@ -215,6 +215,8 @@ struct Figures {
     reasons_seen: BTreeMap<String, usize>,
     peak_rss_kib: u64,
     rss_kib: u64,
+    rss_anon_kib: u64,
+    rss_file_kib: u64,
     bench_peak_rss_kib: u64,
     steady_reconciles: u64,
     steady_seconds: f64,
@@ -354,9 +356,11 @@ fn report(f: &Figures) -> (String, bool) {
     );
     let _ = writeln!(
         out,
-        "- operator (`keyfleet run`, a child process of the benchmark) peak RSS {:.1} MiB (VmHWM), RSS at the end {:.1} MiB",
+        "- operator (`keyfleet run`, a child process of the benchmark) peak RSS {:.1} MiB (VmHWM); RSS at the end {:.1} MiB: {:.1} MiB anonymous (heap: watch caches, buffers), {:.1} MiB file-backed (the mapped binary)",
         rss_mib,
-        f.rss_kib as f64 / 1024.0
+        f.rss_kib as f64 / 1024.0,
+        f.rss_anon_kib as f64 / 1024.0,
+        f.rss_file_kib as f64 / 1024.0
     );
     let _ = writeln!(
         out,
@@ -506,6 +510,8 @@ fn main() {
             reasons_seen: reasons,
             peak_rss_kib: status_kib(&pid, "VmHWM"),
             rss_kib: status_kib(&pid, "VmRSS"),
+            rss_anon_kib: status_kib(&pid, "RssAnon"),
+            rss_file_kib: status_kib(&pid, "RssFile"),
             bench_peak_rss_kib: status_kib("self", "VmHWM"),
             steady_reconciles,
             steady_seconds,
