@@ -1,36 +1,37 @@
-//! Fleet benchmark: the real controller rolls out N AwsKeys over two regions (every tenth
-//! multi-region, with an AwsReplicaKey in the other region) against LocalStack behind the
-//! quota-enforcing proxy (AWS default KMS quotas), then idles through resyncs.
+//! Fleet benchmark: the operator (`keyfleet run`, the real binary as a child process) rolls out
+//! N AwsKeys over two regions (every tenth multi-region, with an AwsReplicaKey in the other
+//! region) against LocalStack behind the quota-enforcing proxy (AWS default KMS quotas), then
+//! idles through resyncs.
 //!
 //! Run: `cargo bench --bench fleet` (N = 100), `KEYFLEET_BENCH_KEYS=1000 cargo bench --bench
 //! fleet` for a thousand. Starts its own LocalStack (`scripts/localstack`). Reports time to
 //! all-Ready against the quota bound, KMS calls per key by operation, throttles, peak RSS, CPU
 //! per no-op reconcile and steady-state KMS calls per key per resync; writes them to
-//! `benches/results/latest.md` and exits non-zero when a target is missed.
+//! `benches/results/latest.md` (`KEYFLEET_BENCH_OUT` to change) and exits non-zero when a target
+//! is missed.
 //!
-//! Layout: the API server (memkube, over HTTP) and the KMS proxy run on one tokio runtime, the
-//! controller on another whose threads are named `keyfleet-ctl`, so that the CPU figures are
-//! the controller's alone (from /proc/self/task). Peak RSS is the whole process: controller,
-//! in-memory API server with every object, and proxy.
+//! Layout: this process runs the API server (memkube, served over HTTP) and the KMS proxy; the
+//! operator is `keyfleet run` in a child process with a kubeconfig for that server and
+//! `AWS_ENDPOINT_URL_KMS` at the proxy, as it runs in a cluster. Peak RSS is the child's VmHWM
+//! and CPU its utime + stime (all threads), so both are the operator's alone.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keyfleet::controller::{self, Context, Settings};
-use keyfleet::kms::{KmsQuotas, RateLimits};
+use keyfleet::kms::KmsQuotas;
 use keyfleet::kms_proxy::{self, KmsProxy, OpCounts, ProxyConfig};
 use keyfleet::memkube::MemKube;
-use keyfleet::metrics::{Metrics, ReconcileLabels};
 
 use support::fleet::{self, Fleet, REGIONS};
 use support::localstack;
 
-const CONTROLLER_THREAD: &str = "keyfleet-ctl";
 /// Operations whose calls a roll-out cannot avoid, for the quota bound.
 const WRITES: &[&str] = &[
     "CreateKey",
@@ -56,34 +57,24 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// CPU seconds (user + system) of this process's threads named `name`.
-fn thread_cpu(name: &str, ticks_per_second: f64) -> f64 {
-    let mut ticks = 0u64;
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+/// CPU seconds (user + system, all threads) of process `pid`, from `/proc/<pid>/stat`.
+fn process_cpu(pid: u32, ticks_per_second: f64) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
-    for task in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ... : comm may hold spaces, so split after the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        if &stat[open + 1..close] != name {
-            continue;
-        }
-        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the comm.
-        let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
-        let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-        ticks += utime + stime;
-    }
-    ticks as f64 / ticks_per_second
+    // pid (comm) state ... : comm may hold spaces, so split after the last ')'.
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the comm.
+    let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    (utime + stime) as f64 / ticks_per_second
 }
 
 fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
+    Command::new("getconf")
         .arg("CLK_TCK")
         .output()
         .ok()
@@ -92,9 +83,10 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// A `/proc/self/status` field in KiB (VmHWM: peak RSS, VmRSS: current).
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A `/proc/<pid>/status` field in KiB (VmHWM: peak RSS, VmRSS: current); `pid` "self" for
+/// this process.
+fn status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix(field))
@@ -109,17 +101,73 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn reconciles(metrics: &Metrics) -> u64 {
-    let mut n = 0;
-    for kind in ["AwsKey", "AwsReplicaKey"] {
-        for result in ["ready", "not_ready", "error"] {
-            n += metrics
-                .reconciles
-                .get_or_create(&ReconcileLabels { kind, result })
-                .get();
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The operator's `/metrics` text, or None while it does not answer.
+fn scrape(port: u16) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
+}
+
+/// Reconciles the operator has counted (`keyfleet_reconciles_total`, every kind and result).
+fn reconciles(port: u16) -> u64 {
+    let text = scrape(port).expect("operator /metrics");
+    text.lines()
+        .filter(|l| l.starts_with("keyfleet_reconciles_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// `keyfleet run` as a child process; killed when dropped (a failed assertion included).
+struct Operator {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Operator {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits up to 30 s for a clean exit.
+    fn stop(mut self) -> bool {
+        let pid = self.pid().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// The last lines of its log, for a failure message.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
-    n
 }
 
 /// The least time the quotas allow for the calls the fleet cannot do without, per region and
@@ -167,6 +215,9 @@ struct Figures {
     reasons_seen: BTreeMap<String, usize>,
     peak_rss_kib: u64,
     rss_kib: u64,
+    rss_anon_kib: u64,
+    rss_file_kib: u64,
+    bench_peak_rss_kib: u64,
     steady_reconciles: u64,
     steady_seconds: f64,
     steady_reads_per_reconcile: f64,
@@ -300,39 +351,41 @@ fn report(f: &Figures) -> (String, bool) {
     );
     let _ = writeln!(
         out,
-        "- CPU per no-op reconcile: {:.3} ms (threads of the controller's runtime only)",
+        "- CPU per no-op reconcile: {:.3} ms — utime + stime of the operator process (all threads) over the window, divided by the reconciles its `keyfleet_reconciles_total` counted in it",
         f.cpu_ms_per_reconcile
     );
     let _ = writeln!(
         out,
-        "- peak RSS {:.1} MiB, RSS at the end {:.1} MiB — the whole process: controller, the in-memory API server holding every AwsKey, Secret and Event, and the proxy",
+        "- operator (`keyfleet run`, a child process of the benchmark) peak RSS {:.1} MiB (VmHWM); RSS at the end {:.1} MiB: {:.1} MiB anonymous (heap: watch caches, buffers), {:.1} MiB file-backed (the mapped binary)",
         rss_mib,
-        f.rss_kib as f64 / 1024.0
+        f.rss_kib as f64 / 1024.0,
+        f.rss_anon_kib as f64 / 1024.0,
+        f.rss_file_kib as f64 / 1024.0
+    );
+    let _ = writeln!(
+        out,
+        "- for context, the benchmark process (in-memory API server holding every AwsKey, Secret and Event with watch history, and the KMS proxy): peak RSS {:.1} MiB",
+        f.bench_peak_rss_kib as f64 / 1024.0
     );
     (out, all)
 }
 
 fn main() {
     let n: usize = env_or("KEYFLEET_BENCH_KEYS", 100);
-    let resync = Duration::from_secs(env_or("KEYFLEET_BENCH_RESYNC_SECONDS", 20));
+    let resync_seconds: u64 = env_or("KEYFLEET_BENCH_RESYNC_SECONDS", 20);
+    let resync = Duration::from_secs(resync_seconds);
     let out_path = std::env::var("KEYFLEET_BENCH_OUT")
         .unwrap_or_else(|_| format!("{}/benches/results/latest.md", env!("CARGO_MANIFEST_DIR")));
-    let infra = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("bench-infra")
-        .enable_all()
-        .build()
-        .expect("infra runtime");
-    let ctl = tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_name(CONTROLLER_THREAD)
         .enable_all()
         .build()
-        .expect("controller runtime");
+        .expect("benchmark runtime");
     let ticks = clock_ticks();
+    let dir = tempfile::tempdir().expect("temporary directory");
 
     let quotas = KmsQuotas::aws_defaults();
-    let (kube, kube_addr, proxy, fleet) = infra.block_on(async {
+    let (kube, kube_addr, endpoint, proxy, fleet) = rt.block_on(async {
         eprintln!("fleet bench: starting LocalStack");
         let endpoint = localstack::dedicated_endpoint().await;
         let proxy = KmsProxy::start(ProxyConfig::new(&endpoint, quotas.clone()))
@@ -345,42 +398,46 @@ fn main() {
             .expect("serve memkube");
         eprintln!("fleet bench: creating {n} AwsKeys and their Secrets");
         let fleet = fleet::create_fleet(&kube.client(), "default", "fleet", n, 10).await;
-        (kube, addr, proxy, fleet)
+        (kube, addr, endpoint, proxy, fleet)
     });
     let objects = fleet.keys.len() + fleet.replicas.len();
 
-    // The controller, as `keyfleet run` builds it, talking HTTP to the API server and the proxy.
-    let metrics = Metrics::shared();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let proxy_url = proxy.url();
-    let ctl_metrics = metrics.clone();
-    let ctl_quotas = quotas.clone();
+    // The operator as it runs in a cluster: the binary with its kubeconfig, AWS environment
+    // (KMS through the proxy) and default settings but the resync period; JSON logs to a file.
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, MemKube::kubeconfig(kube_addr)).expect("write kubeconfig");
+    let log = dir.path().join("keyfleet.log");
+    let log_file = std::fs::File::create(&log).expect("create log file");
+    let port = free_port();
+    let mut env = localstack::operator_env(&proxy.url());
+    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL_STS");
+    env.push(("AWS_ENDPOINT_URL_STS".into(), endpoint.clone()));
     let started = Instant::now();
-    let controller = ctl.spawn(async move {
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(&MemKube::kubeconfig(kube_addr))
-            .expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .expect("kube config");
-        let client = kube::Client::try_from(config).expect("kube client");
-        let mut settings = Settings::new("bench-cluster");
-        settings.resync_interval = resync;
-        let kms = fleet::kms_clients_via(
-            &proxy_url,
-            Some(RateLimits::new(ctl_quotas, Duration::from_secs(60))),
-        )
-        .with_metrics(ctl_metrics.clone());
-        let ctx = Arc::new(
-            Context::new(client, kms, settings)
-                .with_telemetry(ctl_metrics, Arc::new(Default::default())),
-        );
-        controller::run(ctx, async move {
-            let _ = stop_rx.await;
-        })
-        .await;
-    });
+    let child = Command::new(env!("CARGO_BIN_EXE_keyfleet"))
+        .args([
+            "run",
+            "--cluster-id",
+            "bench-cluster",
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--resync-seconds",
+            &resync_seconds.to_string(),
+            "--log-format",
+            "json",
+        ])
+        .env_remove("RUST_LOG")
+        .env("KUBECONFIG", &kubeconfig)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("log file"))
+        .stderr(log_file)
+        .spawn()
+        .expect("start keyfleet run");
+    let operator = Operator { child, log };
+    let pid = operator.pid();
+    eprintln!("fleet bench: keyfleet run started (pid {pid})");
 
-    let figures = infra.block_on(async {
+    let figures = rt.block_on(async {
         let client = kube.client();
         let poll = if n > 200 {
             Duration::from_millis(500)
@@ -398,9 +455,10 @@ fn main() {
             }
             assert!(
                 started.elapsed() < Duration::from_secs(60 + 3 * n as u64),
-                "fleet not Ready: {}/{objects}; reasons {:?}",
+                "fleet not Ready: {}/{objects}; reasons {:?}; operator log:\n{}",
                 v.ready,
-                v.reasons
+                v.reasons,
+                operator.log_tail()
             );
             tokio::time::sleep(poll).await;
         }
@@ -414,14 +472,14 @@ fn main() {
         // Steady state: let the last reconciles of the roll-out finish, then two resync periods.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let before = proxy.stats();
-        let rec_before = reconciles(&metrics);
-        let cpu_before = thread_cpu(CONTROLLER_THREAD, ticks);
+        let rec_before = reconciles(port);
+        let cpu_before = process_cpu(pid, ticks);
         let t = Instant::now();
         tokio::time::sleep(resync * 2).await;
-        let steady = kms_proxy::by_operation(&kms_proxy::delta(&proxy.stats(), &before));
-        let steady_reconciles = reconciles(&metrics) - rec_before;
-        let cpu = thread_cpu(CONTROLLER_THREAD, ticks) - cpu_before;
+        let cpu = process_cpu(pid, ticks) - cpu_before;
+        let steady_reconciles = reconciles(port) - rec_before;
         let steady_seconds = t.elapsed().as_secs_f64();
+        let steady = kms_proxy::by_operation(&kms_proxy::delta(&proxy.stats(), &before));
         let steady_calls: BTreeMap<String, u64> = steady
             .iter()
             .map(|(op, c)| (op.clone(), c.received()))
@@ -436,6 +494,7 @@ fn main() {
         for (r, c) in &v.reasons {
             *reasons.entry(r.clone()).or_default() += c;
         }
+        let pid = pid.to_string();
         Figures {
             keys: fleet.keys.len(),
             replicas: fleet.replicas.len(),
@@ -449,8 +508,11 @@ fn main() {
             throttles_seen: rollout.values().map(|c| c.throttled).sum(),
             rollout_calls: rollout,
             reasons_seen: reasons,
-            peak_rss_kib: status_kib("VmHWM"),
-            rss_kib: status_kib("VmRSS"),
+            peak_rss_kib: status_kib(&pid, "VmHWM"),
+            rss_kib: status_kib(&pid, "VmRSS"),
+            rss_anon_kib: status_kib(&pid, "RssAnon"),
+            rss_file_kib: status_kib(&pid, "RssFile"),
+            bench_peak_rss_kib: status_kib("self", "VmHWM"),
             steady_reconciles,
             steady_seconds,
             steady_reads_per_reconcile: steady_reads as f64 / steady_reconciles.max(1) as f64,
@@ -459,10 +521,10 @@ fn main() {
             cpu_ms_per_reconcile: cpu * 1000.0 / steady_reconciles.max(1) as f64,
         }
     });
-    let _ = stop_tx.send(());
-    ctl.block_on(async {
-        let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
-    });
+    let tail = operator.log_tail();
+    if !operator.stop() {
+        eprintln!("fleet bench: keyfleet run did not exit cleanly on SIGTERM; log:\n{tail}");
+    }
     let (text, all_met) = report(&figures);
     print!("{text}");
     if let Some(dir) = std::path::Path::new(&out_path).parent() {
