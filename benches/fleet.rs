@@ -32,24 +32,6 @@ use keyfleet::memkube::MemKube;
 use support::fleet::{self, Fleet, REGIONS};
 use support::localstack;
 
-/// Operations whose calls a roll-out cannot avoid, for the quota bound.
-const WRITES: &[&str] = &[
-    "CreateKey",
-    "ReplicateKey",
-    "GetParametersForImport",
-    "ImportKeyMaterial",
-    "TagResource",
-    "UntagResource",
-    "CreateAlias",
-    "DeleteAlias",
-    "EnableKey",
-    "DisableKey",
-    "UpdateKeyDescription",
-    "PutKeyPolicy",
-    "CancelKeyDeletion",
-    "ScheduleKeyDeletion",
-];
-
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -486,7 +468,7 @@ fn main() {
             .collect();
         let steady_writes: u64 = steady_calls
             .iter()
-            .filter(|(op, _)| WRITES.contains(&op.as_str()))
+            .filter(|(op, _)| fleet::KMS_WRITES.contains(&op.as_str()))
             .map(|(_, n)| n)
             .sum();
         let steady_reads: u64 = steady_calls.values().sum::<u64>() - steady_writes;

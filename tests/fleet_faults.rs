@@ -20,24 +20,6 @@ use support::fleet::{self, REGIONS};
 use support::localstack;
 use support::operator::{Operator, settings};
 
-/// KMS writes: none may happen in a resync of a converged key.
-const WRITES: &[&str] = &[
-    "CreateKey",
-    "ReplicateKey",
-    "GetParametersForImport",
-    "ImportKeyMaterial",
-    "TagResource",
-    "UntagResource",
-    "CreateAlias",
-    "DeleteAlias",
-    "EnableKey",
-    "DisableKey",
-    "UpdateKeyDescription",
-    "PutKeyPolicy",
-    "CancelKeyDeletion",
-    "ScheduleKeyDeletion",
-];
-
 fn limits(quotas: &KmsQuotas) -> std::sync::Arc<RateLimits> {
     RateLimits::new(quotas.clone(), Duration::from_secs(60))
 }
@@ -205,7 +187,7 @@ async fn resyncs_describe_only_and_drift_reads_come_at_their_interval() {
             "no drift read: {w:?}"
         );
     };
-    for write in WRITES {
+    for write in fleet::KMS_WRITES {
         assert!(
             !window.contains_key(*write),
             "{write} in a drift read: {window:?}"

@@ -234,3 +234,22 @@ pub async fn kms_keys_per_owner(
     }
     out
 }
+
+/// KMS operations that change a key: none may happen in a resync of a converged key, and a
+/// roll-out's unavoidable calls are among them (the benchmark's quota bound).
+pub const KMS_WRITES: &[&str] = &[
+    "CreateKey",
+    "ReplicateKey",
+    "GetParametersForImport",
+    "ImportKeyMaterial",
+    "TagResource",
+    "UntagResource",
+    "CreateAlias",
+    "DeleteAlias",
+    "EnableKey",
+    "DisableKey",
+    "UpdateKeyDescription",
+    "PutKeyPolicy",
+    "CancelKeyDeletion",
+    "ScheduleKeyDeletion",
+];
