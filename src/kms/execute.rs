@@ -11,7 +11,7 @@ use aws_sdk_kms::types::{
 use jiff::Timestamp;
 
 use super::{Client, KmsError};
-use crate::material::{KeyMaterial, MaterialError, WrappingAlgorithm, WrappingKeySpec};
+use crate::material::{ImportableMaterial, MaterialError, WrappingAlgorithm, WrappingKeySpec};
 use crate::plan::{Action, DesiredKey};
 
 /// A failed write: KMS refused it, or the material could not be wrapped.
@@ -25,7 +25,7 @@ pub enum ExecuteError {
 
 /// Material and wrapping choice for an import.
 pub struct ImportInput<'a> {
-    pub material: &'a KeyMaterial,
+    pub material: &'a dyn ImportableMaterial,
     pub algorithm: WrappingAlgorithm,
     pub wrapping_key_spec: WrappingKeySpec,
 }

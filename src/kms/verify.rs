@@ -7,7 +7,7 @@ use aws_sdk_kms::types::MacAlgorithmSpec;
 
 use super::{Client, KmsError};
 use crate::api::{KeyFamily, KeySpec};
-use crate::material::KeyMaterial;
+use crate::material::ImportableMaterial;
 use crate::plan::{KeyState, ObservedKey};
 
 /// The message GenerateMac is asked to authenticate; fixed, so its MAC is comparable.
@@ -67,7 +67,7 @@ pub enum Evidence {
 /// What KMS must hold.
 #[derive(Clone, Copy, Debug)]
 pub struct Expected<'a> {
-    pub material: &'a KeyMaterial,
+    pub material: &'a dyn ImportableMaterial,
     /// KeyMaterialId recorded at import (the primary's, for a replica).
     pub key_material_id: Option<&'a str>,
     /// The KeyMaterialId before the last rotation: a key still reporting it is catching up.

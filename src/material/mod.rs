@@ -8,11 +8,13 @@
 mod armor;
 mod der;
 mod parse;
+mod source;
 pub mod testing;
 #[cfg(test)]
 mod tests;
 mod wrap;
 
+pub use source::ImportableMaterial;
 pub use wrap::{WrappingAlgorithm, WrappingKeySpec};
 
 use crate::api::{KeyFamily, KeySpec};
