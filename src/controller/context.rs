@@ -62,7 +62,7 @@ pub struct Context {
     /// What reconciles read the time from (tests set a manual clock).
     pub clock: Clock,
     recorder: Recorder,
-    failures: Mutex<HashMap<String, u32>>,
+    backoff: Backoff,
     /// Per object uid: the generation and time of the last deep drift read that found the key
     /// converged. In memory: a restarted operator reads every key deeply once.
     deep_reads: Mutex<HashMap<String, (Option<i64>, Instant)>>,
@@ -85,7 +85,7 @@ impl Context {
             readiness: Arc::new(Readiness::default()),
             clock: Clock::system(),
             recorder,
-            failures: Mutex::new(HashMap::new()),
+            backoff: Backoff::default(),
             deep_reads: Mutex::new(HashMap::new()),
         }
     }
@@ -155,20 +155,74 @@ impl Context {
         self.deep_reads().remove(uid);
     }
 
+    /// Backoff for transient failures of one object, keyed `kind/namespace/name`.
+    pub(super) fn next_backoff(&self, key: String) -> Duration {
+        self.backoff.next(key)
+    }
+
+    pub(super) fn reset_backoff(&self, key: &str) {
+        self.backoff.reset(key);
+    }
+}
+
+/// Exponential backoff per object for transient failures: 2 s, 4 s, ... up to 256 s.
+#[derive(Default)]
+pub(super) struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
         self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Exponential backoff for transient failures of one object (`kind/namespace/name`): 2 s,
-    /// 4 s, ... capped at 5 min.
-    pub(super) fn next_backoff(&self, key: String) -> Duration {
+    pub(super) fn next(&self, key: String) -> Duration {
         let mut failures = self.failures();
         let n = failures.entry(key).or_insert(0);
         *n = n.saturating_add(1);
         Duration::from_secs(1u64 << (*n).min(8)).min(Duration::from_secs(300))
     }
 
-    pub(super) fn reset_backoff(&self, key: &str) {
+    pub(super) fn reset(&self, key: &str) {
         self.failures().remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AwsKey, AwsReplicaKey};
+    use crate::controller::reconcile::object_key;
+
+    #[test]
+    fn an_awskey_and_an_awsreplicakey_of_one_name_back_off_separately() {
+        let key: AwsKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kms.keyfleet.dev/v1alpha1", "kind": "AwsKey",
+            "metadata": {"name": "orders", "namespace": "team"},
+            "spec": {"region": "us-east-1", "keySpec": "SYMMETRIC_DEFAULT",
+                     "keyMaterial": {"secretRef": {"name": "m", "key": "k"}}}
+        }))
+        .unwrap();
+        let replica: AwsReplicaKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kms.keyfleet.dev/v1alpha1", "kind": "AwsReplicaKey",
+            "metadata": {"name": "orders", "namespace": "team"},
+            "spec": {"region": "eu-west-1", "primaryKeyRef": {"name": "orders"}}
+        }))
+        .unwrap();
+        let (k, r) = (object_key(&key), object_key(&replica));
+        assert_eq!(k, "AwsKey/team/orders");
+        assert_eq!(r, "AwsReplicaKey/team/orders");
+
+        let backoff = Backoff::default();
+        assert_eq!(backoff.next(k.clone()), Duration::from_secs(2));
+        assert_eq!(backoff.next(k.clone()), Duration::from_secs(4));
+        assert_eq!(backoff.next(r.clone()), Duration::from_secs(2));
+        backoff.reset(&k);
+        assert_eq!(backoff.next(k), Duration::from_secs(2));
+        assert_eq!(backoff.next(r), Duration::from_secs(4));
+        for _ in 0..20 {
+            backoff.next("x".into());
+        }
+        assert_eq!(backoff.next("x".into()), Duration::from_secs(256));
     }
 }
