@@ -1,9 +1,9 @@
-//! Material step of the plan: import, renew for expiry, or rotate to the Secret's material.
+//! What planning knows about the material besides KMS state: fingerprints, rotation progress,
+//! the time, and the expiry rules derived from them.
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Action, Blocker, DesiredKey, KeyState, ObservedKey, Plan};
-use crate::api::{KeyFamily, MaterialChangePolicy};
+use super::{DesiredKey, ObservedKey};
 
 /// Facts about the material and history that planning needs besides spec and KMS state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,71 +69,9 @@ pub fn import_valid_to(desired: &DesiredKey, now: Timestamp) -> Option<Timestamp
     })
 }
 
-/// The material step: the Secret holds the imported material (import when the key has none or
-/// its expiry calls for it), or other material (rotate when asked to and possible, else refuse).
-pub(super) fn plan_material(
-    desired: &DesiredKey,
-    observed: &ObservedKey,
-    material: &MaterialFacts<'_>,
-    plan: &mut Plan,
-) {
-    let valid_to = import_valid_to(desired, material.now);
-    if !material.mismatch() {
-        let needs_import = match observed.state {
-            KeyState::PendingImport => true,
-            _ => expiry_needs_import(desired, observed, material),
-        };
-        if needs_import {
-            plan.actions.push(Action::ImportMaterial { valid_to });
-        }
-        return;
-    }
-    let holds_material = matches!(observed.state, KeyState::Enabled | KeyState::Disabled);
-    match material.rotation {
-        RotationFacts::PrimaryPending { fingerprint, ready }
-            if fingerprint == material.secret_fingerprint && holds_material =>
-        {
-            if ready {
-                plan.actions.push(Action::RotateOnDemand);
-            } else {
-                plan.block(Blocker::RotationPending);
-            }
-        }
-        RotationFacts::ReplicaPending {
-            fingerprint,
-            key_material_id,
-            imported,
-        } if fingerprint == material.secret_fingerprint => {
-            // The replica keeps serving its current material until the primary rotates.
-            if !holds_material {
-                plan.block(Blocker::MaterialMismatch);
-            } else if !imported {
-                plan.actions.push(Action::ImportRotationMaterial {
-                    valid_to,
-                    key_material_id: key_material_id.map(str::to_string),
-                });
-            }
-        }
-        RotationFacts::ReplicaAwaitingPrimary if holds_material => {
-            plan.block(Blocker::RotationPending);
-        }
-        _ if desired.on_change == MaterialChangePolicy::Rotate => {
-            if desired.key_spec.family() != KeyFamily::Symmetric {
-                plan.block(Blocker::RotationUnsupported(desired.key_spec));
-            } else if !holds_material {
-                // New material needs the current one in place; KMS has none to rotate from.
-                plan.block(Blocker::MaterialMismatch);
-            } else {
-                plan.actions.push(Action::ImportNewMaterial { valid_to });
-            }
-        }
-        _ => plan.block(Blocker::MaterialMismatch),
-    }
-}
-
 /// Whether the material the key holds must be imported again for its expiry: a fixed expiry
 /// that differs, or rolling-validity material close to (or past) its renewal threshold.
-fn expiry_needs_import(
+pub(super) fn expiry_needs_import(
     desired: &DesiredKey,
     observed: &ObservedKey,
     material: &MaterialFacts<'_>,
