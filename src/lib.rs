@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod plan;
 pub mod playground;
 pub mod policy;
+pub mod tenancy;
 pub mod validate;

@@ -1,5 +1,6 @@
 //! Custom resource types of the `kms.keyfleet.dev/v1alpha1` API, one file per kind.
 
+pub mod allowed_namespaces;
 pub mod aws_key;
 pub mod aws_key_policy_template;
 pub mod aws_kms;
@@ -8,17 +9,18 @@ pub mod key_spec;
 pub mod key_status;
 pub mod shared;
 
+pub use allowed_namespaces::{AllowedNamespaces, NamespacesFrom};
 pub use aws_key::{
     AwsKey, AwsKeySpec, AwsKeyStatus, KeyMaterialSource, MaterialChangePolicy, ReplicaRef,
 };
 pub use aws_key_policy_template::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec};
-pub use aws_kms::{AwsKms, AwsKmsSpec};
+pub use aws_kms::{AdoptionPolicy, AwsKms, AwsKmsSpec, DEFAULT_CONNECTION, KeyPolicyLimits};
 pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};
 pub use key_spec::{KeyFamily, KeySpec, KeyUsage};
 pub use key_status::KmsKeyStatus;
 pub use shared::{
-    DeletionPolicy, Expiration, KeyPolicy, KeyPolicyForm, LocalObjectRef, PolicyShortcuts,
-    SecretKeySelector,
+    DEFAULT_DELETION_POLICY_ANNOTATION, DeletionPolicy, Expiration, KeyPolicy, KeyPolicyForm,
+    LocalObjectRef, PolicyShortcuts, SecretKeySelector, effective_deletion_policy,
 };
 
 /// The API group of every keyfleet kind.
