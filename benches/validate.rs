@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use keyfleet::api::KeySpec;
-use keyfleet::lint::{Linter, Options, Source};
-use keyfleet::material::testing::generate_secret_value;
+use keyfleet::lint::{Linter, Options};
+use keyfleet::manifest::Source;
+use keyfleet_testkit::material::generate_secret_value;
 
 const MANIFESTS: usize = 1_000;
 const KMS: usize = 20;

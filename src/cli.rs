@@ -1,4 +1,4 @@
-//! Command-line interface: `keyfleet run | crds | playground | validate | render-policy`, flags with environment fallbacks.
+//! Command-line interface: `keyfleet run | crds | validate | render-policy`, flags with environment fallbacks.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,10 +19,6 @@ pub enum Command {
     Run(RunArgs),
     /// Print every CustomResourceDefinition as multi-document YAML.
     Crds,
-    /// Try keyfleet without a cluster: run the real controller against an embedded in-memory
-    /// Kubernetes API and the KMS of the standard AWS environment (`AWS_ENDPOINT_URL_KMS` for
-    /// LocalStack), apply manifests, and print the resulting statuses.
-    Playground(PlaygroundArgs),
     /// Exit 0 when the current kubeconfig context (or in-cluster config) answers, else 1.
     #[command(hide = true)]
     ProbeCluster,
@@ -68,16 +64,6 @@ fn parse_account_id(s: &str) -> Result<String, String> {
     } else {
         Err("an AWS account id has 12 digits".into())
     }
-}
-
-#[derive(Debug, clap::Args)]
-pub struct PlaygroundArgs {
-    /// Manifests to apply: a file or a directory (searched recursively for *.yaml / *.yml).
-    #[arg(long, short = 'f', default_value = "examples")]
-    pub manifests: std::path::PathBuf,
-    /// How long to wait for every AwsKey to settle.
-    #[arg(long, default_value_t = 90)]
-    pub timeout_seconds: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

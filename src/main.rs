@@ -9,7 +9,7 @@ use clap::Parser;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Namespace;
 use keyfleet::cli::{
-    Cli, Command, LogFormat, OutputFormat, PlaygroundArgs, RenderPolicyArgs, RunArgs, ValidateArgs,
+    Cli, Command, LogFormat, OutputFormat, RenderPolicyArgs, RunArgs, ValidateArgs,
 };
 use keyfleet::controller::{Context, Settings};
 use keyfleet::http::Readiness;
@@ -28,7 +28,6 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds => print_crds(),
         Command::Run(args) => run(args).await,
-        Command::Playground(args) => playground(args).await,
         Command::ProbeCluster => probe_cluster().await,
         Command::Validate(args) => return validate(&args),
         Command::RenderPolicy(args) => render_policy(&args),
@@ -59,20 +58,10 @@ fn render_policy(args: &RenderPolicyArgs) -> anyhow::Result<()> {
         },
         (None, None) => anyhow::bail!("give --account-id or --key-arn"),
     };
-    let (sources, errors) = keyfleet::lint::read_inputs(&args.files);
-    if let Some(e) = errors.first() {
-        anyhow::bail!("{e}");
-    }
-    let mut objects = Vec::new();
-    for source in &sources {
-        for doc in serde_yaml::Deserializer::from_str(&source.text) {
-            let value: serde_json::Value = serde::Deserialize::deserialize(doc)
-                .with_context(|| format!("{}: not YAML", source.name))?;
-            if !value.is_null() {
-                objects.push(value);
-            }
-        }
-    }
+    let objects: Vec<serde_json::Value> = keyfleet::manifest::read_manifests(&args.files)?
+        .into_iter()
+        .map(|m| m.value)
+        .collect();
     let rendered = preview::render(&objects, &target, &args.namespace);
     if rendered.is_empty() {
         anyhow::bail!("no AwsKey or AwsReplicaKey in the input");
@@ -118,7 +107,7 @@ fn validate(args: &ValidateArgs) -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let (sources, input_errors) = keyfleet::lint::read_inputs(&args.files);
+    let (sources, input_errors) = keyfleet::manifest::read_inputs(&args.files);
     let report = linter.run_inputs(&sources, input_errors);
     match args.output {
         OutputFormat::Json => {
@@ -272,22 +261,6 @@ async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
     }
     // Give the API server a moment to serve the new types before the watches start.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    Ok(())
-}
-
-async fn playground(args: PlaygroundArgs) -> anyhow::Result<()> {
-    init_logging(LogFormat::Text, "warn");
-    let mut settings = Settings::new("playground");
-    settings.resync_interval = std::time::Duration::from_secs(30);
-    let all_ready = keyfleet::playground::run(
-        &args.manifests,
-        std::time::Duration::from_secs(args.timeout_seconds),
-        settings,
-    )
-    .await?;
-    if !all_ready {
-        anyhow::bail!("not every AwsKey is Ready (see the reasons above)");
-    }
     Ok(())
 }
 

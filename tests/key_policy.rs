@@ -8,10 +8,10 @@ mod support;
 use std::time::Duration;
 
 use keyfleet::api::{AwsKey, AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec, KeySpec};
-use keyfleet::memkube::MemKube;
 use keyfleet::policy::{self, KeyIdentity};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use memkube::MemKube;
 use serde_json::{Value, json};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;

@@ -13,8 +13,8 @@ use keyfleet::api::{AwsReplicaKey, KeySpec, KmsKeyStatus};
 use keyfleet::clock::ManualClock;
 use keyfleet::kms::execute::{ImportInput, import_material};
 use keyfleet::material::{KeyMaterial, MaterialEncoding, WrappingAlgorithm};
-use keyfleet::memkube::MemKube;
 use kube::api::DeleteParams;
+use memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
@@ -160,7 +160,7 @@ async fn verification_catches_a_replica_holding_different_material() {
 
     // Inject: other HMAC material imported into the replica behind keyfleet's back (AWS
     // refuses this; LocalStack accepts it, which is what makes the injection possible).
-    let other = keyfleet::material::testing::generate_secret_value(KeySpec::Hmac256);
+    let other = keyfleet_testkit::material::generate_secret_value(KeySpec::Hmac256);
     let other =
         KeyMaterial::from_secret_value(KeySpec::Hmac256, MaterialEncoding::Raw, &other).unwrap();
     let (algorithm, wrapping_key_spec) = WrappingAlgorithm::default_for(KeySpec::Hmac256);
@@ -233,7 +233,7 @@ async fn a_secret_change_with_refuse_is_refused_and_kms_keeps_its_material() {
         .ciphertext_blob
         .unwrap();
 
-    let new = keyfleet::material::testing::generate_secret_value(KeySpec::SymmetricDefault);
+    let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
     update_secret(&client, NS, &name, "material", &new).await;
     let k = wait_reason(&op.keys(NS), &name, "MaterialMismatch").await;
     let status = k.status.unwrap();

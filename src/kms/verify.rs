@@ -200,8 +200,8 @@ pub async fn gather(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::material::testing::generate_secret_value;
     use crate::material::{KeyMaterial, MaterialEncoding};
+    use keyfleet_testkit::material::generate_secret_value;
 
     fn material(spec: KeySpec) -> KeyMaterial {
         KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, &generate_secret_value(spec))

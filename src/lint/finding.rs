@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::input::InputError;
+use crate::manifest::InputError;
 
 /// Which stage found the problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

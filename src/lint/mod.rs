@@ -24,7 +24,6 @@ mod aws_kms;
 mod aws_replica_key;
 mod cel;
 pub mod finding;
-pub mod input;
 mod kinds;
 mod object;
 mod schema;
@@ -35,8 +34,8 @@ use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 
+use crate::manifest::{InputError, Source};
 pub use finding::{Check, Finding, ObjectRef, Report, Summary};
-pub use input::{InputError, STDIN_NAME, Source, read_inputs};
 
 use crate::api::GROUP;
 use cel::CelRules;
@@ -168,7 +167,7 @@ impl Linter {
         self.run_inputs(sources, Vec::new())
     }
 
-    /// [`Linter::run`] for what [`read_inputs`] returned: with read errors nothing is checked,
+    /// [`Linter::run`] for what [`read_inputs`](crate::manifest::read_inputs) returned: with read errors nothing is checked,
     /// but every source is still parsed, so all syntax errors are reported at once.
     pub fn run_inputs(&self, sources: &[Source], read_errors: Vec<InputError>) -> Report {
         let mut documents = Vec::new();

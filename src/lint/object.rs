@@ -7,8 +7,8 @@
 use serde_json::Value;
 
 use super::finding::{Check, Finding, ObjectRef};
-use super::input::Source;
 use super::yaml::{Document, escape};
+use crate::manifest::Source;
 
 /// An object of the input.
 #[derive(Clone, Debug)]

@@ -128,7 +128,7 @@ fn decode(text: &str) -> Option<Zeroizing<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lint::input::Source;
+    use crate::manifest::Source;
 
     fn secret(yaml: &str) -> SecretDoc {
         let docs = crate::lint::yaml::load(0, &Source::new("s.yaml", yaml)).unwrap();

@@ -17,7 +17,7 @@ use saphyr::{MarkedYaml, Scalar, ScalarStyle, ScanError, Tag, YamlData, YamlLoad
 use saphyr_parser::Parser;
 use serde_json::{Map, Number, Value};
 
-use super::input::{InputError, Source};
+use crate::manifest::{InputError, Source};
 
 /// Source lines by JSON pointer (`""` is the document root, `/spec/keyUsage` a field).
 #[derive(Debug, Default)]

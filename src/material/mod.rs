@@ -9,7 +9,6 @@ mod armor;
 mod der;
 mod parse;
 mod source;
-pub mod testing;
 #[cfg(test)]
 mod tests;
 mod wrap;

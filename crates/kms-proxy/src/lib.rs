@@ -25,8 +25,8 @@ use hyper_util::rt::TokioExecutor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::kms::KmsQuotas;
-use crate::kms::quota::{REPLICATE_KEY_CREATE_COST, operation_of, replica_region};
+use keyfleet::kms::KmsQuotas;
+use keyfleet::kms::quota::{REPLICATE_KEY_CREATE_COST, operation_of, replica_region};
 
 /// What the proxy enforces and injects.
 #[derive(Clone, Debug)]

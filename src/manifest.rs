@@ -1,4 +1,6 @@
-//! Input of `keyfleet validate`: files, directories (recursively, `*.yaml`/`*.yml`) and stdin.
+//! The one manifest reader: files, directories (recursively, `*.yaml`/`*.yml`) and stdin, read
+//! into [`Source`]s, and their YAML documents as JSON values. `keyfleet validate`,
+//! `keyfleet render-policy` and the playground all read their manifests here.
 //!
 //! Directories are walked in name order so output is stable; hidden entries (`.git`, `.github`)
 //! are skipped, and symbolic links to directories are not followed (no loops). A file named
@@ -10,6 +12,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use serde_json::Value;
 
 /// The name standard input is reported under.
 pub const STDIN_NAME: &str = "<stdin>";
@@ -30,6 +33,48 @@ impl Source {
             text: text.into(),
         }
     }
+
+    /// The YAML documents of this source as JSON values, empty documents skipped. For readers
+    /// that need no line numbers; `keyfleet validate` parses with positions instead.
+    pub fn documents(&self) -> Result<Vec<Value>, InputError> {
+        let mut docs = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&self.text) {
+            let value: Value = serde::Deserialize::deserialize(doc).map_err(|e| InputError {
+                file: self.name.clone(),
+                line: e.location().map(|l| l.line()),
+                column: e.location().map(|l| l.column()),
+                message: format!("not YAML: {e}"),
+            })?;
+            if !value.is_null() {
+                docs.push(value);
+            }
+        }
+        Ok(docs)
+    }
+}
+
+/// One YAML document of the input and the name of the source it comes from.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub source: String,
+    pub value: Value,
+}
+
+/// Every document of every input, in input order; the first unusable input (unreadable, not
+/// UTF-8, no manifests in a directory, not YAML) is the error.
+pub fn read_manifests(paths: &[PathBuf]) -> Result<Vec<Manifest>, InputError> {
+    let (sources, errors) = read_inputs(paths);
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
+    let mut manifests = Vec::new();
+    for source in &sources {
+        manifests.extend(source.documents()?.into_iter().map(|value| Manifest {
+            source: source.name.clone(),
+            value,
+        }));
+    }
+    Ok(manifests)
 }
 
 /// Input that cannot be validated at all (exit code 2): unreadable, not UTF-8, no manifests,

@@ -37,7 +37,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), kube::Error> {
 //! use k8s_openapi::api::core::v1::ConfigMap;
-//! let mem = keyfleet::memkube::MemKube::new();
+//! let mem = memkube::MemKube::new();
 //! let cms: kube::Api<ConfigMap> = kube::Api::namespaced(mem.client(), "default");
 //! let all = cms.list(&Default::default()).await?;
 //! assert!(all.items.is_empty());

@@ -1,7 +1,7 @@
 //! The playground: the real controller against the embedded in-memory Kubernetes API and the
 //! KMS of the standard AWS environment (LocalStack in `scripts/run`), fed with manifests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,40 +12,11 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, KmsKeyStatus};
-use crate::controller::{self, Context, Settings};
-use crate::kms::KmsClients;
-use crate::memkube::MemKube;
-
-/// Every `*.yaml`/`*.yml` file under `path` (or `path` itself), sorted.
-pub fn manifest_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files = vec![];
-    for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
-        let p = entry?.path();
-        if p.is_dir() {
-            files.extend(manifest_files(&p)?);
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-            files.push(p);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// The YAML documents of a file, as JSON values (empty documents skipped).
-pub fn documents(text: &str) -> anyhow::Result<Vec<Value>> {
-    let mut docs = vec![];
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let value: Value = serde::Deserialize::deserialize(doc)?;
-        if !value.is_null() {
-            docs.push(value);
-        }
-    }
-    Ok(docs)
-}
+use keyfleet::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, KmsKeyStatus};
+use keyfleet::controller::{self, Context, Settings};
+use keyfleet::kms::KmsClients;
+use keyfleet::manifest::read_manifests;
+use memkube::MemKube;
 
 async fn create<K>(api: Api<K>, doc: Value) -> anyhow::Result<()>
 where
@@ -114,15 +85,11 @@ pub async fn run(manifests: &Path, timeout: Duration, settings: Settings) -> any
         let _ = stopped.await;
     }));
 
-    for file in manifest_files(manifests)? {
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
-        for doc in documents(&text).with_context(|| format!("parsing {}", file.display()))? {
-            let what = apply(&client, doc)
-                .await
-                .with_context(|| format!("applying {}", file.display()))?;
-            println!("applied {what} ({})", file.display());
-        }
+    for manifest in read_manifests(&[manifests.to_path_buf()])? {
+        let what = apply(&client, manifest.value)
+            .await
+            .with_context(|| format!("applying {}", manifest.source))?;
+        println!("applied {what} ({})", manifest.source);
     }
 
     let keys: Api<AwsKey> = Api::all(client.clone());

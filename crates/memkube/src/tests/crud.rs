@@ -1,7 +1,7 @@
 //! CRUD, patch, status-subresource, finalizer, metadata-only, fault and discovery tests.
 
 use super::*;
-use crate::memkube::Fault;
+use crate::Fault;
 use http::Method;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
