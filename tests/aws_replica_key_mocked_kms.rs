@@ -18,11 +18,12 @@ use aws_sdk_kms::types::{
     KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType, Tag,
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use keyfleet::api::MaterialEncoding;
 use keyfleet::api::{
     AwsKey, AwsKeyStatus, AwsReplicaKey, AwsReplicaKeySpec, KeySpec, KmsKeyStatus,
 };
 use keyfleet::kms::KmsClients;
-use keyfleet::material::{KeyMaterial, MaterialEncoding};
+use keyfleet::material::KeyMaterial;
 use keyfleet_testkit::material::generate_secret_value;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};

@@ -10,12 +10,13 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyfleet::api::{AwsReplicaKey, KeySpec, KmsKeyStatus};
-use keyfleet::clock::ManualClock;
+use keyfleet::api::{MaterialEncoding, WrappingAlgorithm};
 use keyfleet::kms::execute::{ImportInput, import_material};
-use keyfleet::material::{KeyMaterial, MaterialEncoding, WrappingAlgorithm};
+use keyfleet::material::KeyMaterial;
 use kube::api::DeleteParams;
 use memkube::MemKube;
 use serde_json::json;
+use support::clock::ManualClock;
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
 use support::replicas::{self, replica};
@@ -334,4 +335,14 @@ async fn delete_material_shreds_the_key_and_reapplying_restores_it() {
     )
     .await;
     assert_eq!(ready(&k), Some(("True".into(), "KeyReady".into())));
+}
+
+#[test]
+fn manual_clock_moves_only_when_told() {
+    let start: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let manual = ManualClock::new(start);
+    let clock = manual.clock();
+    assert_eq!(clock.now(), start);
+    manual.advance(SignedDuration::from_hours(24));
+    assert_eq!(clock.now(), "2026-01-02T00:00:00Z".parse().unwrap());
 }

@@ -17,12 +17,13 @@ use aws_sdk_kms::types::{
     ImportType, KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType,
 };
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use keyfleet::api::MaterialEncoding;
 use keyfleet::api::{
     AwsKey, AwsKeyStatus, AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus, KeySpec,
     KmsKeyStatus,
 };
 use keyfleet::kms::KmsClients;
-use keyfleet::material::{KeyMaterial, MaterialEncoding};
+use keyfleet::material::KeyMaterial;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use memkube::MemKube;

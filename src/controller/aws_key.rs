@@ -14,11 +14,11 @@ use super::key_sync::{self, KeySync, Lifecycle, Role, Synced};
 use super::status;
 use super::{Context, Error, Failure, object_key, secrets};
 use crate::api::{AwsKey, AwsKeyStatus, DeletionPolicy};
+use crate::desired;
 use crate::kms::execute::{self, DeletionOutcome, ImportInput};
 use crate::kms::observe::{self, ReadDepth};
 use crate::kms::{Client, KmsError};
 use crate::plan::{self, DesiredKey, Owner, Ownership};
-use crate::validate;
 
 /// Finalizer that guarantees the deletion policy runs before the AwsKey disappears.
 pub const FINALIZER: &str = "kms.keyfleet.dev/cleanup";
@@ -107,11 +107,11 @@ async fn converge(
     };
     let now = ctx.clock.now();
     let template = key_sync::policy_template(ctx, spec.policy.as_ref()).await?;
-    let mut desired = validate::desired_key(spec, &owner, template.as_ref(), now)
+    let mut desired = desired::desired_key(spec, &owner, template.as_ref(), now)
         .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
     key_sync::keep_manageable(ctx, &connection, &spec.region, &mut desired).await;
     key_sync::precheck_policy(&desired, &spec.region)?;
-    let import_settings = validate::import_settings(&spec.key_material, spec.key_spec)
+    let import_settings = desired::import_settings(&spec.key_material, spec.key_spec)
         .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
     let material =
         secrets::load_material(&ctx.client, &namespace, &spec.key_material, spec.key_spec).await?;
@@ -179,7 +179,7 @@ async fn resolve(client: &Client, key: &AwsKey, owner: &Owner) -> Result<Resolve
         });
     }
     if let Some(arn) = &key.spec.adopt_key_arn {
-        validate::adopt_key_region(&key.spec)
+        desired::adopt_key_region(&key.spec)
             .map_err(|e| Failure::permanent(e.reason, e.message))?;
         return match owned_key(client, arn, owner).await? {
             None => Err(Failure::permanent(

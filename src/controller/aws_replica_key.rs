@@ -14,11 +14,11 @@ use super::aws_key::FINALIZER;
 use super::key_sync::{self, KeySync, Lifecycle, Role, Synced};
 use super::{Context, Error, Failure, object_key, secrets, status};
 use crate::api::{AwsKey, AwsReplicaKey, AwsReplicaKeyStatus, DeletionPolicy};
+use crate::desired;
 use crate::kms::Client;
 use crate::kms::execute::{self, DeletionOutcome, ImportInput};
 use crate::kms::observe::{self, ReadDepth};
 use crate::plan::{self, Owner, Ownership};
-use crate::validate;
 
 const KIND: &str = "AwsReplicaKey";
 
@@ -120,9 +120,8 @@ async fn converge(
     };
     let now = ctx.clock.now();
     let template = key_sync::policy_template(ctx, spec.policy.as_ref()).await?;
-    let mut desired =
-        validate::desired_replica(spec, &primary.spec, &owner, template.as_ref(), now)
-            .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
+    let mut desired = desired::desired_replica(spec, &primary.spec, &owner, template.as_ref(), now)
+        .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
     let connection = key_sync::connection(ctx, primary.spec.kms_ref.as_ref()).await?;
     key_sync::check_region(&connection, &spec.region)?;
     key_sync::keep_manageable(ctx, &connection, &spec.region, &mut desired).await;
@@ -148,7 +147,7 @@ async fn converge(
     progress.status.primary_arn = Some(primary_arn.clone());
 
     let import_settings =
-        validate::import_settings(&primary.spec.key_material, primary.spec.key_spec)
+        desired::import_settings(&primary.spec.key_material, primary.spec.key_spec)
             .map_err(|e| Failure::permanent(e.reason, e.to_string()))?;
     let material = secrets::load_material(
         &ctx.client,

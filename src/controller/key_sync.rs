@@ -11,7 +11,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource};
 
 use super::{Context, Error, Failure, status};
-use crate::api::shared::{condition, find_condition, set_condition};
+use crate::api::conditions::{condition, find_condition, set_condition};
 use crate::api::{AwsKeyPolicyTemplate, AwsKms, KeyPolicy, KmsKeyStatus, LocalObjectRef};
 use crate::kms::execute::{self, ExecuteError, ImportInput};
 use crate::kms::observe::{self, ReadDepth};
@@ -311,7 +311,7 @@ async fn verify_material(
         if synced.blocker.is_none()
             && let Some(previous) = find_condition(
                 &status.conditions,
-                crate::api::shared::condition::MATERIAL_VERIFIED,
+                crate::api::conditions::MATERIAL_VERIFIED,
             )
             && previous.status == "False"
         {
@@ -364,7 +364,7 @@ async fn verify_material(
         ),
     };
     let mut verified = condition(
-        crate::api::shared::condition::MATERIAL_VERIFIED,
+        crate::api::conditions::MATERIAL_VERIFIED,
         state == "True",
         reason,
         message,

@@ -200,7 +200,8 @@ pub async fn gather(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::material::{KeyMaterial, MaterialEncoding};
+    use crate::api::MaterialEncoding;
+    use crate::material::KeyMaterial;
     use keyfleet_testkit::material::generate_secret_value;
 
     fn material(spec: KeySpec) -> KeyMaterial {

@@ -1,6 +1,7 @@
 //! Tests of material parsing, fingerprints and wrapping with real crypto.
 
 use super::*;
+use crate::api::WrappingKeySpec;
 use aws_lc_rs::digest;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded};

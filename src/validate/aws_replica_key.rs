@@ -2,19 +2,18 @@
 //! input — its primary (present in the same namespace, multi-region, in another region, its
 //! connection allowing the replica's region).
 //!
-//! The checks call the controller's own code ([`validate::replica_spec_errors`],
-//! [`validate::replica_relation`]), so a finding here is a refusal the operator would make.
+//! The checks call the controller's own code ([`desired::replica_spec_errors`],
+//! [`desired::replica_relation`]), so a finding here is a refusal the operator would make.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::Bundle;
 use super::finding::{Check, Finding};
-use super::kinds::{KindContext, KindDef, Typed, read};
+use super::kind::{Bundle, KindContext, KindDef, Typed, read};
 use super::object::{Object, ObjectFindings};
 use crate::api::{AwsKey, AwsKms, AwsReplicaKey};
-use crate::validate;
+use crate::desired;
 
 pub(crate) const KIND: KindDef = KindDef {
     kind: "AwsReplicaKey",
@@ -30,7 +29,7 @@ fn check_object(
 ) -> Option<Typed> {
     let replica: AwsReplicaKey = read(value, out)?;
     ctx.cel.check(&replica, out);
-    for e in validate::replica_spec_errors(&replica.spec) {
+    for e in desired::replica_spec_errors(&replica.spec) {
         out.add_at_path(Check::Semantic, e.field, e.reason, e.message);
     }
     Some(Typed::AwsReplicaKey(Box::new(replica)))
@@ -59,7 +58,7 @@ fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
             .find(|(o, _)| o.name() == name && o.namespace() == object.namespace());
         match same_namespace {
             Some((_, primary)) => {
-                if let Err(e) = validate::replica_relation(&replica.spec, &primary.spec) {
+                if let Err(e) = desired::replica_relation(&replica.spec, &primary.spec) {
                     out.add_at_path(Check::Reference, e.field, e.reason, e.message);
                 } else if let Some(kms_ref) = &primary.spec.kms_ref
                     && let Some(kms) = kmses.get(kms_ref.name.as_str())

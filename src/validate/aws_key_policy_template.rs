@@ -1,18 +1,17 @@
 //! `AwsKeyPolicyTemplate` checks: CEL rules and the template's own document or shortcuts; with the rest of the input, the keys that use it.
 //!
-//! The checks call the controller's own code ([`validate::template_errors`],
-//! [`validate::desired_policy`]), so a finding here is a refusal the operator would make.
+//! The checks call the controller's own code ([`desired::template_errors`],
+//! [`desired::desired_policy`]), so a finding here is a refusal the operator would make.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::Bundle;
 use super::finding::{Check, Finding};
-use super::kinds::{KindContext, KindDef, Typed, read};
+use super::kind::{Bundle, KindContext, KindDef, Typed, read};
 use super::object::{Object, ObjectFindings};
 use crate::api::{AwsKeyPolicyTemplate, KeyPolicy};
-use crate::validate;
+use crate::desired;
 
 pub(crate) const KIND: KindDef = KindDef {
     kind: "AwsKeyPolicyTemplate",
@@ -28,7 +27,7 @@ fn check_object(
 ) -> Option<Typed> {
     let template: AwsKeyPolicyTemplate = read(value, out)?;
     ctx.cel.check(&template, out);
-    for e in validate::template_errors(object.name(), &template.spec) {
+    for e in desired::template_errors(object.name(), &template.spec) {
         out.add_at_path(Check::Semantic, e.field, e.reason, e.message);
     }
     Some(Typed::AwsKeyPolicyTemplate(Box::new(template)))
@@ -64,7 +63,7 @@ fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
                 let usage = usage
                     .or(key_spec.default_usage())
                     .unwrap_or(crate::api::KeyUsage::EncryptDecrypt);
-                if let Err(e) = validate::desired_policy(policy, Some(template), key_spec, usage)
+                if let Err(e) = desired::desired_policy(policy, Some(template), key_spec, usage)
                     && e.reason != "PolicyTemplateInvalid"
                 {
                     out.add_at_path(Check::Reference, e.field, e.reason, e.message);

@@ -5,9 +5,8 @@
 
 use serde_json::Value;
 
-use super::Bundle;
 use super::finding::{Check, Finding};
-use super::kinds::{KindContext, KindDef, Typed, read};
+use super::kind::{Bundle, KindContext, KindDef, Typed, read};
 use super::object::{Object, ObjectFindings};
 use crate::api::AwsKms;
 

@@ -1,13 +1,64 @@
-//! `keyfleet render-policy`: the policy keyfleet would apply to each key of a set of manifests, and its hash.
+//! `keyfleet render-policy`: the policy keyfleet would apply to each key of a set of manifests,
+//! and its hash, printed as text or JSON. Rendering is the operator's own code
+//! ([`crate::desired`], [`crate::policy`]).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
 
+use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{KeyIdentity, hash};
+use super::args::{OutputFormat, RenderPolicyArgs};
 use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsReplicaKey};
-use crate::validate;
+use crate::desired;
+use crate::policy::{KeyIdentity, hash};
+
+/// `keyfleet render-policy`: reads manifests and prints each key's rendered policy and hash.
+pub fn run(args: &RenderPolicyArgs) -> anyhow::Result<()> {
+    let target = match (&args.key_arn, &args.account_id) {
+        (Some(arn), _) => Target::Key(KeyIdentity::from_arn(arn).with_context(|| {
+            format!("{arn} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)")
+        })?),
+        (None, Some(account_id)) => Target::NewKey {
+            account_id: account_id.clone(),
+        },
+        (None, None) => anyhow::bail!("give --account-id or --key-arn"),
+    };
+    let objects: Vec<serde_json::Value> = crate::manifest::read_manifests(&args.files)?
+        .into_iter()
+        .map(|m| m.value)
+        .collect();
+    let rendered = render(&objects, &target, &args.namespace);
+    if rendered.is_empty() {
+        anyhow::bail!("no AwsKey or AwsReplicaKey in the input");
+    }
+    let mut text = String::new();
+    match args.output {
+        OutputFormat::Json => writeln!(text, "{}", serde_json::to_string_pretty(&rendered)?)?,
+        OutputFormat::Text => {
+            for r in &rendered {
+                write!(text, "# {} {}/{}", r.kind, r.namespace, r.name)?;
+                if let Some(t) = &r.template {
+                    write!(text, " (AwsKeyPolicyTemplate {t})")?;
+                }
+                match (&r.policy_hash, &r.policy, &r.note) {
+                    (Some(hash), Some(policy), _) => {
+                        writeln!(text, "\n# policyHash: {hash}")?;
+                        writeln!(text, "{}", serde_json::to_string_pretty(policy)?)?;
+                    }
+                    (_, _, note) => writeln!(text, "\n# {}", note.as_deref().unwrap_or(""))?,
+                }
+            }
+        }
+    }
+    // A closed pipe (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
 
 /// Which key identity to render for.
 #[derive(Clone, Debug)]
@@ -107,12 +158,12 @@ pub fn render(objects: &[Value], target: &Target, default_namespace: &str) -> Ve
                 }),
         };
         match inputs.and_then(|(policy, key_spec, usage, region)| {
-            let usage = validate::key_usage(key_spec, usage).map_err(|e| e.to_string())?;
+            let usage = desired::key_usage(key_spec, usage).map_err(|e| e.to_string())?;
             let template = policy
                 .as_ref()
                 .and_then(|p| p.template_ref.as_ref())
                 .and_then(|t| templates.get(&t.name));
-            let desired = validate::desired_policy(policy.as_ref(), template, key_spec, usage)
+            let desired = desired::desired_policy(policy.as_ref(), template, key_spec, usage)
                 .map_err(|e| format!("{} ({})", e, e.reason))?;
             Ok((desired, region))
         }) {

@@ -131,7 +131,7 @@ mod tests {
     use crate::manifest::Source;
 
     fn secret(yaml: &str) -> SecretDoc {
-        let docs = crate::lint::yaml::load(0, &Source::new("s.yaml", yaml)).unwrap();
+        let docs = crate::validate::yaml::load(0, &Source::new("s.yaml", yaml)).unwrap();
         SecretDoc::new(Object::new(docs[0].clone(), "Secret", true, "default"))
     }
 

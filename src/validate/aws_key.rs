@@ -1,23 +1,22 @@
 //! `AwsKey` checks: CEL rules, keyfleet's spec validation, and — with the rest of the input —
 //! its `kmsRef`, its Secret and key material, and alias conflicts.
 //!
-//! The spec and material checks call the controller's own code ([`validate::spec_errors`] —
-//! every check of [`validate::desired_key`] —, [`validate::import_settings`],
-//! [`validate::adopt_key_region`], [`KeyMaterial::from_secret_value`],
+//! The spec and material checks call the controller's own code ([`desired::spec_errors`] —
+//! every check of [`desired::desired_key`] —, [`desired::import_settings`],
+//! [`desired::adopt_key_region`], [`KeyMaterial::from_secret_value`],
 //! [`KeyMaterial::check_wrapping`]), so a finding here is a refusal the operator would make.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::Bundle;
 use super::finding::{Check, Finding, ObjectRef};
-use super::kinds::{KindContext, KindDef, Typed, read};
+use super::kind::{Bundle, KindContext, KindDef, Typed, read};
 use super::object::{Object, ObjectFindings};
 use super::secret::{SecretDoc, SecretValue};
 use crate::api::{AwsKey, AwsKms};
+use crate::desired::{self, SpecError};
 use crate::material::KeyMaterial;
-use crate::validate::{self, SpecError};
 
 pub(crate) const KIND: KindDef = KindDef {
     kind: "AwsKey",
@@ -36,10 +35,10 @@ fn check_object(
 
     let mut refuse = |e: SpecError| out.add_at_path(Check::Semantic, e.field, e.reason, e.message);
     // Every refusal at once: `desired_key` (what the controller calls) stops at the first.
-    for e in validate::spec_errors(&key.spec, ctx.options.now) {
+    for e in desired::spec_errors(&key.spec, ctx.options.now) {
         refuse(e);
     }
-    if let Err(e) = validate::adopt_key_region(&key.spec) {
+    if let Err(e) = desired::adopt_key_region(&key.spec) {
         refuse(e);
     }
     Some(Typed::AwsKey(Box::new(key)))
@@ -208,7 +207,7 @@ fn check_secret(
                     ),
                 ),
                 Ok(material) => {
-                    if let Ok(settings) = validate::import_settings(source, spec)
+                    if let Ok(settings) = desired::import_settings(source, spec)
                         && let Err(e) =
                             material.check_wrapping(settings.algorithm, settings.wrapping_key_spec)
                     {

@@ -7,13 +7,13 @@
 //!    unknown fields included, plus object metadata (name, namespace);
 //! 2. the CRDs' CEL rules, evaluated locally ([`cel`]);
 //! 3. keyfleet's own spec validation — the very functions the controller calls
-//!    ([`crate::validate`]);
+//!    ([`crate::desired`]);
 //! 4. key material in referenced Secrets of the bundle, via [`crate::material::KeyMaterial`];
 //! 5. relations between objects: duplicate objects, duplicate aliases in one account and
 //!    region, `kmsRef` regions, Secrets in another namespace, and (with `require_refs`)
 //!    references to objects that are not in the input.
 //!
-//! No cluster, no AWS credentials, no network. Each kind plugs in through a [`kinds::KindDef`]
+//! No cluster, no AWS credentials, no network. Each kind plugs in through a [`kind::KindDef`]
 //! (per-object and bundle-wide checks), so a new kind adds one file and one table entry.
 //!
 //! The CLI (`keyfleet validate`) only reads inputs and formats the [`Report`].
@@ -24,52 +24,30 @@ mod aws_kms;
 mod aws_replica_key;
 mod cel;
 pub mod finding;
+mod kind;
 mod kinds;
 mod object;
+mod options;
 mod schema;
 mod secret;
 mod yaml;
 
 use std::collections::{HashMap, HashSet};
 
-use jiff::Timestamp;
-
 use crate::manifest::{InputError, Source};
 pub use finding::{Check, Finding, ObjectRef, Report, Summary};
+pub use options::Options;
 
 use crate::api::GROUP;
 use cel::CelRules;
-use kinds::{KINDS, KindContext, KindDef, Typed};
+use kind::{Bundle, Checked, KindContext, KindDef};
+use kinds::KINDS;
 use object::{Object, ObjectFindings};
 use schema::SchemaCheck;
 use secret::SecretDoc;
 
-/// Settings of a run.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Namespace of objects that do not set `metadata.namespace` (what `kubectl apply -n`
-    /// would use). Default: `default`.
-    pub default_namespace: String,
-    /// Report references to an `AwsKms` or a Secret that is not in the input. Off by default:
-    /// connections are often managed elsewhere and Secrets often come from an external store
-    /// (External Secrets, Sealed Secrets, Vault), so their absence is normal.
-    pub require_refs: bool,
-    /// The time `spec.expiration.validTo` must lie after.
-    pub now: Timestamp,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            default_namespace: "default".into(),
-            require_refs: false,
-            now: Timestamp::now(),
-        }
-    }
-}
-
 /// Validates manifests. Build once (compiles the CRD schemas and CEL rules), run many times.
-pub struct Linter {
+pub struct Validator {
     options: Options,
     kinds: Vec<KindRuntime>,
 }
@@ -84,49 +62,9 @@ struct KindRuntime {
     cel: CelRules,
 }
 
-/// Every object and Secret of a run, after the per-object checks.
-pub(crate) struct Bundle<'a> {
-    pub sources: &'a [Source],
-    pub options: &'a Options,
-    pub objects: Vec<Checked>,
-    pub secrets: Vec<SecretDoc>,
-}
-
-/// An object of a keyfleet kind, with its typed form when it could be read.
-pub(crate) struct Checked {
-    pub object: Object,
-    pub typed: Option<Typed>,
-}
-
-impl Bundle<'_> {
-    /// Every object that could be read into its type.
-    pub fn typed(&self) -> impl Iterator<Item = (&Object, &Typed)> {
-        self.objects
-            .iter()
-            .filter_map(|c| c.typed.as_ref().map(|t| (&c.object, t)))
-    }
-
-    /// Where an object starts, as `file:line`.
-    pub fn location(&self, object: &Object) -> String {
-        format!(
-            "{}:{}",
-            self.sources
-                .get(object.doc.source)
-                .map(|s| s.name.as_str())
-                .unwrap_or_default(),
-            object.doc.start_line()
-        )
-    }
-
-    /// A finding collector for `object`.
-    pub fn findings_for<'b>(&'b self, object: &'b Object) -> ObjectFindings<'b> {
-        ObjectFindings::new(object, self.sources)
-    }
-}
-
-impl Linter {
+impl Validator {
     /// Compiles the schema and CEL rules of every CRD in [`crate::crds::all`].
-    pub fn new(options: Options) -> Result<Linter, String> {
+    pub fn new(options: Options) -> Result<Validator, String> {
         let mut kinds = Vec::new();
         for crd in crate::crds::all() {
             let kind = crd.spec.names.kind.clone();
@@ -154,7 +92,7 @@ impl Linter {
                 cel: CelRules::new(&openapi).map_err(|e| format!("{kind}: {e}"))?,
             });
         }
-        Ok(Linter { options, kinds })
+        Ok(Validator { options, kinds })
     }
 
     pub fn options(&self) -> &Options {
@@ -167,7 +105,7 @@ impl Linter {
         self.run_inputs(sources, Vec::new())
     }
 
-    /// [`Linter::run`] for what [`read_inputs`](crate::manifest::read_inputs) returned: with read errors nothing is checked,
+    /// [`Validator::run`] for what [`read_inputs`](crate::manifest::read_inputs) returned: with read errors nothing is checked,
     /// but every source is still parsed, so all syntax errors are reported at once.
     pub fn run_inputs(&self, sources: &[Source], read_errors: Vec<InputError>) -> Report {
         let mut documents = Vec::new();
@@ -396,9 +334,4 @@ fn finish(sources: &[Source], mut findings: Vec<Finding>, mut summary: Summary) 
         input_errors: vec![],
         summary,
     }
-}
-
-/// Validates `sources` with `options` (builds a [`Linter`] for one run).
-pub fn validate(sources: &[Source], options: Options) -> Result<Report, String> {
-    Ok(Linter::new(options)?.run(sources))
 }
