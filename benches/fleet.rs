@@ -26,8 +26,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyfleet::kms::KmsQuotas;
-use keyfleet::kms_proxy::{self, KmsProxy, OpCounts, ProxyConfig};
-use keyfleet::memkube::MemKube;
+use kms_proxy::{KmsProxy, OpCounts, ProxyConfig};
+use memkube::MemKube;
 
 use support::fleet::{self, Fleet, REGIONS};
 use support::localstack;
@@ -374,6 +374,19 @@ fn main() {
             .await
             .expect("start KMS proxy");
         let kube = MemKube::new();
+        kube.seed(
+            "kms.keyfleet.dev",
+            "v1alpha1",
+            "awskmses",
+            None,
+            serde_json::json!({
+                "apiVersion": "kms.keyfleet.dev/v1alpha1",
+                "kind": "AwsKms",
+                "metadata": {"name": "default"},
+                "spec": {"allowedNamespaces": {"from": "All"}}
+            }),
+        )
+        .expect("seed the default AwsKms");
         let (addr, _server) = kube
             .serve_http("127.0.0.1:0".parse().expect("address"))
             .await

@@ -5,8 +5,8 @@ mod support;
 
 use aws_sdk_kms::types::{ExpirationModelType, OriginType, Tag};
 use keyfleet::api::KeySpec;
-use keyfleet::memkube::MemKube;
 use kube::api::{Patch, PatchParams};
+use memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
@@ -37,9 +37,17 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
     let kms = kms_client(DEFAULT_REGION).await;
     let api = op.keys(NS);
 
-    // Unowned EXTERNAL key, still waiting for material: adopted, imported, tagged.
-    let arn = external_key(&kms, vec![tag("cost-center", "42")]).await;
+    // Unowned EXTERNAL key, still waiting for material, consenting to this AwsKey: adopted,
+    // imported, tagged.
     let name = unique("adopt");
+    let arn = external_key(
+        &kms,
+        vec![
+            tag("cost-center", "42"),
+            tag("keyfleet.dev/adopt-by", &format!("{NS}/{name}")),
+        ],
+    )
+    .await;
     create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
     let created = create_key(
         &api,

@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use keyfleet::api::KeySpec;
-use keyfleet::material::testing::generate_secret_value;
-use keyfleet::memkube::MemKube;
+use keyfleet_testkit::material::generate_secret_value;
 use kube::Api;
+use memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_endpoint, operator_env, unique};
 use support::operator::*;
@@ -55,6 +55,7 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keyfleet_run_reconciles_serves_health_and_metrics_and_stops_on_sigterm() {
     let kube = MemKube::new();
+    seed_default_connection(&kube);
     let (addr, server) = kube
         .serve_http("127.0.0.1:0".parse().unwrap())
         .await

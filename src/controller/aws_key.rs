@@ -9,12 +9,12 @@ use super::Failure;
 use super::managed_key::{Located, ManagedKey, Scope, Source};
 use super::status;
 use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKeyStatus, DeletionPolicy, KeyPolicy};
+use crate::desired::{self, SpecError};
 use crate::kms::execute;
 use crate::kms::observe::{self, ReadDepth};
 use crate::kms::{Client, KmsError};
 use crate::plan::{self, DesiredKey, ObservedKey, Owner, Ownership};
 use crate::tenancy::{self, Claim};
-use crate::validate::{self, SpecError};
 
 impl ManagedKey for AwsKey {
     const KIND: &'static str = "AwsKey";
@@ -51,7 +51,7 @@ impl ManagedKey for AwsKey {
         template: Option<&AwsKeyPolicyTemplate>,
         now: jiff::Timestamp,
     ) -> Result<DesiredKey, SpecError> {
-        validate::desired_key(&self.spec, owner, template, now)
+        desired::desired_key(&self.spec, owner, template, now)
     }
 
     async fn locate<'a>(
@@ -125,7 +125,7 @@ async fn resolve(scope: &Scope<'_, AwsKey>) -> Result<Option<Located>, Failure> 
         return existing(key_id, claim, false);
     }
     if let Some(arn) = &key.spec.adopt_key_arn {
-        validate::adopt_key_region(&key.spec)
+        desired::adopt_key_region(&key.spec)
             .map_err(|e| Failure::blocked(e.reason, super::Category::Spec, e.message))?;
         let Some(found) = owned_key(client, arn, owner).await? else {
             return Err(Failure::reference(

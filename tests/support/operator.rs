@@ -11,9 +11,9 @@ use k8s_openapi::api::core::v1::Secret;
 use keyfleet::api::{AwsKey, AwsKeyStatus};
 use keyfleet::controller::{self, Context, Settings};
 use keyfleet::kms::KmsClients;
-use keyfleet::memkube::MemKube;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
+use memkube::MemKube;
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -41,6 +41,27 @@ pub fn settings() -> Settings {
     s.blocked_recheck_interval = Duration::from_secs(600);
     s.concurrency = 16;
     s
+}
+
+/// Creates the AwsKms `default` that keys without `kmsRef` use: the operator's own credentials,
+/// granted to every namespace, bypass of the lockout check allowed (the test cluster's admin
+/// trusts its tenants; `tests/tenancy.rs` shows the boundaries). Idempotent.
+pub fn seed_default_connection(kube: &MemKube) {
+    let _ = kube.seed(
+        "kms.keyfleet.dev",
+        "v1alpha1",
+        "awskmses",
+        None,
+        serde_json::json!({
+            "apiVersion": "kms.keyfleet.dev/v1alpha1",
+            "kind": "AwsKms",
+            "metadata": {"name": "default"},
+            "spec": {
+                "allowedNamespaces": {"from": "All"},
+                "keyPolicy": {"allowBypassPolicyLockoutSafetyCheck": true}
+            }
+        }),
+    );
 }
 
 /// KMS clients pointed at the test LocalStack, with static test credentials.
@@ -85,6 +106,7 @@ impl Operator {
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
+        seed_default_connection(&kube);
         let client = kube.client();
         let ctx = Arc::new(Context::new(client.clone(), kms, settings).with_clock(clock));
         let (tx, rx) = oneshot::channel::<()>();
@@ -419,7 +441,7 @@ pub async fn create_material_secret(
     name: &str,
     spec: keyfleet::api::KeySpec,
 ) -> zeroize::Zeroizing<Vec<u8>> {
-    let value = keyfleet::material::testing::generate_secret_value(spec);
+    let value = keyfleet_testkit::material::generate_secret_value(spec);
     create_secret(client, namespace, name, "material", &value).await;
     value
 }
