@@ -161,7 +161,7 @@ async fn valid_to_is_imported_reported_and_a_new_value_reimports_the_same_materi
         Some(&ExpirationModelType::KeyMaterialExpires)
     );
     // LocalStack stores ValidTo but leaves it out of DescribeKey; the exact value sent with
-    // ImportKeyMaterial is checked in aws_key_mocked_kms.rs.
+    // ImportKeyMaterial is checked in key_lifecycle.rs (aws-smithy-mocks).
 
     let second = first + 30 * 86_400;
     let second_ts = jiff::Timestamp::from_second(second).unwrap();
