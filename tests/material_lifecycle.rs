@@ -45,7 +45,7 @@ use support::kms_mocks::{
 };
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
-use support::replicas::{self, replica};
+use support::replicas::{self, ReplicaScenario};
 
 const NS: &str = "team-a";
 const REPLICA_REGION: &str = "eu-central-1";
@@ -71,9 +71,9 @@ async fn start_with_clock(kube: &MemKube, clock: &ManualClock) -> Operator {
     )
 }
 
-async fn create_replica(client: &kube::Client, name: &str, primary: &str) {
+async fn add_replica(scenario: &ReplicaScenario<'_>, name: &str) {
     let alias = json!({"alias": format!("alias/{name}")});
-    replicas::create_replica(client, NS, &replica(name, primary, REPLICA_REGION, alias)).await;
+    scenario.add_replica(name, REPLICA_REGION, alias).await;
 }
 
 async fn wait_replica(
@@ -102,12 +102,10 @@ async fn rolling_validity_is_renewed_before_its_threshold_on_the_primary_and_eve
     let op = start_with_clock(&kube, &clock).await;
     let name = unique("rolling");
     let replica = format!("{name}-r");
-    create_material_secret(&client, NS, &name, KeySpec::SymmetricDefault).await;
-    let spec = json!({"multiRegion": true, "alias": format!("alias/{name}"),
-        "expiration": {"rollingValidity": "90d"}});
-    create_key(&op.keys(NS), &aws_key(&name, DEFAULT_REGION, &name, spec)).await;
-    let primary = wait_ready(&op.keys(NS), &name).await;
-    create_replica(&client, &replica, &name).await;
+    let spec = json!({"alias": format!("alias/{name}"), "expiration": {"rollingValidity": "90d"}});
+    let scenario = ReplicaScenario::new(&op, NS, &name, KeySpec::SymmetricDefault, spec).await;
+    let primary = scenario.ready_primary().await;
+    add_replica(&scenario, &replica).await;
     let first = t0 + DAY * 90;
     let r = wait_replica(&client, &replica, "Ready with 90 days of validity", |s| {
         has(Some(s), "Ready", "True", "KeyReady") && valid_to(s) == Some(first)
@@ -163,11 +161,9 @@ async fn verification_catches_a_replica_holding_different_material() {
     let op = start_with_clock(&kube, &clock).await;
     let name = unique("verify");
     let replica = format!("{name}-r");
-    create_material_secret(&client, NS, &name, KeySpec::Hmac256).await;
-    let spec =
-        json!({"keySpec": "HMAC_256", "multiRegion": true, "alias": format!("alias/{name}")});
-    create_key(&op.keys(NS), &aws_key(&name, DEFAULT_REGION, &name, spec)).await;
-    let primary = wait_ready(&op.keys(NS), &name).await;
+    let spec = json!({"alias": format!("alias/{name}")});
+    let scenario = ReplicaScenario::new(&op, NS, &name, KeySpec::Hmac256, spec).await;
+    let primary = scenario.ready_primary().await;
     assert!(
         has(
             primary.status.as_ref().map(|s| &s.key),
@@ -178,7 +174,7 @@ async fn verification_catches_a_replica_holding_different_material() {
         "{:#?}",
         primary.status
     );
-    create_replica(&client, &replica, &name).await;
+    add_replica(&scenario, &replica).await;
     let r = wait_replica(&client, &replica, "Ready and verified", |s| {
         has(Some(s), "Ready", "True", "KeyReady")
             && has(Some(s), "MaterialVerified", "True", "MacMatches")

@@ -52,40 +52,16 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
     let op = Operator::start(MemKube::new()).await;
     let api = op.keys(NS);
     let primary = unique("mrk");
-    create_material_secret(&op.client, NS, &primary, KeySpec::SymmetricDefault).await;
-    create_key(
-        &api,
-        &aws_key(
-            &primary,
-            DEFAULT_REGION,
-            &primary,
-            json!({"multiRegion": true, "alias": format!("alias/{primary}")}),
-        ),
-    )
-    .await;
+    let alias = json!({"alias": format!("alias/{primary}")});
+    let scenario = ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, alias).await;
     // Replicas applied at once with the primary wait for it (PrimaryNotReady), then converge.
     let regions = ["eu-west-1", "eu-central-1"];
     for region in regions {
         let name = format!("{primary}-{region}");
-        create_replica(
-            &op.client,
-            NS,
-            &replica(
-                &name,
-                &primary,
-                region,
-                json!({"alias": format!("alias/{primary}"), "tags": {"region-role": "dr"}}),
-            ),
-        )
-        .await;
+        let extra = json!({"alias": format!("alias/{primary}"), "tags": {"region-role": "dr"}});
+        scenario.add_replica(&name, region, extra).await;
     }
-    let primary_arn = wait_ready(&api, &primary)
-        .await
-        .status
-        .unwrap()
-        .arn
-        .clone()
-        .unwrap();
+    let primary_arn = scenario.primary_arn().await;
     let primary_kms = kms_client(DEFAULT_REGION).await;
     let ciphertext = primary_kms
         .encrypt()
@@ -158,13 +134,7 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
     // Someone deletes the replica's material: back to PendingImport, and keyfleet imports the
     // same material again on the next reconcile.
     let name = format!("{primary}-eu-west-1");
-    let arn = wait_replica_ready(&op.client, NS, &name)
-        .await
-        .status
-        .unwrap()
-        .arn
-        .clone()
-        .unwrap();
+    let arn = scenario.replica_arn(&name).await;
     let kms = kms_client("eu-west-1").await;
     let imports_before = op.event_count(&name, "MaterialImported");
     kms.delete_imported_key_material()
@@ -211,50 +181,17 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hmac_replicas_produce_the_same_macs_and_deletion_policies_apply() {
     let op = Operator::start(MemKube::new()).await;
-    let api = op.keys(NS);
     let primary = unique("mrk-hmac");
-    create_material_secret(&op.client, NS, &primary, KeySpec::Hmac384).await;
-    create_key(
-        &api,
-        &aws_key(
-            &primary,
-            DEFAULT_REGION,
-            &primary,
-            json!({"multiRegion": true, "keySpec": "HMAC_384"}),
-        ),
-    )
-    .await;
-    let primary_arn = wait_ready(&api, &primary)
-        .await
-        .status
-        .unwrap()
-        .arn
-        .clone()
-        .unwrap();
+    let scenario = ReplicaScenario::new(&op, NS, &primary, KeySpec::Hmac384, json!({})).await;
+    let primary_arn = scenario.primary_arn().await;
     let deleted = format!("{primary}-del");
     let retained = format!("{primary}-keep");
-    create_replica(
-        &op.client,
-        NS,
-        &replica(
-            &deleted,
-            &primary,
-            "eu-west-1",
-            json!({"pendingWindowDays": 7}),
-        ),
-    )
-    .await;
-    create_replica(
-        &op.client,
-        NS,
-        &replica(
-            &retained,
-            &primary,
-            "ap-south-1",
-            json!({"deletionPolicy": "Retain"}),
-        ),
-    )
-    .await;
+    let pending_window = json!({"pendingWindowDays": 7});
+    scenario
+        .add_replica(&deleted, "eu-west-1", pending_window)
+        .await;
+    let retain = json!({"deletionPolicy": "Retain"});
+    scenario.add_replica(&retained, "ap-south-1", retain).await;
     let mac = |region: &'static str, arn: String| async move {
         kms_client(region)
             .await
@@ -271,20 +208,8 @@ async fn hmac_replicas_produce_the_same_macs_and_deletion_policies_apply() {
             .to_vec()
     };
     let primary_mac = mac(DEFAULT_REGION, primary_arn).await;
-    let del_arn = wait_replica_ready(&op.client, NS, &deleted)
-        .await
-        .status
-        .unwrap()
-        .arn
-        .clone()
-        .unwrap();
-    let keep_arn = wait_replica_ready(&op.client, NS, &retained)
-        .await
-        .status
-        .unwrap()
-        .arn
-        .clone()
-        .unwrap();
+    let del_arn = scenario.replica_arn(&deleted).await;
+    let keep_arn = scenario.replica_arn(&retained).await;
     assert_eq!(mac("eu-west-1", del_arn.clone()).await, primary_mac);
     assert_eq!(mac("ap-south-1", keep_arn.clone()).await, primary_mac);
 
@@ -334,24 +259,9 @@ async fn bad_replica_input_is_refused_precisely_without_stray_replicas() {
         )
         .await
         .unwrap();
-    create_material_secret(&op.client, NS, &mrk, KeySpec::SymmetricDefault).await;
-    create_key(
-        &api,
-        &aws_key(
-            &mrk,
-            DEFAULT_REGION,
-            &mrk,
-            json!({"multiRegion": true, "kmsRef": {"name": kms_name}}),
-        ),
-    )
-    .await;
-    let mrk_arn = wait_ready(&api, &mrk)
-        .await
-        .status
-        .unwrap()
-        .arn
-        .clone()
-        .unwrap();
+    let kms_ref = json!({"kmsRef": {"name": kms_name}});
+    let scenario = ReplicaScenario::new(&op, NS, &mrk, KeySpec::SymmetricDefault, kms_ref).await;
+    let mrk_arn = scenario.primary_arn().await;
     wait_ready(&api, &single).await;
 
     let cases = [
@@ -411,34 +321,14 @@ async fn a_primary_lists_a_new_replica_within_seconds_not_at_its_next_resync() {
     let op = Operator::start_with(MemKube::new(), localstack_clients().await, slow);
     let api = op.keys(NS);
     let primary = unique("mrk-list");
-    create_material_secret(&op.client, NS, &primary, KeySpec::SymmetricDefault).await;
-    create_key(
-        &api,
-        &aws_key(
-            &primary,
-            DEFAULT_REGION,
-            &primary,
-            json!({"multiRegion": true}),
-        ),
-    )
-    .await;
-    let ready = wait_ready(&api, &primary).await;
+    let scenario =
+        ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
+    let ready = scenario.ready_primary().await;
     assert!(ready.status.unwrap().replicas.is_empty());
 
     let name = format!("{primary}-eu-west-1");
-    create_replica(
-        &op.client,
-        NS,
-        &replica(&name, &primary, "eu-west-1", json!({})),
-    )
-    .await;
-    let replica_arn = wait_replica_ready(&op.client, NS, &name)
-        .await
-        .status
-        .unwrap()
-        .arn
-        .clone()
-        .unwrap();
+    scenario.add_replica(&name, "eu-west-1", json!({})).await;
+    let replica_arn = scenario.replica_arn(&name).await;
     // Far below the ten-minute resync that listed it before.
     wait_for(
         &api,
