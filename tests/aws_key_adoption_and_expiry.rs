@@ -40,15 +40,12 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
     // Unowned EXTERNAL key, still waiting for material: adopted, imported, tagged.
     let arn = external_key(&kms, vec![tag("cost-center", "42")]).await;
     let name = unique("adopt");
-    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
-    let created = create_key(
-        &api,
-        &aws_key(
-            &name,
-            DEFAULT_REGION,
-            &name,
-            json!({"adoptKeyArn": arn, "tags": {"cost-center": "42"}}),
-        ),
+    let created = create_key_with_material(
+        &op,
+        NS,
+        &name,
+        KeySpec::SymmetricDefault,
+        json!({"adoptKeyArn": arn, "tags": {"cost-center": "42"}}),
     )
     .await;
     let status = wait_ready(&api, &name).await.status.unwrap();
@@ -86,10 +83,12 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
     for (label, tags, needle) in refusals {
         let arn = external_key(&kms, tags).await;
         let name = unique(label);
-        create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
-        create_key(
-            &api,
-            &aws_key(&name, DEFAULT_REGION, &name, json!({"adoptKeyArn": arn})),
+        create_key_with_material(
+            &op,
+            NS,
+            &name,
+            KeySpec::SymmetricDefault,
+            json!({"adoptKeyArn": arn}),
         )
         .await;
         let refused = wait_reason(&api, &name, "AdoptionRefused").await;
@@ -116,10 +115,12 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
         .unwrap()
         .to_string();
     let name = unique("native");
-    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
-    create_key(
-        &api,
-        &aws_key(&name, DEFAULT_REGION, &name, json!({"adoptKeyArn": native})),
+    create_key_with_material(
+        &op,
+        NS,
+        &name,
+        KeySpec::SymmetricDefault,
+        json!({"adoptKeyArn": native}),
     )
     .await;
     let incompatible = wait_reason(&api, &name, "KeyIncompatible").await;
@@ -132,21 +133,15 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn valid_to_is_imported_reported_and_a_new_value_reimports_the_same_material() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
-    let name = unique("expiring");
+    let Harness { op, kms, api, name } = Harness::start(NS, "expiring").await;
     let first = jiff::Timestamp::now().as_second() + 30 * 86_400;
     let first_ts = jiff::Timestamp::from_second(first).unwrap();
-    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
-    create_key(
-        &api,
-        &aws_key(
-            &name,
-            DEFAULT_REGION,
-            &name,
-            json!({"expiration": {"validTo": first_ts.to_string()}}),
-        ),
+    create_key_with_material(
+        &op,
+        NS,
+        &name,
+        KeySpec::SymmetricDefault,
+        json!({"expiration": {"validTo": first_ts.to_string()}}),
     )
     .await;
     let status = wait_ready(&api, &name).await.status.unwrap();

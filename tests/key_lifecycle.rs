@@ -144,10 +144,7 @@ async fn every_key_spec_is_created_external_imported_and_usable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alias_description_tags_and_policy_are_applied_and_drift_is_repaired() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
-    let name = unique("drift");
+    let Harness { op, kms, api, name } = Harness::start(NS, "drift").await;
     let alias = format!("alias/{name}");
     create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
     let policy = json!({
@@ -298,10 +295,7 @@ async fn alias_description_tags_and_policy_are_applied_and_drift_is_repaired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delete_schedules_deletion_and_reapplying_restores_the_same_key() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
-    let name = unique("delete");
+    let Harness { op, kms, api, name } = Harness::start(NS, "delete").await;
     create_material_secret(&op.client, NS, &name, KeySpec::Hmac256).await;
     let manifest = aws_key(
         &name,
@@ -347,19 +341,13 @@ async fn delete_schedules_deletion_and_reapplying_restores_the_same_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retain_leaves_the_key_in_place() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
-    let name = unique("retain");
-    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
-    create_key(
-        &api,
-        &aws_key(
-            &name,
-            DEFAULT_REGION,
-            &name,
-            json!({"deletionPolicy": "Retain"}),
-        ),
+    let Harness { op, kms, api, name } = Harness::start(NS, "retain").await;
+    create_key_with_material(
+        &op,
+        NS,
+        &name,
+        KeySpec::SymmetricDefault,
+        json!({"deletionPolicy": "Retain"}),
     )
     .await;
     let key_id = ready_key_id(&api, &name).await;
@@ -372,19 +360,13 @@ async fn retain_leaves_the_key_in_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_secret_change_to_other_material_is_refused_as_material_mismatch() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
-    let name = unique("mismatch");
-    create_material_secret(&op.client, NS, &name, KeySpec::EccNistP256).await;
-    create_key(
-        &api,
-        &aws_key(
-            &name,
-            DEFAULT_REGION,
-            &name,
-            json!({"keySpec": "ECC_NIST_P256"}),
-        ),
+    let Harness { op, kms, api, name } = Harness::start(NS, "mismatch").await;
+    create_key_with_material(
+        &op,
+        NS,
+        &name,
+        KeySpec::EccNistP256,
+        json!({"keySpec": "ECC_NIST_P256"}),
     )
     .await;
     let before = wait_ready(&api, &name).await.status.unwrap();
@@ -433,12 +415,9 @@ async fn a_secret_change_to_other_material_is_refused_as_material_mismatch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
-    let name = unique("outside");
-    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
-    let created = create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, json!({}))).await;
+    let Harness { op, kms, api, name } = Harness::start(NS, "outside").await;
+    let created =
+        create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
     let key_id = ready_key_id(&api, &name).await;
     kms.schedule_key_deletion()
         .key_id(&key_id)

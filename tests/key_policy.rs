@@ -387,10 +387,7 @@ async fn a_template_change_reaches_every_key_and_replica_using_it_and_its_deleti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_policy_that_would_lock_keyfleet_out_is_refused_unless_bypassed() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
-    let name = unique("lockout");
+    let Harness { op, kms, api, name } = Harness::start(NS, "lockout").await;
     // Management for another role only: keyfleet (the account root in LocalStack) could never
     // change, read or re-import this key again.
     let locking = json!({"Version": "2012-10-17", "Statement": [

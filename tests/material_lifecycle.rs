@@ -238,12 +238,7 @@ async fn a_secret_change_with_refuse_is_refused_and_kms_keeps_its_material() {
     let client = kube.client();
     let op = start_with_clock(&kube, &ManualClock::new(Timestamp::now())).await;
     let name = unique("refuse");
-    create_material_secret(&client, NS, &name, KeySpec::SymmetricDefault).await;
-    create_key(
-        &op.keys(NS),
-        &aws_key(&name, DEFAULT_REGION, &name, json!({})),
-    )
-    .await;
+    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
     let before = wait_ready(&op.keys(NS), &name).await.status.unwrap();
     let kms = kms_client(DEFAULT_REGION).await;
     let key_id = before.key.key_id.clone().unwrap();

@@ -242,8 +242,7 @@ async fn bad_replica_input_is_refused_precisely_without_stray_replicas() {
     let op = Operator::start(MemKube::new()).await;
     let api = op.keys(NS);
     let single = unique("single");
-    create_material_secret(&op.client, NS, &single, KeySpec::SymmetricDefault).await;
-    create_key(&api, &aws_key(&single, DEFAULT_REGION, &single, json!({}))).await;
+    create_key_with_material(&op, NS, &single, KeySpec::SymmetricDefault, json!({})).await;
     let mrk = unique("mrk-bad");
     let kms_name = unique("us-only");
     Api::<AwsKms>::all(op.client.clone())

@@ -3,9 +3,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use keyfleet::api::{AwsKey, AwsKeyStatus};
@@ -46,19 +43,7 @@ pub fn settings() -> Settings {
 /// KMS clients pointed at the test LocalStack, with static test credentials.
 pub async fn localstack_clients() -> KmsClients {
     let endpoint = localstack::kms_endpoint().await;
-    let base = SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(localstack::DEFAULT_REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            localstack::ACCESS_KEY_ID,
-            localstack::SECRET_ACCESS_KEY,
-            None,
-            None,
-            "keyfleet-test",
-        )))
-        .build();
-    KmsClients::from_config(base)
+    KmsClients::from_config(localstack::sdk_config(&endpoint))
 }
 
 impl Operator {
@@ -443,4 +428,24 @@ pub async fn create_key_with_material(
         &aws_key(name, super::localstack::DEFAULT_REGION, name, fields),
     )
     .await
+}
+
+/// What most LocalStack tests start with: the operator on a fresh in-memory API, a KMS client
+/// for the test region, the AwsKey API of a namespace and a unique name for the test's key.
+pub struct Harness {
+    pub op: Operator,
+    pub kms: aws_sdk_kms::Client,
+    pub api: Api<AwsKey>,
+    pub name: String,
+}
+
+impl Harness {
+    /// Starts the operator and names the key `<prefix>-<unique suffix>`.
+    pub async fn start(namespace: &str, prefix: &str) -> Harness {
+        let op = Operator::start(MemKube::new()).await;
+        let kms = super::localstack::kms_client(super::localstack::DEFAULT_REGION).await;
+        let api = op.keys(namespace);
+        let name = super::localstack::unique(prefix);
+        Harness { op, kms, api, name }
+    }
 }
