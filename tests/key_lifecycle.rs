@@ -30,7 +30,7 @@ use kube::api::{Patch, PatchParams};
 use memkube::MemKube;
 use serde_json::json;
 use support::kms_mocks::{self, aws_error, import_params_rule, no_aliases_rule, tags_rule};
-use support::localstack::{DEFAULT_REGION, kms_client, unique};
+use support::localstack::{DEFAULT_REGION, unique};
 use support::operator::*;
 
 const NS: &str = "team-a";
@@ -47,9 +47,7 @@ fn mac_algorithm(spec: KeySpec) -> MacAlgorithmSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_key_spec_is_created_external_imported_and_usable() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
+    let Harness { op, kms, api } = Harness::start(NS).await;
 
     let mut cases = vec![];
     for spec in KeySpec::ALL {
@@ -144,7 +142,8 @@ async fn every_key_spec_is_created_external_imported_and_usable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alias_description_tags_and_policy_are_applied_and_drift_is_repaired() {
-    let Harness { op, kms, api, name } = Harness::start(NS, "drift").await;
+    let Harness { op, kms, api } = Harness::start(NS).await;
+    let name = unique("drift");
     let alias = format!("alias/{name}");
     create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
     let policy = json!({
@@ -295,7 +294,8 @@ async fn alias_description_tags_and_policy_are_applied_and_drift_is_repaired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delete_schedules_deletion_and_reapplying_restores_the_same_key() {
-    let Harness { op, kms, api, name } = Harness::start(NS, "delete").await;
+    let Harness { op, kms, api } = Harness::start(NS).await;
+    let name = unique("delete");
     create_material_secret(&op.client, NS, &name, KeySpec::Hmac256).await;
     let manifest = aws_key(
         &name,
@@ -341,7 +341,8 @@ async fn delete_schedules_deletion_and_reapplying_restores_the_same_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retain_leaves_the_key_in_place() {
-    let Harness { op, kms, api, name } = Harness::start(NS, "retain").await;
+    let Harness { op, kms, api } = Harness::start(NS).await;
+    let name = unique("retain");
     create_key_with_material(
         &op,
         NS,
@@ -360,7 +361,8 @@ async fn retain_leaves_the_key_in_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_secret_change_to_other_material_is_refused_as_material_mismatch() {
-    let Harness { op, kms, api, name } = Harness::start(NS, "mismatch").await;
+    let Harness { op, kms, api } = Harness::start(NS).await;
+    let name = unique("mismatch");
     create_key_with_material(
         &op,
         NS,
@@ -373,11 +375,10 @@ async fn a_secret_change_to_other_material_is_refused_as_material_mismatch() {
     let imports_before = op.event_count(&name, "MaterialImported");
 
     // The Secret watch (metadata only) re-triggers the key; the new material is not imported.
-    update_secret(
+    update_material_secret(
         &op.client,
         NS,
         &name,
-        "material",
         &generate_secret_value(KeySpec::EccNistP256),
     )
     .await;
@@ -415,7 +416,8 @@ async fn a_secret_change_to_other_material_is_refused_as_material_mismatch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced() {
-    let Harness { op, kms, api, name } = Harness::start(NS, "outside").await;
+    let Harness { op, kms, api } = Harness::start(NS).await;
+    let name = unique("outside");
     let created =
         create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
     let key_id = ready_key_id(&api, &name).await;

@@ -45,7 +45,7 @@ use support::kms_mocks::{
 };
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
-use support::replicas::{self, ReplicaScenario};
+use support::replicas::ReplicaScenario;
 
 const NS: &str = "team-a";
 const REPLICA_REGION: &str = "eu-central-1";
@@ -76,18 +76,6 @@ async fn add_replica(scenario: &ReplicaScenario<'_>, name: &str) {
     scenario.add_replica(name, REPLICA_REGION, alias).await;
 }
 
-async fn wait_replica(
-    client: &kube::Client,
-    name: &str,
-    what: &str,
-    check: impl Fn(&KmsKeyStatus) -> bool,
-) -> AwsReplicaKey {
-    replicas::wait_replica(client, NS, name, what, |r| {
-        r.status.as_ref().is_some_and(|s| check(&s.key))
-    })
-    .await
-}
-
 fn valid_to(status: &KmsKeyStatus) -> Option<Timestamp> {
     status.material_valid_to.as_ref().map(|t| t.0)
 }
@@ -95,7 +83,6 @@ fn valid_to(status: &KmsKeyStatus) -> Option<Timestamp> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_validity_is_renewed_before_its_threshold_on_the_primary_and_every_replica() {
     let kube = MemKube::new();
-    let client = kube.client();
     // Whole seconds: KMS ValidTo has second precision.
     let t0 = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
     let clock = ManualClock::new(t0);
@@ -107,10 +94,11 @@ async fn rolling_validity_is_renewed_before_its_threshold_on_the_primary_and_eve
     let primary = scenario.ready_primary().await;
     add_replica(&scenario, &replica).await;
     let first = t0 + DAY * 90;
-    let r = wait_replica(&client, &replica, "Ready with 90 days of validity", |s| {
-        has(Some(s), "Ready", "True", "KeyReady") && valid_to(s) == Some(first)
-    })
-    .await;
+    let r = scenario
+        .wait_replica_status(&replica, "Ready with 90 days of validity", |s| {
+            has(Some(s), "Ready", "True", "KeyReady") && valid_to(s) == Some(first)
+        })
+        .await;
     assert_eq!(valid_to(&primary.status.clone().unwrap()), Some(first));
     let replica_import = r.status.unwrap().key.last_import_time;
     let primary_import = primary.status.unwrap().key.last_import_time;
@@ -141,10 +129,11 @@ async fn rolling_validity_is_renewed_before_its_threshold_on_the_primary_and_eve
     )
     .await;
     assert_ne!(k.status.unwrap().key.last_import_time, primary_import);
-    let r = wait_replica(&client, &replica, "the replica renewed", |s| {
-        valid_to(s) == Some(renewed) && has(Some(s), "Ready", "True", "KeyReady")
-    })
-    .await;
+    let r = scenario
+        .wait_replica_status(&replica, "the replica renewed", |s| {
+            valid_to(s) == Some(renewed) && has(Some(s), "Ready", "True", "KeyReady")
+        })
+        .await;
     assert_ne!(r.status.unwrap().key.last_import_time, replica_import);
     // The recorder folds repeated events into one series: the count tells the second import.
     assert_eq!(op.event_count(&name, "MaterialImported"), 2);
@@ -156,7 +145,6 @@ async fn rolling_validity_is_renewed_before_its_threshold_on_the_primary_and_eve
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verification_catches_a_replica_holding_different_material() {
     let kube = MemKube::new();
-    let client = kube.client();
     let clock = ManualClock::new(Timestamp::now());
     let op = start_with_clock(&kube, &clock).await;
     let name = unique("verify");
@@ -175,11 +163,12 @@ async fn verification_catches_a_replica_holding_different_material() {
         primary.status
     );
     add_replica(&scenario, &replica).await;
-    let r = wait_replica(&client, &replica, "Ready and verified", |s| {
-        has(Some(s), "Ready", "True", "KeyReady")
-            && has(Some(s), "MaterialVerified", "True", "MacMatches")
-    })
-    .await;
+    let r = scenario
+        .wait_replica_status(&replica, "Ready and verified", |s| {
+            has(Some(s), "Ready", "True", "KeyReady")
+                && has(Some(s), "MaterialVerified", "True", "MacMatches")
+        })
+        .await;
     let replica_id = r.status.unwrap().key.key_id.unwrap();
 
     // Inject: other HMAC material imported into the replica behind keyfleet's back (AWS
@@ -204,16 +193,17 @@ async fn verification_catches_a_replica_holding_different_material() {
 
     // The next deep read of the replica finds out: Ready=False, MaterialVerified=False, and a
     // Warning event naming the method and the region.
-    let r = wait_replica(&client, &replica, "MaterialVerificationFailed", |s| {
-        has(Some(s), "Ready", "False", "MaterialVerificationFailed")
-            && has(
-                Some(s),
-                "MaterialVerified",
-                "False",
-                "MaterialVerificationFailed",
-            )
-    })
-    .await;
+    let r = scenario
+        .wait_replica_status(&replica, "MaterialVerificationFailed", |s| {
+            has(Some(s), "Ready", "False", "MaterialVerificationFailed")
+                && has(
+                    Some(s),
+                    "MaterialVerified",
+                    "False",
+                    "MaterialVerificationFailed",
+                )
+        })
+        .await;
     let status = r.status.unwrap();
     let message = &condition(&status.key, "MaterialVerified").unwrap().message;
     assert!(
@@ -253,7 +243,7 @@ async fn a_secret_change_with_refuse_is_refused_and_kms_keeps_its_material() {
         .unwrap();
 
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
-    update_secret(&client, NS, &name, "material", &new).await;
+    update_material_secret(&client, NS, &name, &new).await;
     let k = wait_reason(&op.keys(NS), &name, "MaterialMismatch").await;
     let status = k.status.unwrap();
     assert_eq!(
@@ -556,7 +546,7 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
 
     // The Secret gets new material: keyfleet imports it as NEW_KEY_MATERIAL and rotates.
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
-    update_secret(&kube.client(), NS, &name, "material", &new).await;
+    update_material_secret(&kube.client(), NS, &name, &new).await;
     let k = wait_for(
         &api,
         &name,
@@ -819,7 +809,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
 
     // The Secret gets new material.
     let new = keyfleet_testkit::material::generate_secret_value(spec);
-    update_secret(&client, NS, &name, "material", &new).await;
+    update_material_secret(&client, NS, &name, &new).await;
 
     // (4) While the replica catches up, the primary waits (RotationPending, shown below by its
     // event and by the order of the KMS calls); the replica's import wakes it at once.

@@ -517,6 +517,17 @@ fn rules(primary: &AwsKey, replica: &AwsReplicaKey, import_ok: bool) -> Rules {
     }
 }
 
+/// A primary `<prefix>-…` and its replica in the API (see `setup`), and the operator on the
+/// mocked KMS whose ImportKeyMaterial into the replica succeeds or not; the replica's name.
+async fn start_mocked(prefix: &str, import_ok: bool) -> (Operator, Rules, String) {
+    let kube = MemKube::new();
+    let name = unique(prefix);
+    let (primary, replica) = setup(&kube, &name).await;
+    let rules = rules(&primary, &replica, import_ok);
+    let op = start(&kube, &rules);
+    (op, rules, replica.metadata.name.clone().unwrap())
+}
+
 fn start(kube: &MemKube, rules: &Rules) -> Operator {
     let client = mock_client!(aws_sdk_kms, RuleMode::MatchAny, rules.all.iter());
     Operator::start_with(kube.clone(), KmsClients::fixed(client), settings())
@@ -546,12 +557,8 @@ async fn replica_condition(op: &Operator, name: &str, want: (&str, &str)) -> Aws
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_born_pending_import_gets_the_primarys_material() {
-    let kube = MemKube::new();
-    let name = unique("born");
-    let (primary, replica) = setup(&kube, &name).await;
-    let rules = rules(&primary, &replica, true);
-    let op = start(&kube, &rules);
-    let ready = replica_condition(&op, &format!("{name}-eu"), ("True", "KeyReady")).await;
+    let (op, rules, replica) = start_mocked("born", true).await;
+    let ready = replica_condition(&op, &replica, ("True", "KeyReady")).await;
     assert_eq!(rules.replicate.num_calls(), 1, "exactly one ReplicateKey");
     assert_eq!(
         rules.import.num_calls(),
@@ -561,23 +568,15 @@ async fn a_replica_born_pending_import_gets_the_primarys_material() {
     let status = ready.status.unwrap();
     assert_eq!(status.arn.as_deref(), Some(REPLICA_ARN));
     assert_eq!(status.primary_arn.as_deref(), Some(PRIMARY_ARN));
-    op.wait_events(
-        &format!("{name}-eu"),
-        &["KeyReplicated", "MaterialImported", "KeyReady"],
-    )
-    .await;
+    op.wait_events(&replica, &["KeyReplicated", "MaterialImported", "KeyReady"])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_refusing_the_material_is_material_mismatch() {
-    let kube = MemKube::new();
-    let name = unique("refused");
-    let (primary, replica) = setup(&kube, &name).await;
-    let rules = rules(&primary, &replica, false);
-    let op = start(&kube, &rules);
-    replica_condition(&op, &format!("{name}-eu"), ("False", "MaterialMismatch")).await;
-    op.wait_events(&format!("{name}-eu"), &["MaterialMismatch"])
-        .await;
+    let (op, rules, replica) = start_mocked("refused", false).await;
+    replica_condition(&op, &replica, ("False", "MaterialMismatch")).await;
+    op.wait_events(&replica, &["MaterialMismatch"]).await;
     let calls = rules.import.num_calls();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(

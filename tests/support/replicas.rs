@@ -129,6 +129,20 @@ impl<'a> ReplicaScenario<'a> {
         create_replica(&self.op.client, self.namespace, &r).await;
     }
 
+    /// Waits until `check` holds for the status of the replica `name`.
+    pub async fn wait_replica_status(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&KmsKeyStatus) -> bool,
+    ) -> AwsReplicaKey {
+        let client = &self.op.client;
+        wait_replica(client, self.namespace, name, what, |r| {
+            r.status.as_deref().is_some_and(&check)
+        })
+        .await
+    }
+
     /// Waits until the replica `name` is Ready and returns its ARN.
     pub async fn replica_arn(&self, name: &str) -> String {
         let r = wait_replica_ready(&self.op.client, self.namespace, name).await;
