@@ -376,7 +376,12 @@ async fn a_new_key_whose_policy_kms_refuses_gets_no_material() {
         "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"}]});
     let key = create_key(
         &api,
-        &aws_key(&name, "eu-west-1", &name, json!({"policy": {"document": root}})),
+        &aws_key(
+            &name,
+            "eu-west-1",
+            &name,
+            json!({"policy": {"document": root}}),
+        ),
     )
     .await;
     // The key exists already (as right after CreateKey), still without material.
@@ -417,7 +422,10 @@ async fn a_new_key_whose_policy_kms_refuses_gets_no_material() {
         })
         .repeatedly()
         .build();
-    let tags = tags_rule(Some(KEY_ID), owner_tags(key.metadata.uid.as_deref().unwrap(), &ns, &name));
+    let tags = tags_rule(
+        Some(KEY_ID),
+        owner_tags(key.metadata.uid.as_deref().unwrap(), &ns, &name),
+    );
     let get_policy = mock!(Client::get_key_policy)
         .sequence()
         .output(|| {
@@ -429,7 +437,8 @@ async fn a_new_key_whose_policy_kms_refuses_gets_no_material() {
         .build();
     let put_policy = mock!(Client::put_key_policy)
         .match_requests(|r| {
-            r.key_id() == Some(KEY_ID) && r.policy().is_some_and(|p| p.contains("111122223333:root"))
+            r.key_id() == Some(KEY_ID)
+                && r.policy().is_some_and(|p| p.contains("111122223333:root"))
         })
         .sequence()
         .http_response(|| aws_error("MalformedPolicyDocumentException"))
@@ -447,14 +456,26 @@ async fn a_new_key_whose_policy_kms_refuses_gets_no_material() {
         .build();
     let description = mock!(Client::update_key_description)
         .sequence()
-        .output(|| aws_sdk_kms::operation::update_key_description::UpdateKeyDescriptionOutput::builder().build())
+        .output(|| {
+            aws_sdk_kms::operation::update_key_description::UpdateKeyDescriptionOutput::builder()
+                .build()
+        })
         .repeatedly()
         .build();
     let aliases = no_aliases_rule();
     let kms = mock_client!(
         aws_sdk_kms,
         RuleMode::MatchAny,
-        [&describe, &tags, &aliases, &get_policy, &put_policy, &params, &import, &description]
+        [
+            &describe,
+            &tags,
+            &aliases,
+            &get_policy,
+            &put_policy,
+            &params,
+            &import,
+            &description
+        ]
     );
     let op = Operator::start_with(kube.clone(), KmsClients::fixed(kms), settings());
     let refused = wait_reason(&op.keys(&ns), &name, "PolicyRejected").await;
@@ -462,7 +483,18 @@ async fn a_new_key_whose_policy_kms_refuses_gets_no_material() {
         refused.status.unwrap().key_state.as_deref(),
         Some("PendingImport")
     );
-    assert!(put_policy.num_calls() >= 1, "the intended policy was never put");
-    assert_eq!(params.num_calls(), 0, "GetParametersForImport before the policy was in place");
-    assert_eq!(import.num_calls(), 0, "material imported before the policy was in place");
+    assert!(
+        put_policy.num_calls() >= 1,
+        "the intended policy was never put"
+    );
+    assert_eq!(
+        params.num_calls(),
+        0,
+        "GetParametersForImport before the policy was in place"
+    );
+    assert_eq!(
+        import.num_calls(),
+        0,
+        "material imported before the policy was in place"
+    );
 }
