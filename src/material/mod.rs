@@ -5,9 +5,14 @@
 //! in status, and hands [`KeyMaterial::wrap`] the wrapping key from `GetParametersForImport`.
 //! Secret bytes live only in [`Zeroizing`] buffers and never appear in `Debug` output or errors.
 
+// `fuzzing` is the cfg `cargo fuzz` sets (fuzz/); the fuzzing module is not in the shipped binary.
+#![allow(unexpected_cfgs)]
+
 mod armor;
 mod buffer;
 mod der;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 mod parse;
 mod source;
 pub mod testing;
