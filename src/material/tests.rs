@@ -893,6 +893,76 @@ fn debug_and_errors_never_contain_material() {
     assert_no_leak(&debug, rsa.import_bytes());
 }
 
+#[test]
+fn no_type_that_holds_material_prints_it() {
+    // Every type under material/ that can hold key bytes, built from one real key of each
+    // family and container, formatted with {:?}: lengths and kinds only.
+    for spec in [KeySpec::Rsa2048, KeySpec::EccNistP384] {
+        let pkcs8 = pkcs8_for(spec);
+        let inner = der::pkcs8_inner_key(&pkcs8).unwrap();
+        let mut renderings = Vec::new();
+
+        // DER elements: the outer sequence, each of its children, and the inner private key's.
+        let outer = der::single(&pkcs8).unwrap();
+        renderings.push(format!("{outer:?}"));
+        for child in der::children(outer.value).unwrap() {
+            renderings.push(format!("{child:?}"));
+        }
+        for child in der::children(der::single(inner).unwrap().value).unwrap() {
+            renderings.push(format!("{child:?}"));
+        }
+        assert_eq!(
+            renderings[0],
+            format!("Tlv {{ tag: 0x30, len: {} }}", outer.value.len())
+        );
+
+        // PEM blocks and the DER picked from them.
+        let pem = pem_encode("PRIVATE KEY", &pkcs8);
+        let blocks = armor::parse_blocks(&pem).unwrap();
+        renderings.push(format!("{blocks:?}"));
+        assert_eq!(
+            renderings.last().unwrap(),
+            &format!(
+                "[PemBlock {{ kind: PrivateKey, legacy_encrypted: false, der_len: {} }}]",
+                pkcs8.len()
+            )
+        );
+        renderings.push(format!("{:?}", armor::select_private_key(&pem).unwrap()));
+
+        // Decoded Secret values in every encoding, and the checked material.
+        for encoding in [
+            MaterialEncoding::Raw,
+            MaterialEncoding::Base64,
+            MaterialEncoding::Hex,
+        ] {
+            let value = encode_secret_value(&pkcs8, encoding);
+            let decoded = parse::decode(encoding, &value).unwrap();
+            renderings.push(format!("{decoded:?}"));
+            let material = KeyMaterial::from_secret_value(spec, encoding, &value).unwrap();
+            renderings.push(format!("{material:?}"));
+            renderings.push(format!("{:?}", &material as &dyn ImportableMaterial));
+        }
+        assert_eq!(
+            renderings.last().unwrap(),
+            &format!("KeyMaterial {{ spec: {spec}, len: {}, .. }}", pkcs8.len())
+        );
+
+        for rendering in &renderings {
+            assert_no_leak(rendering, &pkcs8);
+            assert_no_leak(rendering, inner);
+            // No DER element of the private key shows up either (the private exponent, the
+            // primes, the EC scalar).
+            for child in der::children(der::single(inner).unwrap().value).unwrap() {
+                if child.value.len() >= 8 {
+                    assert_no_leak(rendering, child.value);
+                }
+            }
+        }
+    }
+    let buffer = buffer::SecretBytes::copy_of(b"TOP-SECRET-MATERIAL-0123456789ab");
+    assert_eq!(format!("{buffer:?}"), "SecretBytes { len: 32 }");
+}
+
 // ---------------------------------------------------------------- HMAC and fingerprints
 
 /// RFC 2104 from the bare digest, independent of aws-lc's HMAC.
