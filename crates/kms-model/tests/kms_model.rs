@@ -1,0 +1,1792 @@
+//! Round trips with the aws-sdk-kms client against the served model: every behaviour, and
+//! especially every refusal, of the strict KMS model; keys imported by keyfleet's own import
+//! path compute what keyfleet's material computes.
+
+use std::time::Duration;
+
+use aws_sdk_kms::Client;
+use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kms::error::ProvideErrorMetadata;
+use aws_sdk_kms::primitives::{Blob, DateTime};
+use aws_sdk_kms::types::{
+    AlgorithmSpec, ExpirationModelType, ImportType, IncludeKeyMaterial, KeyMaterialState,
+    KeySpec as SdkKeySpec, KeyState, KeyUsageType, MacAlgorithmSpec, MessageType, OriginType,
+    SigningAlgorithmSpec, Tag, WrappingKeySpec as SdkWrappingKeySpec,
+};
+use keyfleet::api::KeySpec;
+use keyfleet::kms::execute::{ImportInput, ImportKind, import_material_as};
+use keyfleet::material::testing::generate_secret_value;
+use keyfleet::material::{KeyMaterial, MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
+use kms_model::{Fault, FaultKind, KmsModel, Role, key_material_id};
+
+const PRIMARY: &str = "us-east-1";
+const REPLICA: &str = "eu-west-1";
+
+fn client(model: &KmsModel, region: &str) -> Client {
+    let conf = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .endpoint_url(model.url())
+        .credentials_provider(Credentials::new(
+            "AKIDMODELTEST",
+            "secret",
+            None,
+            None,
+            "test",
+        ))
+        .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
+        .build();
+    Client::from_conf(conf)
+}
+
+fn material(spec: KeySpec) -> KeyMaterial {
+    KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, &generate_secret_value(spec))
+        .expect("fresh material parses")
+}
+
+/// The error code of a failed SDK call.
+fn code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
+    r: Result<T, aws_sdk_kms::error::SdkError<E, aws_sdk_kms::config::http::HttpResponse>>,
+) -> String {
+    let e = r.expect_err("the call must fail");
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+async fn create_external(c: &Client, spec: &str, usage: &str, multi_region: bool) -> String {
+    c.create_key()
+        .origin(OriginType::External)
+        .key_spec(SdkKeySpec::from(spec))
+        .key_usage(KeyUsageType::from(usage))
+        .multi_region(multi_region)
+        .send()
+        .await
+        .expect("CreateKey")
+        .key_metadata
+        .expect("metadata")
+        .key_id
+}
+
+async fn state_of(c: &Client, key_id: &str) -> KeyState {
+    c.describe_key()
+        .key_id(key_id)
+        .send()
+        .await
+        .expect("DescribeKey")
+        .key_metadata
+        .expect("metadata")
+        .key_state
+        .expect("state")
+}
+
+fn input(m: &KeyMaterial) -> ImportInput<'_> {
+    let (algorithm, wrapping_key_spec) = WrappingAlgorithm::default_for(m.spec());
+    ImportInput {
+        material: m,
+        algorithm,
+        wrapping_key_spec,
+    }
+}
+
+/// keyfleet's own import path (GetParametersForImport, wrap, ImportKeyMaterial).
+async fn keyfleet_import(
+    c: &Client,
+    key_id: &str,
+    m: &KeyMaterial,
+    kind: ImportKind<'_>,
+) -> Result<Option<String>, keyfleet::kms::execute::ExecuteError> {
+    import_material_as(c, key_id, &input(m), None, kind).await
+}
+
+/// GetParametersForImport, then the caller's wrapping of `bytes`.
+async fn params(c: &Client, key_id: &str, alg: &str, spec: &str) -> (Blob, Vec<u8>) {
+    let out = c
+        .get_parameters_for_import()
+        .key_id(key_id)
+        .wrapping_algorithm(AlgorithmSpec::from(alg))
+        .wrapping_key_spec(SdkWrappingKeySpec::from(spec))
+        .send()
+        .await
+        .expect("GetParametersForImport");
+    (
+        out.import_token.expect("token"),
+        out.public_key.expect("public key").into_inner(),
+    )
+}
+
+/// RSA-OAEP-SHA-256 of arbitrary bytes (to send what keyfleet would refuse to wrap).
+fn oaep_sha256(public_der: &[u8], bytes: &[u8]) -> Vec<u8> {
+    use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey};
+    let key =
+        OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(public_der).unwrap()).unwrap();
+    let mut out = vec![0u8; key.ciphertext_size()];
+    let n = key
+        .encrypt(&OAEP_SHA256_MGF1SHA256, bytes, &mut out, None)
+        .unwrap()
+        .len();
+    out.truncate(n);
+    out
+}
+
+fn does_not_expire(
+    b: aws_sdk_kms::operation::import_key_material::builders::ImportKeyMaterialFluentBuilder,
+) -> aws_sdk_kms::operation::import_key_material::builders::ImportKeyMaterialFluentBuilder {
+    b.expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire)
+}
+
+async fn rotations(c: &Client, key_id: &str) -> Vec<(String, KeyMaterialState, String)> {
+    c.list_key_rotations()
+        .key_id(key_id)
+        .include_key_material(IncludeKeyMaterial::AllKeyMaterial)
+        .send()
+        .await
+        .expect("ListKeyRotations")
+        .rotations
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| {
+            (
+                r.key_material_id.unwrap_or_default(),
+                r.key_material_state.expect("state"),
+                r.import_state
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn encrypt(c: &Client, key_id: &str, plaintext: &[u8]) -> Blob {
+    c.encrypt()
+        .key_id(key_id)
+        .plaintext(Blob::new(plaintext))
+        .send()
+        .await
+        .expect("Encrypt")
+        .ciphertext_blob
+        .expect("ciphertext")
+}
+
+async fn decrypt(c: &Client, blob: Blob) -> Vec<u8> {
+    c.decrypt()
+        .ciphertext_blob(blob)
+        .send()
+        .await
+        .expect("Decrypt")
+        .plaintext
+        .expect("plaintext")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn unsigned_requests_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let model = KmsModel::start().await.unwrap();
+    let addr = model.url().trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = "{}";
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nX-Amz-Target: TrentService.ListKeys\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("MissingAuthenticationTokenException"),
+        "{answer}"
+    );
+    assert!(
+        model.requests().is_empty(),
+        "an unsigned request is not a KMS call"
+    );
+}
+
+#[tokio::test]
+async fn region_comes_from_the_signature_and_keys_live_per_region() {
+    let model = KmsModel::start().await.unwrap();
+    let east = client(&model, PRIMARY);
+    let west = client(&model, REPLICA);
+    let key = create_external(&east, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    assert_eq!(
+        code(west.describe_key().key_id(&key).send().await),
+        "NotFoundException"
+    );
+    let view = model.key(PRIMARY, &key).expect("the key is in us-east-1");
+    assert!(
+        view.arn
+            .starts_with("arn:aws:kms:us-east-1:111122223333:key/")
+    );
+    assert_eq!(view.key_state, "PendingImport");
+    let logged = model.requests_of("CreateKey");
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].region, PRIMARY);
+    assert_eq!(logged[0].access_key_id, "AKIDMODELTEST");
+    assert_eq!(logged[0].params["Origin"], "EXTERNAL");
+}
+
+#[tokio::test]
+async fn list_keys_pages_past_1000_keys() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    for _ in 0..3 {
+        c.create_key().send().await.unwrap();
+    }
+    model.create_keys(PRIMARY, 1000);
+    assert_eq!(
+        code(c.list_keys().limit(1001).send().await),
+        "ValidationException"
+    );
+    let first = c.list_keys().limit(1000).send().await.unwrap();
+    assert_eq!(first.keys().len(), 1000);
+    assert!(first.truncated);
+    let second = c
+        .list_keys()
+        .limit(1000)
+        .marker(first.next_marker.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.keys().len(), 3);
+    assert!(!second.truncated && second.next_marker.is_none());
+    let mut all: Vec<String> = first
+        .keys()
+        .iter()
+        .chain(second.keys())
+        .map(|k| k.key_id().unwrap().to_string())
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 1003);
+    assert_eq!(
+        code(c.list_keys().marker("bogus").send().await),
+        "InvalidMarkerException"
+    );
+}
+
+#[tokio::test]
+async fn keyfleets_owner_scan_finds_a_key_on_the_second_page() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    assert_eq!(model.create_keys(PRIMARY, 1001).len(), 1001);
+    let ours = c
+        .create_key()
+        .tags(
+            Tag::builder()
+                .tag_key("keyfleet.dev/owner-uid")
+                .tag_value("uid-42")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let found = keyfleet::kms::observe::find_by_owner_uid(&c, "uid-42")
+        .await
+        .unwrap();
+    assert_eq!(found.as_deref(), Some(ours.as_str()));
+    assert!(
+        model.requests_of("ListKeys").len() >= 2,
+        "the scan needs two pages"
+    );
+}
+
+#[tokio::test]
+async fn keyfleet_imports_symmetric_material_with_every_wrapping_algorithm() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    for algorithm in WrappingAlgorithm::ALL {
+        for wrapping_key_spec in [WrappingKeySpec::Rsa2048, WrappingKeySpec::Rsa3072] {
+            let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+            let m = material(KeySpec::SymmetricDefault);
+            let imported = import_material_as(
+                &c,
+                &key,
+                &ImportInput {
+                    material: &m,
+                    algorithm,
+                    wrapping_key_spec,
+                },
+                None,
+                ImportKind::Default,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{algorithm} / {wrapping_key_spec}: {e}"));
+            let expected = key_material_id(&key, m.import_bytes());
+            assert_eq!(imported.as_deref(), Some(expected.as_str()));
+            assert_eq!(state_of(&c, &key).await, KeyState::Enabled);
+            let blob = encrypt(&c, &key, b"hello").await;
+            assert_eq!(decrypt(&c, blob).await, b"hello");
+            let gpi = model.requests_of("GetParametersForImport");
+            let last = gpi.last().unwrap();
+            assert_eq!(last.params["WrappingAlgorithm"], algorithm.as_str());
+            assert_eq!(last.params["WrappingKeySpec"], wrapping_key_spec.as_str());
+        }
+    }
+}
+
+#[tokio::test]
+async fn wrapping_keys_are_fresh_and_of_the_requested_size() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    let mut seen = Vec::new();
+    for (spec, bits) in [
+        ("RSA_2048", 2048),
+        ("RSA_3072", 3072),
+        ("RSA_4096", 4096),
+        ("RSA_2048", 2048),
+    ] {
+        let (_, public) = params(&c, &key, "RSAES_OAEP_SHA_256", spec).await;
+        let parsed = aws_lc_rs::rsa::PublicEncryptingKey::from_der(&public).unwrap();
+        assert_eq!(parsed.key_size_bits(), bits);
+        assert!(!seen.contains(&public), "a fresh wrapping key per call");
+        seen.push(public);
+    }
+    let aws_kms = c
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    assert_eq!(
+        code(
+            c.get_parameters_for_import()
+                .key_id(&aws_kms)
+                .wrapping_algorithm(AlgorithmSpec::RsaesOaepSha256)
+                .wrapping_key_spec(SdkWrappingKeySpec::Rsa2048)
+                .send()
+                .await
+        ),
+        "UnsupportedOperationException"
+    );
+}
+
+#[tokio::test]
+async fn material_wrapped_for_other_parameters_does_not_unwrap() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    let m = material(KeySpec::SymmetricDefault);
+    let (token_a, _) = params(&c, &key, "RSAES_OAEP_SHA_256", "RSA_2048").await;
+    let (_, public_b) = params(&c, &key, "RSAES_OAEP_SHA_256", "RSA_2048").await;
+    let wrapped = m
+        .wrap(WrappingAlgorithm::RsaesOaepSha256, &public_b)
+        .unwrap();
+    let r = does_not_expire(c.import_key_material())
+        .key_id(&key)
+        .import_token(token_a)
+        .encrypted_key_material(Blob::new(wrapped.clone()))
+        .send()
+        .await;
+    assert_eq!(code(r), "InvalidCiphertextException");
+    // The right key, the wrong algorithm (token for SHA-1, material wrapped with SHA-256).
+    let (token_sha1, public_sha1) = params(&c, &key, "RSAES_OAEP_SHA_1", "RSA_2048").await;
+    let wrapped = m
+        .wrap(WrappingAlgorithm::RsaesOaepSha256, &public_sha1)
+        .unwrap();
+    let r = does_not_expire(c.import_key_material())
+        .key_id(&key)
+        .import_token(token_sha1)
+        .encrypted_key_material(Blob::new(wrapped))
+        .send()
+        .await;
+    assert_eq!(code(r), "InvalidCiphertextException");
+    assert_eq!(state_of(&c, &key).await, KeyState::PendingImport);
+}
+
+#[tokio::test]
+async fn import_tokens_are_bound_to_their_key_and_expire_after_24_hours() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    let other = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    let m = material(KeySpec::SymmetricDefault);
+    let (token, public) = params(&c, &key, "RSAES_OAEP_SHA_256", "RSA_2048").await;
+    let wrapped = Blob::new(m.wrap(WrappingAlgorithm::RsaesOaepSha256, &public).unwrap());
+    let r = does_not_expire(c.import_key_material())
+        .key_id(&other)
+        .import_token(token.clone())
+        .encrypted_key_material(wrapped.clone())
+        .send()
+        .await;
+    assert_eq!(code(r), "InvalidImportTokenException");
+    let r = does_not_expire(c.import_key_material())
+        .key_id(&key)
+        .import_token(Blob::new(b"made-up".to_vec()))
+        .encrypted_key_material(wrapped.clone())
+        .send()
+        .await;
+    assert_eq!(code(r), "InvalidImportTokenException");
+    model.advance(Duration::from_secs(24 * 3600 + 1));
+    let r = does_not_expire(c.import_key_material())
+        .key_id(&key)
+        .import_token(token)
+        .encrypted_key_material(wrapped)
+        .send()
+        .await;
+    assert_eq!(code(r), "ExpiredImportTokenException");
+    // keyfleet's path fetches fresh parameters and succeeds.
+    keyfleet_import(&c, &key, &m, ImportKind::Default)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn wrong_length_and_wrong_kind_of_material_are_refused() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    for len in [16usize, 31, 33, 64] {
+        let (token, public) = params(&c, &key, "RSAES_OAEP_SHA_256", "RSA_2048").await;
+        let r = does_not_expire(c.import_key_material())
+            .key_id(&key)
+            .import_token(token)
+            .encrypted_key_material(Blob::new(oaep_sha256(&public, &vec![7u8; len])))
+            .send()
+            .await;
+        assert_eq!(code(r), "IncorrectKeyMaterialException", "{len} bytes");
+    }
+    let hmac = create_external(&c, "HMAC_384", "GENERATE_VERIFY_MAC", false).await;
+    let (token, public) = params(&c, &hmac, "RSAES_OAEP_SHA_256", "RSA_2048").await;
+    let r = does_not_expire(c.import_key_material())
+        .key_id(&hmac)
+        .import_token(token)
+        .encrypted_key_material(Blob::new(oaep_sha256(&public, &[1u8; 32])))
+        .send()
+        .await;
+    assert_eq!(
+        code(r),
+        "IncorrectKeyMaterialException",
+        "HMAC_384 needs 48..=128 bytes"
+    );
+    // An EC key on another curve, an RSA key of another size.
+    let p256 = create_external(&c, "ECC_NIST_P256", "SIGN_VERIFY", false).await;
+    let p384 = material(KeySpec::EccNistP384);
+    let (token, public) = params(&c, &p256, "RSA_AES_KEY_WRAP_SHA_256", "RSA_4096").await;
+    let r = does_not_expire(c.import_key_material())
+        .key_id(&p256)
+        .import_token(token)
+        .encrypted_key_material(Blob::new(
+            p384.wrap(WrappingAlgorithm::RsaAesKeyWrapSha256, &public)
+                .unwrap(),
+        ))
+        .send()
+        .await;
+    assert_eq!(code(r), "IncorrectKeyMaterialException");
+    let rsa3072 = create_external(&c, "RSA_3072", "SIGN_VERIFY", false).await;
+    let rsa2048 = material(KeySpec::Rsa2048);
+    let (token, public) = params(&c, &rsa3072, "RSA_AES_KEY_WRAP_SHA_1", "RSA_2048").await;
+    let r = does_not_expire(c.import_key_material())
+        .key_id(&rsa3072)
+        .import_token(token)
+        .encrypted_key_material(Blob::new(
+            rsa2048
+                .wrap(WrappingAlgorithm::RsaAesKeyWrapSha1, &public)
+                .unwrap(),
+        ))
+        .send()
+        .await;
+    assert_eq!(code(r), "IncorrectKeyMaterialException");
+    for k in [&key, &hmac, &p256, &rsa3072] {
+        assert_eq!(state_of(&c, k).await, KeyState::PendingImport);
+    }
+}
+
+#[tokio::test]
+async fn expiration_model_and_valid_to_are_validated() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    let m = material(KeySpec::SymmetricDefault);
+    let now = model
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let cases: Vec<(Option<ExpirationModelType>, Option<i64>)> = vec![
+        (None, None),
+        (Some(ExpirationModelType::KeyMaterialExpires), None),
+        (
+            Some(ExpirationModelType::KeyMaterialExpires),
+            Some(now - 60),
+        ),
+        (
+            Some(ExpirationModelType::KeyMaterialExpires),
+            Some(now + 366 * 86_400),
+        ),
+        (
+            Some(ExpirationModelType::KeyMaterialDoesNotExpire),
+            Some(now + 3600),
+        ),
+    ];
+    for (model_type, valid_to) in cases {
+        let (token, public) = params(&c, &key, "RSAES_OAEP_SHA_256", "RSA_2048").await;
+        let r = c
+            .import_key_material()
+            .key_id(&key)
+            .import_token(token)
+            .encrypted_key_material(Blob::new(
+                m.wrap(WrappingAlgorithm::RsaesOaepSha256, &public).unwrap(),
+            ))
+            .set_expiration_model(model_type.clone())
+            .set_valid_to(valid_to.map(DateTime::from_secs))
+            .send()
+            .await;
+        assert_eq!(
+            code(r),
+            "ValidationException",
+            "{model_type:?} {valid_to:?}"
+        );
+    }
+    assert_eq!(state_of(&c, &key).await, KeyState::PendingImport);
+}
+
+#[tokio::test]
+async fn material_expires_at_valid_to_on_the_manual_clock() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    let m = material(KeySpec::SymmetricDefault);
+    let valid_to = jiff::Timestamp::from_second(
+        model
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            + 3600,
+    )
+    .unwrap();
+    import_material_as(&c, &key, &input(&m), Some(valid_to), ImportKind::Default)
+        .await
+        .unwrap();
+    let meta = c
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(meta.key_state, Some(KeyState::Enabled));
+    assert_eq!(meta.valid_to.map(|t| t.secs()), Some(valid_to.as_second()));
+    assert_eq!(
+        meta.expiration_model,
+        Some(ExpirationModelType::KeyMaterialExpires)
+    );
+    let blob = encrypt(&c, &key, b"before expiry").await;
+    model.advance(Duration::from_secs(3601));
+    assert_eq!(state_of(&c, &key).await, KeyState::PendingImport);
+    assert_eq!(
+        code(c.decrypt().ciphertext_blob(blob.clone()).send().await),
+        "KMSInvalidStateException"
+    );
+    // Re-importing the same material (no expiry now) brings the key and its ciphertexts back.
+    keyfleet_import(&c, &key, &m, ImportKind::Default)
+        .await
+        .unwrap();
+    assert_eq!(state_of(&c, &key).await, KeyState::Enabled);
+    assert_eq!(decrypt(&c, blob).await, b"before expiry");
+}
+
+#[tokio::test]
+async fn different_material_is_refused_once_a_key_has_material() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    for (spec, usage, ks) in [
+        (
+            "SYMMETRIC_DEFAULT",
+            "ENCRYPT_DECRYPT",
+            KeySpec::SymmetricDefault,
+        ),
+        ("HMAC_256", "GENERATE_VERIFY_MAC", KeySpec::Hmac256),
+        ("ECC_NIST_P256", "SIGN_VERIFY", KeySpec::EccNistP256),
+    ] {
+        let key = create_external(&c, spec, usage, false).await;
+        keyfleet_import(&c, &key, &material(ks), ImportKind::Default)
+            .await
+            .unwrap();
+        let err = keyfleet_import(&c, &key, &material(ks), ImportKind::Default)
+            .await
+            .expect_err("other material");
+        assert!(
+            matches!(
+                err,
+                keyfleet::kms::execute::ExecuteError::Kms(
+                    keyfleet::kms::KmsError::IncorrectKeyMaterial { .. }
+                )
+            ),
+            "{spec}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deleting_material_makes_the_key_pending_import_until_the_same_material_returns() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    let m = material(KeySpec::SymmetricDefault);
+    let id = keyfleet_import(&c, &key, &m, ImportKind::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let blob = encrypt(&c, &key, b"kept").await;
+    let out = c
+        .delete_imported_key_material()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.key_material_id.as_deref(), Some(id.as_str()));
+    assert_eq!(state_of(&c, &key).await, KeyState::PendingImport);
+    assert_eq!(
+        code(
+            c.encrypt()
+                .key_id(&key)
+                .plaintext(Blob::new(b"x".to_vec()))
+                .send()
+                .await
+        ),
+        "KMSInvalidStateException"
+    );
+    assert_eq!(
+        code(c.disable_key().key_id(&key).send().await),
+        "KMSInvalidStateException"
+    );
+    assert_eq!(model.key(PRIMARY, &key).unwrap().imported.len(), 0);
+    let again = keyfleet_import(&c, &key, &m, ImportKind::Default)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.as_deref(),
+        Some(id.as_str()),
+        "KeyMaterialId derives from the material"
+    );
+    assert_eq!(decrypt(&c, blob).await, b"kept");
+}
+
+#[tokio::test]
+async fn on_demand_rotation_needs_pending_material_and_keeps_old_ciphertexts() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    let first = material(KeySpec::SymmetricDefault);
+    let first_id = keyfleet_import(&c, &key, &first, ImportKind::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        code(c.rotate_key_on_demand().key_id(&key).send().await),
+        "KMSInvalidStateException",
+        "nothing pending"
+    );
+    let old = encrypt(&c, &key, b"old").await;
+    let second = material(KeySpec::SymmetricDefault);
+    let second_id = keyfleet_import(&c, &key, &second, ImportKind::New)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(first_id, second_id);
+    assert_eq!(
+        rotations(&c, &key).await,
+        vec![
+            (
+                first_id.clone(),
+                KeyMaterialState::Current,
+                "IMPORTED".into()
+            ),
+            (
+                second_id.clone(),
+                KeyMaterialState::PendingRotation,
+                "IMPORTED".into()
+            ),
+        ]
+    );
+    let only_rotations = c.list_key_rotations().key_id(&key).send().await.unwrap();
+    assert!(
+        only_rotations.rotations().is_empty(),
+        "ROTATIONS_ONLY lists completed rotations"
+    );
+    // A second NEW material while one is pending, and NEW with a KeyMaterialId, are refused.
+    assert!(
+        keyfleet_import(
+            &c,
+            &key,
+            &material(KeySpec::SymmetricDefault),
+            ImportKind::New
+        )
+        .await
+        .is_err()
+    );
+    assert_eq!(
+        model
+            .requests_of("ImportKeyMaterial")
+            .last()
+            .unwrap()
+            .error
+            .as_deref(),
+        Some("KMSInvalidStateException")
+    );
+    assert!(
+        keyfleet::kms::execute::rotation_ready(&c, &key, &second_id)
+            .await
+            .unwrap()
+    );
+    c.rotate_key_on_demand().key_id(&key).send().await.unwrap();
+    let meta = c
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(
+        meta.current_key_material_id.as_deref(),
+        Some(second_id.as_str())
+    );
+    assert_eq!(
+        rotations(&c, &key).await,
+        vec![
+            (
+                first_id.clone(),
+                KeyMaterialState::NonCurrent,
+                "IMPORTED".into()
+            ),
+            (
+                second_id.clone(),
+                KeyMaterialState::Current,
+                "IMPORTED".into()
+            ),
+        ]
+    );
+    let listed = c.list_key_rotations().key_id(&key).send().await.unwrap();
+    assert_eq!(listed.rotations().len(), 1);
+    assert!(listed.rotations()[0].rotation_date.is_some());
+    assert_eq!(
+        decrypt(&c, old).await,
+        b"old",
+        "non-current material still decrypts"
+    );
+    let new = encrypt(&c, &key, b"new").await;
+    assert_eq!(decrypt(&c, new).await, b"new");
+    // Deleting the non-current material makes the key unusable until it is re-imported.
+    c.delete_imported_key_material()
+        .key_id(&key)
+        .key_material_id(&first_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(state_of(&c, &key).await, KeyState::PendingImport);
+    assert_eq!(rotations(&c, &key).await[0].2, "PENDING_IMPORT");
+    let back = keyfleet_import(
+        &c,
+        &key,
+        &first,
+        ImportKind::Existing {
+            key_material_id: Some(&first_id),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(back.as_deref(), Some(first_id.as_str()));
+    assert_eq!(state_of(&c, &key).await, KeyState::Enabled);
+    // EXISTING with a KeyMaterialId that names other material.
+    let r = keyfleet_import(
+        &c,
+        &key,
+        &second,
+        ImportKind::Existing {
+            key_material_id: Some(&first_id),
+        },
+    )
+    .await;
+    assert!(r.is_err());
+    assert_eq!(
+        model
+            .requests_of("ImportKeyMaterial")
+            .last()
+            .unwrap()
+            .error
+            .as_deref(),
+        Some("IncorrectKeyMaterialException")
+    );
+}
+
+#[tokio::test]
+async fn new_material_with_a_key_material_id_is_invalid() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    let m = material(KeySpec::SymmetricDefault);
+    let (token, public) = params(&c, &key, "RSAES_OAEP_SHA_256", "RSA_2048").await;
+    let r = does_not_expire(c.import_key_material())
+        .key_id(&key)
+        .import_token(token)
+        .encrypted_key_material(Blob::new(
+            m.wrap(WrappingAlgorithm::RsaesOaepSha256, &public).unwrap(),
+        ))
+        .import_type(ImportType::NewKeyMaterial)
+        .key_material_id("0".repeat(64))
+        .send()
+        .await;
+    assert_eq!(code(r), "ValidationException");
+    // Deleting pending material removes it from the key.
+    keyfleet_import(&c, &key, &m, ImportKind::Default)
+        .await
+        .unwrap();
+    let pending = keyfleet_import(
+        &c,
+        &key,
+        &material(KeySpec::SymmetricDefault),
+        ImportKind::New,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    c.delete_imported_key_material()
+        .key_id(&key)
+        .key_material_id(&pending)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotations(&c, &key).await.len(), 1);
+    assert_eq!(state_of(&c, &key).await, KeyState::Enabled);
+}
+
+#[tokio::test]
+async fn replicas_are_born_pending_import_and_take_only_the_primarys_material() {
+    let model = KmsModel::start().await.unwrap();
+    let east = client(&model, PRIMARY);
+    let west = client(&model, REPLICA);
+    let key = create_external(&east, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", true).await;
+    assert!(key.starts_with("mrk-"));
+    let m = material(KeySpec::SymmetricDefault);
+    let id = keyfleet_import(&east, &key, &m, ImportKind::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let replica = east
+        .replicate_key()
+        .key_id(&key)
+        .replica_region(REPLICA)
+        .description("replica")
+        .send()
+        .await
+        .unwrap()
+        .replica_key_metadata
+        .unwrap();
+    assert_eq!(replica.key_id, key, "replicas share the key id");
+    assert_eq!(
+        replica.key_state,
+        Some(KeyState::PendingImport),
+        "never copies imported material"
+    );
+    assert_eq!(
+        code(
+            east.replicate_key()
+                .key_id(&key)
+                .replica_region(REPLICA)
+                .send()
+                .await
+        ),
+        "AlreadyExistsException"
+    );
+    let primary_meta = east
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    let mr = primary_meta.multi_region_configuration.unwrap();
+    assert_eq!(
+        mr.multi_region_key_type.as_ref().unwrap().as_str(),
+        "PRIMARY"
+    );
+    assert_eq!(mr.replica_keys().len(), 1);
+    assert_eq!(mr.replica_keys()[0].region(), Some(REPLICA));
+    let blob = encrypt(&east, &key, b"across regions").await;
+    assert_eq!(
+        code(west.decrypt().ciphertext_blob(blob.clone()).send().await),
+        "KMSInvalidStateException"
+    );
+    let err = keyfleet_import(
+        &west,
+        &key,
+        &material(KeySpec::SymmetricDefault),
+        ImportKind::Default,
+    )
+    .await
+    .expect_err("other material");
+    assert!(
+        err.to_string().contains("IncorrectKeyMaterial")
+            || matches!(
+                err,
+                keyfleet::kms::execute::ExecuteError::Kms(
+                    keyfleet::kms::KmsError::IncorrectKeyMaterial { .. }
+                )
+            ),
+        "{err}"
+    );
+    let replica_id = keyfleet_import(&west, &key, &m, ImportKind::Default)
+        .await
+        .unwrap();
+    assert_eq!(replica_id.as_deref(), Some(id.as_str()));
+    assert_eq!(state_of(&west, &key).await, KeyState::Enabled);
+    assert_eq!(decrypt(&west, blob).await, b"across regions");
+    assert_eq!(model.keys().len(), 2);
+}
+
+#[tokio::test]
+async fn multi_region_rotation_waits_for_every_replica() {
+    let model = KmsModel::start().await.unwrap();
+    let east = client(&model, PRIMARY);
+    let west = client(&model, REPLICA);
+    let key = create_external(&east, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", true).await;
+    let first = material(KeySpec::SymmetricDefault);
+    keyfleet_import(&east, &key, &first, ImportKind::Default)
+        .await
+        .unwrap();
+    east.replicate_key()
+        .key_id(&key)
+        .replica_region(REPLICA)
+        .send()
+        .await
+        .unwrap();
+    keyfleet_import(&west, &key, &first, ImportKind::Default)
+        .await
+        .unwrap();
+    let second = material(KeySpec::SymmetricDefault);
+    assert!(
+        keyfleet_import(&west, &key, &second, ImportKind::New)
+            .await
+            .is_err(),
+        "new material goes into the primary only"
+    );
+    assert_eq!(
+        model
+            .requests_of("ImportKeyMaterial")
+            .last()
+            .unwrap()
+            .error
+            .as_deref(),
+        Some("UnsupportedOperationException")
+    );
+    let second_id = keyfleet_import(&east, &key, &second, ImportKind::New)
+        .await
+        .unwrap()
+        .unwrap();
+    let states = rotations(&east, &key).await;
+    assert_eq!(
+        states[1].1,
+        KeyMaterialState::PendingMultiRegionImportAndRotation
+    );
+    assert_eq!(rotations(&west, &key).await[1].2, "PENDING_IMPORT");
+    assert!(
+        !keyfleet::kms::execute::rotation_ready(&east, &key, &second_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        code(east.rotate_key_on_demand().key_id(&key).send().await),
+        "KMSInvalidStateException"
+    );
+    keyfleet_import(
+        &west,
+        &key,
+        &second,
+        ImportKind::Existing {
+            key_material_id: Some(&second_id),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rotations(&east, &key).await[1].1,
+        KeyMaterialState::PendingRotation
+    );
+    assert_eq!(
+        code(west.rotate_key_on_demand().key_id(&key).send().await),
+        "UnsupportedOperationException",
+        "rotate on the primary"
+    );
+    east.rotate_key_on_demand()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap();
+    for c in [&east, &west] {
+        let meta = c
+            .describe_key()
+            .key_id(&key)
+            .send()
+            .await
+            .unwrap()
+            .key_metadata
+            .unwrap();
+        assert_eq!(
+            meta.current_key_material_id.as_deref(),
+            Some(second_id.as_str())
+        );
+        assert_eq!(meta.key_state, Some(KeyState::Enabled));
+    }
+    let view = model.key(REPLICA, &key).unwrap();
+    assert_eq!(
+        view.materials.iter().map(|(_, r)| *r).collect::<Vec<_>>(),
+        vec![Role::NonCurrent, Role::Current]
+    );
+}
+
+#[tokio::test]
+async fn a_primary_with_replicas_waits_in_pending_replica_deletion() {
+    let model = KmsModel::start().await.unwrap();
+    let east = client(&model, PRIMARY);
+    let west = client(&model, REPLICA);
+    let key = create_external(&east, "HMAC_256", "GENERATE_VERIFY_MAC", true).await;
+    east.replicate_key()
+        .key_id(&key)
+        .replica_region(REPLICA)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            east.schedule_key_deletion()
+                .key_id(&key)
+                .pending_window_in_days(6)
+                .send()
+                .await
+        ),
+        "ValidationException"
+    );
+    let out = east
+        .schedule_key_deletion()
+        .key_id(&key)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.key_state, Some(KeyState::PendingReplicaDeletion));
+    assert!(out.deletion_date.is_none());
+    assert_eq!(
+        code(east.schedule_key_deletion().key_id(&key).send().await),
+        "KMSInvalidStateException"
+    );
+    west.schedule_key_deletion()
+        .key_id(&key)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(state_of(&west, &key).await, KeyState::PendingDeletion);
+    model.advance(Duration::from_secs(7 * 86_400 + 1));
+    assert_eq!(
+        code(west.describe_key().key_id(&key).send().await),
+        "NotFoundException"
+    );
+    let meta = east
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(meta.key_state, Some(KeyState::PendingDeletion));
+    assert!(meta.deletion_date.is_some());
+    model.advance(Duration::from_secs(7 * 86_400 + 1));
+    assert!(model.keys().is_empty());
+}
+
+#[tokio::test]
+async fn cancelled_deletion_leaves_the_key_disabled() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = c
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    c.create_alias()
+        .alias_name("alias/kept")
+        .target_key_id(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(c.cancel_key_deletion().key_id(&key).send().await),
+        "KMSInvalidStateException"
+    );
+    c.schedule_key_deletion().key_id(&key).send().await.unwrap();
+    assert_eq!(
+        code(
+            c.tag_resource()
+                .key_id(&key)
+                .tags(Tag::builder().tag_key("a").tag_value("b").build().unwrap())
+                .send()
+                .await
+        ),
+        "KMSInvalidStateException"
+    );
+    assert_eq!(
+        code(
+            c.encrypt()
+                .key_id(&key)
+                .plaintext(Blob::new(b"x".to_vec()))
+                .send()
+                .await
+        ),
+        "KMSInvalidStateException"
+    );
+    c.cancel_key_deletion().key_id(&key).send().await.unwrap();
+    assert_eq!(state_of(&c, &key).await, KeyState::Disabled);
+    assert_eq!(
+        code(
+            c.encrypt()
+                .key_id("alias/kept")
+                .plaintext(Blob::new(b"x".to_vec()))
+                .send()
+                .await
+        ),
+        "DisabledException"
+    );
+    c.enable_key().key_id(&key).send().await.unwrap();
+    let blob = encrypt(&c, "alias/kept", b"x").await;
+    assert_eq!(decrypt(&c, blob).await, b"x");
+}
+
+#[tokio::test]
+async fn hmac_keys_mac_with_the_imported_material() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    for (ks, spec, alg) in [
+        (KeySpec::Hmac224, "HMAC_224", MacAlgorithmSpec::HmacSha224),
+        (KeySpec::Hmac256, "HMAC_256", MacAlgorithmSpec::HmacSha256),
+        (KeySpec::Hmac384, "HMAC_384", MacAlgorithmSpec::HmacSha384),
+        (KeySpec::Hmac512, "HMAC_512", MacAlgorithmSpec::HmacSha512),
+    ] {
+        let key = create_external(&c, spec, "GENERATE_VERIFY_MAC", false).await;
+        let m = material(ks);
+        let id = keyfleet_import(&c, &key, &m, ImportKind::Default)
+            .await
+            .unwrap();
+        assert_eq!(id, None, "KeyMaterialId is for symmetric encryption keys");
+        let mac = c
+            .generate_mac()
+            .key_id(&key)
+            .mac_algorithm(alg.clone())
+            .message(Blob::new(b"probe".to_vec()))
+            .send()
+            .await
+            .unwrap()
+            .mac
+            .unwrap()
+            .into_inner();
+        assert_eq!(Some(mac.clone()), m.hmac(b"probe"));
+        c.verify_mac()
+            .key_id(&key)
+            .mac_algorithm(alg.clone())
+            .message(Blob::new(b"probe".to_vec()))
+            .mac(Blob::new(mac.clone()))
+            .send()
+            .await
+            .unwrap();
+        let mut bad = mac;
+        bad[0] ^= 1;
+        assert_eq!(
+            code(
+                c.verify_mac()
+                    .key_id(&key)
+                    .mac_algorithm(alg.clone())
+                    .message(Blob::new(b"probe".to_vec()))
+                    .mac(Blob::new(bad))
+                    .send()
+                    .await
+            ),
+            "KMSInvalidMacException"
+        );
+        let wrong = if spec == "HMAC_256" {
+            MacAlgorithmSpec::HmacSha512
+        } else {
+            MacAlgorithmSpec::HmacSha256
+        };
+        assert_eq!(
+            code(
+                c.generate_mac()
+                    .key_id(&key)
+                    .mac_algorithm(wrong)
+                    .message(Blob::new(b"probe".to_vec()))
+                    .send()
+                    .await
+            ),
+            "InvalidKeyUsageException"
+        );
+        let observed = keyfleet::kms::observe::observe(&c, &key, keyfleet::kms::ReadDepth::FULL)
+            .await
+            .unwrap()
+            .unwrap();
+        let evidence = keyfleet::kms::verify::gather(&c, &observed, ks)
+            .await
+            .unwrap();
+        let expected = keyfleet::kms::verify::Expected {
+            material: &m,
+            key_material_id: None,
+            previous_key_material_id: None,
+        };
+        assert_eq!(
+            keyfleet::kms::verify::judge(&expected, &evidence),
+            keyfleet::kms::verify::Verification::Verified(keyfleet::kms::verify::Method::Mac)
+        );
+    }
+}
+
+#[tokio::test]
+async fn asymmetric_keys_sign_and_publish_the_imported_public_key() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    for (ks, spec, alg) in [
+        (
+            KeySpec::Rsa2048,
+            "RSA_2048",
+            SigningAlgorithmSpec::RsassaPssSha256,
+        ),
+        (
+            KeySpec::Rsa3072,
+            "RSA_3072",
+            SigningAlgorithmSpec::RsassaPkcs1V15Sha384,
+        ),
+        (
+            KeySpec::EccNistP256,
+            "ECC_NIST_P256",
+            SigningAlgorithmSpec::EcdsaSha256,
+        ),
+        (
+            KeySpec::EccNistP384,
+            "ECC_NIST_P384",
+            SigningAlgorithmSpec::EcdsaSha384,
+        ),
+        (
+            KeySpec::EccNistP521,
+            "ECC_NIST_P521",
+            SigningAlgorithmSpec::EcdsaSha512,
+        ),
+        (
+            KeySpec::EccSecgP256k1,
+            "ECC_SECG_P256K1",
+            SigningAlgorithmSpec::EcdsaSha256,
+        ),
+    ] {
+        let key = create_external(&c, spec, "SIGN_VERIFY", false).await;
+        let m = material(ks);
+        keyfleet_import(&c, &key, &m, ImportKind::Default)
+            .await
+            .unwrap();
+        let public = c
+            .get_public_key()
+            .key_id(&key)
+            .send()
+            .await
+            .unwrap()
+            .public_key
+            .unwrap()
+            .into_inner();
+        assert_eq!(Some(public.clone()), m.public_key_der(), "{spec}");
+        let sig = c
+            .sign()
+            .key_id(&key)
+            .message(Blob::new(b"signed message".to_vec()))
+            .message_type(MessageType::Raw)
+            .signing_algorithm(alg.clone())
+            .send()
+            .await
+            .unwrap()
+            .signature
+            .unwrap()
+            .into_inner();
+        let verified = c
+            .verify()
+            .key_id(&key)
+            .message(Blob::new(b"signed message".to_vec()))
+            .signing_algorithm(alg.clone())
+            .signature(Blob::new(sig.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert!(verified.signature_valid);
+        assert_eq!(
+            code(
+                c.verify()
+                    .key_id(&key)
+                    .message(Blob::new(b"other message".to_vec()))
+                    .signing_algorithm(alg.clone())
+                    .signature(Blob::new(sig))
+                    .send()
+                    .await
+            ),
+            "KMSInvalidSignatureException",
+            "{spec}"
+        );
+        let observed = keyfleet::kms::observe::observe(&c, &key, keyfleet::kms::ReadDepth::FULL)
+            .await
+            .unwrap()
+            .unwrap();
+        let evidence = keyfleet::kms::verify::gather(&c, &observed, ks)
+            .await
+            .unwrap();
+        let expected = keyfleet::kms::verify::Expected {
+            material: &m,
+            key_material_id: None,
+            previous_key_material_id: None,
+        };
+        assert_eq!(
+            keyfleet::kms::verify::judge(&expected, &evidence),
+            keyfleet::kms::verify::Verification::Verified(keyfleet::kms::verify::Method::PublicKey),
+            "{spec}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn key_policies_must_be_json_small_and_not_lock_the_caller_out() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = c
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let default = c
+        .get_key_policy()
+        .key_id(&key)
+        .policy_name("default")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        default
+            .policy()
+            .unwrap()
+            .contains("arn:aws:iam::111122223333:root")
+    );
+    assert_eq!(
+        code(
+            c.put_key_policy()
+                .key_id(&key)
+                .policy_name("default")
+                .policy("{not json")
+                .send()
+                .await
+        ),
+        "MalformedPolicyDocumentException"
+    );
+    let huge = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::111122223333:root"}},"Action":"kms:*","Resource":"*","Sid":"{}"}}]}}"#,
+        "x".repeat(33_000)
+    );
+    assert_eq!(
+        code(
+            c.put_key_policy()
+                .key_id(&key)
+                .policy_name("default")
+                .policy(huge)
+                .send()
+                .await
+        ),
+        "LimitExceededException"
+    );
+    let lockout = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:role/other"},"Action":"kms:*","Resource":"*"}]}"#;
+    assert_eq!(
+        code(
+            c.put_key_policy()
+                .key_id(&key)
+                .policy_name("default")
+                .policy(lockout)
+                .send()
+                .await
+        ),
+        "MalformedPolicyDocumentException"
+    );
+    c.put_key_policy()
+        .key_id(&key)
+        .policy_name("default")
+        .policy(lockout)
+        .bypass_policy_lockout_safety_check(true)
+        .send()
+        .await
+        .unwrap();
+    let caller = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/AKIDMODELTEST"},"Action":["kms:PutKeyPolicy","kms:Describe*"],"Resource":"*"}]}"#;
+    c.put_key_policy()
+        .key_id(&key)
+        .policy_name("default")
+        .policy(caller)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(model.key(PRIMARY, &key).unwrap().policy, caller);
+}
+
+#[tokio::test]
+async fn aliases_and_tags_follow_kms_rules_and_page() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let a = c
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let b = c
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    for i in 0..60 {
+        c.create_alias()
+            .alias_name(format!("alias/a-{i:02}"))
+            .target_key_id(&a)
+            .send()
+            .await
+            .unwrap();
+    }
+    c.create_alias()
+        .alias_name("alias/b")
+        .target_key_id(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            c.create_alias()
+                .alias_name("alias/b")
+                .target_key_id(&a)
+                .send()
+                .await
+        ),
+        "AlreadyExistsException"
+    );
+    assert_eq!(
+        code(
+            c.create_alias()
+                .alias_name("no-prefix")
+                .target_key_id(&a)
+                .send()
+                .await
+        ),
+        "ValidationException"
+    );
+    let first = c.list_aliases().key_id(&a).send().await.unwrap();
+    assert_eq!(first.aliases().len(), 50, "ListAliases pages 50 by default");
+    assert!(first.truncated);
+    let rest = c
+        .list_aliases()
+        .key_id(&a)
+        .marker(first.next_marker.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.aliases().len(), 10);
+    assert_eq!(
+        c.list_aliases()
+            .limit(100)
+            .send()
+            .await
+            .unwrap()
+            .aliases()
+            .len(),
+        61
+    );
+    assert_eq!(
+        code(c.list_aliases().limit(101).send().await),
+        "ValidationException"
+    );
+    c.update_alias()
+        .alias_name("alias/b")
+        .target_key_id(&a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        c.describe_key()
+            .key_id("alias/b")
+            .send()
+            .await
+            .unwrap()
+            .key_metadata
+            .unwrap()
+            .key_id,
+        a
+    );
+    c.delete_alias().alias_name("alias/b").send().await.unwrap();
+    assert_eq!(
+        code(c.delete_alias().alias_name("alias/b").send().await),
+        "NotFoundException"
+    );
+    assert_eq!(
+        code(
+            c.tag_resource()
+                .key_id("alias/a-00")
+                .tags(Tag::builder().tag_key("k").tag_value("v").build().unwrap())
+                .send()
+                .await
+        ),
+        "NotFoundException",
+        "TagResource takes no alias"
+    );
+    assert_eq!(
+        code(
+            c.tag_resource()
+                .key_id(&a)
+                .tags(
+                    Tag::builder()
+                        .tag_key("aws:x")
+                        .tag_value("v")
+                        .build()
+                        .unwrap()
+                )
+                .send()
+                .await
+        ),
+        "TagException"
+    );
+    for i in 0..50 {
+        c.tag_resource()
+            .key_id(&a)
+            .tags(
+                Tag::builder()
+                    .tag_key(format!("k{i:02}"))
+                    .tag_value("v")
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        code(
+            c.tag_resource()
+                .key_id(&a)
+                .tags(
+                    Tag::builder()
+                        .tag_key("one-too-many")
+                        .tag_value("v")
+                        .build()
+                        .unwrap()
+                )
+                .send()
+                .await
+        ),
+        "TagException"
+    );
+    let tags = c
+        .list_resource_tags()
+        .key_id(&a)
+        .limit(30)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.tags().len(), 30);
+    let more = c
+        .list_resource_tags()
+        .key_id(&a)
+        .limit(30)
+        .marker(tags.next_marker.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(more.tags().len(), 20);
+    c.untag_resource()
+        .key_id(&a)
+        .tag_keys("k00")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(model.key(PRIMARY, &a).unwrap().tags.len(), 49);
+    c.update_key_description()
+        .key_id(&a)
+        .description("described")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(model.key(PRIMARY, &a).unwrap().description, "described");
+}
+
+#[tokio::test]
+async fn create_key_checks_spec_and_usage() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    assert_eq!(
+        code(c.create_key().key_spec(SdkKeySpec::Hmac256).send().await),
+        "ValidationException",
+        "HMAC keys need GENERATE_VERIFY_MAC"
+    );
+    assert_eq!(
+        code(
+            c.create_key()
+                .key_spec(SdkKeySpec::EccNistP256)
+                .key_usage(KeyUsageType::EncryptDecrypt)
+                .send()
+                .await
+        ),
+        "ValidationException"
+    );
+    let meta = c
+        .create_key()
+        .key_spec(SdkKeySpec::Hmac256)
+        .key_usage(KeyUsageType::GenerateVerifyMac)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(meta.mac_algorithms().len(), 1);
+    assert_eq!(meta.key_state, Some(KeyState::Enabled));
+}
+
+#[tokio::test]
+async fn quotas_throttle_per_region_and_operation_without_burst() {
+    let model = KmsModel::start().await.unwrap();
+    model.enforce_quotas(keyfleet::kms::quota::AWS_DEFAULT_QUOTAS, 5.0);
+    let east = client(&model, PRIMARY);
+    let west = client(&model, REPLICA);
+    let key = east
+        .create_key()
+        .multi_region(true)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    assert_eq!(
+        code(east.create_key().send().await),
+        "ThrottlingException",
+        "CreateKey: 5 per second, no burst"
+    );
+    // Another operation, another Region: their own buckets.
+    east.describe_key().key_id(&key).send().await.unwrap();
+    west.create_key().send().await.unwrap();
+    // ReplicateKey also takes a CreateKey token in the replica's Region.
+    assert_eq!(
+        code(
+            east.replicate_key()
+                .key_id(&key)
+                .replica_region(REPLICA)
+                .send()
+                .await
+        ),
+        "ThrottlingException"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    east.replicate_key()
+        .key_id(&key)
+        .replica_region(REPLICA)
+        .send()
+        .await
+        .unwrap();
+    east.create_key().send().await.unwrap();
+    let throttled: Vec<(String, String)> = model
+        .requests()
+        .iter()
+        .filter(|r| r.error.as_deref() == Some("ThrottlingException"))
+        .map(|r| (r.region.clone(), r.operation.clone()))
+        .collect();
+    assert_eq!(
+        throttled,
+        vec![
+            (PRIMARY.to_string(), "CreateKey".to_string()),
+            (PRIMARY.to_string(), "ReplicateKey".to_string())
+        ]
+    );
+    assert_eq!(model.keys().len(), 4);
+}
+
+#[tokio::test]
+async fn injected_faults_are_applied_and_recorded() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    model.inject(Fault::once("CreateKey", FaultKind::LostAnswer));
+    let lost = c.create_key().description("lost").send().await;
+    assert_eq!(code(lost), "KMSInternalException");
+    assert_eq!(model.keys().len(), 1, "the lost answer's key exists");
+    model.inject(Fault::once("CreateKey", FaultKind::ServerError));
+    assert_eq!(code(c.create_key().send().await), "KMSInternalException");
+    assert_eq!(
+        model.keys().len(),
+        1,
+        "a 500 before the call creates nothing"
+    );
+    model.inject(Fault::always("DescribeKey", FaultKind::AccessDenied).in_region(PRIMARY));
+    let key = &model.keys()[0].key_id;
+    assert_eq!(
+        code(c.describe_key().key_id(key).send().await),
+        "AccessDeniedException"
+    );
+    assert_eq!(
+        code(c.describe_key().key_id(key).send().await),
+        "AccessDeniedException"
+    );
+    let log = model.requests();
+    let faults: Vec<_> = log
+        .iter()
+        .filter_map(|r| r.fault.map(|f| (r.operation.as_str(), f, r.took_effect)))
+        .collect();
+    assert_eq!(
+        faults,
+        vec![
+            ("CreateKey", FaultKind::LostAnswer, true),
+            ("CreateKey", FaultKind::ServerError, false),
+            ("DescribeKey", FaultKind::AccessDenied, false),
+            ("DescribeKey", FaultKind::AccessDenied, false),
+        ]
+    );
+    assert_eq!(log[0].params["Description"], "lost");
+    assert!(
+        model
+            .pending_faults()
+            .iter()
+            .all(|f| f.operation == "DescribeKey")
+    );
+}
+
+#[tokio::test]
+async fn sts_get_caller_identity_answers_for_the_signing_key() {
+    let model = KmsModel::start().await.unwrap();
+    let conf = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new(PRIMARY))
+        .endpoint_url(model.url())
+        .credentials_provider(aws_sdk_sts::config::Credentials::new(
+            "AKIDSTS", "secret", None, None, "test",
+        ))
+        .build();
+    let who = aws_sdk_sts::Client::from_conf(conf)
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(who.account(), Some("111122223333"));
+    assert_eq!(who.arn(), Some("arn:aws:iam::111122223333:user/AKIDSTS"));
+}
