@@ -1790,3 +1790,305 @@ async fn sts_get_caller_identity_answers_for_the_signing_key() {
     assert_eq!(who.account(), Some("111122223333"));
     assert_eq!(who.arn(), Some("arn:aws:iam::111122223333:user/AKIDSTS"));
 }
+
+#[tokio::test]
+async fn ciphertexts_are_bound_to_key_and_encryption_context() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let a = c
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let b = c
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let blob = c
+        .encrypt()
+        .key_id(&a)
+        .plaintext(Blob::new(b"secret".to_vec()))
+        .encryption_context("purpose", "test")
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap();
+    assert_eq!(
+        code(c.decrypt().ciphertext_blob(blob.clone()).send().await),
+        "InvalidCiphertextException",
+        "the encryption context is part of the ciphertext"
+    );
+    assert_eq!(
+        code(
+            c.decrypt()
+                .ciphertext_blob(blob.clone())
+                .encryption_context("purpose", "test")
+                .key_id(&b)
+                .send()
+                .await
+        ),
+        "IncorrectKeyException"
+    );
+    let mut tampered = blob.clone().into_inner();
+    *tampered.last_mut().unwrap() ^= 1;
+    assert_eq!(
+        code(
+            c.decrypt()
+                .ciphertext_blob(Blob::new(tampered))
+                .encryption_context("purpose", "test")
+                .send()
+                .await
+        ),
+        "InvalidCiphertextException"
+    );
+    let plain = c
+        .decrypt()
+        .ciphertext_blob(blob)
+        .encryption_context("purpose", "test")
+        .key_id(&a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.plaintext.unwrap().into_inner(), b"secret");
+    c.disable_key().key_id(&a).send().await.unwrap();
+    assert_eq!(
+        code(
+            c.encrypt()
+                .key_id(&a)
+                .plaintext(Blob::new(b"x".to_vec()))
+                .send()
+                .await
+        ),
+        "DisabledException"
+    );
+    let hmac = c
+        .create_key()
+        .key_spec(SdkKeySpec::Hmac256)
+        .key_usage(KeyUsageType::GenerateVerifyMac)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    assert_eq!(
+        code(
+            c.encrypt()
+                .key_id(&hmac)
+                .plaintext(Blob::new(b"x".to_vec()))
+                .send()
+                .await
+        ),
+        "InvalidKeyUsageException"
+    );
+    assert_eq!(
+        code(c.list_key_rotations().key_id(&hmac).send().await),
+        "UnsupportedOperationException"
+    );
+}
+
+#[tokio::test]
+async fn digests_sign_like_raw_messages() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = c
+        .create_key()
+        .key_spec(SdkKeySpec::EccNistP256)
+        .key_usage(KeyUsageType::SignVerify)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"message");
+    let sig = c
+        .sign()
+        .key_id(&key)
+        .message(Blob::new(digest.as_ref().to_vec()))
+        .message_type(MessageType::Digest)
+        .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+        .send()
+        .await
+        .unwrap()
+        .signature
+        .unwrap();
+    let ok = c
+        .verify()
+        .key_id(&key)
+        .message(Blob::new(b"message".to_vec()))
+        .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+        .signature(sig)
+        .send()
+        .await
+        .unwrap();
+    assert!(ok.signature_valid);
+    assert_eq!(
+        code(
+            c.sign()
+                .key_id(&key)
+                .message(Blob::new(vec![0u8; 31]))
+                .message_type(MessageType::Digest)
+                .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+                .send()
+                .await
+        ),
+        "ValidationException"
+    );
+    assert_eq!(
+        code(
+            c.sign()
+                .key_id(&key)
+                .message(Blob::new(b"m".to_vec()))
+                .signing_algorithm(SigningAlgorithmSpec::EcdsaSha384)
+                .send()
+                .await
+        ),
+        "InvalidKeyUsageException"
+    );
+}
+
+#[tokio::test]
+async fn update_primary_region_swaps_primary_and_replica() {
+    let model = KmsModel::start().await.unwrap();
+    let east = client(&model, PRIMARY);
+    let west = client(&model, REPLICA);
+    let key = east
+        .create_key()
+        .multi_region(true)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    east.replicate_key()
+        .key_id(&key)
+        .replica_region(REPLICA)
+        .send()
+        .await
+        .unwrap();
+    let blob = encrypt(&east, &key, b"shared material").await;
+    assert_eq!(
+        decrypt(&west, blob).await,
+        b"shared material",
+        "KMS-made material is shared"
+    );
+    assert_eq!(
+        code(
+            west.replicate_key()
+                .key_id(&key)
+                .replica_region("ap-south-1")
+                .send()
+                .await
+        ),
+        "UnsupportedOperationException",
+        "a replica cannot be replicated"
+    );
+    east.update_primary_region()
+        .key_id(&key)
+        .primary_region(REPLICA)
+        .send()
+        .await
+        .unwrap();
+    let meta = west
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    let mr = meta.multi_region_configuration.unwrap();
+    assert_eq!(
+        mr.multi_region_key_type.as_ref().unwrap().as_str(),
+        "PRIMARY"
+    );
+    assert_eq!(mr.replica_keys()[0].region(), Some(PRIMARY));
+    assert_eq!(
+        model.key(PRIMARY, &key).unwrap().primary_region.as_deref(),
+        Some(REPLICA)
+    );
+}
+
+/// keyfleet finding: when the answer of an ImportKeyMaterial(NEW_KEY_MATERIAL) is lost,
+/// keyfleet records no pending material, plans the same NEW import again, and KMS refuses
+/// it (the material is already associated with the key) with IncorrectKeyMaterialException,
+/// which keyfleet's controller turns into a permanent `MaterialMismatch`.
+#[tokio::test]
+async fn a_lost_new_material_answer_makes_keyfleets_retry_fail() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    keyfleet_import(
+        &c,
+        &key,
+        &material(KeySpec::SymmetricDefault),
+        ImportKind::Default,
+    )
+    .await
+    .unwrap();
+    let next = material(KeySpec::SymmetricDefault);
+    model.inject(Fault::once("ImportKeyMaterial", FaultKind::LostAnswer));
+    assert!(
+        keyfleet_import(&c, &key, &next, ImportKind::New)
+            .await
+            .is_err()
+    );
+    let pending = model.key(PRIMARY, &key).unwrap();
+    assert_eq!(pending.materials.len(), 2, "the lost call took effect");
+    assert_eq!(pending.materials[1].1, Role::Pending);
+    let retry = keyfleet_import(&c, &key, &next, ImportKind::New).await;
+    assert!(
+        matches!(
+            retry,
+            Err(keyfleet::kms::execute::ExecuteError::Kms(
+                keyfleet::kms::KmsError::IncorrectKeyMaterial { .. }
+            ))
+        ),
+        "{retry:?}"
+    );
+}
+
+/// keyfleet finding: with expiring material (validTo / rollingValidity) and rotation, the
+/// material that became NON_CURRENT keeps its ValidTo; when it passes, KMS deletes it and the
+/// key goes to PendingImport although the current material is valid. keyfleet renews only
+/// the current material (the Secret holds no other), so such a key becomes unusable.
+#[tokio::test]
+async fn expiry_of_non_current_material_makes_a_rotated_key_pending_import() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    let now = model
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let soon = jiff::Timestamp::from_second(now + 3600).unwrap();
+    let later = jiff::Timestamp::from_second(now + 30 * 86_400).unwrap();
+    let first = material(KeySpec::SymmetricDefault);
+    import_material_as(&c, &key, &input(&first), Some(soon), ImportKind::Default)
+        .await
+        .unwrap();
+    let second = material(KeySpec::SymmetricDefault);
+    import_material_as(&c, &key, &input(&second), Some(later), ImportKind::New)
+        .await
+        .unwrap();
+    c.rotate_key_on_demand().key_id(&key).send().await.unwrap();
+    // keyfleet's renewal: the current (second) material again, with a fresh expiry.
+    import_material_as(&c, &key, &input(&second), Some(later), ImportKind::Default)
+        .await
+        .unwrap();
+    assert_eq!(state_of(&c, &key).await, KeyState::Enabled);
+    model.advance(Duration::from_secs(3601));
+    assert_eq!(state_of(&c, &key).await, KeyState::PendingImport);
+    assert_eq!(rotations(&c, &key).await[0].2, "PENDING_IMPORT");
+}
