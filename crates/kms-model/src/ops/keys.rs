@@ -129,6 +129,15 @@ fn merge_tags(tags: &mut BTreeMap<String, String>, new: &[(String, String)]) -> 
                 "tag {k:?}: keys are 1-128 characters, values up to 256"
             )));
         }
+        let allowed = |s: &str| {
+            s.chars()
+                .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c))
+        };
+        if !allowed(k) || !allowed(v) {
+            return Err(tag_error(format!(
+                "tag {k:?}: keys and values may hold letters, digits, spaces and _ . : / = + - @"
+            )));
+        }
         if k.starts_with("aws:") {
             return Err(tag_error(
                 "Tag keys cannot begin with aws: (reserved for AWS)",
