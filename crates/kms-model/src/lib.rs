@@ -253,6 +253,12 @@ impl KmsModel {
         *lock(&self.shared.quotas) = Some(quota::Quotas::new(rates, fallback));
     }
 
+    /// Makes new replicas stay in the transient `Creating` state for `delay` of the model's
+    /// clock (AWS: a few seconds), refusing imports and cryptographic operations meanwhile.
+    pub fn set_replica_creation_delay(&self, delay: Duration) {
+        lock(&self.shared.state).replica_creation_ms = delay.as_millis() as i64;
+    }
+
     /// Stops enforcing quotas.
     pub fn lift_quotas(&self) {
         *lock(&self.shared.quotas) = None;

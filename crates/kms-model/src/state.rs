@@ -82,6 +82,8 @@ pub struct Key {
     /// Materials this Region holds, by KeyMaterialId.
     pub imports: BTreeMap<String, Imported>,
     pub rotations_on_demand: u32,
+    /// A replica is `Creating` until this time (epoch milliseconds).
+    pub created_by_ms: i64,
 }
 
 impl Key {
@@ -123,6 +125,10 @@ pub struct State {
     pub aliases: BTreeMap<(String, String), Alias>,
     pub tokens: HashMap<Vec<u8>, ImportParams>,
     pub next_seq: u64,
+    /// The clock at the last [`State::tick`].
+    pub now_ms: i64,
+    /// How long a new replica stays `Creating` (0: it is ready at once).
+    pub replica_creation_ms: i64,
 }
 
 /// `KeyState` names.
@@ -131,6 +137,7 @@ pub const DISABLED: &str = "Disabled";
 pub const PENDING_IMPORT: &str = "PendingImport";
 pub const PENDING_DELETION: &str = "PendingDeletion";
 pub const PENDING_REPLICA_DELETION: &str = "PendingReplicaDeletion";
+pub const CREATING: &str = "Creating";
 
 impl State {
     pub fn new(account: &str) -> State {
@@ -181,6 +188,7 @@ impl State {
     /// The `KeyState` of a key.
     pub fn key_state(&self, key: &Key) -> &'static str {
         match key.deletion {
+            None if key.created_by_ms > self.now_ms => CREATING,
             Some(Deletion { date_ms: None, .. }) => PENDING_REPLICA_DELETION,
             Some(_) => PENDING_DELETION,
             None if key.is_external() && !self.holds_all(key) => PENDING_IMPORT,
@@ -204,6 +212,7 @@ impl State {
     /// What the clock did since the last look: expired material is deleted, keys whose
     /// waiting period ended are deleted, primaries whose last replica is gone start theirs.
     pub fn tick(&mut self, now_ms: i64) {
+        self.now_ms = self.now_ms.max(now_ms);
         for key in self.keys.values_mut() {
             key.imports
                 .retain(|_, m| m.valid_to_ms.is_none_or(|t| t > now_ms));

@@ -2113,3 +2113,89 @@ async fn expiry_of_non_current_material_makes_a_rotated_key_pending_import() {
     assert_eq!(state_of(&c, &key).await, KeyState::PendingImport);
     assert_eq!(rotations(&c, &key).await[0].2, "PENDING_IMPORT");
 }
+
+#[tokio::test]
+async fn replicas_can_be_made_to_stay_creating_for_a_while() {
+    let model = KmsModel::start().await.unwrap();
+    model.set_replica_creation_delay(Duration::from_secs(5));
+    let east = client(&model, PRIMARY);
+    let west = client(&model, REPLICA);
+    let key = create_external(&east, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", true).await;
+    let m = material(KeySpec::SymmetricDefault);
+    keyfleet_import(&east, &key, &m, ImportKind::Default)
+        .await
+        .unwrap();
+    let out = east
+        .replicate_key()
+        .key_id(&key)
+        .replica_region(REPLICA)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.replica_key_metadata.unwrap().key_state,
+        Some(KeyState::Creating)
+    );
+    let err = keyfleet_import(&west, &key, &m, ImportKind::Default)
+        .await
+        .expect_err("no import while Creating");
+    assert!(
+        matches!(
+            err,
+            keyfleet::kms::execute::ExecuteError::Kms(keyfleet::kms::KmsError::InvalidState { .. })
+        ),
+        "{err}"
+    );
+    // Managing the key works meanwhile.
+    west.update_key_description()
+        .key_id(&key)
+        .description("while creating")
+        .send()
+        .await
+        .unwrap();
+    model.advance(Duration::from_secs(5));
+    assert_eq!(state_of(&west, &key).await, KeyState::PendingImport);
+    keyfleet_import(&west, &key, &m, ImportKind::Default)
+        .await
+        .unwrap();
+    assert_eq!(state_of(&west, &key).await, KeyState::Enabled);
+}
+
+#[tokio::test]
+async fn keyfleets_deletion_of_a_primary_with_replicas_is_done_once_scheduled() {
+    use keyfleet::kms::execute::{DeletionOutcome, schedule_deletion};
+    let model = KmsModel::start().await.unwrap();
+    let east = client(&model, PRIMARY);
+    let key = east
+        .create_key()
+        .multi_region(true)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    east.replicate_key()
+        .key_id(&key)
+        .replica_region(REPLICA)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        schedule_deletion(&east, &key, 7).await.unwrap(),
+        DeletionOutcome::Scheduled
+    );
+    assert_eq!(
+        model.key(PRIMARY, &key).unwrap().key_state,
+        "PendingReplicaDeletion"
+    );
+    assert_eq!(
+        schedule_deletion(&east, &key, 7).await.unwrap(),
+        DeletionOutcome::AlreadyGone
+    );
+    let refused = model.requests_of("ScheduleKeyDeletion");
+    assert_eq!(
+        refused.last().unwrap().error.as_deref(),
+        Some("KMSInvalidStateException")
+    );
+}

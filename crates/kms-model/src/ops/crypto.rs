@@ -26,7 +26,7 @@ fn usable<'s>(ctx: &'s Ctx<'_>, p: &Params<'_>, usage: &str) -> KmsResult<&'s Ke
             ));
         }
         PENDING_IMPORT => return Err(invalid_state(format!("{} is pending import.", key.arn))),
-        _ => return Err(invalid_state(format!("{} is pending deletion.", key.arn))),
+        other => return Err(invalid_state(format!("{} is {other}.", key.arn))),
     }
     if key.key_usage != usage {
         return Err(KmsError::new(

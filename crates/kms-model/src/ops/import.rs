@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::keys::require_not_deleting;
+use super::keys::{require_created, require_not_deleting};
 use super::{Ctx, page, paged};
 use crate::error::{
     KmsError, KmsResult, incorrect_material, invalid_state, not_found, unsupported, validation,
@@ -39,6 +39,7 @@ pub fn get_parameters_for_import(ctx: &mut Ctx<'_>, p: &Params<'_>) -> KmsResult
     let key = ctx.state.key(ctx.region, &key_id)?;
     require_external(key)?;
     require_not_deleting(ctx.state, key)?;
+    require_created(ctx.state, key)?;
     let arn = key.arn.clone();
     let wrapping = ctx
         .wrapping
@@ -105,6 +106,7 @@ pub fn import_key_material(ctx: &mut Ctx<'_>, p: &Params<'_>) -> KmsResult<Value
     let key = ctx.state.key(ctx.region, &key_id)?;
     require_external(key)?;
     require_not_deleting(ctx.state, key)?;
+    require_created(ctx.state, key)?;
     let symmetric = key.family() == Family::Symmetric;
     if !symmetric && (import_type.is_some() || requested_id.is_some() || description.is_some()) {
         return Err(validation(

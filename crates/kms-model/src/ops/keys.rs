@@ -218,6 +218,7 @@ pub fn create_key(ctx: &mut Ctx<'_>, p: &Params<'_>) -> KmsResult<Value> {
         primary_region: multi_region.then(|| ctx.region.to_string()),
         imports: BTreeMap::new(),
         rotations_on_demand: 0,
+        created_by_ms: 0,
     };
     if origin == "AWS_KMS" {
         let bytes = material::generate(spec)?;
@@ -278,8 +279,17 @@ fn require_manageable(state: &State, key: &Key) -> KmsResult<()> {
         PENDING_DELETION | PENDING_REPLICA_DELETION => {
             Err(invalid_state(format!("{} is pending deletion.", key.arn)))
         }
+        crate::state::CREATING => Err(invalid_state(format!("{} is creating.", key.arn))),
         _ => Ok(()),
     }
+}
+
+/// KMSInvalidStateException while a replica is still being created.
+pub fn require_created(state: &State, key: &Key) -> KmsResult<()> {
+    if state.key_state(key) == crate::state::CREATING {
+        return Err(invalid_state(format!("{} is creating.", key.arn)));
+    }
+    Ok(())
 }
 
 /// KMSInvalidStateException when the key is pending deletion.
@@ -440,6 +450,7 @@ pub fn replicate_key(ctx: &mut Ctx<'_>, p: &Params<'_>) -> KmsResult<Value> {
         primary_region: primary.primary_region.clone(),
         imports,
         rotations_on_demand: 0,
+        created_by_ms: ctx.now_ms + ctx.state.replica_creation_ms,
     };
     let replica = Key {
         seq: ctx.state.next_seq(),
