@@ -2199,3 +2199,118 @@ async fn keyfleets_deletion_of_a_primary_with_replicas_is_done_once_scheduled() 
         Some("KMSInvalidStateException")
     );
 }
+
+/// keyfleet finding, end to end through keyfleet's planner: with `rollingValidity` and a
+/// rotation, DescribeKey's ValidTo stays the NON_CURRENT material's (the earliest), so every
+/// reconcile plans another import of the current material, and the key still goes to
+/// PendingImport when the old material's ValidTo passes.
+#[tokio::test]
+async fn rolling_validity_after_a_rotation_plans_an_import_on_every_reconcile() {
+    use keyfleet::plan::{DesiredKey, MaterialFacts, RotationFacts, plan_key};
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    let now = || {
+        jiff::Timestamp::from_second(
+            model
+                .now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64,
+        )
+        .unwrap()
+    };
+    let day = jiff::SignedDuration::from_hours(24);
+    let rolling = day * 30;
+    let desired = DesiredKey {
+        key_spec: KeySpec::SymmetricDefault,
+        key_usage: keyfleet::api::KeyUsage::EncryptDecrypt,
+        description: String::new(),
+        tags: Default::default(),
+        alias: None,
+        policy: None,
+        bypass_policy_lockout_safety_check: false,
+        multi_region: false,
+        valid_to: None,
+        rolling_validity: Some(rolling),
+        on_change: keyfleet::api::MaterialChangePolicy::Rotate,
+        enabled: true,
+    };
+    let first = material(KeySpec::SymmetricDefault);
+    let second = material(KeySpec::SymmetricDefault);
+    import_material_as(
+        &c,
+        &key,
+        &input(&first),
+        Some(now() + rolling),
+        ImportKind::Default,
+    )
+    .await
+    .unwrap();
+    import_material_as(
+        &c,
+        &key,
+        &input(&second),
+        Some(now() + rolling),
+        ImportKind::New,
+    )
+    .await
+    .unwrap();
+    c.rotate_key_on_demand().key_id(&key).send().await.unwrap();
+    model.advance(Duration::from_secs(25 * 86_400));
+    let fingerprint = second.fingerprint();
+    let plan = |observed: &keyfleet::plan::ObservedKey| {
+        let facts = MaterialFacts {
+            secret_fingerprint: fingerprint.as_str(),
+            imported_fingerprint: Some(fingerprint.as_str()),
+            now: now(),
+            renew_before: day * 7,
+            rotation: RotationFacts::None,
+        };
+        plan_key(&desired, observed, &facts, None, false)
+    };
+    let depth = keyfleet::kms::ReadDepth::FULL;
+    for round in 0..3 {
+        let observed = keyfleet::kms::observe::observe(&c, &key, depth)
+            .await
+            .unwrap()
+            .unwrap();
+        let p = plan(&observed);
+        assert!(
+            matches!(
+                p.actions.as_slice(),
+                [keyfleet::plan::Action::ImportMaterial { .. }]
+            ),
+            "round {round}: {p:?}"
+        );
+        // What keyfleet executes: the current material again, valid for another 30 days.
+        import_material_as(
+            &c,
+            &key,
+            &input(&second),
+            Some(now() + rolling),
+            ImportKind::Default,
+        )
+        .await
+        .unwrap();
+    }
+    // Control: the same renewal on a key that never rotated converges.
+    let control = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    import_material_as(
+        &c,
+        &control,
+        &input(&second),
+        Some(now() + rolling),
+        ImportKind::Default,
+    )
+    .await
+    .unwrap();
+    let observed = keyfleet::kms::observe::observe(&c, &control, depth)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(plan(&observed).actions.is_empty(), "{:?}", plan(&observed));
+    model.advance(Duration::from_secs(5 * 86_400 + 1));
+    assert_eq!(state_of(&c, &key).await, KeyState::PendingImport);
+    assert_eq!(state_of(&c, &control).await, KeyState::Enabled);
+}
