@@ -2314,3 +2314,60 @@ async fn rolling_validity_after_a_rotation_plans_an_import_on_every_reconcile() 
     assert_eq!(state_of(&c, &key).await, KeyState::PendingImport);
     assert_eq!(state_of(&c, &control).await, KeyState::Enabled);
 }
+
+/// keyfleet finding: a replica added after its primary rotated must hold every material of
+/// the key (AWS: "import all of the key materials associated with the KMS key to change its
+/// state to Enabled"); keyfleet imports only the Secret's (current) material, so the replica
+/// stays PendingImport and keyfleet plans the same import on every reconcile.
+#[tokio::test]
+async fn a_replica_added_after_a_rotation_needs_every_material() {
+    let model = KmsModel::start().await.unwrap();
+    let east = client(&model, PRIMARY);
+    let west = client(&model, REPLICA);
+    let key = create_external(&east, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", true).await;
+    let first = material(KeySpec::SymmetricDefault);
+    let second = material(KeySpec::SymmetricDefault);
+    let first_id = keyfleet_import(&east, &key, &first, ImportKind::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    keyfleet_import(&east, &key, &second, ImportKind::New)
+        .await
+        .unwrap();
+    east.rotate_key_on_demand()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap();
+    east.replicate_key()
+        .key_id(&key)
+        .replica_region(REPLICA)
+        .send()
+        .await
+        .unwrap();
+    keyfleet_import(&west, &key, &second, ImportKind::Default)
+        .await
+        .unwrap();
+    assert_eq!(state_of(&west, &key).await, KeyState::PendingImport);
+    let r = rotations(&west, &key).await;
+    assert_eq!(
+        r[0],
+        (
+            first_id.clone(),
+            KeyMaterialState::NonCurrent,
+            "PENDING_IMPORT".to_string()
+        )
+    );
+    // Only the old material (which the Secret no longer holds) completes the replica.
+    keyfleet_import(
+        &west,
+        &key,
+        &first,
+        ImportKind::Existing {
+            key_material_id: Some(&first_id),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(state_of(&west, &key).await, KeyState::Enabled);
+}
