@@ -2371,3 +2371,88 @@ async fn a_replica_added_after_a_rotation_needs_every_material() {
     .unwrap();
     assert_eq!(state_of(&west, &key).await, KeyState::Enabled);
 }
+
+/// keyfleet finding: with keyfleet's own retry settings, one lost answer (a 500 after the call
+/// took effect) turns a rotation step into a refusal: the SDK resends ImportKeyMaterial(NEW)
+/// and KMS answers IncorrectKeyMaterialException (keyfleet: permanent MaterialMismatch);
+/// it resends RotateKeyOnDemand and KMS answers KMSInvalidStateException although the
+/// rotation happened — and `rotation_ready` then says "not ready" for good, because the
+/// material is CURRENT, not PENDING_ROTATION.
+#[tokio::test]
+async fn lost_answers_with_keyfleets_retries_turn_rotation_steps_into_refusals() {
+    let model = KmsModel::start().await.unwrap();
+    let conf = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(PRIMARY))
+        .endpoint_url(model.url())
+        .credentials_provider(Credentials::new(
+            "AKIDMODELTEST",
+            "secret",
+            None,
+            None,
+            "test",
+        ))
+        .retry_config(keyfleet::kms::clients::retry_config())
+        .build();
+    let c = Client::from_conf(conf);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    keyfleet_import(
+        &c,
+        &key,
+        &material(KeySpec::SymmetricDefault),
+        ImportKind::Default,
+    )
+    .await
+    .unwrap();
+    let next = material(KeySpec::SymmetricDefault);
+    let next_id = key_material_id(&key, next.import_bytes());
+    model.inject(Fault::once("ImportKeyMaterial", FaultKind::LostAnswer));
+    let imported = keyfleet_import(&c, &key, &next, ImportKind::New).await;
+    assert!(
+        matches!(
+            imported,
+            Err(keyfleet::kms::execute::ExecuteError::Kms(
+                keyfleet::kms::KmsError::IncorrectKeyMaterial { .. }
+            ))
+        ),
+        "{imported:?}"
+    );
+    let imports = model.requests_of("ImportKeyMaterial");
+    let last_two: Vec<_> = imports[imports.len() - 2..]
+        .iter()
+        .map(|r| (r.fault, r.error.clone()))
+        .collect();
+    assert_eq!(
+        last_two,
+        vec![
+            (
+                Some(FaultKind::LostAnswer),
+                Some("KMSInternalException".to_string())
+            ),
+            (None, Some("IncorrectKeyMaterialException".to_string())),
+        ]
+    );
+    model.inject(Fault::once("RotateKeyOnDemand", FaultKind::LostAnswer));
+    assert_eq!(
+        code(c.rotate_key_on_demand().key_id(&key).send().await),
+        "KMSInvalidStateException"
+    );
+    let meta = c
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(
+        meta.current_key_material_id.as_deref(),
+        Some(next_id.as_str()),
+        "it rotated"
+    );
+    assert!(
+        !keyfleet::kms::execute::rotation_ready(&c, &key, &next_id)
+            .await
+            .unwrap()
+    );
+}
