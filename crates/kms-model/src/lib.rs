@@ -7,6 +7,38 @@
 //! clock ([`KmsModel::advance`]) expires import tokens and key material and ends deletion
 //! waiting periods; [`KmsModel::inject`] schedules faults; [`KmsModel::enforce_quotas`] turns
 //! on AWS's request quotas.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+//! let model = kms_model::KmsModel::start().await?;
+//! let kms = aws_sdk_kms::Client::from_conf(
+//!     aws_sdk_kms::Config::builder()
+//!         .behavior_version(BehaviorVersion::latest())
+//!         .region(Region::new("us-east-1")) // the Region is taken from the SigV4 scope
+//!         .endpoint_url(model.url())
+//!         .credentials_provider(Credentials::new("AKID", "secret", None, None, "test"))
+//!         .build(),
+//! );
+//! kms.create_key().send().await?;
+//! model.advance(std::time::Duration::from_secs(86_400));
+//! assert_eq!(model.keys().len(), 1);
+//! assert_eq!(model.requests_of("CreateKey").len(), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! Where AWS's documentation leaves the exact answer open, the model chooses (and tests pin):
+//! wrong-length or wrong-kind material → `IncorrectKeyMaterialException`; NEW_KEY_MATERIAL
+//! into a replica → `UnsupportedOperationException`; NEW_KEY_MATERIAL while material is
+//! pending rotation → `KMSInvalidStateException`, and of material already associated with
+//! the key → `IncorrectKeyMaterialException`; a replica's import without ImportType is
+//! EXISTING_KEY_MATERIAL (and may bring the first material of the set); a key whose material
+//! returns after PendingImport is Enabled again; a policy over 32 KB →
+//! `LimitExceededException`; deleting material pending rotation on a primary removes it from
+//! every Region. RSA_AES_KEY_WRAP_* is accepted for every key spec (the API reference lists it
+//! for RSA and ECC material only). Not modelled: grants, key rotation schedules, custom key
+//! stores, asymmetric Encrypt/Decrypt, GenerateDataKey*, ReEncrypt, key agreement, SigV4
+//! signature verification (only the presence and shape of the signature are checked).
 
 mod error;
 mod faults;
