@@ -275,13 +275,15 @@ impl KmsModel {
     }
 
     /// Enforces request quotas, per (Region, operation), as token buckets that hold one
-    /// request (no burst): `rates` in requests per second (e.g. keyfleet's
-    /// `AWS_DEFAULT_QUOTAS`); operations missing from it get `fallback`.
-    pub fn enforce_quotas<'a>(
+    /// request (no burst) and refill on the model's clock (so [`KmsModel::advance`] refills
+    /// them too): `rates` in requests per second (e.g. keyfleet's `AWS_DEFAULT_QUOTAS`);
+    /// operations missing from it get `fallback`.
+    pub fn enforce_quotas<S: Into<String>>(
         &self,
-        rates: impl IntoIterator<Item = &'a (&'a str, f64)>,
+        rates: impl IntoIterator<Item = (S, f64)>,
         fallback: f64,
     ) {
+        let rates = rates.into_iter().map(|(op, r)| (op.into(), r)).collect();
         *lock(&self.shared.quotas) = Some(quota::Quotas::new(rates, fallback));
     }
 

@@ -1,50 +1,51 @@
 //! Strict request quotas: per (Region, operation) a token bucket holding one request, refilled
-//! at the operation's rate; a ReplicateKey also takes a CreateKey token in the replica Region.
+//! at the operation's rate on the model's clock; a ReplicateKey also takes a CreateKey token in
+//! the replica Region.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
-
-use tokio::time::Instant;
 
 pub struct Quotas {
     rates: BTreeMap<String, f64>,
     fallback: f64,
-    /// When each bucket holds a token again.
-    next: HashMap<(String, String), Instant>,
+    /// When each bucket holds a token again (model time, epoch milliseconds).
+    next_ms: HashMap<(String, String), f64>,
 }
 
 impl Quotas {
-    pub fn new<'a>(rates: impl IntoIterator<Item = &'a (&'a str, f64)>, fallback: f64) -> Quotas {
+    pub fn new(rates: BTreeMap<String, f64>, fallback: f64) -> Quotas {
         Quotas {
-            rates: rates
-                .into_iter()
-                .map(|(op, r)| (op.to_string(), *r))
-                .collect(),
+            rates,
             fallback,
-            next: HashMap::new(),
+            next_ms: HashMap::new(),
         }
     }
 
-    fn period(&self, op: &str) -> Duration {
+    fn period_ms(&self, op: &str) -> f64 {
         let rate = self.rates.get(op).copied().unwrap_or(self.fallback);
-        Duration::from_secs_f64(1.0 / rate.max(1e-6))
+        1000.0 / rate.max(1e-9)
     }
 
-    fn ready(&self, region: &str, op: &str, now: Instant) -> bool {
-        self.next
+    fn ready(&self, region: &str, op: &str, now_ms: f64) -> bool {
+        self.next_ms
             .get(&(region.to_string(), op.to_string()))
-            .is_none_or(|t| *t <= now)
+            .is_none_or(|t| *t <= now_ms)
     }
 
-    fn take(&mut self, region: &str, op: &str, now: Instant) {
-        let period = self.period(op);
-        self.next
-            .insert((region.to_string(), op.to_string()), now + period);
+    fn take(&mut self, region: &str, op: &str, now_ms: f64) {
+        let next = now_ms + self.period_ms(op);
+        self.next_ms
+            .insert((region.to_string(), op.to_string()), next);
     }
 
     /// Takes the request's tokens; false (nothing taken) when it is over the quota.
-    pub fn admit(&mut self, region: &str, op: &str, replica_region: Option<&str>) -> bool {
-        let now = Instant::now();
+    pub fn admit(
+        &mut self,
+        now_ms: i64,
+        region: &str,
+        op: &str,
+        replica_region: Option<&str>,
+    ) -> bool {
+        let now = now_ms as f64;
         let replica_ok = replica_region.is_none_or(|r| self.ready(r, "CreateKey", now));
         if !self.ready(region, op, now) || !replica_ok {
             return false;

@@ -175,7 +175,12 @@ async fn handle(shared: &Arc<Shared>, req: Request<Body>) -> Response<Body> {
         })
         .flatten();
     if let Some(q) = lock(&shared.quotas).as_mut()
-        && !q.admit(&region, &operation, replica_region.as_deref())
+        && !q.admit(
+            shared.now_ms(),
+            &region,
+            &operation,
+            replica_region.as_deref(),
+        )
     {
         let e = KmsError::new(
             "ThrottlingException",
