@@ -6,7 +6,9 @@
 //! account in every Region, [`KmsModel::requests`] every request with what it carried. A manual
 //! clock ([`KmsModel::advance`]) expires import tokens and key material and ends deletion
 //! waiting periods; [`KmsModel::inject`] schedules faults; [`KmsModel::enforce_quotas`] turns
-//! on AWS's request quotas.
+//! on AWS's request quotas. The same endpoint answers STS GetCallerIdentity and AssumeRole
+//! ([`KmsModel::add_role`] makes a role require an ExternalId); credentials from AssumeRole
+//! call as the assumed-role session.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -230,7 +232,7 @@ impl KmsModel {
     pub fn create_keys(&self, region: &str, n: usize) -> Vec<String> {
         let now_ms = self.shared.now_ms();
         let mut state = lock(&self.shared.state);
-        let caller = sts::caller_arn(&state.account.clone(), "kms-model");
+        let caller = sts::caller_arn(&state, "kms-model");
         let params = serde_json::Map::new();
         (0..n)
             .filter_map(|_| {
@@ -291,6 +293,14 @@ impl KmsModel {
     /// clock (AWS: a few seconds), refusing imports and cryptographic operations meanwhile.
     pub fn set_replica_creation_delay(&self, delay: Duration) {
         lock(&self.shared.state).replica_creation_ms = delay.as_millis() as i64;
+    }
+
+    /// Registers an IAM role whose trust policy requires `external_id` (None: any caller may
+    /// assume it). Roles not registered can be assumed without an ExternalId.
+    pub fn add_role(&self, role_arn: &str, external_id: Option<&str>) {
+        lock(&self.shared.state)
+            .roles
+            .insert(role_arn.to_string(), external_id.map(str::to_string));
     }
 
     /// Stops enforcing quotas.

@@ -96,26 +96,33 @@ async fn handle(shared: &Arc<Shared>, req: Request<Body>) -> Response<Body> {
         Ok(scope) => scope,
         Err(e) => return error_response(&e),
     };
-    let account = lock(&shared.state).account.clone();
+    let caller = sts::caller_arn(&lock(&shared.state), &access_key);
     if service == "sts" {
-        let result = sts::answer(&body, &account, &access_key);
+        let form = sts::form(&body);
+        let now_ms = shared.now_ms();
+        let answer = {
+            let mut state = lock(&shared.state);
+            state.tick(now_ms);
+            sts::answer(&mut state, &form, &access_key, now_ms)
+        };
         record(
             shared,
             RecordedRequest {
                 seq: 0,
                 region,
-                operation: "sts:GetCallerIdentity".into(),
+                operation: format!(
+                    "sts:{}",
+                    form.get("Action").map(String::as_str).unwrap_or("Unknown")
+                ),
                 access_key_id: access_key,
-                params: Value::String(String::from_utf8_lossy(&body).into_owned()),
-                error: result.as_ref().err().map(|_| "InvalidAction".to_string()),
+                params: serde_json::to_value(&form).unwrap_or(Value::Null),
+                took_effect: answer.error.is_none(),
+                error: answer.error,
                 fault: None,
-                took_effect: result.is_ok(),
             },
         );
-        return match result {
-            Ok(xml) => respond(StatusCode::OK, "text/xml", xml),
-            Err(xml) => respond(StatusCode::BAD_REQUEST, "text/xml", xml),
-        };
+        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_REQUEST);
+        return respond(status, "text/xml", answer.xml);
     }
     let operation = parts
         .headers
@@ -206,8 +213,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Body>) -> Response<Body> {
             let e = KmsError::new(
                 "AccessDeniedException",
                 format!(
-                    "User: {} is not authorized to perform: kms:{operation} (injected fault)",
-                    sts::caller_arn(&account, &access_key)
+                    "User: {caller} is not authorized to perform: kms:{operation} (injected fault)"
                 ),
             );
             entry.error = Some(e.code.to_string());
@@ -237,7 +243,6 @@ async fn handle(shared: &Arc<Shared>, req: Request<Body>) -> Response<Body> {
         }
     }
 
-    let caller = sts::caller_arn(&account, &access_key);
     let result = {
         let now_ms = shared.now_ms();
         let mut state = lock(&shared.state);

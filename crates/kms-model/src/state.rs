@@ -129,6 +129,10 @@ pub struct State {
     pub now_ms: i64,
     /// How long a new replica stays `Creating` (0: it is ready at once).
     pub replica_creation_ms: i64,
+    /// Access keys handed out by AssumeRole → the assumed-role session ARN.
+    pub sessions: HashMap<String, String>,
+    /// Roles registered with the model → the ExternalId their trust policy requires.
+    pub roles: HashMap<String, Option<String>>,
 }
 
 /// `KeyState` names.

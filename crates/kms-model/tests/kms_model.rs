@@ -1784,24 +1784,137 @@ async fn injected_faults_are_applied_and_recorded() {
     );
 }
 
-#[tokio::test]
-async fn sts_get_caller_identity_answers_for_the_signing_key() {
-    let model = KmsModel::start().await.unwrap();
+fn sts(model: &KmsModel, access_key: &str) -> aws_sdk_sts::Client {
     let conf = aws_sdk_sts::Config::builder()
         .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
         .region(aws_sdk_sts::config::Region::new(PRIMARY))
         .endpoint_url(model.url())
         .credentials_provider(aws_sdk_sts::config::Credentials::new(
-            "AKIDSTS", "secret", None, None, "test",
+            access_key, "secret", None, None, "test",
         ))
         .build();
-    let who = aws_sdk_sts::Client::from_conf(conf)
+    aws_sdk_sts::Client::from_conf(conf)
+}
+
+#[tokio::test]
+async fn sts_answers_caller_identity_and_assume_role_with_external_id() {
+    let model = KmsModel::start().await.unwrap();
+    let who = sts(&model, "AKIDSTS")
         .get_caller_identity()
         .send()
         .await
         .unwrap();
     assert_eq!(who.account(), Some("111122223333"));
     assert_eq!(who.arn(), Some("arn:aws:iam::111122223333:user/AKIDSTS"));
+    let role = "arn:aws:iam::111122223333:role/platform/keyfleet";
+    model.add_role(role, Some("ext-42"));
+    let denied = sts(&model, "AKIDSTS")
+        .assume_role()
+        .role_arn(role)
+        .role_session_name("keyfleet")
+        .external_id("wrong")
+        .send()
+        .await;
+    assert_eq!(
+        denied
+            .expect_err("wrong ExternalId")
+            .as_service_error()
+            .and_then(|e| e.meta().code()),
+        Some("AccessDenied")
+    );
+    let out = sts(&model, "AKIDSTS")
+        .assume_role()
+        .role_arn(role)
+        .role_session_name("keyfleet")
+        .external_id("ext-42")
+        .send()
+        .await
+        .unwrap();
+    let creds = out.credentials.unwrap();
+    assert_eq!(
+        out.assumed_role_user.unwrap().arn,
+        "arn:aws:sts::111122223333:assumed-role/keyfleet/keyfleet"
+    );
+    let session = sts(&model, &creds.access_key_id)
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        session.arn(),
+        Some("arn:aws:sts::111122223333:assumed-role/keyfleet/keyfleet")
+    );
+    let assumed: Vec<_> = model
+        .requests_of("sts:AssumeRole")
+        .into_iter()
+        .map(|r| (r.params["ExternalId"].as_str().map(str::to_string), r.error))
+        .collect();
+    assert_eq!(
+        assumed,
+        vec![
+            (Some("wrong".to_string()), Some("AccessDenied".to_string())),
+            (Some("ext-42".to_string()), None)
+        ]
+    );
+}
+
+/// keyfleet's own connection code: an AwsKms with roleArn and externalId assumes the role
+/// through STS (carrying the ExternalId) and calls KMS as the role session.
+#[tokio::test]
+async fn keyfleet_connections_assume_their_role_with_the_external_id() {
+    use keyfleet::api::AwsKmsSpec;
+    use keyfleet::kms::{Connection, KmsClients};
+    let model = KmsModel::start().await.unwrap();
+    let role = "arn:aws:iam::111122223333:role/keyfleet";
+    model.add_role(role, Some("ext-42"));
+    let base = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(PRIMARY))
+        .endpoint_url(model.url())
+        .credentials_provider(Credentials::new(
+            "AKIDOPERATOR",
+            "secret",
+            None,
+            None,
+            "test",
+        ))
+        .load()
+        .await;
+    let clients = KmsClients::from_config(base);
+    let connection = |external_id: &str| Connection {
+        name: Some(format!("conn-{external_id}")),
+        version: Some("1".into()),
+        spec: AwsKmsSpec {
+            role_arn: Some(role.to_string()),
+            external_id: Some(external_id.to_string()),
+            endpoint_url: Some(model.url()),
+            ..Default::default()
+        },
+    };
+    let kms = clients.client(&connection("ext-42"), PRIMARY).await;
+    kms.create_key()
+        .description("as the role")
+        .send()
+        .await
+        .unwrap();
+    let create = &model.requests_of("CreateKey")[0];
+    assert!(create.access_key_id.starts_with("ASIA"), "{create:?}");
+    let assume = &model.requests_of("sts:AssumeRole")[0];
+    assert_eq!(assume.params["ExternalId"], "ext-42");
+    assert_eq!(assume.params["RoleSessionName"], "keyfleet");
+    assert_eq!(assume.access_key_id, "AKIDOPERATOR");
+    // A wrong ExternalId: STS refuses, and no KMS call goes out.
+    let wrong = clients.client(&connection("nope"), PRIMARY).await;
+    assert!(wrong.list_keys().send().await.is_err());
+    assert!(model.requests_of("ListKeys").is_empty());
+    assert_eq!(
+        model
+            .requests_of("sts:AssumeRole")
+            .last()
+            .unwrap()
+            .error
+            .as_deref(),
+        Some("AccessDenied")
+    );
 }
 
 #[tokio::test]
