@@ -16,6 +16,7 @@ use aws_sdk_kms::types::{
 use keyfleet::api::KeySpec;
 use keyfleet::api::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 use keyfleet::kms::execute::{ImportInput, ImportKind, import_material_as};
+use keyfleet::kms::verify::{Method, Verification};
 use keyfleet::material::KeyMaterial;
 use keyfleet_testkit::material::generate_secret_value;
 use kms_model::{Fault, FaultKind, KmsModel, Role, key_material_id};
@@ -82,12 +83,14 @@ async fn state_of(c: &Client, key_id: &str) -> KeyState {
         .expect("state")
 }
 
+/// keyfleet's default wrapping algorithm for the material, with an RSA_2048 wrapping key
+/// (RSA_4096 keys take seconds to generate in a debug build; one test imports with them).
 fn input(m: &KeyMaterial) -> ImportInput<'_> {
-    let (algorithm, wrapping_key_spec) = WrappingAlgorithm::default_for(m.spec());
+    let (algorithm, _) = WrappingAlgorithm::default_for(m.spec());
     ImportInput {
         material: m,
         algorithm,
-        wrapping_key_spec,
+        wrapping_key_spec: WrappingKeySpec::Rsa2048,
     }
 }
 
@@ -99,6 +102,47 @@ async fn keyfleet_import(
     kind: ImportKind<'_>,
 ) -> Result<Option<String>, keyfleet::kms::execute::ExecuteError> {
     import_material_as(c, key_id, &input(m), None, kind).await
+}
+
+/// keyfleet's verification of a key against the material it should hold (observe, gather
+/// the evidence KMS gives, judge).
+async fn keyfleet_verification(c: &Client, key: &str, m: &KeyMaterial) -> Verification {
+    let depth = keyfleet::kms::ReadDepth::FULL;
+    let observed = keyfleet::kms::observe::observe(c, key, depth)
+        .await
+        .unwrap()
+        .unwrap();
+    let evidence = keyfleet::kms::verify::gather(c, &observed, m.spec())
+        .await
+        .unwrap();
+    let expected = keyfleet::kms::verify::Expected {
+        material: m,
+        key_material_id: None,
+        previous_key_material_id: None,
+    };
+    keyfleet::kms::verify::judge(&expected, &evidence)
+}
+
+/// ImportKeyMaterial of already wrapped bytes, material that does not expire.
+async fn send_import(
+    c: &Client,
+    key: &str,
+    token: Blob,
+    wrapped: impl Into<Blob>,
+) -> Result<
+    aws_sdk_kms::operation::import_key_material::ImportKeyMaterialOutput,
+    aws_sdk_kms::error::SdkError<
+        aws_sdk_kms::operation::import_key_material::ImportKeyMaterialError,
+        aws_sdk_kms::config::http::HttpResponse,
+    >,
+> {
+    c.import_key_material()
+        .key_id(key)
+        .import_token(token)
+        .encrypted_key_material(wrapped.into())
+        .expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire)
+        .send()
+        .await
 }
 
 /// GetParametersForImport, then the caller's wrapping of `bytes`.
@@ -382,24 +426,14 @@ async fn material_wrapped_for_other_parameters_does_not_unwrap() {
     let wrapped = m
         .wrap(WrappingAlgorithm::RsaesOaepSha256, &public_b)
         .unwrap();
-    let r = does_not_expire(c.import_key_material())
-        .key_id(&key)
-        .import_token(token_a)
-        .encrypted_key_material(Blob::new(wrapped.clone()))
-        .send()
-        .await;
+    let r = send_import(&c, &key, token_a, Blob::new(wrapped.clone())).await;
     assert_eq!(code(r), "InvalidCiphertextException");
     // The right key, the wrong algorithm (token for SHA-1, material wrapped with SHA-256).
     let (token_sha1, public_sha1) = params(&c, &key, "RSAES_OAEP_SHA_1", "RSA_2048").await;
     let wrapped = m
         .wrap(WrappingAlgorithm::RsaesOaepSha256, &public_sha1)
         .unwrap();
-    let r = does_not_expire(c.import_key_material())
-        .key_id(&key)
-        .import_token(token_sha1)
-        .encrypted_key_material(Blob::new(wrapped))
-        .send()
-        .await;
+    let r = send_import(&c, &key, token_sha1, Blob::new(wrapped)).await;
     assert_eq!(code(r), "InvalidCiphertextException");
     assert_eq!(state_of(&c, &key).await, KeyState::PendingImport);
 }
@@ -413,27 +447,12 @@ async fn import_tokens_are_bound_to_their_key_and_expire_after_24_hours() {
     let m = material(KeySpec::SymmetricDefault);
     let (token, public) = params(&c, &key, "RSAES_OAEP_SHA_256", "RSA_2048").await;
     let wrapped = Blob::new(m.wrap(WrappingAlgorithm::RsaesOaepSha256, &public).unwrap());
-    let r = does_not_expire(c.import_key_material())
-        .key_id(&other)
-        .import_token(token.clone())
-        .encrypted_key_material(wrapped.clone())
-        .send()
-        .await;
+    let r = send_import(&c, &other, token.clone(), wrapped.clone()).await;
     assert_eq!(code(r), "InvalidImportTokenException");
-    let r = does_not_expire(c.import_key_material())
-        .key_id(&key)
-        .import_token(Blob::new(b"made-up".to_vec()))
-        .encrypted_key_material(wrapped.clone())
-        .send()
-        .await;
+    let r = send_import(&c, &key, Blob::new(b"made-up".to_vec()), wrapped.clone()).await;
     assert_eq!(code(r), "InvalidImportTokenException");
     model.advance(Duration::from_secs(24 * 3600 + 1));
-    let r = does_not_expire(c.import_key_material())
-        .key_id(&key)
-        .import_token(token)
-        .encrypted_key_material(wrapped)
-        .send()
-        .await;
+    let r = send_import(&c, &key, token, wrapped).await;
     assert_eq!(code(r), "ExpiredImportTokenException");
     // keyfleet's path fetches fresh parameters and succeeds.
     keyfleet_import(&c, &key, &m, ImportKind::Default)
@@ -448,22 +467,24 @@ async fn wrong_length_and_wrong_kind_of_material_are_refused() {
     let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
     for len in [16usize, 31, 33, 64] {
         let (token, public) = params(&c, &key, "RSAES_OAEP_SHA_256", "RSA_2048").await;
-        let r = does_not_expire(c.import_key_material())
-            .key_id(&key)
-            .import_token(token)
-            .encrypted_key_material(Blob::new(oaep_sha256(&public, &vec![7u8; len])))
-            .send()
-            .await;
+        let r = send_import(
+            &c,
+            &key,
+            token,
+            Blob::new(oaep_sha256(&public, &vec![7u8; len])),
+        )
+        .await;
         assert_eq!(code(r), "IncorrectKeyMaterialException", "{len} bytes");
     }
     let hmac = create_external(&c, "HMAC_384", "GENERATE_VERIFY_MAC", false).await;
     let (token, public) = params(&c, &hmac, "RSAES_OAEP_SHA_256", "RSA_2048").await;
-    let r = does_not_expire(c.import_key_material())
-        .key_id(&hmac)
-        .import_token(token)
-        .encrypted_key_material(Blob::new(oaep_sha256(&public, &[1u8; 32])))
-        .send()
-        .await;
+    let r = send_import(
+        &c,
+        &hmac,
+        token,
+        Blob::new(oaep_sha256(&public, &[1u8; 32])),
+    )
+    .await;
     assert_eq!(
         code(r),
         "IncorrectKeyMaterialException",
@@ -1236,21 +1257,9 @@ async fn hmac_keys_mac_with_the_imported_material() {
             ),
             "InvalidKeyUsageException"
         );
-        let observed = keyfleet::kms::observe::observe(&c, &key, keyfleet::kms::ReadDepth::FULL)
-            .await
-            .unwrap()
-            .unwrap();
-        let evidence = keyfleet::kms::verify::gather(&c, &observed, ks)
-            .await
-            .unwrap();
-        let expected = keyfleet::kms::verify::Expected {
-            material: &m,
-            key_material_id: None,
-            previous_key_material_id: None,
-        };
         assert_eq!(
-            keyfleet::kms::verify::judge(&expected, &evidence),
-            keyfleet::kms::verify::Verification::Verified(keyfleet::kms::verify::Method::Mac)
+            keyfleet_verification(&c, &key, &m).await,
+            Verification::Verified(Method::Mac)
         );
     }
 }
@@ -1293,7 +1302,20 @@ async fn asymmetric_keys_sign_and_publish_the_imported_public_key() {
     ] {
         let key = create_external(&c, spec, "SIGN_VERIFY", false).await;
         let m = material(ks);
-        keyfleet_import(&c, &key, &m, ImportKind::Default)
+        // keyfleet's defaults (RSA_AES_KEY_WRAP_SHA_256, RSA_4096) once; RSA_2048 elsewhere.
+        let (algorithm, wrapping_key_spec) = match spec {
+            "RSA_2048" => WrappingAlgorithm::default_for(ks),
+            _ => (
+                WrappingAlgorithm::RsaAesKeyWrapSha256,
+                WrappingKeySpec::Rsa2048,
+            ),
+        };
+        let import = ImportInput {
+            material: &m,
+            algorithm,
+            wrapping_key_spec,
+        };
+        import_material_as(&c, &key, &import, None, ImportKind::Default)
             .await
             .unwrap();
         let public = c
@@ -1341,21 +1363,9 @@ async fn asymmetric_keys_sign_and_publish_the_imported_public_key() {
             "KMSInvalidSignatureException",
             "{spec}"
         );
-        let observed = keyfleet::kms::observe::observe(&c, &key, keyfleet::kms::ReadDepth::FULL)
-            .await
-            .unwrap()
-            .unwrap();
-        let evidence = keyfleet::kms::verify::gather(&c, &observed, ks)
-            .await
-            .unwrap();
-        let expected = keyfleet::kms::verify::Expected {
-            material: &m,
-            key_material_id: None,
-            previous_key_material_id: None,
-        };
         assert_eq!(
-            keyfleet::kms::verify::judge(&expected, &evidence),
-            keyfleet::kms::verify::Verification::Verified(keyfleet::kms::verify::Method::PublicKey),
+            keyfleet_verification(&c, &key, &m).await,
+            Verification::Verified(Method::PublicKey),
             "{spec}"
         );
     }

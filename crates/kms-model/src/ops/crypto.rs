@@ -6,10 +6,11 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use serde_json::{Value, json};
 
 use super::Ctx;
+use super::keys::require_enabled;
 use crate::error::{KmsError, KmsResult, invalid_state, validation};
 use crate::material::{self, Family, mac_algorithm, signing_algorithms};
 use crate::params::{Params, b64};
-use crate::state::{DISABLED, ENABLED, Key, MaterialSet, PENDING_IMPORT};
+use crate::state::{Key, MaterialSet};
 
 const CIPHERTEXT_MAGIC: &[u8] = b"KMSM\x01";
 
@@ -17,17 +18,7 @@ const CIPHERTEXT_MAGIC: &[u8] = b"KMSM\x01";
 fn usable<'s>(ctx: &'s Ctx<'_>, p: &Params<'_>, usage: &str) -> KmsResult<&'s Key> {
     let key_id = ctx.resolve(p.str("KeyId")?, true)?;
     let key = ctx.state.key(ctx.region, &key_id)?;
-    match ctx.state.key_state(key) {
-        ENABLED => {}
-        DISABLED => {
-            return Err(KmsError::new(
-                "DisabledException",
-                format!("{} is disabled.", key.arn),
-            ));
-        }
-        PENDING_IMPORT => return Err(invalid_state(format!("{} is pending import.", key.arn))),
-        other => return Err(invalid_state(format!("{} is {other}.", key.arn))),
-    }
+    require_enabled(ctx.state, key)?;
     if key.key_usage != usage {
         return Err(KmsError::new(
             "InvalidKeyUsageException",

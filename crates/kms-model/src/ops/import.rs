@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::keys::{require_created, require_not_deleting};
+use super::keys::{require_created, require_enabled, require_not_deleting};
 use super::{Ctx, page, paged};
 use crate::error::{
     KmsError, KmsResult, incorrect_material, invalid_state, not_found, unsupported, validation,
@@ -13,8 +13,7 @@ use crate::material::{
 };
 use crate::params::{Params, b64, time};
 use crate::state::{
-    DAY_MS, DISABLED, ENABLED, ImportParams, Imported, Key, MaterialSet, PENDING_IMPORT, Role,
-    SetEntry,
+    DAY_MS, ImportParams, Imported, Key, MaterialSet, PENDING_IMPORT, Role, SetEntry,
 };
 
 /// How long import parameters stay valid.
@@ -300,18 +299,7 @@ pub fn rotate_key_on_demand(ctx: &mut Ctx<'_>, p: &Params<'_>) -> KmsResult<Valu
             key.arn
         )));
     }
-    match ctx.state.key_state(key) {
-        ENABLED => {}
-        DISABLED => {
-            return Err(KmsError::new(
-                "DisabledException",
-                format!("{} is disabled.", key.arn),
-            ));
-        }
-        other => {
-            return Err(invalid_state(format!("{} is {other}.", key.arn)));
-        }
-    }
+    require_enabled(ctx.state, key)?;
     if key.rotations_on_demand >= 25 {
         return Err(KmsError::new(
             "LimitExceededException",

@@ -160,6 +160,27 @@ fn check_description(description: &str) -> KmsResult<()> {
     Ok(())
 }
 
+/// The `Policy` (checked; the default policy when absent) and `Tags` of a new key.
+fn policy_and_tags(
+    p: &Params<'_>,
+    account: &str,
+    caller_arn: &str,
+) -> KmsResult<(String, BTreeMap<String, String>)> {
+    let bypass = p
+        .opt_bool("BypassPolicyLockoutSafetyCheck")?
+        .unwrap_or(false);
+    let policy = match p.opt_str("Policy")? {
+        Some(policy) => {
+            check_policy(policy, account, caller_arn, bypass)?;
+            policy.to_string()
+        }
+        None => default_policy(account),
+    };
+    let mut tags = BTreeMap::new();
+    merge_tags(&mut tags, &p.opt_tags("Tags")?.unwrap_or_default())?;
+    Ok((policy, tags))
+}
+
 pub fn create_key(ctx: &mut Ctx<'_>, p: &Params<'_>) -> KmsResult<Value> {
     let spec = p
         .opt_str("KeySpec")?
@@ -185,20 +206,9 @@ pub fn create_key(ctx: &mut Ctx<'_>, p: &Params<'_>) -> KmsResult<Value> {
     let multi_region = p.opt_bool("MultiRegion")?.unwrap_or(false);
     let description = p.opt_str("Description")?.unwrap_or_default();
     check_description(description)?;
-    let bypass = p
-        .opt_bool("BypassPolicyLockoutSafetyCheck")?
-        .unwrap_or(false);
     let key_id = new_key_id(multi_region)?;
     let account = ctx.account().to_string();
-    let policy = match p.opt_str("Policy")? {
-        Some(policy) => {
-            check_policy(policy, &account, ctx.caller_arn, bypass)?;
-            policy.to_string()
-        }
-        None => default_policy(&account),
-    };
-    let mut tags = BTreeMap::new();
-    merge_tags(&mut tags, &p.opt_tags("Tags")?.unwrap_or_default())?;
+    let (policy, tags) = policy_and_tags(p, &account, ctx.caller_arn)?;
     let arn = key_arn(&account, ctx.region, &key_id);
     let mut key = Key {
         seq: ctx.state.next_seq(),
@@ -281,6 +291,19 @@ fn require_manageable(state: &State, key: &Key) -> KmsResult<()> {
         }
         crate::state::CREATING => Err(invalid_state(format!("{} is creating.", key.arn))),
         _ => Ok(()),
+    }
+}
+
+/// The key is Enabled: DisabledException when disabled, KMSInvalidStateException otherwise.
+pub fn require_enabled(state: &State, key: &Key) -> KmsResult<()> {
+    match state.key_state(key) {
+        crate::state::ENABLED => Ok(()),
+        crate::state::DISABLED => Err(KmsError::new(
+            "DisabledException",
+            format!("{} is disabled.", key.arn),
+        )),
+        PENDING_IMPORT => Err(invalid_state(format!("{} is pending import.", key.arn))),
+        other => Err(invalid_state(format!("{} is {other}.", key.arn))),
     }
 }
 
@@ -401,18 +424,7 @@ pub fn replicate_key(ctx: &mut Ctx<'_>, p: &Params<'_>) -> KmsResult<Value> {
     }
     let description = p.opt_str("Description")?.unwrap_or_default();
     check_description(description)?;
-    let bypass = p
-        .opt_bool("BypassPolicyLockoutSafetyCheck")?
-        .unwrap_or(false);
-    let policy = match p.opt_str("Policy")? {
-        Some(policy) => {
-            check_policy(policy, &account, ctx.caller_arn, bypass)?;
-            policy.to_string()
-        }
-        None => default_policy(&account),
-    };
-    let mut tags = BTreeMap::new();
-    merge_tags(&mut tags, &p.opt_tags("Tags")?.unwrap_or_default())?;
+    let (policy, tags) = policy_and_tags(p, &account, ctx.caller_arn)?;
     // Material is shared only when KMS made it; imported material must be imported again.
     let imports = if primary.is_external() {
         BTreeMap::new()
