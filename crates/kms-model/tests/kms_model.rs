@@ -71,6 +71,30 @@ async fn create_external(c: &Client, spec: &str, usage: &str, multi_region: bool
         .key_id
 }
 
+/// The key id a CreateKey request produces.
+async fn key_id_of(
+    request: aws_sdk_kms::operation::create_key::builders::CreateKeyFluentBuilder,
+) -> String {
+    request
+        .send()
+        .await
+        .expect("CreateKey")
+        .key_metadata
+        .expect("metadata")
+        .key_id
+}
+
+/// ReplicateKey of `key` (called on the primary's client) into [`REPLICA`].
+async fn replicate(primary: &Client, key: &str) {
+    primary
+        .replicate_key()
+        .key_id(key)
+        .replica_region(REPLICA)
+        .send()
+        .await
+        .expect("ReplicateKey");
+}
+
 async fn state_of(c: &Client, key_id: &str) -> KeyState {
     c.describe_key()
         .key_id(key_id)
@@ -143,6 +167,17 @@ async fn send_import(
         .expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire)
         .send()
         .await
+}
+
+/// Whether keyfleet's import failed because KMS refused the material
+/// (IncorrectKeyMaterialException), which keyfleet reports as MaterialMismatch.
+fn incorrect_material(r: &Result<Option<String>, keyfleet::kms::execute::ExecuteError>) -> bool {
+    matches!(
+        r,
+        Err(keyfleet::kms::execute::ExecuteError::Kms(
+            keyfleet::kms::KmsError::IncorrectKeyMaterial { .. }
+        ))
+    )
 }
 
 /// GetParametersForImport, then the caller's wrapping of `bytes`.
@@ -317,21 +352,16 @@ async fn keyfleets_owner_scan_finds_a_key_on_the_second_page() {
     let model = KmsModel::start().await.unwrap();
     let c = client(&model, PRIMARY);
     assert_eq!(model.create_keys(PRIMARY, 1001).len(), 1001);
-    let ours = c
-        .create_key()
-        .tags(
+    let ours = key_id_of(
+        c.create_key().tags(
             Tag::builder()
                 .tag_key("keyfleet.dev/owner-uid")
                 .tag_value("uid-42")
                 .build()
                 .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+        ),
+    )
+    .await;
     let found = keyfleet::kms::observe::find_by_owner_uid(&c, "uid-42")
         .await
         .unwrap();
@@ -394,14 +424,7 @@ async fn wrapping_keys_are_fresh_and_of_the_requested_size() {
         assert!(!seen.contains(&public), "a fresh wrapping key per call");
         seen.push(public);
     }
-    let aws_kms = c
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let aws_kms = key_id_of(c.create_key()).await;
     assert_eq!(
         code(
             c.get_parameters_for_import()
@@ -636,18 +659,8 @@ async fn different_material_is_refused_once_a_key_has_material() {
         keyfleet_import(&c, &key, &material(ks), ImportKind::Default)
             .await
             .unwrap();
-        let err = keyfleet_import(&c, &key, &material(ks), ImportKind::Default)
-            .await
-            .expect_err("other material");
-        assert!(
-            matches!(
-                err,
-                keyfleet::kms::execute::ExecuteError::Kms(
-                    keyfleet::kms::KmsError::IncorrectKeyMaterial { .. }
-                )
-            ),
-            "{spec}: {err}"
-        );
+        let other = keyfleet_import(&c, &key, &material(ks), ImportKind::Default).await;
+        assert!(incorrect_material(&other), "{spec}: {other:?}");
     }
 }
 
@@ -943,24 +956,14 @@ async fn replicas_are_born_pending_import_and_take_only_the_primarys_material() 
         code(west.decrypt().ciphertext_blob(blob.clone()).send().await),
         "KMSInvalidStateException"
     );
-    let err = keyfleet_import(
+    let other = keyfleet_import(
         &west,
         &key,
         &material(KeySpec::SymmetricDefault),
         ImportKind::Default,
     )
-    .await
-    .expect_err("other material");
-    assert!(
-        err.to_string().contains("IncorrectKeyMaterial")
-            || matches!(
-                err,
-                keyfleet::kms::execute::ExecuteError::Kms(
-                    keyfleet::kms::KmsError::IncorrectKeyMaterial { .. }
-                )
-            ),
-        "{err}"
-    );
+    .await;
+    assert!(incorrect_material(&other), "{other:?}");
     let replica_id = keyfleet_import(&west, &key, &m, ImportKind::Default)
         .await
         .unwrap();
@@ -980,12 +983,7 @@ async fn multi_region_rotation_waits_for_every_replica() {
     keyfleet_import(&east, &key, &first, ImportKind::Default)
         .await
         .unwrap();
-    east.replicate_key()
-        .key_id(&key)
-        .replica_region(REPLICA)
-        .send()
-        .await
-        .unwrap();
+    replicate(&east, &key).await;
     keyfleet_import(&west, &key, &first, ImportKind::Default)
         .await
         .unwrap();
@@ -1076,12 +1074,7 @@ async fn a_primary_with_replicas_waits_in_pending_replica_deletion() {
     let east = client(&model, PRIMARY);
     let west = client(&model, REPLICA);
     let key = create_external(&east, "HMAC_256", "GENERATE_VERIFY_MAC", true).await;
-    east.replicate_key()
-        .key_id(&key)
-        .replica_region(REPLICA)
-        .send()
-        .await
-        .unwrap();
+    replicate(&east, &key).await;
     assert_eq!(
         code(
             east.schedule_key_deletion()
@@ -1135,14 +1128,7 @@ async fn a_primary_with_replicas_waits_in_pending_replica_deletion() {
 async fn cancelled_deletion_leaves_the_key_disabled() {
     let model = KmsModel::start().await.unwrap();
     let c = client(&model, PRIMARY);
-    let key = c
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let key = key_id_of(c.create_key()).await;
     c.create_alias()
         .alias_name("alias/kept")
         .target_key_id(&key)
@@ -1375,14 +1361,7 @@ async fn asymmetric_keys_sign_and_publish_the_imported_public_key() {
 async fn key_policies_must_be_json_small_and_not_lock_the_caller_out() {
     let model = KmsModel::start().await.unwrap();
     let c = client(&model, PRIMARY);
-    let key = c
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let key = key_id_of(c.create_key()).await;
     let default = c
         .get_key_policy()
         .key_id(&key)
@@ -1457,22 +1436,8 @@ async fn key_policies_must_be_json_small_and_not_lock_the_caller_out() {
 async fn aliases_and_tags_follow_kms_rules_and_page() {
     let model = KmsModel::start().await.unwrap();
     let c = client(&model, PRIMARY);
-    let a = c
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
-    let b = c
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let a = key_id_of(c.create_key()).await;
+    let b = key_id_of(c.create_key()).await;
     for i in 0..60 {
         c.create_alias()
             .alias_name(format!("alias/a-{i:02}"))
@@ -1694,15 +1659,7 @@ async fn quotas_throttle_per_region_and_operation_without_burst() {
     model.enforce_quotas(quotas.iter(), 0.05);
     let east = client(&model, PRIMARY);
     let west = client(&model, REPLICA);
-    let key = east
-        .create_key()
-        .multi_region(true)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let key = key_id_of(east.create_key().multi_region(true)).await;
     assert_eq!(
         code(east.create_key().send().await),
         "ThrottlingException",
@@ -1723,12 +1680,7 @@ async fn quotas_throttle_per_region_and_operation_without_burst() {
         "ThrottlingException"
     );
     model.advance(Duration::from_secs(20));
-    east.replicate_key()
-        .key_id(&key)
-        .replica_region(REPLICA)
-        .send()
-        .await
-        .unwrap();
+    replicate(&east, &key).await;
     east.create_key().send().await.unwrap();
     let throttled: Vec<(String, String)> = model
         .requests()
@@ -1931,22 +1883,8 @@ async fn keyfleet_connections_assume_their_role_with_the_external_id() {
 async fn ciphertexts_are_bound_to_key_and_encryption_context() {
     let model = KmsModel::start().await.unwrap();
     let c = client(&model, PRIMARY);
-    let a = c
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
-    let b = c
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let a = key_id_of(c.create_key()).await;
+    let b = key_id_of(c.create_key()).await;
     let blob = c
         .encrypt()
         .key_id(&a)
@@ -2005,16 +1943,12 @@ async fn ciphertexts_are_bound_to_key_and_encryption_context() {
         ),
         "DisabledException"
     );
-    let hmac = c
-        .create_key()
-        .key_spec(SdkKeySpec::Hmac256)
-        .key_usage(KeyUsageType::GenerateVerifyMac)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let hmac = key_id_of(
+        c.create_key()
+            .key_spec(SdkKeySpec::Hmac256)
+            .key_usage(KeyUsageType::GenerateVerifyMac),
+    )
+    .await;
     assert_eq!(
         code(
             c.encrypt()
@@ -2035,16 +1969,12 @@ async fn ciphertexts_are_bound_to_key_and_encryption_context() {
 async fn digests_sign_like_raw_messages() {
     let model = KmsModel::start().await.unwrap();
     let c = client(&model, PRIMARY);
-    let key = c
-        .create_key()
-        .key_spec(SdkKeySpec::EccNistP256)
-        .key_usage(KeyUsageType::SignVerify)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let key = key_id_of(
+        c.create_key()
+            .key_spec(SdkKeySpec::EccNistP256)
+            .key_usage(KeyUsageType::SignVerify),
+    )
+    .await;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"message");
     let sig = c
         .sign()
@@ -2097,21 +2027,8 @@ async fn update_primary_region_swaps_primary_and_replica() {
     let model = KmsModel::start().await.unwrap();
     let east = client(&model, PRIMARY);
     let west = client(&model, REPLICA);
-    let key = east
-        .create_key()
-        .multi_region(true)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
-    east.replicate_key()
-        .key_id(&key)
-        .replica_region(REPLICA)
-        .send()
-        .await
-        .unwrap();
+    let key = key_id_of(east.create_key().multi_region(true)).await;
+    replicate(&east, &key).await;
     let blob = encrypt(&east, &key, b"shared material").await;
     assert_eq!(
         decrypt(&west, blob).await,
@@ -2183,15 +2100,7 @@ async fn a_lost_new_material_answer_makes_keyfleets_retry_fail() {
     assert_eq!(pending.materials.len(), 2, "the lost call took effect");
     assert_eq!(pending.materials[1].1, Role::Pending);
     let retry = keyfleet_import(&c, &key, &next, ImportKind::New).await;
-    assert!(
-        matches!(
-            retry,
-            Err(keyfleet::kms::execute::ExecuteError::Kms(
-                keyfleet::kms::KmsError::IncorrectKeyMaterial { .. }
-            ))
-        ),
-        "{retry:?}"
-    );
+    assert!(incorrect_material(&retry), "{retry:?}");
 }
 
 /// keyfleet finding: with expiring material (validTo / rollingValidity) and rotation, the
@@ -2293,21 +2202,8 @@ async fn keyfleets_deletion_of_a_primary_with_replicas_is_done_once_scheduled() 
     use keyfleet::kms::execute::{DeletionOutcome, schedule_deletion};
     let model = KmsModel::start().await.unwrap();
     let east = client(&model, PRIMARY);
-    let key = east
-        .create_key()
-        .multi_region(true)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
-    east.replicate_key()
-        .key_id(&key)
-        .replica_region(REPLICA)
-        .send()
-        .await
-        .unwrap();
+    let key = key_id_of(east.create_key().multi_region(true)).await;
+    replicate(&east, &key).await;
     assert_eq!(
         schedule_deletion(&east, &key, 7).await.unwrap(),
         DeletionOutcome::Scheduled
@@ -2466,12 +2362,7 @@ async fn a_replica_added_after_a_rotation_needs_every_material() {
         .send()
         .await
         .unwrap();
-    east.replicate_key()
-        .key_id(&key)
-        .replica_region(REPLICA)
-        .send()
-        .await
-        .unwrap();
+    replicate(&east, &key).await;
     keyfleet_import(&west, &key, &second, ImportKind::Default)
         .await
         .unwrap();
@@ -2535,15 +2426,7 @@ async fn lost_answers_with_keyfleets_retries_turn_rotation_steps_into_refusals()
     let next_id = key_material_id(&key, next.import_bytes());
     model.inject(Fault::once("ImportKeyMaterial", FaultKind::LostAnswer));
     let imported = keyfleet_import(&c, &key, &next, ImportKind::New).await;
-    assert!(
-        matches!(
-            imported,
-            Err(keyfleet::kms::execute::ExecuteError::Kms(
-                keyfleet::kms::KmsError::IncorrectKeyMaterial { .. }
-            ))
-        ),
-        "{imported:?}"
-    );
+    assert!(incorrect_material(&imported), "{imported:?}");
     let imports = model.requests_of("ImportKeyMaterial");
     let last_two: Vec<_> = imports[imports.len() - 2..]
         .iter()
