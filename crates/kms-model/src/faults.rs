@@ -1,5 +1,5 @@
-//! Scheduled faults: a request of an operation answered with AccessDenied, a 500 before the
-//! call takes effect, or a 500 after it did (the answer is lost).
+//! Scheduled faults: a request of an operation answered with AccessDenied, a throttle, a 500
+//! before the call takes effect, or a 500 after it did (the answer is lost).
 
 /// What happens to a request the fault catches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -10,6 +10,8 @@ pub enum FaultKind {
     ServerError,
     /// A 400 AccessDeniedException; the call does not take effect.
     AccessDenied,
+    /// A 400 ThrottlingException, as if over the quota; the call does not take effect.
+    Throttle,
 }
 
 /// A fault for the next `remaining` requests of an operation (in one Region, or any).

@@ -189,10 +189,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Body>) -> Response<Body> {
             replica_region.as_deref(),
         )
     {
-        let e = KmsError::new(
-            "ThrottlingException",
-            "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls.",
-        );
+        let e = throttling();
         entry.error = Some(e.code.to_string());
         record(shared, entry);
         return error_response(&e);
@@ -205,6 +202,12 @@ async fn handle(shared: &Arc<Shared>, req: Request<Body>) -> Response<Body> {
                 "KMSInternalException",
                 "injected fault before the call took effect",
             );
+            entry.error = Some(e.code.to_string());
+            record(shared, entry);
+            return error_response(&e);
+        }
+        Some(FaultKind::Throttle) => {
+            let e = throttling();
             entry.error = Some(e.code.to_string());
             record(shared, entry);
             return error_response(&e);
@@ -274,6 +277,13 @@ async fn handle(shared: &Arc<Shared>, req: Request<Body>) -> Response<Body> {
     };
     record(shared, entry);
     response
+}
+
+fn throttling() -> KmsError {
+    KmsError::new(
+        "ThrottlingException",
+        "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls.",
+    )
 }
 
 fn record(shared: &Shared, mut entry: RecordedRequest) {

@@ -1713,6 +1713,8 @@ async fn injected_faults_are_applied_and_recorded() {
         1,
         "a 500 before the call creates nothing"
     );
+    model.inject(Fault::once("ListKeys", FaultKind::Throttle));
+    assert_eq!(code(c.list_keys().send().await), "ThrottlingException");
     model.inject(Fault::always("DescribeKey", FaultKind::AccessDenied).in_region(PRIMARY));
     let key = &model.keys()[0].key_id;
     assert_eq!(
@@ -1733,6 +1735,7 @@ async fn injected_faults_are_applied_and_recorded() {
         vec![
             ("CreateKey", FaultKind::LostAnswer, true),
             ("CreateKey", FaultKind::ServerError, false),
+            ("ListKeys", FaultKind::Throttle, false),
             ("DescribeKey", FaultKind::AccessDenied, false),
             ("DescribeKey", FaultKind::AccessDenied, false),
         ]
