@@ -37,9 +37,17 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
     let kms = kms_client(DEFAULT_REGION).await;
     let api = op.keys(NS);
 
-    // Unowned EXTERNAL key, still waiting for material: adopted, imported, tagged.
-    let arn = external_key(&kms, vec![tag("cost-center", "42")]).await;
+    // Unowned EXTERNAL key, still waiting for material, consenting to this AwsKey: adopted,
+    // imported, tagged.
     let name = unique("adopt");
+    let arn = external_key(
+        &kms,
+        vec![
+            tag("cost-center", "42"),
+            tag("keyfleet.dev/adopt-by", &format!("{NS}/{name}")),
+        ],
+    )
+    .await;
     create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
     let created = create_key(
         &api,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::MacAlgorithmSpec;
-use keyfleet::api::{AwsKms, AwsKmsSpec, AwsReplicaKey, KeySpec};
+use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec, AwsReplicaKey, KeySpec};
 use kube::Api;
 use kube::api::PostParams;
 use memkube::MemKube;
@@ -302,7 +302,7 @@ async fn bad_replica_input_is_refused_precisely_without_stray_replicas() {
                 &kms_name,
                 AwsKmsSpec {
                     regions: vec![DEFAULT_REGION.into(), "eu-west-1".into()],
-                    ..Default::default()
+                    ..AwsKmsSpec::new(AllowedNamespaces::all())
                 },
             ),
         )

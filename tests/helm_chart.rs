@@ -376,18 +376,17 @@ fn namespaced_rules() -> Vec<Rule> {
     ]
 }
 
-/// AwsKms and AwsKeyPolicyTemplates, plus `get` on the kube-system namespace unless a cluster
-/// id is set.
-fn cluster_rules(cluster_id_set: bool) -> Vec<Rule> {
+/// AwsKms and AwsKeyPolicyTemplates, and namespace metadata, in every mode.
+fn cluster_rules() -> Vec<Rule> {
     let mut rules = vec![rule(
         &[GROUP],
         &["awskmses", "awskeypolicytemplates"],
         &[],
         &["get", "list", "watch"],
     )];
-    if !cluster_id_set {
-        rules.push(rule(&[""], &["namespaces"], &["kube-system"], &["get"]));
-    }
+    // Namespaces (metadata): their labels grant connections; kube-system's uid is the default
+    // cluster id.
+    rules.push(rule(&[""], &["namespaces"], &[], &["get", "list", "watch"]));
     rules
 }
 
@@ -502,7 +501,7 @@ fn default_rbac_is_exactly_the_intended_rules() {
     let cluster_roles = r.of_kind("ClusterRole");
     assert_eq!(cluster_roles.len(), 1);
     assert_eq!(cluster_roles[0]["metadata"]["name"], CLUSTER_NAME);
-    let mut want = cluster_rules(false);
+    let mut want = cluster_rules();
     want.extend(namespaced_rules());
     assert_eq!(rules_of(cluster_roles[0]), sorted(want));
     check_binding(
@@ -524,13 +523,13 @@ fn default_rbac_is_exactly_the_intended_rules() {
 }
 
 #[test]
-fn cluster_id_removes_the_namespace_rule() {
-    let Some(helm) = helm("cluster_id_removes_the_namespace_rule") else {
+fn cluster_id_is_passed_to_the_operator() {
+    let Some(helm) = helm("cluster_id_is_passed_to_the_operator") else {
         return;
     };
     let r = helm.template(&["--set", "clusterId=prod-eu-1"]);
     check_rbac_hygiene(&r);
-    let mut want = cluster_rules(true);
+    let mut want = cluster_rules();
     want.extend(namespaced_rules());
     assert_eq!(rules_of(r.one("ClusterRole")), sorted(want));
     assert_eq!(r.env()["KEYFLEET_CLUSTER_ID"], "prod-eu-1");
@@ -542,27 +541,22 @@ fn watch_namespaces_uses_roles_in_each_listed_namespace() {
     let Some(helm) = helm("watch_namespaces_uses_roles_in_each_listed_namespace") else {
         return;
     };
-    for (extra, cluster_id_set) in [
-        (vec!["--set", "watchNamespaces={team-a,team-b}"], false),
-        (
-            vec![
-                "--set",
-                "watchNamespaces={team-a,team-b}",
-                "--set",
-                "clusterId=c1",
-            ],
-            true,
-        ),
+    for extra in [
+        vec!["--set", "watchNamespaces={team-a,team-b}"],
+        vec![
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+            "--set",
+            "clusterId=c1",
+        ],
     ] {
         let r = helm.template(&extra);
         check_rbac_hygiene(&r);
 
-        // Cluster-wide: only the cluster-scoped AwsKms (and kube-system), never Secrets.
+        // Cluster-wide: only the cluster-scoped AwsKms, templates and namespace metadata, never
+        // Secrets.
         let cluster_role = r.one("ClusterRole");
-        assert_eq!(
-            rules_of(cluster_role),
-            sorted(cluster_rules(cluster_id_set))
-        );
+        assert_eq!(rules_of(cluster_role), sorted(cluster_rules()));
         for rule in rules_of(cluster_role) {
             assert!(
                 !rule.resources.contains("secrets") && !rule.resources.contains("awskeys"),

@@ -65,6 +65,7 @@ async fn wait_leader(i: &Instance, within: Duration) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let kube = MemKube::new();
+    seed_default_connection(&kube);
     let mut a = instance(&kube, "replica-a").await;
     wait_leader(&a, Duration::from_secs(10)).await;
     let b = instance(&kube, "replica-b").await;

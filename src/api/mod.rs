@@ -2,6 +2,7 @@
 //! topic of the vocabulary they share (key specs, key material, policy, references, deletion,
 //! expiration, status and conditions).
 
+pub mod allowed_namespaces;
 pub mod aws_key;
 pub mod aws_key_policy_template;
 pub mod aws_kms;
@@ -15,13 +16,14 @@ pub mod key_spec;
 pub mod key_status;
 pub mod refs;
 
+pub use allowed_namespaces::{AllowedNamespaces, NamespacesFrom};
 pub use aws_key::{
     AwsKey, AwsKeySpec, AwsKeyStatus, KeyMaterialSource, MaterialChangePolicy, ReplicaRef,
 };
 pub use aws_key_policy_template::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec};
-pub use aws_kms::{AwsKms, AwsKmsSpec};
+pub use aws_kms::{AdoptionPolicy, AwsKms, AwsKmsSpec, DEFAULT_CONNECTION, KeyPolicyLimits};
 pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};
-pub use deletion::DeletionPolicy;
+pub use deletion::{DEFAULT_DELETION_POLICY_ANNOTATION, DeletionPolicy, effective_deletion_policy};
 pub use expiration::Expiration;
 pub use key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 pub use key_policy::{KeyPolicy, KeyPolicyForm, PolicyShortcuts};

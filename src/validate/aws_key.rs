@@ -14,9 +14,10 @@ use super::finding::{Check, Finding, ObjectRef};
 use super::kind::{Bundle, KindContext, KindDef, Typed, read};
 use super::object::{Object, ObjectFindings};
 use super::secret::{SecretDoc, SecretValue};
-use crate::api::{AwsKey, AwsKms};
+use crate::api::{AwsKey, AwsKms, DEFAULT_CONNECTION};
 use crate::desired::{self, SpecError};
 use crate::material::KeyMaterial;
+use crate::tenancy;
 
 pub(crate) const KIND: KindDef = KindDef {
     kind: "AwsKey",
@@ -61,7 +62,7 @@ fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
     let mut secrets_reported: HashSet<usize> = HashSet::new();
     for (object, key) in &keys {
         let mut out = bundle.findings_for(object);
-        check_kms_ref(bundle, key, &kmses, &mut out);
+        check_kms_ref(bundle, object, key, &kmses, &mut out);
         check_secret(
             bundle,
             object,
@@ -77,10 +78,31 @@ fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
 
 fn check_kms_ref(
     bundle: &Bundle<'_>,
+    object: &Object,
     key: &AwsKey,
     kmses: &HashMap<&str, &AwsKms>,
     out: &mut ObjectFindings<'_>,
 ) {
+    let name = key
+        .spec
+        .kms_ref
+        .as_ref()
+        .map_or(DEFAULT_CONNECTION, |r| r.name.as_str());
+    if let Some(kms) = kmses.get(name)
+        && let Err(refusal) = tenancy::alias(
+            name,
+            key.spec.alias.as_deref(),
+            kms.spec.alias_prefix.as_deref(),
+            object.namespace(),
+        )
+    {
+        out.add_at(
+            Check::Reference,
+            "/spec/alias",
+            refusal.reason,
+            refusal.message,
+        );
+    }
     let Some(kms_ref) = &key.spec.kms_ref else {
         return;
     };
@@ -104,7 +126,7 @@ fn check_kms_ref(
             "KmsConnectionNotFound",
             format!(
                 "AwsKms {} is not in the validated manifests (--require-refs); add it, or remove \
-                 spec.kmsRef to use the operator's own credentials",
+                 spec.kmsRef to use the AwsKms named default",
                 kms_ref.name
             ),
         ),

@@ -9,6 +9,7 @@ use super::finding::{Check, Finding};
 use super::kind::{Bundle, KindContext, KindDef, Typed, read};
 use super::object::{Object, ObjectFindings};
 use crate::api::AwsKms;
+use crate::tenancy::{self, EndpointPolicy};
 
 pub(crate) const KIND: KindDef = KindDef {
     kind: "AwsKms",
@@ -17,7 +18,7 @@ pub(crate) const KIND: KindDef = KindDef {
 };
 
 fn check_object(
-    _object: &Object,
+    object: &Object,
     value: &Value,
     out: &mut ObjectFindings<'_>,
     ctx: &KindContext<'_>,
@@ -43,6 +44,22 @@ fn check_object(
                 ),
             );
         }
+    }
+    // The operator sends material only to AWS KMS endpoints unless its administrator allows
+    // custom ones (--allow-custom-kms-endpoints). A URL that is not http(s) at all is already
+    // refused by the schema's rule.
+    let url = kms
+        .spec
+        .endpoint_url
+        .as_deref()
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"));
+    if let Err(refusal) = tenancy::endpoint(object.name(), url, &EndpointPolicy::default()) {
+        out.add_at(
+            Check::Semantic,
+            "/spec/endpointUrl",
+            refusal.reason,
+            refusal.message,
+        );
     }
     if kms.spec.external_id.is_some() && kms.spec.role_arn.is_none() {
         out.add_at(

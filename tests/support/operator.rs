@@ -43,6 +43,27 @@ pub fn settings() -> Settings {
     s
 }
 
+/// Creates the AwsKms `default` that keys without `kmsRef` use: the operator's own credentials,
+/// granted to every namespace, bypass of the lockout check allowed (the test cluster's admin
+/// trusts its tenants; `tests/tenancy.rs` shows the boundaries). Idempotent.
+pub fn seed_default_connection(kube: &MemKube) {
+    let _ = kube.seed(
+        "kms.keyfleet.dev",
+        "v1alpha1",
+        "awskmses",
+        None,
+        serde_json::json!({
+            "apiVersion": "kms.keyfleet.dev/v1alpha1",
+            "kind": "AwsKms",
+            "metadata": {"name": "default"},
+            "spec": {
+                "allowedNamespaces": {"from": "All"},
+                "keyPolicy": {"allowBypassPolicyLockoutSafetyCheck": true}
+            }
+        }),
+    );
+}
+
 /// KMS clients pointed at the test LocalStack, with static test credentials.
 pub async fn localstack_clients() -> KmsClients {
     let endpoint = localstack::kms_endpoint().await;
@@ -85,6 +106,7 @@ impl Operator {
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
+        seed_default_connection(&kube);
         let client = kube.client();
         let ctx = Arc::new(Context::new(client.clone(), kms, settings).with_clock(clock));
         let (tx, rx) = oneshot::channel::<()>();

@@ -113,12 +113,11 @@ why it is there; nothing here may use "*" or write Secrets.
 - apiGroups: ["kms.keyfleet.dev"]
   resources: ["awskmses", "awskeypolicytemplates"]
   verbs: ["get", "list", "watch"]
-{{- if not .Values.clusterId }}
-# The default cluster id is the uid of the kube-system namespace: get on that one namespace
-# only (not rendered when clusterId is set).
+# Namespaces, metadata only: their labels grant AwsKms connections (allowedNamespaces) and
+# their keyfleet.dev/default-deletion-policy annotation sets the deletion default; watched so
+# a label change is picked up at once. Also gives the default cluster id (the uid of
+# kube-system). Read-only.
 - apiGroups: [""]
   resources: ["namespaces"]
-  resourceNames: ["kube-system"]
-  verbs: ["get"]
-{{- end }}
+  verbs: ["get", "list", "watch"]
 {{- end }}
