@@ -1827,7 +1827,7 @@ async fn sts_answers_caller_identity_and_assume_role_with_external_id() {
 /// through STS (carrying the ExternalId) and calls KMS as the role session.
 #[tokio::test]
 async fn keyfleet_connections_assume_their_role_with_the_external_id() {
-    use keyfleet::api::AwsKmsSpec;
+    use keyfleet::api::{AllowedNamespaces, AwsKmsSpec};
     use keyfleet::kms::{Connection, KmsClients};
     let model = KmsModel::start().await.unwrap();
     let role = "arn:aws:iam::111122223333:role/keyfleet";
@@ -1846,13 +1846,13 @@ async fn keyfleet_connections_assume_their_role_with_the_external_id() {
         .await;
     let clients = KmsClients::from_config(base);
     let connection = |external_id: &str| Connection {
-        name: Some(format!("conn-{external_id}")),
+        name: format!("conn-{external_id}"),
         version: Some("1".into()),
         spec: AwsKmsSpec {
             role_arn: Some(role.to_string()),
             external_id: Some(external_id.to_string()),
             endpoint_url: Some(model.url()),
-            ..Default::default()
+            ..AwsKmsSpec::new(AllowedNamespaces::all())
         },
     };
     let kms = clients.client(&connection("ext-42"), PRIMARY).await;
