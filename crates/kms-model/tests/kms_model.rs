@@ -2469,3 +2469,34 @@ async fn lost_answers_with_keyfleets_retries_turn_rotation_steps_into_refusals()
             .unwrap()
     );
 }
+
+/// keyfleet finding: a fixed `validTo` more than 365 days ahead passes keyfleet's checks
+/// (only a past validTo is refused, ValidToInPast) and reaches KMS, which refuses the import
+/// with ValidationException — keyfleet reports the generic KmsRejected.
+#[tokio::test]
+async fn a_valid_to_beyond_365_days_reaches_kms_and_is_refused() {
+    let model = KmsModel::start().await.unwrap();
+    let c = client(&model, PRIMARY);
+    let key = create_external(&c, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", false).await;
+    let m = material(KeySpec::SymmetricDefault);
+    let now = model
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let far = jiff::Timestamp::from_second(now + 400 * 86_400).unwrap();
+    let r = import_material_as(&c, &key, &input(&m), Some(far), ImportKind::Default).await;
+    assert!(
+        matches!(
+            &r,
+            Err(keyfleet::kms::execute::ExecuteError::Kms(
+                keyfleet::kms::KmsError::Rejected { code, .. }
+            )) if code == "ValidationException"
+        ),
+        "{r:?}"
+    );
+    let near = jiff::Timestamp::from_second(now + 365 * 86_400).unwrap();
+    import_material_as(&c, &key, &input(&m), Some(near), ImportKind::Default)
+        .await
+        .unwrap();
+}
