@@ -21,9 +21,7 @@ const NS: &str = "team-a";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
+    let Harness { op, kms, api } = Harness::start(NS).await;
 
     // A connection that only allows eu-central-1.
     let kms_name = unique("eu-only");

@@ -35,3 +35,22 @@ pub use refs::{LocalObjectRef, SecretKeySelector};
 pub const GROUP: &str = "kms.keyfleet.dev";
 /// Prefix of the tags and labels keyfleet owns.
 pub const TAG_PREFIX: &str = "keyfleet.dev/";
+
+/// `Display` of the vocabulary enums: their KMS or CRD name (`as_str`).
+macro_rules! display_as_str {
+    ($($kind:ty),+) => {$(
+        impl std::fmt::Display for $kind {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+display_as_str!(
+    KeySpec,
+    KeyUsage,
+    MaterialEncoding,
+    WrappingAlgorithm,
+    WrappingKeySpec
+);

@@ -294,11 +294,7 @@ fn parse_private_key(
                 .public_key()
                 .as_der()
                 .map_err(|_| unparseable("the EC public key could not be encoded"))?;
-            Ok(KeyMaterial::new(
-                spec,
-                Zeroizing::new(pkcs8.as_ref().to_vec()),
-                Some(spki.as_ref().to_vec()),
-            ))
+            Ok(private_key(spec, pkcs8.as_ref(), spki.as_ref()))
         }
     }
 }
@@ -324,9 +320,10 @@ fn finish_rsa(spec: KeySpec, key: &RsaKeyPair) -> Result<KeyMaterial, MaterialEr
         .public_key()
         .as_der()
         .map_err(|_| unparseable("the RSA public key could not be encoded"))?;
-    Ok(KeyMaterial::new(
-        spec,
-        Zeroizing::new(pkcs8.as_ref().to_vec()),
-        Some(spki.as_ref().to_vec()),
-    ))
+    Ok(private_key(spec, pkcs8.as_ref(), spki.as_ref()))
+}
+
+/// RSA/ECC material: the PKCS#8 private key to import and its public key (DER SPKI).
+fn private_key(spec: KeySpec, pkcs8: &[u8], spki: &[u8]) -> KeyMaterial {
+    KeyMaterial::new(spec, Zeroizing::new(pkcs8.to_vec()), Some(spki.to_vec()))
 }
