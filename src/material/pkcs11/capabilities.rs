@@ -1,0 +1,177 @@
+//! What a token offers for KMS imports (probed once per session pool) and the wrapping algorithm each key spec gets.
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::session::Session;
+use cryptoki::slot::Slot;
+
+use super::error::{from_cryptoki, is_token_gone};
+use super::wrap::{ephemeral_aes_key, import_wrapping_key, oaep_name, oaep_params};
+use super::{Pkcs11Error, spki};
+use crate::api::{KeyFamily, KeySpec};
+use crate::material::{WrappingAlgorithm, WrappingKeySpec};
+
+/// The mechanisms that matter for wrapping key material for KMS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenCapabilities {
+    /// `CKM_RSA_PKCS_OAEP` can wrap (symmetric and HMAC keys; the AES key of the composed path).
+    pub rsa_oaep_wrap: bool,
+    /// OAEP with SHA-256 and MGF1-SHA-256 is accepted (SoftHSM 2.6: only SHA-1).
+    pub oaep_sha256: bool,
+    /// `CKM_AES_KEY_WRAP_PAD` (RFC 5649) can wrap (RSA/ECC private keys).
+    pub aes_key_wrap_pad: bool,
+    /// `CKM_AES_KEY_GEN` (the ephemeral AES key of the composed path).
+    pub aes_key_gen: bool,
+}
+
+/// The wrapping algorithm and wrapping key spec for one key, and whether SHA-1 was the only
+/// choice (said in status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WrappingChoice {
+    pub algorithm: WrappingAlgorithm,
+    pub wrapping_key_spec: WrappingKeySpec,
+    /// The token accepts RSA-OAEP only with SHA-1, so a `*_SHA_1` algorithm was chosen.
+    pub sha1_only: bool,
+}
+
+fn is_sha256(algorithm: WrappingAlgorithm) -> bool {
+    matches!(
+        algorithm,
+        WrappingAlgorithm::RsaesOaepSha256 | WrappingAlgorithm::RsaAesKeyWrapSha256
+    )
+}
+
+/// Return values that mean "the token does not do this mechanism or these parameters".
+pub(super) fn is_unsupported(rv: RvError) -> bool {
+    matches!(
+        rv,
+        RvError::MechanismInvalid
+            | RvError::MechanismParamInvalid
+            | RvError::ArgumentsBad
+            | RvError::FunctionNotSupported
+    )
+}
+
+impl TokenCapabilities {
+    /// Reads the mechanism list of `slot` and tries one RSA-OAEP-SHA-256 wrap with session
+    /// objects (the mechanism list cannot say which OAEP hashes a token accepts).
+    pub(super) fn probe(
+        pkcs11: &Pkcs11,
+        slot: Slot,
+        session: &Session,
+        token: &str,
+    ) -> Result<TokenCapabilities, Pkcs11Error> {
+        let mechanisms = pkcs11
+            .get_mechanism_list(slot)
+            .map_err(|e| from_cryptoki(token, e))?;
+        let can_wrap = |mechanism: MechanismType| {
+            mechanisms.contains(&mechanism)
+                && pkcs11
+                    .get_mechanism_info(slot, mechanism)
+                    .is_ok_and(|info| info.wrap())
+        };
+        let rsa_oaep_wrap = can_wrap(MechanismType::RSA_PKCS_OAEP);
+        let aes_key_wrap_pad = can_wrap(MechanismType::AES_KEY_WRAP_PAD);
+        let aes_key_gen = mechanisms.contains(&MechanismType::AES_KEY_GEN);
+        let oaep_sha256 = rsa_oaep_wrap && aes_key_gen && probe_oaep_sha256(session, token)?;
+        Ok(TokenCapabilities {
+            rsa_oaep_wrap,
+            oaep_sha256,
+            aes_key_wrap_pad,
+            aes_key_gen,
+        })
+    }
+
+    /// The algorithm keyfleet uses for `spec` with this token: SHA-256 variants when the token
+    /// has them, SHA-1 otherwise; RSA_AES_KEY_WRAP for RSA/ECC private keys.
+    pub fn choose(&self, spec: KeySpec) -> Result<WrappingChoice, String> {
+        let (sha256, sha1) = match spec.family() {
+            KeyFamily::Symmetric | KeyFamily::Hmac => (
+                WrappingAlgorithm::RsaesOaepSha256,
+                WrappingAlgorithm::RsaesOaepSha1,
+            ),
+            KeyFamily::Rsa | KeyFamily::Ecc => (
+                WrappingAlgorithm::RsaAesKeyWrapSha256,
+                WrappingAlgorithm::RsaAesKeyWrapSha1,
+            ),
+        };
+        let algorithm = if self.oaep_sha256 { sha256 } else { sha1 };
+        self.supports(algorithm)?;
+        Ok(WrappingChoice {
+            algorithm,
+            wrapping_key_spec: WrappingAlgorithm::default_for(spec).1,
+            sha1_only: !self.oaep_sha256,
+        })
+    }
+
+    /// Whether the token can carry out `algorithm`; the error names the missing mechanism.
+    pub fn supports(&self, algorithm: WrappingAlgorithm) -> Result<(), String> {
+        let mut missing = Vec::new();
+        if !self.rsa_oaep_wrap {
+            missing.push("CKM_RSA_PKCS_OAEP (wrap)");
+        } else if is_sha256(algorithm) && !self.oaep_sha256 {
+            return Err(format!(
+                "the token refuses {}; it wraps with RSA-OAEP only under SHA-1, so use {}",
+                oaep_name(algorithm),
+                if algorithm.is_key_wrap() {
+                    WrappingAlgorithm::RsaAesKeyWrapSha1
+                } else {
+                    WrappingAlgorithm::RsaesOaepSha1
+                }
+            ));
+        }
+        if algorithm.is_key_wrap() {
+            if !self.aes_key_wrap_pad {
+                missing.push("CKM_AES_KEY_WRAP_PAD (wrap)");
+            }
+            if !self.aes_key_gen {
+                missing.push("CKM_AES_KEY_GEN");
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the token lacks {} needed for {algorithm}",
+                missing.join(" and ")
+            ))
+        }
+    }
+}
+
+/// Wraps an ephemeral AES key with RSA-OAEP-SHA-256 under a throw-away RSA public key.
+fn probe_oaep_sha256(session: &Session, token: &str) -> Result<bool, Pkcs11Error> {
+    let probe_key = PrivateDecryptingKey::generate(KeySize::Rsa2048).map_err(|_| {
+        Pkcs11Error::OperationFailed {
+            token: token.to_string(),
+            function: "probe".to_string(),
+            code: "RSA key generation for the OAEP probe failed".to_string(),
+        }
+    })?;
+    let spki_der = probe_key
+        .public_key()
+        .as_der()
+        .map(|d| d.as_ref().to_vec())
+        .ok();
+    let Some((n, e)) = spki_der.as_deref().and_then(spki::rsa_components) else {
+        return Ok(false);
+    };
+    let attempt = || -> Result<Vec<u8>, CryptokiError> {
+        let wrapping = import_wrapping_key(session, n, e)?;
+        let aes = ephemeral_aes_key(session)?;
+        let params = oaep_params(WrappingAlgorithm::RsaesOaepSha256);
+        session.wrap_key(&Mechanism::RsaPkcsOaep(params), wrapping.handle, aes.handle)
+    };
+    match attempt() {
+        Ok(_) => Ok(true),
+        Err(e @ CryptokiError::Pkcs11(rv, _)) if is_token_gone(rv) => Err(from_cryptoki(token, e)),
+        Err(CryptokiError::Pkcs11(rv, _)) if is_unsupported(rv) => Ok(false),
+        Err(e) => {
+            tracing::debug!(token, error = %e, "RSA-OAEP-SHA-256 probe failed; assuming SHA-1 only");
+            Ok(false)
+        }
+    }
+}
