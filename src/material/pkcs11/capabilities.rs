@@ -1,15 +1,17 @@
 //! What a token offers for KMS imports (probed once per session pool) and the wrapping algorithm each key spec gets.
 
 use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded};
 use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 
 use super::error::{from_cryptoki, is_token_gone};
-use super::wrap::{ephemeral_aes_key, import_wrapping_key, oaep_name, oaep_params};
+use super::wrap::{SessionObject, ephemeral_aes_key, import_wrapping_key, oaep_name, oaep_params};
 use super::{Pkcs11Error, spki};
 use crate::api::{KeyFamily, KeySpec};
 use crate::material::{WrappingAlgorithm, WrappingKeySpec};
@@ -25,6 +27,10 @@ pub struct TokenCapabilities {
     pub aes_key_wrap_pad: bool,
     /// `CKM_AES_KEY_GEN` (the ephemeral AES key of the composed path).
     pub aes_key_gen: bool,
+    /// `CKM_AES_KEY_WRAP_PAD` is RFC 5649 as KMS expects. SoftHSM 2.6 zero-pads the key to a
+    /// multiple of 8 bytes first (PKCS#11 2.40's rule for `CKM_AES_KEY_WRAP`), so the
+    /// unwrapped key carries trailing zero bytes unless its length is already a multiple of 8.
+    pub aes_key_wrap_pad_conforms: bool,
 }
 
 /// The wrapping algorithm and wrapping key spec for one key, and whether SHA-1 was the only
@@ -77,17 +83,24 @@ impl TokenCapabilities {
         let aes_key_wrap_pad = can_wrap(MechanismType::AES_KEY_WRAP_PAD);
         let aes_key_gen = mechanisms.contains(&MechanismType::AES_KEY_GEN);
         let oaep_sha256 = rsa_oaep_wrap && aes_key_gen && probe_oaep_sha256(session, token)?;
+        let aes_key_wrap_pad_conforms = aes_key_wrap_pad && probe_kwp_conforms(session, token)?;
         Ok(TokenCapabilities {
             rsa_oaep_wrap,
             oaep_sha256,
             aes_key_wrap_pad,
             aes_key_gen,
+            aes_key_wrap_pad_conforms,
         })
     }
 
     /// The algorithm keyfleet uses for `spec` with this token: SHA-256 variants when the token
-    /// has them, SHA-1 otherwise; RSA_AES_KEY_WRAP for RSA/ECC private keys.
-    pub fn choose(&self, spec: KeySpec) -> Result<WrappingChoice, String> {
+    /// has them, SHA-1 otherwise; RSA_AES_KEY_WRAP for RSA/ECC private keys. `material_len`:
+    /// the length of a secret key (None for private keys, whose PKCS#8 length is unknown).
+    pub fn choose(
+        &self,
+        spec: KeySpec,
+        material_len: Option<usize>,
+    ) -> Result<WrappingChoice, String> {
         let (sha256, sha1) = match spec.family() {
             KeyFamily::Symmetric | KeyFamily::Hmac => (
                 WrappingAlgorithm::RsaesOaepSha256,
@@ -99,7 +112,7 @@ impl TokenCapabilities {
             ),
         };
         let algorithm = if self.oaep_sha256 { sha256 } else { sha1 };
-        self.supports(algorithm)?;
+        self.supports(algorithm, material_len)?;
         Ok(WrappingChoice {
             algorithm,
             wrapping_key_spec: WrappingAlgorithm::default_for(spec).1,
@@ -107,8 +120,29 @@ impl TokenCapabilities {
         })
     }
 
-    /// Whether the token can carry out `algorithm`; the error names the missing mechanism.
-    pub fn supports(&self, algorithm: WrappingAlgorithm) -> Result<(), String> {
+    /// Whether the token can carry out `algorithm` for material of `material_len` bytes (None:
+    /// unknown, a private key) so that KMS receives exactly the key; the error names the
+    /// missing or faulty mechanism. What `check_wrapping` asks before KMS is called.
+    pub fn supports(
+        &self,
+        algorithm: WrappingAlgorithm,
+        material_len: Option<usize>,
+    ) -> Result<(), String> {
+        self.has_mechanisms(algorithm)?;
+        let aligned = material_len.is_some_and(|len| len % 8 == 0);
+        if algorithm.is_key_wrap() && !self.aes_key_wrap_pad_conforms && !aligned {
+            return Err(format!(
+                "the token's CKM_AES_KEY_WRAP_PAD is not RFC 5649 as {algorithm} needs: it \
+                 zero-pads the key to a multiple of 8 bytes before wrapping (as SoftHSM 2.6 \
+                 does), so KMS would receive the key followed by stray zero bytes; use a token \
+                 whose CKM_AES_KEY_WRAP_PAD follows RFC 5649"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the token has the mechanisms (and OAEP hash) `algorithm` is made of.
+    pub(super) fn has_mechanisms(&self, algorithm: WrappingAlgorithm) -> Result<(), String> {
         let mut missing = Vec::new();
         if !self.rsa_oaep_wrap {
             missing.push("CKM_RSA_PKCS_OAEP (wrap)");
@@ -138,6 +172,61 @@ impl TokenCapabilities {
                 "the token lacks {} needed for {algorithm}",
                 missing.join(" and ")
             ))
+        }
+    }
+}
+
+/// Wraps a 12-byte session secret of known value under a session AES key of known value with
+/// `CKM_AES_KEY_WRAP_PAD` and unwraps it here: RFC 5649 gives back exactly 12 bytes. Both
+/// probe keys are random, exist only for this call, and protect nothing. A token that refuses
+/// to create them (keys of known value are forbidden on some HSMs) is assumed to conform.
+fn probe_kwp_conforms(session: &Session, token: &str) -> Result<bool, Pkcs11Error> {
+    let mut kek_value = [0u8; 32];
+    let mut secret_value = [0u8; 12];
+    if aws_lc_rs::rand::fill(&mut kek_value).is_err()
+        || aws_lc_rs::rand::fill(&mut secret_value).is_err()
+    {
+        return Ok(true);
+    }
+    let attempt = || -> Result<Vec<u8>, CryptokiError> {
+        let kek = session.create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Wrap(true),
+            Attribute::Value(kek_value.to_vec()),
+        ])?;
+        let kek = SessionObject {
+            session,
+            handle: kek,
+        };
+        let secret = session.create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Token(false),
+            Attribute::Extractable(true),
+            Attribute::Value(secret_value.to_vec()),
+        ])?;
+        let secret = SessionObject {
+            session,
+            handle: secret,
+        };
+        session.wrap_key(&Mechanism::AesKeyWrapPad, kek.handle, secret.handle)
+    };
+    match attempt() {
+        Ok(wrapped) => {
+            let Ok(kek) = AesKek::new(&AES_256, &kek_value) else {
+                return Ok(true);
+            };
+            let mut out = vec![0u8; wrapped.len()];
+            Ok(kek
+                .unwrap_with_padding(&wrapped, &mut out)
+                .is_ok_and(|unwrapped| unwrapped == secret_value))
+        }
+        Err(e @ CryptokiError::Pkcs11(rv, _)) if is_token_gone(rv) => Err(from_cryptoki(token, e)),
+        Err(e) => {
+            tracing::debug!(token, error = %e, "CKM_AES_KEY_WRAP_PAD probe not possible; assuming RFC 5649");
+            Ok(true)
         }
     }
 }

@@ -86,7 +86,6 @@ fn generate(session: &Session, spec: KeySpec, label: &str) -> Result<(), cryptok
             Attribute::WrapWithTrusted(false),
             Attribute::Label(label.clone()),
             Attribute::Id(id.clone()),
-            Attribute::Wrap(false),
             Attribute::Unwrap(false),
             Attribute::Derive(false),
         ]);
@@ -107,6 +106,7 @@ fn generate(session: &Session, spec: KeySpec, label: &str) -> Result<(), cryptok
                 Attribute::Verify(true),
                 Attribute::Encrypt(false),
                 Attribute::Decrypt(false),
+                Attribute::Wrap(false),
             ];
             private_common(&mut template);
             session.generate_key(&mechanism, &template)?;

@@ -28,7 +28,10 @@ pub struct HsmKey {
     spec: KeySpec,
     fingerprint: MaterialFingerprint,
     public_key_der: Option<Vec<u8>>,
-    wrapping: WrappingChoice,
+    /// CKA_VALUE_LEN of a secret key (None for private keys).
+    secret_len: Option<usize>,
+    /// The algorithm for this key with this token, or why the token cannot wrap it.
+    wrapping: Result<WrappingChoice, String>,
     sensitive: bool,
 }
 
@@ -39,7 +42,10 @@ impl fmt::Debug for HsmKey {
             .field("label", &self.label)
             .field("spec", &format_args!("{}", self.spec))
             .field("fingerprint", &self.fingerprint.as_str())
-            .field("wrapping", &format_args!("{}", self.wrapping.algorithm))
+            .field(
+                "wrapping",
+                &self.wrapping.as_ref().map(|c| c.algorithm.as_str()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -446,31 +452,35 @@ impl HsmKey {
             label,
             spec,
         };
-        let wrapping = pool
-            .capabilities()
-            .choose(spec)
-            .map_err(|detail| names.not_wrappable(detail))?;
-        let (fingerprint, public_key_der, sensitive) = pool.with_session(|session| {
-            let key = names.find_key(session)?;
-            let attributes = session
-                .get_attributes(key, &KEY_ATTRIBUTES)
-                .map(Attributes)
-                .map_err(|e| pool.error(e))?;
-            names.check_spec(&attributes)?;
-            names.check_exportable(&attributes)?;
-            let public_key_der = names.public_key_der(session, &attributes)?;
-            let fingerprint =
-                names.fingerprint(session, key, &attributes, public_key_der.as_deref())?;
-            let sensitive = attributes.flag(AttributeType::Sensitive) == Some(true);
-            Ok((fingerprint, public_key_der, sensitive))
-        })?;
+        let (fingerprint, public_key_der, sensitive, secret_len) =
+            pool.with_session(|session| {
+                let key = names.find_key(session)?;
+                let attributes = session
+                    .get_attributes(key, &KEY_ATTRIBUTES)
+                    .map(Attributes)
+                    .map_err(|e| pool.error(e))?;
+                names.check_spec(&attributes)?;
+                names.check_exportable(&attributes)?;
+                let public_key_der = names.public_key_der(session, &attributes)?;
+                let fingerprint =
+                    names.fingerprint(session, key, &attributes, public_key_der.as_deref())?;
+                let sensitive = attributes.flag(AttributeType::Sensitive) == Some(true);
+                let secret_len = match spec.family() {
+                    KeyFamily::Symmetric | KeyFamily::Hmac => attributes
+                        .value_len()
+                        .and_then(|len| usize::try_from(len).ok()),
+                    KeyFamily::Rsa | KeyFamily::Ecc => None,
+                };
+                Ok((fingerprint, public_key_der, sensitive, secret_len))
+            })?;
         Ok(HsmKey {
             pool: Arc::clone(pool),
             label: label.to_string(),
             spec,
             fingerprint,
             public_key_der,
-            wrapping,
+            secret_len,
+            wrapping: pool.capabilities().choose(spec, secret_len),
             sensitive,
         })
     }
@@ -495,9 +505,13 @@ impl HsmKey {
         &self.pool
     }
 
-    /// The wrapping algorithm keyfleet chose for this key with this token.
-    pub fn wrapping(&self) -> WrappingChoice {
+    /// The wrapping algorithm keyfleet chose for this key with this token, or
+    /// `Pkcs11KeyNotWrappable` naming the mechanism the token lacks or gets wrong. The key is
+    /// usable for verification (public key, HMAC) either way.
+    pub fn wrapping(&self) -> Result<WrappingChoice, Pkcs11Error> {
         self.wrapping
+            .clone()
+            .map_err(|detail| self.names().not_wrappable(detail))
     }
 
     /// Whether CKA_SENSITIVE is true (its value cannot be read out of the token).
@@ -539,7 +553,7 @@ impl ImportableMaterial for HsmKey {
         algorithm.check_compatible(self.spec, wrapping_key_spec)?;
         self.pool
             .capabilities()
-            .supports(algorithm)
+            .supports(algorithm, self.secret_len)
             .map_err(|detail| MaterialError::Pkcs11(self.names().not_wrappable(detail)))
     }
 
@@ -561,8 +575,14 @@ impl ImportableMaterial for HsmKey {
                     "the RSA key has {bits} bits; KMS wrapping keys have 2048, 3072 or 4096"
                 ),
             })?;
-        self.check_wrapping(algorithm, wrapping_key_spec)?;
+        // The mechanisms only: `check_wrapping`, which the import path calls before asking
+        // KMS for a wrapping key, also refuses a token whose key wrap would corrupt the key.
+        algorithm.check_compatible(self.spec, wrapping_key_spec)?;
         let names = self.names();
+        self.pool
+            .capabilities()
+            .has_mechanisms(algorithm)
+            .map_err(|detail| MaterialError::Pkcs11(names.not_wrappable(detail)))?;
         block_in_place(|| {
             self.pool.with_session(|session| {
                 let key = names.find_key(session)?;
