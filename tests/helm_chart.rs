@@ -376,15 +376,21 @@ fn namespaced_rules() -> Vec<Rule> {
     ]
 }
 
-/// AwsKms and AwsKeyPolicyTemplates, plus `get` on the kube-system namespace unless a cluster
-/// id is set.
+/// AwsKms, AwsKeyPolicyTemplates and Pkcs11Tokens, `get` on namespaces (tenancy of tokens),
+/// plus `get` on the kube-system namespace unless a cluster id is set.
 fn cluster_rules(cluster_id_set: bool) -> Vec<Rule> {
-    let mut rules = vec![rule(
-        &[GROUP],
-        &["awskmses", "awskeypolicytemplates"],
-        &[],
-        &["get", "list", "watch"],
-    )];
+    let mut rules = vec![
+        rule(
+            &[GROUP],
+            &["awskmses", "awskeypolicytemplates"],
+            &[],
+            &["get", "list", "watch"],
+        ),
+        rule(&[GROUP], &["pkcs11tokens"], &[], &["get", "list", "watch"]),
+        rule(&[GROUP], &["pkcs11tokens/status"], &[], &["patch"]),
+        // allowedNamespaces selectors are matched against namespace labels.
+        rule(&[""], &["namespaces"], &[], &["get"]),
+    ];
     if !cluster_id_set {
         rules.push(rule(&[""], &["namespaces"], &["kube-system"], &["get"]));
     }

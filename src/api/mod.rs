@@ -1,21 +1,28 @@
 //! Custom resource types of the `kms.keyfleet.dev/v1alpha1` API, one file per kind.
 
+pub mod allowed_namespaces;
 pub mod aws_key;
 pub mod aws_key_policy_template;
 pub mod aws_kms;
 pub mod aws_replica_key;
 pub mod key_spec;
 pub mod key_status;
+pub mod pkcs11_token;
 pub mod shared;
 
+pub use allowed_namespaces::{AllowedNamespaces, NamespacesFrom};
 pub use aws_key::{
-    AwsKey, AwsKeySpec, AwsKeyStatus, KeyMaterialSource, MaterialChangePolicy, ReplicaRef,
+    AwsKey, AwsKeySpec, AwsKeyStatus, GenerateInToken, KeyMaterialSource, MaterialChangePolicy,
+    Pkcs11KeyRef, ReplicaRef,
 };
 pub use aws_key_policy_template::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec};
 pub use aws_kms::{AwsKms, AwsKmsSpec};
 pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};
 pub use key_spec::{KeyFamily, KeySpec, KeyUsage};
 pub use key_status::KmsKeyStatus;
+pub use pkcs11_token::{
+    NamespacedSecretKeySelector, Pkcs11Token, Pkcs11TokenSpec, Pkcs11TokenStatus, TokenWrapping,
+};
 pub use shared::{
     DeletionPolicy, Expiration, KeyPolicy, KeyPolicyForm, LocalObjectRef, PolicyShortcuts,
     SecretKeySelector,

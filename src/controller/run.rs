@@ -53,6 +53,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                 run_replicas(ctx.clone(), ns, shutdown.clone()).boxed(),
             ]
         })
+        .chain([super::pkcs11_token::run_tokens(ctx.clone(), shutdown.clone()).boxed()])
         .collect::<Vec<_>>();
     futures::future::join_all(controllers).await;
     signal.abort();
@@ -174,7 +175,7 @@ async fn run_keys(
         .watches_stream(secrets, move |secret| {
             let (ns, name) = (secret.namespace(), secret.name_any());
             refs_where(&by_secret, |k| {
-                k.namespace() == ns && k.spec.key_material.secret_ref.name == name
+                k.namespace() == ns && k.spec.key_material.secret_name() == Some(name.as_str())
             })
         })
         .watches(
@@ -273,7 +274,9 @@ async fn run_replicas(
                 .state()
                 .into_iter()
                 .filter_map(|k| k.0.as_ref().ok().cloned())
-                .filter(|k| k.namespace() == ns && k.spec.key_material.secret_ref.name == name)
+                .filter(|k| {
+                    k.namespace() == ns && k.spec.key_material.secret_name() == Some(name.as_str())
+                })
                 .flat_map(|k| replicas_of(&by_secret, ns.clone(), k.name_any()))
                 .collect::<Vec<_>>()
         })

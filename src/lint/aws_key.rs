@@ -125,7 +125,10 @@ fn check_secret(
 ) {
     let namespace = object.namespace();
     let source = &key.spec.key_material;
-    let secret_ref = &source.secret_ref;
+    // A PKCS#11 key has no Secret to check offline (the token is checked at run time).
+    let Some(secret_ref) = &source.secret_ref else {
+        return;
+    };
     let named: Vec<(usize, &SecretDoc)> = bundle
         .secrets
         .iter()

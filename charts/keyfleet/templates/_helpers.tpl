@@ -113,6 +113,20 @@ why it is there; nothing here may use "*" or write Secrets.
 - apiGroups: ["kms.keyfleet.dev"]
   resources: ["awskmses", "awskeypolicytemplates"]
   verbs: ["get", "list", "watch"]
+# Pkcs11Tokens (cluster-scoped HSM tokens): read by name when a key uses one, and watched by
+# the token controller, which logs in to each. Read-only.
+- apiGroups: ["kms.keyfleet.dev"]
+  resources: ["pkcs11tokens"]
+  verbs: ["get", "list", "watch"]
+# Pkcs11Token status: Ready after a successful login, else the reason (patch only).
+- apiGroups: ["kms.keyfleet.dev"]
+  resources: ["pkcs11tokens/status"]
+  verbs: ["patch"]
+# A Pkcs11Token's allowedNamespaces selector is matched against the labels of the namespace
+# of the AwsKey that uses it: get namespaces (read-only, labels only used).
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
 {{- if not .Values.clusterId }}
 # The default cluster id is the uid of the kube-system namespace: get on that one namespace
 # only (not rendered when clusterId is set).

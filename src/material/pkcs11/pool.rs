@@ -238,6 +238,11 @@ impl TokenPool {
         &self.capabilities
     }
 
+    /// Whether the token went away under this pool (a new pool must be opened).
+    pub fn is_broken(&self) -> bool {
+        lock(&self.sessions).broken.is_some()
+    }
+
     /// Checks that the token is still there and the pool still logged in (blocking).
     pub fn check(&self) -> Result<(), Pkcs11Error> {
         self.with_session(|session| {
