@@ -23,7 +23,6 @@ use aws_sdk_kms::types::{
     WrappingKeySpec as KmsWrappingKeySpec,
 };
 use cryptoki::mechanism::Mechanism;
-use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, ObjectClass};
 use keyfleet::api::{KeyFamily, KeySpec};
 use keyfleet::material::pkcs11::{
@@ -35,7 +34,9 @@ use keyfleet::material::{
     WrappingKeySpec,
 };
 use support::localstack::{kms_client, unique};
-use support::softhsm::{self, TestToken, assert_value_unreadable, create_key, create_key_with};
+use support::softhsm::{
+    self, TestToken, assert_kms_agrees, assert_value_unreadable, create_key, create_key_with,
+};
 use zeroize::Zeroizing;
 
 fn usage(spec: KeySpec) -> KeyUsageType {
@@ -261,33 +262,6 @@ fn unwrap_as_kms(
     pkcs8
 }
 
-/// Decrypts a LocalStack KMS ciphertext in the token. LocalStack 4.9's blob is
-/// key id (36) || IV (16) || GCM tag (16) || AES-256-GCM(PKCS#7-padded plaintext), with the
-/// encryption context's sorted key/value pairs as AAD.
-fn decrypt_in_token(pool: &TokenPool, label: &str, blob: &[u8], aad: &[u8]) -> Vec<u8> {
-    assert!(blob.len() > 68, "ciphertext blob too short");
-    let mut iv = blob[36..52].to_vec();
-    let tag = &blob[52..68];
-    let mut ciphertext_and_tag = blob[68..].to_vec();
-    ciphertext_and_tag.extend_from_slice(tag);
-    let padded = pool
-        .with_session(|session| {
-            let key = session
-                .find_objects(&[
-                    Attribute::Label(label.as_bytes().to_vec()),
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                ])
-                .map_err(|e| pool.error(e))?[0];
-            let params = GcmParams::new(&mut iv, aad, 128.into()).map_err(|e| pool.error(e))?;
-            session
-                .decrypt(&Mechanism::AesGcm(params), key, &ciphertext_and_tag)
-                .map_err(|e| pool.error(e))
-        })
-        .expect("C_Decrypt (AES-GCM) of KMS's ciphertext in the token");
-    let pad = usize::from(*padded.last().expect("non-empty plaintext"));
-    padded[..padded.len() - pad].to_vec()
-}
-
 /// Signs `message` in the token with the private key labelled `label` and verifies the
 /// signature with the SubjectPublicKeyInfo keyfleet derived: that public key (the one compared
 /// with KMS GetPublicKey) is the HSM key's.
@@ -374,77 +348,6 @@ async fn hsm_key_imports_and_kms_agrees(spec: KeySpec) {
         import_into_kms(&kms, &key, spec).await
     };
     assert_kms_agrees(&kms, &pool, &key, &key_id, spec, &label).await;
-}
-
-/// KMS and the HSM hold the same key: the token decrypts KMS's ciphertext (symmetric),
-/// GenerateMac equals C_Sign (HMAC), GetPublicKey equals the HSM key's public key (RSA/ECC).
-async fn assert_kms_agrees(
-    kms: &aws_sdk_kms::Client,
-    pool: &TokenPool,
-    key: &HsmKey,
-    key_id: &str,
-    spec: KeySpec,
-    label: &str,
-) {
-    match spec.family() {
-        KeyFamily::Symmetric => {
-            let plaintext = format!("material from an HSM, {label}").into_bytes();
-            let encrypted = kms
-                .encrypt()
-                .key_id(key_id)
-                .plaintext(Blob::new(plaintext.clone()))
-                .encryption_context("purpose", "pkcs11-test")
-                .send()
-                .await
-                .expect("KMS Encrypt");
-            let blob = encrypted.ciphertext_blob().expect("ciphertext").as_ref();
-            let decrypted = kms
-                .decrypt()
-                .ciphertext_blob(Blob::new(blob.to_vec()))
-                .encryption_context("purpose", "pkcs11-test")
-                .send()
-                .await
-                .expect("KMS Decrypt");
-            assert_eq!(
-                decrypted.plaintext().map(|p| p.as_ref()),
-                Some(&plaintext[..])
-            );
-            let in_token = decrypt_in_token(pool, label, blob, b"purposepkcs11-test");
-            assert_eq!(in_token, plaintext, "the token decrypts KMS's ciphertext");
-        }
-        KeyFamily::Hmac => {
-            let message = format!("probe for {label}").into_bytes();
-            let kms_mac = kms
-                .generate_mac()
-                .key_id(key_id)
-                .mac_algorithm(MacAlgorithmSpec::HmacSha256)
-                .message(Blob::new(message.clone()))
-                .send()
-                .await
-                .expect("KMS GenerateMac");
-            let hsm_mac = key.hmac(&message).expect("C_Sign HMAC in the token");
-            assert_eq!(hsm_mac.len(), 32);
-            assert_eq!(
-                kms_mac.mac().map(|m| m.as_ref()),
-                Some(&hsm_mac[..]),
-                "GenerateMac equals C_Sign(CKM_SHA256_HMAC)"
-            );
-        }
-        KeyFamily::Rsa | KeyFamily::Ecc => {
-            let kms_public = kms
-                .get_public_key()
-                .key_id(key_id)
-                .send()
-                .await
-                .expect("KMS GetPublicKey");
-            let hsm_public = key.public_key_der().expect("the HSM key's public key");
-            assert_eq!(
-                kms_public.public_key().map(|p| p.as_ref()),
-                Some(&hsm_public[..]),
-                "GetPublicKey equals the HSM key's SubjectPublicKeyInfo"
-            );
-        }
-    }
 }
 
 /// The composed RSA_AES_KEY_WRAP path (ephemeral AES key generated in the token,

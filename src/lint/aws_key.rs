@@ -15,7 +15,7 @@ use super::finding::{Check, Finding, ObjectRef};
 use super::kinds::{KindContext, KindDef, Typed, read};
 use super::object::{Object, ObjectFindings};
 use super::secret::{SecretDoc, SecretValue};
-use crate::api::{AwsKey, AwsKms};
+use crate::api::{AwsKey, AwsKms, Pkcs11Token};
 use crate::material::KeyMaterial;
 use crate::validate::{self, SpecError};
 
@@ -48,12 +48,16 @@ fn check_object(
 fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
     let mut keys: Vec<(&Object, &AwsKey)> = Vec::new();
     let mut kmses: HashMap<&str, &AwsKms> = HashMap::new();
+    let mut tokens: HashMap<&str, &Pkcs11Token> = HashMap::new();
     for (object, typed) in bundle.typed() {
         match typed {
             Typed::AwsKey(key) => keys.push((object, key)),
             // A duplicate AwsKms is reported as such; the last one is what would be applied.
             Typed::AwsKms(kms) => {
                 kmses.insert(object.name(), kms);
+            }
+            Typed::Pkcs11Token(token) => {
+                tokens.insert(object.name(), token);
             }
             Typed::AwsReplicaKey(_) | Typed::AwsKeyPolicyTemplate(_) => {}
         }
@@ -63,6 +67,7 @@ fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
     for (object, key) in &keys {
         let mut out = bundle.findings_for(object);
         check_kms_ref(bundle, key, &kmses, &mut out);
+        check_token_ref(bundle, object, key, &tokens, &mut out);
         check_secret(
             bundle,
             object,
@@ -111,6 +116,35 @@ fn check_kms_ref(
         ),
         None => {}
     }
+}
+
+/// The Pkcs11Token of an HSM key: present (and admitting every namespace, or a selector keyfleet
+/// checks at run time against the namespace's labels), or absent (only with `require_refs`).
+fn check_token_ref(
+    bundle: &Bundle<'_>,
+    object: &Object,
+    key: &AwsKey,
+    tokens: &HashMap<&str, &Pkcs11Token>,
+    out: &mut ObjectFindings<'_>,
+) {
+    let Some(pkcs11) = &key.spec.key_material.pkcs11 else {
+        return;
+    };
+    let name = pkcs11.token_ref.name.as_str();
+    if tokens.contains_key(name) || !bundle.options.require_refs {
+        return;
+    }
+    out.add_at(
+        Check::Reference,
+        "/spec/keyMaterial/pkcs11/tokenRef/name",
+        "Pkcs11TokenNotFound",
+        format!(
+            "Pkcs11Token {name} (used by AwsKey {}/{}) is not in the validated manifests \
+             (--require-refs); add it, or fix keyMaterial.pkcs11.tokenRef",
+            object.namespace(),
+            object.name()
+        ),
+    );
 }
 
 /// The referenced Secret: present in the key's namespace (then its material is checked),

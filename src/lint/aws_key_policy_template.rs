@@ -51,7 +51,7 @@ fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
                 key.spec.key_spec,
                 key.spec.key_usage,
             )),
-            Typed::AwsReplicaKey(_) | Typed::AwsKms(_) => {}
+            Typed::AwsReplicaKey(_) | Typed::AwsKms(_) | Typed::Pkcs11Token(_) => {}
         }
     }
     for (object, policy, key_spec, usage) in keys {

@@ -47,7 +47,7 @@ fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
                 kmses.insert(object.name(), kms);
             }
             Typed::AwsReplicaKey(replica) => replicas.push((object, replica)),
-            Typed::AwsKeyPolicyTemplate(_) => {}
+            Typed::AwsKeyPolicyTemplate(_) | Typed::Pkcs11Token(_) => {}
         }
     }
     for (object, replica) in replicas {

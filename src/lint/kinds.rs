@@ -13,8 +13,10 @@ use serde_json::Value;
 use super::cel::CelRules;
 use super::finding::{Check, Finding, ObjectRef};
 use super::object::{Object, ObjectFindings, UNNAMED};
-use super::{Bundle, Options, aws_key, aws_key_policy_template, aws_kms, aws_replica_key};
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey};
+use super::{
+    Bundle, Options, aws_key, aws_key_policy_template, aws_kms, aws_replica_key, pkcs11_token,
+};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, Pkcs11Token};
 
 /// A kind's checks.
 pub(crate) struct KindDef {
@@ -35,21 +37,23 @@ pub(crate) struct KindContext<'a> {
 }
 
 /// Every kind `keyfleet validate` knows.
-pub(crate) static KINDS: [KindDef; 4] = [
+pub(crate) static KINDS: [KindDef; 5] = [
     aws_kms::KIND,
     aws_key_policy_template::KIND,
     aws_key::KIND,
     aws_replica_key::KIND,
+    pkcs11_token::KIND,
 ];
 
 /// An object read into its Rust type.
-// The variants are named after the kinds, which all start with `Aws`.
+// The variants are named after the kinds.
 #[allow(clippy::enum_variant_names)]
 pub(crate) enum Typed {
     AwsKey(Box<AwsKey>),
     AwsKms(Box<AwsKms>),
     AwsReplicaKey(Box<AwsReplicaKey>),
     AwsKeyPolicyTemplate(Box<AwsKeyPolicyTemplate>),
+    Pkcs11Token(Box<Pkcs11Token>),
 }
 
 /// Reads the object into its type. A failure after schema findings is expected (they explain

@@ -27,6 +27,7 @@ pub mod finding;
 pub mod input;
 mod kinds;
 mod object;
+mod pkcs11_token;
 mod schema;
 mod secret;
 mod yaml;

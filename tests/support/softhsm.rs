@@ -8,9 +8,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::MacAlgorithmSpec;
 use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
 use keyfleet::api::{KeyFamily, KeySpec};
+use keyfleet::material::ImportableMaterial;
 use keyfleet::material::pkcs11::{TokenConfig, TokenPool, TokenSelector};
 
 pub const MODULE_ENV: &str = "KEYFLEET_TEST_PKCS11_MODULE";
@@ -195,4 +199,102 @@ pub fn assert_value_unreadable(pool: &TokenPool, spec: KeySpec, label: &str) {
         Ok(())
     })
     .expect("read the key's attributes");
+}
+
+/// Decrypts a LocalStack KMS ciphertext in the token. LocalStack 4.9's blob is
+/// key id (36) || IV (16) || GCM tag (16) || AES-256-GCM(PKCS#7-padded plaintext), with the
+/// encryption context's sorted key/value pairs as AAD.
+pub fn decrypt_in_token(pool: &TokenPool, label: &str, blob: &[u8], aad: &[u8]) -> Vec<u8> {
+    assert!(blob.len() > 68, "ciphertext blob too short");
+    let mut iv = blob[36..52].to_vec();
+    let tag = &blob[52..68];
+    let mut ciphertext_and_tag = blob[68..].to_vec();
+    ciphertext_and_tag.extend_from_slice(tag);
+    let padded = pool
+        .with_session(|session| {
+            let key = session
+                .find_objects(&[
+                    Attribute::Label(label.as_bytes().to_vec()),
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                ])
+                .map_err(|e| pool.error(e))?[0];
+            let params = GcmParams::new(&mut iv, aad, 128.into()).map_err(|e| pool.error(e))?;
+            session
+                .decrypt(&Mechanism::AesGcm(params), key, &ciphertext_and_tag)
+                .map_err(|e| pool.error(e))
+        })
+        .expect("C_Decrypt (AES-GCM) of KMS's ciphertext in the token");
+    let pad = usize::from(*padded.last().expect("non-empty plaintext"));
+    padded[..padded.len() - pad].to_vec()
+}
+
+/// KMS and the HSM hold the same key: the token decrypts KMS's ciphertext (symmetric),
+/// GenerateMac equals C_Sign (HMAC), GetPublicKey equals the HSM key's public key (RSA/ECC).
+pub async fn assert_kms_agrees(
+    kms: &aws_sdk_kms::Client,
+    pool: &TokenPool,
+    key: &dyn ImportableMaterial,
+    key_id: &str,
+    spec: KeySpec,
+    label: &str,
+) {
+    match spec.family() {
+        KeyFamily::Symmetric => {
+            let plaintext = format!("material from an HSM, {label}").into_bytes();
+            let encrypted = kms
+                .encrypt()
+                .key_id(key_id)
+                .plaintext(Blob::new(plaintext.clone()))
+                .encryption_context("purpose", "pkcs11-test")
+                .send()
+                .await
+                .expect("KMS Encrypt");
+            let blob = encrypted.ciphertext_blob().expect("ciphertext").as_ref();
+            let decrypted = kms
+                .decrypt()
+                .ciphertext_blob(Blob::new(blob.to_vec()))
+                .encryption_context("purpose", "pkcs11-test")
+                .send()
+                .await
+                .expect("KMS Decrypt");
+            assert_eq!(
+                decrypted.plaintext().map(|p| p.as_ref()),
+                Some(&plaintext[..])
+            );
+            let in_token = decrypt_in_token(pool, label, blob, b"purposepkcs11-test");
+            assert_eq!(in_token, plaintext, "the token decrypts KMS's ciphertext");
+        }
+        KeyFamily::Hmac => {
+            let message = format!("probe for {label}").into_bytes();
+            let kms_mac = kms
+                .generate_mac()
+                .key_id(key_id)
+                .mac_algorithm(MacAlgorithmSpec::HmacSha256)
+                .message(Blob::new(message.clone()))
+                .send()
+                .await
+                .expect("KMS GenerateMac");
+            let hsm_mac = key.hmac(&message).expect("C_Sign HMAC in the token");
+            assert_eq!(hsm_mac.len(), 32);
+            assert_eq!(
+                kms_mac.mac().map(|m| m.as_ref()),
+                Some(&hsm_mac[..]),
+                "GenerateMac equals C_Sign(CKM_SHA256_HMAC)"
+            );
+        }
+        KeyFamily::Rsa | KeyFamily::Ecc => {
+            let kms_public = kms
+                .get_public_key()
+                .key_id(key_id)
+                .send()
+                .await
+                .expect("KMS GetPublicKey");
+            let hsm_public = key.public_key_der().expect("the HSM key's public key");
+            assert_eq!(
+                kms_public.public_key().map(|p| p.as_ref()),
+                Some(&hsm_public[..]),
+                "GetPublicKey equals the HSM key's SubjectPublicKeyInfo"
+            );
+        }
+    }
 }

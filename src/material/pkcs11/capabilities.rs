@@ -93,6 +93,20 @@ impl TokenCapabilities {
         })
     }
 
+    /// The algorithm for `spec` with this token's OAEP hash (SHA-256 when the token has it,
+    /// SHA-1 otherwise), whether or not the token can carry it out, and the default wrapping
+    /// key spec.
+    pub fn preferred(&self, spec: KeySpec) -> (WrappingAlgorithm, WrappingKeySpec) {
+        let key_wrap = matches!(spec.family(), KeyFamily::Rsa | KeyFamily::Ecc);
+        let algorithm = match (key_wrap, self.oaep_sha256) {
+            (false, true) => WrappingAlgorithm::RsaesOaepSha256,
+            (false, false) => WrappingAlgorithm::RsaesOaepSha1,
+            (true, true) => WrappingAlgorithm::RsaAesKeyWrapSha256,
+            (true, false) => WrappingAlgorithm::RsaAesKeyWrapSha1,
+        };
+        (algorithm, WrappingAlgorithm::default_for(spec).1)
+    }
+
     /// The algorithm keyfleet uses for `spec` with this token: SHA-256 variants when the token
     /// has them, SHA-1 otherwise; RSA_AES_KEY_WRAP for RSA/ECC private keys. `material_len`:
     /// the length of a secret key (None for private keys, whose PKCS#8 length is unknown).
@@ -101,21 +115,11 @@ impl TokenCapabilities {
         spec: KeySpec,
         material_len: Option<usize>,
     ) -> Result<WrappingChoice, String> {
-        let (sha256, sha1) = match spec.family() {
-            KeyFamily::Symmetric | KeyFamily::Hmac => (
-                WrappingAlgorithm::RsaesOaepSha256,
-                WrappingAlgorithm::RsaesOaepSha1,
-            ),
-            KeyFamily::Rsa | KeyFamily::Ecc => (
-                WrappingAlgorithm::RsaAesKeyWrapSha256,
-                WrappingAlgorithm::RsaAesKeyWrapSha1,
-            ),
-        };
-        let algorithm = if self.oaep_sha256 { sha256 } else { sha1 };
+        let (algorithm, wrapping_key_spec) = self.preferred(spec);
         self.supports(algorithm, material_len)?;
         Ok(WrappingChoice {
             algorithm,
-            wrapping_key_spec: WrappingAlgorithm::default_for(spec).1,
+            wrapping_key_spec,
             sha1_only: !self.oaep_sha256,
         })
     }

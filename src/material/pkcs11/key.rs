@@ -597,6 +597,12 @@ impl ImportableMaterial for HsmKey {
         self.public_key_der.clone()
     }
 
+    /// The token's choice (SHA-1 variants on a token without SHA-256 OAEP), also when the
+    /// token cannot carry it out: `check_wrapping` then names the reason.
+    fn preferred_wrapping(&self) -> Option<(WrappingAlgorithm, WrappingKeySpec)> {
+        Some(self.pool.capabilities().preferred(self.spec))
+    }
+
     fn hmac(&self, message: &[u8]) -> Option<Vec<u8>> {
         let mechanism = hmac_mechanism(self.spec)?;
         let names = self.names();
