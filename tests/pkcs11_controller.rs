@@ -396,3 +396,51 @@ async fn token_and_key_refusals_are_precise_reasons() {
         "an event says why"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_waiting_for_its_token_proceeds_once_the_token_is_fixed() {
+    let Some(bed) = start().await else {
+        return;
+    };
+    let pool = bed.token.pool();
+    let label = unique("kf-op-wait");
+    softhsm::create_key(&pool, KeySpec::SymmetricDefault, &label, true);
+    let token_name = unique("hsm-wrong-pin");
+    create_token(&bed, &token_name, "0000", json!({})).await;
+    wait_token(&bed.op.client, &token_name, "False", "LoginFailed").await;
+    let api = bed.op.keys(NS);
+    let name = unique("hsm-waiting");
+    create_key(
+        &api,
+        &hsm_key(
+            &name,
+            &token_name,
+            &label,
+            KeySpec::SymmetricDefault,
+            json!({}),
+        ),
+    )
+    .await;
+    wait_reason(&api, &name, "LoginFailed").await;
+
+    // The owner points the token at the right PIN: the token logs in, and the key (which
+    // would otherwise wait for its blocked recheck, 10 minutes) follows at once.
+    let secret = unique("pin-fixed");
+    create_secret(
+        &bed.op.client,
+        PIN_NS,
+        &secret,
+        "pin",
+        bed.token.pin.as_bytes(),
+    )
+    .await;
+    let tokens: Api<Pkcs11Token> = Api::all(bed.op.client.clone());
+    let mut token = tokens.get(&token_name).await.expect("get Pkcs11Token");
+    token.spec.pin_secret_ref.name = secret;
+    tokens
+        .replace(&token_name, &PostParams::default(), &token)
+        .await
+        .expect("replace Pkcs11Token");
+    wait_token(&bed.op.client, &token_name, "True", "LoggedIn").await;
+    wait_ready(&api, &name).await;
+}

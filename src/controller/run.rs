@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::managed_key::ManagedKey;
 use super::reconcile::{self, object_key};
 use super::{Context, Error};
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, KeyPolicy};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, KeyPolicy, Pkcs11Token};
 
 /// A watched object that may not deserialize: one malformed object must not stop the watch of
 /// its kind.
@@ -169,6 +169,7 @@ async fn run_keys(
         .predicate_filter(reconcile_relevant, PredicateConfig::default());
     let controller = Controller::for_stream(triggers, store.clone());
     let (by_secret, by_kms, by_template) = (store.clone(), store.clone(), store.clone());
+    let by_token = store.clone();
     // Metadata only: Secret data never enters the operator's caches.
     let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
     controller
@@ -185,6 +186,22 @@ async fn run_keys(
                 let name = kms.name_any();
                 refs_where(&by_kms, |k| {
                     k.spec.kms_ref.as_ref().is_some_and(|r| r.name == name)
+                })
+            },
+        )
+        // A Pkcs11Token that changes (its spec, or its Ready condition after a login): the keys
+        // whose material it holds try again at once.
+        .watches(
+            Api::<Pkcs11Token>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            move |token| {
+                let name = token.name_any();
+                refs_where(&by_token, |k| {
+                    k.spec
+                        .key_material
+                        .pkcs11
+                        .as_ref()
+                        .is_some_and(|p| p.token_ref.name == name)
                 })
             },
         )
