@@ -25,14 +25,12 @@ use aws_sdk_kms::types::{
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use keyfleet::api::{KeyFamily, KeySpec};
+use keyfleet::api::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 use keyfleet::material::pkcs11::{
     HsmKey, KeyOrigin, Pkcs11Error, TokenCapabilities, TokenConfig, TokenPool, TokenSelector,
     open_or_generate,
 };
-use keyfleet::material::{
-    ImportableMaterial, KeyMaterial, MaterialEncoding, MaterialError, WrappingAlgorithm,
-    WrappingKeySpec,
-};
+use keyfleet::material::{ImportableMaterial, KeyMaterial, MaterialError};
 use support::localstack::{kms_client, unique};
 use support::softhsm::{
     self, TestToken, assert_kms_agrees, assert_value_unreadable, create_key, create_key_with,

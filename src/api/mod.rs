@@ -1,14 +1,21 @@
-//! Custom resource types of the `kms.keyfleet.dev/v1alpha1` API, one file per kind.
+//! Custom resource types of the `kms.keyfleet.dev/v1alpha1` API: one file per kind, and one per
+//! topic of the vocabulary they share (key specs, key material, policy, references, deletion,
+//! expiration, status and conditions).
 
 pub mod allowed_namespaces;
 pub mod aws_key;
 pub mod aws_key_policy_template;
 pub mod aws_kms;
 pub mod aws_replica_key;
+pub mod conditions;
+pub mod deletion;
+pub mod expiration;
+pub mod key_material;
+pub mod key_policy;
 pub mod key_spec;
 pub mod key_status;
 pub mod pkcs11_token;
-pub mod shared;
+pub mod refs;
 
 pub use allowed_namespaces::{AllowedNamespaces, NamespacesFrom};
 pub use aws_key::{
@@ -18,15 +25,16 @@ pub use aws_key::{
 pub use aws_key_policy_template::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec};
 pub use aws_kms::{AwsKms, AwsKmsSpec};
 pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};
+pub use deletion::DeletionPolicy;
+pub use expiration::Expiration;
+pub use key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
+pub use key_policy::{KeyPolicy, KeyPolicyForm, PolicyShortcuts};
 pub use key_spec::{KeyFamily, KeySpec, KeyUsage};
 pub use key_status::KmsKeyStatus;
 pub use pkcs11_token::{
     NamespacedSecretKeySelector, Pkcs11Token, Pkcs11TokenSpec, Pkcs11TokenStatus, TokenWrapping,
 };
-pub use shared::{
-    DeletionPolicy, Expiration, KeyPolicy, KeyPolicyForm, LocalObjectRef, PolicyShortcuts,
-    SecretKeySelector,
-};
+pub use refs::{LocalObjectRef, SecretKeySelector};
 
 /// The API group of every keyfleet kind.
 pub const GROUP: &str = "kms.keyfleet.dev";

@@ -14,7 +14,7 @@ use tracing::warn;
 
 use super::pkcs11::token_pool;
 use super::{Context, Error, Failure, status};
-use crate::api::shared::{condition, find_condition, set_condition};
+use crate::api::conditions::{self as condition, find_condition, set_condition};
 use crate::api::{KeySpec, Pkcs11Token, Pkcs11TokenStatus, TokenWrapping};
 use crate::material::pkcs11::{TokenCapabilities, TokenPool, pool::blocking};
 
@@ -103,7 +103,7 @@ async fn reconcile(token: Arc<Pkcs11Token>, ctx: Arc<Context>) -> Result<Requeue
         .map(|c| (c.status.clone(), c.reason.clone()));
     set_condition(
         &mut new.conditions,
-        crate::api::shared::condition(condition::READY, ready, reason, &message, generation),
+        condition::condition(condition::READY, ready, reason, &message, generation),
     );
     new.observed_generation = generation;
     let changed = before

@@ -6,8 +6,8 @@
 //! table-tested (`tests.rs`).
 
 mod action;
+mod facts;
 mod key;
-mod material;
 mod metadata;
 mod ownership;
 mod policy;
@@ -15,13 +15,16 @@ mod policy;
 mod tests;
 
 pub use action::{Action, Blocker};
+pub use facts::{MaterialFacts, RotationFacts, import_valid_to, renew_threshold};
 pub use key::{DesiredKey, KeyState, ObservedKey};
-pub use material::{MaterialFacts, RotationFacts, import_valid_to, renew_threshold};
 pub use metadata::AliasTarget;
 pub use ownership::{
     CLUSTER_TAG, OWNER_TAG, OWNER_UID_TAG, Owner, Ownership, is_keyfleet_tag, ownership,
 };
 pub use policy::rendered_policy;
+
+use crate::api::{KeyFamily, MaterialChangePolicy};
+use facts::expiry_needs_import;
 
 /// What a reconcile must do next for one key.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -69,7 +72,7 @@ pub fn plan_key(
         return plan;
     }
     let mut plan = Plan::default();
-    material::plan_material(desired, observed, material, &mut plan);
+    plan_material(desired, observed, material, &mut plan);
     plan_enabled_state(desired, observed, material.mismatch(), &mut plan);
     if observed.description != desired.description {
         plan.actions
@@ -103,6 +106,68 @@ fn settle_key_state(observed: &ObservedKey, restore: bool) -> Option<Plan> {
             )))
         }
         KeyState::Enabled | KeyState::Disabled | KeyState::PendingImport => None,
+    }
+}
+
+/// The material step: the Secret holds the imported material (import when the key has none or
+/// its expiry calls for it), or other material (rotate when asked to and possible, else refuse).
+fn plan_material(
+    desired: &DesiredKey,
+    observed: &ObservedKey,
+    material: &MaterialFacts<'_>,
+    plan: &mut Plan,
+) {
+    let valid_to = import_valid_to(desired, material.now);
+    if !material.mismatch() {
+        let needs_import = match observed.state {
+            KeyState::PendingImport => true,
+            _ => expiry_needs_import(desired, observed, material),
+        };
+        if needs_import {
+            plan.actions.push(Action::ImportMaterial { valid_to });
+        }
+        return;
+    }
+    let holds_material = matches!(observed.state, KeyState::Enabled | KeyState::Disabled);
+    match material.rotation {
+        RotationFacts::PrimaryPending { fingerprint, ready }
+            if fingerprint == material.secret_fingerprint && holds_material =>
+        {
+            if ready {
+                plan.actions.push(Action::RotateOnDemand);
+            } else {
+                plan.block(Blocker::RotationPending);
+            }
+        }
+        RotationFacts::ReplicaPending {
+            fingerprint,
+            key_material_id,
+            imported,
+        } if fingerprint == material.secret_fingerprint => {
+            // The replica keeps serving its current material until the primary rotates.
+            if !holds_material {
+                plan.block(Blocker::MaterialMismatch);
+            } else if !imported {
+                plan.actions.push(Action::ImportRotationMaterial {
+                    valid_to,
+                    key_material_id: key_material_id.map(str::to_string),
+                });
+            }
+        }
+        RotationFacts::ReplicaAwaitingPrimary if holds_material => {
+            plan.block(Blocker::RotationPending);
+        }
+        _ if desired.on_change == MaterialChangePolicy::Rotate => {
+            if desired.key_spec.family() != KeyFamily::Symmetric {
+                plan.block(Blocker::RotationUnsupported(desired.key_spec));
+            } else if !holds_material {
+                // New material needs the current one in place; KMS has none to rotate from.
+                plan.block(Blocker::MaterialMismatch);
+            } else {
+                plan.actions.push(Action::ImportNewMaterial { valid_to });
+            }
+        }
+        _ => plan.block(Blocker::MaterialMismatch),
     }
 }
 

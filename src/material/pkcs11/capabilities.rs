@@ -14,7 +14,7 @@ use super::error::{from_cryptoki, is_token_gone};
 use super::wrap::{SessionObject, ephemeral_aes_key, import_wrapping_key, oaep_name, oaep_params};
 use super::{Pkcs11Error, spki};
 use crate::api::{KeyFamily, KeySpec};
-use crate::material::{WrappingAlgorithm, WrappingKeySpec};
+use crate::api::{WrappingAlgorithm, WrappingKeySpec};
 
 /// The mechanisms that matter for wrapping key material for KMS.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,11 +13,12 @@ use super::pool::{TokenPool, block_in_place, blocking};
 use super::wrap::wrap_for_kms;
 use super::{Pkcs11Error, spki};
 use crate::api::{KeyFamily, KeySpec};
+use crate::api::{WrappingAlgorithm, WrappingKeySpec};
 use crate::material::der::{self, Curve};
 use crate::material::parse::spec_curve;
 use crate::material::{
-    FINGERPRINT_LABEL, ImportableMaterial, MaterialError, MaterialFingerprint, WrappingAlgorithm,
-    WrappingKeySpec, allowed_length, rsa_bits,
+    FINGERPRINT_LABEL, ImportableMaterial, MaterialError, MaterialFingerprint, allowed_length,
+    rsa_bits,
 };
 
 /// A key object in a token, checked against a key spec: the material of an `AwsKey` whose

@@ -13,7 +13,7 @@ use cryptoki::session::Session;
 use super::Pkcs11Error;
 use super::capabilities::is_unsupported;
 use super::error::{ckr_name, from_cryptoki, is_token_gone};
-use crate::material::WrappingAlgorithm;
+use crate::api::WrappingAlgorithm;
 /// RSA-OAEP parameters of a KMS wrapping algorithm (hash and MGF1 hash alike, no label).
 pub(super) fn oaep_params(algorithm: WrappingAlgorithm) -> PkcsOaepParams<'static> {
     match algorithm {
