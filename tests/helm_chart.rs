@@ -376,17 +376,21 @@ fn namespaced_rules() -> Vec<Rule> {
     ]
 }
 
-/// AwsKms and AwsKeyPolicyTemplates, and namespace metadata, in every mode.
+/// AwsKms, AwsKeyPolicyTemplates and Pkcs11Tokens, and namespace metadata, in every mode.
 fn cluster_rules() -> Vec<Rule> {
-    let mut rules = vec![rule(
-        &[GROUP],
-        &["awskmses", "awskeypolicytemplates"],
-        &[],
-        &["get", "list", "watch"],
-    )];
-    // Namespaces (metadata): their labels grant connections; kube-system's uid is the default
-    // cluster id.
-    rules.push(rule(&[""], &["namespaces"], &[], &["get", "list", "watch"]));
+    let rules = vec![
+        rule(
+            &[GROUP],
+            &["awskmses", "awskeypolicytemplates"],
+            &[],
+            &["get", "list", "watch"],
+        ),
+        rule(&[GROUP], &["pkcs11tokens"], &[], &["get", "list", "watch"]),
+        rule(&[GROUP], &["pkcs11tokens/status"], &[], &["patch"]),
+        // Namespaces (metadata): their labels grant connections and tokens; kube-system's uid
+        // is the default cluster id.
+        rule(&[""], &["namespaces"], &[], &["get", "list", "watch"]),
+    ];
     rules
 }
 
@@ -980,6 +984,48 @@ fn schema_rejects_unknown_keys_and_bad_types() {
 /// Every object in values.schema.json is closed (`additionalProperties: false`, or a schema
 /// for map values), except Kubernetes types passed through as they are.
 #[test]
+fn pkcs11_values_mount_a_module_and_its_configuration() {
+    let Some(helm) = helm("pkcs11_values_mount_a_module_and_its_configuration") else {
+        return;
+    };
+    let r = helm.template(&[]);
+    let pod = &r.deployment()["spec"]["template"]["spec"];
+    assert!(pod["volumes"].is_null(), "no volumes by default");
+    assert!(pod["containers"][0]["volumeMounts"].is_null());
+
+    let values = values_file(
+        "pkcs11:\n  volumes:\n    - name: luna\n      hostPath: {path: /usr/safenet/lunaclient, \
+         type: Directory}\n  volumeMounts:\n    - name: luna\n      mountPath: \
+         /usr/safenet/lunaclient\n      readOnly: true\n  env:\n    - name: \
+         ChrystokiConfigurationPath\n      value: /usr/safenet/lunaclient\n",
+    );
+    let path = values.path().to_str().expect("UTF-8 path");
+    let r = helm.template(&["-f", path]);
+    let pod = &r.deployment()["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0]["name"], "luna");
+    assert_eq!(
+        pod["volumes"][0]["hostPath"]["path"],
+        "/usr/safenet/lunaclient"
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["volumeMounts"][0]["mountPath"],
+        "/usr/safenet/lunaclient"
+    );
+    assert!(
+        strs(&Value::Sequence(
+            container["env"]
+                .as_sequence()
+                .expect("env")
+                .iter()
+                .map(|e| e["name"].clone())
+                .collect()
+        ))
+        .contains(&"ChrystokiConfigurationPath".to_string())
+    );
+}
+
+#[test]
 fn values_schema_closes_every_object() {
     let text = std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap();
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -998,6 +1044,12 @@ fn values_schema_closes_every_object() {
             "/extraEnv[]/valueFrom/resourceFieldRef",
             "/extraEnv[]/valueFrom/secretKeyRef",
             "/global",
+            "/pkcs11/env[]/valueFrom/configMapKeyRef",
+            "/pkcs11/env[]/valueFrom/fieldRef",
+            "/pkcs11/env[]/valueFrom/resourceFieldRef",
+            "/pkcs11/env[]/valueFrom/secretKeyRef",
+            // Any Kubernetes volume source (hostPath, image, configMap, csi, ...).
+            "/pkcs11/volumes[]",
         ],
         "objects without additionalProperties"
     );

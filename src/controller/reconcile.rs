@@ -234,8 +234,18 @@ async fn desired<K: ManagedKey>(
     keep_manageable(ctx, connection, obj.region(), &mut desired).await;
     precheck_policy(&desired, connection, obj.region())?;
     let spec = inputs.source.spec();
-    let import =
+    let mut import =
         desired::import_settings(&spec.key_material, spec.key_spec).map_err(Failure::spec)?;
+    // A source that cannot do the default (an HSM without SHA-256 OAEP) picks what it can,
+    // unless the spec names the algorithm.
+    if spec.key_material.wrapping_algorithm.is_none()
+        && let Some((algorithm, wrapping_key_spec)) = inputs.material.preferred_wrapping()
+    {
+        import.algorithm = algorithm;
+        if spec.key_material.wrapping_key_spec.is_none() {
+            import.wrapping_key_spec = wrapping_key_spec;
+        }
+    }
     Ok((desired, import))
 }
 

@@ -14,6 +14,7 @@ mod der;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 mod parse;
+pub mod pkcs11;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -138,6 +139,9 @@ pub enum MaterialError {
     /// A cryptographic primitive failed (should not happen).
     #[error("wrapping the key material failed: {detail}")]
     WrapFailed { detail: &'static str },
+    /// The PKCS#11 token refused or failed (material kept in an HSM).
+    #[error(transparent)]
+    Pkcs11(#[from] pkcs11::Pkcs11Error),
 }
 
 fn length_range(min: usize, max: usize) -> String {
@@ -166,6 +170,7 @@ impl MaterialError {
             MaterialError::WrappingKeyTooSmall { .. } => "WrappingKeyTooSmall",
             MaterialError::InvalidWrappingKey { .. } => "WrappingKeyInvalid",
             MaterialError::WrapFailed { .. } => "WrappingFailed",
+            MaterialError::Pkcs11(e) => e.reason(),
         }
     }
 
@@ -199,6 +204,26 @@ const FINGERPRINT_BYTES: usize = 16;
 impl MaterialFingerprint {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// `sha256:` + SHA-256 of a DER SubjectPublicKeyInfo (RSA/ECC, whatever holds the key).
+    fn of_public_key(spki: &[u8]) -> Self {
+        let digest = digest::digest(&digest::SHA256, spki);
+        MaterialFingerprint(format!(
+            "sha256:{}",
+            hex::encode(&digest.as_ref()[..FINGERPRINT_BYTES])
+        ))
+    }
+
+    /// `<algorithm>:` + a MAC of [`FINGERPRINT_LABEL`] under the material.
+    fn of_label_mac(algorithm: &str, tag: &[u8]) -> Self {
+        let shown = &tag[..tag.len().min(FINGERPRINT_BYTES)];
+        MaterialFingerprint(format!("{algorithm}:{}", hex::encode(shown)))
+    }
+
+    /// `kcv:` + a PKCS#11 token's CKA_CHECK_VALUE of a key.
+    fn of_check_value(kcv: &[u8]) -> Self {
+        MaterialFingerprint(format!("kcv:{}", hex::encode(kcv)))
     }
 
     /// Wraps a fingerprint read back from status (not validated).
@@ -265,20 +290,11 @@ impl KeyMaterial {
     /// A stable, non-secret identifier of this material (see [`MaterialFingerprint`]).
     pub fn fingerprint(&self) -> MaterialFingerprint {
         match &self.public_key_der {
-            Some(spki) => {
-                let digest = digest::digest(&digest::SHA256, spki);
-                MaterialFingerprint(format!(
-                    "sha256:{}",
-                    hex::encode(&digest.as_ref()[..FINGERPRINT_BYTES])
-                ))
-            }
+            Some(spki) => MaterialFingerprint::of_public_key(spki),
             None => {
                 let key = hmac::Key::new(hmac::HMAC_SHA256, &self.bytes);
                 let tag = hmac::sign(&key, FINGERPRINT_LABEL);
-                MaterialFingerprint(format!(
-                    "hmac-sha256:{}",
-                    hex::encode(&tag.as_ref()[..FINGERPRINT_BYTES])
-                ))
+                MaterialFingerprint::of_label_mac("hmac-sha256", tag.as_ref())
             }
         }
     }
