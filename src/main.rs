@@ -65,13 +65,9 @@ fn render_policy(args: &RenderPolicyArgs) -> anyhow::Result<()> {
     }
     let mut objects = Vec::new();
     for source in &sources {
-        for doc in serde_yaml::Deserializer::from_str(&source.text) {
-            let value: serde_json::Value = serde::Deserialize::deserialize(doc)
-                .with_context(|| format!("{}: not YAML", source.name))?;
-            if !value.is_null() {
-                objects.push(value);
-            }
-        }
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&source.text)
+            .with_context(|| format!("{}: not YAML", source.name))?;
+        objects.extend(docs.into_iter().filter(|value| !value.is_null()));
     }
     let rendered = preview::render(&objects, &target, &args.namespace);
     if rendered.is_empty() {

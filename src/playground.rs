@@ -37,14 +37,8 @@ pub fn manifest_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// The YAML documents of a file, as JSON values (empty documents skipped).
 pub fn documents(text: &str) -> anyhow::Result<Vec<Value>> {
-    let mut docs = vec![];
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let value: Value = serde::Deserialize::deserialize(doc)?;
-        if !value.is_null() {
-            docs.push(value);
-        }
-    }
-    Ok(docs)
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text)?;
+    Ok(docs.into_iter().filter(|value| !value.is_null()).collect())
 }
 
 async fn create<K>(api: Api<K>, doc: Value) -> anyhow::Result<()>

@@ -356,7 +356,7 @@ fn argocd_cm_snippet_registers_the_script_for_every_kind() {
         "{SNIPPET} differs from {SCRIPT}; regenerate: KEYFLEET_BLESS=1 cargo test --test argocd_health"
     );
     // And it is a ConfigMap whose values are the script.
-    let cm: Value = serde_yaml::from_str(&have).unwrap();
+    let cm: Value = serde_saphyr::from_str(&have).unwrap();
     for kind in &kinds {
         assert_eq!(
             cm["data"][format!("resource.customizations.health.{GROUP}_{kind}")],

@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 #[path = "support/tools.rs"]
 mod tools;
@@ -216,10 +216,8 @@ impl Helm {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
         let text = String::from_utf8(out.stdout).unwrap();
-        let docs = serde_yaml::Deserializer::from_str(&text)
-            .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
-            .filter(|v| !v.is_null())
-            .collect();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+        let docs = docs.into_iter().filter(|v| !v.is_null()).collect();
         Ok(Rendered { text, docs })
     }
 
@@ -265,7 +263,7 @@ impl Rendered {
 
     fn container(&self) -> &Value {
         let containers = self.deployment()["spec"]["template"]["spec"]["containers"]
-            .as_sequence()
+            .as_array()
             .unwrap();
         assert_eq!(containers.len(), 1);
         &containers[0]
@@ -274,7 +272,7 @@ impl Rendered {
     /// The container's env: name → value (or `<valueFrom>` for downward-API variables).
     fn env(&self) -> BTreeMap<String, String> {
         self.container()["env"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .map(|e| {
@@ -282,7 +280,7 @@ impl Rendered {
                 let value = match e["value"].as_str() {
                     Some(v) => v.to_string(),
                     None => {
-                        assert!(e["valueFrom"].is_mapping(), "{name} has no value");
+                        assert!(e["valueFrom"].is_object(), "{name} has no value");
                         "<valueFrom>".to_string()
                     }
                 };
@@ -293,7 +291,7 @@ impl Rendered {
 }
 
 fn strs(v: &Value) -> Vec<String> {
-    match v.as_sequence() {
+    match v.as_array() {
         Some(seq) => seq
             .iter()
             .map(|s| s.as_str().expect("a string").to_string())
@@ -306,15 +304,10 @@ fn strs(v: &Value) -> Vec<String> {
 }
 
 fn as_map(v: &Value) -> BTreeMap<String, String> {
-    v.as_mapping()
+    v.as_object()
         .map(|m| {
             m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().unwrap().to_string(),
-                        v.as_str().unwrap().to_string(),
-                    )
-                })
+                .map(|(k, v)| (k.to_string(), v.as_str().unwrap().to_string()))
                 .collect()
         })
         .unwrap_or_default()
@@ -341,16 +334,11 @@ fn rule(groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]) -> 
 
 fn rules_of(role: &Value) -> Vec<Rule> {
     let mut rules: Vec<Rule> = role["rules"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|r| {
-            let keys: BTreeSet<&str> = r
-                .as_mapping()
-                .unwrap()
-                .keys()
-                .map(|k| k.as_str().unwrap())
-                .collect();
+            let keys: BTreeSet<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
             assert!(
                 keys.is_subset(&BTreeSet::from([
                     "apiGroups",
@@ -487,7 +475,7 @@ fn check_binding(binding: &Value, role_kind: &str, role_name: &str, sa: &str) {
     assert_eq!(binding["roleRef"]["kind"], role_kind);
     assert_eq!(binding["roleRef"]["name"], role_name);
     assert_eq!(binding["roleRef"]["apiGroup"], "rbac.authorization.k8s.io");
-    let subjects = binding["subjects"].as_sequence().unwrap();
+    let subjects = binding["subjects"].as_array().unwrap();
     assert_eq!(subjects.len(), 1);
     assert_eq!(subjects[0]["kind"], "ServiceAccount");
     assert_eq!(subjects[0]["name"], sa);
@@ -748,7 +736,7 @@ fn deployment_maps_values_to_run_settings() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     assert_eq!(r.env(), want);
-    let env = c["env"].as_sequence().unwrap();
+    let env = c["env"].as_array().unwrap();
     for (name, path) in [
         ("POD_NAME", "metadata.name"),
         ("POD_NAMESPACE", "metadata.namespace"),
@@ -756,7 +744,7 @@ fn deployment_maps_values_to_run_settings() {
         let var = env.iter().find(|e| e["name"] == name).unwrap();
         assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], path);
     }
-    let ports = c["ports"].as_sequence().unwrap();
+    let ports = c["ports"].as_array().unwrap();
     assert_eq!(ports.len(), 1);
     assert_eq!(ports[0]["name"], "http");
     assert_eq!(ports[0]["containerPort"], 8080);
@@ -804,7 +792,7 @@ fn deployment_maps_values_to_run_settings() {
     assert_eq!(pod["spec"]["priorityClassName"], "system-cluster-critical");
     assert_eq!(pod["spec"]["nodeSelector"]["kubernetes.io/os"], "linux");
     assert_eq!(pod["spec"]["tolerations"][0]["key"], "dedicated");
-    assert!(pod["spec"]["affinity"]["podAntiAffinity"].is_mapping());
+    assert!(pod["spec"]["affinity"]["podAntiAffinity"].is_object());
     assert_eq!(pod["spec"]["imagePullSecrets"][0]["name"], "regcred");
 
     let digest = format!("sha256:{}", "a".repeat(64));
@@ -967,10 +955,10 @@ fn crds_are_rendered_as_generated_with_the_keep_policy() {
         );
         // Apart from the chart's annotations and labels, exactly what the code generates.
         let mut doc = doc.clone();
-        let meta = doc["metadata"].as_mapping_mut().unwrap();
+        let meta = doc["metadata"].as_object_mut().unwrap();
         meta.remove("annotations");
         meta.remove("labels");
-        let want: Value = serde_yaml::from_str(&keyfleet::crds::to_yaml(crd).unwrap()).unwrap();
+        let want: Value = serde_saphyr::from_str(&keyfleet::crds::to_yaml(crd).unwrap()).unwrap();
         assert!(doc == want, "rendered CRD {name} differs from the code");
     }
 
@@ -1092,7 +1080,7 @@ fn values_schema_closes_every_object() {
 
     // Every key of values.yaml is declared.
     let values: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
+        serde_saphyr::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
             .unwrap();
     check_declared(&values, &schema, "");
 }
@@ -1201,7 +1189,7 @@ fn topology_spread_is_soft_by_default_and_follows_the_values() {
     // Default: one soft constraint, one pod per node when the cluster has the nodes.
     let r = helm.template(&[]);
     let spread = r.deployment()["spec"]["template"]["spec"]["topologySpreadConstraints"]
-        .as_sequence()
+        .as_array()
         .expect("a default topologySpreadConstraints");
     assert_eq!(spread.len(), 1);
     assert_eq!(spread[0]["maxSkew"], 1);
@@ -1215,7 +1203,7 @@ fn topology_spread_is_soft_by_default_and_follows_the_values() {
     // Custom constraints replace the default and get the pods' selector when they have none.
     let r = helm.template_custom(&[]);
     let spread = r.deployment()["spec"]["template"]["spec"]["topologySpreadConstraints"]
-        .as_sequence()
+        .as_array()
         .unwrap();
     assert_eq!(spread.len(), 1);
     assert_eq!(spread[0]["topologyKey"], "topology.kubernetes.io/zone");
@@ -1267,16 +1255,16 @@ fn network_policy_is_opt_in_and_opens_only_what_keyfleet_uses() {
     );
     assert_eq!(strs(&np["spec"]["policyTypes"]), ["Ingress", "Egress"]);
     // In: the http port only, from anywhere by default.
-    let ingress = np["spec"]["ingress"].as_sequence().unwrap();
+    let ingress = np["spec"]["ingress"].as_array().unwrap();
     assert_eq!(ingress.len(), 1);
     assert_eq!(ingress[0]["ports"][0]["port"], "http");
     assert!(ingress[0]["from"].is_null());
     // Out: DNS, then HTTPS and the usual API server port.
-    let egress = np["spec"]["egress"].as_sequence().unwrap();
+    let egress = np["spec"]["egress"].as_array().unwrap();
     assert_eq!(egress.len(), 2);
     let ports = |rule: &Value| -> Vec<(String, String)> {
         rule["ports"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .map(|p| {
@@ -1305,7 +1293,7 @@ fn network_policy_is_opt_in_and_opens_only_what_keyfleet_uses() {
         from["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
         "monitoring"
     );
-    let egress = np["spec"]["egress"].as_sequence().unwrap();
+    let egress = np["spec"]["egress"].as_array().unwrap();
     assert_eq!(egress.len(), 3);
     assert_eq!(ports(&egress[1]), [pair("443", "TCP")]);
     assert_eq!(egress[2]["to"][0]["ipBlock"]["cidr"], "10.0.0.10/32");
@@ -1472,7 +1460,7 @@ fn prometheus_rule_is_optional_and_follows_the_values() {
 
     let alert = |r: &Rendered, name: &str| -> Value {
         r.one("PrometheusRule")["spec"]["groups"][0]["rules"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .find(|rule| rule["alert"] == name)
@@ -1484,7 +1472,7 @@ fn prometheus_rule_is_optional_and_follows_the_values() {
     assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(rule["metadata"]["namespace"], NAMESPACE);
     let names: Vec<&str> = rule["spec"]["groups"][0]["rules"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|r| r["alert"].as_str().unwrap())
@@ -1591,17 +1579,17 @@ fn grafana_dashboard_ships_in_a_sidecar_config_map() {
 #[test]
 fn chart_metadata_lists_sources_maintainers_and_the_crds() {
     let text = std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap();
-    let chart: Value = serde_yaml::from_str(&text).unwrap();
+    let chart: Value = serde_saphyr::from_str(&text).unwrap();
     assert!(!strs(&chart["sources"]).is_empty());
     assert!(chart["home"].is_string());
-    let maintainers = chart["maintainers"].as_sequence().unwrap();
+    let maintainers = chart["maintainers"].as_array().unwrap();
     assert!(!maintainers.is_empty() && maintainers.iter().all(|m| m["name"].is_string()));
     let ann = &chart["annotations"];
     assert_eq!(ann["artifacthub.io/license"], "Apache-2.0");
     assert_eq!(ann["artifacthub.io/operator"], "true");
 
     let listed: Vec<Value> =
-        serde_yaml::from_str(ann["artifacthub.io/crds"].as_str().unwrap()).unwrap();
+        serde_saphyr::from_str(ann["artifacthub.io/crds"].as_str().unwrap()).unwrap();
     let listed: BTreeSet<(String, String, String)> = listed
         .iter()
         .map(|c| {
@@ -1627,7 +1615,7 @@ fn chart_metadata_lists_sources_maintainers_and_the_crds() {
 
     // The examples are valid keyfleet objects: `keyfleet validate` finds nothing in them.
     let examples = ann["artifacthub.io/crdsExamples"].as_str().unwrap();
-    let parsed: Vec<Value> = serde_yaml::from_str(examples).unwrap();
+    let parsed: Vec<Value> = serde_saphyr::from_str(examples).unwrap();
     let kinds: BTreeSet<String> = parsed
         .iter()
         .map(|e| e["kind"].as_str().unwrap().to_string())
@@ -1642,7 +1630,7 @@ fn chart_metadata_lists_sources_maintainers_and_the_crds() {
     );
     let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     for example in &parsed {
-        writeln!(file, "---\n{}", serde_yaml::to_string(example).unwrap()).unwrap();
+        writeln!(file, "---\n{}", serde_saphyr::to_string(example).unwrap()).unwrap();
     }
     file.flush().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_keyfleet"))

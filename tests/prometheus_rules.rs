@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 #[path = "support/tools.rs"]
 mod tools;
@@ -58,17 +58,17 @@ fn rendered_rule_file(helm: &Path) -> Value {
         "helm template: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let doc: Value = serde_saphyr::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["kind"], "PrometheusRule");
     doc["spec"].clone()
 }
 
 fn alert_names(rules: &Value) -> Vec<String> {
     rules["groups"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
-        .flat_map(|g| g["rules"].as_sequence().unwrap())
+        .flat_map(|g| g["rules"].as_array().unwrap())
         .filter_map(|r| r["alert"].as_str().map(str::to_string))
         .collect()
 }
@@ -87,7 +87,7 @@ fn workdir(rules: &Value) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("keyfleet-rules.yaml"),
-        serde_yaml::to_string(rules).unwrap(),
+        serde_saphyr::to_string(rules).unwrap(),
     )
     .unwrap();
     std::fs::copy(
@@ -130,14 +130,14 @@ fn promtool_unit_tests_pass_for_every_alert() {
 
     // Every alert has a unit test in which it fires, and one in which it stays quiet.
     let tests: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(tools::root().join(TEST_FILE)).unwrap())
+        serde_saphyr::from_str(&std::fs::read_to_string(tools::root().join(TEST_FILE)).unwrap())
             .unwrap();
     let mut fires = BTreeSet::new();
     let mut quiet = BTreeSet::new();
-    for case in tests["tests"].as_sequence().unwrap() {
-        for check in case["alert_rule_test"].as_sequence().unwrap() {
+    for case in tests["tests"].as_array().unwrap() {
+        for check in case["alert_rule_test"].as_array().unwrap() {
             let name = check["alertname"].as_str().unwrap().to_string();
-            match check["exp_alerts"].as_sequence() {
+            match check["exp_alerts"].as_array() {
                 Some(alerts) if !alerts.is_empty() => fires.insert(name),
                 _ => quiet.insert(name),
             };
@@ -167,8 +167,8 @@ fn promtool_unit_tests_catch_a_changed_rule() {
         return;
     };
     let mut rules = rendered_rule_file(&helm);
-    for group in rules["groups"].as_sequence_mut().unwrap() {
-        for rule in group["rules"].as_sequence_mut().unwrap() {
+    for group in rules["groups"].as_array_mut().unwrap() {
+        for rule in group["rules"].as_array_mut().unwrap() {
             if rule["alert"] == "KeyfleetKeyNotReady" {
                 rule["for"] = Value::from("1h");
             }
