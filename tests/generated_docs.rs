@@ -29,10 +29,7 @@ fn check_generated(relative: &str, generated: &str) {
             .lines()
             .zip(generated.lines())
             .position(|(a, b)| a != b)
-            .map_or_else(
-                || on_disk.lines().count().min(generated.lines().count()),
-                |i| i,
-            );
+            .unwrap_or_else(|| on_disk.lines().count().min(generated.lines().count()));
         panic!(
             "{relative} is out of date (first difference at line {}); regenerate it with \
              KEYFLEET_BLESS=1 cargo test --test generated_docs",
