@@ -281,3 +281,38 @@ async fn an_operator_killed_between_create_key_and_the_status_write_leaves_exact
     );
     assert!(ready.create_started_at.is_none());
 }
+
+/// An object the operator cannot read (here a key spec no version of keyfleet knows, as left by
+/// a newer CRD or a hand edit past admission) is reported with `ObjectInvalid` and does not stop
+/// the watch: the keys around it still converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_malformed_object_is_reported_and_does_not_stop_the_watch() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let op = Operator::start(MemKube::new()).await;
+    let api = op.keys(NS);
+    let broken = unique("broken");
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "kms.keyfleet.dev",
+        "v1alpha1",
+        "AwsKey",
+    ));
+    let raw: Api<DynamicObject> = Api::namespaced_with(op.client.clone(), NS, &resource);
+    let mut object = DynamicObject::new(&broken, &resource);
+    object.data = json!({"spec": {
+        "region": DEFAULT_REGION,
+        "keySpec": "QUANTUM_9000",
+        "keyMaterial": {"secretRef": {"name": broken, "key": "material"}},
+    }});
+    raw.create(&PostParams::default(), &object).await.unwrap();
+
+    let fine = unique("after-broken");
+    create_key_with_material(&op, NS, &fine, KeySpec::SymmetricDefault, json!({})).await;
+    wait_ready(&api, &fine).await;
+    op.wait_events(&broken, &["ObjectInvalid"]).await;
+    let (_, _, note) = op
+        .events_for(&broken)
+        .into_iter()
+        .find(|(_, reason, _)| reason == "ObjectInvalid")
+        .unwrap();
+    assert!(note.contains("QUANTUM_9000"), "{note}");
+}

@@ -374,3 +374,56 @@ async fn bad_replica_input_is_refused_precisely_without_stray_replicas() {
         .unwrap_or(0);
     assert_eq!(replicas, 0, "a stray replica was created");
 }
+
+/// A primary lists a new replica within seconds, not at its next resync: the replica's own
+/// changes wake its primary (here the resync interval is ten minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_lists_a_new_replica_within_seconds_not_at_its_next_resync() {
+    let mut slow = settings();
+    slow.resync_interval = Duration::from_secs(600);
+    slow.drift_interval = Duration::from_secs(600);
+    let op = Operator::start_with(MemKube::new(), localstack_clients().await, slow);
+    let api = op.keys(NS);
+    let primary = unique("mrk-list");
+    create_material_secret(&op.client, NS, &primary, KeySpec::SymmetricDefault).await;
+    create_key(
+        &api,
+        &aws_key(
+            &primary,
+            DEFAULT_REGION,
+            &primary,
+            json!({"multiRegion": true}),
+        ),
+    )
+    .await;
+    let ready = wait_ready(&api, &primary).await;
+    assert!(ready.status.unwrap().replicas.is_empty());
+
+    let name = format!("{primary}-eu-west-1");
+    create_replica(
+        &op.client,
+        NS,
+        &replica(&name, &primary, "eu-west-1", json!({})),
+    )
+    .await;
+    let replica_arn = wait_replica_ready(&op.client, NS, &name)
+        .await
+        .status
+        .unwrap()
+        .arn
+        .clone()
+        .unwrap();
+    // Far below the ten-minute resync that listed it before.
+    wait_for(
+        &api,
+        &primary,
+        Duration::from_secs(15),
+        "the replica in status.replicas",
+        |k| {
+            k.status
+                .as_ref()
+                .is_some_and(|s| s.replicas.iter().any(|r| r.arn == replica_arn))
+        },
+    )
+    .await;
+}

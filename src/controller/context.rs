@@ -1,0 +1,228 @@
+//! Shared state of every reconcile: operator settings, clients, event recorder, clock, the
+//! per-object backoff counters and deep-read bookkeeping.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tracing::warn;
+
+use crate::clock::Clock;
+use crate::http::Readiness;
+use crate::kms::KmsClients;
+use crate::metrics::Metrics;
+
+/// Operator settings (from `keyfleet run` flags).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Identifies this cluster in the ownership tags of the keys it creates.
+    pub cluster_id: String,
+    /// How often a Ready key is re-read from KMS (DescribeKey: state, material, description).
+    pub resync_interval: Duration,
+    /// How often a resync also reads tags, aliases and the policy to repair their drift (also
+    /// done after every spec change and until the key is Ready).
+    pub drift_interval: Duration,
+    /// How long a key that waits for a change (invalid spec, missing Secret) waits at most.
+    pub blocked_recheck_interval: Duration,
+    /// Parallel reconciles.
+    pub concurrency: u16,
+    /// Name reported in events.
+    pub reporter: String,
+    /// Namespaces whose AwsKeys and Secrets are watched; empty: all namespaces.
+    pub watch_namespaces: Vec<String>,
+    /// Rolling-validity material is imported again when less than this validity remains
+    /// (never more than a third of the rolling validity).
+    pub material_renew_before: Duration,
+}
+
+impl Settings {
+    pub fn new(cluster_id: impl Into<String>) -> Settings {
+        Settings {
+            cluster_id: cluster_id.into(),
+            resync_interval: Duration::from_secs(300),
+            drift_interval: Duration::from_secs(600),
+            blocked_recheck_interval: Duration::from_secs(600),
+            concurrency: 8,
+            reporter: "keyfleet".into(),
+            watch_namespaces: vec![],
+            material_renew_before: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// State shared by every reconcile: clients, recorder, settings, backoff counters.
+pub struct Context {
+    pub client: kube::Client,
+    pub kms: KmsClients,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    /// What reconciles read the time from (tests set a manual clock).
+    pub clock: Clock,
+    recorder: Recorder,
+    backoff: Backoff,
+    /// Per object uid: the generation and time of the last deep drift read that found the key
+    /// converged. In memory: a restarted operator reads every key deeply once.
+    deep_reads: Mutex<HashMap<String, (Option<i64>, Instant)>>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, kms: KmsClients, settings: Settings) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: settings.reporter.clone(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Context {
+            client,
+            kms,
+            settings,
+            metrics: Metrics::shared(),
+            readiness: Arc::new(Readiness::default()),
+            clock: Clock::system(),
+            recorder,
+            backoff: Backoff::default(),
+            deep_reads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Uses these metrics and readiness (shared with the HTTP endpoints) instead of private ones.
+    pub fn with_telemetry(mut self, metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Context {
+        self.metrics = metrics;
+        self.readiness = readiness;
+        self
+    }
+
+    /// Reads the time from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Context {
+        self.clock = clock;
+        self
+    }
+
+    /// The renewal threshold setting as a signed duration.
+    pub fn renew_before(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::try_from(self.settings.material_renew_before)
+            .unwrap_or(jiff::SignedDuration::MAX)
+    }
+
+    /// Publishes an event about `obj`; a failure to publish is logged, never fatal.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(error = %e, reason, "failed to publish event");
+        }
+    }
+
+    fn deep_reads(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<i64>, Instant)>> {
+        self.deep_reads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this reconcile of object `uid` at `generation` must read tags, aliases and the
+    /// policy: never done since the operator started, the spec changed since, or the drift
+    /// interval elapsed.
+    pub fn deep_read_due(&self, uid: &str, generation: Option<i64>) -> bool {
+        match self.deep_reads().get(uid) {
+            Some((g, at)) => *g != generation || at.elapsed() >= self.settings.drift_interval,
+            None => true,
+        }
+    }
+
+    /// Records a deep read that found object `uid` converged (Ready).
+    pub fn deep_read_done(&self, uid: &str, generation: Option<i64>) {
+        self.deep_reads()
+            .insert(uid.to_string(), (generation, Instant::now()));
+    }
+
+    /// Forgets an object (deleted, or not converged: its next reconcile reads deeply).
+    pub fn forget_deep_read(&self, uid: &str) {
+        self.deep_reads().remove(uid);
+    }
+
+    /// Backoff for transient failures of one object, keyed `kind/namespace/name`.
+    pub(super) fn next_backoff(&self, key: String) -> Duration {
+        self.backoff.next(key)
+    }
+
+    pub(super) fn reset_backoff(&self, key: &str) {
+        self.backoff.reset(key);
+    }
+}
+
+/// Exponential backoff per object for transient failures: 2 s, 4 s, ... up to 256 s.
+#[derive(Default)]
+pub(super) struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn next(&self, key: String) -> Duration {
+        let mut failures = self.failures();
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs(1u64 << (*n).min(8)).min(Duration::from_secs(300))
+    }
+
+    pub(super) fn reset(&self, key: &str) {
+        self.failures().remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AwsKey, AwsReplicaKey};
+    use crate::controller::reconcile::object_key;
+
+    #[test]
+    fn an_awskey_and_an_awsreplicakey_of_one_name_back_off_separately() {
+        let key: AwsKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kms.keyfleet.dev/v1alpha1", "kind": "AwsKey",
+            "metadata": {"name": "orders", "namespace": "team"},
+            "spec": {"region": "us-east-1", "keySpec": "SYMMETRIC_DEFAULT",
+                     "keyMaterial": {"secretRef": {"name": "m", "key": "k"}}}
+        }))
+        .unwrap();
+        let replica: AwsReplicaKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kms.keyfleet.dev/v1alpha1", "kind": "AwsReplicaKey",
+            "metadata": {"name": "orders", "namespace": "team"},
+            "spec": {"region": "eu-west-1", "primaryKeyRef": {"name": "orders"}}
+        }))
+        .unwrap();
+        let (k, r) = (object_key(&key), object_key(&replica));
+        assert_eq!(k, "AwsKey/team/orders");
+        assert_eq!(r, "AwsReplicaKey/team/orders");
+
+        let backoff = Backoff::default();
+        assert_eq!(backoff.next(k.clone()), Duration::from_secs(2));
+        assert_eq!(backoff.next(k.clone()), Duration::from_secs(4));
+        assert_eq!(backoff.next(r.clone()), Duration::from_secs(2));
+        backoff.reset(&k);
+        assert_eq!(backoff.next(k), Duration::from_secs(2));
+        assert_eq!(backoff.next(r), Duration::from_secs(4));
+        for _ in 0..20 {
+            backoff.next("x".into());
+        }
+        assert_eq!(backoff.next("x".into()), Duration::from_secs(256));
+    }
+}

@@ -1,0 +1,146 @@
+//! What each key kind supplies to the one reconcile path: where its connection and material
+//! come from, how its KMS key comes to exist, and its own status fields.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::ops::DerefMut;
+
+use jiff::Timestamp;
+use kube::core::NamespaceResourceScope;
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::dereference::Dereferenced;
+use super::{Context, Failure};
+use crate::api::{
+    AwsKey, AwsKeyPolicyTemplate, AwsKeySpec, AwsKeyStatus, DeletionPolicy, KeyPolicy, KmsKeyStatus,
+};
+use crate::kms::Client;
+use crate::plan::{DesiredKey, ObservedKey, Owner};
+use crate::validate::SpecError;
+
+/// Finalizer that guarantees the deletion policy runs before the object disappears.
+pub const FINALIZER: &str = "kms.keyfleet.dev/cleanup";
+
+/// The AwsKey that names the connection and the material of a managed key.
+pub enum Source<'a> {
+    /// An AwsKey: its own spec.
+    Own(&'a AwsKeySpec),
+    /// An AwsReplicaKey: its primary AwsKey (same namespace) and the primary's status.
+    Primary {
+        key: Box<AwsKey>,
+        status: Box<AwsKeyStatus>,
+    },
+}
+
+impl Source<'_> {
+    pub fn spec(&self) -> &AwsKeySpec {
+        match self {
+            Source::Own(spec) => spec,
+            Source::Primary { key, .. } => &key.spec,
+        }
+    }
+}
+
+/// The KMS key a reconcile works on.
+pub struct Located {
+    pub key_id: String,
+    /// The object was (re)applied over an existing key: a pending deletion may be cancelled.
+    pub restore: bool,
+    /// ARN of a key created (or replicated) by this reconcile.
+    pub created: Option<String>,
+}
+
+/// What one reconcile has at hand once the inputs are read and the desired key is known.
+pub struct Scope<'a, K: ManagedKey> {
+    pub ctx: &'a Context,
+    pub api: &'a Api<K>,
+    pub obj: &'a K,
+    pub inputs: &'a Dereferenced<'a>,
+    pub desired: &'a DesiredKey,
+    pub owner: &'a Owner,
+    /// Client for the key's own region, through the object's connection.
+    pub client: &'a Client,
+    pub now: Timestamp,
+}
+
+/// A kind whose objects each manage one KMS key (AwsKey, AwsReplicaKey).
+pub trait ManagedKey:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    /// Kind name for metrics, logs and backoff keys.
+    const KIND: &'static str;
+    /// Event reason and action of a key this kind brings into existence.
+    const CREATED: (&'static str, &'static str);
+    /// What the user can do when the key is gone.
+    const GONE_ADVICE: &'static str;
+
+    type Status: Clone
+        + Default
+        + PartialEq
+        + Debug
+        + Serialize
+        + Send
+        + Sync
+        + DerefMut<Target = KmsKeyStatus>;
+
+    fn status(&self) -> Option<&Self::Status>;
+    fn region(&self) -> &str;
+    fn policy(&self) -> Option<&KeyPolicy>;
+    fn deletion_policy(&self) -> DeletionPolicy;
+    fn pending_window_days(&self) -> i32;
+
+    /// Dereference, the kind's part: the AwsKey that names connection and material.
+    fn source<'a>(
+        &'a self,
+        ctx: &'a Context,
+    ) -> impl Future<Output = Result<Source<'a>, Failure>> + Send + 'a;
+
+    /// Desired step (pure): the spec, its source and policy template → the desired key.
+    fn desired(
+        &self,
+        source: &Source<'_>,
+        owner: &Owner,
+        template: Option<&AwsKeyPolicyTemplate>,
+        now: Timestamp,
+    ) -> Result<DesiredKey, SpecError>;
+
+    /// Records what the dereferenced inputs say in the kind's own status fields.
+    fn record_inputs(_status: &mut Self::Status, _inputs: &Dereferenced<'_>) {}
+
+    /// Finds this object's KMS key, or brings it into existence (recording it in `status`
+    /// before anything can be lost).
+    fn locate<'a>(
+        scope: &'a Scope<'a, Self>,
+        status: &'a mut Self::Status,
+    ) -> impl Future<Output = Result<Located, Failure>> + Send + 'a;
+
+    /// The event note for a key this kind brought into existence.
+    fn created_note(arn: &str) -> String;
+
+    /// Records what the last observation says in the kind's own status fields.
+    fn record_observed(_status: &mut Self::Status, _observed: &ObservedKey) {}
+
+    /// Cleanup: the connection's source, when the object is being deleted (no gate on the
+    /// primary's state; a primary that is gone leaves None).
+    fn cleanup_source<'a>(
+        &'a self,
+        ctx: &'a Context,
+    ) -> impl Future<Output = Result<Option<Source<'a>>, Failure>> + Send + 'a;
+
+    /// Cleanup: whether a key may exist although status records none (a create in doubt).
+    fn creation_in_doubt(_status: &Self::Status) -> bool {
+        false
+    }
+
+    /// Cleanup: the event note once deletion of `key_id` is scheduled.
+    fn deletion_note(&self, key_id: &str, status: &Self::Status) -> String;
+}

@@ -1,0 +1,294 @@
+//! Reconcile: the one pipeline every key kind runs — dereference → desired → locate → sync
+//! (observe → plan → execute) → report — with cleanup behind a finalizer.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, Resource};
+use tracing::instrument;
+
+use super::dereference::{Dereferenced, dereference};
+use super::managed_key::{FINALIZER, ManagedKey, Scope};
+use super::sync::{self, KeySync, Role, Synced};
+use super::{Context, Error, Failure, cleanup, report};
+use crate::api::KmsKeyStatus;
+use crate::kms::Connection;
+use crate::kms::execute::ImportInput;
+use crate::metrics::Metrics;
+use crate::plan::{Blocker, DesiredKey, Owner};
+use crate::policy;
+use crate::validate::{self, ImportSettings};
+
+/// How a reconcile ended (the `result` label of the reconcile metric).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ready,
+    NotReady,
+    Deleted,
+    Error,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ready => "ready",
+            Outcome::NotReady => "not_ready",
+            Outcome::Deleted => "deleted",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// Times one reconcile and records it when dropped, whatever path it ended on.
+struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    kind: &'static str,
+    started: Instant,
+    outcome: Mutex<Outcome>,
+}
+
+impl<'a> ReconcileTimer<'a> {
+    fn start(metrics: &'a Metrics, kind: &'static str) -> Self {
+        ReconcileTimer {
+            metrics,
+            kind,
+            started: Instant::now(),
+            outcome: Mutex::new(Outcome::Error),
+        }
+    }
+
+    fn set(&self, outcome: Outcome) {
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = outcome;
+    }
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        let outcome = *self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        self.metrics
+            .reconciled(self.kind, outcome.as_str(), self.started.elapsed());
+    }
+}
+
+/// `kind/namespace/name`: the object's identity in logs and backoff counters.
+pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Entry point from the controller: apply or clean up behind the finalizer.
+#[instrument(skip_all, fields(object = %object_key(&*obj)))]
+pub async fn reconcile<K: ManagedKey>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let timer = ReconcileTimer::start(&ctx.metrics, K::KIND);
+    let namespace = obj.meta().namespace.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
+        match event {
+            Finalizer::Apply(obj) => {
+                let (outcome, requeue) = apply(&api, &obj, &ctx).await?;
+                timer.set(outcome);
+                Ok(requeue)
+            }
+            Finalizer::Cleanup(obj) => {
+                let requeue = cleanup::cleanup(&*obj, &ctx).await?;
+                timer.set(Outcome::Deleted);
+                Ok(requeue)
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.reset_backoff(&object_key(&*obj));
+    }
+    result
+}
+
+/// Brings KMS to the object's spec, then reports.
+async fn apply<K: ManagedKey>(
+    api: &Api<K>,
+    obj: &K,
+    ctx: &Context,
+) -> Result<(Outcome, Requeue), Error> {
+    let mut status = obj.status().cloned().unwrap_or_default();
+    let mut synced = Synced::default();
+    let mut created = None;
+    let outcome = converge(api, obj, ctx, &mut status, &mut synced, &mut created).await;
+    if let Some(arn) = &created {
+        let (reason, action) = K::CREATED;
+        ctx.publish(obj, EventType::Normal, reason, K::created_note(arn), action)
+            .await;
+    }
+    report::finish(ctx, api, obj, status, outcome, &synced).await
+}
+
+/// The pipeline; fills `status`, `synced` and `created` with what it saw and did.
+async fn converge<K: ManagedKey>(
+    api: &Api<K>,
+    obj: &K,
+    ctx: &Context,
+    status: &mut K::Status,
+    synced: &mut Synced,
+    created: &mut Option<String>,
+) -> Result<(), Failure> {
+    let inputs = dereference(obj, ctx).await?;
+    K::record_inputs(status, &inputs);
+    let meta = obj.meta();
+    let owner = Owner {
+        cluster: ctx.settings.cluster_id.clone(),
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+    };
+    let now = ctx.clock.now();
+    let (desired, import) = desired(obj, &inputs, &owner, now, ctx).await?;
+    let client = ctx.kms.client(&inputs.connection, obj.region()).await;
+
+    let scope = Scope {
+        ctx,
+        api,
+        obj,
+        inputs: &inputs,
+        desired: &desired,
+        owner: &owner,
+        client: &client,
+        now,
+    };
+    let located = K::locate(&scope, status).await?;
+    created.clone_from(&located.created);
+
+    let deep_read =
+        ctx.deep_read_due(&owner.uid, meta.generation) || policy_changed(&desired, status);
+    let sync = KeySync {
+        client: &client,
+        key_id: &located.key_id,
+        region: obj.region(),
+        desired: &desired,
+        import: ImportInput {
+            material: &*inputs.material,
+            algorithm: import.algorithm,
+            wrapping_key_spec: import.wrapping_key_spec,
+        },
+        restore: located.restore,
+        gone_advice: K::GONE_ADVICE,
+        deep_read,
+        now,
+        renew_before: ctx.renew_before(),
+        role: Role::of(&inputs.source),
+    };
+    let result = sync::sync(sync, status, synced).await;
+    record_read(ctx, &owner.uid, meta.generation, deep_read, &result, synced);
+    if let Some(observed) = &synced.observed {
+        K::record_observed(status, observed);
+    }
+    result
+}
+
+/// Desired step: the spec (pure) → the desired key and how its material is wrapped, checked
+/// against the connection and kept manageable by keyfleet's own principal.
+async fn desired<K: ManagedKey>(
+    obj: &K,
+    inputs: &Dereferenced<'_>,
+    owner: &Owner,
+    now: jiff::Timestamp,
+    ctx: &Context,
+) -> Result<(DesiredKey, ImportSettings), Failure> {
+    check_region(&inputs.connection, obj.region())?;
+    let mut desired = obj
+        .desired(&inputs.source, owner, inputs.template.as_ref(), now)
+        .map_err(Failure::spec)?;
+    keep_manageable(ctx, &inputs.connection, obj.region(), &mut desired).await;
+    precheck_policy(&desired, obj.region())?;
+    let spec = inputs.source.spec();
+    let import =
+        validate::import_settings(&spec.key_material, spec.key_spec).map_err(Failure::spec)?;
+    Ok((desired, import))
+}
+
+/// Refuses a region the connection does not allow.
+fn check_region(connection: &Connection, region: &str) -> Result<(), Failure> {
+    if connection.spec.allows_region(region) {
+        return Ok(());
+    }
+    Err(Failure::blocked(
+        "RegionNotAllowed",
+        super::Category::Spec,
+        format!(
+            "region {region} is not allowed by {} (allowed: {})",
+            connection.describe(),
+            connection.spec.regions.join(", ")
+        ),
+    ))
+}
+
+/// Names keyfleet's own principal as the one the policy must keep able to manage the key
+/// (unless the lockout check is bypassed).
+async fn keep_manageable(
+    ctx: &Context,
+    connection: &Connection,
+    region: &str,
+    desired: &mut DesiredKey,
+) {
+    if desired.bypass_policy_lockout_safety_check {
+        return;
+    }
+    if let Some(policy) = &mut desired.policy {
+        policy.keep_manageable_by = ctx.kms.caller(connection, region).await;
+    }
+}
+
+/// Refuses a policy that would lock keyfleet out before any key is created for it: the policy
+/// rendered for a key of the caller's account in `region` must pass the lockout check (the
+/// check runs again on the real key before every PutKeyPolicy).
+fn precheck_policy(desired: &DesiredKey, region: &str) -> Result<(), Failure> {
+    let Some(policy) = &desired.policy else {
+        return Ok(());
+    };
+    let Some(caller) = &policy.keep_manageable_by else {
+        return Ok(());
+    };
+    let preview = policy::KeyIdentity::preview(&caller.account_id, region, "new-key");
+    policy::lockout::check(&policy.render(&preview), caller)
+        .map_err(|why| Failure::blocker(&Blocker::PolicyLockout(why)))
+}
+
+/// Whether the policy keyfleet would render now differs from the one it last kept in place
+/// (`status.policyHash`): a template or spec change, seen by the next reconcile even between
+/// drift reads. A key without a known ARN is read deeply anyway.
+fn policy_changed(desired: &DesiredKey, status: &KmsKeyStatus) -> bool {
+    let Some(desired_policy) = &desired.policy else {
+        return false;
+    };
+    let Some(key) = status
+        .arn
+        .as_deref()
+        .and_then(policy::KeyIdentity::from_arn)
+    else {
+        return true;
+    };
+    status.policy_hash.as_deref() != Some(policy::hash(&desired_policy.render(&key)).as_str())
+}
+
+/// Remembers a deep read that found the key converged; anything else (a blocker, a failure)
+/// makes the next reconcile read deeply again, so a blocker is never forgotten by a resync.
+fn record_read(
+    ctx: &Context,
+    uid: &str,
+    generation: Option<i64>,
+    deep_read: bool,
+    result: &Result<(), Failure>,
+    synced: &Synced,
+) {
+    match (result, &synced.blocker) {
+        (Ok(()), None) if deep_read => ctx.deep_read_done(uid, generation),
+        (Ok(()), None) => {}
+        _ => ctx.forget_deep_read(uid),
+    }
+}

@@ -1,0 +1,210 @@
+//! Report step (writes status and events): the Ready verdict of a finished reconcile, one event
+//! per KMS change, metrics, and the status write.
+
+use std::time::Duration;
+
+use kube::api::Api;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::EventType;
+
+use super::managed_key::ManagedKey;
+use super::reconcile::Outcome;
+use super::sync::Synced;
+use super::{Context, Error, Failure, status};
+use crate::plan::{Action, Blocker};
+use crate::policy;
+
+/// How long a key waiting for something outside keyfleet (a key state, a rotation) waits
+/// before it looks again.
+const WAITING_RECHECK: Duration = Duration::from_secs(10);
+
+/// The Ready condition a finished reconcile leads to, and when to look again.
+pub struct Verdict {
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
+    pub requeue: Duration,
+}
+
+/// The verdict for an outcome; a transient failure gives no verdict (the condition stays as it
+/// was) and comes back as the error to retry.
+fn verdict(
+    outcome: Result<(), Failure>,
+    synced: &Synced,
+    key_state: Option<&str>,
+    ctx: &Context,
+) -> Result<Verdict, Error> {
+    let settings = &ctx.settings;
+    let verdict = match outcome {
+        Ok(()) => match &synced.blocker {
+            None if key_state == Some("Disabled") => Verdict {
+                ready: true,
+                reason: "KeyDisabled",
+                message: "the key is disabled as requested (spec.enabled: false); material and spec are applied".into(),
+                requeue: settings.resync_interval,
+            },
+            None => Verdict {
+                ready: true,
+                reason: "KeyReady",
+                message: "the key is Enabled, its material is imported and the spec is applied"
+                    .into(),
+                requeue: settings.resync_interval,
+            },
+            Some(blocker) => Verdict {
+                ready: false,
+                reason: blocker.reason(),
+                message: blocker.message(),
+                requeue: match blocker {
+                    Blocker::Waiting(_) | Blocker::RotationPending => WAITING_RECHECK,
+                    _ => settings.blocked_recheck_interval,
+                },
+            },
+        },
+        Err(Failure::Blocked(blocked)) => Verdict {
+            ready: false,
+            reason: blocked.reason,
+            message: blocked.message,
+            requeue: settings.blocked_recheck_interval,
+        },
+        Err(Failure::Transient(e)) => return Err(e),
+    };
+    Ok(verdict)
+}
+
+/// Finishes a reconcile of any key kind: events for the KMS changes, the Ready verdict, metrics
+/// and the status write. A transient failure keeps the condition but persists what was learned
+/// (a new key id above all) and is returned for the error policy's backoff.
+pub async fn finish<K: ManagedKey>(
+    ctx: &Context,
+    api: &Api<K>,
+    obj: &K,
+    mut status: K::Status,
+    outcome: Result<(), Failure>,
+    synced: &Synced,
+) -> Result<(Outcome, Requeue), Error> {
+    let name = obj.meta().name.clone().unwrap_or_default();
+    publish_actions(ctx, obj, &synced.executed).await;
+    let verdict = match verdict(outcome, synced, status.key_state.as_deref(), ctx) {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            status::write(api, &name, obj.status(), &status)
+                .await
+                .map_err(Error::Kube)?;
+            return Err(e);
+        }
+    };
+    ctx.metrics.key_observed_at(
+        K::KIND,
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        &name,
+        status.key_state.as_deref(),
+        status.material_valid_to.as_ref().map(|t| t.0),
+        ctx.clock.now(),
+    );
+    let changed = status::set_ready(
+        &mut status,
+        verdict.ready,
+        verdict.reason,
+        &verdict.message,
+        obj.meta().generation,
+    );
+    status::write(api, &name, obj.status(), &status)
+        .await
+        .map_err(Error::Kube)?;
+    if changed {
+        publish_verdict(ctx, obj, &verdict).await;
+    }
+    let outcome = if verdict.ready {
+        Outcome::Ready
+    } else {
+        Outcome::NotReady
+    };
+    Ok((outcome, Requeue::requeue(verdict.requeue)))
+}
+
+/// Publishes one Normal event per KMS change.
+async fn publish_actions<K: ManagedKey>(ctx: &Context, obj: &K, executed: &[Action]) {
+    for action in executed {
+        let (reason, note) = describe_action(action);
+        ctx.publish(obj, EventType::Normal, reason, note, action.name())
+            .await;
+    }
+}
+
+/// Publishes the Ready transition.
+async fn publish_verdict<K: ManagedKey>(ctx: &Context, obj: &K, verdict: &Verdict) {
+    let type_ = if verdict.ready {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    ctx.publish(
+        obj,
+        type_,
+        verdict.reason,
+        verdict.message.clone(),
+        "Reconcile",
+    )
+    .await;
+    tracing::info!(ready = verdict.ready, reason = %verdict.reason, "Ready changed");
+}
+
+/// Event reason and note for an executed action.
+fn describe_action(action: &Action) -> (&'static str, String) {
+    match action {
+        Action::ImportMaterial { valid_to: Some(t) } => (
+            "MaterialImported",
+            format!("imported the key material, valid to {t}"),
+        ),
+        Action::ImportMaterial { valid_to: None } => (
+            "MaterialImported",
+            "imported the key material (does not expire)".into(),
+        ),
+        Action::CancelKeyDeletion => (
+            "KeyDeletionCanceled",
+            "cancelled the scheduled deletion of the KMS key".into(),
+        ),
+        Action::EnableKey => ("KeyEnabled", "enabled the KMS key".into()),
+        Action::DisableKey => ("KeyDisabled", "disabled the KMS key".into()),
+        Action::UpdateDescription(_) => ("DescriptionUpdated", "set the key description".into()),
+        Action::TagResource(tags) => (
+            "TagsUpdated",
+            format!(
+                "set tags: {}",
+                tags.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        Action::UntagResource(keys) => (
+            "TagsRemoved",
+            format!("removed tags not in the spec: {}", keys.join(", ")),
+        ),
+        Action::CreateAlias(alias) => ("AliasCreated", format!("pointed {alias} at the key")),
+        Action::DeleteAlias(alias) => (
+            "AliasDeleted",
+            format!("removed {alias}, which is not in the spec"),
+        ),
+        Action::PutKeyPolicy { policy, .. } => (
+            "PolicyUpdated",
+            format!(
+                "applied the key policy ({})",
+                serde_json::from_str(policy)
+                    .map(|p| policy::hash(&p))
+                    .unwrap_or_default()
+            ),
+        ),
+        Action::ImportNewMaterial { .. } => (
+            "RotationMaterialImported",
+            "imported the Secret's new key material (NEW_KEY_MATERIAL) for a rotation".into(),
+        ),
+        Action::ImportRotationMaterial { .. } => (
+            "RotationMaterialImported",
+            "imported the primary's new key material (EXISTING_KEY_MATERIAL) for its rotation"
+                .into(),
+        ),
+        Action::RotateOnDemand => (
+            "KeyRotated",
+            "rotated the key to the new material (RotateKeyOnDemand); older material still decrypts"
+                .into(),
+        ),
+    }
+}

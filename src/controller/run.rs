@@ -1,0 +1,293 @@
+//! Run (watches): one controller per key kind and scope, triggered by the objects themselves,
+//! their Secrets, connections, policy templates, primaries and replicas.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::runtime::controller::{self, Action as Requeue, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
+use kube::{Api, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::managed_key::ManagedKey;
+use super::reconcile::{self, object_key};
+use super::{Context, Error};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, KeyPolicy};
+
+/// A watched object that may not deserialize: one malformed object must not stop the watch of
+/// its kind.
+type Guarded<K> = DeserializeGuard<K>;
+
+/// Runs the key controllers until `shutdown` completes: over all namespaces, or one pair of
+/// controllers per namespace in `settings.watch_namespaces`.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
+    // kube's graceful shutdown wants a Sync future; a oneshot receiver is one.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(());
+    });
+    let shutdown = futures::FutureExt::shared(async move {
+        let _ = rx.await;
+    });
+    let scopes: Vec<Option<String>> = if ctx.settings.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        ctx.settings
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    };
+    let controllers = scopes
+        .into_iter()
+        .flat_map(|ns| {
+            [
+                run_keys(ctx.clone(), ns.clone(), shutdown.clone()).boxed(),
+                run_replicas(ctx.clone(), ns, shutdown.clone()).boxed(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    futures::future::join_all(controllers).await;
+    signal.abort();
+    ctx.readiness.set_controller_running(false);
+    info!("controller stopped");
+}
+
+/// An Api for `K` in one namespace, or in all.
+fn scoped<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Reconciles a guarded object: a malformed one is reported once and waits for a change.
+async fn reconcile_guarded<K: ManagedKey>(
+    guarded: Arc<Guarded<K>>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    match &guarded.0 {
+        Ok(obj) => reconcile::reconcile(Arc::new(obj.clone()), ctx).await,
+        Err(invalid) => {
+            warn!(object = %object_key(&*guarded), error = %invalid, "cannot read the object; waiting for a change");
+            let note = format!("keyfleet cannot read this object: {invalid}");
+            ctx.publish(
+                &*guarded,
+                EventType::Warning,
+                "ObjectInvalid",
+                note,
+                "Reconcile",
+            )
+            .await;
+            Ok(Requeue::await_change())
+        }
+    }
+}
+
+fn error_policy<K: ManagedKey>(obj: Arc<Guarded<K>>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let key = object_key(&*obj);
+    let delay = ctx.next_backoff(key.clone());
+    warn!(object = %key, %error, retry_in = ?delay, "reconcile failed; retrying");
+    Requeue::requeue(delay)
+}
+
+/// The parts of an object whose change calls for a reconcile: generation (spec), finalizers,
+/// deletion, annotations (`kubectl annotate` forces a reconcile). Status changes are excluded.
+fn reconcile_relevant<K: Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.meta().generation.hash(&mut h);
+    obj.finalizers().hash(&mut h);
+    obj.meta().deletion_timestamp.is_some().hash(&mut h);
+    obj.annotations().hash(&mut h);
+    Some(h.finish())
+}
+
+/// The objects in `store` that `select` picks (malformed ones are never picked).
+fn refs_where<K>(
+    store: &reflector::Store<Guarded<K>>,
+    select: impl Fn(&K) -> bool,
+) -> Vec<ObjectRef<Guarded<K>>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|obj| obj.0.as_ref().is_ok_and(&select))
+        .map(|obj| ObjectRef::from_obj(&*obj))
+        .collect()
+}
+
+/// Whether `policy` names the template `name`.
+fn uses_template(policy: Option<&KeyPolicy>, name: &str) -> bool {
+    policy
+        .and_then(|p| p.template_ref.as_ref())
+        .is_some_and(|t| t.name == name)
+}
+
+/// The AwsKey controller of one scope: keys, their Secrets (metadata only), connections,
+/// policy templates and replicas (a new, changed or deleted replica updates its primary's
+/// replica list at once).
+async fn run_keys(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let keys: Api<Guarded<AwsKey>> = scoped(&client, &namespace);
+    let secrets: Api<PartialObjectMeta<Secret>> = scoped(&client, &namespace);
+    let replicas: Api<Guarded<AwsReplicaKey>> = scoped(&client, &namespace);
+    let (store, writer) = reflector::store();
+    // Only changes of the spec, finalizers, deletion or annotations trigger a reconcile: the
+    // controller's own status writes do not (no self-triggered loops), resyncs come from the
+    // requeue, and Secrets and connections have their own watches below.
+    // Ready once the initial list is in the cache (the watcher's InitDone). Not through
+    // `Store::wait_until_ready`: it wakes only one waiter, and the controller waits on it too.
+    let readiness = ctx.readiness.clone();
+    let triggers = watcher(keys, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                info!("watch cache synced: reconciling");
+                readiness.set_controller_running(true);
+            }
+        })
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(reconcile_relevant, PredicateConfig::default());
+    let controller = Controller::for_stream(triggers, store.clone());
+    let (by_secret, by_kms, by_template) = (store.clone(), store.clone(), store.clone());
+    // Metadata only: Secret data never enters the operator's caches.
+    let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
+    controller
+        .watches_stream(secrets, move |secret| {
+            let (ns, name) = (secret.namespace(), secret.name_any());
+            refs_where(&by_secret, |k| {
+                k.namespace() == ns && k.spec.key_material.secret_ref.name == name
+            })
+        })
+        .watches(
+            Api::<AwsKms>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            move |kms| {
+                let name = kms.name_any();
+                refs_where(&by_kms, |k| {
+                    k.spec.kms_ref.as_ref().is_some_and(|r| r.name == name)
+                })
+            },
+        )
+        // A replica that appears, changes or goes away: its primary lists its replicas from
+        // KMS at once (and rotates as soon as every replica holds pending material).
+        .watches(
+            replicas,
+            watcher::Config::default().any_semantic(),
+            |replica| {
+                let replica = replica.0.ok()?;
+                let namespace = replica.namespace().unwrap_or_default();
+                Some(ObjectRef::new(&replica.spec.primary_key_ref.name).within(&namespace))
+            },
+        )
+        // A template's change (or deletion) re-renders the policy of every key using it.
+        .watches(
+            Api::<AwsKeyPolicyTemplate>::all(client),
+            watcher::Config::default().any_semantic(),
+            move |template| {
+                let name = template.name_any();
+                refs_where(&by_template, |k| {
+                    uses_template(k.spec.policy.as_ref(), &name)
+                })
+            },
+        )
+        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_guarded::<AwsKey>, error_policy::<AwsKey>, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(awskey = %obj, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+/// The AwsReplicaKey controller of one scope: replicas, their primaries (status included: a
+/// primary becoming Enabled releases its replicas), the primaries' Secrets and the policy
+/// templates.
+async fn run_replicas(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let replicas: Api<Guarded<AwsReplicaKey>> = scoped(&client, &namespace);
+    let keys: Api<Guarded<AwsKey>> = scoped(&client, &namespace);
+    let secrets: Api<PartialObjectMeta<Secret>> = scoped(&client, &namespace);
+    let (store, writer) = reflector::store();
+    let triggers = watcher(replicas, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(reconcile_relevant, PredicateConfig::default());
+    let (primaries, primaries_writer) = reflector::store::<Guarded<AwsKey>>();
+    let primary_changes = watcher(keys, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(primaries_writer)
+        .touched_objects();
+    let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
+    let (by_primary, by_secret, by_template) = (store.clone(), store.clone(), store.clone());
+    let replicas_of =
+        |store: &reflector::Store<Guarded<AwsReplicaKey>>, ns: Option<String>, primary: String| {
+            refs_where(store, |r| {
+                r.namespace() == ns && r.spec.primary_key_ref.name == primary
+            })
+        };
+    Controller::for_stream(triggers, store)
+        .watches(
+            Api::<AwsKeyPolicyTemplate>::all(client),
+            watcher::Config::default().any_semantic(),
+            move |template| {
+                let name = template.name_any();
+                refs_where(&by_template, |r| {
+                    uses_template(r.spec.policy.as_ref(), &name)
+                })
+            },
+        )
+        .watches_stream(primary_changes, move |key: Guarded<AwsKey>| {
+            replicas_of(&by_primary, key.namespace(), key.name_any())
+        })
+        .watches_stream(secrets, move |secret| {
+            let ns = secret.namespace();
+            let name = secret.name_any();
+            primaries
+                .state()
+                .into_iter()
+                .filter_map(|k| k.0.as_ref().ok().cloned())
+                .filter(|k| k.namespace() == ns && k.spec.key_material.secret_ref.name == name)
+                .flat_map(|k| replicas_of(&by_secret, ns.clone(), k.name_any()))
+                .collect::<Vec<_>>()
+        })
+        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(
+            reconcile_guarded::<AwsReplicaKey>,
+            error_policy::<AwsReplicaKey>,
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "replica reconcile error");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,346 @@
+//! Sync step (KMS reads and writes): rounds of observe → plan → execute on one key until
+//! nothing is left to do or a blocker stops it; what KMS reports is recorded in status.
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::managed_key::Source;
+use super::{Error, Failure, status, verification};
+use crate::api::{KmsKeyStatus, MaterialChangePolicy};
+use crate::kms::execute::{self, ExecuteError, ImportInput};
+use crate::kms::observe::{self, ReadDepth};
+use crate::kms::verify::Verification;
+use crate::kms::{Client, KmsError};
+use crate::plan::{
+    self, Action, AliasTarget, Blocker, DesiredKey, KeyState, MaterialFacts, ObservedKey,
+    RotationFacts,
+};
+use crate::policy;
+
+/// Rounds of observe → plan → execute in one reconcile (each round may unlock the next, e.g.
+/// CancelKeyDeletion → EnableKey).
+const MAX_ROUNDS: usize = 4;
+
+/// One key to bring to its desired state.
+pub struct KeySync<'a> {
+    pub client: &'a Client,
+    pub key_id: &'a str,
+    pub region: &'a str,
+    pub desired: &'a DesiredKey,
+    pub import: ImportInput<'a>,
+    /// Allow cancelling a pending deletion (the resource was applied again).
+    pub restore: bool,
+    /// What the user can do when the key is gone (kind-specific advice).
+    pub gone_advice: &'static str,
+    /// Read tags, aliases and policy besides DescribeKey (see
+    /// [`super::Context::deep_read_due`]).
+    pub deep_read: bool,
+    /// The time of this reconcile (from the controller's clock).
+    pub now: Timestamp,
+    /// Renew rolling-validity material when less than this remains (see
+    /// [`plan::renew_threshold`]).
+    pub renew_before: SignedDuration,
+    /// Whose material record the key follows.
+    pub role: Role<'a>,
+}
+
+/// Whose material record a key follows.
+#[derive(Clone, Copy)]
+pub enum Role<'a> {
+    /// A primary or single-region key: its own status records imports and rotations.
+    Primary,
+    /// A replica: follows the material its primary recorded (status of the primary AwsKey);
+    /// `primary_rotates` when the primary's `keyMaterial.onChange` is Rotate.
+    Replica {
+        primary: &'a KmsKeyStatus,
+        primary_rotates: bool,
+    },
+}
+
+impl<'a> Role<'a> {
+    /// The role of a key whose connection and material come from `source`.
+    pub fn of(source: &'a Source<'_>) -> Role<'a> {
+        match source {
+            Source::Own(_) => Role::Primary,
+            Source::Primary { key, status } => Role::Replica {
+                primary: status,
+                primary_rotates: key.spec.key_material.on_change == MaterialChangePolicy::Rotate,
+            },
+        }
+    }
+
+    /// The fingerprint the key must hold when it is not the one recorded in its own status (a
+    /// replica must hold its primary's material).
+    fn expected_fingerprint(self) -> Option<&'a str> {
+        match self {
+            Role::Primary => None,
+            Role::Replica { primary, .. } => primary.material_fingerprint.as_deref(),
+        }
+    }
+}
+
+/// What the rounds did and where they stopped.
+#[derive(Debug, Default)]
+pub struct Synced {
+    pub executed: Vec<Action>,
+    pub blocker: Option<Blocker>,
+    pub observed: Option<ObservedKey>,
+    /// The material verification of this reconcile, when one ran.
+    pub verification: Option<Verification>,
+}
+
+/// Runs observe → plan → execute until nothing is left to do (or a blocker), recording what KMS
+/// reports in `status` and what was done in `synced`.
+pub async fn sync(
+    key: KeySync<'_>,
+    status: &mut KmsKeyStatus,
+    synced: &mut Synced,
+) -> Result<(), Failure> {
+    let fingerprint = key.import.material.fingerprint();
+    let depth = ReadDepth {
+        metadata: key.deep_read,
+        policy: key.deep_read && key.desired.policy.is_some(),
+    };
+    let mut restore = key.restore;
+    let mut imported = false;
+    for _ in 0..MAX_ROUNDS {
+        let Some(mut observed) = observe::observe(key.client, key.key_id, depth)
+            .await
+            .map_err(Failure::kms)?
+        else {
+            return Err(Failure::conflict(
+                "KeyGone",
+                format!(
+                    "KMS key {} no longer exists in {}; keyfleet does not replace it with a new key because consumers hold its ARN. {}",
+                    key.key_id, key.region, key.gone_advice
+                ),
+            ));
+        };
+        if observed.material_expires && observed.valid_to.is_none() {
+            // Some KMS implementations (LocalStack) report the expiration model without the
+            // date: fall back to the expiry keyfleet imported with.
+            observed.valid_to = status.material_valid_to.as_ref().map(|t| t.0);
+        }
+        status::record_observed(status, &observed, key.region);
+        if status.material_fingerprint.is_none() && observed.state != KeyState::PendingImport {
+            // An adopted or recovered key that already holds material: remember what the
+            // Secret holds now, so a later change of the Secret is caught.
+            status.material_fingerprint = Some(fingerprint.as_str().to_string());
+        }
+        if let Role::Replica { primary, .. } = key.role {
+            promote_rotated_replica(status, primary);
+        }
+        let alias_target = alias_target(key.client, key.desired, &observed).await?;
+        let rotation = rotation_facts(&key, status, &observed, fingerprint.as_str()).await?;
+        let facts = MaterialFacts {
+            secret_fingerprint: fingerprint.as_str(),
+            imported_fingerprint: key
+                .role
+                .expected_fingerprint()
+                .or(status.material_fingerprint.as_deref()),
+            now: key.now,
+            renew_before: key.renew_before,
+            rotation,
+        };
+        let plan = plan::plan_key(
+            key.desired,
+            &observed,
+            &facts,
+            alias_target.as_ref(),
+            restore,
+        );
+        record_policy_hash(status, key.desired, &observed);
+        synced.observed = Some(observed);
+        restore = false;
+        if plan.actions.is_empty() {
+            synced.blocker = plan.blocker;
+            return verification::verify_material(&key, depth, imported, status, synced).await;
+        }
+        for action in &plan.actions {
+            run_action(&key, action, status).await?;
+            imported |= matches!(
+                action,
+                Action::ImportMaterial { .. }
+                    | Action::ImportNewMaterial { .. }
+                    | Action::ImportRotationMaterial { .. }
+            );
+            synced.executed.push(action.clone());
+        }
+    }
+    Err(Failure::Transient(Error::Unsettled {
+        key_id: key.key_id.to_string(),
+        rounds: MAX_ROUNDS,
+    }))
+}
+
+/// Executes one action and records its effect on the material bookkeeping in `status`.
+async fn run_action(
+    key: &KeySync<'_>,
+    action: &Action,
+    status: &mut KmsKeyStatus,
+) -> Result<(), Failure> {
+    let key_material_id = match execute::execute(key.client, key.key_id, action, &key.import).await
+    {
+        Ok(id) => id,
+        Err(ExecuteError::Material(e)) => {
+            let message = e.to_string();
+            return Err(Failure::material(&e, message));
+        }
+        Err(ExecuteError::Kms(KmsError::Rejected { code, .. }))
+            if code == "AlreadyExistsException"
+                && matches!(action, Action::CreateAlias(_))
+                && created_alias_is_ours(key, action).await? =>
+        {
+            None
+        }
+        Err(ExecuteError::Kms(e)) => return Err(Failure::kms(e)),
+    };
+    let now = Time(key.now);
+    let fingerprint = key.import.material.fingerprint().as_str().to_string();
+    match action {
+        Action::ImportMaterial { valid_to } => {
+            status.material_valid_to = valid_to.map(Time);
+            status.material_fingerprint = Some(fingerprint);
+            status.last_import_time = Some(now);
+            if key_material_id.is_some() {
+                status.key_material_id = key_material_id;
+            }
+        }
+        Action::ImportNewMaterial { .. } | Action::ImportRotationMaterial { .. } => {
+            status.pending_material_fingerprint = Some(fingerprint);
+            status.pending_key_material_id = key_material_id.or_else(|| match action {
+                Action::ImportRotationMaterial {
+                    key_material_id, ..
+                } => key_material_id.clone(),
+                _ => None,
+            });
+            status.last_import_time = Some(now);
+        }
+        Action::PutKeyPolicy { policy, .. } => {
+            status.policy_hash = serde_json::from_str(policy).ok().map(|p| policy::hash(&p));
+        }
+        Action::RotateOnDemand => {
+            status.previous_key_material_id = status.key_material_id.take();
+            status.key_material_id = status.pending_key_material_id.take();
+            status.material_fingerprint = status.pending_material_fingerprint.take();
+            status.rotation_count = Some(status.rotation_count.unwrap_or(0) + 1);
+            status.last_rotation_time = Some(now);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A replica that imported its primary's pending material takes it as current once the
+/// primary has rotated to it.
+fn promote_rotated_replica(status: &mut KmsKeyStatus, primary: &KmsKeyStatus) {
+    if status.pending_material_fingerprint.is_some()
+        && status.pending_material_fingerprint == primary.material_fingerprint
+    {
+        status.previous_key_material_id = status.key_material_id.take();
+        status.key_material_id = status.pending_key_material_id.take();
+        status.material_fingerprint = status.pending_material_fingerprint.take();
+    }
+}
+
+/// Where a rotation to the Secret's material stands for this key.
+async fn rotation_facts<'k: 's, 's>(
+    key: &KeySync<'k>,
+    status: &'s KmsKeyStatus,
+    observed: &ObservedKey,
+    secret_fingerprint: &str,
+) -> Result<RotationFacts<'s>, Failure> {
+    match key.role {
+        Role::Primary => {
+            let Some(pending) = status.pending_material_fingerprint.as_deref() else {
+                return Ok(RotationFacts::None);
+            };
+            if pending != secret_fingerprint {
+                return Ok(RotationFacts::None);
+            }
+            // Multi-region keys rotate once every replica holds the new material (KMS marks
+            // it PENDING_ROTATION); without a KeyMaterialId to look up, RotateKeyOnDemand
+            // itself tells.
+            let ready = match (
+                &status.pending_key_material_id,
+                observed.replicas.is_empty(),
+            ) {
+                (_, true) | (None, false) => true,
+                (Some(id), false) => execute::rotation_ready(key.client, key.key_id, id)
+                    .await
+                    .map_err(Failure::kms)?,
+            };
+            Ok(RotationFacts::PrimaryPending {
+                fingerprint: pending,
+                ready,
+            })
+        }
+        Role::Replica {
+            primary,
+            primary_rotates,
+        } => match primary.pending_material_fingerprint.as_deref() {
+            Some(pending) => Ok(RotationFacts::ReplicaPending {
+                fingerprint: pending,
+                key_material_id: primary.pending_key_material_id.as_deref(),
+                imported: status.pending_material_fingerprint.as_deref() == Some(pending),
+            }),
+            // The Secret changed and the primary will rotate to it, but has not imported it
+            // yet: the replica waits for the primary instead of reporting a mismatch.
+            None if primary_rotates
+                && primary.material_fingerprint.as_deref() != Some(secret_fingerprint) =>
+            {
+                Ok(RotationFacts::ReplicaAwaitingPrimary)
+            }
+            None => Ok(RotationFacts::None),
+        },
+    }
+}
+
+/// Records the hash of the managed policy once it is in place (None: not managed).
+fn record_policy_hash(status: &mut KmsKeyStatus, desired: &DesiredKey, observed: &ObservedKey) {
+    let Some(desired_policy) = &desired.policy else {
+        status.policy_hash = None;
+        return;
+    };
+    if let Some(rendered) = plan::rendered_policy(desired_policy, observed)
+        && observed.policy.as_ref() == Some(&rendered)
+    {
+        status.policy_hash = Some(policy::hash(&rendered));
+    }
+}
+
+/// A CreateAlias refused as existing whose alias points at this key: an earlier attempt went
+/// through although its answer was lost (5xx, timeout), and the SDK retried it.
+async fn created_alias_is_ours(key: &KeySync<'_>, action: &Action) -> Result<bool, Failure> {
+    let Action::CreateAlias(alias) = action else {
+        return Ok(false);
+    };
+    let target = observe::alias_target(key.client, alias)
+        .await
+        .map_err(Failure::kms)?;
+    Ok(target.as_deref() == Some(key.key_id))
+}
+
+/// Where the desired alias points, when it is not on this key already.
+async fn alias_target(
+    client: &Client,
+    desired: &DesiredKey,
+    observed: &ObservedKey,
+) -> Result<Option<AliasTarget>, Failure> {
+    let Some(alias) = &desired.alias else {
+        return Ok(None);
+    };
+    if !observed.metadata_read || observed.aliases.contains(alias) {
+        return Ok(None);
+    }
+    Ok(Some(
+        match observe::alias_target(client, alias)
+            .await
+            .map_err(Failure::kms)?
+        {
+            None => AliasTarget::Free,
+            Some(id) if id == observed.key_id => AliasTarget::Free,
+            Some(id) => AliasTarget::OtherKey(id),
+        },
+    ))
+}

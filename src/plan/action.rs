@@ -1,0 +1,124 @@
+//! The planner's outputs: KMS writes ([`Action`]) and reasons a key cannot converge ([`Blocker`]).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+use crate::api::KeySpec;
+use crate::policy;
+
+/// One KMS write. `observe`/`execute` in `kms` turn these into SDK calls.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// GetParametersForImport + ImportKeyMaterial of the Secret's material.
+    ImportMaterial {
+        valid_to: Option<Timestamp>,
+    },
+    CancelKeyDeletion,
+    EnableKey,
+    DisableKey,
+    UpdateDescription(String),
+    TagResource(BTreeMap<String, String>),
+    UntagResource(Vec<String>),
+    CreateAlias(String),
+    DeleteAlias(String),
+    PutKeyPolicy {
+        policy: String,
+        bypass_lockout_check: bool,
+    },
+    /// Import of the Secret's (new) material with ImportType NEW_KEY_MATERIAL: the first step
+    /// of a rotation on the primary.
+    ImportNewMaterial {
+        valid_to: Option<Timestamp>,
+    },
+    /// Import of the primary's pending rotation material into a replica (ImportType
+    /// EXISTING_KEY_MATERIAL with the primary's KeyMaterialId).
+    ImportRotationMaterial {
+        valid_to: Option<Timestamp>,
+        key_material_id: Option<String>,
+    },
+    /// RotateKeyOnDemand: the pending material becomes current (on the primary and, through
+    /// AWS, on its replicas).
+    RotateOnDemand,
+}
+
+impl Action {
+    /// Stable CamelCase name, used for events and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::ImportMaterial { .. } => "ImportMaterial",
+            Action::CancelKeyDeletion => "CancelKeyDeletion",
+            Action::EnableKey => "EnableKey",
+            Action::DisableKey => "DisableKey",
+            Action::UpdateDescription(_) => "UpdateDescription",
+            Action::TagResource(_) => "TagResource",
+            Action::UntagResource(_) => "UntagResource",
+            Action::CreateAlias(_) => "CreateAlias",
+            Action::DeleteAlias(_) => "DeleteAlias",
+            Action::PutKeyPolicy { .. } => "PutKeyPolicy",
+            Action::ImportNewMaterial { .. } => "ImportNewMaterial",
+            Action::ImportRotationMaterial { .. } => "ImportRotationMaterial",
+            Action::RotateOnDemand => "RotateKeyOnDemand",
+        }
+    }
+}
+/// Why a key cannot be brought to the desired state by keyfleet on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Blocker {
+    /// Scheduled for deletion outside keyfleet; reported, not fought.
+    KeyPendingDeletion,
+    /// The Secret holds other material than the key was imported with.
+    MaterialMismatch,
+    /// The key in KMS cannot be this AwsKey's key (origin, spec, usage, multi-region).
+    KeyIncompatible(String),
+    /// The alias already points at another key.
+    AliasInUse(String),
+    /// The key is in a state keyfleet must wait out (Creating, Updating) or cannot fix
+    /// (Unavailable).
+    Waiting(String),
+    /// The rendered policy would stop keyfleet from managing the key; the string says why.
+    PolicyLockout(String),
+    /// The rendered policy is larger than KMS accepts (bytes).
+    PolicyTooLarge(usize),
+    /// The Secret changed and `onChange: Rotate` asks for a rotation KMS cannot do.
+    RotationUnsupported(KeySpec),
+    /// New material is imported into the primary; the rotation waits until every replica
+    /// holds it.
+    RotationPending,
+    /// KMS holds other material than the Secret (found by verification); the message says
+    /// where and how it was found.
+    MaterialVerificationFailed(String),
+}
+
+impl Blocker {
+    /// The `Ready=False` reason for this blocker.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Blocker::KeyPendingDeletion => "KeyPendingDeletion",
+            Blocker::MaterialMismatch => "MaterialMismatch",
+            Blocker::KeyIncompatible(_) => "KeyIncompatible",
+            Blocker::AliasInUse(_) => "AliasInUse",
+            Blocker::Waiting(_) => "KeyNotReady",
+            Blocker::PolicyLockout(_) => "PolicyLockout",
+            Blocker::PolicyTooLarge(_) => "PolicyTooLarge",
+            Blocker::RotationUnsupported(_) => "RotationUnsupported",
+            Blocker::RotationPending => "RotationPending",
+            Blocker::MaterialVerificationFailed(_) => "MaterialVerificationFailed",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Blocker::KeyPendingDeletion => "the KMS key is scheduled for deletion outside keyfleet; cancel the deletion in AWS (or delete and re-apply this AwsKey) to restore it".into(),
+            Blocker::MaterialMismatch => "the Secret now holds different key material than the material imported into the KMS key; restore the original material (KMS only accepts the same material again)".into(),
+            Blocker::KeyIncompatible(why) => format!("the KMS key does not match this AwsKey: {why}"),
+            Blocker::AliasInUse(alias) => format!("{alias} already points at a KMS key that this AwsKey does not own; choose another alias or delete the existing one"),
+            Blocker::Waiting(state) => format!("the KMS key is {state}; waiting for it to settle"),
+            Blocker::PolicyLockout(why) => format!("the key policy was not applied: {why}. Fix the policy, or set bypassPolicyLockoutSafetyCheck: true if handing management to another principal is intended"),
+            Blocker::PolicyTooLarge(bytes) => format!("the rendered key policy is {bytes} bytes; KMS accepts at most {}", policy::MAX_POLICY_BYTES),
+            Blocker::RotationUnsupported(spec) => format!("the Secret holds new material and keyMaterial.onChange is Rotate, but KMS cannot rotate the material of {spec} keys (only SYMMETRIC_DEFAULT keys rotate); restore the original material, or create a new AwsKey for the new material"),
+            Blocker::RotationPending => "the Secret holds new key material and the key rotates to it (onChange: Rotate): the primary imports it, every replica imports it, then the primary rotates; old material keeps working meanwhile".into(),
+            Blocker::MaterialVerificationFailed(why) => format!("KMS does not hold the Secret's key material: {why}"),
+        }
+    }
+}
