@@ -479,3 +479,83 @@ fn api_reference_is_generated_from_the_crds() {
     }
     check_generated("docs/api-reference.md", &reference);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Links
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+fn anchors(markdown: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut out = vec![];
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        if !in_code && line.starts_with('#') {
+            out.push(slug(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// Every relative link in the README, the top-level documents, docs/ and the chart README points
+/// at a file that exists, and at a heading that exists when it names one; the README stays an
+/// overview (under 15 KB).
+#[test]
+fn documentation_links_resolve() {
+    let mut files: Vec<PathBuf> = ["README.md", "SECURITY.md", "CHANGELOG.md"]
+        .iter()
+        .map(|f| root().join(f))
+        .collect();
+    files.push(root().join("charts/keyfleet/README.md"));
+    for entry in std::fs::read_dir(root().join("docs")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    let mut broken = vec![];
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let dir = file.parent().unwrap();
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if target.contains("://") || target.starts_with("mailto:") || target.contains(' ') {
+                continue;
+            }
+            checked += 1;
+            let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let resolved = if path.is_empty() {
+                file.clone()
+            } else {
+                dir.join(path)
+            };
+            let shown = format!("{}: {target}", file.strip_prefix(root()).unwrap().display());
+            if !resolved.exists() {
+                broken.push(format!("{shown} (no such file)"));
+            } else if !anchor.is_empty() {
+                let target_text = std::fs::read_to_string(&resolved).unwrap_or_default();
+                if !anchors(&target_text).iter().any(|a| a == anchor) {
+                    broken.push(format!("{shown} (no such heading)"));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(checked > 40, "only {checked} links found");
+    let readme = std::fs::metadata(root().join("README.md")).unwrap().len();
+    assert!(
+        readme < 15 * 1024,
+        "README.md is {readme} bytes; move detail to docs/"
+    );
+}
