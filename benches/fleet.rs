@@ -26,8 +26,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyfleet::kms::KmsQuotas;
-use keyfleet::kms_proxy::{self, KmsProxy, OpCounts, ProxyConfig};
-use keyfleet::memkube::MemKube;
+use kms_proxy::{KmsProxy, OpCounts, ProxyConfig};
+use memkube::MemKube;
 
 use support::fleet::{self, Fleet, REGIONS};
 use support::localstack;

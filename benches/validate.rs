@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use keyfleet::api::KeySpec;
-use keyfleet::lint::{Linter, Options, Source};
-use keyfleet::material::testing::generate_secret_value;
+use keyfleet::manifest::Source;
+use keyfleet::validate::{Options, Validator};
+use keyfleet_testkit::material::generate_secret_value;
 
 const MANIFESTS: usize = 1_000;
 const KMS: usize = 20;
@@ -105,7 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let docs = bundle();
     let sources = files(&docs);
     let bytes: usize = sources.iter().map(|s| s.text.len()).sum();
-    let linter = Linter::new(Options::default())?;
+    let linter = Validator::new(Options::default())?;
 
     let mut times = Vec::new();
     for _ in 0..ROUNDS {
@@ -131,9 +132,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let start = Instant::now();
-    let _ = Linter::new(Options::default());
+    let _ = Validator::new(Options::default());
     println!(
-        "library: Linter::new (compiling CRD schemas) {}",
+        "library: Validator::new (compiling CRD schemas) {}",
         ms(start.elapsed())
     );
 

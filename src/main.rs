@@ -1,6 +1,5 @@
 //! The `keyfleet` binary: parses the command line and runs the chosen command.
 
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,9 +7,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Namespace;
-use keyfleet::cli::{
-    Cli, Command, LogFormat, OutputFormat, PlaygroundArgs, RenderPolicyArgs, RunArgs, ValidateArgs,
-};
+use keyfleet::cli::args::{Cli, Command, LogFormat, RunArgs};
 use keyfleet::controller::{Context, Settings};
 use keyfleet::http::Readiness;
 use keyfleet::kms::{KmsClients, KmsQuotas, RateLimits};
@@ -28,10 +25,9 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds => print_crds(),
         Command::Run(args) => run(args).await,
-        Command::Playground(args) => playground(args).await,
         Command::ProbeCluster => probe_cluster().await,
-        Command::Validate(args) => return validate(&args),
-        Command::RenderPolicy(args) => render_policy(&args),
+        Command::Validate(args) => return keyfleet::cli::validate::run(&args),
+        Command::RenderPolicy(args) => keyfleet::cli::render_policy::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -45,120 +41,6 @@ async fn main() -> ExitCode {
 fn print_crds() -> anyhow::Result<()> {
     print!("{}", keyfleet::crds::all_yaml().context("rendering CRDs")?);
     Ok(())
-}
-
-/// `keyfleet render-policy`: reads manifests and prints each key's rendered policy and hash.
-fn render_policy(args: &RenderPolicyArgs) -> anyhow::Result<()> {
-    use keyfleet::policy::preview::{self, Target};
-    let target = match (&args.key_arn, &args.account_id) {
-        (Some(arn), _) => Target::Key(keyfleet::policy::KeyIdentity::from_arn(arn).with_context(
-            || format!("{arn} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)"),
-        )?),
-        (None, Some(account_id)) => Target::NewKey {
-            account_id: account_id.clone(),
-        },
-        (None, None) => anyhow::bail!("give --account-id or --key-arn"),
-    };
-    let (sources, errors) = keyfleet::lint::read_inputs(&args.files);
-    if let Some(e) = errors.first() {
-        anyhow::bail!("{e}");
-    }
-    let mut objects = Vec::new();
-    for source in &sources {
-        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&source.text)
-            .with_context(|| format!("{}: not YAML", source.name))?;
-        objects.extend(docs.into_iter().filter(|value| !value.is_null()));
-    }
-    let rendered = preview::render(&objects, &target, &args.namespace);
-    if rendered.is_empty() {
-        anyhow::bail!("no AwsKey or AwsReplicaKey in the input");
-    }
-    use std::fmt::Write as _;
-    let mut text = String::new();
-    match args.output {
-        OutputFormat::Json => writeln!(text, "{}", serde_json::to_string_pretty(&rendered)?)?,
-        OutputFormat::Text => {
-            for r in &rendered {
-                write!(text, "# {} {}/{}", r.kind, r.namespace, r.name)?;
-                if let Some(t) = &r.template {
-                    write!(text, " (AwsKeyPolicyTemplate {t})")?;
-                }
-                match (&r.policy_hash, &r.policy, &r.note) {
-                    (Some(hash), Some(policy), _) => {
-                        writeln!(text, "\n# policyHash: {hash}")?;
-                        writeln!(text, "{}", serde_json::to_string_pretty(policy)?)?;
-                    }
-                    (_, _, note) => writeln!(text, "\n# {}", note.as_deref().unwrap_or(""))?,
-                }
-            }
-        }
-    }
-    // A closed pipe (`| head`) is not an error.
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
-}
-
-/// `keyfleet validate`: reads the inputs, runs the checks of `keyfleet::lint`, prints the report.
-fn validate(args: &ValidateArgs) -> ExitCode {
-    let options = keyfleet::lint::Options {
-        default_namespace: args.namespace.clone(),
-        require_refs: args.require_refs,
-        now: jiff::Timestamp::now(),
-    };
-    let linter = match keyfleet::lint::Linter::new(options) {
-        Ok(linter) => linter,
-        Err(e) => {
-            eprintln!("keyfleet validate: internal error: {e}");
-            return ExitCode::from(3);
-        }
-    };
-    let (sources, input_errors) = keyfleet::lint::read_inputs(&args.files);
-    let report = linter.run_inputs(&sources, input_errors);
-    match args.output {
-        OutputFormat::Json => {
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            let written = serde_json::to_writer_pretty(&mut out, &report)
-                .map_err(std::io::Error::from)
-                .and_then(|()| writeln!(out));
-            // A closed pipe (`| head`) is not worth a panic; the exit code still tells.
-            if let Err(e) = written
-                && e.kind() != std::io::ErrorKind::BrokenPipe
-            {
-                eprintln!("keyfleet validate: writing the report: {e}");
-            }
-        }
-        OutputFormat::Text => print_text(&report),
-    }
-    ExitCode::from(report.exit_code())
-}
-
-fn print_text(report: &keyfleet::lint::Report) {
-    if !report.input_errors.is_empty() {
-        for e in &report.input_errors {
-            eprintln!("{e}");
-        }
-        eprintln!(
-            "keyfleet validate: {} unusable input{}; nothing was checked",
-            report.input_errors.len(),
-            if report.input_errors.len() == 1 {
-                ""
-            } else {
-                "s"
-            }
-        );
-        return;
-    }
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    for finding in &report.findings {
-        if writeln!(out, "{finding}").is_err() {
-            return;
-        }
-    }
-    let _ = writeln!(out, "keyfleet validate: {}", report.summary);
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -268,22 +150,6 @@ async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
     }
     // Give the API server a moment to serve the new types before the watches start.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    Ok(())
-}
-
-async fn playground(args: PlaygroundArgs) -> anyhow::Result<()> {
-    init_logging(LogFormat::Text, "warn");
-    let mut settings = Settings::new("playground");
-    settings.resync_interval = std::time::Duration::from_secs(30);
-    let all_ready = keyfleet::playground::run(
-        &args.manifests,
-        std::time::Duration::from_secs(args.timeout_seconds),
-        settings,
-    )
-    .await?;
-    if !all_ready {
-        anyhow::bail!("not every AwsKey is Ready (see the reasons above)");
-    }
     Ok(())
 }
 

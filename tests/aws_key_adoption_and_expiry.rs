@@ -5,8 +5,8 @@ mod support;
 
 use aws_sdk_kms::types::{ExpirationModelType, OriginType, Tag};
 use keyfleet::api::KeySpec;
-use keyfleet::memkube::MemKube;
 use kube::api::{Patch, PatchParams};
+use memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;

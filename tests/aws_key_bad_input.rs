@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use http::Method;
 use keyfleet::api::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec, AwsKms, AwsKmsSpec, KeySpec};
-use keyfleet::material::testing::{SecretFormat, generate_secret_value, generate_secret_value_as};
-use keyfleet::memkube::{Fault, MemKube};
+use keyfleet_testkit::material::{SecretFormat, generate_secret_value, generate_secret_value_as};
 use kube::Api;
 use kube::api::PostParams;
+use memkube::{Fault, MemKube};
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;

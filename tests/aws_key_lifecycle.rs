@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{MacAlgorithmSpec, OriginType};
+use keyfleet::api::MaterialEncoding;
 use keyfleet::api::{KeyFamily, KeySpec};
-use keyfleet::material::testing::generate_secret_value;
-use keyfleet::material::{KeyMaterial, MaterialEncoding};
-use keyfleet::memkube::MemKube;
+use keyfleet::material::KeyMaterial;
+use keyfleet_testkit::material::generate_secret_value;
+use memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;

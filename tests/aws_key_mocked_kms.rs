@@ -18,9 +18,9 @@ use aws_sdk_kms::types::{
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use keyfleet::api::{AwsKey, AwsKeyStatus, KeySpec, KmsKeyStatus};
 use keyfleet::kms::KmsClients;
-use keyfleet::memkube::MemKube;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use memkube::MemKube;
 use serde_json::json;
 use support::kms_mocks::{self, aws_error, import_params_rule, no_aliases_rule, tags_rule};
 use support::localstack::unique;

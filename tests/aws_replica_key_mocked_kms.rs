@@ -18,15 +18,16 @@ use aws_sdk_kms::types::{
     KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType, Tag,
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use keyfleet::api::MaterialEncoding;
 use keyfleet::api::{
     AwsKey, AwsKeyStatus, AwsReplicaKey, AwsReplicaKeySpec, KeySpec, KmsKeyStatus,
 };
 use keyfleet::kms::KmsClients;
-use keyfleet::material::testing::generate_secret_value;
-use keyfleet::material::{KeyMaterial, MaterialEncoding};
-use keyfleet::memkube::MemKube;
+use keyfleet::material::KeyMaterial;
+use keyfleet_testkit::material::generate_secret_value;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use memkube::MemKube;
 use serde_json::json;
 use support::kms_mocks::{self, import_params_rule, no_aliases_rule, tags_rule};
 use support::localstack::unique;

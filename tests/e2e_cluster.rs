@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use keyfleet::api::{AwsKeyPolicyTemplate, KeySpec};
 use keyfleet::controller::{self, Context};
-use keyfleet::material::testing::generate_secret_value;
+use keyfleet_testkit::material::generate_secret_value;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;

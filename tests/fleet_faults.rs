@@ -10,10 +10,10 @@ use std::time::Duration;
 use http::Method;
 use keyfleet::api::AwsKey;
 use keyfleet::kms::{KmsQuotas, RateLimits};
-use keyfleet::kms_proxy::{self, KmsProxy, ProxyConfig};
-use keyfleet::memkube::{Fault, MemKube};
+use kms_proxy::{KmsProxy, ProxyConfig};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use memkube::{Fault, MemKube};
 use serde_json::json;
 
 use support::fleet::{self, REGIONS};

@@ -8,10 +8,10 @@ mod support;
 use std::time::Duration;
 
 use keyfleet::api::{AwsKey, AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec, KeySpec};
-use keyfleet::memkube::MemKube;
 use keyfleet::policy::{self, KeyIdentity};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use memkube::MemKube;
 use serde_json::{Value, json};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
@@ -226,7 +226,7 @@ async fn each_policy_form_is_applied_read_back_and_hashed_in_status() {
     let identity = KeyIdentity::from_arn(&tpl_arn).unwrap();
     let key = api.get(&names[2]).await.unwrap();
     let template_obj = templates(&op.client).get(&template).await.unwrap();
-    let desired = keyfleet::validate::desired_policy(
+    let desired = keyfleet::desired::desired_policy(
         key.spec.policy.as_ref(),
         Some(&template_obj),
         KeySpec::SymmetricDefault,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use keyfleet::api::KeySpec;
 use keyfleet::controller::Context;
 use keyfleet::leader::LeaderElection;
-use keyfleet::memkube::MemKube;
+use memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, unique};
 use support::operator::*;

@@ -10,12 +10,13 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyfleet::api::{AwsReplicaKey, KeySpec, KmsKeyStatus};
-use keyfleet::clock::ManualClock;
+use keyfleet::api::{MaterialEncoding, WrappingAlgorithm};
 use keyfleet::kms::execute::{ImportInput, import_material};
-use keyfleet::material::{KeyMaterial, MaterialEncoding, WrappingAlgorithm};
-use keyfleet::memkube::MemKube;
+use keyfleet::material::KeyMaterial;
 use kube::api::DeleteParams;
+use memkube::MemKube;
 use serde_json::json;
+use support::clock::ManualClock;
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
 use support::replicas::{self, replica};
@@ -160,7 +161,7 @@ async fn verification_catches_a_replica_holding_different_material() {
 
     // Inject: other HMAC material imported into the replica behind keyfleet's back (AWS
     // refuses this; LocalStack accepts it, which is what makes the injection possible).
-    let other = keyfleet::material::testing::generate_secret_value(KeySpec::Hmac256);
+    let other = keyfleet_testkit::material::generate_secret_value(KeySpec::Hmac256);
     let other =
         KeyMaterial::from_secret_value(KeySpec::Hmac256, MaterialEncoding::Raw, &other).unwrap();
     let (algorithm, wrapping_key_spec) = WrappingAlgorithm::default_for(KeySpec::Hmac256);
@@ -233,7 +234,7 @@ async fn a_secret_change_with_refuse_is_refused_and_kms_keeps_its_material() {
         .ciphertext_blob
         .unwrap();
 
-    let new = keyfleet::material::testing::generate_secret_value(KeySpec::SymmetricDefault);
+    let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
     update_secret(&client, NS, &name, "material", &new).await;
     let k = wait_reason(&op.keys(NS), &name, "MaterialMismatch").await;
     let status = k.status.unwrap();
@@ -334,4 +335,14 @@ async fn delete_material_shreds_the_key_and_reapplying_restores_it() {
     )
     .await;
     assert_eq!(ready(&k), Some(("True".into(), "KeyReady".into())));
+}
+
+#[test]
+fn manual_clock_moves_only_when_told() {
+    let start: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let manual = ManualClock::new(start);
+    let clock = manual.clock();
+    assert_eq!(clock.now(), start);
+    manual.advance(SignedDuration::from_hours(24));
+    assert_eq!(clock.now(), "2026-01-02T00:00:00Z".parse().unwrap());
 }

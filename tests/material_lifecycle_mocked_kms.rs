@@ -17,15 +17,16 @@ use aws_sdk_kms::types::{
     ImportType, KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType,
 };
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use keyfleet::api::MaterialEncoding;
 use keyfleet::api::{
     AwsKey, AwsKeyStatus, AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus, KeySpec,
     KmsKeyStatus,
 };
 use keyfleet::kms::KmsClients;
-use keyfleet::material::{KeyMaterial, MaterialEncoding};
-use keyfleet::memkube::MemKube;
+use keyfleet::material::KeyMaterial;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use memkube::MemKube;
 use serde_json::json;
 use support::kms_mocks::{
     self, MRK_PRIMARY_ID, MRK_PRIMARY_REGION, MRK_REPLICA_ID, MRK_REPLICA_REGION, MrkCall,
@@ -224,7 +225,7 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
     assert!(imports.lock().unwrap().is_empty(), "nothing to import yet");
 
     // The Secret gets new material: keyfleet imports it as NEW_KEY_MATERIAL and rotates.
-    let new = keyfleet::material::testing::generate_secret_value(KeySpec::SymmetricDefault);
+    let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
     update_secret(&kube.client(), NS, &name, "material", &new).await;
     let k = wait_for(
         &api,
@@ -384,7 +385,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     let name = unique("mrk-rotate");
     let replica_name = format!("{name}-eu");
     let spec = KeySpec::SymmetricDefault;
-    let old = keyfleet::material::testing::generate_secret_value(spec);
+    let old = keyfleet_testkit::material::generate_secret_value(spec);
     create_secret(&client, NS, &name, "material", &old).await;
     let keys: Api<AwsKey> = Api::namespaced(client.clone(), NS);
     let key = create_key(
@@ -486,7 +487,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     );
 
     // The Secret gets new material.
-    let new = keyfleet::material::testing::generate_secret_value(spec);
+    let new = keyfleet_testkit::material::generate_secret_value(spec);
     update_secret(&client, NS, &name, "material", &new).await;
 
     // (4) While the replica catches up, the primary waits (RotationPending, shown below by its

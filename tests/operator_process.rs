@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use keyfleet::api::KeySpec;
-use keyfleet::material::testing::generate_secret_value;
-use keyfleet::memkube::MemKube;
+use keyfleet_testkit::material::generate_secret_value;
 use kube::Api;
+use memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_endpoint, operator_env, unique};
 use support::operator::*;

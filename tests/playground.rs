@@ -1,5 +1,6 @@
-//! `keyfleet playground` as a process: the examples apply cleanly and every key becomes Ready
-//! against LocalStack, and no example key material reaches the output.
+//! `keyfleet-playground` (crates/playground, what `./scripts/run` runs without a cluster) as a
+//! process: the examples apply cleanly and every key becomes Ready against LocalStack, and no
+//! example key material reaches the output.
 
 mod support;
 
@@ -10,8 +11,8 @@ use support::localstack::{kms_endpoint, operator_env};
 #[tokio::test]
 async fn the_examples_become_ready_in_the_playground() {
     let endpoint = kms_endpoint().await;
-    let out = Command::new(env!("CARGO_BIN_EXE_keyfleet"))
-        .args(["playground", "--manifests"])
+    let out = Command::new(playground_binary())
+        .arg("--manifests")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
         .envs(operator_env(&endpoint))
         .output()
@@ -40,8 +41,10 @@ async fn the_examples_become_ready_in_the_playground() {
 
     // The example Secrets' values never appear in what the operator prints.
     for file in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
-        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
-        for doc in keyfleet::playground::documents(&text).unwrap() {
+        let path = file.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let source = keyfleet::manifest::Source::new(path.display().to_string(), text);
+        for doc in source.documents().unwrap() {
             if doc["kind"] != "Secret" {
                 continue;
             }
@@ -58,4 +61,33 @@ async fn the_examples_become_ready_in_the_playground() {
             }
         }
     }
+}
+
+/// The `keyfleet-playground` binary, built (or found up to date) by cargo. It is another
+/// package's binary, so cargo does not hand it to this test as `CARGO_BIN_EXE_*`.
+fn playground_binary() -> std::path::PathBuf {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--locked",
+            "--message-format=json",
+            "-p",
+            "keyfleet-playground",
+            "--bin",
+            "keyfleet-playground",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "building keyfleet-playground failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["target"]["name"] == "keyfleet-playground")
+        .find_map(|m| m["executable"].as_str().map(std::path::PathBuf::from))
+        .expect("cargo reported no keyfleet-playground executable")
 }

@@ -10,10 +10,13 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::deletion::DeletionPolicy;
+use super::expiration::Expiration;
+use super::key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
+use super::key_policy::KeyPolicy;
 use super::key_spec::{KeySpec, KeyUsage};
 use super::key_status::KmsKeyStatus;
-use super::shared::{DeletionPolicy, Expiration, KeyPolicy, LocalObjectRef, SecretKeySelector};
-use crate::material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
+use super::refs::{LocalObjectRef, SecretKeySelector};
 
 /// A KMS key whose material you bring: keyfleet creates an EXTERNAL-origin key in AWS KMS,
 /// imports the material held in a Secret, and keeps alias, description, tags, policy and

@@ -6,7 +6,7 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::shared::PolicyShortcuts;
+use super::key_policy::PolicyShortcuts;
 
 /// A key policy shared by many keys (CCKM policy templates). An `AwsKey` or `AwsReplicaKey`
 /// names it in `spec.policy.templateRef`; keyfleet renders it for each key (its account, region
@@ -34,7 +34,7 @@ use super::shared::PolicyShortcuts;
     cel
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(format!("[has(self.document), {}].filter(x, x).size() == 1", super::shared::HAS_SHORTCUTS)).message("a policy template takes exactly one of: document, or the shortcuts (keyAdmins, keyAdminsRoles, keyUsers, keyUsersRoles, externalAccounts)"))]
+#[x_kube(validation = Rule::new(format!("[has(self.document), {}].filter(x, x).size() == 1", super::key_policy::HAS_SHORTCUTS)).message("a policy template takes exactly one of: document, or the shortcuts (keyAdmins, keyAdminsRoles, keyUsers, keyUsersRoles, externalAccounts)"))]
 pub struct AwsKeyPolicyTemplateSpec {
     /// What the template is for (shown by `kubectl get`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

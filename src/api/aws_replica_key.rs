@@ -11,8 +11,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::deletion::DeletionPolicy;
+use super::key_policy::KeyPolicy;
 use super::key_status::KmsKeyStatus;
-use super::shared::{DeletionPolicy, KeyPolicy, LocalObjectRef};
+use super::refs::LocalObjectRef;
 
 /// A replica of a multi-region `AwsKey` in another region (CCKM "replicate multi-region key").
 /// AWS never copies imported material to a replica: keyfleet imports the primary's material

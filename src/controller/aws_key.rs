@@ -9,11 +9,11 @@ use super::Failure;
 use super::managed_key::{Located, ManagedKey, Scope, Source};
 use super::status;
 use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKeyStatus, DeletionPolicy, KeyPolicy};
+use crate::desired::{self, SpecError};
 use crate::kms::execute;
 use crate::kms::observe::{self, ReadDepth};
 use crate::kms::{Client, KmsError};
 use crate::plan::{self, DesiredKey, ObservedKey, Owner, Ownership};
-use crate::validate::{self, SpecError};
 
 impl ManagedKey for AwsKey {
     const KIND: &'static str = "AwsKey";
@@ -50,7 +50,7 @@ impl ManagedKey for AwsKey {
         template: Option<&AwsKeyPolicyTemplate>,
         now: jiff::Timestamp,
     ) -> Result<DesiredKey, SpecError> {
-        validate::desired_key(&self.spec, owner, template, now)
+        desired::desired_key(&self.spec, owner, template, now)
     }
 
     async fn locate<'a>(
@@ -113,7 +113,7 @@ async fn resolve(client: &Client, key: &AwsKey, owner: &Owner) -> Result<Option<
         return existing(key_id, false);
     }
     if let Some(arn) = &key.spec.adopt_key_arn {
-        validate::adopt_key_region(&key.spec)
+        desired::adopt_key_region(&key.spec)
             .map_err(|e| Failure::blocked(e.reason, super::Category::Spec, e.message))?;
         return match owned_key(client, arn, owner).await? {
             None => Err(Failure::reference(

@@ -10,10 +10,10 @@ use super::{Context, Failure, status};
 use crate::api::{
     AwsKey, AwsKeyPolicyTemplate, AwsReplicaKey, AwsReplicaKeyStatus, DeletionPolicy, KeyPolicy,
 };
+use crate::desired::{self, SpecError};
 use crate::kms::execute;
 use crate::kms::observe::{self, ReadDepth};
 use crate::plan::{self, DesiredKey, Owner, Ownership};
-use crate::validate::{self, SpecError};
 
 impl ManagedKey for AwsReplicaKey {
     const KIND: &'static str = "AwsReplicaKey";
@@ -74,7 +74,7 @@ impl ManagedKey for AwsReplicaKey {
         template: Option<&AwsKeyPolicyTemplate>,
         now: jiff::Timestamp,
     ) -> Result<DesiredKey, SpecError> {
-        validate::desired_replica(&self.spec, source.spec(), owner, template, now)
+        desired::desired_replica(&self.spec, source.spec(), owner, template, now)
     }
 
     fn record_inputs(status: &mut AwsReplicaKeyStatus, inputs: &Dereferenced<'_>) {

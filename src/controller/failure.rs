@@ -1,9 +1,9 @@
 //! Why a reconcile stopped short of Ready: blocked until something changes, or transient.
 
+use crate::desired::SpecError;
 use crate::kms::KmsError;
 use crate::material::MaterialError;
 use crate::plan::Blocker;
-use crate::validate::SpecError;
 
 /// Why a reconcile did not bring the key to Ready.
 #[derive(Debug)]

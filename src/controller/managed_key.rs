@@ -16,9 +16,9 @@ use super::{Context, Failure};
 use crate::api::{
     AwsKey, AwsKeyPolicyTemplate, AwsKeySpec, AwsKeyStatus, DeletionPolicy, KeyPolicy, KmsKeyStatus,
 };
+use crate::desired::SpecError;
 use crate::kms::Client;
 use crate::plan::{DesiredKey, ObservedKey, Owner};
-use crate::validate::SpecError;
 
 /// Finalizer that guarantees the deletion policy runs before the object disappears.
 pub const FINALIZER: &str = "kms.keyfleet.dev/cleanup";

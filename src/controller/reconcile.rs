@@ -15,12 +15,12 @@ use super::managed_key::{FINALIZER, ManagedKey, Scope};
 use super::sync::{self, KeySync, Role, Synced};
 use super::{Context, Error, Failure, cleanup, report};
 use crate::api::KmsKeyStatus;
+use crate::desired::{self, ImportSettings};
 use crate::kms::Connection;
 use crate::kms::execute::ImportInput;
 use crate::metrics::Metrics;
 use crate::plan::{Blocker, DesiredKey, Owner};
 use crate::policy;
-use crate::validate::{self, ImportSettings};
 
 /// How a reconcile ended (the `result` label of the reconcile metric).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,7 +208,7 @@ async fn desired<K: ManagedKey>(
     precheck_policy(&desired, obj.region())?;
     let spec = inputs.source.spec();
     let import =
-        validate::import_settings(&spec.key_material, spec.key_spec).map_err(Failure::spec)?;
+        desired::import_settings(&spec.key_material, spec.key_spec).map_err(Failure::spec)?;
     Ok((desired, import))
 }
 

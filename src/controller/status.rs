@@ -5,7 +5,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::api::shared::{condition, find_condition, set_condition};
+use crate::api::conditions::{condition, find_condition, set_condition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -47,12 +47,12 @@ pub fn set_ready(
     message: &str,
     generation: Option<i64>,
 ) -> bool {
-    let before = find_condition(&status.conditions, crate::api::shared::condition::READY)
+    let before = find_condition(&status.conditions, crate::api::conditions::READY)
         .map(|c| (c.status.clone(), c.reason.clone()));
     set_condition(
         &mut status.conditions,
         condition(
-            crate::api::shared::condition::READY,
+            crate::api::conditions::READY,
             ready,
             reason,
             message,
@@ -60,7 +60,7 @@ pub fn set_ready(
         ),
     );
     status.observed_generation = generation;
-    let after = find_condition(&status.conditions, crate::api::shared::condition::READY)
+    let after = find_condition(&status.conditions, crate::api::conditions::READY)
         .map(|c| (c.status.clone(), c.reason.clone()));
     before != after
 }

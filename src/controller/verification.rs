@@ -4,7 +4,7 @@
 use super::Failure;
 use super::sync::{KeySync, Role, Synced};
 use crate::api::KmsKeyStatus;
-use crate::api::shared::{condition, find_condition, set_condition};
+use crate::api::conditions::{self, condition, find_condition, set_condition};
 use crate::kms::observe::ReadDepth;
 use crate::kms::verify::{self, Verification};
 use crate::plan::{Action, Blocker, KeyState};
@@ -28,7 +28,8 @@ pub async fn verify_material(
     let holds_material = matches!(observed.state, KeyState::Enabled | KeyState::Disabled);
     if synced.blocker.is_some() || !holds_material || rotated || !(depth.metadata || imported) {
         if synced.blocker.is_none()
-            && let Some(previous) = find_condition(&status.conditions, condition::MATERIAL_VERIFIED)
+            && let Some(previous) =
+                find_condition(&status.conditions, conditions::MATERIAL_VERIFIED)
             && previous.status == "False"
         {
             synced.blocker = Some(Blocker::MaterialVerificationFailed(
@@ -80,7 +81,7 @@ pub async fn verify_material(
         ),
     };
     let mut verified = condition(
-        condition::MATERIAL_VERIFIED,
+        conditions::MATERIAL_VERIFIED,
         state == "True",
         reason,
         message,

@@ -11,7 +11,8 @@ use aws_sdk_kms::types::{
 use jiff::Timestamp;
 
 use super::{Client, KmsError};
-use crate::material::{ImportableMaterial, MaterialError, WrappingAlgorithm, WrappingKeySpec};
+use crate::api::{WrappingAlgorithm, WrappingKeySpec};
+use crate::material::{ImportableMaterial, MaterialError};
 use crate::plan::{Action, DesiredKey};
 
 /// A failed write: KMS refused it, or the material could not be wrapped.

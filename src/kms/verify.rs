@@ -200,8 +200,9 @@ pub async fn gather(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::material::testing::generate_secret_value;
-    use crate::material::{KeyMaterial, MaterialEncoding};
+    use crate::api::MaterialEncoding;
+    use crate::material::KeyMaterial;
+    use keyfleet_testkit::material::generate_secret_value;
 
     fn material(spec: KeySpec) -> KeyMaterial {
         KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, &generate_secret_value(spec))

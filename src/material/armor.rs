@@ -2,8 +2,8 @@
 
 use super::MaterialError;
 use base64::Engine as _;
+use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::{DecodePaddingMode, general_purpose};
 use zeroize::Zeroizing;
 
 /// The kinds of PEM block we recognise (labels are not kept, so nothing user-supplied leaks).
@@ -219,23 +219,4 @@ pub(super) fn select_private_key(input: &[u8]) -> Result<Zeroizing<Vec<u8>>, Mat
         )),
         _ => Ok(key.der),
     }
-}
-
-/// Encodes DER as a PEM block with 64-column lines, into a zeroized buffer.
-pub(super) fn encode(label: &str, der: &[u8]) -> Zeroizing<Vec<u8>> {
-    let b64 = Zeroizing::new(general_purpose::STANDARD.encode(der));
-    let mut out = Zeroizing::new(Vec::with_capacity(
-        b64.len() + b64.len() / 64 + 2 * label.len() + 40,
-    ));
-    out.extend_from_slice(b"-----BEGIN ");
-    out.extend_from_slice(label.as_bytes());
-    out.extend_from_slice(b"-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.extend_from_slice(chunk);
-        out.push(b'\n');
-    }
-    out.extend_from_slice(b"-----END ");
-    out.extend_from_slice(label.as_bytes());
-    out.extend_from_slice(b"-----\n");
-    out
 }

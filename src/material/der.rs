@@ -312,16 +312,6 @@ pub(super) fn classify(der: &[u8]) -> Option<Container> {
     }
 }
 
-/// The `privateKey` OCTET STRING contents of a PKCS#8 `PrivateKeyInfo` (the PKCS#1 key for RSA).
-pub(super) fn pkcs8_inner_key(der: &[u8]) -> Option<&[u8]> {
-    let seq = single(der)?;
-    let items = children(seq.value)?;
-    items
-        .get(2)
-        .filter(|t| t.tag == OCTET_STRING && items[0].tag == INTEGER)
-        .map(|t| t.value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,49 +9,18 @@ mod armor;
 mod der;
 mod parse;
 mod source;
-pub mod testing;
 #[cfg(test)]
 mod tests;
 mod wrap;
 
 pub use source::ImportableMaterial;
-pub use wrap::{WrappingAlgorithm, WrappingKeySpec};
 
-use crate::api::{KeyFamily, KeySpec};
+use crate::api::{KeyFamily, KeySpec, MaterialEncoding, WrappingAlgorithm};
 use aws_lc_rs::{digest, hmac};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use zeroize::Zeroizing;
-
-/// How the key material is encoded inside the Secret value (after Kubernetes' own base64).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum MaterialEncoding {
-    /// The value is the material itself: raw bytes for symmetric/HMAC keys, PEM or DER for
-    /// RSA/ECC private keys.
-    #[default]
-    Raw,
-    /// The value is standard (or URL-safe) base64 of the raw bytes; whitespace is ignored.
-    Base64,
-    /// The value is hexadecimal text of the raw bytes; whitespace is ignored.
-    Hex,
-}
-
-impl MaterialEncoding {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MaterialEncoding::Raw => "Raw",
-            MaterialEncoding::Base64 => "Base64",
-            MaterialEncoding::Hex => "Hex",
-        }
-    }
-}
-
-impl fmt::Display for MaterialEncoding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Why key material was refused. Messages say what to fix and never contain material bytes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

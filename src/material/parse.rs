@@ -1,7 +1,8 @@
 //! Secret value → checked key material: decoding, length rules, private key parsing and PKCS#8 conversion.
 
 use super::der::{self, Container, Curve, CurveParam, Pkcs8Algorithm};
-use super::{KeyMaterial, MaterialEncoding, MaterialError, allowed_length, armor, rsa_bits};
+use super::{KeyMaterial, MaterialError, allowed_length, armor, rsa_bits};
+use crate::api::MaterialEncoding;
 use crate::api::{KeyFamily, KeySpec};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::KeyPair as RsaKeyPair;

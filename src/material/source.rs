@@ -1,7 +1,8 @@
 //! The seam between the import path and wherever material lives: a Secret today, an HSM next.
 
-use super::{KeyMaterial, MaterialError, MaterialFingerprint, WrappingAlgorithm, WrappingKeySpec};
+use super::{KeyMaterial, MaterialError, MaterialFingerprint};
 use crate::api::KeySpec;
+use crate::api::{WrappingAlgorithm, WrappingKeySpec};
 
 /// Material that can be wrapped for `ImportKeyMaterial` and compared with what KMS holds,
 /// without the import path or the verifier knowing where it lives. A source that keeps its

@@ -1,10 +1,7 @@
 //! Tests of material parsing, fingerprints and wrapping with real crypto.
 
-use super::testing::{
-    SecretFormat, convert_private_key, encode_secret_value, generate_pkcs8_der,
-    generate_secret_value, generate_secret_value_as, pem_encode, random_bytes,
-};
 use super::*;
+use crate::api::WrappingKeySpec;
 use aws_lc_rs::digest;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded};
@@ -13,6 +10,10 @@ use aws_lc_rs::rsa::{
     PrivateDecryptingKey,
 };
 use aws_lc_rs::signature::{self, KeyPair as _};
+use keyfleet_testkit::material::{
+    SecretFormat, convert_private_key, encode_secret_value, generate_pkcs8_der,
+    generate_secret_value, generate_secret_value_as, pem_encode, random_bytes,
+};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
@@ -268,7 +269,9 @@ fn symmetric_material_must_be_exactly_32_bytes() {
 
 #[test]
 fn wrong_length_hints_at_the_encoding() {
-    let raw = random_bytes(32).unwrap();
+    let mut raw = random_bytes(32).unwrap();
+    // Random material ending in whitespace would hide the newline hint below.
+    raw[31] |= 0x80;
     let as_b64 = encode_secret_value(&raw, MaterialEncoding::Base64);
     let err = parse(KeySpec::SymmetricDefault, &as_b64).unwrap_err();
     assert!(

@@ -1,50 +1,13 @@
 //! Wrapping key material for `ImportKeyMaterial`: RSAES-OAEP and RSA-AES key wrap (RFC 5649).
 
 use super::{KeyMaterial, MaterialError, allowed_length};
-use crate::api::{KeyFamily, KeySpec};
+use crate::api::{KeyFamily, KeySpec, WrappingAlgorithm, WrappingKeySpec};
 use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded};
 use aws_lc_rs::rsa::{
     OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepAlgorithm, OaepPublicEncryptingKey,
     PublicEncryptingKey,
 };
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use std::fmt;
 use zeroize::Zeroizing;
-
-// How material is encrypted for import (KMS `WrappingAlgorithm`; `GetParametersForImport`).
-// A plain comment, not a doc comment: kube's schema for `Option<enum>` fields would replace the
-// field's own description with this type's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum WrappingAlgorithm {
-    /// RSA-OAEP, SHA-256 and MGF1-SHA-256, directly over the material.
-    #[serde(rename = "RSAES_OAEP_SHA_256")]
-    RsaesOaepSha256,
-    /// RSA-OAEP, SHA-1 and MGF1-SHA-1, directly over the material.
-    #[serde(rename = "RSAES_OAEP_SHA_1")]
-    RsaesOaepSha1,
-    /// A fresh AES-256 key, RSA-OAEP-SHA-256 encrypted, then AES key wrap with padding (RFC 5649).
-    #[serde(rename = "RSA_AES_KEY_WRAP_SHA_256")]
-    RsaAesKeyWrapSha256,
-    /// As `RSA_AES_KEY_WRAP_SHA_256` with RSA-OAEP-SHA-1 for the AES key.
-    #[serde(rename = "RSA_AES_KEY_WRAP_SHA_1")]
-    RsaAesKeyWrapSha1,
-}
-
-// The RSA wrapping key size requested from `GetParametersForImport` (KMS `WrappingKeySpec`).
-// A plain comment for the same reason as `WrappingAlgorithm`'s.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum WrappingKeySpec {
-    /// 2048-bit RSA wrapping key.
-    #[serde(rename = "RSA_2048")]
-    Rsa2048,
-    /// 3072-bit RSA wrapping key.
-    #[serde(rename = "RSA_3072")]
-    Rsa3072,
-    /// 4096-bit RSA wrapping key.
-    #[serde(rename = "RSA_4096")]
-    Rsa4096,
-}
 
 /// PKCS#8 lengths of EC private keys as produced by the parser (aws-lc: named curve in the
 /// algorithm identifier, public key included). Used to check OAEP capacity before the Secret is read.
@@ -59,51 +22,6 @@ pub(super) fn ecc_pkcs8_len(spec: KeySpec) -> Option<usize> {
 }
 
 impl WrappingAlgorithm {
-    pub const ALL: [WrappingAlgorithm; 4] = [
-        WrappingAlgorithm::RsaesOaepSha256,
-        WrappingAlgorithm::RsaesOaepSha1,
-        WrappingAlgorithm::RsaAesKeyWrapSha256,
-        WrappingAlgorithm::RsaAesKeyWrapSha1,
-    ];
-
-    /// The KMS name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WrappingAlgorithm::RsaesOaepSha256 => "RSAES_OAEP_SHA_256",
-            WrappingAlgorithm::RsaesOaepSha1 => "RSAES_OAEP_SHA_1",
-            WrappingAlgorithm::RsaAesKeyWrapSha256 => "RSA_AES_KEY_WRAP_SHA_256",
-            WrappingAlgorithm::RsaAesKeyWrapSha1 => "RSA_AES_KEY_WRAP_SHA_1",
-        }
-    }
-
-    pub fn from_kms_name(name: &str) -> Option<WrappingAlgorithm> {
-        WrappingAlgorithm::ALL
-            .into_iter()
-            .find(|a| a.as_str() == name)
-    }
-
-    /// The default for a key spec: RSAES_OAEP_SHA_256 / RSA_2048 for symmetric and HMAC
-    /// material, RSA_AES_KEY_WRAP_SHA_256 / RSA_4096 for RSA and ECC private keys.
-    pub fn default_for(spec: KeySpec) -> (WrappingAlgorithm, WrappingKeySpec) {
-        match spec.family() {
-            KeyFamily::Symmetric | KeyFamily::Hmac => {
-                (WrappingAlgorithm::RsaesOaepSha256, WrappingKeySpec::Rsa2048)
-            }
-            KeyFamily::Rsa | KeyFamily::Ecc => (
-                WrappingAlgorithm::RsaAesKeyWrapSha256,
-                WrappingKeySpec::Rsa4096,
-            ),
-        }
-    }
-
-    /// Whether the material is AES-key-wrapped (two-part output) rather than OAEP-encrypted.
-    pub fn is_key_wrap(self) -> bool {
-        matches!(
-            self,
-            WrappingAlgorithm::RsaAesKeyWrapSha256 | WrappingAlgorithm::RsaAesKeyWrapSha1
-        )
-    }
-
     fn oaep(self) -> &'static OaepAlgorithm {
         match self {
             WrappingAlgorithm::RsaesOaepSha256 | WrappingAlgorithm::RsaAesKeyWrapSha256 => {
@@ -180,54 +98,6 @@ impl WrappingAlgorithm {
             Some(len) => self.check_len(spec, wrapping_key_spec.bits(), len),
             None => Ok(()),
         }
-    }
-}
-
-impl fmt::Display for WrappingAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl WrappingKeySpec {
-    pub const ALL: [WrappingKeySpec; 3] = [
-        WrappingKeySpec::Rsa2048,
-        WrappingKeySpec::Rsa3072,
-        WrappingKeySpec::Rsa4096,
-    ];
-
-    /// The KMS name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WrappingKeySpec::Rsa2048 => "RSA_2048",
-            WrappingKeySpec::Rsa3072 => "RSA_3072",
-            WrappingKeySpec::Rsa4096 => "RSA_4096",
-        }
-    }
-
-    pub fn from_kms_name(name: &str) -> Option<WrappingKeySpec> {
-        WrappingKeySpec::ALL
-            .into_iter()
-            .find(|s| s.as_str() == name)
-    }
-
-    /// RSA modulus size in bits.
-    pub fn bits(self) -> usize {
-        match self {
-            WrappingKeySpec::Rsa2048 => 2048,
-            WrappingKeySpec::Rsa3072 => 3072,
-            WrappingKeySpec::Rsa4096 => 4096,
-        }
-    }
-
-    pub fn from_bits(bits: usize) -> Option<WrappingKeySpec> {
-        WrappingKeySpec::ALL.into_iter().find(|s| s.bits() == bits)
-    }
-}
-
-impl fmt::Display for WrappingKeySpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -1,6 +1,6 @@
 //! Key policies: the three forms of `spec.policy` rendered into one document per key, and the lockout check.
 //!
-//! Pure code, no I/O. `validate` turns a spec's policy (a raw document, a template's document
+//! Pure code, no I/O. `desired` turns a spec's policy (a raw document, a template's document
 //! or shortcuts) into a [`DesiredPolicy`]: a JSON document that may still hold placeholders
 //! (`${AccountId}`, `${KeyArn}`, …). `plan` fills them in with the [`KeyIdentity`] KMS reports,
 //! compares with the key's policy, and checks with [`lockout`] that the policy leaves keyfleet
@@ -8,7 +8,6 @@
 
 pub mod document;
 pub mod lockout;
-pub mod preview;
 pub mod principal;
 pub mod shortcuts;
 

@@ -2,6 +2,7 @@
 //! `mod support;` and uses only some of them, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod clock;
 pub mod fleet;
 pub mod kms_mocks;
 pub mod localstack;

@@ -11,9 +11,9 @@ use k8s_openapi::api::core::v1::Secret;
 use keyfleet::api::{AwsKey, AwsKeyStatus};
 use keyfleet::controller::{self, Context, Settings};
 use keyfleet::kms::KmsClients;
-use keyfleet::memkube::MemKube;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
+use memkube::MemKube;
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -419,7 +419,7 @@ pub async fn create_material_secret(
     name: &str,
     spec: keyfleet::api::KeySpec,
 ) -> zeroize::Zeroizing<Vec<u8>> {
-    let value = keyfleet::material::testing::generate_secret_value(spec);
+    let value = keyfleet_testkit::material::generate_secret_value(spec);
     create_secret(client, namespace, name, "material", &value).await;
     value
 }

@@ -1,0 +1,397 @@
+//! A quota-enforcing, fault-injecting HTTP proxy in front of a KMS endpoint (LocalStack), used
+//! by the fleet benchmark and the fault-injection tests.
+//!
+//! Each request is charged to a token bucket of its (region, operation): the region from the
+//! SigV4 credential scope of `Authorization`, the operation from `X-Amz-Target`; a ReplicateKey
+//! is also charged two CreateKey in the replica's region, as AWS counts it. Above the rate the
+//! proxy answers `400 ThrottlingException` like AWS. A configurable fraction of requests fails
+//! on purpose: a 500 before forwarding, a throttle, or — the nasty one — a 500 *after*
+//! forwarding (the call took effect, its answer is lost).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use keyfleet::kms::KmsQuotas;
+use keyfleet::kms::quota::{REPLICATE_KEY_CREATE_COST, operation_of, replica_region};
+
+/// What the proxy enforces and injects.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Where requests go, e.g. `http://127.0.0.1:4566`.
+    pub upstream: String,
+    /// Rates per operation, enforced per region.
+    pub quotas: KmsQuotas,
+    /// Fraction of requests (0..=1) that fail on purpose, split evenly between a 500 before
+    /// forwarding, a ThrottlingException, and a 500 after forwarding.
+    pub fault_rate: f64,
+    /// Seed of the fault dice.
+    pub seed: u64,
+}
+
+impl ProxyConfig {
+    pub fn new(upstream: impl Into<String>, quotas: KmsQuotas) -> ProxyConfig {
+        ProxyConfig {
+            upstream: upstream.into().trim_end_matches('/').to_string(),
+            quotas,
+            fault_rate: 0.0,
+            seed: 1,
+        }
+    }
+}
+
+/// What happened to the requests of one (region, operation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    /// Forwarded and answered as KMS answered.
+    pub forwarded: u64,
+    /// Refused above the rate (ThrottlingException).
+    pub throttled: u64,
+    /// Failed on purpose with a 500 before forwarding.
+    pub injected_errors: u64,
+    /// Failed on purpose with a ThrottlingException (not a quota).
+    pub injected_throttles: u64,
+    /// Forwarded, took effect, and answered with a 500 on purpose.
+    pub lost_answers: u64,
+}
+
+impl OpCounts {
+    /// Requests that reached KMS (forwarded, answered or not).
+    pub fn reached_kms(&self) -> u64 {
+        self.forwarded + self.lost_answers
+    }
+
+    /// Every request the proxy received.
+    pub fn received(&self) -> u64 {
+        self.forwarded
+            + self.throttled
+            + self.injected_errors
+            + self.injected_throttles
+            + self.lost_answers
+    }
+}
+
+/// Counts by (region, operation).
+pub type ProxyStats = BTreeMap<(String, String), OpCounts>;
+
+struct Shared {
+    config: Mutex<ProxyConfig>,
+    buckets: Mutex<HashMap<(String, String), Arc<DefaultDirectRateLimiter>>>,
+    stats: Mutex<ProxyStats>,
+    dice: Mutex<StdRng>,
+    http: HttpClient<HttpConnector, Full<Bytes>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running proxy; stopped when dropped.
+pub struct KmsProxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KmsProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Fault {
+    Error,
+    Throttle,
+    LostAnswer,
+}
+
+impl KmsProxy {
+    /// Listens on an ephemeral port of 127.0.0.1.
+    pub async fn start(config: ProxyConfig) -> std::io::Result<KmsProxy> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = HttpClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let shared = Arc::new(Shared {
+            dice: Mutex::new(StdRng::seed_from_u64(config.seed)),
+            config: Mutex::new(config),
+            buckets: Mutex::new(HashMap::new()),
+            stats: Mutex::new(BTreeMap::new()),
+            http,
+        });
+        let state = shared.clone();
+        let service = tower::service_fn(move |req: Request<Body>| {
+            let state = state.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
+        });
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, tower::make::Shared::new(service)).await {
+                tracing::warn!(error = %e, "KMS proxy stopped");
+            }
+        });
+        Ok(KmsProxy { addr, shared, task })
+    }
+
+    /// The endpoint URL to give KMS clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A snapshot of the counts so far.
+    pub fn stats(&self) -> ProxyStats {
+        lock(&self.shared.stats).clone()
+    }
+
+    /// Changes the fraction of requests failed on purpose.
+    pub fn set_fault_rate(&self, rate: f64) {
+        lock(&self.shared.config).fault_rate = rate;
+    }
+}
+
+/// Sums counts over regions, by operation.
+pub fn by_operation(stats: &ProxyStats) -> BTreeMap<String, OpCounts> {
+    let mut out: BTreeMap<String, OpCounts> = BTreeMap::new();
+    for ((_, op), c) in stats {
+        let e = out.entry(op.clone()).or_default();
+        e.forwarded += c.forwarded;
+        e.throttled += c.throttled;
+        e.injected_errors += c.injected_errors;
+        e.injected_throttles += c.injected_throttles;
+        e.lost_answers += c.lost_answers;
+    }
+    out
+}
+
+/// Counts of `after` minus those of `before`.
+pub fn delta(after: &ProxyStats, before: &ProxyStats) -> ProxyStats {
+    after
+        .iter()
+        .map(|(k, a)| {
+            let b = before.get(k).copied().unwrap_or_default();
+            let d = OpCounts {
+                forwarded: a.forwarded - b.forwarded,
+                throttled: a.throttled - b.throttled,
+                injected_errors: a.injected_errors - b.injected_errors,
+                injected_throttles: a.injected_throttles - b.injected_throttles,
+                lost_answers: a.lost_answers - b.lost_answers,
+            };
+            (k.clone(), d)
+        })
+        .filter(|(_, d)| d.received() > 0)
+        .collect()
+}
+
+/// The region of a SigV4 `Authorization` header: `Credential=<key>/<date>/<region>/kms/...`.
+pub fn sigv4_region(authorization: &str) -> Option<&str> {
+    let scope = authorization.split("Credential=").nth(1)?;
+    scope.split('/').nth(2)
+}
+
+/// AWS's bucket of a quota: refills at the rate and holds one second of requests (at least 2,
+/// as a one-second window lets two requests through across its boundary).
+fn aws_quota(rate: f64) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / rate.max(1e-6)).max(Duration::from_nanos(1));
+    let burst = NonZeroU32::new((rate.ceil() as u32).max(2)).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst)
+}
+
+impl Shared {
+    fn bucket(&self, region: &str, op: &str) -> Arc<DefaultDirectRateLimiter> {
+        let rate = lock(&self.config).quotas.rate(op);
+        lock(&self.buckets)
+            .entry((region.to_string(), op.to_string()))
+            .or_insert_with(|| Arc::new(RateLimiter::direct(aws_quota(rate))))
+            .clone()
+    }
+
+    /// Takes the request's tokens; false when it is over the quota.
+    fn admit(&self, region: &str, op: &str, replica: Option<&str>) -> bool {
+        if self.bucket(region, op).check().is_err() {
+            return false;
+        }
+        match replica {
+            Some(r) => {
+                let n = NonZeroU32::new(REPLICATE_KEY_CREATE_COST).unwrap_or(NonZeroU32::MIN);
+                matches!(self.bucket(r, "CreateKey").check_n(n), Ok(Ok(())))
+            }
+            None => true,
+        }
+    }
+
+    fn count(&self, region: &str, op: &str, f: impl FnOnce(&mut OpCounts)) {
+        f(lock(&self.stats)
+            .entry((region.to_string(), op.to_string()))
+            .or_default());
+    }
+
+    fn roll(&self) -> Option<Fault> {
+        let rate = lock(&self.config).fault_rate;
+        let mut dice = lock(&self.dice);
+        if dice.random::<f64>() >= rate {
+            return None;
+        }
+        Some(match dice.random_range(0..3) {
+            0 => Fault::Error,
+            1 => Fault::Throttle,
+            _ => Fault::LostAnswer,
+        })
+    }
+}
+
+fn aws_error(status: StatusCode, type_: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"__type": type_, "message": message}).to_string();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+fn throttled() -> Response<Body> {
+    aws_error(
+        StatusCode::BAD_REQUEST,
+        "ThrottlingException",
+        "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls.",
+    )
+}
+
+async fn handle(shared: &Shared, req: Request<Body>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 16 << 20).await else {
+        return aws_error(StatusCode::BAD_REQUEST, "ValidationException", "bad body");
+    };
+    let op = operation_of(
+        parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok()),
+    )
+    .unwrap_or("Unknown")
+    .to_string();
+    let region = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(sigv4_region)
+        .unwrap_or("unknown")
+        .to_string();
+    let replica = (op == "ReplicateKey")
+        .then(|| replica_region(&body))
+        .flatten();
+    if !shared.admit(&region, &op, replica.as_deref()) {
+        shared.count(&region, &op, |c| c.throttled += 1);
+        return throttled();
+    }
+    let fault = shared.roll();
+    match fault {
+        Some(Fault::Error) => {
+            shared.count(&region, &op, |c| c.injected_errors += 1);
+            return aws_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "KMSInternalException",
+                "injected fault",
+            );
+        }
+        Some(Fault::Throttle) => {
+            shared.count(&region, &op, |c| c.injected_throttles += 1);
+            return throttled();
+        }
+        _ => {}
+    }
+    let upstream = lock(&shared.config).upstream.clone();
+    let uri = format!(
+        "{upstream}{}",
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut forward = Request::builder().method(parts.method).uri(uri);
+    for (name, value) in &parts.headers {
+        if name != http::header::HOST {
+            forward = forward.header(name, value);
+        }
+    }
+    let Ok(forward) = forward.body(Full::new(body)) else {
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            "bad request",
+        );
+    };
+    let answer = match shared.http.request(forward).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            return aws_error(
+                StatusCode::BAD_GATEWAY,
+                "KMSInternalException",
+                &format!("upstream: {e}"),
+            );
+        }
+    };
+    let (parts, body) = answer.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return aws_error(
+                StatusCode::BAD_GATEWAY,
+                "KMSInternalException",
+                &format!("upstream body: {e}"),
+            );
+        }
+    };
+    if let Some(Fault::LostAnswer) = fault {
+        shared.count(&region, &op, |c| c.lost_answers += 1);
+        return aws_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "KMSInternalException",
+            "injected fault after the call took effect",
+        );
+    }
+    shared.count(&region, &op, |c| c.forwarded += 1);
+    Response::from_parts(parts, Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_comes_from_the_credential_scope() {
+        let auth = "AWS4-HMAC-SHA256 Credential=test/20250101/eu-west-1/kms/aws4_request, SignedHeaders=host, Signature=abc";
+        assert_eq!(sigv4_region(auth), Some("eu-west-1"));
+        assert_eq!(sigv4_region("Bearer x"), None);
+    }
+
+    #[test]
+    fn buckets_hold_one_second_and_at_least_two() {
+        let one = RateLimiter::direct(aws_quota(1.0));
+        assert!(one.check().is_ok() && one.check().is_ok());
+        assert!(one.check().is_err());
+        let five = RateLimiter::direct(aws_quota(5.0));
+        for _ in 0..5 {
+            assert!(five.check().is_ok());
+        }
+        assert!(five.check().is_err());
+    }
+}

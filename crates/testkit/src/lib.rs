@@ -1,0 +1,4 @@
+//! Test helpers shared by keyfleet's unit tests, integration tests and benchmarks; never part
+//! of the operator.
+
+pub mod material;

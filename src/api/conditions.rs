@@ -1,0 +1,78 @@
+//! Status conditions keyfleet writes (`Ready`, `MaterialVerified`) and how they are updated.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// `True` when the KMS key exists, is in the desired state, holds the material and has the
+/// whole spec applied.
+pub const READY: &str = "Ready";
+/// Whether the material in KMS is proven to be the material in the Secret; the reason names
+/// the method (`PublicKeyMatches`, `MacMatches`, `KeyMaterialIdMatches`), a mismatch
+/// (`MaterialVerificationFailed`) or `Unverified` (no permission, not supported).
+pub const MATERIAL_VERIFIED: &str = "MaterialVerified";
+
+/// Replaces (or adds) the condition of the same type, keeping `lastTransitionTime` when the
+/// status did not change.
+pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
+    if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        if existing.status == new.status {
+            new.last_transition_time = existing.last_transition_time.clone();
+        }
+        *existing = new;
+    } else {
+        conditions.push(new);
+    }
+}
+
+/// Builds a condition stamped with the current time.
+pub fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message: message.into(),
+        observed_generation,
+        last_transition_time: Time(jiff::Timestamp::now()),
+    }
+}
+
+/// Returns the condition of the given type, if present.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_condition_keeps_transition_time_when_status_is_unchanged() {
+        let mut conditions = vec![];
+        let mut first = condition(READY, false, "Reconciling", "a", Some(1));
+        first.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
+        set_condition(&mut conditions, first);
+        set_condition(
+            &mut conditions,
+            condition(READY, false, "KeyGone", "b", Some(2)),
+        );
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].reason, "KeyGone");
+        assert_eq!(
+            conditions[0].last_transition_time.0,
+            jiff::Timestamp::UNIX_EPOCH
+        );
+        set_condition(
+            &mut conditions,
+            condition(READY, true, "Ready", "c", Some(2)),
+        );
+        assert_ne!(
+            conditions[0].last_transition_time.0,
+            jiff::Timestamp::UNIX_EPOCH
+        );
+    }
+}

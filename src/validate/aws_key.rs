@@ -1,0 +1,300 @@
+//! `AwsKey` checks: CEL rules, keyfleet's spec validation, and — with the rest of the input —
+//! its `kmsRef`, its Secret and key material, and alias conflicts.
+//!
+//! The spec and material checks call the controller's own code ([`desired::spec_errors`] —
+//! every check of [`desired::desired_key`] —, [`desired::import_settings`],
+//! [`desired::adopt_key_region`], [`KeyMaterial::from_secret_value`],
+//! [`KeyMaterial::check_wrapping`]), so a finding here is a refusal the operator would make.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::finding::{Check, Finding, ObjectRef};
+use super::kind::{Bundle, KindContext, KindDef, Typed, read};
+use super::object::{Object, ObjectFindings};
+use super::secret::{SecretDoc, SecretValue};
+use crate::api::{AwsKey, AwsKms};
+use crate::desired::{self, SpecError};
+use crate::material::KeyMaterial;
+
+pub(crate) const KIND: KindDef = KindDef {
+    kind: "AwsKey",
+    check_object,
+    check_bundle,
+};
+
+fn check_object(
+    _object: &Object,
+    value: &Value,
+    out: &mut ObjectFindings<'_>,
+    ctx: &KindContext<'_>,
+) -> Option<Typed> {
+    let key: AwsKey = read(value, out)?;
+    ctx.cel.check(&key, out);
+
+    let mut refuse = |e: SpecError| out.add_at_path(Check::Semantic, e.field, e.reason, e.message);
+    // Every refusal at once: `desired_key` (what the controller calls) stops at the first.
+    for e in desired::spec_errors(&key.spec, ctx.options.now) {
+        refuse(e);
+    }
+    if let Err(e) = desired::adopt_key_region(&key.spec) {
+        refuse(e);
+    }
+    Some(Typed::AwsKey(Box::new(key)))
+}
+
+fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
+    let mut keys: Vec<(&Object, &AwsKey)> = Vec::new();
+    let mut kmses: HashMap<&str, &AwsKms> = HashMap::new();
+    for (object, typed) in bundle.typed() {
+        match typed {
+            Typed::AwsKey(key) => keys.push((object, key)),
+            // A duplicate AwsKms is reported as such; the last one is what would be applied.
+            Typed::AwsKms(kms) => {
+                kmses.insert(object.name(), kms);
+            }
+            Typed::AwsReplicaKey(_) | Typed::AwsKeyPolicyTemplate(_) => {}
+        }
+    }
+    // Secrets (by index in the bundle) whose own problems are already reported.
+    let mut secrets_reported: HashSet<usize> = HashSet::new();
+    for (object, key) in &keys {
+        let mut out = bundle.findings_for(object);
+        check_kms_ref(bundle, key, &kmses, &mut out);
+        check_secret(
+            bundle,
+            object,
+            key,
+            &mut out,
+            findings,
+            &mut secrets_reported,
+        );
+        findings.extend(out.finish());
+    }
+    check_aliases(bundle, &keys, &kmses, findings);
+}
+
+fn check_kms_ref(
+    bundle: &Bundle<'_>,
+    key: &AwsKey,
+    kmses: &HashMap<&str, &AwsKms>,
+    out: &mut ObjectFindings<'_>,
+) {
+    let Some(kms_ref) = &key.spec.kms_ref else {
+        return;
+    };
+    match kmses.get(kms_ref.name.as_str()) {
+        Some(kms) if !kms.spec.allows_region(&key.spec.region) => out.add_at(
+            Check::Reference,
+            "/spec/region",
+            "RegionNotAllowed",
+            format!(
+                "region {} is not allowed by AwsKms/{} (allowed: {}); use an allowed region, or \
+                 another kmsRef",
+                key.spec.region,
+                kms_ref.name,
+                kms.spec.regions.join(", ")
+            ),
+        ),
+        Some(_) => {}
+        None if bundle.options.require_refs => out.add_at(
+            Check::Reference,
+            "/spec/kmsRef/name",
+            "KmsConnectionNotFound",
+            format!(
+                "AwsKms {} is not in the validated manifests (--require-refs); add it, or remove \
+                 spec.kmsRef to use the operator's own credentials",
+                kms_ref.name
+            ),
+        ),
+        None => {}
+    }
+}
+
+/// The referenced Secret: present in the key's namespace (then its material is checked),
+/// present only in other namespaces (never readable), or absent (only with `require_refs`).
+fn check_secret(
+    bundle: &Bundle<'_>,
+    object: &Object,
+    key: &AwsKey,
+    out: &mut ObjectFindings<'_>,
+    findings: &mut Vec<Finding>,
+    secrets_reported: &mut HashSet<usize>,
+) {
+    let namespace = object.namespace();
+    let source = &key.spec.key_material;
+    let secret_ref = &source.secret_ref;
+    let named: Vec<(usize, &SecretDoc)> = bundle
+        .secrets
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.object.name() == secret_ref.name)
+        .collect();
+    // Of duplicates, the last is what would be applied.
+    let Some(&(index, secret)) = named
+        .iter()
+        .rev()
+        .find(|(_, s)| s.object.namespace() == namespace)
+    else {
+        let mut elsewhere: Vec<&str> = named.iter().map(|(_, s)| s.object.namespace()).collect();
+        elsewhere.sort_unstable();
+        elsewhere.dedup();
+        if !elsewhere.is_empty() {
+            out.add_at(
+                Check::Reference,
+                "/spec/keyMaterial/secretRef/name",
+                "SecretNotFound",
+                format!(
+                    "Secret {:?} is in namespace {}, not in {namespace}: an AwsKey reads its \
+                     Secret only from its own namespace (secretRef has no namespace); move the \
+                     Secret (or the AwsKey) so they share a namespace",
+                    secret_ref.name,
+                    elsewhere.join(", ")
+                ),
+            );
+        } else if bundle.options.require_refs {
+            out.add_at(
+                Check::Reference,
+                "/spec/keyMaterial/secretRef/name",
+                "SecretNotFound",
+                format!(
+                    "Secret {namespace}/{} is not in the validated manifests (--require-refs)",
+                    secret_ref.name
+                ),
+            );
+        }
+        return;
+    };
+
+    let mut on_secret = bundle.findings_for(&secret.object);
+    if secrets_reported.insert(index) {
+        for (pointer, reason, message) in secret.problems() {
+            on_secret.add_at(Check::Material, &pointer, reason, message);
+        }
+    }
+    match secret.value(&secret_ref.key) {
+        SecretValue::Missing => {
+            let keys = secret.keys();
+            out.add_at(
+                Check::Reference,
+                "/spec/keyMaterial/secretRef/key",
+                "SecretKeyMissing",
+                format!(
+                    "Secret {namespace}/{} has no key {:?} (it has: {}); put the key material \
+                     under that key, or fix secretRef.key",
+                    secret_ref.name,
+                    secret_ref.key,
+                    if keys.is_empty() {
+                        "no keys".to_string()
+                    } else {
+                        keys.join(", ")
+                    }
+                ),
+            );
+        }
+        SecretValue::Invalid => {} // reported on the Secret by `problems`
+        SecretValue::Bytes { bytes, pointer } => {
+            let spec = key.spec.key_spec;
+            match KeyMaterial::from_secret_value(spec, source.encoding, &bytes) {
+                Err(e) => on_secret.add_at(
+                    Check::Material,
+                    &pointer,
+                    e.reason(),
+                    format!(
+                        "key material for {} ({spec}, encoding {}): {e}",
+                        object.id, source.encoding
+                    ),
+                ),
+                Ok(material) => {
+                    if let Ok(settings) = desired::import_settings(source, spec)
+                        && let Err(e) =
+                            material.check_wrapping(settings.algorithm, settings.wrapping_key_spec)
+                    {
+                        out.add_at(
+                            Check::Material,
+                            "/spec/keyMaterial/wrappingKeySpec",
+                            e.reason(),
+                            e.to_string(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    findings.extend(on_secret.finish());
+}
+
+/// Who a key's alias is unique for: an alias names one key per AWS account and region.
+/// Keys whose account cannot be told apart offline (an AwsKms that is not in the input, a
+/// role in another account) are kept apart, so only certain conflicts are reported.
+fn account_of(key: &AwsKey, kmses: &HashMap<&str, &AwsKms>) -> String {
+    let operator = |endpoint: Option<&str>| format!("operator@{}", endpoint.unwrap_or_default());
+    match &key.spec.kms_ref {
+        None => operator(None),
+        Some(r) => match kmses.get(r.name.as_str()) {
+            None => format!("AwsKms/{}", r.name),
+            Some(kms) => {
+                let endpoint = kms.spec.endpoint_url.as_deref();
+                match kms
+                    .spec
+                    .role_arn
+                    .as_deref()
+                    .and_then(|a| a.split(':').nth(4))
+                {
+                    Some(account) => format!("{account}@{}", endpoint.unwrap_or_default()),
+                    None => operator(endpoint),
+                }
+            }
+        },
+    }
+}
+
+fn check_aliases(
+    bundle: &Bundle<'_>,
+    keys: &[(&Object, &AwsKey)],
+    kmses: &HashMap<&str, &AwsKms>,
+    findings: &mut Vec<Finding>,
+) {
+    // (account, region, alias) → claimants, one per distinct object.
+    let mut claims: BTreeMap<(String, &str, &str), Vec<&Object>> = BTreeMap::new();
+    for (object, key) in keys {
+        let Some(alias) = key.spec.alias.as_deref() else {
+            continue;
+        };
+        let claimants = claims
+            .entry((account_of(key, kmses), &key.spec.region, alias))
+            .or_default();
+        if !claimants.iter().any(|o| o.id == object.id) {
+            claimants.push(object);
+        }
+    }
+    for ((_, region, alias), claimants) in &claims {
+        if claimants.len() < 2 {
+            continue;
+        }
+        for object in claimants {
+            let others: Vec<String> = claimants
+                .iter()
+                .filter(|o| o.id != object.id)
+                .map(|o| format!("{} ({})", describe(&o.id), bundle.location(o)))
+                .collect();
+            let mut out = bundle.findings_for(object);
+            out.add_at(
+                Check::Reference,
+                "/spec/alias",
+                "DuplicateAlias",
+                format!(
+                    "{alias} in {region} is also claimed by {}; an alias names one key per \
+                     account and region, so keyfleet refuses all but one of them (AliasInUse)",
+                    others.join(", ")
+                ),
+            );
+            findings.extend(out.finish());
+        }
+    }
+}
+
+fn describe(id: &ObjectRef) -> String {
+    id.to_string()
+}
