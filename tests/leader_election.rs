@@ -80,6 +80,23 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     wait_ready(&api, &first).await;
     assert!(reconciles(&a) > 0, "the leader did not reconcile");
     assert_eq!(reconciles(&b), 0, "the standby reconciled");
+    // Both serve metrics: the standby its leadership (0), build info and the process.
+    let standby = b.ctx.metrics.render();
+    for want in [
+        "keyfleet_leader 0",
+        "keyfleet_build_info{version=",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+    ] {
+        assert!(standby.contains(want), "standby lacks {want}:\n{standby}");
+    }
+    assert!(!standby.contains("keyfleet_key_ready{"), "{standby}");
+    let leader = a.ctx.metrics.render();
+    assert!(leader.contains("keyfleet_leader 1"), "{leader}");
+    assert!(
+        leader.contains(&format!(r#"name="{first}",reason="KeyReady"}} 1"#)),
+        "{leader}"
+    );
     let lease = kube
         .get_object(
             "coordination.k8s.io",
@@ -100,6 +117,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     create_key(&api, &aws_key(&second, DEFAULT_REGION, &second, json!({}))).await;
     wait_ready(&api, &second).await;
     assert!(reconciles(&b) > 0, "the new leader did not reconcile");
+    assert!(b.ctx.metrics.render().contains("keyfleet_leader 1"));
     let lease = kube
         .get_object(
             "coordination.k8s.io",

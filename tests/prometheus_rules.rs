@@ -185,3 +185,88 @@ fn promtool_unit_tests_catch_a_changed_rule() {
     assert!(text.contains("alertname: KeyfleetKeyNotReady"), "{text}");
     assert!(!text.contains("alertname: KeyfleetNoLeader"), "{text}");
 }
+
+/// Metric names of a text exposition, histogram series folded into their family.
+fn sample_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
+        .map(|n| {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                if let Some(family) = n.strip_suffix(suffix) {
+                    if family.ends_with("_seconds") {
+                        return family.to_string();
+                    }
+                }
+            }
+            n
+        })
+        .collect()
+}
+
+/// Names in `text` that look like keyfleet's or the process metrics.
+fn metric_names_in(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for prefix in ["keyfleet_", "process_"] {
+        for (i, _) in text.match_indices(prefix) {
+            if i > 0 && text.as_bytes()[i - 1].is_ascii_alphanumeric() {
+                continue;
+            }
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .map_or(name.clone(), str::to_string);
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// What the operator exports, what docs/metrics.md documents, and what the alerts and the
+/// dashboard query are the same names: an alert on a metric that does not exist never fires.
+#[test]
+fn alerts_dashboard_and_docs_use_the_exported_metrics() {
+    let m = keyfleet::metrics::Metrics::new();
+    m.set_leader(true);
+    m.reconciled("AwsKey", "ready", std::time::Duration::from_millis(5));
+    m.kms_call("DescribeKey", "ok");
+    let t = jiff::Timestamp::from_second(2_000_000_000).unwrap();
+    m.key_observed("AwsKey", "ns", "k", Some("Enabled"), Some(t));
+    m.material_renewal_at("AwsKey", "ns", "k", Some(t));
+    m.key_ready("AwsKey", "ns", "k", true, "KeyReady");
+    let exported = sample_names(&m.render());
+    assert!(
+        exported.contains("process_resident_memory_bytes"),
+        "{exported:?}"
+    );
+
+    let docs = std::fs::read_to_string(tools::root().join("docs/metrics.md")).unwrap();
+    let table: String = docs
+        .lines()
+        .skip_while(|l| !l.starts_with("| metric |"))
+        .take_while(|l| l.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let documented = metric_names_in(&table);
+    assert_eq!(
+        documented, exported,
+        "docs/metrics.md lists what /metrics serves"
+    );
+
+    let chart = tools::root().join("charts/keyfleet");
+    let rules = std::fs::read_to_string(chart.join("templates/prometheusrule.yaml")).unwrap();
+    let dashboard = std::fs::read_to_string(chart.join("files/grafana/keyfleet.json")).unwrap();
+    for (what, text) in [("the alerts", rules), ("the dashboard", dashboard)] {
+        let used = metric_names_in(&text);
+        assert!(!used.is_empty());
+        let unknown: Vec<&String> = used.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{what} query metrics nobody exports: {unknown:?}"
+        );
+    }
+}

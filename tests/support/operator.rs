@@ -28,6 +28,8 @@ pub const CLUSTER_ID: &str = "test-cluster";
 pub struct Operator {
     pub kube: MemKube,
     pub client: kube::Client,
+    /// The controller's metrics (what `/metrics` would serve).
+    pub metrics: Arc<keyfleet::metrics::Metrics>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -87,6 +89,7 @@ impl Operator {
             .try_init();
         let client = kube.client();
         let ctx = Arc::new(Context::new(client.clone(), kms, settings).with_clock(clock));
+        let metrics = ctx.metrics.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(ctx, async move {
             let _ = rx.await;
@@ -94,6 +97,7 @@ impl Operator {
         Operator {
             kube,
             client,
+            metrics,
             stop: Some(tx),
             task: Some(task),
         }
