@@ -193,10 +193,10 @@ fn sample_names(text: &str) -> BTreeSet<String> {
         .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
         .map(|n| {
             for suffix in ["_bucket", "_sum", "_count"] {
-                if let Some(family) = n.strip_suffix(suffix) {
-                    if family.ends_with("_seconds") {
-                        return family.to_string();
-                    }
+                if let Some(family) = n.strip_suffix(suffix)
+                    && family.ends_with("_seconds")
+                {
+                    return family.to_string();
                 }
             }
             n
