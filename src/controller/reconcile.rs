@@ -195,6 +195,18 @@ async fn converge<K: ManagedKey>(
         role: Role::of(&inputs.source),
     };
     let result = sync::sync(sync, status, synced).await;
+    // Metrics: when rolling-validity material is re-imported next.
+    let renewal = desired
+        .rolling_validity
+        .zip(status.material_valid_to.as_ref());
+    ctx.metrics.material_renewal_at(
+        K::KIND,
+        &owner.namespace,
+        &owner.name,
+        renewal.map(|(rolling, valid_to)| {
+            valid_to.0 - crate::plan::renew_threshold(rolling, ctx.renew_before())
+        }),
+    );
     record_read(ctx, &owner.uid, meta.generation, deep_read, &result, synced);
     if let Some(observed) = &synced.observed {
         K::record_observed(status, observed);

@@ -50,6 +50,28 @@ app.kubernetes.io/name: {{ include "keyfleet.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+The pods' topologySpreadConstraints as a YAML list: the values' list (a constraint without a
+labelSelector gets the pods' selector labels), else the soft default (one pod per node when
+possible), else nothing when defaultTopologySpread is false.
+*/}}
+{{- define "keyfleet.topologySpreadConstraints" -}}
+{{- $selector := dict "matchLabels" (include "keyfleet.selectorLabels" . | fromYaml) }}
+{{- $constraints := list }}
+{{- if .Values.topologySpreadConstraints }}
+{{- range .Values.topologySpreadConstraints }}
+{{- $constraint := deepCopy . }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $_ := set $constraint "labelSelector" $selector }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+{{- else if .Values.defaultTopologySpread }}
+{{- $constraints = list (dict "maxSkew" 1 "topologyKey" "kubernetes.io/hostname" "whenUnsatisfiable" "ScheduleAnyway" "labelSelector" $selector) }}
+{{- end }}
+{{- toYaml $constraints }}
+{{- end }}
+
 {{- define "keyfleet.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "keyfleet.fullname" .) .Values.serviceAccount.name }}
