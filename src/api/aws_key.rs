@@ -63,8 +63,8 @@ use super::refs::{LocalObjectRef, SecretKeySelector};
 #[x_kube(validation = Rule::new("!has(self.deletionPolicy) || self.deletionPolicy != 'DeleteMaterial' || has(self.alias) || has(self.adoptKeyArn)").message("deletionPolicy DeleteMaterial needs an alias or adoptKeyArn, so that re-applying the AwsKey finds the key again").field_path(".deletionPolicy"))]
 #[x_kube(validation = Rule::new("has(self.adoptKeyArn) == has(oldSelf.adoptKeyArn) && (!has(self.adoptKeyArn) || self.adoptKeyArn == oldSelf.adoptKeyArn)").message("adoptKeyArn is immutable").field_path(".adoptKeyArn"))]
 pub struct AwsKeySpec {
-    /// The `AwsKms` connection (cluster-scoped) to use. Unset: the operator's own AWS
-    /// credentials. Immutable.
+    /// The `AwsKms` connection (cluster-scoped) to use; it must be granted to this namespace.
+    /// Unset: the AwsKms named `default`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_ref: Option<LocalObjectRef>,
 
