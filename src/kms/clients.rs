@@ -1,9 +1,11 @@
-//! KMS clients, one per (connection, region), built once and shared by every reconcile.
+//! KMS clients, one per (connection, region) and, through a role, one per object (its own role
+//! session), built once and shared by every reconcile.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use aws_config::identity::IdentityCache;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -24,6 +26,7 @@ use crate::metrics::Metrics;
 
 use super::Client;
 use super::quota::{RateLimitedHttpClient, RateLimits};
+use super::session::{Requester, RoleSessionCredentials};
 
 /// Which credentials and endpoint a key is managed with: an `AwsKms`.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,7 +83,72 @@ impl Connection {
     }
 }
 
-type CacheKey = (String, Option<String>, String);
+/// A connection at one `resourceVersion`, in one region.
+type ConnectionKey = (String, Option<String>, String);
+
+/// How many role sessions (object × connection × region) are kept at most; the least recently
+/// used goes first. Above this many objects reconciled within one resync, sessions would be
+/// assumed again at every reconcile.
+const MAX_SESSIONS: usize = 10_000;
+/// A session unused this long is dropped (its object was deleted or moved): its credentials,
+/// an hour long by default, would have to be renewed anyway.
+const SESSION_IDLE_EXPIRY: Duration = Duration::from_secs(3600);
+
+/// The clients of one connection and region.
+#[derive(Clone)]
+struct ConnectionClients {
+    /// Endpoint, retry partition, rate limits and metrics of the connection in the region; the
+    /// client itself for a connection without a role.
+    kms: Client,
+    /// The role's STS client (the operator's own credentials), shared by its sessions.
+    sts: Option<aws_sdk_sts::Client>,
+}
+
+struct SessionClient {
+    client: Client,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+struct Cache {
+    connections: HashMap<ConnectionKey, ConnectionClients>,
+    sessions: HashMap<(ConnectionKey, Requester), SessionClient>,
+}
+
+impl Cache {
+    /// An edited AwsKms leaves its old clients behind; drop them.
+    fn drop_other_versions(&mut self, connection: &Connection) {
+        let current = |(name, version, _): &ConnectionKey| {
+            name != &connection.name || version == &connection.version
+        };
+        self.connections.retain(|key, _| current(key));
+        self.sessions.retain(|(key, _), _| current(key));
+    }
+
+    /// Keeps `client` for `key`, dropping idle sessions and, at capacity, the least recently used.
+    fn insert_session(&mut self, key: (ConnectionKey, Requester), client: Client, now: Instant) {
+        self.sessions
+            .retain(|_, s| now.duration_since(s.last_used) < SESSION_IDLE_EXPIRY);
+        while self.sessions.len() >= MAX_SESSIONS {
+            let Some(oldest) = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.sessions.remove(&oldest);
+        }
+        self.sessions.insert(
+            key,
+            SessionClient {
+                client,
+                last_used: now,
+            },
+        );
+    }
+}
 
 /// Builds and caches KMS clients. Every client shares the base AWS configuration (credential
 /// chain, `AWS_ENDPOINT_URL_KMS`, retry and timeout settings).
@@ -91,7 +159,7 @@ pub struct KmsClients {
     limits: Option<Arc<RateLimits>>,
     /// The HTTP client (connection pool) under every rate-limited client.
     http: Option<SharedHttpClient>,
-    cache: Mutex<HashMap<CacheKey, Client>>,
+    cache: Mutex<Cache>,
     callers: super::identity::Callers,
 }
 
@@ -114,7 +182,7 @@ impl KmsClients {
             metrics: None,
             limits: None,
             http: None,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
             callers: Default::default(),
         }
     }
@@ -149,24 +217,34 @@ impl KmsClients {
             metrics: None,
             limits: None,
             http: None,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
             callers: Default::default(),
         }
     }
 
-    /// The principal KMS calls through `connection` run as (None: unknown, and always with
-    /// [`KmsClients::fixed`]).
+    /// The principal KMS calls through `connection` for `requester` run as (None: unknown,
+    /// and always with [`KmsClients::fixed`]).
     pub async fn caller(
         &self,
         connection: &Connection,
         region: &str,
+        requester: &Requester,
     ) -> Option<crate::policy::Caller> {
         let base = self.fixed.is_none().then_some(&self.base);
-        self.callers.caller(base, connection, region).await
+        self.callers
+            .caller(base, connection, region, requester)
+            .await
     }
 
-    /// The client for `connection` in `region`, built on first use.
-    pub async fn client(&self, connection: &Connection, region: &str) -> Client {
+    /// The client for `connection` in `region`, built on first use. Through a role, the calls
+    /// of each `requester` run under a role session of its own (named and tagged after it,
+    /// see [`Requester::session_name`]); without one, every object shares the client.
+    pub async fn client(
+        &self,
+        connection: &Connection,
+        region: &str,
+        requester: &Requester,
+    ) -> Client {
         if let Some(fixed) = &self.fixed {
             return fixed.clone();
         }
@@ -175,43 +253,81 @@ impl KmsClients {
             connection.version.clone(),
             region.to_string(),
         );
-        if let Some(client) = self.lock().get(&key) {
-            return client.clone();
-        }
-        let client = self.build(connection, region).await;
+        let clients = self.connection_clients(connection, region, &key);
+        let (Some(role_arn), Some(sts)) = (&connection.spec.role_arn, clients.sts) else {
+            return clients.kms;
+        };
+        let session_key = (key, requester.clone());
+        let now = Instant::now();
         let mut cache = self.lock();
-        // An edited AwsKms leaves its old clients behind; drop them.
-        cache.retain(|(name, version, _), _| {
-            name != &connection.name || version == &connection.version
-        });
-        cache.entry(key).or_insert(client).clone()
+        if let Some(session) = cache.sessions.get_mut(&session_key) {
+            session.last_used = now;
+            return session.client.clone();
+        }
+        let credentials = RoleSessionCredentials::new(
+            sts,
+            role_arn,
+            connection.spec.external_id.clone(),
+            requester,
+        );
+        // Its own credentials cache: the SDK's shared one keeps only 64 identities.
+        let client = Client::from_conf(
+            clients
+                .kms
+                .config()
+                .to_builder()
+                .credentials_provider(credentials)
+                .identity_cache(IdentityCache::lazy().build())
+                .build(),
+        );
+        cache.insert_session(session_key, client.clone(), now);
+        client
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Client>> {
+    fn connection_clients(
+        &self,
+        connection: &Connection,
+        region: &str,
+        key: &ConnectionKey,
+    ) -> ConnectionClients {
+        if let Some(clients) = self.lock().connections.get(key) {
+            return clients.clone();
+        }
+        let clients = self.build(connection, region);
+        let mut cache = self.lock();
+        cache.drop_other_versions(connection);
+        cache
+            .connections
+            .entry(key.clone())
+            .or_insert(clients)
+            .clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
         // A panic while holding this lock cannot leave the map inconsistent; keep going.
         self.cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn build(&self, connection: &Connection, region: &str) -> Client {
+    fn build(&self, connection: &Connection, region: &str) -> ConnectionClients {
         let region_name = region.to_string();
         let region = Region::new(region_name.clone());
         let mut config = aws_sdk_kms::config::Builder::from(&self.base).region(region.clone());
         if let Some(url) = &connection.spec.endpoint_url {
             config = config.endpoint_url(url);
         }
-        if let Some(role_arn) = &connection.spec.role_arn {
-            let mut provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
-                .session_name("keyfleet")
-                .region(region);
-            if let Some(external_id) = &connection.spec.external_id {
-                provider = provider.external_id(external_id);
-            }
-            config = config.credentials_provider(provider.configure(&self.base).build().await);
-        }
+        // AssumeRole runs on the operator's own credentials, in the key's region.
+        let sts = connection.spec.role_arn.as_ref().map(|_| {
+            aws_sdk_sts::Client::from_conf(
+                aws_sdk_sts::config::Builder::from(&self.base)
+                    .region(region.clone())
+                    .build(),
+            )
+        });
         // Each connection and region has its own retry quota, refilled over time: a 5xx storm
-        // in one region neither starves the others of retries nor ends retrying for good.
+        // in one region neither starves the others of retries nor ends retrying for good. The
+        // sessions of a connection share it (quotas are per account, not per session).
         config = config.retry_partition(
             RetryPartition::custom(format!(
                 "keyfleet-kms/{}/{region_name}",
@@ -238,7 +354,10 @@ impl KmsClients {
                 metrics: metrics.clone(),
             });
         }
-        Client::from_conf(config.build())
+        ConnectionClients {
+            kms: Client::from_conf(config.build()),
+            sts,
+        }
     }
 }
 
