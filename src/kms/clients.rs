@@ -109,10 +109,20 @@ struct SessionClient {
     last_used: Instant,
 }
 
-#[derive(Default)]
 struct Cache {
     connections: HashMap<ConnectionKey, ConnectionClients>,
     sessions: HashMap<(ConnectionKey, Requester), SessionClient>,
+    max_sessions: usize,
+}
+
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache {
+            connections: HashMap::new(),
+            sessions: HashMap::new(),
+            max_sessions: MAX_SESSIONS,
+        }
+    }
 }
 
 impl Cache {
@@ -129,7 +139,7 @@ impl Cache {
     fn insert_session(&mut self, key: (ConnectionKey, Requester), client: Client, now: Instant) {
         self.sessions
             .retain(|_, s| now.duration_since(s.last_used) < SESSION_IDLE_EXPIRY);
-        while self.sessions.len() >= MAX_SESSIONS {
+        while self.sessions.len() >= self.max_sessions {
             let Some(oldest) = self
                 .sessions
                 .iter()
@@ -422,4 +432,74 @@ fn is_throttling(body: &[u8]) -> bool {
                 || t.contains("TooManyRequests")
                 || t.contains("RequestLimitExceeded")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(connection: &str, version: &str, name: &str) -> (ConnectionKey, Requester) {
+        (
+            (connection.into(), Some(version.into()), "us-east-1".into()),
+            Requester::new("ns", name),
+        )
+    }
+
+    fn client() -> Client {
+        Client::from_conf(
+            aws_sdk_kms::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .build(),
+        )
+    }
+
+    #[test]
+    fn sessions_are_bounded_least_recently_used_first() {
+        let mut cache = Cache {
+            max_sessions: 2,
+            ..Cache::default()
+        };
+        let t0 = Instant::now();
+        cache.insert_session(key("c", "1", "a"), client(), t0);
+        cache.insert_session(key("c", "1", "b"), client(), t0 + Duration::from_secs(1));
+        // "a" is used again, so "b" is now the least recently used.
+        cache
+            .sessions
+            .get_mut(&key("c", "1", "a"))
+            .unwrap()
+            .last_used = t0 + Duration::from_secs(2);
+        cache.insert_session(key("c", "1", "c"), client(), t0 + Duration::from_secs(3));
+        assert_eq!(cache.sessions.len(), 2);
+        assert!(cache.sessions.contains_key(&key("c", "1", "a")));
+        assert!(!cache.sessions.contains_key(&key("c", "1", "b")));
+        assert!(cache.sessions.contains_key(&key("c", "1", "c")));
+    }
+
+    #[test]
+    fn idle_sessions_and_old_connection_versions_are_dropped() {
+        let mut cache = Cache::default();
+        let t0 = Instant::now();
+        cache.insert_session(key("c", "1", "gone"), client(), t0);
+        cache.insert_session(key("c", "1", "live"), client(), t0 + SESSION_IDLE_EXPIRY);
+        cache.insert_session(key("d", "1", "other"), client(), t0 + SESSION_IDLE_EXPIRY);
+        cache.insert_session(
+            key("c", "1", "new"),
+            client(),
+            t0 + SESSION_IDLE_EXPIRY + Duration::from_secs(1),
+        );
+        assert!(!cache.sessions.contains_key(&key("c", "1", "gone")));
+        assert_eq!(cache.sessions.len(), 3);
+
+        let edited = Connection {
+            name: "c".into(),
+            version: Some("2".into()),
+            spec: serde_json::from_value(serde_json::json!({"allowedNamespaces": {"from": "All"}}))
+                .unwrap(),
+        };
+        cache.drop_other_versions(&edited);
+        assert_eq!(
+            cache.sessions.keys().cloned().collect::<Vec<_>>(),
+            [key("d", "1", "other")]
+        );
+    }
 }
