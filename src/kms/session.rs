@@ -270,6 +270,19 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_holds() {
+        // docs/iam.md
+        let r = Requester::new(
+            "platform-shared-keys",
+            "orders-signing-key-for-eu-central-1-production",
+        );
+        assert_eq!(
+            r.session_name(),
+            "kf.platform-shared-keys.orders-signing-key-for-+c4abffb848426a4e"
+        );
+    }
+
+    #[test]
     fn long_names_sharing_a_prefix_get_different_sessions() {
         // Kubernetes allows 63-character namespaces and 253-character names.
         let ns = "n".repeat(63);
