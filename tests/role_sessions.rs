@@ -2,7 +2,9 @@
 //! role session of its own. The STS AssumeRole requests and the KMS requests are captured on
 //! the wire (a local HTTP stand-in answers both; LocalStack runs no STS): session name, session
 //! tags and ExternalId as sent, which credentials sign which object's calls, and how often STS
-//! is asked.
+//! is asked — through `KmsClients` directly and through the real controller with LocalStack KMS.
+
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -10,9 +12,23 @@ use std::time::{Duration, SystemTime};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_smithy_http_client::test_util::infallible_client_fn;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::date_time::{DateTime, Format};
+use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec, KeySpec};
 use keyfleet::kms::{Connection, KmsClients, Requester};
+use kube::Api;
+use kube::api::PostParams;
+use memkube::MemKube;
+use serde_json::json;
+use support::localstack::{self, DEFAULT_REGION, unique};
+use support::operator::*;
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/platform/keyfleet";
 const OPERATOR_KEY_ID: &str = "AKIAOPERATOR";
@@ -33,18 +49,54 @@ impl Wire {
     }
 }
 
-/// Answers sts:AssumeRole with fresh credentials (`ASIASESSION<n>`, valid for `lifetime`) and
-/// every KMS call with an empty ListKeys page, recording both.
-fn stand_in(wire: Arc<Mutex<Wire>>, lifetime: Duration) -> SdkConfig {
-    let http = infallible_client_fn(move |request| {
+/// Answers sts:AssumeRole with fresh credentials (`ASIASESSION<n>`, valid for `lifetime`),
+/// recording the request; records which access key signed every other (KMS) request and
+/// forwards it to `forward` (LocalStack), or answers it with an empty ListKeys page.
+#[derive(Clone, Debug)]
+struct StandIn {
+    wire: Arc<Mutex<Wire>>,
+    lifetime: Duration,
+    forward: Option<SharedHttpClient>,
+}
+
+impl std::fmt::Debug for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wire").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct StandInConnector {
+    stand_in: StandIn,
+    forward: Option<SharedHttpConnector>,
+}
+
+impl HttpClient for StandIn {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(StandInConnector {
+            stand_in: self.clone(),
+            forward: self
+                .forward
+                .as_ref()
+                .map(|f| f.http_connector(settings, components)),
+        })
+    }
+}
+
+impl HttpConnector for StandInConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let body = request.body().bytes().unwrap_or_default().to_vec();
-        let mut wire = wire.lock().unwrap();
         let form = parse_form(&body);
+        let mut wire = self.stand_in.wire.lock().unwrap();
         if Wire::field(&form, "Action") == Some("AssumeRole") {
             wire.assume_role.push(form.clone());
             let n = wire.assume_role.len();
             let session = Wire::field(&form, "RoleSessionName").unwrap_or_default();
-            let expiry = DateTime::from(SystemTime::now() + lifetime)
+            let expiry = DateTime::from(SystemTime::now() + self.stand_in.lifetime)
                 .fmt(Format::DateTime)
                 .unwrap();
             let xml = format!(
@@ -64,43 +116,62 @@ fn stand_in(wire: Arc<Mutex<Wire>>, lifetime: Duration) -> SdkConfig {
   <ResponseMetadata><RequestId>r{n}</RequestId></ResponseMetadata>
 </AssumeRoleResponse>"#
             );
-            return http::Response::builder()
-                .status(200)
-                .header("content-type", "text/xml")
-                .body(xml)
-                .unwrap();
+            return HttpConnectorFuture::ready(Ok(response("text/xml", xml)));
         }
         // AWS4-HMAC-SHA256 Credential=<access key id>/<date>/<region>/kms/aws4_request, ...
-        let authorization = request
+        let key_id = request
             .headers()
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let key_id = authorization
-            .split("Credential=")
-            .nth(1)
+            .and_then(|a| a.split("Credential=").nth(1))
             .and_then(|c| c.split('/').next())
             .unwrap_or_default()
             .to_string();
         wire.kms_signed_by.push(key_id);
-        http::Response::builder()
-            .status(200)
-            .header("content-type", "application/x-amz-json-1.1")
-            .body(r#"{"Keys":[],"Truncated":false}"#.to_string())
-            .unwrap()
-    });
-    SdkConfig::builder()
+        match &self.forward {
+            Some(forward) => forward.call(request),
+            None => HttpConnectorFuture::ready(Ok(response(
+                "application/x-amz-json-1.1",
+                r#"{"Keys":[],"Truncated":false}"#.to_string(),
+            ))),
+        }
+    }
+}
+
+fn response(content_type: &str, body: String) -> HttpResponse {
+    let mut response = HttpResponse::new(StatusCode::try_from(200).unwrap(), SdkBody::from(body));
+    response
+        .headers_mut()
+        .insert("content-type", content_type.to_string());
+    response
+}
+
+/// Base AWS configuration of the operator: its own static credentials, every request through
+/// the stand-in.
+fn base_config(stand_in: StandIn, endpoint: Option<String>) -> SdkConfig {
+    let mut config = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .http_client(http)
+        .http_client(stand_in)
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
             OPERATOR_KEY_ID,
             "operator-secret",
             None,
             None,
             "test",
-        )))
-        .build()
+        )));
+    config.set_endpoint_url(endpoint);
+    config.build()
+}
+
+fn stand_in(wire: Arc<Mutex<Wire>>, lifetime: Duration) -> SdkConfig {
+    base_config(
+        StandIn {
+            wire,
+            lifetime,
+            forward: None,
+        },
+        None,
+    )
 }
 
 /// `application/x-www-form-urlencoded` pairs (the AWS query protocol STS speaks).
@@ -272,4 +343,81 @@ async fn a_connection_without_a_role_uses_the_operator_credentials_for_every_obj
     let wire = wire.lock().unwrap();
     assert!(wire.assume_role.is_empty());
     assert_eq!(wire.kms_signed_by, [OPERATOR_KEY_ID, OPERATOR_KEY_ID]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_controller_manages_each_key_under_its_own_session() {
+    let wire = Arc::new(Mutex::new(Wire::default()));
+    let localstack = aws_smithy_http_client::Builder::new().build_http();
+    let base = base_config(
+        StandIn {
+            wire: wire.clone(),
+            lifetime: Duration::from_secs(3600),
+            forward: Some(localstack),
+        },
+        Some(localstack::kms_endpoint().await),
+    );
+    let op = Operator::start_with(MemKube::new(), KmsClients::from_config(base), settings());
+    let ns = unique("payments");
+    let conn = unique("team-role");
+    let mut spec = AwsKmsSpec::new(AllowedNamespaces::all());
+    spec.role_arn = Some("arn:aws:iam::000000000000:role/keyfleet".into());
+    spec.external_id = Some("ext-7f3a".into());
+    Api::<AwsKms>::all(op.client.clone())
+        .create(&PostParams::default(), &AwsKms::new(&conn, spec))
+        .await
+        .unwrap();
+    for name in ["orders", "ledger"] {
+        create_material_secret(&op.client, &ns, name, KeySpec::SymmetricDefault).await;
+        let key = aws_key(
+            name,
+            DEFAULT_REGION,
+            name,
+            json!({"kmsRef": {"name": conn}}),
+        );
+        create_key(&op.keys(&ns), &key).await;
+    }
+    for name in ["orders", "ledger"] {
+        wait_ready(&op.keys(&ns), name).await;
+    }
+    let calls_when_ready = wire.lock().unwrap().kms_signed_by.len();
+    // Resyncs (every 2 s in tests) reconcile both keys again through the same sessions.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let wire = wire.lock().unwrap();
+    let mut sessions: Vec<_> = wire
+        .assume_role
+        .iter()
+        .map(|form| {
+            assert_eq!(Wire::field(form, "ExternalId"), Some("ext-7f3a"));
+            assert_eq!(Wire::field(form, "Tags.member.1.Value"), Some(ns.as_str()));
+            (
+                Wire::field(form, "RoleSessionName").unwrap().to_string(),
+                Wire::field(form, "Tags.member.2.Value")
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    sessions.sort();
+    assert_eq!(
+        sessions,
+        [
+            (format!("kf.{ns}.ledger"), "ledger".to_string()),
+            (format!("kf.{ns}.orders"), "orders".to_string()),
+        ],
+        "one AssumeRole per key, none per reconcile"
+    );
+    assert!(
+        wire.kms_signed_by.len() > calls_when_ready,
+        "resyncs called KMS again"
+    );
+    let mut signers = wire.kms_signed_by.clone();
+    signers.sort();
+    signers.dedup();
+    assert_eq!(
+        signers,
+        ["ASIASESSION1", "ASIASESSION2"],
+        "every KMS call ran under a key's session, none under the operator's credentials"
+    );
 }
