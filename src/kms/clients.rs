@@ -9,6 +9,7 @@ use aws_config::identity::IdentityCache;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
 
 use std::sync::Arc;
 
@@ -86,10 +87,13 @@ impl Connection {
 /// A connection at one `resourceVersion`, in one region.
 type ConnectionKey = (String, Option<String>, String);
 
-/// How many role sessions (object × connection × region) are kept at most; the least recently
-/// used goes first. Above this many objects reconciled within one resync, sessions would be
-/// assumed again at every reconcile.
+/// How many role sessions (object × connection × region) keep their credentials at most (about
+/// 2.5 KB each, measured); the least recently used goes first. Above this many objects
+/// reconciled within an hour, roles would be assumed again at every reconcile.
 const MAX_SESSIONS: usize = 10_000;
+/// How many session clients are kept at most (about 19 KB each, measured); the least recently
+/// used goes first, and is rebuilt, without an STS call, from its session's credentials.
+const MAX_SESSION_CLIENTS: usize = 1_000;
 /// A session unused this long is dropped (its object was deleted or moved): its credentials,
 /// an hour long by default, would have to be renewed anyway.
 const SESSION_IDLE_EXPIRY: Duration = Duration::from_secs(3600);
@@ -104,15 +108,20 @@ struct ConnectionClients {
     sts: Option<aws_sdk_sts::Client>,
 }
 
-struct SessionClient {
-    client: Client,
-    last_used: Instant,
-}
+/// One object's role session through one connection in one region.
+type SessionKey = (ConnectionKey, Requester);
+
+/// A value and when it was last used.
+type Used<V> = (V, Instant);
 
 struct Cache {
     connections: HashMap<ConnectionKey, ConnectionClients>,
-    sessions: HashMap<(ConnectionKey, Requester), SessionClient>,
+    /// Each session's credentials provider, which caches the session's credentials.
+    sessions: HashMap<SessionKey, Used<SharedCredentialsProvider>>,
+    /// Clients of recently used sessions.
+    session_clients: HashMap<SessionKey, Used<Client>>,
     max_sessions: usize,
+    max_session_clients: usize,
 }
 
 impl Default for Cache {
@@ -120,44 +129,46 @@ impl Default for Cache {
         Cache {
             connections: HashMap::new(),
             sessions: HashMap::new(),
+            session_clients: HashMap::new(),
             max_sessions: MAX_SESSIONS,
+            max_session_clients: MAX_SESSION_CLIENTS,
         }
     }
 }
 
 impl Cache {
-    /// An edited AwsKms leaves its old clients behind; drop them.
+    /// An edited AwsKms leaves its old clients and sessions behind; drop them.
     fn drop_other_versions(&mut self, connection: &Connection) {
         let current = |(name, version, _): &ConnectionKey| {
             name != &connection.name || version == &connection.version
         };
         self.connections.retain(|key, _| current(key));
         self.sessions.retain(|(key, _), _| current(key));
+        self.session_clients.retain(|(key, _), _| current(key));
     }
+}
 
-    /// Keeps `client` for `key`, dropping idle sessions and, at capacity, the least recently used.
-    fn insert_session(&mut self, key: (ConnectionKey, Requester), client: Client, now: Instant) {
-        self.sessions
-            .retain(|_, s| now.duration_since(s.last_used) < SESSION_IDLE_EXPIRY);
-        while self.sessions.len() >= self.max_sessions {
-            let Some(oldest) = self
-                .sessions
-                .iter()
-                .min_by_key(|(_, s)| s.last_used)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            self.sessions.remove(&oldest);
-        }
-        self.sessions.insert(
-            key,
-            SessionClient {
-                client,
-                last_used: now,
-            },
-        );
+/// Keeps `value` for `key` in `map`, dropping entries idle for [`SESSION_IDLE_EXPIRY`] and, at
+/// `capacity`, the least recently used.
+fn insert_bounded<V>(
+    map: &mut HashMap<SessionKey, Used<V>>,
+    key: SessionKey,
+    value: V,
+    now: Instant,
+    capacity: usize,
+) {
+    map.retain(|_, (_, used)| now.duration_since(*used) < SESSION_IDLE_EXPIRY);
+    while map.len() >= capacity {
+        let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        map.remove(&oldest);
     }
+    map.insert(key, (value, now));
 }
 
 /// Builds and caches KMS clients. Every client shares the base AWS configuration (credential
@@ -270,27 +281,52 @@ impl KmsClients {
         let session_key = (key, requester.clone());
         let now = Instant::now();
         let mut cache = self.lock();
-        if let Some(session) = cache.sessions.get_mut(&session_key) {
-            session.last_used = now;
-            return session.client.clone();
+        let max_sessions = cache.max_sessions;
+        let max_clients = cache.max_session_clients;
+        let credentials = match cache.sessions.get_mut(&session_key) {
+            Some((credentials, used)) => {
+                *used = now;
+                credentials.clone()
+            }
+            None => {
+                let credentials = SharedCredentialsProvider::new(RoleSessionCredentials::new(
+                    sts,
+                    role_arn,
+                    connection.spec.external_id.clone(),
+                    requester,
+                ));
+                insert_bounded(
+                    &mut cache.sessions,
+                    session_key.clone(),
+                    credentials.clone(),
+                    now,
+                    max_sessions,
+                );
+                credentials
+            }
+        };
+        if let Some((client, used)) = cache.session_clients.get_mut(&session_key) {
+            *used = now;
+            return client.clone();
         }
-        let credentials = RoleSessionCredentials::new(
-            sts,
-            role_arn,
-            connection.spec.external_id.clone(),
-            requester,
-        );
-        // Its own credentials cache: the SDK's shared one keeps only 64 identities.
+        // The session caches its credentials itself (the SDK's shared identity cache keeps
+        // only 64 identities, and would be lost with the client).
         let client = Client::from_conf(
             clients
                 .kms
                 .config()
                 .to_builder()
                 .credentials_provider(credentials)
-                .identity_cache(IdentityCache::lazy().build())
+                .identity_cache(IdentityCache::no_cache())
                 .build(),
         );
-        cache.insert_session(session_key, client.clone(), now);
+        insert_bounded(
+            &mut cache.session_clients,
+            session_key,
+            client.clone(),
+            now,
+            max_clients,
+        );
         client
     }
 
@@ -455,40 +491,45 @@ mod tests {
 
     #[test]
     fn sessions_are_bounded_least_recently_used_first() {
-        let mut cache = Cache {
-            max_sessions: 2,
-            ..Cache::default()
-        };
+        let mut map = HashMap::new();
         let t0 = Instant::now();
-        cache.insert_session(key("c", "1", "a"), client(), t0);
-        cache.insert_session(key("c", "1", "b"), client(), t0 + Duration::from_secs(1));
+        insert_bounded(&mut map, key("c", "1", "a"), 'a', t0, 2);
+        insert_bounded(
+            &mut map,
+            key("c", "1", "b"),
+            'b',
+            t0 + Duration::from_secs(1),
+            2,
+        );
         // "a" is used again, so "b" is now the least recently used.
-        cache
-            .sessions
-            .get_mut(&key("c", "1", "a"))
-            .unwrap()
-            .last_used = t0 + Duration::from_secs(2);
-        cache.insert_session(key("c", "1", "c"), client(), t0 + Duration::from_secs(3));
-        assert_eq!(cache.sessions.len(), 2);
-        assert!(cache.sessions.contains_key(&key("c", "1", "a")));
-        assert!(!cache.sessions.contains_key(&key("c", "1", "b")));
-        assert!(cache.sessions.contains_key(&key("c", "1", "c")));
+        map.get_mut(&key("c", "1", "a")).unwrap().1 = t0 + Duration::from_secs(2);
+        insert_bounded(
+            &mut map,
+            key("c", "1", "c"),
+            'c',
+            t0 + Duration::from_secs(3),
+            2,
+        );
+        assert_eq!(map.len(), 2);
+        assert!(map.contains_key(&key("c", "1", "a")));
+        assert!(!map.contains_key(&key("c", "1", "b")));
+        assert!(map.contains_key(&key("c", "1", "c")));
     }
 
     #[test]
     fn idle_sessions_and_old_connection_versions_are_dropped() {
         let mut cache = Cache::default();
         let t0 = Instant::now();
-        cache.insert_session(key("c", "1", "gone"), client(), t0);
-        cache.insert_session(key("c", "1", "live"), client(), t0 + SESSION_IDLE_EXPIRY);
-        cache.insert_session(key("d", "1", "other"), client(), t0 + SESSION_IDLE_EXPIRY);
-        cache.insert_session(
-            key("c", "1", "new"),
-            client(),
-            t0 + SESSION_IDLE_EXPIRY + Duration::from_secs(1),
-        );
-        assert!(!cache.sessions.contains_key(&key("c", "1", "gone")));
-        assert_eq!(cache.sessions.len(), 3);
+        let cap = cache.max_session_clients;
+        let clients = &mut cache.session_clients;
+        insert_bounded(clients, key("c", "1", "gone"), client(), t0, cap);
+        let later = t0 + SESSION_IDLE_EXPIRY;
+        insert_bounded(clients, key("c", "1", "live"), client(), later, cap);
+        insert_bounded(clients, key("d", "1", "other"), client(), later, cap);
+        let last = later + Duration::from_secs(1);
+        insert_bounded(clients, key("c", "1", "new"), client(), last, cap);
+        assert!(!clients.contains_key(&key("c", "1", "gone")));
+        assert_eq!(clients.len(), 3);
 
         let edited = Connection {
             name: "c".into(),
@@ -498,7 +539,7 @@ mod tests {
         };
         cache.drop_other_versions(&edited);
         assert_eq!(
-            cache.sessions.keys().cloned().collect::<Vec<_>>(),
+            cache.session_clients.keys().cloned().collect::<Vec<_>>(),
             [key("d", "1", "other")]
         );
     }

@@ -3,7 +3,7 @@
 //! policies can scope by tag; and the credentials provider that assumes them (STS I/O).
 
 use std::fmt::Write as _;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
@@ -126,15 +126,20 @@ fn short_hash(text: &str) -> String {
     hex
 }
 
+/// Credentials are renewed when less than this remains of them.
+const RENEW_BEFORE_EXPIRY: Duration = Duration::from_secs(60);
+
 /// Credentials of the role session of one object: sts:AssumeRole with the object's session
-/// name and tags (and the connection's ExternalId). Not cached here: the KMS client's identity
-/// cache keeps them until shortly before they expire.
+/// name and tags (and the connection's ExternalId), kept until shortly before they expire.
 pub struct RoleSessionCredentials {
     sts: aws_sdk_sts::Client,
     role_arn: String,
     external_id: Option<String>,
     session_name: String,
     tags: Vec<Tag>,
+    /// The session's current credentials; locked while they are renewed, so concurrent calls
+    /// of one object wait for one AssumeRole.
+    current: tokio::sync::Mutex<Option<Credentials>>,
 }
 
 impl RoleSessionCredentials {
@@ -155,7 +160,26 @@ impl RoleSessionCredentials {
             external_id,
             session_name: requester.session_name(),
             tags,
+            current: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The current credentials, or new ones when they are missing or about to expire.
+    async fn credentials(&self) -> provider::Result {
+        let mut current = self.current.lock().await;
+        let fresh = |c: &Credentials| {
+            c.expiry().is_none_or(|expiry| {
+                expiry
+                    .duration_since(SystemTime::now())
+                    .is_ok_and(|left| left > RENEW_BEFORE_EXPIRY)
+            })
+        };
+        if let Some(credentials) = current.as_ref().filter(|c| fresh(c)) {
+            return Ok(credentials.clone());
+        }
+        let credentials = self.assume().await?;
+        *current = Some(credentials.clone());
+        Ok(credentials)
     }
 
     async fn assume(&self) -> provider::Result {
@@ -202,7 +226,7 @@ impl ProvideCredentials for RoleSessionCredentials {
     where
         Self: 'a,
     {
-        future::ProvideCredentials::new(self.assume())
+        future::ProvideCredentials::new(self.credentials())
     }
 }
 
