@@ -67,15 +67,7 @@ impl Requester {
         if exact {
             return verbatim;
         }
-        let keep = SESSION_NAME_MAX - 1 - HASH_DIGITS;
-        let mut name: String = verbatim
-            .chars()
-            .map(|c| if session_char(c) { c } else { '_' })
-            .take(keep)
-            .collect();
-        name.push(HASH_SEPARATOR);
-        name.push_str(&self.hash());
-        name
+        shortened(&verbatim, session_char, SESSION_NAME_MAX, &self.hash())
     }
 
     /// The session tags: `keyfleet-namespace` and `keyfleet-name` with the object's namespace
@@ -93,16 +85,8 @@ impl Requester {
         if value.len() <= TAG_VALUE_MAX && value.chars().all(tag_char) {
             return value.to_string();
         }
-        let keep = TAG_VALUE_MAX - 1 - HASH_DIGITS;
-        let mut tag: String = value
-            .chars()
-            .map(|c| if tag_char(c) { c } else { '_' })
-            .take(keep)
-            .collect();
-        tag.push(HASH_SEPARATOR);
         // The value's own hash: every object of a namespace carries the same namespace tag.
-        tag.push_str(&short_hash(value));
-        tag
+        shortened(value, tag_char, TAG_VALUE_MAX, &short_hash(value))
     }
 
     /// Names the object unambiguously: `<namespace length>:<namespace>/<name>`.
@@ -114,6 +98,19 @@ impl Requester {
             self.name
         ))
     }
+}
+
+/// `text` with every character outside `allowed` replaced by `_`, cut so that `+` and `hash`
+/// fit within `max` characters, then `+<hash>`.
+fn shortened(text: &str, allowed: fn(char) -> bool, max: usize, hash: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if allowed(c) { c } else { '_' })
+        .take(max - 1 - hash.len())
+        .collect();
+    out.push(HASH_SEPARATOR);
+    out.push_str(hash);
+    out
 }
 
 /// The first [`HASH_DIGITS`] hex digits of the SHA-256 of `text`.
