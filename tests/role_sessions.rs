@@ -381,8 +381,16 @@ async fn the_controller_manages_each_key_under_its_own_session() {
         wait_ready(&op.keys(&ns), name).await;
     }
     let calls_when_ready = wire.lock().unwrap().kms_signed_by.len();
-    // Resyncs (every 2 s in tests) reconcile both keys again through the same sessions.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Resyncs (every 2 s in tests) reconcile both keys again through the same sessions: wait
+    // for at least two of them (each reads at least DescribeKey per key).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while wire.lock().unwrap().kms_signed_by.len() < calls_when_ready + 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no resync called KMS again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let wire = wire.lock().unwrap();
     let mut sessions: Vec<_> = wire
@@ -407,10 +415,6 @@ async fn the_controller_manages_each_key_under_its_own_session() {
             (format!("kf.{ns}.orders"), "orders".to_string()),
         ],
         "one AssumeRole per key, none per reconcile"
-    );
-    assert!(
-        wire.kms_signed_by.len() > calls_when_ready,
-        "resyncs called KMS again"
     );
     let mut signers = wire.kms_signed_by.clone();
     signers.sort();
