@@ -11,8 +11,8 @@ use crate::api::{
     AwsKey, AwsKeyPolicyTemplate, AwsReplicaKey, AwsReplicaKeyStatus, DeletionPolicy, KeyPolicy,
 };
 use crate::desired::{self, SpecError};
-use crate::kms::execute;
 use crate::kms::observe::{self, ReadDepth};
+use crate::kms::{Requester, execute};
 use crate::plan::{self, DesiredKey, Owner, Ownership};
 use crate::tenancy::Claim;
 
@@ -115,7 +115,11 @@ impl ManagedKey for AwsReplicaKey {
         let primary_client = scope
             .ctx
             .kms
-            .client(&scope.inputs.connection, &primary.spec.region)
+            .client(
+                &scope.inputs.connection,
+                &primary.spec.region,
+                &Requester::of(scope.obj),
+            )
             .await;
         if let Some(key_id) = find_replica(
             scope,

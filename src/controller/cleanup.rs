@@ -11,7 +11,7 @@ use super::{Blocked, Category, Context, Error, Failure};
 use crate::api::{DeletionPolicy, effective_deletion_policy};
 use crate::kms::execute::{self, DeletionOutcome};
 use crate::kms::observe::{self, ReadDepth};
-use crate::kms::{Client, Connection, KmsError};
+use crate::kms::{Client, Connection, KmsError, Requester};
 use crate::plan::Owner;
 use crate::tenancy::{self, Claim};
 
@@ -142,7 +142,10 @@ async fn client<K: ManagedKey>(
             dereference::connection(ctx, kms_ref).await?
         }
     };
-    let client = ctx.kms.client(&connection, obj.region()).await;
+    let client = ctx
+        .kms
+        .client(&connection, obj.region(), &Requester::of(obj))
+        .await;
     Ok((connection, client))
 }
 
@@ -160,7 +163,7 @@ async fn gone<K: ManagedKey>(
         Some(account) => Some(account),
         None => ctx
             .kms
-            .caller(connection, obj.region())
+            .caller(connection, obj.region(), &Requester::of(obj))
             .await
             .map(|c| c.account_id),
     };

@@ -16,8 +16,8 @@ use super::sync::{self, KeySync, Role, Synced};
 use super::{Context, Error, Failure, cleanup, report};
 use crate::api::{KmsKeyStatus, effective_deletion_policy};
 use crate::desired::{self, ImportSettings};
-use crate::kms::Connection;
 use crate::kms::execute::ImportInput;
+use crate::kms::{Connection, Requester};
 use crate::metrics::Metrics;
 use crate::plan::{Blocker, DesiredKey, Owner};
 use crate::policy;
@@ -150,7 +150,10 @@ async fn converge<K: ManagedKey>(
     };
     let now = ctx.clock.now();
     let (desired, import) = desired(obj, &inputs, &owner, now, ctx).await?;
-    let client = ctx.kms.client(&inputs.connection, obj.region()).await;
+    let client = ctx
+        .kms
+        .client(&inputs.connection, obj.region(), &Requester::of(obj))
+        .await;
 
     let scope = Scope {
         ctx,
@@ -243,7 +246,14 @@ async fn desired<K: ManagedKey>(
         )
     })
     .map_err(|r| Failure::blocked(r.reason, super::Category::Spec, r.message))?;
-    keep_manageable(ctx, connection, obj.region(), &mut desired).await;
+    keep_manageable(
+        ctx,
+        connection,
+        obj.region(),
+        &Requester::of(obj),
+        &mut desired,
+    )
+    .await;
     precheck_policy(&desired, connection, obj.region())?;
     let spec = inputs.source.spec();
     let mut import =
@@ -283,13 +293,14 @@ async fn keep_manageable(
     ctx: &Context,
     connection: &Connection,
     region: &str,
+    requester: &Requester,
     desired: &mut DesiredKey,
 ) {
     if desired.bypass_policy_lockout_safety_check {
         return;
     }
     if let Some(policy) = &mut desired.policy {
-        policy.keep_manageable_by = ctx.kms.caller(connection, region).await;
+        policy.keep_manageable_by = ctx.kms.caller(connection, region, requester).await;
     }
 }
 

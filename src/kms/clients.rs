@@ -1,12 +1,15 @@
-//! KMS clients, one per (connection, region), built once and shared by every reconcile.
+//! KMS clients, one per (connection, region) and, through a role, one per object (its own role
+//! session), built once and shared by every reconcile.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use aws_config::identity::IdentityCache;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
 
 use std::sync::Arc;
 
@@ -24,6 +27,7 @@ use crate::metrics::Metrics;
 
 use super::Client;
 use super::quota::{RateLimitedHttpClient, RateLimits};
+use super::session::{Requester, RoleSessionCredentials};
 
 /// Which credentials and endpoint a key is managed with: an `AwsKms`.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,7 +84,92 @@ impl Connection {
     }
 }
 
-type CacheKey = (String, Option<String>, String);
+/// A connection at one `resourceVersion`, in one region.
+type ConnectionKey = (String, Option<String>, String);
+
+/// How many role sessions (object × connection × region) keep their credentials at most (about
+/// 2.5 KB each, measured); the least recently used goes first. Above this many objects
+/// reconciled within an hour, roles would be assumed again at every reconcile.
+const MAX_SESSIONS: usize = 10_000;
+/// How many session clients are kept at most (about 19 KB each, measured); the least recently
+/// used goes first, and is rebuilt, without an STS call, from its session's credentials.
+const MAX_SESSION_CLIENTS: usize = 1_000;
+/// A session unused this long is dropped (its object was deleted or moved): its credentials,
+/// an hour long by default, would have to be renewed anyway.
+const SESSION_IDLE_EXPIRY: Duration = Duration::from_secs(3600);
+
+/// The clients of one connection and region.
+#[derive(Clone)]
+struct ConnectionClients {
+    /// Endpoint, retry partition, rate limits and metrics of the connection in the region; the
+    /// client itself for a connection without a role.
+    kms: Client,
+    /// The role's STS client (the operator's own credentials), shared by its sessions.
+    sts: Option<aws_sdk_sts::Client>,
+}
+
+/// One object's role session through one connection in one region.
+type SessionKey = (ConnectionKey, Requester);
+
+/// A value and when it was last used.
+type Used<V> = (V, Instant);
+
+struct Cache {
+    connections: HashMap<ConnectionKey, ConnectionClients>,
+    /// Each session's credentials provider, which caches the session's credentials.
+    sessions: HashMap<SessionKey, Used<SharedCredentialsProvider>>,
+    /// Clients of recently used sessions.
+    session_clients: HashMap<SessionKey, Used<Client>>,
+    max_sessions: usize,
+    max_session_clients: usize,
+}
+
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache {
+            connections: HashMap::new(),
+            sessions: HashMap::new(),
+            session_clients: HashMap::new(),
+            max_sessions: MAX_SESSIONS,
+            max_session_clients: MAX_SESSION_CLIENTS,
+        }
+    }
+}
+
+impl Cache {
+    /// An edited AwsKms leaves its old clients and sessions behind; drop them.
+    fn drop_other_versions(&mut self, connection: &Connection) {
+        let current = |(name, version, _): &ConnectionKey| {
+            name != &connection.name || version == &connection.version
+        };
+        self.connections.retain(|key, _| current(key));
+        self.sessions.retain(|(key, _), _| current(key));
+        self.session_clients.retain(|(key, _), _| current(key));
+    }
+}
+
+/// Keeps `value` for `key` in `map`, dropping entries idle for [`SESSION_IDLE_EXPIRY`] and, at
+/// `capacity`, the least recently used.
+fn insert_bounded<V>(
+    map: &mut HashMap<SessionKey, Used<V>>,
+    key: SessionKey,
+    value: V,
+    now: Instant,
+    capacity: usize,
+) {
+    map.retain(|_, (_, used)| now.duration_since(*used) < SESSION_IDLE_EXPIRY);
+    while map.len() >= capacity {
+        let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        map.remove(&oldest);
+    }
+    map.insert(key, (value, now));
+}
 
 /// Builds and caches KMS clients. Every client shares the base AWS configuration (credential
 /// chain, `AWS_ENDPOINT_URL_KMS`, retry and timeout settings).
@@ -91,7 +180,7 @@ pub struct KmsClients {
     limits: Option<Arc<RateLimits>>,
     /// The HTTP client (connection pool) under every rate-limited client.
     http: Option<SharedHttpClient>,
-    cache: Mutex<HashMap<CacheKey, Client>>,
+    cache: Mutex<Cache>,
     callers: super::identity::Callers,
 }
 
@@ -114,7 +203,7 @@ impl KmsClients {
             metrics: None,
             limits: None,
             http: None,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
             callers: Default::default(),
         }
     }
@@ -149,24 +238,34 @@ impl KmsClients {
             metrics: None,
             limits: None,
             http: None,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
             callers: Default::default(),
         }
     }
 
-    /// The principal KMS calls through `connection` run as (None: unknown, and always with
-    /// [`KmsClients::fixed`]).
+    /// The principal KMS calls through `connection` for `requester` run as (None: unknown,
+    /// and always with [`KmsClients::fixed`]).
     pub async fn caller(
         &self,
         connection: &Connection,
         region: &str,
+        requester: &Requester,
     ) -> Option<crate::policy::Caller> {
         let base = self.fixed.is_none().then_some(&self.base);
-        self.callers.caller(base, connection, region).await
+        self.callers
+            .caller(base, connection, region, requester)
+            .await
     }
 
-    /// The client for `connection` in `region`, built on first use.
-    pub async fn client(&self, connection: &Connection, region: &str) -> Client {
+    /// The client for `connection` in `region`, built on first use. Through a role, the calls
+    /// of each `requester` run under a role session of its own (named and tagged after it,
+    /// see [`Requester::session_name`]); without one, every object shares the client.
+    pub async fn client(
+        &self,
+        connection: &Connection,
+        region: &str,
+        requester: &Requester,
+    ) -> Client {
         if let Some(fixed) = &self.fixed {
             return fixed.clone();
         }
@@ -175,43 +274,106 @@ impl KmsClients {
             connection.version.clone(),
             region.to_string(),
         );
-        if let Some(client) = self.lock().get(&key) {
+        let clients = self.connection_clients(connection, region, &key);
+        let (Some(role_arn), Some(sts)) = (&connection.spec.role_arn, clients.sts) else {
+            return clients.kms;
+        };
+        let session_key = (key, requester.clone());
+        let now = Instant::now();
+        let mut cache = self.lock();
+        let max_sessions = cache.max_sessions;
+        let max_clients = cache.max_session_clients;
+        let credentials = match cache.sessions.get_mut(&session_key) {
+            Some((credentials, used)) => {
+                *used = now;
+                credentials.clone()
+            }
+            None => {
+                let credentials = SharedCredentialsProvider::new(RoleSessionCredentials::new(
+                    sts,
+                    role_arn,
+                    connection.spec.external_id.clone(),
+                    requester,
+                ));
+                insert_bounded(
+                    &mut cache.sessions,
+                    session_key.clone(),
+                    credentials.clone(),
+                    now,
+                    max_sessions,
+                );
+                credentials
+            }
+        };
+        if let Some((client, used)) = cache.session_clients.get_mut(&session_key) {
+            *used = now;
             return client.clone();
         }
-        let client = self.build(connection, region).await;
-        let mut cache = self.lock();
-        // An edited AwsKms leaves its old clients behind; drop them.
-        cache.retain(|(name, version, _), _| {
-            name != &connection.name || version == &connection.version
-        });
-        cache.entry(key).or_insert(client).clone()
+        // The session caches its credentials itself (the SDK's shared identity cache keeps
+        // only 64 identities, and would be lost with the client).
+        let client = Client::from_conf(
+            clients
+                .kms
+                .config()
+                .to_builder()
+                .credentials_provider(credentials)
+                .identity_cache(IdentityCache::no_cache())
+                .build(),
+        );
+        insert_bounded(
+            &mut cache.session_clients,
+            session_key,
+            client.clone(),
+            now,
+            max_clients,
+        );
+        client
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Client>> {
+    fn connection_clients(
+        &self,
+        connection: &Connection,
+        region: &str,
+        key: &ConnectionKey,
+    ) -> ConnectionClients {
+        if let Some(clients) = self.lock().connections.get(key) {
+            return clients.clone();
+        }
+        let clients = self.build(connection, region);
+        let mut cache = self.lock();
+        cache.drop_other_versions(connection);
+        cache
+            .connections
+            .entry(key.clone())
+            .or_insert(clients)
+            .clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
         // A panic while holding this lock cannot leave the map inconsistent; keep going.
         self.cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn build(&self, connection: &Connection, region: &str) -> Client {
+    fn build(&self, connection: &Connection, region: &str) -> ConnectionClients {
         let region_name = region.to_string();
         let region = Region::new(region_name.clone());
         let mut config = aws_sdk_kms::config::Builder::from(&self.base).region(region.clone());
         if let Some(url) = &connection.spec.endpoint_url {
             config = config.endpoint_url(url);
         }
-        if let Some(role_arn) = &connection.spec.role_arn {
-            let mut provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
-                .session_name("keyfleet")
-                .region(region);
-            if let Some(external_id) = &connection.spec.external_id {
-                provider = provider.external_id(external_id);
-            }
-            config = config.credentials_provider(provider.configure(&self.base).build().await);
-        }
+        // AssumeRole runs on the operator's own credentials, in the key's region.
+        let sts = connection.spec.role_arn.as_ref().map(|_| {
+            aws_sdk_sts::Client::from_conf(
+                aws_sdk_sts::config::Builder::from(&self.base)
+                    .region(region.clone())
+                    .build(),
+            )
+        });
         // Each connection and region has its own retry quota, refilled over time: a 5xx storm
-        // in one region neither starves the others of retries nor ends retrying for good.
+        // in one region neither starves the others of retries nor ends retrying for good. The
+        // sessions of a connection share it (quotas are per account, not per session).
         config = config.retry_partition(
             RetryPartition::custom(format!(
                 "keyfleet-kms/{}/{region_name}",
@@ -238,7 +400,10 @@ impl KmsClients {
                 metrics: metrics.clone(),
             });
         }
-        Client::from_conf(config.build())
+        ConnectionClients {
+            kms: Client::from_conf(config.build()),
+            sts,
+        }
     }
 }
 
@@ -303,4 +468,79 @@ fn is_throttling(body: &[u8]) -> bool {
                 || t.contains("TooManyRequests")
                 || t.contains("RequestLimitExceeded")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(connection: &str, version: &str, name: &str) -> (ConnectionKey, Requester) {
+        (
+            (connection.into(), Some(version.into()), "us-east-1".into()),
+            Requester::new("ns", name),
+        )
+    }
+
+    fn client() -> Client {
+        Client::from_conf(
+            aws_sdk_kms::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .build(),
+        )
+    }
+
+    #[test]
+    fn sessions_are_bounded_least_recently_used_first() {
+        let mut map = HashMap::new();
+        let t0 = Instant::now();
+        insert_bounded(&mut map, key("c", "1", "a"), 'a', t0, 2);
+        insert_bounded(
+            &mut map,
+            key("c", "1", "b"),
+            'b',
+            t0 + Duration::from_secs(1),
+            2,
+        );
+        // "a" is used again, so "b" is now the least recently used.
+        map.get_mut(&key("c", "1", "a")).unwrap().1 = t0 + Duration::from_secs(2);
+        insert_bounded(
+            &mut map,
+            key("c", "1", "c"),
+            'c',
+            t0 + Duration::from_secs(3),
+            2,
+        );
+        assert_eq!(map.len(), 2);
+        assert!(map.contains_key(&key("c", "1", "a")));
+        assert!(!map.contains_key(&key("c", "1", "b")));
+        assert!(map.contains_key(&key("c", "1", "c")));
+    }
+
+    #[test]
+    fn idle_sessions_and_old_connection_versions_are_dropped() {
+        let mut cache = Cache::default();
+        let t0 = Instant::now();
+        let cap = cache.max_session_clients;
+        let clients = &mut cache.session_clients;
+        insert_bounded(clients, key("c", "1", "gone"), client(), t0, cap);
+        let later = t0 + SESSION_IDLE_EXPIRY;
+        insert_bounded(clients, key("c", "1", "live"), client(), later, cap);
+        insert_bounded(clients, key("d", "1", "other"), client(), later, cap);
+        let last = later + Duration::from_secs(1);
+        insert_bounded(clients, key("c", "1", "new"), client(), last, cap);
+        assert!(!clients.contains_key(&key("c", "1", "gone")));
+        assert_eq!(clients.len(), 3);
+
+        let edited = Connection {
+            name: "c".into(),
+            version: Some("2".into()),
+            spec: serde_json::from_value(serde_json::json!({"allowedNamespaces": {"from": "All"}}))
+                .unwrap(),
+        };
+        cache.drop_other_versions(&edited);
+        assert_eq!(
+            cache.session_clients.keys().cloned().collect::<Vec<_>>(),
+            [key("d", "1", "other")]
+        );
+    }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use aws_config::{Region, SdkConfig};
 
 use super::Connection;
+use super::session::Requester;
 use crate::policy::Caller;
 use crate::policy::principal::iam_arn;
 
@@ -23,8 +24,8 @@ pub struct Callers {
 }
 
 impl Callers {
-    /// The principal KMS calls through `connection` run as. For a connection with a role, the
-    /// role's session (known without a call); otherwise sts:GetCallerIdentity (allowed for
+    /// The principal KMS calls through `connection` for `requester` run as. For a connection
+    /// with a role, the requester's role session (known without a call); otherwise sts:GetCallerIdentity (allowed for
     /// every principal). None when it cannot be determined (then only KMS's own lockout check
     /// applies).
     pub async fn caller(
@@ -32,9 +33,10 @@ impl Callers {
         base: Option<&SdkConfig>,
         connection: &Connection,
         region: &str,
+        requester: &Requester,
     ) -> Option<Caller> {
         if let Some(role_arn) = &connection.spec.role_arn {
-            return assumed_role_session(role_arn);
+            return assumed_role_session(role_arn, &requester.session_name());
         }
         let base = base?;
         // Every connection without a role runs as the operator's own credentials.
@@ -82,13 +84,13 @@ async fn get_caller_identity(base: &SdkConfig, region: &str) -> Option<Caller> {
     }
 }
 
-/// The session keyfleet gets when it assumes `role_arn` (session name `keyfleet`).
-fn assumed_role_session(role_arn: &str) -> Option<Caller> {
+/// The session keyfleet gets when it assumes `role_arn` with `session_name`.
+fn assumed_role_session(role_arn: &str, session_name: &str) -> Option<Caller> {
     let (account, resource) = iam_arn(role_arn)?;
     let name = resource.strip_prefix("role/")?.rsplit('/').next()?;
     let partition = role_arn.split(':').nth(1)?;
     Some(Caller {
-        arn: format!("arn:{partition}:sts::{account}:assumed-role/{name}/keyfleet"),
+        arn: format!("arn:{partition}:sts::{account}:assumed-role/{name}/{session_name}"),
         account_id: account.to_string(),
     })
 }
@@ -96,19 +98,52 @@ fn assumed_role_session(role_arn: &str) -> Option<Caller> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::lockout;
+    use serde_json::json;
 
     #[test]
-    fn a_role_connection_calls_as_the_role_session() {
+    fn a_role_connection_calls_as_the_objects_role_session() {
+        let session = Requester::new("payments", "orders").session_name();
         assert_eq!(
-            assumed_role_session("arn:aws:iam::111122223333:role/platform/keyfleet"),
+            assumed_role_session("arn:aws:iam::111122223333:role/platform/keyfleet", &session),
             Some(Caller {
-                arn: "arn:aws:sts::111122223333:assumed-role/keyfleet/keyfleet".into(),
+                arn: "arn:aws:sts::111122223333:assumed-role/keyfleet/kf.payments.orders".into(),
                 account_id: "111122223333".into()
             })
         );
         assert_eq!(
-            assumed_role_session("arn:aws:iam::111122223333:user/x"),
+            assumed_role_session("arn:aws:iam::111122223333:user/x", &session),
             None
         );
+    }
+
+    #[test]
+    fn the_lockout_check_accepts_policies_naming_the_role_for_every_session_name() {
+        let role = "arn:aws:iam::111122223333:role/platform/keyfleet";
+        let names = [
+            Requester::new("payments", "orders"),
+            Requester::new("team-a", "db.orders.v2"),
+            Requester::new("n".repeat(63), "k".repeat(253)),
+            Requester::new("a.b", "c"),
+        ];
+        for requester in names {
+            let caller = assumed_role_session(role, &requester.session_name()).unwrap();
+            let by_role = json!({"Statement": [{"Effect": "Allow",
+                "Principal": {"AWS": role}, "Action": "kms:*", "Resource": "*"}]});
+            assert_eq!(lockout::check(&by_role, &caller), Ok(()), "{}", caller.arn);
+            let by_session = json!({"Statement": [{"Effect": "Allow",
+                "Principal": {"AWS": caller.arn}, "Action": "kms:*", "Resource": "*"}]});
+            assert_eq!(
+                lockout::check(&by_session, &caller),
+                Ok(()),
+                "{}",
+                caller.arn
+            );
+            // Another object's session is another principal.
+            let other = assumed_role_session(role, "kf.other.key").unwrap();
+            let by_other = json!({"Statement": [{"Effect": "Allow",
+                "Principal": {"AWS": other.arn}, "Action": "kms:*", "Resource": "*"}]});
+            assert!(lockout::check(&by_other, &caller).is_err());
+        }
     }
 }

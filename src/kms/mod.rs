@@ -7,6 +7,7 @@ pub mod execute;
 pub mod identity;
 pub mod observe;
 pub mod quota;
+pub mod session;
 pub mod verify;
 
 pub use clients::{Connection, KmsClients};
@@ -14,6 +15,7 @@ pub use error::KmsError;
 pub use execute::KeyCreation;
 pub use observe::ReadDepth;
 pub use quota::{KmsQuotas, RateLimits};
+pub use session::Requester;
 
 /// A KMS client for one connection and region (cheap to clone).
 pub type Client = aws_sdk_kms::Client;
