@@ -1855,7 +1855,10 @@ async fn keyfleet_connections_assume_their_role_with_the_external_id() {
             ..AwsKmsSpec::new(AllowedNamespaces::all())
         },
     };
-    let kms = clients.client(&connection("ext-42"), PRIMARY).await;
+    let requester = keyfleet::kms::Requester::new("team-a", "orders");
+    let kms = clients
+        .client(&connection("ext-42"), PRIMARY, &requester)
+        .await;
     kms.create_key()
         .description("as the role")
         .send()
@@ -1865,10 +1868,12 @@ async fn keyfleet_connections_assume_their_role_with_the_external_id() {
     assert!(create.access_key_id.starts_with("ASIA"), "{create:?}");
     let assume = &model.requests_of("sts:AssumeRole")[0];
     assert_eq!(assume.params["ExternalId"], "ext-42");
-    assert_eq!(assume.params["RoleSessionName"], "keyfleet");
+    assert_eq!(assume.params["RoleSessionName"], "kf.team-a.orders");
     assert_eq!(assume.access_key_id, "AKIDOPERATOR");
     // A wrong ExternalId: STS refuses, and no KMS call goes out.
-    let wrong = clients.client(&connection("nope"), PRIMARY).await;
+    let wrong = clients
+        .client(&connection("nope"), PRIMARY, &requester)
+        .await;
     assert!(wrong.list_keys().send().await.is_err());
     assert!(model.requests_of("ListKeys").is_empty());
     assert_eq!(
