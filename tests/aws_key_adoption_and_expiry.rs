@@ -108,9 +108,21 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
         op.wait_events(&name, &["AdoptionRefused"]).await;
     }
 
-    // A key with AWS-generated material cannot take imported material.
-    let native = created_arn(kms.create_key()).await;
-    let name = adopting_key(&op, "native", &native).await;
+    // A key with AWS-generated material cannot take imported material, even when it consents
+    // to the adoption.
+    let name = unique("native");
+    let native = created_arn(
+        kms.create_key().tags(
+            Tag::builder()
+                .tag_key("keyfleet.dev/adopt-by")
+                .tag_value(format!("{NS}/{name}"))
+                .build()
+                .unwrap(),
+        ),
+    )
+    .await;
+    let adopt = json!({"adoptKeyArn": native});
+    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, adopt).await;
     let incompatible = wait_reason(&api, &name, "KeyIncompatible").await;
     assert!(
         incompatible.status.unwrap().conditions[0]

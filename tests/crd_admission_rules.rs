@@ -161,7 +161,12 @@ fn identity_fields_are_immutable_and_the_rest_is_not() {
 
 #[test]
 fn aws_kms_rules() {
-    let kms = |spec: Value| AwsKms::new("c", serde_json::from_value::<AwsKmsSpec>(spec).unwrap());
+    let kms = |mut spec: Value| {
+        if spec.get("allowedNamespaces").is_none() {
+            spec["allowedNamespaces"] = json!({"from": "All"});
+        }
+        AwsKms::new("c", serde_json::from_value::<AwsKmsSpec>(spec).unwrap())
+    };
     assert!(
         kms(json!({"roleArn": "arn:aws:iam::111122223333:role/keyfleet"}))
             .validate_cel()

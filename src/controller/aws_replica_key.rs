@@ -154,9 +154,11 @@ impl ManagedKey for AwsReplicaKey {
         .await
         .map_err(Failure::kube)?;
         info!(arn = %created.arn, "replicated the primary");
+        // Some KMS implementations (LocalStack) give a new replica its primary's tags rather
+        // than the ones ReplicateKey asked for: its first sync retags it.
         Ok(Located {
             key_id: created.key_id,
-            claim: Claim::Recorded,
+            claim: Claim::ReplicaOf(primary_uid),
             restore: false,
             created: Some(created.arn),
         })
