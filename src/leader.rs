@@ -45,6 +45,11 @@ impl LeaderElection {
         }
     }
 
+    /// The field manager of this instance's Lease writes: `keyfleet-lease-<identity>`.
+    pub fn field_manager(&self) -> String {
+        format!("keyfleet-lease-{}", self.identity)
+    }
+
     /// How long before its lease can expire the leader stops writing to KMS: half the renew
     /// grace (2.5 s with the defaults). Renewals are due a whole grace before expiry, so a
     /// renewal may be late by half the grace without stopping the leader, and a write sent just
@@ -88,6 +93,8 @@ pub async fn run(
     let manager = LeaseManagerBuilder::new(ctx.client.clone(), &election.lease_name)
         .with_namespace(&election.namespace)
         .with_identity(&election.identity)
+        // The crate's default field manager carries a random suffix, not the identity.
+        .with_field_manager(election.field_manager())
         .with_duration(election.lease_seconds)
         .with_grace(election.renew_grace_seconds)
         .build()

@@ -66,8 +66,13 @@ pub fn seed_default_connection(kube: &MemKube) {
 
 /// KMS clients pointed at the test LocalStack, with static test credentials.
 pub async fn localstack_clients() -> KmsClients {
+    KmsClients::from_config(localstack_config().await)
+}
+
+/// The AWS configuration of the test LocalStack: endpoint, region, static test credentials.
+pub async fn localstack_config() -> SdkConfig {
     let endpoint = localstack::kms_endpoint().await;
-    let base = SdkConfig::builder()
+    SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(localstack::DEFAULT_REGION))
         .endpoint_url(endpoint)
@@ -78,8 +83,7 @@ pub async fn localstack_clients() -> KmsClients {
             None,
             "keyfleet-test",
         )))
-        .build();
-    KmsClients::from_config(base)
+        .build()
 }
 
 impl Operator {
