@@ -166,28 +166,44 @@ async fn lost(leading: &mut watch::Receiver<bool>) {
 }
 
 /// Watches the Lease and moves the fence: a renewal by this instance extends the write
-/// deadline; another holder, or none, closes the fence.
+/// deadline; another holder, or none, closes the fence. Without RBAC to list and watch the
+/// Lease (older charts grant get/update/patch only) it reads the Lease every quarter of the
+/// renew grace instead.
 async fn follow_renewals(client: kube::Client, election: LeaderElection, fence: Arc<WriteFence>) {
     let api: Api<Lease> = Api::namespaced(client, &election.namespace);
     let margin = election.write_margin();
-    let mut leases = watcher::watch_object(api, &election.lease_name)
+    let observe = |lease: Option<&Lease>| match renewal_of(lease, &election.identity) {
+        Some((renewed, lease)) => fence.renewed(deadline_after_renewal(
+            renewed,
+            lease,
+            margin,
+            SystemTime::now(),
+            tokio::time::Instant::now(),
+        )),
+        None => fence.close(),
+    };
+    let mut leases = watcher::watch_object(api.clone(), &election.lease_name)
         .default_backoff()
         .boxed();
     while let Some(event) = leases.next().await {
         match event {
-            Ok(lease) => match renewal_of(lease.as_ref(), &election.identity) {
-                Some((renewed, lease)) => fence.renewed(deadline_after_renewal(
-                    renewed,
-                    lease,
-                    margin,
-                    SystemTime::now(),
-                    tokio::time::Instant::now(),
-                )),
-                None => fence.close(),
-            },
+            Ok(lease) => observe(lease.as_ref()),
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(e))) if e.is_forbidden() => {
+                warn!(error = %e, "may not list and watch the Lease (grant list and watch on it): reading it periodically instead");
+                break;
+            }
             // The fence stays as it is: without news of a renewal its deadline passes.
             Err(e) => debug!(error = %e, "watching the lease"),
         }
+    }
+    drop(leases);
+    let every = Duration::from_secs(election.renew_grace_seconds) / 4;
+    loop {
+        match api.get_opt(&election.lease_name).await {
+            Ok(lease) => observe(lease.as_ref()),
+            Err(e) => debug!(error = %e, "reading the lease"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -363,3 +363,40 @@ async fn a_stale_create_intent_fails_with_a_conflict_instead_of_overwriting() {
     wait_ready(&api, &name).await;
     assert_eq!(wire.count("CreateKey"), 1);
 }
+
+/// RBAC that grants get/update/patch on the Lease but not list and watch (the chart before the
+/// write fence): the instance reads its Lease periodically instead, so its fence still opens on
+/// its renewals and it leads and reconciles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_that_may_not_watch_its_lease_reads_it_instead() {
+    let kube = MemKube::new();
+    seed_default_connection(&kube);
+    // List and watch of Leases are forbidden; a GET by name (`/leases/<name>`) is not.
+    kube.inject_fault(Fault::new(Method::GET, "/leases?", 403, usize::MAX));
+    let a = instance_with(
+        &kube,
+        election("replica-a", 8, 4),
+        localstack_clients().await,
+    );
+    wait_leader(&a, Duration::from_secs(15)).await;
+    let api: kube::Api<keyfleet::api::AwsKey> = kube::Api::namespaced(kube.client(), "team-a");
+    let name = new_key(&kube.client(), "fence-polled", json!({})).await;
+    wait_ready(&api, &name).await;
+    assert!(
+        kube.requests()
+            .iter()
+            .any(|r| r.injected && r.path.ends_with("/leases")),
+        "the Lease was never listed"
+    );
+    // Renewals keep the fence open across several lease periods.
+    let renewals = |kube: &MemKube| lease_renewal(kube).1;
+    let first = renewals(&kube);
+    while renewals(&kube) < first + Duration::from_secs(10) {
+        assert!(
+            a.ctx.readiness.is_leader(),
+            "lost leadership while renewing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(a.ctx.kms.fence().allows_writes());
+}
