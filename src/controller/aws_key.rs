@@ -233,10 +233,21 @@ async fn owned_key(client: &Client, key: &str, owner: &Owner) -> Result<Option<F
 async fn create(scope: &Scope<'_, AwsKey>, status: &mut AwsKeyStatus) -> Result<Located, Failure> {
     let key = scope.obj;
     let name = key.name_any();
-    status.create_started_at = Some(Time(scope.now));
-    status::write(scope.api, &name, key.status.as_ref(), status)
-        .await
-        .map_err(Failure::kube)?;
+    let before = status.create_started_at.replace(Time(scope.now));
+    // Only on the version this reconcile read: a stale leader's intent fails with 409 Conflict
+    // (and sends no CreateKey) instead of overwriting what a newer leader recorded.
+    let recorded = status::write_if_unchanged(
+        scope.api,
+        &name,
+        key.metadata.resource_version.as_deref(),
+        key.status.as_ref(),
+        status,
+    )
+    .await;
+    if let Err(e) = recorded {
+        status.create_started_at = before;
+        return Err(Failure::kube(e));
+    }
     let written = status.clone();
 
     let created = match execute::create_key(scope.client, scope.desired).await {

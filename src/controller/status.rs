@@ -102,6 +102,30 @@ where
         .map(drop)
 }
 
+/// Writes the status only if the object is still the version the caller read: the merge patch
+/// carries `metadata.resourceVersion`, so the API answers 409 Conflict when another writer (a
+/// newer leader) changed the object since. For writes that record an intent, which a stale
+/// writer must not overwrite. Objects read from the API always carry a resourceVersion.
+pub async fn write_if_unchanged<K, S>(
+    api: &Api<K>,
+    name: &str,
+    resource_version: Option<&str>,
+    old: Option<&S>,
+    new: &S,
+) -> Result<(), kube::Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let mut patch = merge_patch(old, new);
+    if let Some(version) = resource_version {
+        patch["metadata"] = json!({ "resourceVersion": version });
+    }
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,7 @@ use crate::api::{AwsKms, AwsKmsSpec};
 use crate::metrics::Metrics;
 
 use super::Client;
+use super::fence::{FencedHttpClient, WriteFence};
 use super::quota::{RateLimitedHttpClient, RateLimits};
 use super::session::{Requester, RoleSessionCredentials};
 
@@ -182,6 +183,8 @@ pub struct KmsClients {
     http: Option<SharedHttpClient>,
     cache: Mutex<Cache>,
     callers: super::identity::Callers,
+    /// Checked by every client built here before each write goes on the wire.
+    fence: Arc<WriteFence>,
 }
 
 impl KmsClients {
@@ -205,21 +208,34 @@ impl KmsClients {
             http: None,
             cache: Mutex::new(Cache::default()),
             callers: Default::default(),
+            fence: WriteFence::open(),
         }
     }
 
     /// Paces every request with `limits` (one bucket per account, region and operation).
     pub fn with_rate_limits(mut self, limits: Arc<RateLimits>) -> KmsClients {
-        let http = self.base.http_client().unwrap_or_else(|| {
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
-                ))
-                .build_https()
-        });
-        self.http = Some(http);
+        self.http = Some(self.wire());
         self.limits = Some(limits);
         self
+    }
+
+    /// The HTTP client that sends requests: the configuration's, else keyfleet's default.
+    fn wire(&self) -> SharedHttpClient {
+        self.http
+            .clone()
+            .or_else(|| self.base.http_client())
+            .unwrap_or_else(|| {
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+                    ))
+                    .build_https()
+            })
+    }
+
+    /// The write fence of every client built here (open until leader election closes it).
+    pub fn fence(&self) -> &Arc<WriteFence> {
+        &self.fence
     }
 
     /// Counts every KMS call attempt in `metrics` (operation × ok/throttled/error).
@@ -228,7 +244,8 @@ impl KmsClients {
         self
     }
 
-    /// Every connection and region gets this one client (tests with SDK mocks).
+    /// Every connection and region gets this one client (tests with SDK mocks; not fenced: the
+    /// mocks answer above the HTTP layer).
     pub fn fixed(client: Client) -> KmsClients {
         KmsClients {
             base: SdkConfig::builder()
@@ -240,6 +257,7 @@ impl KmsClients {
             http: None,
             cache: Mutex::new(Cache::default()),
             callers: Default::default(),
+            fence: WriteFence::open(),
         }
     }
 
@@ -387,14 +405,17 @@ impl KmsClients {
             )
             .build(),
         );
-        if let (Some(limits), Some(http)) = (&self.limits, &self.http) {
-            config = config.http_client(RateLimitedHttpClient::new(
-                http.clone(),
+        // The fence under the rate limiter: a write is checked after waiting for its slot.
+        let fenced = SharedHttpClient::new(FencedHttpClient::new(self.wire(), self.fence.clone()));
+        config = match &self.limits {
+            Some(limits) => config.http_client(RateLimitedHttpClient::new(
+                fenced,
                 limits.clone(),
                 connection.quota_identity(),
                 region_name,
-            ));
-        }
+            )),
+            None => config.http_client(fenced),
+        };
         if let Some(metrics) = &self.metrics {
             config = config.interceptor(CallCounter {
                 metrics: metrics.clone(),

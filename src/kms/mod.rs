@@ -4,6 +4,7 @@
 pub mod clients;
 pub mod error;
 pub mod execute;
+pub mod fence;
 pub mod identity;
 pub mod observe;
 pub mod quota;
@@ -13,6 +14,7 @@ pub mod verify;
 pub use clients::{Connection, KmsClients};
 pub use error::KmsError;
 pub use execute::KeyCreation;
+pub use fence::WriteFence;
 pub use observe::ReadDepth;
 pub use quota::{KmsQuotas, RateLimits};
 pub use session::Requester;

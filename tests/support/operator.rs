@@ -65,8 +65,13 @@ pub fn seed_default_connection(kube: &MemKube) {
 
 /// KMS clients pointed at the test LocalStack, with static test credentials.
 pub async fn localstack_clients() -> KmsClients {
+    KmsClients::from_config(localstack_config().await)
+}
+
+/// The AWS configuration of the test LocalStack: endpoint, region, static test credentials.
+pub async fn localstack_config() -> aws_config::SdkConfig {
     let endpoint = localstack::kms_endpoint().await;
-    KmsClients::from_config(localstack::sdk_config(&endpoint))
+    localstack::sdk_config(&endpoint)
 }
 
 impl Operator {
