@@ -5,21 +5,17 @@
 //! replica that holds other material, a Secret change refused, and DeleteMaterial
 //! crypto-shredding a key that re-applying restores.
 //!
-//! With aws-smithy-mocks on the SDK, what LocalStack cannot show: rotation of a symmetric key to
-//! new material (ImportType NEW_KEY_MATERIAL + RotateKeyOnDemand, KeyMaterialId bookkeeping) and
-//! verification without IAM permission (Unverified, not an error).
+//! On the strict KMS model (crates/kms-model), what LocalStack cannot show: rotation of a
+//! symmetric key to new material (ImportType NEW_KEY_MATERIAL + RotateKeyOnDemand, KeyMaterialId
+//! bookkeeping). With aws-smithy-mocks on the SDK: the multi-Region rotation (a stateful mock)
+//! and verification without IAM permission (Unverified, not an error).
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_kms::Client;
-use aws_sdk_kms::operation::delete_imported_key_material::DeleteImportedKeyMaterialOutput;
 use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
-use aws_sdk_kms::operation::import_key_material::ImportKeyMaterialOutput;
-use aws_sdk_kms::operation::rotate_key_on_demand::RotateKeyOnDemandOutput;
 use aws_sdk_kms::types::{
     ImportType, KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType,
 };
@@ -41,7 +37,7 @@ use serde_json::json;
 use support::clock::ManualClock;
 use support::kms_mocks::{
     self, MRK_PRIMARY_ID, MRK_PRIMARY_REGION, MRK_REPLICA_ID, MRK_REPLICA_REGION, MrkCall,
-    MultiRegionKms, aws_error, import_params_rule, mrk_arn, no_aliases_rule, tags_rule,
+    MultiRegionKms, aws_error, mrk_arn, no_aliases_rule, tags_rule,
 };
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
@@ -374,9 +370,6 @@ fn metadata(
         .description("")
 }
 
-/// An ImportKeyMaterial request as KMS saw it: import type and the unwrapped material.
-type Import = (Option<ImportType>, Vec<u8>);
-
 fn fingerprint(spec: KeySpec, value: &[u8]) -> String {
     KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, value)
         .unwrap()
@@ -430,172 +423,97 @@ fn key_condition(k: &AwsKey, type_: &str) -> Option<(String, String)> {
     condition_of(&k.status.as_ref()?.conditions, type_)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On the strict KMS model (crates/kms-model): RotateKeyOnDemand succeeds only with material
+/// pending rotation, and KeyMaterialIds derive from the material.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
-    let kube = MemKube::new();
-    let name = unique("rotate");
-    let (key, _old) = existing_key(
-        &kube,
-        &name,
-        "k-rot",
-        KeySpec::SymmetricDefault,
-        json!({"keyMaterial": {"secretRef": {"name": name, "key": "material"}, "onChange": "Rotate"}}),
-        Some("km-1"),
-    )
-    .await;
-
-    // KMS: the current material is km-1 until RotateKeyOnDemand makes the new one (km-2)
-    // current.
-    let rotated = Arc::new(AtomicBool::new(false));
-    let seen = rotated.clone();
-    let describe = mock!(Client::describe_key)
-        .sequence()
-        .output(move || {
-            let current = if seen.load(Ordering::SeqCst) {
-                "km-2"
-            } else {
-                "km-1"
-            };
-            let meta = metadata(
-                "k-rot",
-                SdkKeySpec::SymmetricDefault,
-                KeyUsageType::EncryptDecrypt,
-            )
-            .current_key_material_id(current)
-            .build()
-            .unwrap();
-            DescribeKeyOutput::builder().key_metadata(meta).build()
-        })
-        .repeatedly()
-        .build();
-    let (params, wrapping) = import_params_rule("k-rot");
-    let wrapping = Arc::new(wrapping);
-    let imports: Arc<Mutex<Vec<Import>>> = Arc::default();
-    let record = imports.clone();
-    let import = mock!(Client::import_key_material)
-        .match_requests(move |r| {
-            let oaep = aws_lc_rs::rsa::OaepPrivateDecryptingKey::new((*wrapping).clone()).unwrap();
-            let mut out = vec![0u8; 512];
-            let plain = r
-                .encrypted_key_material()
-                .and_then(|b| {
-                    oaep.decrypt(
-                        &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
-                        b.as_ref(),
-                        &mut out,
-                        None,
-                    )
-                    .ok()
-                })
-                .map(|p| p.to_vec())
-                .unwrap_or_default();
-            record
-                .lock()
-                .unwrap()
-                .push((r.import_type().cloned(), plain));
-            true
-        })
-        .sequence()
-        .output(|| {
-            ImportKeyMaterialOutput::builder()
-                .key_id("k-rot")
-                .key_material_id("km-2")
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let mark = rotated.clone();
-    let rotate = mock!(Client::rotate_key_on_demand)
-        .match_requests(|r| r.key_id() == Some("k-rot"))
-        .sequence()
-        .output(move || {
-            mark.store(true, Ordering::SeqCst);
-            RotateKeyOnDemandOutput::builder().key_id("k-rot").build()
-        })
-        .repeatedly()
-        .build();
-    let shred = mock!(Client::delete_imported_key_material)
-        .sequence()
-        .output(|| DeleteImportedKeyMaterialOutput::builder().build())
-        .repeatedly()
-        .build();
-    let tags = tags_rule(Some("k-rot"), owner_tags(&key));
-    let aliases = no_aliases_rule();
-    let client = mock_client!(
-        aws_sdk_kms,
-        RuleMode::MatchAny,
-        [
-            &describe, &params, &import, &rotate, &shred, &tags, &aliases
-        ]
-    );
-    let op = Operator::start_with(kube.clone(), KmsClients::fixed(client), settings());
+    let model = kms_model::KmsModel::start().await.unwrap();
+    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    let op = Operator::start_with(MemKube::new(), clients, settings());
     let api = op.keys(NS);
-    let k = wait_for(
-        &api,
-        &name,
-        std::time::Duration::from_secs(30),
-        "verified",
-        |k| {
-            key_condition(k, "MaterialVerified")
-                == Some(("True".into(), "KeyMaterialIdMatches".into()))
-        },
-    )
-    .await;
+    let name = unique("rotate");
+    let old = create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
+    let rotate_on_change = json!({"keySpec": "SYMMETRIC_DEFAULT",
+        "keyMaterial": {"secretRef": {"name": name, "key": "material"}, "onChange": "Rotate"}});
+    create_key(&api, &aws_key(&name, REGION, &name, rotate_on_change)).await;
+    let verified = |k: &AwsKey| {
+        key_condition(k, "MaterialVerified") == Some(("True".into(), "KeyMaterialIdMatches".into()))
+    };
+    let k = wait_for(&api, &name, Duration::from_secs(30), "verified", verified).await;
     assert_eq!(ready(&k), Some(("True".into(), "KeyReady".into())));
-    assert!(imports.lock().unwrap().is_empty(), "nothing to import yet");
+    let key_id = k.status.unwrap().key.key_id.unwrap();
+    let old_id = kms_model::key_material_id(&key_id, &old);
+    assert_eq!(
+        model.key(REGION, &key_id).unwrap().current_key_material_id,
+        Some(old_id.clone())
+    );
 
     // The Secret gets new material: keyfleet imports it as NEW_KEY_MATERIAL and rotates.
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
-    update_material_secret(&kube.client(), NS, &name, &new).await;
-    let k = wait_for(
-        &api,
-        &name,
-        std::time::Duration::from_secs(30),
-        "one rotation",
-        |k| {
-            k.status
-                .as_ref()
-                .is_some_and(|s| s.rotation_count == Some(1))
-                && ready(k) == Some(("True".into(), "KeyReady".into()))
-        },
-    )
+    let new_id = kms_model::key_material_id(&key_id, &new);
+    update_material_secret(&op.client, NS, &name, &new).await;
+    let k = wait_for(&api, &name, Duration::from_secs(30), "one rotation", |k| {
+        k.status
+            .as_ref()
+            .is_some_and(|s| s.rotation_count == Some(1))
+            && ready(k) == Some(("True".into(), "KeyReady".into()))
+    })
     .await;
     let status = k.status.unwrap().key;
-    assert_eq!(status.key_material_id.as_deref(), Some("km-2"));
-    assert_eq!(status.previous_key_material_id.as_deref(), Some("km-1"));
+    assert_eq!(status.key_material_id.as_deref(), Some(new_id.as_str()));
+    assert_eq!(
+        status.previous_key_material_id.as_deref(),
+        Some(old_id.as_str())
+    );
     assert_eq!(
         status.material_fingerprint,
         Some(fingerprint(KeySpec::SymmetricDefault, &new))
     );
     assert_eq!(status.pending_material_fingerprint, None);
     assert!(status.last_rotation_time.is_some());
-    {
-        let imports = imports.lock().unwrap();
-        assert_eq!(imports.len(), 1, "exactly one import");
-        assert_eq!(imports[0].0, Some(ImportType::NewKeyMaterial));
-        // The wrapped bytes are the Secret's new material (unwrapped with the wrapping key).
-        assert_eq!(imports[0].1.as_slice(), new.as_slice());
-    }
-    assert_eq!(rotate.num_calls(), 1);
-    // The old material stays in KMS (NON_CURRENT): old ciphertexts still decrypt. keyfleet
-    // never deletes it.
-    assert_eq!(shred.num_calls(), 0);
+    // KMS: the first import (no ImportType), then the new material as NEW_KEY_MATERIAL; the
+    // new material is current, the old one NON_CURRENT (old ciphertexts still decrypt).
+    let imports = model.requests_of("ImportKeyMaterial");
+    let types: Vec<_> = imports
+        .iter()
+        .map(|r| (r.params.get("ImportType").cloned(), r.error.clone()))
+        .collect();
+    assert_eq!(
+        types,
+        vec![(None, None), (Some(json!("NEW_KEY_MATERIAL")), None)],
+        "exactly one import of the new material"
+    );
+    let in_kms = model.key(REGION, &key_id).unwrap();
+    assert_eq!(
+        in_kms.materials,
+        vec![
+            (old_id.clone(), kms_model::Role::NonCurrent),
+            (new_id.clone(), kms_model::Role::Current)
+        ]
+    );
+    assert_eq!(in_kms.key_state, "Enabled");
+    let rotations = model.requests_of("RotateKeyOnDemand");
+    assert_eq!(rotations.len(), 1);
+    assert_eq!(rotations[0].error, None);
+    // keyfleet never deletes the old material.
+    assert!(model.requests_of("DeleteImportedKeyMaterial").is_empty());
     op.wait_events(&name, &["RotationMaterialImported", "KeyRotated"])
         .await;
     // Later resyncs (deep reads) verify the new KeyMaterialId and never rotate again.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     wait_for(
         &api,
         &name,
-        std::time::Duration::from_secs(30),
+        Duration::from_secs(30),
         "verified again",
-        |k| {
-            key_condition(k, "MaterialVerified")
-                == Some(("True".into(), "KeyMaterialIdMatches".into()))
-        },
+        verified,
     )
     .await;
-    assert_eq!(rotate.num_calls(), 1, "rotated once, not on every resync");
+    assert_eq!(
+        model.requests_of("RotateKeyOnDemand").len(),
+        1,
+        "rotated once, not on every resync"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
