@@ -16,15 +16,13 @@ use std::time::Duration;
 
 use aws_sdk_kms::Client;
 use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
-use aws_sdk_kms::types::{
-    ImportType, KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType,
-};
+use aws_sdk_kms::types::{KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType};
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyfleet::api::{
-    AwsKey, AwsKeyStatus, AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus, KeySpec,
-    KmsKeyStatus, MaterialEncoding, WrappingAlgorithm,
+    AwsKey, AwsKeyStatus, AwsReplicaKey, AwsReplicaKeySpec, KeySpec, KmsKeyStatus,
+    MaterialEncoding, WrappingAlgorithm,
 };
 use keyfleet::kms::KmsClients;
 use keyfleet::kms::execute::{ImportInput, import_material};
@@ -35,10 +33,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use memkube::MemKube;
 use serde_json::json;
 use support::clock::ManualClock;
-use support::kms_mocks::{
-    self, MRK_PRIMARY_ID, MRK_PRIMARY_REGION, MRK_REPLICA_ID, MRK_REPLICA_REGION, MrkCall,
-    MultiRegionKms, aws_error, mrk_arn, no_aliases_rule, tags_rule,
-};
+use support::kms_mocks::{self, aws_error, no_aliases_rule, tags_rule};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
 use support::replicas::ReplicaScenario;
@@ -613,25 +608,27 @@ fn replica_condition(r: &AwsReplicaKey, type_: &str) -> Option<(String, String)>
     condition_of(&r.status.as_ref()?.conditions, type_)
 }
 
-/// The whole multi-Region rotation against a stateful KMS model: the primary imports the
-/// Secret's new material as NEW_KEY_MATERIAL, waits (RotationPending) until the replica imported
-/// it as EXISTING_KEY_MATERIAL with the primary's KeyMaterialId, then rotates exactly once;
-/// both record the new and previous KeyMaterialId and end Ready. Nothing is deleted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The whole multi-Region rotation on the strict KMS model (crates/kms-model): the primary
+/// imports the Secret's new material as NEW_KEY_MATERIAL, waits (RotationPending) until the
+/// replica imported it as EXISTING_KEY_MATERIAL with the primary's KeyMaterialId, then rotates
+/// exactly once (KMS refuses it earlier); both record the new and previous KeyMaterialId and end
+/// Ready. Nothing is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
-    let kube = MemKube::new();
-    let client = kube.client();
+    let model = kms_model::KmsModel::start().await.unwrap();
+    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    let op = Operator::start_with(MemKube::new(), clients, settings());
+    let client = op.client.clone();
     let name = unique("mrk-rotate");
     let replica_name = format!("{name}-eu");
     let spec = KeySpec::SymmetricDefault;
-    let old = keyfleet_testkit::material::generate_secret_value(spec);
-    create_secret(&client, NS, &name, "material", &old).await;
+    let old = create_material_secret(&client, NS, &name, spec).await;
     let keys: Api<AwsKey> = Api::namespaced(client.clone(), NS);
-    let key = create_key(
+    create_key(
         &keys,
         &aws_key(
             &name,
-            MRK_PRIMARY_REGION,
+            DEFAULT_REGION,
             &name,
             json!({"multiRegion": true,
                    "keyMaterial": {"secretRef": {"name": name, "key": "material"}, "onChange": "Rotate"}}),
@@ -639,70 +636,27 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     )
     .await;
     let replicas: Api<AwsReplicaKey> = Api::namespaced(client.clone(), NS);
-    let replica = replicas
+    replicas
         .create(
             &PostParams::default(),
             &AwsReplicaKey::new(
                 &replica_name,
                 serde_json::from_value::<AwsReplicaKeySpec>(
-                    json!({"primaryKeyRef": {"name": name}, "region": MRK_REPLICA_REGION}),
+                    json!({"primaryKeyRef": {"name": name}, "region": REPLICA_REGION}),
                 )
                 .unwrap(),
             ),
         )
         .await
         .unwrap();
-    // As earlier reconciles left them: both hold the Secret's material as km-1.
-    let recorded = |key_id: &str, region: &str| KmsKeyStatus {
-        key_id: Some(key_id.into()),
-        arn: Some(mrk_arn(region, key_id)),
-        key_state: Some("Enabled".into()),
-        material_fingerprint: Some(fingerprint(spec, &old)),
-        key_material_id: Some("km-1".into()),
-        ..Default::default()
-    };
-    let primary_status = AwsKeyStatus {
-        key: recorded(MRK_PRIMARY_ID, MRK_PRIMARY_REGION),
-        ..Default::default()
-    };
-    keys.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": primary_status})),
-    )
-    .await
-    .unwrap();
-    let replica_status = AwsReplicaKeyStatus {
-        key: recorded(MRK_REPLICA_ID, MRK_REPLICA_REGION),
-        primary_arn: Some(mrk_arn(MRK_PRIMARY_REGION, MRK_PRIMARY_ID)),
-    };
-    replicas
-        .patch_status(
-            &replica_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": replica_status})),
-        )
-        .await
-        .unwrap();
-
-    let kms = MultiRegionKms::new(&old);
-    let mut rules = kms.rules();
-    rules.push(tags_rule(Some(MRK_PRIMARY_ID), owner_tags(&key)));
-    rules.push(tags_rule(
-        Some(MRK_REPLICA_ID),
-        kms_mocks::owner_tags(replica.metadata.uid.as_deref().unwrap(), NS, &replica_name),
-    ));
-    rules.push(no_aliases_rule());
-    let sdk = mock_client!(aws_sdk_kms, RuleMode::MatchAny, rules.iter());
-    let op = Operator::start_with(kube.clone(), KmsClients::fixed(sdk), settings());
     let api = op.keys(NS);
     let verified =
         |c: Option<(String, String)>| c == Some(("True".into(), "KeyMaterialIdMatches".into()));
     let key_ready = Some(("True".to_string(), "KeyReady".to_string()));
-    wait_for(
+    let primary = wait_for(
         &api,
         &name,
-        std::time::Duration::from_secs(30),
+        Duration::from_secs(30),
         "primary Ready and verified",
         |k| ready(k) == key_ready && verified(key_condition(k, "MaterialVerified")),
     )
@@ -717,24 +671,27 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         },
     )
     .await;
-    assert!(
-        kms.log()
-            .iter()
-            .all(|c| !matches!(c, MrkCall::Import { .. } | MrkCall::Rotate { .. })),
-        "nothing to import or rotate before the Secret changes: {:?}",
-        kms.log()
+    let key_id = primary.status.unwrap().key.key_id.unwrap();
+    let old_id = kms_model::key_material_id(&key_id, &old);
+    let before = model.requests();
+    let imports_before = before
+        .iter()
+        .filter(|r| r.operation == "ImportKeyMaterial")
+        .count();
+    assert_eq!(
+        imports_before, 2,
+        "the first import into the primary and the replica"
     );
+    assert!(model.requests_of("RotateKeyOnDemand").is_empty());
 
     // The Secret gets new material.
     let new = keyfleet_testkit::material::generate_secret_value(spec);
+    let new_id = kms_model::key_material_id(&key_id, &new);
     update_material_secret(&client, NS, &name, &new).await;
-
-    // (4) While the replica catches up, the primary waits (RotationPending, shown below by its
-    // event and by the order of the KMS calls); the replica's import wakes it at once.
     let primary = wait_for(
         &api,
         &name,
-        std::time::Duration::from_secs(40),
+        Duration::from_secs(40),
         "one rotation, Ready",
         |k| {
             k.status
@@ -744,26 +701,30 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         },
     )
     .await;
-    let replica = wait_replica_api(&replicas, &replica_name, "replica on km-2, Ready", |r| {
-        r.status
-            .as_ref()
-            .is_some_and(|s| s.key_material_id.as_deref() == Some("km-2"))
-            && replica_condition(r, "Ready") == key_ready
-    })
+    let replica = wait_replica_api(
+        &replicas,
+        &replica_name,
+        "replica on the new material",
+        |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.key_material_id.as_deref() == Some(new_id.as_str()))
+                && replica_condition(r, "Ready") == key_ready
+        },
+    )
     .await;
-    assert_eq!(kms.current_key_material_id(), "km-2");
 
-    // (5) Statuses: new and previous KeyMaterialId on both, one rotation on the primary.
+    // Statuses: new and previous KeyMaterialId on both, one rotation on the primary.
     let p = primary.status.unwrap().key;
-    assert_eq!(p.key_material_id.as_deref(), Some("km-2"));
-    assert_eq!(p.previous_key_material_id.as_deref(), Some("km-1"));
+    assert_eq!(p.key_material_id.as_deref(), Some(new_id.as_str()));
+    assert_eq!(p.previous_key_material_id.as_deref(), Some(old_id.as_str()));
     assert_eq!(p.material_fingerprint, Some(fingerprint(spec, &new)));
     assert_eq!(p.pending_key_material_id, None);
     assert_eq!(p.pending_material_fingerprint, None);
     assert!(p.last_rotation_time.is_some());
     let r = replica.status.unwrap().key;
-    assert_eq!(r.key_material_id.as_deref(), Some("km-2"));
-    assert_eq!(r.previous_key_material_id.as_deref(), Some("km-1"));
+    assert_eq!(r.key_material_id.as_deref(), Some(new_id.as_str()));
+    assert_eq!(r.previous_key_material_id.as_deref(), Some(old_id.as_str()));
     assert_eq!(r.material_fingerprint, Some(fingerprint(spec, &new)));
     assert_eq!(r.pending_key_material_id, None);
     assert_eq!(r.pending_material_fingerprint, None);
@@ -772,72 +733,62 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         "replicas are rotated by the primary"
     );
 
-    let log = kms.log();
-    let imports: Vec<(usize, &MrkCall)> = log
+    // KMS: the primary's NEW import, then the replica's EXISTING import with its id, then one
+    // RotateKeyOnDemand; both Regions hold both materials, the new one current.
+    let log = model.requests();
+    let after: Vec<_> = log
         .iter()
-        .enumerate()
-        .filter(|(_, c)| matches!(c, MrkCall::Import { .. }))
+        .filter(|r| {
+            matches!(
+                r.operation.as_str(),
+                "ImportKeyMaterial" | "RotateKeyOnDemand"
+            )
+        })
+        .skip(imports_before)
+        .map(|r| {
+            (
+                r.operation.as_str(),
+                r.region.as_str(),
+                r.params.get("ImportType").and_then(|t| t.as_str()),
+                r.params.get("KeyMaterialId").and_then(|t| t.as_str()),
+                r.error.as_deref(),
+            )
+        })
         .collect();
-    // (1) The primary imported the new Secret's bytes as NEW_KEY_MATERIAL, once.
-    let primary_imports: Vec<_> = imports
-        .iter()
-        .filter(|(_, c)| matches!(c, MrkCall::Import { key_id, .. } if key_id == MRK_PRIMARY_ID))
-        .collect();
-    assert_eq!(primary_imports.len(), 1, "{log:?}");
-    let MrkCall::Import {
-        import_type,
-        plaintext,
-        outcome,
-        ..
-    } = primary_imports[0].1
-    else {
-        unreachable!()
-    };
-    assert_eq!(import_type, &Some(ImportType::NewKeyMaterial));
-    assert_eq!(plaintext.as_slice(), new.as_slice());
-    assert_eq!(outcome, &Ok("km-2".to_string()));
-    // (2) The replica imported the same bytes as EXISTING_KEY_MATERIAL with km-2, once...
-    let replica_imports: Vec<_> = imports
-        .iter()
-        .filter(|(_, c)| matches!(c, MrkCall::Import { key_id, .. } if key_id == MRK_REPLICA_ID))
-        .collect();
-    assert_eq!(replica_imports.len(), 1, "{log:?}");
-    let (replica_import_at, replica_import) = *replica_imports[0];
     assert_eq!(
-        replica_import,
-        &MrkCall::Import {
-            key_id: MRK_REPLICA_ID.into(),
-            import_type: Some(ImportType::ExistingKeyMaterial),
-            key_material_id: Some("km-2".into()),
-            plaintext: new.to_vec(),
-            outcome: Ok("km-2".into()),
-        }
+        after,
+        vec![
+            (
+                "ImportKeyMaterial",
+                DEFAULT_REGION,
+                Some("NEW_KEY_MATERIAL"),
+                None,
+                None
+            ),
+            (
+                "ImportKeyMaterial",
+                REPLICA_REGION,
+                Some("EXISTING_KEY_MATERIAL"),
+                Some(new_id.as_str()),
+                None
+            ),
+            ("RotateKeyOnDemand", DEFAULT_REGION, None, None, None),
+        ]
     );
-    // ... and (3) only then came RotateKeyOnDemand, exactly once (no refused attempts).
-    let rotations: Vec<(usize, &MrkCall)> = log
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| matches!(c, MrkCall::Rotate { .. }))
-        .collect();
-    assert_eq!(rotations.len(), 1, "{log:?}");
-    assert_eq!(
-        rotations[0].1,
-        &MrkCall::Rotate {
-            key_id: MRK_PRIMARY_ID.into(),
-            outcome: Ok("km-2".into())
-        }
-    );
-    assert!(
-        rotations[0].0 > replica_import_at,
-        "RotateKeyOnDemand before the replica imported: {log:?}"
-    );
-    assert!(primary_imports[0].0 < replica_import_at);
-    // (6) Old material stays: no DeleteImportedKeyMaterial anywhere.
-    assert!(
-        !log.iter()
-            .any(|c| matches!(c, MrkCall::DeleteImportedKeyMaterial { .. })),
-        "{log:?}"
-    );
+    for region in [DEFAULT_REGION, REPLICA_REGION] {
+        let k = model.key(region, &key_id).unwrap();
+        assert_eq!(k.key_state, "Enabled", "{region}");
+        assert_eq!(
+            k.materials,
+            vec![
+                (old_id.clone(), kms_model::Role::NonCurrent),
+                (new_id.clone(), kms_model::Role::Current)
+            ],
+            "{region}"
+        );
+    }
+    // Old material stays: no DeleteImportedKeyMaterial anywhere.
+    assert!(model.requests_of("DeleteImportedKeyMaterial").is_empty());
     op.wait_events(
         &name,
         &["RotationMaterialImported", "RotationPending", "KeyRotated"],
@@ -846,28 +797,37 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     op.wait_events(&replica_name, &["RotationMaterialImported"])
         .await;
 
-    // Later resyncs verify km-2 on both and never rotate or import again.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // Later resyncs verify the new material on both and never rotate or import again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     wait_for(
         &api,
         &name,
-        std::time::Duration::from_secs(30),
-        "primary verified on km-2",
+        Duration::from_secs(30),
+        "primary verified on the new material",
         |k| ready(k) == key_ready && verified(key_condition(k, "MaterialVerified")),
     )
     .await;
-    wait_replica_api(&replicas, &replica_name, "replica verified on km-2", |r| {
-        replica_condition(r, "Ready") == key_ready
-            && verified(replica_condition(r, "MaterialVerified"))
-    })
+    wait_replica_api(
+        &replicas,
+        &replica_name,
+        "replica verified on the new material",
+        |r| {
+            replica_condition(r, "Ready") == key_ready
+                && verified(replica_condition(r, "MaterialVerified"))
+        },
+    )
     .await;
-    let later = kms.log();
-    let count = |log: &[MrkCall]| {
+    let writes = |log: &[kms_model::RecordedRequest]| {
         log.iter()
-            .filter(|c| matches!(c, MrkCall::Import { .. } | MrkCall::Rotate { .. }))
+            .filter(|r| {
+                matches!(
+                    r.operation.as_str(),
+                    "ImportKeyMaterial" | "RotateKeyOnDemand"
+                )
+            })
             .count()
     };
-    assert_eq!(count(&later), count(&log), "{later:?}");
+    assert_eq!(writes(&model.requests()), writes(&log));
     // A legitimate rotation never tells the user to restore the old material.
     for key in [&name, &replica_name] {
         assert_eq!(op.event_count(key, "MaterialMismatch"), 0, "{key}");
