@@ -3,9 +3,11 @@
 //! Against LocalStack KMS, where it is faithful: every key spec is created EXTERNAL, imported
 //! and usable; spec applied and drift repaired; deletion policies.
 //!
-//! With aws-smithy-mocks on the SDK client, what LocalStack does not do like AWS: AccessDenied,
-//! a key deleted outside keyfleet, IncorrectKeyMaterialException, and throttling that must
-//! never reach the status.
+//! On the strict KMS model (crates/kms-model), what LocalStack does not do like AWS: other
+//! material refused (IncorrectKeyMaterialException) and a primary waiting in
+//! PendingReplicaDeletion. With aws-smithy-mocks on the SDK client, injected faults:
+//! AccessDenied, a key deleted outside keyfleet, and throttling that must never reach the
+//! status.
 
 mod support;
 
@@ -14,9 +16,8 @@ use std::time::Duration;
 use aws_sdk_kms::Client;
 use aws_sdk_kms::operation::describe_key::{DescribeKeyError, DescribeKeyOutput};
 use aws_sdk_kms::operation::get_parameters_for_import::GetParametersForImportOutput;
-use aws_sdk_kms::operation::import_key_material::ImportKeyMaterialError;
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::error::{IncorrectKeyMaterialException, NotFoundException};
+use aws_sdk_kms::types::error::NotFoundException;
 use aws_sdk_kms::types::{
     KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, MacAlgorithmSpec, OriginType, Tag,
 };
@@ -29,7 +30,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use memkube::MemKube;
 use serde_json::json;
-use support::kms_mocks::{self, aws_error, import_params_rule, no_aliases_rule, tags_rule};
+use support::kms_mocks::{self, aws_error, no_aliases_rule, tags_rule};
 use support::localstack::{DEFAULT_REGION, unique};
 use support::operator::*;
 
@@ -453,7 +454,8 @@ async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced(
     );
 }
 
-// What LocalStack does not do like AWS, with aws-smithy-mocks on the SDK client.
+// What LocalStack does not do like AWS: on the strict KMS model, and injected faults with
+// aws-smithy-mocks on the SDK client.
 
 fn metadata(key_id: &str, state: KeyState) -> KeyMetadata {
     KeyMetadata::builder()
@@ -575,44 +577,96 @@ async fn a_key_deleted_outside_keyfleet_is_reported_as_key_gone_and_never_replac
     assert_settled(&describe, "DescribeKey").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn incorrect_key_material_from_kms_is_material_mismatch() {
-    let kube = MemKube::new();
-    let name = unique("incorrect");
-    let key = setup(&kube, &name, Some("k-1")).await;
-    let (params, _wrapping) = import_params_rule("k-1");
-    let tags = owner_tags(&key);
-    let describe = mock!(Client::describe_key)
-        .sequence()
-        .output(|| {
-            DescribeKeyOutput::builder()
-                .key_metadata(metadata("k-1", KeyState::PendingImport))
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let list_tags = tags_rule(None, tags);
-    let list_aliases = no_aliases_rule();
-    let import = mock!(Client::import_key_material)
-        .sequence()
-        .error(|| {
-            ImportKeyMaterialError::IncorrectKeyMaterialException(
-                IncorrectKeyMaterialException::builder()
-                    .message("mocked")
-                    .build(),
-            )
-        })
-        .repeatedly()
-        .build();
-    let client = mock_client!(
-        aws_sdk_kms,
-        RuleMode::MatchAny,
-        [&describe, &list_tags, &list_aliases, &params, &import]
+/// The operator on the strict KMS model (crates/kms-model), per Region like against AWS.
+fn on_model(model: &kms_model::KmsModel) -> Operator {
+    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    Operator::start_with(MemKube::new(), clients, settings())
+}
+
+/// The ImportKeyMaterial requests the model has seen settle (no new ones within 3 s).
+async fn settled_imports(model: &kms_model::KmsModel) -> Vec<kms_model::RecordedRequest> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = model.requests_of("ImportKeyMaterial");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        model.requests_of("ImportKeyMaterial").len(),
+        calls.len(),
+        "ImportKeyMaterial kept being called: a hot loop"
     );
-    let op = start(&kube, client);
+    calls
+}
+
+/// On the strict KMS model: an EXTERNAL key that once held other material (deleted since, so
+/// PendingImport) is adopted by an AwsKey whose Secret holds new material; KMS refuses it
+/// (IncorrectKeyMaterialException) → MaterialMismatch, not retried in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn incorrect_key_material_from_kms_is_material_mismatch() {
+    let model = kms_model::KmsModel::start().await.unwrap();
+    let op = on_model(&model);
+    let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
+    let name = unique("incorrect");
+    let adopt_by = Tag::builder()
+        .tag_key("keyfleet.dev/adopt-by")
+        .tag_value(format!("{NS}/{name}"))
+        .build()
+        .unwrap();
+    let arn = kms
+        .create_key()
+        .origin(OriginType::External)
+        .tags(adopt_by)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .arn
+        .unwrap();
+    let earlier = KeyMaterial::from_secret_value(
+        KeySpec::SymmetricDefault,
+        MaterialEncoding::Raw,
+        &generate_secret_value(KeySpec::SymmetricDefault),
+    )
+    .unwrap();
+    let (algorithm, wrapping_key_spec) =
+        keyfleet::api::WrappingAlgorithm::default_for(KeySpec::SymmetricDefault);
+    let input = keyfleet::kms::execute::ImportInput {
+        material: &earlier,
+        algorithm,
+        wrapping_key_spec,
+    };
+    keyfleet::kms::execute::import_material(&kms, &arn, &input, None)
+        .await
+        .unwrap();
+    kms.delete_imported_key_material()
+        .key_id(&arn)
+        .send()
+        .await
+        .unwrap();
+    let before = model.requests_of("ImportKeyMaterial").len();
+    create_key_with_material(
+        &op,
+        NS,
+        &name,
+        KeySpec::SymmetricDefault,
+        json!({"adoptKeyArn": arn}),
+    )
+    .await;
     wait_reason(&op.keys(NS), &name, "MaterialMismatch").await;
     op.wait_events(&name, &["MaterialMismatch"]).await;
-    assert_settled(&import, "ImportKeyMaterial").await;
+    let imports = settled_imports(&model).await;
+    let refused = &imports[before..];
+    assert!(!refused.is_empty());
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.error.as_deref() == Some("IncorrectKeyMaterialException")),
+        "{refused:?}"
+    );
+    let key_id = arn.rsplit('/').next().unwrap();
+    assert_eq!(
+        model.key(DEFAULT_REGION, key_id).unwrap().key_state,
+        "PendingImport"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -795,68 +849,50 @@ async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrappin
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On the strict KMS model: the primary of a multi-Region key scheduled for deletion outside
+/// keyfleet while it has a replica waits in PendingReplicaDeletion (LocalStack: PendingDeletion);
+/// keyfleet reports it and does not fight it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_primary_pending_replica_deletion_is_reported_not_fought() {
-    let kube = MemKube::new();
+    let model = kms_model::KmsModel::start().await.unwrap();
+    let op = on_model(&model);
+    let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
     let name = unique("pending-replica-deletion");
-    let client_kube = kube.client();
-    create_material_secret(&client_kube, NS, &name, KeySpec::SymmetricDefault).await;
-    let api: Api<AwsKey> = Api::namespaced(client_kube, NS);
-    let key = create_key(
-        &api,
-        &aws_key(&name, REGION, &name, json!({"multiRegion": true})),
+    create_key_with_material(
+        &op,
+        NS,
+        &name,
+        KeySpec::SymmetricDefault,
+        json!({"multiRegion": true}),
     )
     .await;
-    let status = AwsKeyStatus {
-        key: KmsKeyStatus {
-            key_id: Some("mrk-9".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await
-    .unwrap();
-    let tags = owner_tags(&key);
-    let describe = mock!(Client::describe_key)
-        .sequence()
-        .output(|| {
-            let meta = KeyMetadata::builder()
-                .key_id("mrk-9")
-                .arn(format!("arn:aws:kms:{REGION}:111122223333:key/mrk-9"))
-                .key_state(KeyState::PendingReplicaDeletion)
-                .origin(OriginType::External)
-                .key_spec(SdkKeySpec::SymmetricDefault)
-                .key_usage(KeyUsageType::EncryptDecrypt)
-                .multi_region(true)
-                .build()
-                .unwrap();
-            DescribeKeyOutput::builder().key_metadata(meta).build()
-        })
-        .repeatedly()
-        .build();
-    let list_tags = tags_rule(None, tags);
-    let list_aliases = no_aliases_rule();
-    let cancel = mock!(Client::cancel_key_deletion)
-        .sequence()
-        .http_response(|| aws_error("AccessDeniedException"))
-        .repeatedly()
-        .build();
-    let client = mock_client!(
-        aws_sdk_kms,
-        RuleMode::MatchAny,
-        [&describe, &list_tags, &list_aliases, &cancel]
-    );
-    let op = start(&kube, client);
+    let key_id = ready_key_id(&op.keys(NS), &name).await;
+    kms.replicate_key()
+        .key_id(&key_id)
+        .replica_region("eu-central-1")
+        .send()
+        .await
+        .unwrap();
+    let scheduled = kms
+        .schedule_key_deletion()
+        .key_id(&key_id)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scheduled.key_state, Some(KeyState::PendingReplicaDeletion));
     let reported = wait_reason(&op.keys(NS), &name, "KeyPendingDeletion").await;
     assert_eq!(
         reported.status.unwrap().key_state.as_deref(),
         Some("PendingReplicaDeletion")
     );
     op.wait_events(&name, &["KeyPendingDeletion"]).await;
-    assert_eq!(cancel.num_calls(), 0, "keyfleet fought the deletion");
+    assert!(
+        model.requests_of("CancelKeyDeletion").is_empty(),
+        "keyfleet fought the deletion"
+    );
+    assert_eq!(
+        model.key(DEFAULT_REGION, &key_id).unwrap().key_state,
+        "PendingReplicaDeletion"
+    );
 }
