@@ -14,14 +14,13 @@ mod support;
 use std::time::Duration;
 
 use aws_sdk_kms::Client;
-use aws_sdk_kms::operation::describe_key::{DescribeKeyError, DescribeKeyOutput};
+use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
 use aws_sdk_kms::operation::get_parameters_for_import::GetParametersForImportOutput;
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::error::NotFoundException;
 use aws_sdk_kms::types::{
     KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, MacAlgorithmSpec, OriginType, Tag,
 };
-use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use keyfleet::api::{AwsKey, AwsKeyStatus, KeyFamily, KeySpec, KmsKeyStatus, MaterialEncoding};
 use keyfleet::kms::KmsClients;
 use keyfleet::material::KeyMaterial;
@@ -509,30 +508,38 @@ fn start(kube: &MemKube, client: Client) -> Operator {
     Operator::start_with(kube.clone(), KmsClients::fixed(client), settings())
 }
 
-/// Waits a little and asserts the rule is no longer being called.
-async fn assert_settled(rule: &Rule, what: &str) {
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let calls = rule.num_calls();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        rule.num_calls(),
-        calls,
-        "{what} kept being called: a hot loop"
-    );
+/// The operator on the strict KMS model (crates/kms-model), per Region like against AWS.
+fn on_model(model: &kms_model::KmsModel) -> Operator {
+    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    Operator::start_with(MemKube::new(), clients, settings())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The requests of `operation` the model has seen, once no new ones come within 3 s.
+async fn settled(model: &kms_model::KmsModel, operation: &str) -> Vec<kms_model::RecordedRequest> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = model.requests_of(operation);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        model.requests_of(operation).len(),
+        calls.len(),
+        "{operation} kept being called: a hot loop"
+    );
+    calls
+}
+
+/// An AccessDeniedException injected into every CreateKey of the strict KMS model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn access_denied_is_reported_precisely_and_not_retried_in_a_loop() {
-    let create = mock!(Client::create_key)
-        .sequence()
-        .http_response(|| aws_error("AccessDeniedException"))
-        .repeatedly()
-        .build();
-    let client = mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&create]);
-    let kube = MemKube::new();
+    let model = kms_model::KmsModel::start().await.unwrap();
+    model.inject(kms_model::Fault::always(
+        "CreateKey",
+        kms_model::FaultKind::AccessDenied,
+    ));
+    let op = on_model(&model);
     let name = unique("denied");
-    setup(&kube, &name, None).await;
-    let op = start(&kube, client);
+    let created =
+        create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    let key_uid = created.metadata.uid;
     let key = wait_reason(&op.keys(NS), &name, "AccessDenied").await;
     let message = &key.status.unwrap().conditions[0].message;
     assert!(
@@ -540,60 +547,58 @@ async fn access_denied_is_reported_precisely_and_not_retried_in_a_loop() {
         "{message}"
     );
     op.wait_events(&name, &["AccessDenied"]).await;
-    assert_settled(&create, "CreateKey").await;
+    let calls = settled(&model, "CreateKey").await;
+    assert!(!calls.is_empty());
+    // What the refused request carried: an EXTERNAL key in the AwsKey's Region, owned by it.
+    for call in &calls {
+        assert_eq!(call.fault, Some(kms_model::FaultKind::AccessDenied));
+        assert_eq!(call.region, DEFAULT_REGION);
+        assert_eq!(call.params["Origin"], "EXTERNAL");
+        assert_eq!(call.params["KeySpec"], "SYMMETRIC_DEFAULT");
+        assert!(
+            call.params["Tags"].as_array().unwrap().iter().any(|t| {
+                t["TagKey"] == "keyfleet.dev/owner-uid"
+                    && t["TagValue"].as_str() == key_uid.as_deref()
+            }),
+            "{call:?}"
+        );
+    }
+    assert!(model.keys().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On the strict KMS model: the key is deleted outside keyfleet (ScheduleKeyDeletion, then the
+/// waiting period passes on the model's clock); keyfleet reports KeyGone and creates no
+/// replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_deleted_outside_keyfleet_is_reported_as_key_gone_and_never_replaced() {
-    let describe = mock!(Client::describe_key)
-        .sequence()
-        .error(|| {
-            DescribeKeyError::NotFoundException(
-                NotFoundException::builder()
-                    .message("Key 'gone' does not exist")
-                    .build(),
-            )
-        })
-        .repeatedly()
-        .build();
-    let create = mock!(Client::create_key)
-        .sequence()
-        .http_response(|| aws_error("AccessDeniedException"))
-        .repeatedly()
-        .build();
-    let client = mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&describe, &create]);
-    let kube = MemKube::new();
+    let model = kms_model::KmsModel::start().await.unwrap();
+    let op = on_model(&model);
+    let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
     let name = unique("gone");
-    setup(&kube, &name, Some("gone-key")).await;
-    let op = start(&kube, client);
+    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    let key_id = ready_key_id(&op.keys(NS), &name).await;
+    kms.schedule_key_deletion()
+        .key_id(&key_id)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    model.advance(Duration::from_secs(7 * 86_400 + 1));
+    assert!(model.keys().is_empty(), "the key is deleted");
     let key = wait_reason(&op.keys(NS), &name, "KeyGone").await;
     assert_eq!(
         key.status.unwrap().key_id.as_deref(),
-        Some("gone-key"),
+        Some(key_id.as_str()),
         "the ARN consumers hold was dropped"
     );
     op.wait_events(&name, &["KeyGone"]).await;
-    assert_eq!(create.num_calls(), 0, "a replacement key was created");
-    assert_settled(&describe, "DescribeKey").await;
-}
-
-/// The operator on the strict KMS model (crates/kms-model), per Region like against AWS.
-fn on_model(model: &kms_model::KmsModel) -> Operator {
-    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
-    Operator::start_with(MemKube::new(), clients, settings())
-}
-
-/// The ImportKeyMaterial requests the model has seen settle (no new ones within 3 s).
-async fn settled_imports(model: &kms_model::KmsModel) -> Vec<kms_model::RecordedRequest> {
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let calls = model.requests_of("ImportKeyMaterial");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    settled(&model, "DescribeKey").await;
     assert_eq!(
-        model.requests_of("ImportKeyMaterial").len(),
-        calls.len(),
-        "ImportKeyMaterial kept being called: a hot loop"
+        model.requests_of("CreateKey").len(),
+        1,
+        "a replacement key was created"
     );
-    calls
+    assert!(model.keys().is_empty());
 }
 
 /// On the strict KMS model: an EXTERNAL key that once held other material (deleted since, so
@@ -653,7 +658,7 @@ async fn incorrect_key_material_from_kms_is_material_mismatch() {
     .await;
     wait_reason(&op.keys(NS), &name, "MaterialMismatch").await;
     op.wait_events(&name, &["MaterialMismatch"]).await;
-    let imports = settled_imports(&model).await;
+    let imports = settled(&model, "ImportKeyMaterial").await;
     let refused = &imports[before..];
     assert!(!refused.is_empty());
     assert!(
