@@ -4,37 +4,27 @@
 //! and usable; spec applied and drift repaired; deletion policies.
 //!
 //! On the strict KMS model (crates/kms-model), what LocalStack does not do like AWS: other
-//! material refused (IncorrectKeyMaterialException) and a primary waiting in
-//! PendingReplicaDeletion. With aws-smithy-mocks on the SDK client, injected faults:
-//! AccessDenied, a key deleted outside keyfleet, and throttling that must never reach the
-//! status.
+//! material refused (IncorrectKeyMaterialException), a primary waiting in
+//! PendingReplicaDeletion, a key deleted outside keyfleet, the exact import request with its
+//! expiry; and faults injected into the model: AccessDenied, and throttling that must never
+//! reach the status.
 
 mod support;
 
 use std::time::Duration;
 
-use aws_sdk_kms::Client;
-use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
-use aws_sdk_kms::operation::get_parameters_for_import::GetParametersForImportOutput;
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::{
-    KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, MacAlgorithmSpec, OriginType, Tag,
-};
-use aws_smithy_mocks::{RuleMode, mock, mock_client};
-use keyfleet::api::{AwsKey, AwsKeyStatus, KeyFamily, KeySpec, KmsKeyStatus, MaterialEncoding};
+use aws_sdk_kms::types::{KeyState, MacAlgorithmSpec, OriginType, Tag};
+use keyfleet::api::{KeyFamily, KeySpec, MaterialEncoding};
 use keyfleet::kms::KmsClients;
 use keyfleet::material::KeyMaterial;
 use keyfleet_testkit::material::generate_secret_value;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
 use memkube::MemKube;
 use serde_json::json;
-use support::kms_mocks::{self, aws_error, no_aliases_rule, tags_rule};
 use support::localstack::{DEFAULT_REGION, unique};
 use support::operator::*;
 
 const NS: &str = "team-a";
-const REGION: &str = "eu-west-1";
 
 fn mac_algorithm(spec: KeySpec) -> MacAlgorithmSpec {
     match spec {
@@ -453,60 +443,7 @@ async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced(
     );
 }
 
-// What LocalStack does not do like AWS: on the strict KMS model, and injected faults with
-// aws-smithy-mocks on the SDK client.
-
-fn metadata(key_id: &str, state: KeyState) -> KeyMetadata {
-    KeyMetadata::builder()
-        .key_id(key_id)
-        .arn(format!("arn:aws:kms:{REGION}:111122223333:key/{key_id}"))
-        .aws_account_id("111122223333")
-        .key_state(state)
-        .origin(OriginType::External)
-        .key_spec(SdkKeySpec::SymmetricDefault)
-        .key_usage(KeyUsageType::EncryptDecrypt)
-        .multi_region(false)
-        .description("")
-        .build()
-        .unwrap()
-}
-
-fn owner_tags(key: &AwsKey) -> Vec<Tag> {
-    kms_mocks::owner_tags(
-        key.metadata.uid.as_deref().unwrap(),
-        NS,
-        key.metadata.name.as_deref().unwrap(),
-    )
-}
-
-/// Creates the Secret and AwsKey; with `key_id`, the AwsKey already points at that KMS key.
-async fn setup(kube: &MemKube, name: &str, key_id: Option<&str>) -> AwsKey {
-    let client = kube.client();
-    create_material_secret(&client, NS, name, KeySpec::SymmetricDefault).await;
-    let api: Api<AwsKey> = Api::namespaced(client, NS);
-    let key = create_key(&api, &aws_key(name, REGION, name, json!({}))).await;
-    if let Some(key_id) = key_id {
-        let status = AwsKeyStatus {
-            key: KmsKeyStatus {
-                key_id: Some(key_id.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        api.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
-        .await
-        .unwrap();
-    }
-    key
-}
-
-fn start(kube: &MemKube, client: Client) -> Operator {
-    Operator::start_with(kube.clone(), KmsClients::fixed(client), settings())
-}
+// What LocalStack does not do like AWS, on the strict KMS model (faults injected into it).
 
 /// The operator on the strict KMS model (crates/kms-model), per Region like against AWS.
 fn on_model(model: &kms_model::KmsModel) -> Operator {
@@ -674,179 +611,73 @@ async fn incorrect_key_material_from_kms_is_material_mismatch() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Six ThrottlingExceptions injected into DescribeKey on the strict KMS model: retried, never a
+/// failure, an event or a status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn throttling_is_retried_and_never_shown_as_a_failure() {
-    let kube = MemKube::new();
+    let model = kms_model::KmsModel::start().await.unwrap();
+    model.inject(kms_model::Fault::once("DescribeKey", kms_model::FaultKind::Throttle).times(6));
+    let op = on_model(&model);
     let name = unique("throttled");
-    let key = setup(&kube, &name, Some("k-2")).await;
-    let tags = owner_tags(&key);
-    let describe = mock!(Client::describe_key)
-        .sequence()
-        .http_response(|| aws_error("ThrottlingException"))
-        .times(6)
-        .output(|| {
-            DescribeKeyOutput::builder()
-                .key_metadata(metadata("k-2", KeyState::Enabled))
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let list_tags = tags_rule(None, tags);
-    let list_aliases = no_aliases_rule();
-    let client = mock_client!(
-        aws_sdk_kms,
-        RuleMode::MatchAny,
-        [&describe, &list_tags, &list_aliases]
-    );
-    let op = start(&kube, client);
+    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
     let ready = wait_ready(&op.keys(NS), &name).await;
-    assert!(
-        describe.num_calls() > 6,
-        "the throttled calls were not retried"
-    );
     assert_eq!(ready.status.unwrap().key_state.as_deref(), Some("Enabled"));
+    let describes = model.requests_of("DescribeKey");
+    let throttled = describes
+        .iter()
+        .filter(|r| r.error.as_deref() == Some("ThrottlingException"))
+        .count();
+    assert_eq!(throttled, 6, "every injected throttle was hit");
+    assert!(
+        describes.last().is_some_and(|r| r.error.is_none()),
+        "the throttled calls were not retried to success"
+    );
     let surfaced: Vec<_> = op
         .events_for(&name)
         .into_iter()
         .filter(|(t, _, _)| t == "Warning")
         .collect();
     assert!(surfaced.is_empty(), "throttling surfaced: {surfaced:?}");
-    let writes: Vec<_> = op
-        .kube
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.ends_with("/status") && r.method == http::Method::PATCH)
-        .collect();
-    assert!(!writes.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On the strict KMS model: keyfleet's import wraps exactly the Secret's material with the
+/// default wrapping (RSAES_OAEP_SHA_256, RSA_2048) and sends the expiry; KMS reports it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrapping() {
-    use aws_sdk_kms::operation::import_key_material::ImportKeyMaterialOutput;
-    use aws_sdk_kms::types::{AlgorithmSpec, ExpirationModelType, WrappingKeySpec};
-    use std::sync::{Arc, Mutex};
-
-    let kube = MemKube::new();
+    let model = kms_model::KmsModel::start().await.unwrap();
+    let op = on_model(&model);
     let name = unique("validto");
     let valid_to = jiff::Timestamp::now().as_second() + 86_400;
-    let client_kube = kube.client();
-    create_material_secret(&client_kube, NS, &name, KeySpec::SymmetricDefault).await;
-    let api: Api<AwsKey> = Api::namespaced(client_kube, NS);
-    let key = create_key(&api, &aws_key(&name, REGION, &name, json!({
+    let expiry = json!({
         "expiration": {"validTo": jiff::Timestamp::from_second(valid_to).unwrap().to_string()}
-    })))
-    .await;
-    let status = AwsKeyStatus {
-        key: KmsKeyStatus {
-            key_id: Some("k-3".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await
-    .unwrap();
-
-    let wrapping =
-        aws_lc_rs::rsa::PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-    let public_der = {
-        use aws_lc_rs::encoding::AsDer;
-        wrapping.public_key().as_der().unwrap().as_ref().to_vec()
-    };
-    let imported = Arc::new(Mutex::new(false));
-    let seen = imported.clone();
-    let tags = owner_tags(&key);
-    let describe = mock!(Client::describe_key)
-        .sequence()
-        .output(move || {
-            let state = if *seen.lock().unwrap() {
-                KeyState::Enabled
-            } else {
-                KeyState::PendingImport
-            };
-            let mut meta = KeyMetadata::builder()
-                .key_id("k-3")
-                .arn(format!("arn:aws:kms:{REGION}:111122223333:key/k-3"))
-                .aws_account_id("111122223333")
-                .key_state(state)
-                .origin(OriginType::External)
-                .key_spec(SdkKeySpec::SymmetricDefault)
-                .key_usage(KeyUsageType::EncryptDecrypt)
-                .multi_region(false)
-                .description("");
-            if *seen.lock().unwrap() {
-                meta = meta
-                    .expiration_model(ExpirationModelType::KeyMaterialExpires)
-                    .valid_to(aws_sdk_kms::primitives::DateTime::from_secs(valid_to));
-            }
-            let meta = meta.build().unwrap();
-            DescribeKeyOutput::builder().key_metadata(meta).build()
-        })
-        .repeatedly()
-        .build();
-    let list_tags = tags_rule(None, tags);
-    let list_aliases = no_aliases_rule();
-    let params = mock!(Client::get_parameters_for_import)
-        .match_requests(|r| {
-            r.wrapping_algorithm() == Some(&AlgorithmSpec::RsaesOaepSha256)
-                && r.wrapping_key_spec() == Some(&WrappingKeySpec::Rsa2048)
-        })
-        .sequence()
-        .output(move || {
-            GetParametersForImportOutput::builder()
-                .key_id("k-3")
-                .import_token(Blob::new(b"token".to_vec()))
-                .public_key(Blob::new(public_der.clone()))
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let decryptor = Arc::new(wrapping);
-    let mark = imported.clone();
-    let import = mock!(Client::import_key_material)
-        .match_requests(move |r| {
-            // The wrapped bytes decrypt (RSA-OAEP-SHA-256) to 32 bytes of material.
-            let oaep = aws_lc_rs::rsa::OaepPrivateDecryptingKey::new((*decryptor).clone()).unwrap();
-            let mut out = vec![0u8; 512];
-            let plain_len = r
-                .encrypted_key_material()
-                .and_then(|b| {
-                    oaep.decrypt(
-                        &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
-                        b.as_ref(),
-                        &mut out,
-                        None,
-                    )
-                    .ok()
-                })
-                .map(|p| p.len());
-            r.import_token().map(|t| t.as_ref()) == Some(b"token".as_slice())
-                && r.expiration_model() == Some(&ExpirationModelType::KeyMaterialExpires)
-                && r.valid_to().map(|t| t.secs()) == Some(valid_to)
-                && plain_len == Some(32)
-        })
-        .sequence()
-        .output(move || {
-            *mark.lock().unwrap() = true;
-            ImportKeyMaterialOutput::builder().build()
-        })
-        .repeatedly()
-        .build();
-    let client = mock_client!(
-        aws_sdk_kms,
-        RuleMode::MatchAny,
-        [&describe, &list_tags, &list_aliases, &params, &import]
-    );
-    let op = start(&kube, client);
+    });
+    let material = create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
+    create_key(&op.keys(NS), &aws_key(&name, DEFAULT_REGION, &name, expiry)).await;
     let ready = wait_ready(&op.keys(NS), &name).await.status.unwrap();
+    let key_id = ready.key_id.clone().unwrap();
+    let params = model.requests_of("GetParametersForImport");
+    assert_eq!(params.len(), 1);
+    assert_eq!(params[0].params["WrappingAlgorithm"], "RSAES_OAEP_SHA_256");
+    assert_eq!(params[0].params["WrappingKeySpec"], "RSA_2048");
+    let imports = model.requests_of("ImportKeyMaterial");
     assert_eq!(
-        import.num_calls(),
+        imports.len(),
         1,
-        "ImportKeyMaterial was not called exactly once with the expected request"
+        "ImportKeyMaterial exactly once: {imports:?}"
+    );
+    assert_eq!(imports[0].error, None);
+    // Accepted: the token is the one GetParametersForImport issued for this key, unexpired.
+    assert_eq!(imports[0].params["ExpirationModel"], "KEY_MATERIAL_EXPIRES");
+    assert_eq!(imports[0].params["ValidTo"].as_f64(), Some(valid_to as f64));
+    // The model unwrapped exactly the Secret's bytes: its KeyMaterialId derives from them.
+    let in_kms = model.key(DEFAULT_REGION, &key_id).unwrap();
+    assert_eq!(
+        in_kms.current_key_material_id,
+        Some(kms_model::key_material_id(&key_id, &material))
+    );
+    assert_eq!(
+        in_kms.imported.values().collect::<Vec<_>>(),
+        vec![&Some(valid_to)]
     );
     assert_eq!(
         ready.material_valid_to.clone().map(|t| t.0.as_second()),
