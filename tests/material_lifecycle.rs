@@ -7,33 +7,28 @@
 //!
 //! On the strict KMS model (crates/kms-model), what LocalStack cannot show: rotation of a
 //! symmetric key to new material (ImportType NEW_KEY_MATERIAL + RotateKeyOnDemand, KeyMaterialId
-//! bookkeeping). With aws-smithy-mocks on the SDK: the multi-Region rotation (a stateful mock)
-//! and verification without IAM permission (Unverified, not an error).
+//! bookkeeping), single- and multi-Region; and, with AccessDenied injected into the model,
+//! verification without IAM permission (Unverified, not an error).
 
 mod support;
 
 use std::time::Duration;
 
-use aws_sdk_kms::Client;
-use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
-use aws_sdk_kms::types::{KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType};
-use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyfleet::api::{
-    AwsKey, AwsKeyStatus, AwsReplicaKey, AwsReplicaKeySpec, KeySpec, KmsKeyStatus,
-    MaterialEncoding, WrappingAlgorithm,
+    AwsKey, AwsReplicaKey, AwsReplicaKeySpec, KeySpec, KmsKeyStatus, MaterialEncoding,
+    WrappingAlgorithm,
 };
 use keyfleet::kms::KmsClients;
 use keyfleet::kms::execute::{ImportInput, import_material};
 use keyfleet::material::KeyMaterial;
 use kube::Api;
 use kube::api::DeleteParams;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use memkube::MemKube;
 use serde_json::json;
 use support::clock::ManualClock;
-use support::kms_mocks::{self, aws_error, no_aliases_rule, tags_rule};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
 use support::replicas::ReplicaScenario;
@@ -346,24 +341,7 @@ fn manual_clock_moves_only_when_told() {
     assert_eq!(clock.now(), "2026-01-02T00:00:00Z".parse().unwrap());
 }
 
-// What LocalStack cannot show, with aws-smithy-mocks on the SDK.
-
-fn metadata(
-    key_id: &str,
-    spec: SdkKeySpec,
-    usage: KeyUsageType,
-) -> aws_sdk_kms::types::builders::KeyMetadataBuilder {
-    KeyMetadata::builder()
-        .key_id(key_id)
-        .arn(format!("arn:aws:kms:{REGION}:111122223333:key/{key_id}"))
-        .aws_account_id("111122223333")
-        .key_state(KeyState::Enabled)
-        .origin(OriginType::External)
-        .key_spec(spec)
-        .key_usage(usage)
-        .multi_region(false)
-        .description("")
-}
+// What LocalStack cannot show, on the strict KMS model.
 
 fn fingerprint(spec: KeySpec, value: &[u8]) -> String {
     KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, value)
@@ -371,47 +349,6 @@ fn fingerprint(spec: KeySpec, value: &[u8]) -> String {
         .fingerprint()
         .as_str()
         .to_string()
-}
-
-/// Creates Secret and AwsKey and records in its status that `key_id` holds the Secret's
-/// material (as an earlier reconcile would have).
-async fn existing_key(
-    kube: &MemKube,
-    name: &str,
-    key_id: &str,
-    spec: KeySpec,
-    extra: serde_json::Value,
-    key_material_id: Option<&str>,
-) -> (AwsKey, zeroize::Zeroizing<Vec<u8>>) {
-    let client = kube.client();
-    let value = create_material_secret(&client, NS, name, spec).await;
-    let api: Api<AwsKey> = Api::namespaced(client, NS);
-    let key = create_key(&api, &aws_key(name, REGION, name, extra)).await;
-    let status = AwsKeyStatus {
-        key: KmsKeyStatus {
-            key_id: Some(key_id.into()),
-            material_fingerprint: Some(fingerprint(spec, &value)),
-            key_material_id: key_material_id.map(str::to_string),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await
-    .unwrap();
-    (key, value)
-}
-
-fn owner_tags(key: &AwsKey) -> Vec<aws_sdk_kms::types::Tag> {
-    kms_mocks::owner_tags(
-        key.metadata.uid.as_deref().unwrap(),
-        NS,
-        key.metadata.name.as_deref().unwrap(),
-    )
 }
 
 fn key_condition(k: &AwsKey, type_: &str) -> Option<(String, String)> {
@@ -511,50 +448,23 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// AccessDeniedException injected into every GenerateMac of the strict KMS model: the HMAC key
+/// is imported and Ready, its material Unverified (not an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verification_without_permission_is_unverified_and_the_key_stays_ready() {
-    let kube = MemKube::new();
+    let model = kms_model::KmsModel::start().await.unwrap();
+    model.inject(kms_model::Fault::always(
+        "GenerateMac",
+        kms_model::FaultKind::AccessDenied,
+    ));
+    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    let op = Operator::start_with(MemKube::new(), clients, settings());
     let name = unique("unverified");
-    let (key, _) = existing_key(
-        &kube,
-        &name,
-        "k-mac",
-        KeySpec::Hmac256,
-        json!({"keySpec": "HMAC_256"}),
-        None,
-    )
-    .await;
-    let describe = mock!(Client::describe_key)
-        .sequence()
-        .output(|| {
-            let meta = metadata(
-                "k-mac",
-                SdkKeySpec::Hmac256,
-                KeyUsageType::GenerateVerifyMac,
-            )
-            .build()
-            .unwrap();
-            DescribeKeyOutput::builder().key_metadata(meta).build()
-        })
-        .repeatedly()
-        .build();
-    let mac = mock!(Client::generate_mac)
-        .sequence()
-        .http_response(|| aws_error("AccessDeniedException"))
-        .repeatedly()
-        .build();
-    let tags = tags_rule(Some("k-mac"), owner_tags(&key));
-    let aliases = no_aliases_rule();
-    let client = mock_client!(
-        aws_sdk_kms,
-        RuleMode::MatchAny,
-        [&describe, &mac, &tags, &aliases]
-    );
-    let op = Operator::start_with(kube.clone(), KmsClients::fixed(client), settings());
+    create_key_with_material(&op, NS, &name, KeySpec::Hmac256, json!({})).await;
     let k = wait_for(
         &op.keys(NS),
         &name,
-        std::time::Duration::from_secs(30),
+        Duration::from_secs(30),
         "Unverified",
         |k| {
             k.status.as_ref().is_some_and(|s| {
@@ -579,7 +489,19 @@ async fn verification_without_permission_is_unverified_and_the_key_stays_ready()
         message.contains("GenerateMac") && message.contains("access denied"),
         "{message}"
     );
-    assert!(mac.num_calls() >= 1);
+    // What the refused request carried: the probe for this key with the key's MAC algorithm.
+    let macs = model.requests_of("GenerateMac");
+    assert!(!macs.is_empty());
+    for call in &macs {
+        assert_eq!(call.fault, Some(kms_model::FaultKind::AccessDenied));
+        assert_eq!(call.params["KeyId"], status.key.key_id.as_deref().unwrap());
+        assert_eq!(call.params["MacAlgorithm"], "HMAC_SHA_256");
+    }
+    let key_id = status.key.key_id.unwrap();
+    assert_eq!(
+        model.key(DEFAULT_REGION, &key_id).unwrap().key_state,
+        "Enabled"
+    );
 }
 
 /// Polls until `check` holds for the named AwsReplicaKey, or panics after 30s with its status.
