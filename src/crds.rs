@@ -3,7 +3,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, Pkcs11Token};
 
 /// Every CRD keyfleet serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -12,6 +12,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         AwsKeyPolicyTemplate::crd(),
         AwsKey::crd(),
         AwsReplicaKey::crd(),
+        Pkcs11Token::crd(),
     ]
 }
 
@@ -21,11 +22,17 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 }
 
 /// One CRD as a YAML document (with a leading `---`).
-pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
-    Ok(format!("---\n{}", serde_yaml::to_string(crd)?))
+pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::SerializeError> {
+    // Multi-line descriptions as literal blocks; long one-line strings (CEL rules, messages)
+    // stay on one line instead of being folded at 80 columns.
+    let options = serde_saphyr::ser_options! { folded_wrap_chars: 4096 };
+    Ok(format!(
+        "---\n{}",
+        serde_saphyr::to_string_with_options(crd, options)?
+    ))
 }
 
 /// Every CRD as one multi-document YAML stream.
-pub fn all_yaml() -> Result<String, serde_yaml::Error> {
+pub fn all_yaml() -> Result<String, serde_saphyr::SerializeError> {
     all().iter().map(to_yaml).collect()
 }

@@ -239,8 +239,8 @@ async fn each_policy_form_is_applied_read_back_and_hashed_in_status() {
     let dir = tempfile::tempdir().unwrap();
     let manifests = format!(
         "{}---\n{}",
-        serde_yaml::to_string(&template_obj).unwrap(),
-        serde_yaml::to_string(&key).unwrap()
+        serde_saphyr::to_string(&template_obj).unwrap(),
+        serde_saphyr::to_string(&key).unwrap()
     );
     std::fs::write(dir.path().join("policy.yaml"), manifests).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyfleet"))

@@ -97,6 +97,23 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     ready_key(&client, &api, &first).await;
     assert!(reconciles(&a) > 0, "the leader did not reconcile");
     assert_eq!(reconciles(&b), 0, "the standby reconciled");
+    // Both serve metrics: the standby its leadership (0), build info and the process.
+    let standby = b.ctx.metrics.render();
+    for want in [
+        "keyfleet_leader 0",
+        "keyfleet_build_info{version=",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+    ] {
+        assert!(standby.contains(want), "standby lacks {want}:\n{standby}");
+    }
+    assert!(!standby.contains("keyfleet_key_ready{"), "{standby}");
+    let leader = a.ctx.metrics.render();
+    assert!(leader.contains("keyfleet_leader 1"), "{leader}");
+    assert!(
+        leader.contains(&format!(r#"name="{first}",reason="KeyReady"}} 1"#)),
+        "{leader}"
+    );
     assert_eq!(lease(&kube)["spec"]["holderIdentity"], "replica-a");
 
     // The leader stops (SIGTERM): it releases the lease and the standby takes over.
@@ -107,5 +124,6 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let second = unique("leader-b");
     ready_key(&client, &api, &second).await;
     assert!(reconciles(&b) > 0, "the new leader did not reconcile");
+    assert!(b.ctx.metrics.render().contains("keyfleet_leader 1"));
     assert_eq!(lease(&kube)["spec"]["holderIdentity"], "replica-b");
 }

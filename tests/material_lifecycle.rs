@@ -86,6 +86,28 @@ async fn rolling_validity_is_renewed_before_its_threshold_on_the_primary_and_eve
         })
         .await;
     assert_eq!(valid_to(&primary.status.clone().unwrap()), Some(first));
+    // Metrics: the absolute expiry, and the renewal 30 days (the threshold) before it, for the
+    // primary and the replica alike.
+    let series = |family: &str, kind: &str, key: &str| {
+        format!(r#"{family}{{kind="{kind}",namespace="{NS}",name="{key}"}}"#)
+    };
+    let renewal_at = (first - DAY * 30).as_second();
+    let text = op.metrics.render();
+    for (kind, key) in [
+        ("AwsKey", name.as_str()),
+        ("AwsReplicaKey", replica.as_str()),
+    ] {
+        let expiration = series("keyfleet_material_expiration_timestamp_seconds", kind, key);
+        let renewal = series("keyfleet_material_renewal_timestamp_seconds", kind, key);
+        assert!(
+            text.contains(&format!("{expiration} {}", first.as_second())),
+            "{expiration} missing:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("{renewal} {renewal_at}")),
+            "{renewal} missing:\n{text}"
+        );
+    }
     let replica_import = r.status.unwrap().key.last_import_time;
     let primary_import = primary.status.unwrap().key.last_import_time;
 
@@ -123,6 +145,16 @@ async fn rolling_validity_is_renewed_before_its_threshold_on_the_primary_and_eve
     assert_ne!(r.status.unwrap().key.last_import_time, replica_import);
     // The recorder folds repeated events into one series: the count tells the second import.
     assert_eq!(op.event_count(&name, "MaterialImported"), 2);
+    let renewal = series(
+        "keyfleet_material_renewal_timestamp_seconds",
+        "AwsKey",
+        &name,
+    );
+    let text = op.metrics.render();
+    assert!(
+        text.contains(&format!("{renewal} {}", (renewed - DAY * 30).as_second())),
+        "the renewal moved with the new expiry:\n{text}"
+    );
     let kms = kms_client(DEFAULT_REGION).await;
     let key_id = ready_key_id(&op.keys(NS), &name).await;
     assert_eq!(key_state(&kms, &key_id).await, "Enabled");

@@ -40,8 +40,9 @@ pub struct KmsKeyStatus {
     /// with `MaterialMismatch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub material_fingerprint: Option<String>,
-    /// `sha256:<hex>` of the key policy keyfleet rendered and keeps in place (canonical JSON);
-    /// compare with `keyfleet render-policy`. Unset: the policy is not managed (AWS default).
+    /// `sha256:<hex>` of the key policy keyfleet rendered and keeps in place, over its RFC 8785
+    /// (JCS) canonical JSON; compare with `keyfleet render-policy`. Unset: the policy is not
+    /// managed (AWS default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<String>,
     /// KMS KeyMaterialId of the current material (symmetric keys), as recorded at import and

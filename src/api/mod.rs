@@ -14,11 +14,13 @@ pub mod key_material;
 pub mod key_policy;
 pub mod key_spec;
 pub mod key_status;
+pub mod pkcs11_token;
 pub mod refs;
 
 pub use allowed_namespaces::{AllowedNamespaces, NamespacesFrom};
 pub use aws_key::{
-    AwsKey, AwsKeySpec, AwsKeyStatus, KeyMaterialSource, MaterialChangePolicy, ReplicaRef,
+    AwsKey, AwsKeySpec, AwsKeyStatus, GenerateInToken, KeyMaterialSource, MaterialChangePolicy,
+    Pkcs11KeyRef, ReplicaRef,
 };
 pub use aws_key_policy_template::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec};
 pub use aws_kms::{AdoptionPolicy, AwsKms, AwsKmsSpec, DEFAULT_CONNECTION, KeyPolicyLimits};
@@ -29,6 +31,9 @@ pub use key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 pub use key_policy::{KeyPolicy, KeyPolicyForm, PolicyShortcuts};
 pub use key_spec::{KeyFamily, KeySpec, KeyUsage};
 pub use key_status::KmsKeyStatus;
+pub use pkcs11_token::{
+    NamespacedSecretKeySelector, Pkcs11Token, Pkcs11TokenSpec, Pkcs11TokenStatus, TokenWrapping,
+};
 pub use refs::{LocalObjectRef, SecretKeySelector};
 
 /// The API group of every keyfleet kind.

@@ -69,6 +69,8 @@ pub struct Context {
     pub readiness: Arc<Readiness>,
     /// What reconciles read the time from (tests set a manual clock).
     pub clock: Clock,
+    /// One logged-in session pool per Pkcs11Token.
+    pub pkcs11: super::pkcs11::TokenPools,
     recorder: Recorder,
     backoff: Backoff,
     /// Per object uid: the generation and time of the last deep drift read that found the key
@@ -92,6 +94,7 @@ impl Context {
             metrics: Metrics::shared(),
             readiness: Arc::new(Readiness::default()),
             clock: Clock::system(),
+            pkcs11: Default::default(),
             recorder,
             backoff: Backoff::default(),
             deep_reads: Mutex::new(HashMap::new()),

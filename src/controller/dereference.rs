@@ -57,14 +57,21 @@ pub async fn dereference<'a, K: ManagedKey>(
     .map_err(|r| Failure::reference(r.reason, r.message))?;
     let template = policy_template(ctx, obj.policy()).await?;
     let spec = source.spec();
-    let material =
-        load_material(&ctx.client, &namespace, &spec.key_material, spec.key_spec).await?;
+    // The one place that chooses where material lives: a Secret or a PKCS#11 token.
+    let material: Box<dyn ImportableMaterial> = match &spec.key_material.pkcs11 {
+        Some(key_ref) => Box::new(
+            super::pkcs11::load_hsm_material(ctx, &namespace, key_ref, spec.key_spec).await?,
+        ),
+        None => Box::new(
+            load_material(&ctx.client, &namespace, &spec.key_material, spec.key_spec).await?,
+        ),
+    };
     Ok(Dereferenced {
         source,
         connection,
         namespace: facts,
         template,
-        material: Box::new(material),
+        material,
     })
 }
 
@@ -140,8 +147,14 @@ async fn load_material(
     source: &KeyMaterialSource,
     spec: KeySpec,
 ) -> Result<KeyMaterial, Failure> {
-    let name = &source.secret_ref.name;
-    let key = &source.secret_ref.key;
+    let Some(secret_ref) = &source.secret_ref else {
+        return Err(Failure::blocked(
+            "MaterialSourceMissing",
+            super::Category::Spec,
+            "keyMaterial names neither secretRef nor pkcs11",
+        ));
+    };
+    let (name, key) = (&secret_ref.name, &secret_ref.key);
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let Some(mut secret) = api.get_opt(name).await.map_err(Failure::kube)? else {
         return Err(Failure::reference(

@@ -195,6 +195,18 @@ async fn converge<K: ManagedKey>(
         role: Role::of(&inputs.source),
     };
     let result = sync::sync(sync, status, synced).await;
+    // Metrics: when rolling-validity material is re-imported next.
+    let renewal = desired
+        .rolling_validity
+        .zip(status.material_valid_to.as_ref());
+    ctx.metrics.material_renewal_at(
+        K::KIND,
+        &owner.namespace,
+        &owner.name,
+        renewal.map(|(rolling, valid_to)| {
+            valid_to.0 - crate::plan::renew_threshold(rolling, ctx.renew_before())
+        }),
+    );
     record_read(ctx, &owner.uid, meta.generation, deep_read, &result, synced);
     if let Some(observed) = &synced.observed {
         K::record_observed(status, observed);
@@ -234,8 +246,18 @@ async fn desired<K: ManagedKey>(
     keep_manageable(ctx, connection, obj.region(), &mut desired).await;
     precheck_policy(&desired, connection, obj.region())?;
     let spec = inputs.source.spec();
-    let import =
+    let mut import =
         desired::import_settings(&spec.key_material, spec.key_spec).map_err(Failure::spec)?;
+    // A source that cannot do the default (an HSM without SHA-256 OAEP) picks what it can,
+    // unless the spec names the algorithm.
+    if spec.key_material.wrapping_algorithm.is_none()
+        && let Some((algorithm, wrapping_key_spec)) = inputs.material.preferred_wrapping()
+    {
+        import.algorithm = algorithm;
+        if spec.key_material.wrapping_key_spec.is_none() {
+            import.wrapping_key_spec = wrapping_key_spec;
+        }
+    }
     Ok((desired, import))
 }
 

@@ -18,7 +18,7 @@ use super::managed_key::ManagedKey;
 use super::reconcile::{self, object_key};
 use super::{Context, Error};
 use crate::api::{
-    AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, DEFAULT_CONNECTION, KeyPolicy,
+    AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, DEFAULT_CONNECTION, KeyPolicy, Pkcs11Token,
 };
 
 /// A watched object that may not deserialize: one malformed object must not stop the watch of
@@ -55,6 +55,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                 run_replicas(ctx.clone(), ns, shutdown.clone()).boxed(),
             ]
         })
+        .chain([super::pkcs11_token::run_tokens(ctx.clone(), shutdown.clone()).boxed()])
         .collect::<Vec<_>>();
     futures::future::join_all(controllers).await;
     signal.abort();
@@ -182,13 +183,14 @@ async fn run_keys(
     let controller = Controller::for_stream(triggers, store.clone());
     let (by_secret, by_kms, by_template) = (store.clone(), store.clone(), store.clone());
     let by_namespace = store.clone();
+    let by_token = store.clone();
     // Metadata only: Secret data never enters the operator's caches.
     let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
     controller
         .watches_stream(secrets, move |secret| {
             let (ns, name) = (secret.namespace(), secret.name_any());
             refs_where(&by_secret, |k| {
-                k.namespace() == ns && k.spec.key_material.secret_ref.name == name
+                k.namespace() == ns && k.spec.key_material.secret_name() == Some(name.as_str())
             })
         })
         .watches(
@@ -210,6 +212,22 @@ async fn run_keys(
             let name = namespace.name_any();
             refs_where(&by_namespace, |k| k.namespace().as_deref() == Some(&name))
         })
+        // A Pkcs11Token that changes (its spec, or its Ready condition after a login): the keys
+        // whose material it holds try again at once.
+        .watches(
+            Api::<Pkcs11Token>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            move |token| {
+                let name = token.name_any();
+                refs_where(&by_token, |k| {
+                    k.spec
+                        .key_material
+                        .pkcs11
+                        .as_ref()
+                        .is_some_and(|p| p.token_ref.name == name)
+                })
+            },
+        )
         // A replica that appears, changes or goes away: its primary lists its replicas from
         // KMS at once (and rotates as soon as every replica holds pending material).
         .watches(
@@ -301,7 +319,9 @@ async fn run_replicas(
                 .state()
                 .into_iter()
                 .filter_map(|k| k.0.as_ref().ok().cloned())
-                .filter(|k| k.namespace() == ns && k.spec.key_material.secret_ref.name == name)
+                .filter(|k| {
+                    k.namespace() == ns && k.spec.key_material.secret_name() == Some(name.as_str())
+                })
                 .flat_map(|k| replicas_of(&by_secret, ns.clone(), k.name_any()))
                 .collect::<Vec<_>>()
         })

@@ -12,7 +12,7 @@ use super::finding::{Check, Finding, ObjectRef};
 use super::kind::{Bundle, Kind, KindContext, Typed, report};
 use super::object::{Object, ObjectFindings};
 use super::secret::{SecretDoc, SecretValue};
-use crate::api::{AwsKey, AwsKms, DEFAULT_CONNECTION};
+use crate::api::{AwsKey, AwsKms, DEFAULT_CONNECTION, Pkcs11Token};
 use crate::desired;
 use crate::material::KeyMaterial;
 use crate::tenancy;
@@ -33,12 +33,16 @@ impl Kind for AwsKey {
     fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
         let mut keys: Vec<(&Object, &AwsKey)> = Vec::new();
         let mut kmses: HashMap<&str, &AwsKms> = HashMap::new();
+        let mut tokens: HashMap<&str, &Pkcs11Token> = HashMap::new();
         for (object, typed) in bundle.typed() {
             match typed {
                 Typed::AwsKey(key) => keys.push((object, key)),
                 // A duplicate AwsKms is reported as such; the last one is what would be applied.
                 Typed::AwsKms(kms) => {
                     kmses.insert(object.name(), kms);
+                }
+                Typed::Pkcs11Token(token) => {
+                    tokens.insert(object.name(), token);
                 }
                 Typed::AwsReplicaKey(_) | Typed::AwsKeyPolicyTemplate(_) => {}
             }
@@ -48,6 +52,7 @@ impl Kind for AwsKey {
         for (object, key) in &keys {
             let mut out = bundle.findings_for(object);
             check_kms_ref(bundle, object, key, &kmses, &mut out);
+            check_token_ref(bundle, object, key, &tokens, &mut out);
             check_secret(
                 bundle,
                 object,
@@ -120,6 +125,35 @@ fn check_kms_ref(
     }
 }
 
+/// The Pkcs11Token of an HSM key: present (and admitting every namespace, or a selector keyfleet
+/// checks at run time against the namespace's labels), or absent (only with `require_refs`).
+fn check_token_ref(
+    bundle: &Bundle<'_>,
+    object: &Object,
+    key: &AwsKey,
+    tokens: &HashMap<&str, &Pkcs11Token>,
+    out: &mut ObjectFindings<'_>,
+) {
+    let Some(pkcs11) = &key.spec.key_material.pkcs11 else {
+        return;
+    };
+    let name = pkcs11.token_ref.name.as_str();
+    if tokens.contains_key(name) || !bundle.options.require_refs {
+        return;
+    }
+    out.add_at(
+        Check::Reference,
+        "/spec/keyMaterial/pkcs11/tokenRef/name",
+        "Pkcs11TokenNotFound",
+        format!(
+            "Pkcs11Token {name} (used by AwsKey {}/{}) is not in the validated manifests \
+             (--require-refs); add it, or fix keyMaterial.pkcs11.tokenRef",
+            object.namespace(),
+            object.name()
+        ),
+    );
+}
+
 /// The referenced Secret: present in the key's namespace (then its material is checked),
 /// present only in other namespaces (never readable), or absent (only with `require_refs`).
 fn check_secret(
@@ -132,7 +166,10 @@ fn check_secret(
 ) {
     let namespace = object.namespace();
     let source = &key.spec.key_material;
-    let secret_ref = &source.secret_ref;
+    // A PKCS#11 key has no Secret to check offline (the token is checked at run time).
+    let Some(secret_ref) = &source.secret_ref else {
+        return;
+    };
     let named: Vec<(usize, &SecretDoc)> = bundle
         .secrets
         .iter()

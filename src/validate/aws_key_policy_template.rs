@@ -39,7 +39,7 @@ impl Kind for AwsKeyPolicyTemplate {
                     key.spec.key_spec,
                     key.spec.key_usage,
                 )),
-                Typed::AwsReplicaKey(_) | Typed::AwsKms(_) => {}
+                Typed::AwsReplicaKey(_) | Typed::AwsKms(_) | Typed::Pkcs11Token(_) => {}
             }
         }
         for (object, policy, key_spec, usage) in keys {

@@ -35,7 +35,7 @@ impl Kind for AwsReplicaKey {
                     kmses.insert(object.name(), kms);
                 }
                 Typed::AwsReplicaKey(replica) => replicas.push((object, replica)),
-                Typed::AwsKeyPolicyTemplate(_) => {}
+                Typed::AwsKeyPolicyTemplate(_) | Typed::Pkcs11Token(_) => {}
             }
         }
         for (object, replica) in replicas {

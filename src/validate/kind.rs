@@ -12,7 +12,7 @@ use super::finding::{Check, Finding};
 use super::object::{Object, ObjectFindings};
 use super::options::Options;
 use super::secret::SecretDoc;
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, Pkcs11Token};
 use crate::desired::SpecError;
 use crate::manifest::Source;
 
@@ -79,13 +79,13 @@ pub(crate) struct KindContext<'a> {
 }
 
 /// An object read into its Rust type.
-// The variants are named after the kinds, which all start with `Aws`.
-#[allow(clippy::enum_variant_names)]
+// The variants are named after the kinds.
 pub(crate) enum Typed {
     AwsKey(Box<AwsKey>),
     AwsKms(Box<AwsKms>),
     AwsReplicaKey(Box<AwsReplicaKey>),
     AwsKeyPolicyTemplate(Box<AwsKeyPolicyTemplate>),
+    Pkcs11Token(Box<Pkcs11Token>),
 }
 
 /// Reads the object into its type. A failure after schema findings is expected (they explain

@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use super::finding::{Check, Finding, ObjectRef};
 use super::kind::{Bundle, KindDef};
 use super::object::{Object, UNNAMED};
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, Pkcs11Token};
 
 /// Every kind `keyfleet validate` knows.
-pub(crate) static KINDS: [KindDef; 4] = [
+pub(crate) static KINDS: [KindDef; 5] = [
     KindDef::of::<AwsKms>(),
+    KindDef::of::<Pkcs11Token>(),
     KindDef::of::<AwsKeyPolicyTemplate>(),
     KindDef::of::<AwsKey>(),
     KindDef::of::<AwsReplicaKey>(),

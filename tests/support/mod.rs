@@ -7,3 +7,4 @@ pub mod fleet;
 pub mod localstack;
 pub mod operator;
 pub mod replicas;
+pub mod softhsm;

@@ -25,6 +25,8 @@ pub const CLUSTER_ID: &str = "test-cluster";
 pub struct Operator {
     pub kube: MemKube,
     pub client: kube::Client,
+    /// The controller's metrics (what `/metrics` would serve).
+    pub metrics: Arc<keyfleet::metrics::Metrics>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -94,6 +96,7 @@ impl Operator {
         seed_default_connection(&kube);
         let client = kube.client();
         let ctx = Arc::new(Context::new(client.clone(), kms, settings).with_clock(clock));
+        let metrics = ctx.metrics.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(ctx, async move {
             let _ = rx.await;
@@ -101,6 +104,7 @@ impl Operator {
         Operator {
             kube,
             client,
+            metrics,
             stop: Some(tx),
             task: Some(task),
         }

@@ -50,6 +50,28 @@ app.kubernetes.io/name: {{ include "keyfleet.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+The pods' topologySpreadConstraints as a YAML list: the values' list (a constraint without a
+labelSelector gets the pods' selector labels), else the soft default (one pod per node when
+possible), else nothing when defaultTopologySpread is false.
+*/}}
+{{- define "keyfleet.topologySpreadConstraints" -}}
+{{- $selector := dict "matchLabels" (include "keyfleet.selectorLabels" . | fromYaml) }}
+{{- $constraints := list }}
+{{- if .Values.topologySpreadConstraints }}
+{{- range .Values.topologySpreadConstraints }}
+{{- $constraint := deepCopy . }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $_ := set $constraint "labelSelector" $selector }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+{{- else if .Values.defaultTopologySpread }}
+{{- $constraints = list (dict "maxSkew" 1 "topologyKey" "kubernetes.io/hostname" "whenUnsatisfiable" "ScheduleAnyway" "labelSelector" $selector) }}
+{{- end }}
+{{- toYaml $constraints }}
+{{- end }}
+
 {{- define "keyfleet.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "keyfleet.fullname" .) .Values.serviceAccount.name }}
@@ -113,10 +135,19 @@ why it is there; nothing here may use "*" or write Secrets.
 - apiGroups: ["kms.keyfleet.dev"]
   resources: ["awskmses", "awskeypolicytemplates"]
   verbs: ["get", "list", "watch"]
-# Namespaces, metadata only: their labels grant AwsKms connections (allowedNamespaces) and
-# their keyfleet.dev/default-deletion-policy annotation sets the deletion default; watched so
-# a label change is picked up at once. Also gives the default cluster id (the uid of
-# kube-system). Read-only.
+# Pkcs11Tokens (cluster-scoped HSM tokens): read by name when a key uses one, and watched by
+# the token controller, which logs in to each. Read-only.
+- apiGroups: ["kms.keyfleet.dev"]
+  resources: ["pkcs11tokens"]
+  verbs: ["get", "list", "watch"]
+# Pkcs11Token status: Ready after a successful login, else the reason (patch only).
+- apiGroups: ["kms.keyfleet.dev"]
+  resources: ["pkcs11tokens/status"]
+  verbs: ["patch"]
+# Namespaces, metadata only: their labels grant AwsKms connections and Pkcs11Tokens
+# (allowedNamespaces) and their keyfleet.dev/default-deletion-policy annotation sets the
+# deletion default; watched so a label change is picked up at once. Also gives the default
+# cluster id (the uid of kube-system). Read-only.
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
