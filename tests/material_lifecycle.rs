@@ -5,44 +5,30 @@
 //! replica that holds other material, a Secret change refused, and DeleteMaterial
 //! crypto-shredding a key that re-applying restores.
 //!
-//! With aws-smithy-mocks on the SDK, what LocalStack cannot show: rotation of a symmetric key to
-//! new material (ImportType NEW_KEY_MATERIAL + RotateKeyOnDemand, KeyMaterialId bookkeeping) and
+//! On the strict KMS model (crates/kms-model), what LocalStack cannot show: rotation of a
+//! symmetric key to new material (ImportType NEW_KEY_MATERIAL + RotateKeyOnDemand, KeyMaterialId
+//! bookkeeping), single- and multi-Region; and, with AccessDenied injected into the model,
 //! verification without IAM permission (Unverified, not an error).
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_kms::Client;
-use aws_sdk_kms::operation::delete_imported_key_material::DeleteImportedKeyMaterialOutput;
-use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
-use aws_sdk_kms::operation::import_key_material::ImportKeyMaterialOutput;
-use aws_sdk_kms::operation::rotate_key_on_demand::RotateKeyOnDemandOutput;
-use aws_sdk_kms::types::{
-    ImportType, KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, OriginType,
-};
-use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyfleet::api::{
-    AwsKey, AwsKeyStatus, AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus, KeySpec,
-    KmsKeyStatus, MaterialEncoding, WrappingAlgorithm,
+    AwsKey, AwsReplicaKey, AwsReplicaKeySpec, KeySpec, KmsKeyStatus, MaterialEncoding,
+    WrappingAlgorithm,
 };
 use keyfleet::kms::KmsClients;
 use keyfleet::kms::execute::{ImportInput, import_material};
 use keyfleet::material::KeyMaterial;
 use kube::Api;
 use kube::api::DeleteParams;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use memkube::MemKube;
 use serde_json::json;
 use support::clock::ManualClock;
-use support::kms_mocks::{
-    self, MRK_PRIMARY_ID, MRK_PRIMARY_REGION, MRK_REPLICA_ID, MRK_REPLICA_REGION, MrkCall,
-    MultiRegionKms, aws_error, import_params_rule, mrk_arn, no_aliases_rule, tags_rule,
-};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
 use support::replicas::ReplicaScenario;
@@ -387,27 +373,7 @@ fn manual_clock_moves_only_when_told() {
     assert_eq!(clock.now(), "2026-01-02T00:00:00Z".parse().unwrap());
 }
 
-// What LocalStack cannot show, with aws-smithy-mocks on the SDK.
-
-fn metadata(
-    key_id: &str,
-    spec: SdkKeySpec,
-    usage: KeyUsageType,
-) -> aws_sdk_kms::types::builders::KeyMetadataBuilder {
-    KeyMetadata::builder()
-        .key_id(key_id)
-        .arn(format!("arn:aws:kms:{REGION}:111122223333:key/{key_id}"))
-        .aws_account_id("111122223333")
-        .key_state(KeyState::Enabled)
-        .origin(OriginType::External)
-        .key_spec(spec)
-        .key_usage(usage)
-        .multi_region(false)
-        .description("")
-}
-
-/// An ImportKeyMaterial request as KMS saw it: import type and the unwrapped material.
-type Import = (Option<ImportType>, Vec<u8>);
+// What LocalStack cannot show, on the strict KMS model.
 
 fn fingerprint(spec: KeySpec, value: &[u8]) -> String {
     KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, value)
@@ -417,263 +383,120 @@ fn fingerprint(spec: KeySpec, value: &[u8]) -> String {
         .to_string()
 }
 
-/// Creates Secret and AwsKey and records in its status that `key_id` holds the Secret's
-/// material (as an earlier reconcile would have).
-async fn existing_key(
-    kube: &MemKube,
-    name: &str,
-    key_id: &str,
-    spec: KeySpec,
-    extra: serde_json::Value,
-    key_material_id: Option<&str>,
-) -> (AwsKey, zeroize::Zeroizing<Vec<u8>>) {
-    let client = kube.client();
-    let value = create_material_secret(&client, NS, name, spec).await;
-    let api: Api<AwsKey> = Api::namespaced(client, NS);
-    let key = create_key(&api, &aws_key(name, REGION, name, extra)).await;
-    let status = AwsKeyStatus {
-        key: KmsKeyStatus {
-            key_id: Some(key_id.into()),
-            material_fingerprint: Some(fingerprint(spec, &value)),
-            key_material_id: key_material_id.map(str::to_string),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await
-    .unwrap();
-    (key, value)
-}
-
-fn owner_tags(key: &AwsKey) -> Vec<aws_sdk_kms::types::Tag> {
-    kms_mocks::owner_tags(
-        key.metadata.uid.as_deref().unwrap(),
-        NS,
-        key.metadata.name.as_deref().unwrap(),
-    )
-}
-
 fn key_condition(k: &AwsKey, type_: &str) -> Option<(String, String)> {
     condition_of(&k.status.as_ref()?.conditions, type_)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On the strict KMS model (crates/kms-model): RotateKeyOnDemand succeeds only with material
+/// pending rotation, and KeyMaterialIds derive from the material.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
-    let kube = MemKube::new();
-    let name = unique("rotate");
-    let (key, _old) = existing_key(
-        &kube,
-        &name,
-        "k-rot",
-        KeySpec::SymmetricDefault,
-        json!({"keyMaterial": {"secretRef": {"name": name, "key": "material"}, "onChange": "Rotate"}}),
-        Some("km-1"),
-    )
-    .await;
-
-    // KMS: the current material is km-1 until RotateKeyOnDemand makes the new one (km-2)
-    // current.
-    let rotated = Arc::new(AtomicBool::new(false));
-    let seen = rotated.clone();
-    let describe = mock!(Client::describe_key)
-        .sequence()
-        .output(move || {
-            let current = if seen.load(Ordering::SeqCst) {
-                "km-2"
-            } else {
-                "km-1"
-            };
-            let meta = metadata(
-                "k-rot",
-                SdkKeySpec::SymmetricDefault,
-                KeyUsageType::EncryptDecrypt,
-            )
-            .current_key_material_id(current)
-            .build()
-            .unwrap();
-            DescribeKeyOutput::builder().key_metadata(meta).build()
-        })
-        .repeatedly()
-        .build();
-    let (params, wrapping) = import_params_rule("k-rot");
-    let wrapping = Arc::new(wrapping);
-    let imports: Arc<Mutex<Vec<Import>>> = Arc::default();
-    let record = imports.clone();
-    let import = mock!(Client::import_key_material)
-        .match_requests(move |r| {
-            let oaep = aws_lc_rs::rsa::OaepPrivateDecryptingKey::new((*wrapping).clone()).unwrap();
-            let mut out = vec![0u8; 512];
-            let plain = r
-                .encrypted_key_material()
-                .and_then(|b| {
-                    oaep.decrypt(
-                        &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
-                        b.as_ref(),
-                        &mut out,
-                        None,
-                    )
-                    .ok()
-                })
-                .map(|p| p.to_vec())
-                .unwrap_or_default();
-            record
-                .lock()
-                .unwrap()
-                .push((r.import_type().cloned(), plain));
-            true
-        })
-        .sequence()
-        .output(|| {
-            ImportKeyMaterialOutput::builder()
-                .key_id("k-rot")
-                .key_material_id("km-2")
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let mark = rotated.clone();
-    let rotate = mock!(Client::rotate_key_on_demand)
-        .match_requests(|r| r.key_id() == Some("k-rot"))
-        .sequence()
-        .output(move || {
-            mark.store(true, Ordering::SeqCst);
-            RotateKeyOnDemandOutput::builder().key_id("k-rot").build()
-        })
-        .repeatedly()
-        .build();
-    let shred = mock!(Client::delete_imported_key_material)
-        .sequence()
-        .output(|| DeleteImportedKeyMaterialOutput::builder().build())
-        .repeatedly()
-        .build();
-    let tags = tags_rule(Some("k-rot"), owner_tags(&key));
-    let aliases = no_aliases_rule();
-    let client = mock_client!(
-        aws_sdk_kms,
-        RuleMode::MatchAny,
-        [
-            &describe, &params, &import, &rotate, &shred, &tags, &aliases
-        ]
-    );
-    let op = Operator::start_with(kube.clone(), KmsClients::fixed(client), settings());
+    let model = kms_model::KmsModel::start().await.unwrap();
+    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    let op = Operator::start_with(MemKube::new(), clients, settings());
     let api = op.keys(NS);
-    let k = wait_for(
-        &api,
-        &name,
-        std::time::Duration::from_secs(30),
-        "verified",
-        |k| {
-            key_condition(k, "MaterialVerified")
-                == Some(("True".into(), "KeyMaterialIdMatches".into()))
-        },
-    )
-    .await;
+    let name = unique("rotate");
+    let old = create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
+    let rotate_on_change = json!({"keySpec": "SYMMETRIC_DEFAULT",
+        "keyMaterial": {"secretRef": {"name": name, "key": "material"}, "onChange": "Rotate"}});
+    create_key(&api, &aws_key(&name, REGION, &name, rotate_on_change)).await;
+    let verified = |k: &AwsKey| {
+        key_condition(k, "MaterialVerified") == Some(("True".into(), "KeyMaterialIdMatches".into()))
+    };
+    let k = wait_for(&api, &name, Duration::from_secs(30), "verified", verified).await;
     assert_eq!(ready(&k), Some(("True".into(), "KeyReady".into())));
-    assert!(imports.lock().unwrap().is_empty(), "nothing to import yet");
+    let key_id = k.status.unwrap().key.key_id.unwrap();
+    let old_id = kms_model::key_material_id(&key_id, &old);
+    assert_eq!(
+        model.key(REGION, &key_id).unwrap().current_key_material_id,
+        Some(old_id.clone())
+    );
 
     // The Secret gets new material: keyfleet imports it as NEW_KEY_MATERIAL and rotates.
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
-    update_material_secret(&kube.client(), NS, &name, &new).await;
-    let k = wait_for(
-        &api,
-        &name,
-        std::time::Duration::from_secs(30),
-        "one rotation",
-        |k| {
-            k.status
-                .as_ref()
-                .is_some_and(|s| s.rotation_count == Some(1))
-                && ready(k) == Some(("True".into(), "KeyReady".into()))
-        },
-    )
+    let new_id = kms_model::key_material_id(&key_id, &new);
+    update_material_secret(&op.client, NS, &name, &new).await;
+    let k = wait_for(&api, &name, Duration::from_secs(30), "one rotation", |k| {
+        k.status
+            .as_ref()
+            .is_some_and(|s| s.rotation_count == Some(1))
+            && ready(k) == Some(("True".into(), "KeyReady".into()))
+    })
     .await;
     let status = k.status.unwrap().key;
-    assert_eq!(status.key_material_id.as_deref(), Some("km-2"));
-    assert_eq!(status.previous_key_material_id.as_deref(), Some("km-1"));
+    assert_eq!(status.key_material_id.as_deref(), Some(new_id.as_str()));
+    assert_eq!(
+        status.previous_key_material_id.as_deref(),
+        Some(old_id.as_str())
+    );
     assert_eq!(
         status.material_fingerprint,
         Some(fingerprint(KeySpec::SymmetricDefault, &new))
     );
     assert_eq!(status.pending_material_fingerprint, None);
     assert!(status.last_rotation_time.is_some());
-    {
-        let imports = imports.lock().unwrap();
-        assert_eq!(imports.len(), 1, "exactly one import");
-        assert_eq!(imports[0].0, Some(ImportType::NewKeyMaterial));
-        // The wrapped bytes are the Secret's new material (unwrapped with the wrapping key).
-        assert_eq!(imports[0].1.as_slice(), new.as_slice());
-    }
-    assert_eq!(rotate.num_calls(), 1);
-    // The old material stays in KMS (NON_CURRENT): old ciphertexts still decrypt. keyfleet
-    // never deletes it.
-    assert_eq!(shred.num_calls(), 0);
+    // KMS: the first import (no ImportType), then the new material as NEW_KEY_MATERIAL; the
+    // new material is current, the old one NON_CURRENT (old ciphertexts still decrypt).
+    let imports = model.requests_of("ImportKeyMaterial");
+    let types: Vec<_> = imports
+        .iter()
+        .map(|r| (r.params.get("ImportType").cloned(), r.error.clone()))
+        .collect();
+    assert_eq!(
+        types,
+        vec![(None, None), (Some(json!("NEW_KEY_MATERIAL")), None)],
+        "exactly one import of the new material"
+    );
+    let in_kms = model.key(REGION, &key_id).unwrap();
+    assert_eq!(
+        in_kms.materials,
+        vec![
+            (old_id.clone(), kms_model::Role::NonCurrent),
+            (new_id.clone(), kms_model::Role::Current)
+        ]
+    );
+    assert_eq!(in_kms.key_state, "Enabled");
+    let rotations = model.requests_of("RotateKeyOnDemand");
+    assert_eq!(rotations.len(), 1);
+    assert_eq!(rotations[0].error, None);
+    // keyfleet never deletes the old material.
+    assert!(model.requests_of("DeleteImportedKeyMaterial").is_empty());
     op.wait_events(&name, &["RotationMaterialImported", "KeyRotated"])
         .await;
     // Later resyncs (deep reads) verify the new KeyMaterialId and never rotate again.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     wait_for(
         &api,
         &name,
-        std::time::Duration::from_secs(30),
+        Duration::from_secs(30),
         "verified again",
-        |k| {
-            key_condition(k, "MaterialVerified")
-                == Some(("True".into(), "KeyMaterialIdMatches".into()))
-        },
+        verified,
     )
     .await;
-    assert_eq!(rotate.num_calls(), 1, "rotated once, not on every resync");
+    assert_eq!(
+        model.requests_of("RotateKeyOnDemand").len(),
+        1,
+        "rotated once, not on every resync"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// AccessDeniedException injected into every GenerateMac of the strict KMS model: the HMAC key
+/// is imported and Ready, its material Unverified (not an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verification_without_permission_is_unverified_and_the_key_stays_ready() {
-    let kube = MemKube::new();
+    let model = kms_model::KmsModel::start().await.unwrap();
+    model.inject(kms_model::Fault::always(
+        "GenerateMac",
+        kms_model::FaultKind::AccessDenied,
+    ));
+    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    let op = Operator::start_with(MemKube::new(), clients, settings());
     let name = unique("unverified");
-    let (key, _) = existing_key(
-        &kube,
-        &name,
-        "k-mac",
-        KeySpec::Hmac256,
-        json!({"keySpec": "HMAC_256"}),
-        None,
-    )
-    .await;
-    let describe = mock!(Client::describe_key)
-        .sequence()
-        .output(|| {
-            let meta = metadata(
-                "k-mac",
-                SdkKeySpec::Hmac256,
-                KeyUsageType::GenerateVerifyMac,
-            )
-            .build()
-            .unwrap();
-            DescribeKeyOutput::builder().key_metadata(meta).build()
-        })
-        .repeatedly()
-        .build();
-    let mac = mock!(Client::generate_mac)
-        .sequence()
-        .http_response(|| aws_error("AccessDeniedException"))
-        .repeatedly()
-        .build();
-    let tags = tags_rule(Some("k-mac"), owner_tags(&key));
-    let aliases = no_aliases_rule();
-    let client = mock_client!(
-        aws_sdk_kms,
-        RuleMode::MatchAny,
-        [&describe, &mac, &tags, &aliases]
-    );
-    let op = Operator::start_with(kube.clone(), KmsClients::fixed(client), settings());
+    create_key_with_material(&op, NS, &name, KeySpec::Hmac256, json!({})).await;
     let k = wait_for(
         &op.keys(NS),
         &name,
-        std::time::Duration::from_secs(30),
+        Duration::from_secs(30),
         "Unverified",
         |k| {
             k.status.as_ref().is_some_and(|s| {
@@ -698,7 +521,19 @@ async fn verification_without_permission_is_unverified_and_the_key_stays_ready()
         message.contains("GenerateMac") && message.contains("access denied"),
         "{message}"
     );
-    assert!(mac.num_calls() >= 1);
+    // What the refused request carried: the probe for this key with the key's MAC algorithm.
+    let macs = model.requests_of("GenerateMac");
+    assert!(!macs.is_empty());
+    for call in &macs {
+        assert_eq!(call.fault, Some(kms_model::FaultKind::AccessDenied));
+        assert_eq!(call.params["KeyId"], status.key.key_id.as_deref().unwrap());
+        assert_eq!(call.params["MacAlgorithm"], "HMAC_SHA_256");
+    }
+    let key_id = status.key.key_id.unwrap();
+    assert_eq!(
+        model.key(DEFAULT_REGION, &key_id).unwrap().key_state,
+        "Enabled"
+    );
 }
 
 /// Polls until `check` holds for the named AwsReplicaKey, or panics after 30s with its status.
@@ -727,25 +562,27 @@ fn replica_condition(r: &AwsReplicaKey, type_: &str) -> Option<(String, String)>
     condition_of(&r.status.as_ref()?.conditions, type_)
 }
 
-/// The whole multi-Region rotation against a stateful KMS model: the primary imports the
-/// Secret's new material as NEW_KEY_MATERIAL, waits (RotationPending) until the replica imported
-/// it as EXISTING_KEY_MATERIAL with the primary's KeyMaterialId, then rotates exactly once;
-/// both record the new and previous KeyMaterialId and end Ready. Nothing is deleted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The whole multi-Region rotation on the strict KMS model (crates/kms-model): the primary
+/// imports the Secret's new material as NEW_KEY_MATERIAL, waits (RotationPending) until the
+/// replica imported it as EXISTING_KEY_MATERIAL with the primary's KeyMaterialId, then rotates
+/// exactly once (KMS refuses it earlier); both record the new and previous KeyMaterialId and end
+/// Ready. Nothing is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
-    let kube = MemKube::new();
-    let client = kube.client();
+    let model = kms_model::KmsModel::start().await.unwrap();
+    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    let op = Operator::start_with(MemKube::new(), clients, settings());
+    let client = op.client.clone();
     let name = unique("mrk-rotate");
     let replica_name = format!("{name}-eu");
     let spec = KeySpec::SymmetricDefault;
-    let old = keyfleet_testkit::material::generate_secret_value(spec);
-    create_secret(&client, NS, &name, "material", &old).await;
+    let old = create_material_secret(&client, NS, &name, spec).await;
     let keys: Api<AwsKey> = Api::namespaced(client.clone(), NS);
-    let key = create_key(
+    create_key(
         &keys,
         &aws_key(
             &name,
-            MRK_PRIMARY_REGION,
+            DEFAULT_REGION,
             &name,
             json!({"multiRegion": true,
                    "keyMaterial": {"secretRef": {"name": name, "key": "material"}, "onChange": "Rotate"}}),
@@ -753,70 +590,27 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     )
     .await;
     let replicas: Api<AwsReplicaKey> = Api::namespaced(client.clone(), NS);
-    let replica = replicas
+    replicas
         .create(
             &PostParams::default(),
             &AwsReplicaKey::new(
                 &replica_name,
                 serde_json::from_value::<AwsReplicaKeySpec>(
-                    json!({"primaryKeyRef": {"name": name}, "region": MRK_REPLICA_REGION}),
+                    json!({"primaryKeyRef": {"name": name}, "region": REPLICA_REGION}),
                 )
                 .unwrap(),
             ),
         )
         .await
         .unwrap();
-    // As earlier reconciles left them: both hold the Secret's material as km-1.
-    let recorded = |key_id: &str, region: &str| KmsKeyStatus {
-        key_id: Some(key_id.into()),
-        arn: Some(mrk_arn(region, key_id)),
-        key_state: Some("Enabled".into()),
-        material_fingerprint: Some(fingerprint(spec, &old)),
-        key_material_id: Some("km-1".into()),
-        ..Default::default()
-    };
-    let primary_status = AwsKeyStatus {
-        key: recorded(MRK_PRIMARY_ID, MRK_PRIMARY_REGION),
-        ..Default::default()
-    };
-    keys.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": primary_status})),
-    )
-    .await
-    .unwrap();
-    let replica_status = AwsReplicaKeyStatus {
-        key: recorded(MRK_REPLICA_ID, MRK_REPLICA_REGION),
-        primary_arn: Some(mrk_arn(MRK_PRIMARY_REGION, MRK_PRIMARY_ID)),
-    };
-    replicas
-        .patch_status(
-            &replica_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": replica_status})),
-        )
-        .await
-        .unwrap();
-
-    let kms = MultiRegionKms::new(&old);
-    let mut rules = kms.rules();
-    rules.push(tags_rule(Some(MRK_PRIMARY_ID), owner_tags(&key)));
-    rules.push(tags_rule(
-        Some(MRK_REPLICA_ID),
-        kms_mocks::owner_tags(replica.metadata.uid.as_deref().unwrap(), NS, &replica_name),
-    ));
-    rules.push(no_aliases_rule());
-    let sdk = mock_client!(aws_sdk_kms, RuleMode::MatchAny, rules.iter());
-    let op = Operator::start_with(kube.clone(), KmsClients::fixed(sdk), settings());
     let api = op.keys(NS);
     let verified =
         |c: Option<(String, String)>| c == Some(("True".into(), "KeyMaterialIdMatches".into()));
     let key_ready = Some(("True".to_string(), "KeyReady".to_string()));
-    wait_for(
+    let primary = wait_for(
         &api,
         &name,
-        std::time::Duration::from_secs(30),
+        Duration::from_secs(30),
         "primary Ready and verified",
         |k| ready(k) == key_ready && verified(key_condition(k, "MaterialVerified")),
     )
@@ -831,24 +625,27 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         },
     )
     .await;
-    assert!(
-        kms.log()
-            .iter()
-            .all(|c| !matches!(c, MrkCall::Import { .. } | MrkCall::Rotate { .. })),
-        "nothing to import or rotate before the Secret changes: {:?}",
-        kms.log()
+    let key_id = primary.status.unwrap().key.key_id.unwrap();
+    let old_id = kms_model::key_material_id(&key_id, &old);
+    let before = model.requests();
+    let imports_before = before
+        .iter()
+        .filter(|r| r.operation == "ImportKeyMaterial")
+        .count();
+    assert_eq!(
+        imports_before, 2,
+        "the first import into the primary and the replica"
     );
+    assert!(model.requests_of("RotateKeyOnDemand").is_empty());
 
     // The Secret gets new material.
     let new = keyfleet_testkit::material::generate_secret_value(spec);
+    let new_id = kms_model::key_material_id(&key_id, &new);
     update_material_secret(&client, NS, &name, &new).await;
-
-    // (4) While the replica catches up, the primary waits (RotationPending, shown below by its
-    // event and by the order of the KMS calls); the replica's import wakes it at once.
     let primary = wait_for(
         &api,
         &name,
-        std::time::Duration::from_secs(40),
+        Duration::from_secs(40),
         "one rotation, Ready",
         |k| {
             k.status
@@ -858,26 +655,30 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         },
     )
     .await;
-    let replica = wait_replica_api(&replicas, &replica_name, "replica on km-2, Ready", |r| {
-        r.status
-            .as_ref()
-            .is_some_and(|s| s.key_material_id.as_deref() == Some("km-2"))
-            && replica_condition(r, "Ready") == key_ready
-    })
+    let replica = wait_replica_api(
+        &replicas,
+        &replica_name,
+        "replica on the new material",
+        |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.key_material_id.as_deref() == Some(new_id.as_str()))
+                && replica_condition(r, "Ready") == key_ready
+        },
+    )
     .await;
-    assert_eq!(kms.current_key_material_id(), "km-2");
 
-    // (5) Statuses: new and previous KeyMaterialId on both, one rotation on the primary.
+    // Statuses: new and previous KeyMaterialId on both, one rotation on the primary.
     let p = primary.status.unwrap().key;
-    assert_eq!(p.key_material_id.as_deref(), Some("km-2"));
-    assert_eq!(p.previous_key_material_id.as_deref(), Some("km-1"));
+    assert_eq!(p.key_material_id.as_deref(), Some(new_id.as_str()));
+    assert_eq!(p.previous_key_material_id.as_deref(), Some(old_id.as_str()));
     assert_eq!(p.material_fingerprint, Some(fingerprint(spec, &new)));
     assert_eq!(p.pending_key_material_id, None);
     assert_eq!(p.pending_material_fingerprint, None);
     assert!(p.last_rotation_time.is_some());
     let r = replica.status.unwrap().key;
-    assert_eq!(r.key_material_id.as_deref(), Some("km-2"));
-    assert_eq!(r.previous_key_material_id.as_deref(), Some("km-1"));
+    assert_eq!(r.key_material_id.as_deref(), Some(new_id.as_str()));
+    assert_eq!(r.previous_key_material_id.as_deref(), Some(old_id.as_str()));
     assert_eq!(r.material_fingerprint, Some(fingerprint(spec, &new)));
     assert_eq!(r.pending_key_material_id, None);
     assert_eq!(r.pending_material_fingerprint, None);
@@ -886,72 +687,62 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         "replicas are rotated by the primary"
     );
 
-    let log = kms.log();
-    let imports: Vec<(usize, &MrkCall)> = log
+    // KMS: the primary's NEW import, then the replica's EXISTING import with its id, then one
+    // RotateKeyOnDemand; both Regions hold both materials, the new one current.
+    let log = model.requests();
+    let after: Vec<_> = log
         .iter()
-        .enumerate()
-        .filter(|(_, c)| matches!(c, MrkCall::Import { .. }))
+        .filter(|r| {
+            matches!(
+                r.operation.as_str(),
+                "ImportKeyMaterial" | "RotateKeyOnDemand"
+            )
+        })
+        .skip(imports_before)
+        .map(|r| {
+            (
+                r.operation.as_str(),
+                r.region.as_str(),
+                r.params.get("ImportType").and_then(|t| t.as_str()),
+                r.params.get("KeyMaterialId").and_then(|t| t.as_str()),
+                r.error.as_deref(),
+            )
+        })
         .collect();
-    // (1) The primary imported the new Secret's bytes as NEW_KEY_MATERIAL, once.
-    let primary_imports: Vec<_> = imports
-        .iter()
-        .filter(|(_, c)| matches!(c, MrkCall::Import { key_id, .. } if key_id == MRK_PRIMARY_ID))
-        .collect();
-    assert_eq!(primary_imports.len(), 1, "{log:?}");
-    let MrkCall::Import {
-        import_type,
-        plaintext,
-        outcome,
-        ..
-    } = primary_imports[0].1
-    else {
-        unreachable!()
-    };
-    assert_eq!(import_type, &Some(ImportType::NewKeyMaterial));
-    assert_eq!(plaintext.as_slice(), new.as_slice());
-    assert_eq!(outcome, &Ok("km-2".to_string()));
-    // (2) The replica imported the same bytes as EXISTING_KEY_MATERIAL with km-2, once...
-    let replica_imports: Vec<_> = imports
-        .iter()
-        .filter(|(_, c)| matches!(c, MrkCall::Import { key_id, .. } if key_id == MRK_REPLICA_ID))
-        .collect();
-    assert_eq!(replica_imports.len(), 1, "{log:?}");
-    let (replica_import_at, replica_import) = *replica_imports[0];
     assert_eq!(
-        replica_import,
-        &MrkCall::Import {
-            key_id: MRK_REPLICA_ID.into(),
-            import_type: Some(ImportType::ExistingKeyMaterial),
-            key_material_id: Some("km-2".into()),
-            plaintext: new.to_vec(),
-            outcome: Ok("km-2".into()),
-        }
+        after,
+        vec![
+            (
+                "ImportKeyMaterial",
+                DEFAULT_REGION,
+                Some("NEW_KEY_MATERIAL"),
+                None,
+                None
+            ),
+            (
+                "ImportKeyMaterial",
+                REPLICA_REGION,
+                Some("EXISTING_KEY_MATERIAL"),
+                Some(new_id.as_str()),
+                None
+            ),
+            ("RotateKeyOnDemand", DEFAULT_REGION, None, None, None),
+        ]
     );
-    // ... and (3) only then came RotateKeyOnDemand, exactly once (no refused attempts).
-    let rotations: Vec<(usize, &MrkCall)> = log
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| matches!(c, MrkCall::Rotate { .. }))
-        .collect();
-    assert_eq!(rotations.len(), 1, "{log:?}");
-    assert_eq!(
-        rotations[0].1,
-        &MrkCall::Rotate {
-            key_id: MRK_PRIMARY_ID.into(),
-            outcome: Ok("km-2".into())
-        }
-    );
-    assert!(
-        rotations[0].0 > replica_import_at,
-        "RotateKeyOnDemand before the replica imported: {log:?}"
-    );
-    assert!(primary_imports[0].0 < replica_import_at);
-    // (6) Old material stays: no DeleteImportedKeyMaterial anywhere.
-    assert!(
-        !log.iter()
-            .any(|c| matches!(c, MrkCall::DeleteImportedKeyMaterial { .. })),
-        "{log:?}"
-    );
+    for region in [DEFAULT_REGION, REPLICA_REGION] {
+        let k = model.key(region, &key_id).unwrap();
+        assert_eq!(k.key_state, "Enabled", "{region}");
+        assert_eq!(
+            k.materials,
+            vec![
+                (old_id.clone(), kms_model::Role::NonCurrent),
+                (new_id.clone(), kms_model::Role::Current)
+            ],
+            "{region}"
+        );
+    }
+    // Old material stays: no DeleteImportedKeyMaterial anywhere.
+    assert!(model.requests_of("DeleteImportedKeyMaterial").is_empty());
     op.wait_events(
         &name,
         &["RotationMaterialImported", "RotationPending", "KeyRotated"],
@@ -960,28 +751,37 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     op.wait_events(&replica_name, &["RotationMaterialImported"])
         .await;
 
-    // Later resyncs verify km-2 on both and never rotate or import again.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // Later resyncs verify the new material on both and never rotate or import again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     wait_for(
         &api,
         &name,
-        std::time::Duration::from_secs(30),
-        "primary verified on km-2",
+        Duration::from_secs(30),
+        "primary verified on the new material",
         |k| ready(k) == key_ready && verified(key_condition(k, "MaterialVerified")),
     )
     .await;
-    wait_replica_api(&replicas, &replica_name, "replica verified on km-2", |r| {
-        replica_condition(r, "Ready") == key_ready
-            && verified(replica_condition(r, "MaterialVerified"))
-    })
+    wait_replica_api(
+        &replicas,
+        &replica_name,
+        "replica verified on the new material",
+        |r| {
+            replica_condition(r, "Ready") == key_ready
+                && verified(replica_condition(r, "MaterialVerified"))
+        },
+    )
     .await;
-    let later = kms.log();
-    let count = |log: &[MrkCall]| {
+    let writes = |log: &[kms_model::RecordedRequest]| {
         log.iter()
-            .filter(|c| matches!(c, MrkCall::Import { .. } | MrkCall::Rotate { .. }))
+            .filter(|r| {
+                matches!(
+                    r.operation.as_str(),
+                    "ImportKeyMaterial" | "RotateKeyOnDemand"
+                )
+            })
             .count()
     };
-    assert_eq!(count(&later), count(&log), "{later:?}");
+    assert_eq!(writes(&model.requests()), writes(&log));
     // A legitimate rotation never tells the user to restore the old material.
     for key in [&name, &replica_name] {
         assert_eq!(op.event_count(key, "MaterialMismatch"), 0, "{key}");

@@ -4,47 +4,34 @@
 //! material, a replica forced back to PendingImport is re-imported, the primary lists its
 //! replicas, bad input is refused without stray replicas, Delete/Retain.
 //!
-//! With aws-smithy-mocks on the SDK, what only real AWS shows: ReplicateKey returns a replica in
-//! PendingImport (keyfleet imports the primary's material into it), and a replica that refuses
-//! the material (IncorrectKeyMaterialException) is reported as MaterialMismatch.
+//! On the strict KMS model (crates/kms-model), what only real AWS shows: ReplicateKey returns a
+//! replica in PendingImport (keyfleet imports the primary's material into it, once), and a
+//! replica that KMS refuses other material (IncorrectKeyMaterialException) is reported as
+//! MaterialMismatch.
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aws_sdk_kms::Client;
-use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
-use aws_sdk_kms::operation::import_key_material::{
-    ImportKeyMaterialError, ImportKeyMaterialOutput,
-};
-use aws_sdk_kms::operation::replicate_key::ReplicateKeyOutput;
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::error::IncorrectKeyMaterialException;
-use aws_sdk_kms::types::{
-    KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType, MacAlgorithmSpec, OriginType, Tag,
-};
-use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_sdk_kms::types::{MacAlgorithmSpec, OriginType, Tag};
 use keyfleet::api::{
-    AllowedNamespaces, AwsKey, AwsKeyStatus, AwsKms, AwsKmsSpec, AwsReplicaKey, AwsReplicaKeySpec,
-    KeySpec, KmsKeyStatus, MaterialEncoding,
+    AllowedNamespaces, AwsKms, AwsKmsSpec, AwsReplicaKey, KeySpec, MaterialEncoding,
+    WrappingAlgorithm,
 };
 use keyfleet::kms::KmsClients;
 use keyfleet::material::KeyMaterial;
 use keyfleet_testkit::material::generate_secret_value;
+use kms_model::KmsModel;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use memkube::MemKube;
 use serde_json::json;
-use support::kms_mocks::{self, import_params_rule, no_aliases_rule, tags_rule};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
 use support::replicas::*;
 
 const NS: &str = "team-a";
-const PRIMARY_ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-1";
-const REPLICA_ARN: &str = "arn:aws:kms:eu-west-1:111122223333:key/mrk-1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_when_pending_import()
@@ -343,245 +330,153 @@ async fn a_primary_lists_a_new_replica_within_seconds_not_at_its_next_resync() {
     .await;
 }
 
-// What only real AWS shows, with aws-smithy-mocks on the SDK.
+// What only real AWS shows, on the strict KMS model (crates/kms-model): ReplicateKey returns
+// a replica in PendingImport, and a replica takes only the material its primary holds.
 
-/// Key metadata. In AWS a replica shares its primary's key id; the mock gives the primary its
-/// own id so the AwsKey controller's calls (it runs too) and the replica's are told apart.
-fn metadata(arn: &str, state: KeyState) -> KeyMetadata {
-    let key_id = if arn == PRIMARY_ARN {
-        "mrk-1-primary"
-    } else {
-        "mrk-1"
-    };
-    KeyMetadata::builder()
-        .key_id(key_id)
-        .arn(arn)
-        .aws_account_id("111122223333")
-        .key_state(state)
-        .origin(OriginType::External)
-        .key_spec(SdkKeySpec::SymmetricDefault)
-        .key_usage(KeyUsageType::EncryptDecrypt)
-        .multi_region(true)
-        .description("")
-        .build()
-        .unwrap()
+/// The operator's KMS clients against the model (per Region, like against AWS).
+fn model_clients(model: &KmsModel) -> KmsClients {
+    KmsClients::from_config(support::localstack::sdk_config(&model.url()))
 }
 
-/// Primary AwsKey (Ready, with its recorded fingerprint) and its Secret, plus one replica.
-async fn setup(kube: &MemKube, name: &str) -> (AwsKey, AwsReplicaKey) {
-    let client = kube.client();
-    let value = generate_secret_value(KeySpec::SymmetricDefault);
-    create_secret(&client, NS, name, "material", &value).await;
-    let keys: Api<AwsKey> = Api::namespaced(client.clone(), NS);
-    create_key(
-        &keys,
-        &aws_key(name, "us-east-1", name, json!({"multiRegion": true})),
-    )
-    .await;
-    let fingerprint =
-        KeyMaterial::from_secret_value(KeySpec::SymmetricDefault, MaterialEncoding::Raw, &value)
-            .unwrap()
-            .fingerprint();
-    let status = AwsKeyStatus {
-        key: KmsKeyStatus {
-            // The AwsKey controller describes the primary by this reference: the ARN keeps its
-            // mocked calls apart from the replica's (whose key id is also mrk-1).
-            key_id: Some(PRIMARY_ARN.into()),
-            arn: Some(PRIMARY_ARN.into()),
-            key_state: Some("Enabled".into()),
-            material_fingerprint: Some(fingerprint.as_str().into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    keys.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await
-    .unwrap();
-    let primary = keys.get(name).await.unwrap();
-    let replica = AwsReplicaKey::new(
-        &format!("{name}-eu"),
-        serde_json::from_value::<AwsReplicaKeySpec>(
-            json!({"primaryKeyRef": {"name": name}, "region": "eu-west-1"}),
-        )
-        .unwrap(),
-    );
-    let replica = Api::<AwsReplicaKey>::namespaced(client, NS)
-        .create(&PostParams::default(), &replica)
-        .await
-        .unwrap();
-    (primary, replica)
+/// The key id in a key ARN.
+fn key_id_of(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
 }
 
-struct Rules {
-    replicate: Rule,
-    import: Rule,
-    all: Vec<Rule>,
+/// The ImportKeyMaterial requests the model received in `region`.
+fn imports_in(model: &KmsModel, region: &str) -> Vec<kms_model::RecordedRequest> {
+    model
+        .requests_of("ImportKeyMaterial")
+        .into_iter()
+        .filter(|r| r.region == region)
+        .collect()
 }
 
-fn owner_tags(uid: &str, name: &str) -> Vec<Tag> {
-    kms_mocks::owner_tags(uid, NS, name)
-}
-
-fn rules(primary: &AwsKey, replica: &AwsReplicaKey, import_ok: bool) -> Rules {
-    let imported = Arc::new(AtomicBool::new(false));
-    let seen = imported.clone();
-    let describe = mock!(Client::describe_key)
-        .sequence()
-        .output(move || {
-            // The primary lists no replica yet; the replica is PendingImport until imported.
-            let state = if seen.load(Ordering::SeqCst) {
-                KeyState::Enabled
-            } else {
-                KeyState::PendingImport
-            };
-            DescribeKeyOutput::builder()
-                .key_metadata(metadata(REPLICA_ARN, state))
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let describe_primary = mock!(Client::describe_key)
-        .match_requests(|r| matches!(r.key_id(), Some(PRIMARY_ARN | "mrk-1-primary")))
-        .sequence()
-        .output(|| {
-            DescribeKeyOutput::builder()
-                .key_metadata(metadata(PRIMARY_ARN, KeyState::Enabled))
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let replicate = mock!(Client::replicate_key)
-        .match_requests(|r| {
-            r.key_id() == Some(PRIMARY_ARN) && r.replica_region() == Some("eu-west-1")
-        })
-        .sequence()
-        .output(|| {
-            ReplicateKeyOutput::builder()
-                .replica_key_metadata(metadata(REPLICA_ARN, KeyState::PendingImport))
-                .build()
-        })
-        .times(1)
-        .build();
-    let tags = owner_tags(
-        replica.metadata.uid.as_deref().unwrap(),
-        replica.metadata.name.as_deref().unwrap(),
-    );
-    let primary_tags = owner_tags(
-        primary.metadata.uid.as_deref().unwrap(),
-        primary.metadata.name.as_deref().unwrap(),
-    );
-    let list_primary_tags = tags_rule(Some("mrk-1-primary"), primary_tags);
-    let list_tags = tags_rule(None, tags);
-    let list_aliases = no_aliases_rule();
-    let (params, _wrapping) = import_params_rule("mrk-1");
-    let import = if import_ok {
-        mock!(Client::import_key_material)
-            .sequence()
-            .output(move || {
-                imported.store(true, Ordering::SeqCst);
-                ImportKeyMaterialOutput::builder().build()
-            })
-            .repeatedly()
-            .build()
-    } else {
-        mock!(Client::import_key_material)
-            .sequence()
-            .error(|| {
-                ImportKeyMaterialError::IncorrectKeyMaterialException(
-                    IncorrectKeyMaterialException::builder()
-                        .message("mocked")
-                        .build(),
-                )
-            })
-            .repeatedly()
-            .build()
-    };
-    let all = vec![
-        describe_primary,
-        replicate.clone(),
-        describe,
-        list_primary_tags,
-        list_tags,
-        list_aliases,
-        params,
-        import.clone(),
-    ];
-    Rules {
-        replicate,
-        import,
-        all,
-    }
-}
-
-/// A primary `<prefix>-…` and its replica in the API (see `setup`), and the operator on the
-/// mocked KMS whose ImportKeyMaterial into the replica succeeds or not; the replica's name.
-async fn start_mocked(prefix: &str, import_ok: bool) -> (Operator, Rules, String) {
-    let kube = MemKube::new();
-    let name = unique(prefix);
-    let (primary, replica) = setup(&kube, &name).await;
-    let rules = rules(&primary, &replica, import_ok);
-    let op = start(&kube, &rules);
-    (op, rules, replica.metadata.name.clone().unwrap())
-}
-
-fn start(kube: &MemKube, rules: &Rules) -> Operator {
-    let client = mock_client!(aws_sdk_kms, RuleMode::MatchAny, rules.all.iter());
-    Operator::start_with(kube.clone(), KmsClients::fixed(client), settings())
-}
-
-async fn replica_condition(op: &Operator, name: &str, want: (&str, &str)) -> AwsReplicaKey {
-    let api: Api<AwsReplicaKey> = Api::namespaced(op.client.clone(), NS);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let r = api.get(name).await.unwrap();
-        let c = r
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
-        if c.as_ref()
-            .is_some_and(|c| c.status == want.0 && c.reason == want.1)
-        {
-            return r;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: wanted {want:?}, have {c:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_born_pending_import_gets_the_primarys_material() {
-    let (op, rules, replica) = start_mocked("born", true).await;
-    let ready = replica_condition(&op, &replica, ("True", "KeyReady")).await;
-    assert_eq!(rules.replicate.num_calls(), 1, "exactly one ReplicateKey");
+    let model = KmsModel::start().await.unwrap();
+    let op = Operator::start_with(MemKube::new(), model_clients(&model), settings());
+    let primary = unique("born");
+    let scenario =
+        ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
+    let primary_arn = scenario.primary_arn().await;
+    let key_id = key_id_of(&primary_arn);
+    let name = format!("{primary}-eu");
+    scenario.add_replica(&name, "eu-west-1", json!({})).await;
+    let ready = wait_replica_ready(&op.client, NS, &name).await;
+
+    let replicate = model.requests_of("ReplicateKey");
+    assert_eq!(replicate.len(), 1, "exactly one ReplicateKey");
+    assert_eq!(replicate[0].params["KeyId"], primary_arn.as_str());
+    assert_eq!(replicate[0].params["ReplicaRegion"], "eu-west-1");
+    let imports = imports_in(&model, "eu-west-1");
     assert_eq!(
-        rules.import.num_calls(),
+        imports.len(),
         1,
-        "exactly one import into the replica"
+        "exactly one import into the replica: {imports:?}"
+    );
+    assert_eq!(imports[0].error, None);
+    assert_eq!(imports[0].params.get("ImportType"), None);
+    assert_eq!(
+        imports[0].params["ExpirationModel"],
+        "KEY_MATERIAL_DOES_NOT_EXPIRE"
+    );
+    let in_primary = model.key(DEFAULT_REGION, key_id).unwrap();
+    let in_replica = model.key("eu-west-1", key_id).unwrap();
+    assert_eq!(in_replica.key_state, "Enabled");
+    assert!(in_primary.current_key_material_id.is_some());
+    assert_eq!(
+        in_replica.imported.keys().collect::<Vec<_>>(),
+        vec![in_primary.current_key_material_id.as_ref().unwrap()],
+        "the replica holds exactly the primary's material"
     );
     let status = ready.status.unwrap();
-    assert_eq!(status.arn.as_deref(), Some(REPLICA_ARN));
-    assert_eq!(status.primary_arn.as_deref(), Some(PRIMARY_ARN));
-    op.wait_events(&replica, &["KeyReplicated", "MaterialImported", "KeyReady"])
+    assert_eq!(status.arn.as_deref(), Some(in_replica.arn.as_str()));
+    assert_eq!(status.primary_arn.as_deref(), Some(primary_arn.as_str()));
+    op.wait_events(&name, &["KeyReplicated", "MaterialImported", "KeyReady"])
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A multi-Region key imported outside keyfleet (material A) and adopted by an AwsKey whose
+/// Secret holds other material (B): a symmetric key cannot prove its material without a
+/// recorded KeyMaterialId, so the primary is Ready; KMS refuses B for the replica
+/// (IncorrectKeyMaterialException), which is reported as MaterialMismatch, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_refusing_the_material_is_material_mismatch() {
-    let (op, rules, replica) = start_mocked("refused", false).await;
-    replica_condition(&op, &replica, ("False", "MaterialMismatch")).await;
-    op.wait_events(&replica, &["MaterialMismatch"]).await;
-    let calls = rules.import.num_calls();
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let model = KmsModel::start().await.unwrap();
+    let op = Operator::start_with(MemKube::new(), model_clients(&model), settings());
+    let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
+    let primary = unique("refused");
+    let adopt_by = Tag::builder()
+        .tag_key("keyfleet.dev/adopt-by")
+        .tag_value(format!("{NS}/{primary}"))
+        .build()
+        .unwrap();
+    let arn = kms
+        .create_key()
+        .origin(OriginType::External)
+        .multi_region(true)
+        .tags(adopt_by)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .arn
+        .unwrap();
+    let other = KeyMaterial::from_secret_value(
+        KeySpec::SymmetricDefault,
+        MaterialEncoding::Raw,
+        &generate_secret_value(KeySpec::SymmetricDefault),
+    )
+    .unwrap();
+    let (algorithm, wrapping_key_spec) = WrappingAlgorithm::default_for(KeySpec::SymmetricDefault);
+    keyfleet::kms::execute::import_material(
+        &kms,
+        &arn,
+        &keyfleet::kms::execute::ImportInput {
+            material: &other,
+            algorithm,
+            wrapping_key_spec,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let scenario = ReplicaScenario::new(
+        &op,
+        NS,
+        &primary,
+        KeySpec::SymmetricDefault,
+        json!({"adoptKeyArn": arn}),
+    )
+    .await;
+    scenario.ready_primary().await;
+    let name = format!("{primary}-eu");
+    scenario.add_replica(&name, "eu-west-1", json!({})).await;
+    wait_replica_reason(&op.client, NS, &name, "MaterialMismatch").await;
+    op.wait_events(&name, &["MaterialMismatch"]).await;
+    let refused = imports_in(&model, "eu-west-1");
+    assert!(!refused.is_empty(), "the replica got the Secret's material");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.error.as_deref() == Some("IncorrectKeyMaterialException")),
+        "{refused:?}"
+    );
     assert_eq!(
-        rules.import.num_calls(),
-        calls,
+        model.key("eu-west-1", key_id_of(&arn)).unwrap().key_state,
+        "PendingImport"
+    );
+    // The reconcile that the condition's own status write triggers tries once more; then the
+    // replica waits for a change (blocked recheck: ten minutes).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = imports_in(&model, "eu-west-1").len();
+    assert!(settled <= 2, "{settled} imports refused");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        imports_in(&model, "eu-west-1").len(),
+        settled,
         "the refused import is retried in a loop"
     );
 }

@@ -361,149 +361,67 @@ async fn a_key_that_is_no_longer_ours_is_left_alone() {
 }
 
 /// What LocalStack cannot show (it accepts any policy): KMS refusing the intended policy of a
-/// new key. The key must stay unusable — PendingImport, no GetParametersForImport, no
-/// ImportKeyMaterial — and report `PolicyRejected`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// new key — here, on the strict KMS model (crates/kms-model), a statement without a Principal,
+/// which KMS refuses as MalformedPolicyDocumentException. The key must stay unusable —
+/// PendingImport, no GetParametersForImport, no ImportKeyMaterial — and report
+/// `PolicyRejected`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_key_whose_policy_kms_refuses_gets_no_material() {
-    use aws_sdk_kms::Client;
-    use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
-    use aws_sdk_kms::operation::get_key_policy::GetKeyPolicyOutput;
-    use aws_sdk_kms::types::{KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType};
-    use aws_smithy_mocks::{RuleMode, mock, mock_client};
-    use keyfleet::api::{AwsKeyStatus, KmsKeyStatus};
     use keyfleet::kms::KmsClients;
-    use support::kms_mocks::{aws_error, no_aliases_rule, owner_tags, tags_rule};
 
-    const KEY_ID: &str = "k-policy";
-    let kube = MemKube::new();
-    let client = kube.client();
+    let model = kms_model::KmsModel::start().await.unwrap();
+    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    let op = Operator::start_with(MemKube::new(), clients, settings());
+    let client = op.client.clone();
     let ns = unique("tenant");
     let name = unique("rejected");
     create_material_secret(&client, &ns, &name, KeySpec::SymmetricDefault).await;
     let api = Api::<keyfleet::api::AwsKey>::namespaced(client.clone(), &ns);
-    let root = json!({"Version": "2012-10-17", "Statement": [{"Sid": "Root", "Effect": "Allow",
-        "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"}]});
-    let key = create_key(
+    let refused_by_kms = json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "Root", "Effect": "Allow",
+         "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
+        {"Sid": "NoPrincipal", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}]});
+    create_key(
         &api,
         &aws_key(
             &name,
             "eu-west-1",
             &name,
-            json!({"policy": {"document": root}}),
+            json!({"policy": {"document": refused_by_kms.to_string()}}),
         ),
     )
     .await;
-    // The key exists already (as right after CreateKey), still without material.
-    let status = AwsKeyStatus {
-        key: KmsKeyStatus {
-            key_id: Some(KEY_ID.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await
-    .unwrap();
-
-    let describe = mock!(Client::describe_key)
-        .sequence()
-        .output(|| {
-            DescribeKeyOutput::builder()
-                .key_metadata(
-                    KeyMetadata::builder()
-                        .key_id(KEY_ID)
-                        .arn(format!("arn:aws:kms:eu-west-1:111122223333:key/{KEY_ID}"))
-                        .aws_account_id("111122223333")
-                        .key_state(KeyState::PendingImport)
-                        .origin(aws_sdk_kms::types::OriginType::External)
-                        .key_spec(SdkKeySpec::SymmetricDefault)
-                        .key_usage(KeyUsageType::EncryptDecrypt)
-                        .multi_region(false)
-                        .description("")
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let tags = tags_rule(
-        Some(KEY_ID),
-        owner_tags(key.metadata.uid.as_deref().unwrap(), &ns, &name),
-    );
-    let get_policy = mock!(Client::get_key_policy)
-        .sequence()
-        .output(|| {
-            GetKeyPolicyOutput::builder()
-                .policy(r#"{"Version":"2012-10-17","Statement":[]}"#)
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let put_policy = mock!(Client::put_key_policy)
-        .match_requests(|r| {
-            r.key_id() == Some(KEY_ID)
-                && r.policy().is_some_and(|p| p.contains("111122223333:root"))
-        })
-        .sequence()
-        .http_response(|| aws_error("MalformedPolicyDocumentException"))
-        .repeatedly()
-        .build();
-    let params = mock!(Client::get_parameters_for_import)
-        .sequence()
-        .http_response(|| aws_error("AccessDeniedException"))
-        .repeatedly()
-        .build();
-    let import = mock!(Client::import_key_material)
-        .sequence()
-        .http_response(|| aws_error("AccessDeniedException"))
-        .repeatedly()
-        .build();
-    let description = mock!(Client::update_key_description)
-        .sequence()
-        .output(|| {
-            aws_sdk_kms::operation::update_key_description::UpdateKeyDescriptionOutput::builder()
-                .build()
-        })
-        .repeatedly()
-        .build();
-    let aliases = no_aliases_rule();
-    let kms = mock_client!(
-        aws_sdk_kms,
-        RuleMode::MatchAny,
-        [
-            &describe,
-            &tags,
-            &aliases,
-            &get_policy,
-            &put_policy,
-            &params,
-            &import,
-            &description
-        ]
-    );
-    let op = Operator::start_with(kube.clone(), KmsClients::fixed(kms), settings());
     let refused = wait_reason(&op.keys(&ns), &name, "PolicyRejected").await;
-    assert_eq!(
-        refused.status.unwrap().key_state.as_deref(),
-        Some("PendingImport")
-    );
+    let status = refused.status.unwrap();
+    assert_eq!(status.key_state.as_deref(), Some("PendingImport"));
+    let puts = model.requests_of("PutKeyPolicy");
+    assert!(!puts.is_empty(), "the intended policy was never put");
+    for put in &puts {
+        assert_eq!(
+            put.error.as_deref(),
+            Some("MalformedPolicyDocumentException")
+        );
+        assert!(
+            put.params["Policy"]
+                .as_str()
+                .unwrap()
+                .contains("NoPrincipal")
+        );
+    }
     assert!(
-        put_policy.num_calls() >= 1,
-        "the intended policy was never put"
-    );
-    assert_eq!(
-        params.num_calls(),
-        0,
+        model.requests_of("GetParametersForImport").is_empty(),
         "GetParametersForImport before the policy was in place"
     );
-    assert_eq!(
-        import.num_calls(),
-        0,
+    assert!(
+        model.requests_of("ImportKeyMaterial").is_empty(),
         "material imported before the policy was in place"
+    );
+    let in_kms = model
+        .key("eu-west-1", status.key_id.as_deref().unwrap())
+        .unwrap();
+    assert_eq!(in_kms.key_state, "PendingImport");
+    assert!(
+        !in_kms.policy.contains("NoPrincipal"),
+        "KMS kept its policy"
     );
 }

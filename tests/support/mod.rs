@@ -4,7 +4,6 @@
 
 pub mod clock;
 pub mod fleet;
-pub mod kms_mocks;
 pub mod kms_recorder;
 pub mod localstack;
 pub mod operator;
