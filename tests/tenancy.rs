@@ -177,7 +177,10 @@ async fn aliases_and_policies_stay_inside_the_connections_limits() {
     };
     let root = json!({"Sid": "Root", "Effect": "Allow",
         "Principal": {"AWS": "arn:aws:iam::000000000000:root"}, "Action": "kms:*", "Resource": "*"});
-    let policy = |extra: serde_json::Value| json!({"document": {"Version": "2012-10-17", "Statement": [root.clone(), extra]}});
+    let policy = |extra: serde_json::Value| {
+        let document = json!({"Version": "2012-10-17", "Statement": [root.clone(), extra]});
+        json!({"document": document.to_string()})
+    };
 
     key(
         &op,

@@ -216,8 +216,8 @@ fn good_corpus_is_clean() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(
         run.stdout,
-        "keyfleet validate: no findings; checked 12 keyfleet objects (8 AwsKey, 3 AwsKms, 1 \
-         Pkcs11Token) in 7 files (20 documents, 6 Secrets)\n"
+        "keyfleet validate: no findings; checked 11 keyfleet objects (8 AwsKey, 2 AwsKms, 1 \
+         Pkcs11Token) in 7 files (19 documents, 6 Secrets)\n"
     );
     assert_eq!(run.stderr, "");
 }
@@ -269,7 +269,7 @@ fn stdin_is_read_like_piped_kustomize_output() {
     assert!(
         clean
             .stdout
-            .contains("checked 5 keyfleet objects (2 AwsKey, 3 AwsKms) in 1 file"),
+            .contains("checked 4 keyfleet objects (2 AwsKey, 2 AwsKms) in 1 file"),
         "{}",
         clean.stdout
     );
@@ -484,8 +484,8 @@ fn references_outside_the_input_are_findings_only_with_require_refs() {
                 object: "AwsKey/refs/elsewhere".into(),
                 field: "spec.kmsRef.name".into(),
                 message: "AwsKms managed-elsewhere is not in the validated manifests \
-                          (--require-refs); add it, or remove spec.kmsRef to use the operator's \
-                          own credentials"
+                          (--require-refs); add it, or remove spec.kmsRef to use the AwsKms named \
+                          default"
                     .into(),
             },
             Printed {
