@@ -400,12 +400,15 @@ fn namespaced_rules() -> Vec<Rule> {
 /// AwsKms and AwsKeyPolicyTemplates, plus `get` on the kube-system namespace unless a cluster
 /// id is set.
 fn cluster_rules(cluster_id_set: bool) -> Vec<Rule> {
-    let mut rules = vec![rule(
-        &[GROUP],
-        &["awskmses", "awskeypolicytemplates"],
-        &[],
-        &["get", "list", "watch"],
-    )];
+    let mut rules = vec![
+        rule(
+            &[GROUP],
+            &["awskmses", "awskeypolicytemplates"],
+            &[],
+            &["get", "list", "watch"],
+        ),
+        rule(&[GROUP], &["awskmses/status"], &[], &["patch"]),
+    ];
     if !cluster_id_set {
         rules.push(rule(&[""], &["namespaces"], &["kube-system"], &["get"]));
     }

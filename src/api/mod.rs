@@ -19,7 +19,7 @@ pub use aws_key::{
     AwsKey, AwsKeySpec, AwsKeyStatus, KeyMaterialSource, MaterialChangePolicy, ReplicaRef,
 };
 pub use aws_key_policy_template::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec};
-pub use aws_kms::{AwsKms, AwsKmsSpec};
+pub use aws_kms::{AwsKms, AwsKmsSpec, AwsKmsStatus};
 pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};
 pub use deletion::DeletionPolicy;
 pub use expiration::Expiration;

@@ -135,6 +135,11 @@ why it is there; nothing here may use "*" or write Secrets.
 - apiGroups: ["kms.keyfleet.dev"]
   resources: ["awskmses", "awskeypolicytemplates"]
   verbs: ["get", "list", "watch"]
+# AwsKms status: whether keyfleet can act through the connection (Ready, the caller, the
+# account), written with a merge patch of the /status subresource.
+- apiGroups: ["kms.keyfleet.dev"]
+  resources: ["awskmses/status"]
+  verbs: ["patch"]
 {{- if not .Values.clusterId }}
 # The default cluster id is the uid of the kube-system namespace: get on that one namespace
 # only (not rendered when clusterId is set).
