@@ -19,6 +19,7 @@ WORKDIR /build
 # bin, its benches, the crates/ members) so cargo resolves the workspace without the sources.
 # Then the stub operator's own artifacts are cleaned, so the real sources below always rebuild.
 COPY Cargo.toml Cargo.lock ./
+COPY crates/kms-model/Cargo.toml crates/kms-model/
 COPY crates/kms-proxy/Cargo.toml crates/kms-proxy/
 COPY crates/memkube/Cargo.toml crates/memkube/
 COPY crates/playground/Cargo.toml crates/playground/

@@ -3,7 +3,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, Pkcs11Token};
 
 /// Every CRD keyfleet serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -12,6 +12,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         AwsKeyPolicyTemplate::crd(),
         AwsKey::crd(),
         AwsReplicaKey::crd(),
+        Pkcs11Token::crd(),
     ]
 }
 

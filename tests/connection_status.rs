@@ -52,6 +52,8 @@ fn ready_now(kms: &AwsKms) -> bool {
 }
 
 async fn create(api: &Api<AwsKms>, name: &str, spec: serde_json::Value) {
+    let mut spec = spec;
+    spec["allowedNamespaces"] = json!({"from": "All"});
     let spec: AwsKmsSpec = serde_json::from_value(spec).unwrap();
     api.create(&PostParams::default(), &AwsKms::new(name, spec))
         .await

@@ -87,7 +87,8 @@ fn keyfleet_crds_prints_every_crd() {
             "awskmses.kms.keyfleet.dev",
             "awskeypolicytemplates.kms.keyfleet.dev",
             "awskeys.kms.keyfleet.dev",
-            "awsreplicakeys.kms.keyfleet.dev"
+            "awsreplicakeys.kms.keyfleet.dev",
+            "pkcs11tokens.kms.keyfleet.dev"
         ]
     );
 }

@@ -397,10 +397,9 @@ fn namespaced_rules() -> Vec<Rule> {
     ]
 }
 
-/// AwsKms and AwsKeyPolicyTemplates, plus `get` on the kube-system namespace unless a cluster
-/// id is set.
-fn cluster_rules(cluster_id_set: bool) -> Vec<Rule> {
-    let mut rules = vec![
+/// AwsKms, AwsKeyPolicyTemplates and Pkcs11Tokens, and namespace metadata, in every mode.
+fn cluster_rules() -> Vec<Rule> {
+    let rules = vec![
         rule(
             &[GROUP],
             &["awskmses", "awskeypolicytemplates"],
@@ -408,10 +407,12 @@ fn cluster_rules(cluster_id_set: bool) -> Vec<Rule> {
             &["get", "list", "watch"],
         ),
         rule(&[GROUP], &["awskmses/status"], &[], &["patch"]),
+        rule(&[GROUP], &["pkcs11tokens"], &[], &["get", "list", "watch"]),
+        rule(&[GROUP], &["pkcs11tokens/status"], &[], &["patch"]),
+        // Namespaces (metadata): their labels grant connections and tokens; kube-system's uid
+        // is the default cluster id.
+        rule(&[""], &["namespaces"], &[], &["get", "list", "watch"]),
     ];
-    if !cluster_id_set {
-        rules.push(rule(&[""], &["namespaces"], &["kube-system"], &["get"]));
-    }
     rules
 }
 
@@ -526,7 +527,7 @@ fn default_rbac_is_exactly_the_intended_rules() {
     // user-facing roles, which no binding of the operator uses).
     let cluster_roles = r.of_kind("ClusterRole");
     assert_eq!(cluster_roles.len(), 3);
-    let mut want = cluster_rules(false);
+    let mut want = cluster_rules();
     want.extend(namespaced_rules());
     assert_eq!(rules_of(r.operator_cluster_role()), sorted(want));
     check_binding(
@@ -548,13 +549,13 @@ fn default_rbac_is_exactly_the_intended_rules() {
 }
 
 #[test]
-fn cluster_id_removes_the_namespace_rule() {
-    let Some(helm) = helm("cluster_id_removes_the_namespace_rule") else {
+fn cluster_id_is_passed_to_the_operator() {
+    let Some(helm) = helm("cluster_id_is_passed_to_the_operator") else {
         return;
     };
     let r = helm.template(&["--set", "clusterId=prod-eu-1"]);
     check_rbac_hygiene(&r);
-    let mut want = cluster_rules(true);
+    let mut want = cluster_rules();
     want.extend(namespaced_rules());
     assert_eq!(rules_of(r.operator_cluster_role()), sorted(want));
     assert_eq!(r.env()["KEYFLEET_CLUSTER_ID"], "prod-eu-1");
@@ -566,27 +567,22 @@ fn watch_namespaces_uses_roles_in_each_listed_namespace() {
     let Some(helm) = helm("watch_namespaces_uses_roles_in_each_listed_namespace") else {
         return;
     };
-    for (extra, cluster_id_set) in [
-        (vec!["--set", "watchNamespaces={team-a,team-b}"], false),
-        (
-            vec![
-                "--set",
-                "watchNamespaces={team-a,team-b}",
-                "--set",
-                "clusterId=c1",
-            ],
-            true,
-        ),
+    for extra in [
+        vec!["--set", "watchNamespaces={team-a,team-b}"],
+        vec![
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+            "--set",
+            "clusterId=c1",
+        ],
     ] {
         let r = helm.template(&extra);
         check_rbac_hygiene(&r);
 
-        // Cluster-wide: only the cluster-scoped AwsKms (and kube-system), never Secrets.
+        // Cluster-wide: only the cluster-scoped AwsKms, templates, tokens and namespace
+        // metadata, never Secrets.
         let cluster_role = r.operator_cluster_role();
-        assert_eq!(
-            rules_of(cluster_role),
-            sorted(cluster_rules(cluster_id_set))
-        );
+        assert_eq!(rules_of(cluster_role), sorted(cluster_rules()));
         for rule in rules_of(cluster_role) {
             assert!(
                 !rule.resources.contains("secrets") && !rule.resources.contains("awskeys"),
@@ -1055,6 +1051,48 @@ fn schema_rejects_unknown_keys_and_bad_types() {
 /// Every object in values.schema.json is closed (`additionalProperties: false`, or a schema
 /// for map values), except Kubernetes types passed through as they are.
 #[test]
+fn pkcs11_values_mount_a_module_and_its_configuration() {
+    let Some(helm) = helm("pkcs11_values_mount_a_module_and_its_configuration") else {
+        return;
+    };
+    let r = helm.template(&[]);
+    let pod = &r.deployment()["spec"]["template"]["spec"];
+    assert!(pod["volumes"].is_null(), "no volumes by default");
+    assert!(pod["containers"][0]["volumeMounts"].is_null());
+
+    let values = values_file(
+        "pkcs11:\n  volumes:\n    - name: luna\n      hostPath: {path: /usr/safenet/lunaclient, \
+         type: Directory}\n  volumeMounts:\n    - name: luna\n      mountPath: \
+         /usr/safenet/lunaclient\n      readOnly: true\n  env:\n    - name: \
+         ChrystokiConfigurationPath\n      value: /usr/safenet/lunaclient\n",
+    );
+    let path = values.path().to_str().expect("UTF-8 path");
+    let r = helm.template(&["-f", path]);
+    let pod = &r.deployment()["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0]["name"], "luna");
+    assert_eq!(
+        pod["volumes"][0]["hostPath"]["path"],
+        "/usr/safenet/lunaclient"
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["volumeMounts"][0]["mountPath"],
+        "/usr/safenet/lunaclient"
+    );
+    assert!(
+        strs(&Value::Array(
+            container["env"]
+                .as_array()
+                .expect("env")
+                .iter()
+                .map(|e| e["name"].clone())
+                .collect()
+        ))
+        .contains(&"ChrystokiConfigurationPath".to_string())
+    );
+}
+
+#[test]
 fn values_schema_closes_every_object() {
     let text = std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap();
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -1075,6 +1113,12 @@ fn values_schema_closes_every_object() {
             "/global",
             "/networkPolicy/extraEgress[]",
             "/networkPolicy/metricsFrom[]",
+            "/pkcs11/env[]/valueFrom/configMapKeyRef",
+            "/pkcs11/env[]/valueFrom/fieldRef",
+            "/pkcs11/env[]/valueFrom/resourceFieldRef",
+            "/pkcs11/env[]/valueFrom/secretKeyRef",
+            // Any Kubernetes volume source (hostPath, image, configMap, csi, ...).
+            "/pkcs11/volumes[]",
             "/topologySpreadConstraints[]/labelSelector",
         ],
         "objects without additionalProperties"
@@ -1339,7 +1383,8 @@ fn aggregated_cluster_roles_extend_view_and_edit() {
                 "awskeypolicytemplates",
                 "awskeys",
                 "awskmses",
-                "awsreplicakeys"
+                "awsreplicakeys",
+                "pkcs11tokens"
             ],
             &[],
             &["get", "list", "watch"],
@@ -1386,6 +1431,7 @@ fn aggregated_cluster_roles_extend_view_and_edit() {
                     !rule.resources.contains("awskeypolicytemplates"),
                     "{rule:?}"
                 );
+                assert!(!rule.resources.contains("pkcs11tokens"), "{rule:?}");
                 assert!(!rule.resources.iter().any(|r| r.contains('/')), "{rule:?}");
             }
         }

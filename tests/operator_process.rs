@@ -55,6 +55,7 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keyfleet_run_reconciles_serves_health_and_metrics_and_stops_on_sigterm() {
     let kube = MemKube::new();
+    seed_default_connection(&kube);
     let (addr, server) = kube
         .serve_http("127.0.0.1:0".parse().unwrap())
         .await

@@ -216,8 +216,8 @@ fn good_corpus_is_clean() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(
         run.stdout,
-        "keyfleet validate: no findings; checked 10 keyfleet objects (7 AwsKey, 3 AwsKms) in 6 \
-         files (18 documents, 6 Secrets)\n"
+        "keyfleet validate: no findings; checked 12 keyfleet objects (8 AwsKey, 3 AwsKms, 1 \
+         Pkcs11Token) in 7 files (20 documents, 6 Secrets)\n"
     );
     assert_eq!(run.stderr, "");
 }
@@ -359,7 +359,8 @@ fn json_output_carries_the_same_findings_as_text() {
     assert_eq!(clean.code, 0);
     let doc: Value = serde_json::from_str(&clean.stdout).expect("JSON");
     assert_eq!(doc["findings"], serde_json::json!([]));
-    assert_eq!(doc["summary"]["objects"]["AwsKey"], 7);
+    assert_eq!(doc["summary"]["objects"]["AwsKey"], 8);
+    assert_eq!(doc["summary"]["objects"]["Pkcs11Token"], 1);
 }
 
 #[test]

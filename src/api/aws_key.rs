@@ -80,7 +80,7 @@ pub struct AwsKeySpec {
 
     /// Where the key material comes from. `onChange` can always be changed; the other fields
     /// only together with `onChange: Rotate` (pointing at another Secret is a Secret change).
-    #[x_kube(validation = Rule::new("(has(self.onChange) && self.onChange == 'Rotate') || (self.secretRef == oldSelf.secretRef && (has(self.encoding) ? self.encoding : 'Raw') == (has(oldSelf.encoding) ? oldSelf.encoding : 'Raw') && has(self.wrappingAlgorithm) == has(oldSelf.wrappingAlgorithm) && (!has(self.wrappingAlgorithm) || self.wrappingAlgorithm == oldSelf.wrappingAlgorithm) && has(self.wrappingKeySpec) == has(oldSelf.wrappingKeySpec) && (!has(self.wrappingKeySpec) || self.wrappingKeySpec == oldSelf.wrappingKeySpec))").message("keyMaterial is immutable except onChange; set onChange: Rotate to change the material"))]
+    #[x_kube(validation = Rule::new("(has(self.onChange) && self.onChange == 'Rotate') || (has(self.secretRef) == has(oldSelf.secretRef) && (!has(self.secretRef) || self.secretRef == oldSelf.secretRef) && has(self.pkcs11) == has(oldSelf.pkcs11) && (!has(self.pkcs11) || (self.pkcs11.tokenRef == oldSelf.pkcs11.tokenRef && self.pkcs11.keyLabel == oldSelf.pkcs11.keyLabel)) && (has(self.encoding) ? self.encoding : 'Raw') == (has(oldSelf.encoding) ? oldSelf.encoding : 'Raw') && has(self.wrappingAlgorithm) == has(oldSelf.wrappingAlgorithm) && (!has(self.wrappingAlgorithm) || self.wrappingAlgorithm == oldSelf.wrappingAlgorithm) && has(self.wrappingKeySpec) == has(oldSelf.wrappingKeySpec) && (!has(self.wrappingKeySpec) || self.wrappingKeySpec == oldSelf.wrappingKeySpec))").message("keyMaterial is immutable except onChange; set onChange: Rotate to change the material"))]
     pub key_material: KeyMaterialSource,
 
     /// Type of key (CCKM `CustomerMasterKeySpec`). Immutable.
@@ -141,9 +141,12 @@ pub struct AwsKeySpec {
     #[serde(default = "default_true")]
     pub enabled: bool,
 
-    /// What happens to the KMS key when this resource is deleted.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// What happens to the KMS key when this resource is deleted. Unset: Retain for an adopted
+    /// key; else the namespace annotation `keyfleet.dev/default-deletion-policy`; else the
+    /// operator's `--default-deletion-policy` (Delete unless the administrator chose otherwise).
+    /// `status.deletionPolicy` shows the one in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
 
     /// Waiting period, in days, between scheduling deletion and AWS deleting the key (7-30).
     #[serde(default = "default_pending_window_days")]
@@ -166,13 +169,22 @@ fn default_pending_window_days() -> i32 {
 }
 
 /// Where the key material is read from and how it is wrapped for import.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.pkcs11)").message("keyMaterial needs exactly one of secretRef and pkcs11"))]
 pub struct KeyMaterialSource {
     /// The Secret key holding the material, in this resource's namespace. Symmetric keys: exactly
     /// 32 bytes. HMAC keys: raw bytes (HMAC_224: 28-64, HMAC_256: 32-64, HMAC_384: 48-128,
     /// HMAC_512: 64-128). RSA/ECC keys: a private key in PEM or DER (PKCS#8, PKCS#1 or SEC1).
-    pub secret_ref: SecretKeySelector,
+    /// Exactly one of `secretRef` and `pkcs11`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeySelector>,
+
+    /// A key held in a PKCS#11 token (HSM): keyfleet exports it only wrapped under KMS's
+    /// wrapping key (`C_WrapKey`), so its plaintext never leaves the HSM. `encoding` does not
+    /// apply; `wrappingAlgorithm` defaults to what the token supports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<Pkcs11KeyRef>,
 
     /// How the Secret value is encoded: `Raw` bytes (default), or `Base64` / `Hex` text.
     #[serde(default)]
@@ -196,6 +208,28 @@ pub struct KeyMaterialSource {
     #[serde(default)]
     pub on_change: MaterialChangePolicy,
 }
+
+/// A key object in a `Pkcs11Token`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pkcs11KeyRef {
+    /// The `Pkcs11Token` (cluster-scoped) holding the key; it must admit this namespace.
+    pub token_ref: LocalObjectRef,
+    /// CKA_LABEL of the key object: a secret key (CKK_AES of 32 bytes for SYMMETRIC_DEFAULT,
+    /// CKK_GENERIC_SECRET for HMAC) or a private key (RSA, EC) with its public key under the
+    /// same label. It must be CKA_EXTRACTABLE (exportable wrapped) and should be CKA_SENSITIVE.
+    #[schemars(length(min = 1, max = 255))]
+    pub key_label: String,
+    /// `{}`: when the token has no object with `keyLabel`, keyfleet generates the key there
+    /// (CKA_SENSITIVE, CKA_EXTRACTABLE only for wrapping, CKA_TOKEN). An existing object is
+    /// never replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<GenerateInToken>,
+}
+
+/// Generation settings for a key keyfleet creates in the token (none yet: `{}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GenerateInToken {}
 
 // What keyfleet does when the Secret's material differs from the material in KMS. A plain
 // comment: the field carries the description.
@@ -245,6 +279,13 @@ pub struct ReplicaRef {
     pub region: String,
     /// ARN of the replica.
     pub arn: String,
+}
+
+impl KeyMaterialSource {
+    /// The name of the Secret the material is read from (None for a PKCS#11 key).
+    pub fn secret_name(&self) -> Option<&str> {
+        self.secret_ref.as_ref().map(|r| r.name.as_str())
+    }
 }
 
 impl AwsKeySpec {

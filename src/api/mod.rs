@@ -2,6 +2,7 @@
 //! topic of the vocabulary they share (key specs, key material, policy, references, deletion,
 //! expiration, status and conditions).
 
+pub mod allowed_namespaces;
 pub mod aws_key;
 pub mod aws_key_policy_template;
 pub mod aws_kms;
@@ -13,23 +14,50 @@ pub mod key_material;
 pub mod key_policy;
 pub mod key_spec;
 pub mod key_status;
+pub mod pkcs11_token;
 pub mod refs;
 
+pub use allowed_namespaces::{AllowedNamespaces, NamespacesFrom};
 pub use aws_key::{
-    AwsKey, AwsKeySpec, AwsKeyStatus, KeyMaterialSource, MaterialChangePolicy, ReplicaRef,
+    AwsKey, AwsKeySpec, AwsKeyStatus, GenerateInToken, KeyMaterialSource, MaterialChangePolicy,
+    Pkcs11KeyRef, ReplicaRef,
 };
 pub use aws_key_policy_template::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec};
-pub use aws_kms::{AwsKms, AwsKmsSpec, AwsKmsStatus};
+pub use aws_kms::{
+    AdoptionPolicy, AwsKms, AwsKmsSpec, AwsKmsStatus, DEFAULT_CONNECTION, KeyPolicyLimits,
+};
 pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};
-pub use deletion::DeletionPolicy;
+pub use deletion::{DEFAULT_DELETION_POLICY_ANNOTATION, DeletionPolicy, effective_deletion_policy};
 pub use expiration::Expiration;
 pub use key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 pub use key_policy::{KeyPolicy, KeyPolicyForm, PolicyShortcuts};
 pub use key_spec::{KeyFamily, KeySpec, KeyUsage};
 pub use key_status::KmsKeyStatus;
+pub use pkcs11_token::{
+    NamespacedSecretKeySelector, Pkcs11Token, Pkcs11TokenSpec, Pkcs11TokenStatus, TokenWrapping,
+};
 pub use refs::{LocalObjectRef, SecretKeySelector};
 
 /// The API group of every keyfleet kind.
 pub const GROUP: &str = "kms.keyfleet.dev";
 /// Prefix of the tags and labels keyfleet owns.
 pub const TAG_PREFIX: &str = "keyfleet.dev/";
+
+/// `Display` of the vocabulary enums: their KMS or CRD name (`as_str`).
+macro_rules! display_as_str {
+    ($($kind:ty),+) => {$(
+        impl std::fmt::Display for $kind {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+display_as_str!(
+    KeySpec,
+    KeyUsage,
+    MaterialEncoding,
+    WrappingAlgorithm,
+    WrappingKeySpec
+);

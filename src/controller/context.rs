@@ -9,10 +9,12 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
+use crate::api::DeletionPolicy;
 use crate::clock::Clock;
 use crate::http::Readiness;
 use crate::kms::KmsClients;
 use crate::metrics::Metrics;
+use crate::tenancy::EndpointPolicy;
 
 /// Operator settings (from `keyfleet run` flags).
 #[derive(Clone, Debug)]
@@ -35,6 +37,10 @@ pub struct Settings {
     /// Rolling-validity material is imported again when less than this validity remains
     /// (never more than a third of the rolling validity).
     pub material_renew_before: Duration,
+    /// Which KMS endpoints an AwsKms may send material to.
+    pub endpoints: EndpointPolicy,
+    /// The deletion policy of keys whose spec, namespace and adoption leave it open.
+    pub default_deletion_policy: DeletionPolicy,
 }
 
 impl Settings {
@@ -48,6 +54,8 @@ impl Settings {
             reporter: "keyfleet".into(),
             watch_namespaces: vec![],
             material_renew_before: Duration::from_secs(30 * 24 * 3600),
+            endpoints: EndpointPolicy::default(),
+            default_deletion_policy: DeletionPolicy::Delete,
         }
     }
 }
@@ -61,6 +69,8 @@ pub struct Context {
     pub readiness: Arc<Readiness>,
     /// What reconciles read the time from (tests set a manual clock).
     pub clock: Clock,
+    /// One logged-in session pool per Pkcs11Token.
+    pub pkcs11: super::pkcs11::TokenPools,
     recorder: Recorder,
     backoff: Backoff,
     /// Per object uid: the generation and time of the last deep drift read that found the key
@@ -84,6 +94,7 @@ impl Context {
             metrics: Metrics::shared(),
             readiness: Arc::new(Readiness::default()),
             clock: Clock::system(),
+            pkcs11: Default::default(),
             recorder,
             backoff: Backoff::default(),
             deep_reads: Mutex::new(HashMap::new()),

@@ -128,6 +128,9 @@ pub enum Error {
     Kube(#[source] kube::Error),
     #[error(transparent)]
     Kms(KmsError),
+    /// A PKCS#11 token went away or stayed busy (retried with a new session pool).
+    #[error(transparent)]
+    Pkcs11(crate::material::pkcs11::Pkcs11Error),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     /// The observe → plan → execute rounds kept finding work (retried).

@@ -11,6 +11,8 @@ mod context;
 mod dereference;
 mod failure;
 mod managed_key;
+mod pkcs11;
+mod pkcs11_token;
 mod reconcile;
 mod report;
 mod run;

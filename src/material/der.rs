@@ -7,9 +7,10 @@ pub(super) const OID: u8 = 0x06;
 pub(super) const SEQUENCE: u8 = 0x30;
 pub(super) const CONTEXT_0: u8 = 0xa0;
 
-const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+pub(super) const OID_RSA_ENCRYPTION: &[u8] =
+    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 const OID_RSASSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
-const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+pub(super) const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 const OID_DSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x01];
 const OID_X25519: &[u8] = &[0x2b, 0x65, 0x6e];
 const OID_X448: &[u8] = &[0x2b, 0x65, 0x6f];
@@ -21,11 +22,21 @@ const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 const OID_P521: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23];
 const OID_SECP256K1: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x0a];
 
-/// One DER element: tag byte and contents.
-#[derive(Clone, Copy, Debug)]
+/// One DER element: tag byte and contents. The contents can be key material, so `Debug`
+/// shows only the tag and the length.
+#[derive(Clone, Copy)]
 pub(super) struct Tlv<'a> {
     pub tag: u8,
     pub value: &'a [u8],
+}
+
+impl std::fmt::Debug for Tlv<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tlv")
+            .field("tag", &format_args!("{:#04x}", self.tag))
+            .field("len", &self.value.len())
+            .finish()
+    }
 }
 
 /// Reads one element (single-byte tag, definite length) and returns it with the remaining input.
@@ -310,6 +321,17 @@ pub(super) fn classify(der: &[u8]) -> Option<Container> {
         }
         _ => None,
     }
+}
+
+/// The `privateKey` OCTET STRING contents of a PKCS#8 `PrivateKeyInfo` (the PKCS#1 key for RSA).
+#[cfg(any(test, fuzzing))]
+pub(super) fn pkcs8_inner_key(der: &[u8]) -> Option<&[u8]> {
+    let seq = single(der)?;
+    let items = children(seq.value)?;
+    items
+        .get(2)
+        .filter(|t| t.tag == OCTET_STRING && items[0].tag == INTEGER)
+        .map(|t| t.value)
 }
 
 #[cfg(test)]

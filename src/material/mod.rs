@@ -5,9 +5,16 @@
 //! in status, and hands [`KeyMaterial::wrap`] the wrapping key from `GetParametersForImport`.
 //! Secret bytes live only in [`Zeroizing`] buffers and never appear in `Debug` output or errors.
 
+// `fuzzing` is the cfg `cargo fuzz` sets (fuzz/); the fuzzing module is not in the shipped binary.
+#![allow(unexpected_cfgs)]
+
 mod armor;
+mod buffer;
 mod der;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 mod parse;
+pub mod pkcs11;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -22,6 +29,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use zeroize::Zeroizing;
 
+/// The largest Secret value the material parsers read, in bytes. KMS key material is at most a
+/// few KB (a 4096-bit RSA private key is about 3.3 KB as PKCS#8 PEM); anything larger is refused
+/// before it is decoded, so a hostile value cannot make a reconcile expensive.
+pub const MAX_SECRET_VALUE_BYTES: usize = 64 * 1024;
+
 /// Why key material was refused. Messages say what to fix and never contain material bytes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MaterialError {
@@ -31,6 +43,12 @@ pub enum MaterialError {
     /// The Secret value (or its decoded form) is empty.
     #[error("the Secret value is empty; it must hold the key material")]
     Empty,
+    /// The value is larger than any key material ([`MAX_SECRET_VALUE_BYTES`]); not decoded.
+    #[error(
+        "the Secret value is {actual} bytes, more than the {limit} bytes keyfleet reads as key \
+         material (a 4096-bit RSA private key is about 3.3 KB as PEM); store only the key"
+    )]
+    TooLarge { limit: usize, actual: usize },
     /// The value is not valid text of the declared encoding.
     #[error(
         "the Secret value is not valid {encoding}: {detail}; fix the value or the declared encoding"
@@ -121,6 +139,9 @@ pub enum MaterialError {
     /// A cryptographic primitive failed (should not happen).
     #[error("wrapping the key material failed: {detail}")]
     WrapFailed { detail: &'static str },
+    /// The PKCS#11 token refused or failed (material kept in an HSM).
+    #[error(transparent)]
+    Pkcs11(#[from] pkcs11::Pkcs11Error),
 }
 
 fn length_range(min: usize, max: usize) -> String {
@@ -136,6 +157,7 @@ impl MaterialError {
     pub fn reason(&self) -> &'static str {
         match self {
             MaterialError::Missing { .. } | MaterialError::Empty => "MaterialMissing",
+            MaterialError::TooLarge { .. } => "MaterialTooLarge",
             MaterialError::InvalidEncoding { .. } => "MaterialInvalidEncoding",
             MaterialError::WrongLength { .. } => "MaterialWrongLength",
             MaterialError::Unparseable { .. } => "MaterialUnparseable",
@@ -148,6 +170,7 @@ impl MaterialError {
             MaterialError::WrappingKeyTooSmall { .. } => "WrappingKeyTooSmall",
             MaterialError::InvalidWrappingKey { .. } => "WrappingKeyInvalid",
             MaterialError::WrapFailed { .. } => "WrappingFailed",
+            MaterialError::Pkcs11(e) => e.reason(),
         }
     }
 
@@ -181,6 +204,26 @@ const FINGERPRINT_BYTES: usize = 16;
 impl MaterialFingerprint {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// `sha256:` + SHA-256 of a DER SubjectPublicKeyInfo (RSA/ECC, whatever holds the key).
+    fn of_public_key(spki: &[u8]) -> Self {
+        let digest = digest::digest(&digest::SHA256, spki);
+        MaterialFingerprint(format!(
+            "sha256:{}",
+            hex::encode(&digest.as_ref()[..FINGERPRINT_BYTES])
+        ))
+    }
+
+    /// `<algorithm>:` + a MAC of [`FINGERPRINT_LABEL`] under the material.
+    fn of_label_mac(algorithm: &str, tag: &[u8]) -> Self {
+        let shown = &tag[..tag.len().min(FINGERPRINT_BYTES)];
+        MaterialFingerprint(format!("{algorithm}:{}", hex::encode(shown)))
+    }
+
+    /// `kcv:` + a PKCS#11 token's CKA_CHECK_VALUE of a key.
+    fn of_check_value(kcv: &[u8]) -> Self {
+        MaterialFingerprint(format!("kcv:{}", hex::encode(kcv)))
     }
 
     /// Wraps a fingerprint read back from status (not validated).
@@ -247,20 +290,11 @@ impl KeyMaterial {
     /// A stable, non-secret identifier of this material (see [`MaterialFingerprint`]).
     pub fn fingerprint(&self) -> MaterialFingerprint {
         match &self.public_key_der {
-            Some(spki) => {
-                let digest = digest::digest(&digest::SHA256, spki);
-                MaterialFingerprint(format!(
-                    "sha256:{}",
-                    hex::encode(&digest.as_ref()[..FINGERPRINT_BYTES])
-                ))
-            }
+            Some(spki) => MaterialFingerprint::of_public_key(spki),
             None => {
                 let key = hmac::Key::new(hmac::HMAC_SHA256, &self.bytes);
                 let tag = hmac::sign(&key, FINGERPRINT_LABEL);
-                MaterialFingerprint(format!(
-                    "hmac-sha256:{}",
-                    hex::encode(&tag.as_ref()[..FINGERPRINT_BYTES])
-                ))
+                MaterialFingerprint::of_label_mac("hmac-sha256", tag.as_ref())
             }
         }
     }

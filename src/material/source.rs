@@ -29,6 +29,12 @@ pub trait ImportableMaterial: Send + Sync + std::fmt::Debug {
     fn public_key_der(&self) -> Option<Vec<u8>>;
     /// HMAC of `message` with an HMAC key (what `GenerateMac` returns); None otherwise.
     fn hmac(&self, message: &[u8]) -> Option<Vec<u8>>;
+    /// The wrapping algorithm and wrapping key spec to use when the resource names none: a
+    /// source that cannot do every algorithm (an HSM without SHA-256 OAEP) says which it can.
+    /// None: the key spec's default.
+    fn preferred_wrapping(&self) -> Option<(WrappingAlgorithm, WrappingKeySpec)> {
+        None
+    }
 }
 
 impl ImportableMaterial for KeyMaterial {

@@ -28,6 +28,7 @@ mod kind;
 mod kinds;
 mod object;
 mod options;
+mod pkcs11_token;
 mod schema;
 mod secret;
 mod yaml;

@@ -8,3 +8,4 @@ pub mod kms_mocks;
 pub mod localstack;
 pub mod operator;
 pub mod replicas;
+pub mod softhsm;

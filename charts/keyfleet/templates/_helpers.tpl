@@ -140,12 +140,20 @@ why it is there; nothing here may use "*" or write Secrets.
 - apiGroups: ["kms.keyfleet.dev"]
   resources: ["awskmses/status"]
   verbs: ["patch"]
-{{- if not .Values.clusterId }}
-# The default cluster id is the uid of the kube-system namespace: get on that one namespace
-# only (not rendered when clusterId is set).
+# Pkcs11Tokens (cluster-scoped HSM tokens): read by name when a key uses one, and watched by
+# the token controller, which logs in to each. Read-only.
+- apiGroups: ["kms.keyfleet.dev"]
+  resources: ["pkcs11tokens"]
+  verbs: ["get", "list", "watch"]
+# Pkcs11Token status: Ready after a successful login, else the reason (patch only).
+- apiGroups: ["kms.keyfleet.dev"]
+  resources: ["pkcs11tokens/status"]
+  verbs: ["patch"]
+# Namespaces, metadata only: their labels grant AwsKms connections and Pkcs11Tokens
+# (allowedNamespaces) and their keyfleet.dev/default-deletion-policy annotation sets the
+# deletion default; watched so a label change is picked up at once. Also gives the default
+# cluster id (the uid of kube-system). Read-only.
 - apiGroups: [""]
   resources: ["namespaces"]
-  resourceNames: ["kube-system"]
-  verbs: ["get"]
-{{- end }}
+  verbs: ["get", "list", "watch"]
 {{- end }}

@@ -1,0 +1,270 @@
+//! What a token offers for KMS imports (probed once per session pool) and the wrapping algorithm each key spec gets.
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded};
+use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki::session::Session;
+use cryptoki::slot::Slot;
+
+use super::error::{from_cryptoki, is_token_gone};
+use super::wrap::{SessionObject, ephemeral_aes_key, import_wrapping_key, oaep_name, oaep_params};
+use super::{Pkcs11Error, spki};
+use crate::api::{KeyFamily, KeySpec};
+use crate::api::{WrappingAlgorithm, WrappingKeySpec};
+
+/// The mechanisms that matter for wrapping key material for KMS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenCapabilities {
+    /// `CKM_RSA_PKCS_OAEP` can wrap (symmetric and HMAC keys; the AES key of the composed path).
+    pub rsa_oaep_wrap: bool,
+    /// OAEP with SHA-256 and MGF1-SHA-256 is accepted (SoftHSM 2.6: only SHA-1).
+    pub oaep_sha256: bool,
+    /// `CKM_AES_KEY_WRAP_PAD` (RFC 5649) can wrap (RSA/ECC private keys).
+    pub aes_key_wrap_pad: bool,
+    /// `CKM_AES_KEY_GEN` (the ephemeral AES key of the composed path).
+    pub aes_key_gen: bool,
+    /// `CKM_AES_KEY_WRAP_PAD` is RFC 5649 as KMS expects. SoftHSM 2.6 zero-pads the key to a
+    /// multiple of 8 bytes first (PKCS#11 2.40's rule for `CKM_AES_KEY_WRAP`), so the
+    /// unwrapped key carries trailing zero bytes unless its length is already a multiple of 8.
+    pub aes_key_wrap_pad_conforms: bool,
+}
+
+/// The wrapping algorithm and wrapping key spec for one key, and whether SHA-1 was the only
+/// choice (said in status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WrappingChoice {
+    pub algorithm: WrappingAlgorithm,
+    pub wrapping_key_spec: WrappingKeySpec,
+    /// The token accepts RSA-OAEP only with SHA-1, so a `*_SHA_1` algorithm was chosen.
+    pub sha1_only: bool,
+}
+
+fn is_sha256(algorithm: WrappingAlgorithm) -> bool {
+    matches!(
+        algorithm,
+        WrappingAlgorithm::RsaesOaepSha256 | WrappingAlgorithm::RsaAesKeyWrapSha256
+    )
+}
+
+/// Return values that mean "the token does not do this mechanism or these parameters".
+pub(super) fn is_unsupported(rv: RvError) -> bool {
+    matches!(
+        rv,
+        RvError::MechanismInvalid
+            | RvError::MechanismParamInvalid
+            | RvError::ArgumentsBad
+            | RvError::FunctionNotSupported
+    )
+}
+
+impl TokenCapabilities {
+    /// Reads the mechanism list of `slot` and tries one RSA-OAEP-SHA-256 wrap with session
+    /// objects (the mechanism list cannot say which OAEP hashes a token accepts).
+    pub(super) fn probe(
+        pkcs11: &Pkcs11,
+        slot: Slot,
+        session: &Session,
+        token: &str,
+    ) -> Result<TokenCapabilities, Pkcs11Error> {
+        let mechanisms = pkcs11
+            .get_mechanism_list(slot)
+            .map_err(|e| from_cryptoki(token, e))?;
+        let can_wrap = |mechanism: MechanismType| {
+            mechanisms.contains(&mechanism)
+                && pkcs11
+                    .get_mechanism_info(slot, mechanism)
+                    .is_ok_and(|info| info.wrap())
+        };
+        let rsa_oaep_wrap = can_wrap(MechanismType::RSA_PKCS_OAEP);
+        let aes_key_wrap_pad = can_wrap(MechanismType::AES_KEY_WRAP_PAD);
+        let aes_key_gen = mechanisms.contains(&MechanismType::AES_KEY_GEN);
+        let oaep_sha256 = rsa_oaep_wrap && aes_key_gen && probe_oaep_sha256(session, token)?;
+        let aes_key_wrap_pad_conforms = aes_key_wrap_pad && probe_kwp_conforms(session, token)?;
+        Ok(TokenCapabilities {
+            rsa_oaep_wrap,
+            oaep_sha256,
+            aes_key_wrap_pad,
+            aes_key_gen,
+            aes_key_wrap_pad_conforms,
+        })
+    }
+
+    /// The algorithm for `spec` with this token's OAEP hash (SHA-256 when the token has it,
+    /// SHA-1 otherwise), whether or not the token can carry it out, and the default wrapping
+    /// key spec.
+    pub fn preferred(&self, spec: KeySpec) -> (WrappingAlgorithm, WrappingKeySpec) {
+        let key_wrap = matches!(spec.family(), KeyFamily::Rsa | KeyFamily::Ecc);
+        let algorithm = match (key_wrap, self.oaep_sha256) {
+            (false, true) => WrappingAlgorithm::RsaesOaepSha256,
+            (false, false) => WrappingAlgorithm::RsaesOaepSha1,
+            (true, true) => WrappingAlgorithm::RsaAesKeyWrapSha256,
+            (true, false) => WrappingAlgorithm::RsaAesKeyWrapSha1,
+        };
+        (algorithm, WrappingAlgorithm::default_for(spec).1)
+    }
+
+    /// The algorithm keyfleet uses for `spec` with this token: SHA-256 variants when the token
+    /// has them, SHA-1 otherwise; RSA_AES_KEY_WRAP for RSA/ECC private keys. `material_len`:
+    /// the length of a secret key (None for private keys, whose PKCS#8 length is unknown).
+    pub fn choose(
+        &self,
+        spec: KeySpec,
+        material_len: Option<usize>,
+    ) -> Result<WrappingChoice, String> {
+        let (algorithm, wrapping_key_spec) = self.preferred(spec);
+        self.supports(algorithm, material_len)?;
+        Ok(WrappingChoice {
+            algorithm,
+            wrapping_key_spec,
+            sha1_only: !self.oaep_sha256,
+        })
+    }
+
+    /// Whether the token can carry out `algorithm` for material of `material_len` bytes (None:
+    /// unknown, a private key) so that KMS receives exactly the key; the error names the
+    /// missing or faulty mechanism. What `check_wrapping` asks before KMS is called.
+    pub fn supports(
+        &self,
+        algorithm: WrappingAlgorithm,
+        material_len: Option<usize>,
+    ) -> Result<(), String> {
+        self.has_mechanisms(algorithm)?;
+        let aligned = material_len.is_some_and(|len| len % 8 == 0);
+        if algorithm.is_key_wrap() && !self.aes_key_wrap_pad_conforms && !aligned {
+            return Err(format!(
+                "the token's CKM_AES_KEY_WRAP_PAD is not RFC 5649 as {algorithm} needs: it \
+                 zero-pads the key to a multiple of 8 bytes before wrapping (as SoftHSM 2.6 \
+                 does), so KMS would receive the key followed by stray zero bytes; use a token \
+                 whose CKM_AES_KEY_WRAP_PAD follows RFC 5649"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the token has the mechanisms (and OAEP hash) `algorithm` is made of.
+    pub(super) fn has_mechanisms(&self, algorithm: WrappingAlgorithm) -> Result<(), String> {
+        let mut missing = Vec::new();
+        if !self.rsa_oaep_wrap {
+            missing.push("CKM_RSA_PKCS_OAEP (wrap)");
+        } else if is_sha256(algorithm) && !self.oaep_sha256 {
+            return Err(format!(
+                "the token refuses {}; it wraps with RSA-OAEP only under SHA-1, so use {}",
+                oaep_name(algorithm),
+                if algorithm.is_key_wrap() {
+                    WrappingAlgorithm::RsaAesKeyWrapSha1
+                } else {
+                    WrappingAlgorithm::RsaesOaepSha1
+                }
+            ));
+        }
+        if algorithm.is_key_wrap() {
+            if !self.aes_key_wrap_pad {
+                missing.push("CKM_AES_KEY_WRAP_PAD (wrap)");
+            }
+            if !self.aes_key_gen {
+                missing.push("CKM_AES_KEY_GEN");
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the token lacks {} needed for {algorithm}",
+                missing.join(" and ")
+            ))
+        }
+    }
+}
+
+/// Wraps a 12-byte session secret of known value under a session AES key of known value with
+/// `CKM_AES_KEY_WRAP_PAD` and unwraps it here: RFC 5649 gives back exactly 12 bytes. Both
+/// probe keys are random, exist only for this call, and protect nothing. A token that refuses
+/// to create them (keys of known value are forbidden on some HSMs) is assumed to conform.
+fn probe_kwp_conforms(session: &Session, token: &str) -> Result<bool, Pkcs11Error> {
+    let mut kek_value = [0u8; 32];
+    let mut secret_value = [0u8; 12];
+    if aws_lc_rs::rand::fill(&mut kek_value).is_err()
+        || aws_lc_rs::rand::fill(&mut secret_value).is_err()
+    {
+        return Ok(true);
+    }
+    let attempt = || -> Result<Vec<u8>, CryptokiError> {
+        let kek = session.create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Wrap(true),
+            Attribute::Value(kek_value.to_vec()),
+        ])?;
+        let kek = SessionObject {
+            session,
+            handle: kek,
+        };
+        let secret = session.create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Token(false),
+            Attribute::Extractable(true),
+            Attribute::Value(secret_value.to_vec()),
+        ])?;
+        let secret = SessionObject {
+            session,
+            handle: secret,
+        };
+        session.wrap_key(&Mechanism::AesKeyWrapPad, kek.handle, secret.handle)
+    };
+    match attempt() {
+        Ok(wrapped) => {
+            let Ok(kek) = AesKek::new(&AES_256, &kek_value) else {
+                return Ok(true);
+            };
+            let mut out = vec![0u8; wrapped.len()];
+            Ok(kek
+                .unwrap_with_padding(&wrapped, &mut out)
+                .is_ok_and(|unwrapped| unwrapped == secret_value))
+        }
+        Err(e @ CryptokiError::Pkcs11(rv, _)) if is_token_gone(rv) => Err(from_cryptoki(token, e)),
+        Err(e) => {
+            tracing::debug!(token, error = %e, "CKM_AES_KEY_WRAP_PAD probe not possible; assuming RFC 5649");
+            Ok(true)
+        }
+    }
+}
+
+/// Wraps an ephemeral AES key with RSA-OAEP-SHA-256 under a throw-away RSA public key.
+fn probe_oaep_sha256(session: &Session, token: &str) -> Result<bool, Pkcs11Error> {
+    let probe_key = PrivateDecryptingKey::generate(KeySize::Rsa2048).map_err(|_| {
+        Pkcs11Error::OperationFailed {
+            token: token.to_string(),
+            function: "probe".to_string(),
+            code: "RSA key generation for the OAEP probe failed".to_string(),
+        }
+    })?;
+    let spki_der = probe_key
+        .public_key()
+        .as_der()
+        .map(|d| d.as_ref().to_vec())
+        .ok();
+    let Some((n, e)) = spki_der.as_deref().and_then(spki::rsa_components) else {
+        return Ok(false);
+    };
+    let attempt = || -> Result<Vec<u8>, CryptokiError> {
+        let wrapping = import_wrapping_key(session, n, e)?;
+        let aes = ephemeral_aes_key(session)?;
+        let params = oaep_params(WrappingAlgorithm::RsaesOaepSha256);
+        session.wrap_key(&Mechanism::RsaPkcsOaep(params), wrapping.handle, aes.handle)
+    };
+    match attempt() {
+        Ok(_) => Ok(true),
+        Err(e @ CryptokiError::Pkcs11(rv, _)) if is_token_gone(rv) => Err(from_cryptoki(token, e)),
+        Err(CryptokiError::Pkcs11(rv, _)) if is_unsupported(rv) => Ok(false),
+        Err(e) => {
+            tracing::debug!(token, error = %e, "RSA-OAEP-SHA-256 probe failed; assuming SHA-1 only");
+            Ok(false)
+        }
+    }
+}

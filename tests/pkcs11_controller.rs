@@ -1,0 +1,446 @@
+//! Material from an HSM through the real controller (in-memory Kubernetes API, LocalStack KMS,
+//! SoftHSM2): a `Pkcs11Token` becomes Ready after login; `AwsKey`s whose `keyMaterial.pkcs11`
+//! names sensitive token keys become Ready and KMS agrees with the HSM; a replica in a second
+//! region is imported from the same HSM key; the refusals are precise reasons.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use keyfleet::api::{AwsKey, KeySpec, Pkcs11Token, Pkcs11TokenSpec};
+use keyfleet::material::ImportableMaterial;
+use keyfleet::material::pkcs11::HsmKey;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use memkube::MemKube;
+use serde_json::{Value, json};
+use support::localstack::{DEFAULT_REGION, kms_client, unique};
+use support::operator::*;
+use support::replicas::*;
+use support::softhsm::{self, TestToken, assert_kms_agrees};
+
+const NS: &str = "team-hsm";
+const PIN_NS: &str = "keyfleet-system";
+
+/// A running operator with the test token registered as Pkcs11Token `token_name`.
+struct Bed {
+    op: Operator,
+    token: TestToken,
+}
+
+async fn token_status(client: &kube::Client, name: &str) -> Option<(String, String, String)> {
+    let api: Api<Pkcs11Token> = Api::all(client.clone());
+    let token = api.get_opt(name).await.expect("get Pkcs11Token")?;
+    let c = token
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((c.status, c.reason, c.message))
+}
+
+async fn wait_token(client: &kube::Client, name: &str, status: &str, reason: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let current = token_status(client, name).await;
+        if let Some((s, r, message)) = &current
+            && s == status
+            && r == reason
+        {
+            return message.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Pkcs11Token {name}: timed out waiting for Ready={status}/{reason}; now {current:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates the PIN Secret and a Pkcs11Token for the test token; `extra` overrides spec fields.
+async fn create_token(bed: &Bed, name: &str, pin: &str, extra: Value) {
+    let secret = unique("pin");
+    create_secret(
+        &bed.op.client,
+        PIN_NS,
+        &secret,
+        "pin",
+        format!("{pin}\n").as_bytes(),
+    )
+    .await;
+    let mut spec = json!({
+        "module": bed.token.module,
+        "tokenLabel": bed.token.label,
+        "pinSecretRef": {"namespace": PIN_NS, "name": secret, "key": "pin"},
+        "allowedNamespaces": {"from": "All"},
+    });
+    spec.as_object_mut()
+        .expect("object")
+        .extend(extra.as_object().expect("object").clone());
+    let token = Pkcs11Token::new(
+        name,
+        serde_json::from_value::<Pkcs11TokenSpec>(spec).expect("Pkcs11Token spec"),
+    );
+    Api::<Pkcs11Token>::all(bed.op.client.clone())
+        .create(&PostParams::default(), &token)
+        .await
+        .expect("create Pkcs11Token");
+}
+
+async fn start() -> Option<Bed> {
+    let token = softhsm::token()?;
+    let op = Operator::start(MemKube::new()).await;
+    Some(Bed { op, token })
+}
+
+/// An AwsKey of `spec` whose material is the token key `label`.
+fn hsm_key(name: &str, token: &str, label: &str, spec: KeySpec, extra: Value) -> AwsKey {
+    let mut base = json!({
+        "region": DEFAULT_REGION,
+        "keySpec": spec.as_str(),
+        "keyMaterial": {"pkcs11": {"tokenRef": {"name": token}, "keyLabel": label}},
+    });
+    if matches!(spec, KeySpec::Rsa2048) {
+        base["keyUsage"] = json!("SIGN_VERIFY");
+    }
+    base.as_object_mut()
+        .expect("object")
+        .extend(extra.as_object().expect("object").clone());
+    AwsKey::new(name, serde_json::from_value(base).expect("AwsKey spec"))
+}
+
+/// One spec through the controller: Ready, and KMS agrees with the HSM; on a token whose key
+/// wrap cannot carry a private key (SoftHSM 2.6) the key is refused precisely instead.
+async fn hsm_key_becomes_ready_and_kms_agrees(spec: KeySpec) {
+    let Some(bed) = start().await else {
+        return;
+    };
+    let token_name = unique("hsm");
+    create_token(&bed, &token_name, &bed.token.pin, json!({})).await;
+    wait_token(&bed.op.client, &token_name, "True", "LoggedIn").await;
+
+    let pool = bed.token.pool();
+    let label = unique(&format!("kf-op-{}", spec.as_str().to_ascii_lowercase()));
+    softhsm::create_key(&pool, spec, &label, true);
+    softhsm::assert_value_unreadable(&pool, spec, &label);
+    let hsm = HsmKey::open(&pool, spec, &label).expect("open the test key");
+
+    let api = bed.op.keys(NS);
+    let name = unique("hsm-key");
+    create_key(&api, &hsm_key(&name, &token_name, &label, spec, json!({}))).await;
+    if let Err(refusal) = hsm.wrapping() {
+        // SoftHSM 2.6's CKM_AES_KEY_WRAP_PAD zero-pads private keys: refused, not corrupted.
+        let key = wait_reason(&api, &name, "Pkcs11KeyNotWrappable").await;
+        let message = key.status.unwrap().conditions[0].message.clone();
+        assert!(message.contains("CKM_AES_KEY_WRAP_PAD"), "{message}");
+        eprintln!("{spec}: refused through the controller as on the token: {refusal}");
+        return;
+    }
+    let key = wait_ready(&api, &name).await;
+    let status = key.status.expect("status");
+    let key_id = status.key_id.clone().expect("key id");
+    assert_eq!(
+        status.material_fingerprint.as_deref(),
+        Some(hsm.fingerprint().as_str()),
+        "status records the HSM key's fingerprint"
+    );
+    let kms = kms_client(DEFAULT_REGION).await;
+    assert_kms_agrees(&kms, &pool, &hsm, &key_id, spec, &label).await;
+    if spec == KeySpec::Hmac256 {
+        let verified = condition_of(&status.conditions, "MaterialVerified");
+        assert_eq!(
+            verified,
+            Some(("True".to_string(), "MacMatches".to_string())),
+            "the controller's verifier compared GenerateMac with C_Sign in the token"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn symmetric_default_hsm_key_through_the_controller() {
+    hsm_key_becomes_ready_and_kms_agrees(KeySpec::SymmetricDefault).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hmac_256_hsm_key_through_the_controller() {
+    hsm_key_becomes_ready_and_kms_agrees(KeySpec::Hmac256).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ecc_nist_p256_hsm_key_through_the_controller() {
+    hsm_key_becomes_ready_and_kms_agrees(KeySpec::EccNistP256).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rsa_2048_hsm_key_through_the_controller() {
+    hsm_key_becomes_ready_and_kms_agrees(KeySpec::Rsa2048).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_in_a_second_region_is_imported_from_the_same_hsm_key() {
+    let Some(bed) = start().await else {
+        return;
+    };
+    let token_name = unique("hsm");
+    create_token(&bed, &token_name, &bed.token.pin, json!({})).await;
+    let pool = bed.token.pool();
+    let label = unique("kf-op-mrk");
+    softhsm::create_key(&pool, KeySpec::SymmetricDefault, &label, true);
+    let api = bed.op.keys(NS);
+    let primary = unique("hsm-mrk");
+    create_key(
+        &api,
+        &hsm_key(
+            &primary,
+            &token_name,
+            &label,
+            KeySpec::SymmetricDefault,
+            json!({"multiRegion": true}),
+        ),
+    )
+    .await;
+    wait_ready(&api, &primary).await;
+    let region = "eu-west-1";
+    let name = format!("{primary}-{region}");
+    create_replica(
+        &bed.op.client,
+        NS,
+        &replica(&name, &primary, region, json!({})),
+    )
+    .await;
+    let arn = wait_replica_ready(&bed.op.client, NS, &name)
+        .await
+        .status
+        .expect("status")
+        .arn
+        .clone()
+        .expect("replica ARN");
+    // LocalStack copies material on ReplicateKey; take it away so keyfleet must import the
+    // HSM key wrapped under the replica region's own wrapping key.
+    let kms = kms_client(region).await;
+    kms.delete_imported_key_material()
+        .key_id(&arn)
+        .send()
+        .await
+        .expect("DeleteImportedKeyMaterial");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let meta = kms
+            .describe_key()
+            .key_id(&arn)
+            .send()
+            .await
+            .expect("describe");
+        let state = meta
+            .key_metadata()
+            .and_then(|m| m.key_state())
+            .map(|s| s.as_str().to_string());
+        if state.as_deref() == Some("Enabled") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replica was not re-imported from the HSM key (state {state:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let hsm = HsmKey::open(&pool, KeySpec::SymmetricDefault, &label).expect("open");
+    assert_kms_agrees(&kms, &pool, &hsm, &arn, KeySpec::SymmetricDefault, &label).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_generated_hsm_key_becomes_ready() {
+    let Some(bed) = start().await else {
+        return;
+    };
+    let token_name = unique("hsm");
+    create_token(&bed, &token_name, &bed.token.pin, json!({})).await;
+    let label = unique("kf-op-gen");
+    let api = bed.op.keys(NS);
+    let name = unique("hsm-gen");
+    let generate = json!({"keyMaterial": {"pkcs11": {
+        "tokenRef": {"name": token_name}, "keyLabel": label, "generate": {}}}});
+    create_key(
+        &api,
+        &hsm_key(&name, &token_name, &label, KeySpec::Hmac256, generate),
+    )
+    .await;
+    let key_id = wait_ready(&api, &name)
+        .await
+        .status
+        .and_then(|s| s.key_id.clone())
+        .expect("key id");
+    let pool = bed.token.pool();
+    softhsm::assert_value_unreadable(&pool, KeySpec::Hmac256, &label);
+    let hsm = HsmKey::open(&pool, KeySpec::Hmac256, &label).expect("generated key");
+    let kms = kms_client(DEFAULT_REGION).await;
+    assert_kms_agrees(&kms, &pool, &hsm, &key_id, KeySpec::Hmac256, &label).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn token_and_key_refusals_are_precise_reasons() {
+    let Some(bed) = start().await else {
+        return;
+    };
+    let api = bed.op.keys(NS);
+    let key_on = |token: &str, label: &str| {
+        hsm_key(
+            &unique("refused"),
+            token,
+            label,
+            KeySpec::SymmetricDefault,
+            json!({}),
+        )
+    };
+
+    // No such Pkcs11Token.
+    let key = key_on("no-such-token", "x");
+    create_key(&api, &key).await;
+    wait_reason(
+        &api,
+        &key.metadata.name.clone().unwrap(),
+        "Pkcs11TokenNotFound",
+    )
+    .await;
+
+    // A module that does not load, a token that does not exist, a wrong PIN.
+    let cases = [
+        (
+            "Pkcs11ModuleNotLoadable",
+            json!({"module": "/nonexistent/libpkcs11.so"}),
+            None,
+        ),
+        (
+            "TokenNotFound",
+            json!({"tokenLabel": "no-such-token"}),
+            None,
+        ),
+        ("LoginFailed", json!({}), Some("0000")),
+    ];
+    for (reason, extra, pin) in cases {
+        let token_name = unique("bad");
+        create_token(&bed, &token_name, pin.unwrap_or(&bed.token.pin), extra).await;
+        let message = wait_token(&bed.op.client, &token_name, "False", reason).await;
+        assert!(
+            !message.contains("0000"),
+            "the PIN is never echoed: {message}"
+        );
+        let key = key_on(&token_name, "x");
+        create_key(&api, &key).await;
+        wait_reason(&api, &key.metadata.name.clone().unwrap(), reason).await;
+    }
+
+    // A token that admits only labelled namespaces.
+    let token_name = unique("hsm-selective");
+    create_token(
+        &bed,
+        &token_name,
+        &bed.token.pin,
+        json!({"allowedNamespaces": {"from": "Selector",
+            "selector": {"matchLabels": {"hsm-access": "yes"}}}}),
+    )
+    .await;
+    let pool = bed.token.pool();
+    let label = unique("kf-op-tenancy");
+    softhsm::create_key(&pool, KeySpec::SymmetricDefault, &label, true);
+    let key = key_on(&token_name, &label);
+    create_key(&api, &key).await;
+    wait_reason(
+        &api,
+        &key.metadata.name.clone().unwrap(),
+        "NamespaceNotAllowed",
+    )
+    .await;
+    let admitted = "team-hsm-admitted";
+    Api::<Namespace>::all(bed.op.client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(admitted.to_string()),
+                    labels: Some(BTreeMap::from([("hsm-access".into(), "yes".into())])),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create Namespace");
+    let admitted_api = bed.op.keys(admitted);
+    let key = key_on(&token_name, &label);
+    create_key(&admitted_api, &key).await;
+    wait_ready(&admitted_api, &key.metadata.name.clone().unwrap()).await;
+
+    // A key the token will not export.
+    let token_name = unique("hsm");
+    create_token(&bed, &token_name, &bed.token.pin, json!({})).await;
+    let stuck = unique("kf-op-stuck");
+    softhsm::create_key(&pool, KeySpec::SymmetricDefault, &stuck, false);
+    let key = key_on(&token_name, &stuck);
+    create_key(&api, &key).await;
+    let refused = wait_reason(
+        &api,
+        &key.metadata.name.clone().unwrap(),
+        "Pkcs11KeyNotWrappable",
+    )
+    .await;
+    let message = refused.status.unwrap().conditions[0].message.clone();
+    assert!(message.contains("CKA_EXTRACTABLE is false"), "{message}");
+    assert!(
+        bed.op
+            .events_for(&key.metadata.name.unwrap())
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "Pkcs11KeyNotWrappable"),
+        "an event says why"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_waiting_for_its_token_proceeds_once_the_token_is_fixed() {
+    let Some(bed) = start().await else {
+        return;
+    };
+    let pool = bed.token.pool();
+    let label = unique("kf-op-wait");
+    softhsm::create_key(&pool, KeySpec::SymmetricDefault, &label, true);
+    let token_name = unique("hsm-wrong-pin");
+    create_token(&bed, &token_name, "0000", json!({})).await;
+    wait_token(&bed.op.client, &token_name, "False", "LoginFailed").await;
+    let api = bed.op.keys(NS);
+    let name = unique("hsm-waiting");
+    create_key(
+        &api,
+        &hsm_key(
+            &name,
+            &token_name,
+            &label,
+            KeySpec::SymmetricDefault,
+            json!({}),
+        ),
+    )
+    .await;
+    wait_reason(&api, &name, "LoginFailed").await;
+
+    // The owner points the token at the right PIN: the token logs in, and the key (which
+    // would otherwise wait for its blocked recheck, 10 minutes) follows at once.
+    let secret = unique("pin-fixed");
+    create_secret(
+        &bed.op.client,
+        PIN_NS,
+        &secret,
+        "pin",
+        bed.token.pin.as_bytes(),
+    )
+    .await;
+    let tokens: Api<Pkcs11Token> = Api::all(bed.op.client.clone());
+    let mut token = tokens.get(&token_name).await.expect("get Pkcs11Token");
+    token.spec.pin_secret_ref.name = secret;
+    tokens
+        .replace(&token_name, &PostParams::default(), &token)
+        .await
+        .expect("replace Pkcs11Token");
+    wait_token(&bed.op.client, &token_name, "True", "LoggedIn").await;
+    wait_ready(&api, &name).await;
+}

@@ -1,0 +1,300 @@
+//! SoftHSM2 as the test PKCS#11 token: the variables `./scripts/test` exports, the skip rule,
+//! and sensitive test keys created with plain cryptoki calls (not through keyfleet's code).
+//!
+//! `scripts/softhsm init` creates a fresh token and prints `SOFTHSM2_CONF` and
+//! `KEYFLEET_TEST_PKCS11_MODULE/_TOKEN/_PIN`. Without them a test prints a skip message and
+//! returns, except under `CI=true`, where a missing token fails the test.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::MacAlgorithmSpec;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
+use keyfleet::api::{KeyFamily, KeySpec};
+use keyfleet::material::ImportableMaterial;
+use keyfleet::material::pkcs11::{TokenConfig, TokenPool, TokenSelector};
+
+pub const MODULE_ENV: &str = "KEYFLEET_TEST_PKCS11_MODULE";
+pub const TOKEN_ENV: &str = "KEYFLEET_TEST_PKCS11_TOKEN";
+pub const PIN_ENV: &str = "KEYFLEET_TEST_PKCS11_PIN";
+
+/// The throw-away token of this test run.
+#[derive(Clone, Debug)]
+pub struct TestToken {
+    pub module: PathBuf,
+    pub label: String,
+    pub pin: String,
+}
+
+/// The test token, or `None` after printing why the test is skipped. Panics under `CI=true`.
+pub fn token() -> Option<TestToken> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match (
+        var(MODULE_ENV),
+        var(TOKEN_ENV),
+        var(PIN_ENV),
+        var("SOFTHSM2_CONF"),
+    ) {
+        (Some(module), Some(label), Some(pin), Some(_)) => Some(TestToken {
+            module: PathBuf::from(module),
+            label,
+            pin,
+        }),
+        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
+            "CI=true but no SoftHSM2 token: {MODULE_ENV}, {TOKEN_ENV}, {PIN_ENV} and \
+             SOFTHSM2_CONF must be set (./scripts/test runs scripts/softhsm install and init)"
+        ),
+        _ => {
+            eprintln!(
+                "SKIPPED: no SoftHSM2 token ({MODULE_ENV}/{TOKEN_ENV}/{PIN_ENV}/SOFTHSM2_CONF \
+                 unset). Run ./scripts/test, or: eval \"$(scripts/softhsm init | sed \
+                 's/^/export /')\""
+            );
+            None
+        }
+    }
+}
+
+impl TestToken {
+    pub fn config(&self) -> TokenConfig {
+        TokenConfig {
+            module: self.module.clone(),
+            token: TokenSelector::Label(self.label.clone()),
+            max_sessions: 4,
+        }
+    }
+
+    /// The logged-in session pool of the test token.
+    pub fn pool(&self) -> Arc<TokenPool> {
+        TokenPool::open(&self.config(), self.pin.as_bytes()).expect("open the SoftHSM2 token")
+    }
+}
+
+/// DER CKA_EC_PARAMS (named curve OID) of an ECC spec.
+pub fn ec_params(spec: KeySpec) -> Vec<u8> {
+    match spec {
+        KeySpec::EccNistP256 => vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+        KeySpec::EccNistP384 => vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22],
+        other => panic!("no test curve for {other}"),
+    }
+}
+
+/// Creates a key for `spec` in the token the way an HSM administrator would: a token object,
+/// `CKA_SENSITIVE` true, `CKA_EXTRACTABLE` as given. AES keys can also decrypt (so the test
+/// can decrypt a KMS ciphertext in the token); RSA keys are 2048-bit unless `rsa_bits` says.
+pub fn create_key(pool: &TokenPool, spec: KeySpec, label: &str, extractable: bool) {
+    create_key_with(pool, spec, label, extractable, None)
+}
+
+pub fn create_key_with(
+    pool: &TokenPool,
+    spec: KeySpec,
+    label: &str,
+    extractable: bool,
+    rsa_bits: Option<u64>,
+) {
+    let label = label.as_bytes().to_vec();
+    let private = |extra: &[Attribute]| {
+        let mut template = vec![
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(extractable),
+            Attribute::Label(label.clone()),
+        ];
+        template.extend_from_slice(extra);
+        template
+    };
+    pool.with_session(|session| {
+        let result = match spec.family() {
+            KeyFamily::Symmetric => session
+                .generate_key(
+                    &Mechanism::AesKeyGen,
+                    &private(&[
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::KeyType(KeyType::AES),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Sign(true),
+                        Attribute::Encrypt(true),
+                        Attribute::Decrypt(true),
+                    ]),
+                )
+                .map(|_| ()),
+            KeyFamily::Hmac => session
+                .generate_key(
+                    &Mechanism::GenericSecretKeyGen,
+                    &private(&[
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::KeyType(KeyType::GENERIC_SECRET),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Sign(true),
+                        Attribute::Verify(true),
+                    ]),
+                )
+                .map(|_| ()),
+            KeyFamily::Rsa => session
+                .generate_key_pair(
+                    &Mechanism::RsaPkcsKeyPairGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Label(label.clone()),
+                        Attribute::ModulusBits(rsa_bits.unwrap_or(2048).into()),
+                        Attribute::PublicExponent(vec![1, 0, 1]),
+                        Attribute::Verify(true),
+                    ],
+                    &private(&[Attribute::Sign(true)]),
+                )
+                .map(|_| ()),
+            KeyFamily::Ecc => session
+                .generate_key_pair(
+                    &Mechanism::EccKeyPairGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Label(label.clone()),
+                        Attribute::EcParams(ec_params(spec)),
+                        Attribute::Verify(true),
+                    ],
+                    &private(&[Attribute::Sign(true)]),
+                )
+                .map(|_| ()),
+        };
+        result.map_err(|e| pool.error(e))
+    })
+    .expect("create the test key in SoftHSM2");
+}
+
+/// Asserts that the token refuses to reveal the key's value (`C_GetAttributeValue(CKA_VALUE)`,
+/// and `CKA_PRIVATE_EXPONENT` for RSA): only `C_WrapKey` can export it.
+pub fn assert_value_unreadable(pool: &TokenPool, spec: KeySpec, label: &str) {
+    let class = match spec.family() {
+        KeyFamily::Symmetric | KeyFamily::Hmac => ObjectClass::SECRET_KEY,
+        KeyFamily::Rsa | KeyFamily::Ecc => ObjectClass::PRIVATE_KEY,
+    };
+    let secret_attribute = match spec.family() {
+        KeyFamily::Rsa => AttributeType::PrivateExponent,
+        _ => AttributeType::Value,
+    };
+    pool.with_session(|session| {
+        let found = session
+            .find_objects(&[
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Class(class),
+            ])
+            .map_err(|e| pool.error(e))?;
+        assert_eq!(found.len(), 1, "one {class} labelled {label}");
+        let info = session
+            .get_attribute_info(found[0], &[secret_attribute])
+            .map_err(|e| pool.error(e))?;
+        assert!(
+            matches!(info.as_slice(), [AttributeInfo::Sensitive]),
+            "{secret_attribute} of {label} must be refused as sensitive, got {info:?}"
+        );
+        let read = session
+            .get_attributes(found[0], &[secret_attribute])
+            .map_err(|e| pool.error(e))?;
+        assert!(read.is_empty(), "the token returned {secret_attribute}");
+        Ok(())
+    })
+    .expect("read the key's attributes");
+}
+
+/// Decrypts a LocalStack KMS ciphertext in the token. LocalStack 4.9's blob is
+/// key id (36) || IV (16) || GCM tag (16) || AES-256-GCM(PKCS#7-padded plaintext), with the
+/// encryption context's sorted key/value pairs as AAD.
+pub fn decrypt_in_token(pool: &TokenPool, label: &str, blob: &[u8], aad: &[u8]) -> Vec<u8> {
+    assert!(blob.len() > 68, "ciphertext blob too short");
+    let mut iv = blob[36..52].to_vec();
+    let tag = &blob[52..68];
+    let mut ciphertext_and_tag = blob[68..].to_vec();
+    ciphertext_and_tag.extend_from_slice(tag);
+    let padded = pool
+        .with_session(|session| {
+            let key = session
+                .find_objects(&[
+                    Attribute::Label(label.as_bytes().to_vec()),
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                ])
+                .map_err(|e| pool.error(e))?[0];
+            let params = GcmParams::new(&mut iv, aad, 128.into()).map_err(|e| pool.error(e))?;
+            session
+                .decrypt(&Mechanism::AesGcm(params), key, &ciphertext_and_tag)
+                .map_err(|e| pool.error(e))
+        })
+        .expect("C_Decrypt (AES-GCM) of KMS's ciphertext in the token");
+    let pad = usize::from(*padded.last().expect("non-empty plaintext"));
+    padded[..padded.len() - pad].to_vec()
+}
+
+/// KMS and the HSM hold the same key: the token decrypts KMS's ciphertext (symmetric),
+/// GenerateMac equals C_Sign (HMAC), GetPublicKey equals the HSM key's public key (RSA/ECC).
+pub async fn assert_kms_agrees(
+    kms: &aws_sdk_kms::Client,
+    pool: &TokenPool,
+    key: &dyn ImportableMaterial,
+    key_id: &str,
+    spec: KeySpec,
+    label: &str,
+) {
+    match spec.family() {
+        KeyFamily::Symmetric => {
+            let plaintext = format!("material from an HSM, {label}").into_bytes();
+            let encrypted = kms
+                .encrypt()
+                .key_id(key_id)
+                .plaintext(Blob::new(plaintext.clone()))
+                .encryption_context("purpose", "pkcs11-test")
+                .send()
+                .await
+                .expect("KMS Encrypt");
+            let blob = encrypted.ciphertext_blob().expect("ciphertext").as_ref();
+            let decrypted = kms
+                .decrypt()
+                .ciphertext_blob(Blob::new(blob.to_vec()))
+                .encryption_context("purpose", "pkcs11-test")
+                .send()
+                .await
+                .expect("KMS Decrypt");
+            assert_eq!(
+                decrypted.plaintext().map(|p| p.as_ref()),
+                Some(&plaintext[..])
+            );
+            let in_token = decrypt_in_token(pool, label, blob, b"purposepkcs11-test");
+            assert_eq!(in_token, plaintext, "the token decrypts KMS's ciphertext");
+        }
+        KeyFamily::Hmac => {
+            let message = format!("probe for {label}").into_bytes();
+            let kms_mac = kms
+                .generate_mac()
+                .key_id(key_id)
+                .mac_algorithm(MacAlgorithmSpec::HmacSha256)
+                .message(Blob::new(message.clone()))
+                .send()
+                .await
+                .expect("KMS GenerateMac");
+            let hsm_mac = key.hmac(&message).expect("C_Sign HMAC in the token");
+            assert_eq!(hsm_mac.len(), 32);
+            assert_eq!(
+                kms_mac.mac().map(|m| m.as_ref()),
+                Some(&hsm_mac[..]),
+                "GenerateMac equals C_Sign(CKM_SHA256_HMAC)"
+            );
+        }
+        KeyFamily::Rsa | KeyFamily::Ecc => {
+            let kms_public = kms
+                .get_public_key()
+                .key_id(key_id)
+                .send()
+                .await
+                .expect("KMS GetPublicKey");
+            let hsm_public = key.public_key_der().expect("the HSM key's public key");
+            assert_eq!(
+                kms_public.public_key().map(|p| p.as_ref()),
+                Some(&hsm_public[..]),
+                "GetPublicKey equals the HSM key's SubjectPublicKeyInfo"
+            );
+        }
+    }
+}
