@@ -49,6 +49,7 @@ kmsQuotas:
 blockedRecheckSeconds: 60
 concurrency: 4
 materialRenewBeforeDays: 14
+defaultDeletionPolicy: Retain
 logFormat: text
 logLevel: info,keyfleet=debug
 leaderElection:
@@ -725,6 +726,7 @@ fn deployment_maps_values_to_run_settings() {
         ("KEYFLEET_BLOCKED_RECHECK_SECONDS", "600"),
         ("KEYFLEET_CONCURRENCY", "8"),
         ("KEYFLEET_MATERIAL_RENEW_BEFORE_DAYS", "30"),
+        ("KEYFLEET_DEFAULT_DELETION_POLICY", "Delete"),
         ("KEYFLEET_LOG_FORMAT", "json"),
         ("RUST_LOG", "info"),
         ("KEYFLEET_LEADER_ELECTION", "true"),
@@ -768,6 +770,7 @@ fn deployment_maps_values_to_run_settings() {
         ("KEYFLEET_BLOCKED_RECHECK_SECONDS", "60"),
         ("KEYFLEET_CONCURRENCY", "4"),
         ("KEYFLEET_MATERIAL_RENEW_BEFORE_DAYS", "14"),
+        ("KEYFLEET_DEFAULT_DELETION_POLICY", "Retain"),
         ("KEYFLEET_LOG_FORMAT", "text"),
         ("RUST_LOG", "info,keyfleet=debug"),
         ("KEYFLEET_CLUSTER_ID", "prod-eu-1"),
@@ -984,6 +987,10 @@ fn schema_rejects_unknown_keys_and_bad_types() {
         (
             &["--set", "materialRenewBeforeDays=0"],
             "materialRenewBeforeDays",
+        ),
+        (
+            &["--set", "defaultDeletionPolicy=DeleteMaterial"],
+            "defaultDeletionPolicy",
         ),
         (
             &["--set", "rbac.aggregateClusterRoles=yes"],
