@@ -51,6 +51,7 @@ defaultDeletionPolicy: Retain
 kmsEndpointHosts: ["*.kms.eu-west-1.vpce.amazonaws.com", "kms.eu-west-1.amazonaws.com"]
 concurrency: 4
 materialRenewBeforeDays: 14
+defaultDeletionPolicy: Retain
 logFormat: text
 logLevel: info,keyfleet=debug
 leaderElection:
@@ -408,6 +409,7 @@ fn cluster_rules() -> Vec<Rule> {
             &[],
             &["get", "list", "watch"],
         ),
+        rule(&[GROUP], &["awskmses/status"], &[], &["patch"]),
         rule(&[GROUP], &["pkcs11tokens"], &[], &["get", "list", "watch"]),
         rule(&[GROUP], &["pkcs11tokens/status"], &[], &["patch"]),
         // Namespaces (metadata): their labels grant connections and tokens; kube-system's uid
@@ -727,6 +729,7 @@ fn deployment_maps_values_to_run_settings() {
         ("KEYFLEET_DEFAULT_DELETION_POLICY", "Delete"),
         ("KEYFLEET_CONCURRENCY", "8"),
         ("KEYFLEET_MATERIAL_RENEW_BEFORE_DAYS", "30"),
+        ("KEYFLEET_DEFAULT_DELETION_POLICY", "Delete"),
         ("KEYFLEET_LOG_FORMAT", "json"),
         ("RUST_LOG", "info"),
         ("KEYFLEET_LEADER_ELECTION", "true"),
@@ -775,6 +778,7 @@ fn deployment_maps_values_to_run_settings() {
         ),
         ("KEYFLEET_CONCURRENCY", "4"),
         ("KEYFLEET_MATERIAL_RENEW_BEFORE_DAYS", "14"),
+        ("KEYFLEET_DEFAULT_DELETION_POLICY", "Retain"),
         ("KEYFLEET_LOG_FORMAT", "text"),
         ("RUST_LOG", "info,keyfleet=debug"),
         ("KEYFLEET_CLUSTER_ID", "prod-eu-1"),
@@ -991,6 +995,10 @@ fn schema_rejects_unknown_keys_and_bad_types() {
         (
             &["--set", "materialRenewBeforeDays=0"],
             "materialRenewBeforeDays",
+        ),
+        (
+            &["--set", "defaultDeletionPolicy=DeleteMaterial"],
+            "defaultDeletionPolicy",
         ),
         (
             &["--set", "rbac.aggregateClusterRoles=yes"],
@@ -1390,7 +1398,8 @@ fn aggregated_cluster_roles_extend_view_and_edit() {
                 "awskeypolicytemplates",
                 "awskeys",
                 "awskmses",
-                "awsreplicakeys"
+                "awsreplicakeys",
+                "pkcs11tokens"
             ],
             &[],
             &["get", "list", "watch"],
@@ -1437,6 +1446,7 @@ fn aggregated_cluster_roles_extend_view_and_edit() {
                     !rule.resources.contains("awskeypolicytemplates"),
                     "{rule:?}"
                 );
+                assert!(!rule.resources.contains("pkcs11tokens"), "{rule:?}");
                 assert!(!rule.resources.iter().any(|r| r.contains('/')), "{rule:?}");
             }
         }

@@ -3,6 +3,7 @@
 // duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,7 @@ use super::allowed_namespaces::AllowedNamespaces;
     shortname = "akms",
     category = "keyfleet",
     doc = "An AWS KMS connection: the role keyfleet assumes and the regions keys may live in.",
+    status = "AwsKmsStatus",
     printcolumn(name = "Role", type_ = "string", json_path = ".spec.roleArn"),
     printcolumn(
         name = "Namespaces",
@@ -32,6 +34,17 @@ use super::allowed_namespaces::AllowedNamespaces;
         json_path = ".spec.allowedNamespaces.from"
     ),
     printcolumn(name = "Regions", type_ = "string", json_path = ".spec.regions"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Account", type_ = "string", json_path = ".status.accountId"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -137,5 +150,72 @@ impl AwsKmsSpec {
     /// Whether keys may be placed in `region` through this connection.
     pub fn allows_region(&self, region: &str) -> bool {
         self.regions.is_empty() || self.regions.iter().any(|r| r == region)
+    }
+}
+
+/// What keyfleet verified about a connection: that it can act through it (sts:GetCallerIdentity
+/// through the role, well-formed regions), rechecked every resync.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsKmsStatus {
+    /// The generation of the spec last checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The principal keyfleet acts as through this connection (sts:GetCallerIdentity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_arn: Option<String>,
+    /// The AWS account of that principal: where keys created through this connection live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// `Ready` is True once keyfleet verified it can act through the connection; otherwise its
+    /// reason says why not (`AssumeRoleFailed`, `CredentialsUnavailable`, `RegionInvalid`,
+    /// `StsUnavailable`). `Stalled` and `Reconciling` carry the same reason, as kstatus reads
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Whether `region` looks like an AWS region name (`eu-west-1`, `us-gov-west-1`,
+/// `ap-southeast-4`): lowercase words joined by hyphens, a number last.
+pub fn is_region_name(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[0].len() == 2
+        && parts
+            .last()
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_region_name;
+
+    #[test]
+    fn region_names() {
+        for ok in [
+            "eu-west-1",
+            "us-gov-west-1",
+            "ap-southeast-4",
+            "cn-north-1",
+            "us-isob-east-1",
+        ] {
+            assert!(is_region_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "eu-west",
+            "EU-west-1",
+            "eu_west_1",
+            "eu-west-1a",
+            "europe-west-1",
+            "-west-1",
+            "eu--1",
+        ] {
+            assert!(!is_region_name(bad), "{bad}");
+        }
     }
 }

@@ -1,10 +1,18 @@
-//! Status conditions keyfleet writes (`Ready`, `MaterialVerified`) and how they are updated.
+//! Status conditions keyfleet writes (`Ready`, `Stalled`, `Reconciling`, `MaterialVerified`)
+//! and how they are updated.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// `True` when the KMS key exists, is in the desired state, holds the material and has the
 /// whole spec applied.
 pub const READY: &str = "Ready";
+/// kstatus: `True` (with the Ready reason) when the key cannot become Ready until someone
+/// changes the spec, the Secret or something in AWS; GitOps tools then report a failure instead
+/// of waiting for their timeout.
+pub const STALLED: &str = "Stalled";
+/// kstatus: `True` (with the Ready reason) while keyfleet waits for something that clears on
+/// its own: a KMS key state, the primary of a replica, a rotation across replicas.
+pub const RECONCILING: &str = "Reconciling";
 /// Whether the material in KMS is proven to be the material in the Secret; the reason names
 /// the method (`PublicKeyMatches`, `MacMatches`, `KeyMaterialIdMatches`), a mismatch
 /// (`MaterialVerificationFailed`) or `Unverified` (no permission, not supported).

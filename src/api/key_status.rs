@@ -82,7 +82,10 @@ pub struct KmsKeyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready` is True only when the key is Enabled (or Disabled on purpose) with the material
-    /// imported and the whole spec applied; otherwise its reason says what is wrong.
+    /// imported and the whole spec applied; otherwise its reason says what is wrong. `Stalled`
+    /// (True: a change to the spec, the Secret or AWS is needed) and `Reconciling` (True: keyfleet
+    /// waits for something that clears on its own) carry the same reason, as kstatus reads them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }

@@ -23,7 +23,9 @@ pub use aws_key::{
     Pkcs11KeyRef, ReplicaRef,
 };
 pub use aws_key_policy_template::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec};
-pub use aws_kms::{AdoptionPolicy, AwsKms, AwsKmsSpec, DEFAULT_CONNECTION, KeyPolicyLimits};
+pub use aws_kms::{
+    AdoptionPolicy, AwsKms, AwsKmsSpec, AwsKmsStatus, DEFAULT_CONNECTION, KeyPolicyLimits,
+};
 pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};
 pub use deletion::{DEFAULT_DELETION_POLICY_ANNOTATION, DeletionPolicy, effective_deletion_policy};
 pub use expiration::Expiration;

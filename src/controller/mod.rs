@@ -6,6 +6,7 @@
 mod aws_key;
 mod aws_replica_key;
 mod cleanup;
+pub mod connection_status;
 mod context;
 mod dereference;
 mod failure;

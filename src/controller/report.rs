@@ -10,7 +10,7 @@ use kube::runtime::events::EventType;
 use super::managed_key::ManagedKey;
 use super::reconcile::Outcome;
 use super::sync::Synced;
-use super::{Context, Error, Failure, status};
+use super::{Category, Context, Error, Failure, status};
 use crate::plan::{Action, Blocker};
 use crate::policy;
 
@@ -21,6 +21,10 @@ const WAITING_RECHECK: Duration = Duration::from_secs(10);
 /// The Ready condition a finished reconcile leads to, and when to look again.
 pub struct Verdict {
     pub ready: bool,
+    /// kstatus: not Ready until someone changes the spec, the Secret or AWS.
+    pub stalled: bool,
+    /// kstatus: not Ready yet, waiting for something that clears on its own.
+    pub reconciling: bool,
     pub reason: &'static str,
     pub message: String,
     pub requeue: Duration,
@@ -39,12 +43,16 @@ fn verdict(
         Ok(()) => match &synced.blocker {
             None if key_state == Some("Disabled") => Verdict {
                 ready: true,
+                stalled: false,
+                reconciling: false,
                 reason: "KeyDisabled",
                 message: "the key is disabled as requested (spec.enabled: false); material and spec are applied".into(),
                 requeue: settings.resync_interval,
             },
             None => Verdict {
                 ready: true,
+                stalled: false,
+                reconciling: false,
                 reason: "KeyReady",
                 message: "the key is Enabled, its material is imported and the spec is applied"
                     .into(),
@@ -52,16 +60,21 @@ fn verdict(
             },
             Some(blocker) => Verdict {
                 ready: false,
+                stalled: !waits(blocker),
+                reconciling: waits(blocker),
                 reason: blocker.reason(),
                 message: blocker.message(),
-                requeue: match blocker {
-                    Blocker::Waiting(_) | Blocker::RotationPending => WAITING_RECHECK,
-                    _ => settings.blocked_recheck_interval,
+                requeue: if waits(blocker) {
+                    WAITING_RECHECK
+                } else {
+                    settings.blocked_recheck_interval
                 },
             },
         },
         Err(Failure::Blocked(blocked)) => Verdict {
             ready: false,
+            stalled: blocked.category != Category::Waiting,
+            reconciling: blocked.category == Category::Waiting,
             reason: blocked.reason,
             message: blocked.message,
             requeue: settings.blocked_recheck_interval,
@@ -69,6 +82,11 @@ fn verdict(
         Err(Failure::Transient(e)) => return Err(e),
     };
     Ok(verdict)
+}
+
+/// Blockers that clear without anyone changing anything (a key state, a rotation).
+fn waits(blocker: &Blocker) -> bool {
+    matches!(blocker, Blocker::Waiting(_) | Blocker::RotationPending)
 }
 
 /// Finishes a reconcile of any key kind: events for the KMS changes, the Ready verdict, metrics
@@ -106,6 +124,14 @@ pub async fn finish<K: ManagedKey>(
     let changed = status::set_ready(
         &mut status,
         verdict.ready,
+        verdict.reason,
+        &verdict.message,
+        obj.meta().generation,
+    );
+    status::set_progress(
+        &mut status,
+        verdict.stalled,
+        verdict.reconciling,
         verdict.reason,
         &verdict.message,
         obj.meta().generation,

@@ -47,7 +47,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .map(Some)
             .collect()
     };
-    let controllers = scopes
+    let mut controllers = scopes
         .into_iter()
         .flat_map(|ns| {
             [
@@ -57,6 +57,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         })
         .chain([super::pkcs11_token::run_tokens(ctx.clone(), shutdown.clone()).boxed()])
         .collect::<Vec<_>>();
+    controllers.push(super::connection_status::run(ctx.clone(), shutdown.clone()).boxed());
     futures::future::join_all(controllers).await;
     signal.abort();
     ctx.readiness.set_controller_running(false);

@@ -65,6 +65,26 @@ pub fn set_ready(
     before != after
 }
 
+/// Sets the kstatus conditions that go with a Ready verdict: `Stalled` and `Reconciling`, each
+/// True (with the Ready reason and message) or False.
+pub fn set_progress(
+    status: &mut KmsKeyStatus,
+    stalled: bool,
+    reconciling: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    use crate::api::conditions::{RECONCILING, STALLED};
+    for (type_, on) in [(STALLED, stalled), (RECONCILING, reconciling)] {
+        let message = if on { message } else { "" };
+        set_condition(
+            &mut status.conditions,
+            condition(type_, on, reason, message, generation),
+        );
+    }
+}
+
 /// A JSON merge patch turning `old` into `new`: fields that disappeared are set to null.
 pub fn merge_patch<S: Serialize>(old: Option<&S>, new: &S) -> Value {
     let mut new_value = serde_json::to_value(new).unwrap_or_else(|_| json!({}));

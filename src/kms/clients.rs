@@ -200,6 +200,15 @@ impl KmsClients {
     }
 
     pub fn from_config(base: SdkConfig) -> KmsClients {
+        // The assume-role credentials provider (AwsKms roleArn) needs a time source; a config
+        // built by hand (tests, embedders) may lack the one the environment loader sets.
+        let base = if base.time_source().is_some() {
+            base
+        } else {
+            base.to_builder()
+                .time_source(aws_smithy_async::time::SystemTimeSource::new())
+                .build()
+        };
         KmsClients {
             base,
             fixed: None,
@@ -273,6 +282,23 @@ impl KmsClients {
         self.callers
             .caller(base, connection, region, requester)
             .await
+    }
+
+    /// Verifies that keyfleet can act through `connection` (see
+    /// [`super::identity::verify_connection`]). With [`KmsClients::fixed`] there is nothing to
+    /// verify against: Ok with an unknown caller.
+    pub async fn verify(
+        &self,
+        connection: &Connection,
+        region: &str,
+    ) -> Result<crate::policy::Caller, super::identity::ConnectionFault> {
+        if self.fixed.is_some() {
+            return Ok(crate::policy::Caller {
+                arn: String::new(),
+                account_id: String::new(),
+            });
+        }
+        super::identity::verify_connection(&self.base, connection, region).await
     }
 
     /// The client for `connection` in `region`, built on first use. Through a role, the calls

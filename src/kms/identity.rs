@@ -84,6 +84,99 @@ async fn get_caller_identity(base: &SdkConfig, region: &str) -> Option<Caller> {
     }
 }
 
+/// Why keyfleet cannot act through a connection: a fixed reason and what AWS said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionFault {
+    /// `AssumeRoleFailed`, `CredentialsUnavailable` or `StsUnavailable`.
+    pub reason: &'static str,
+    pub message: String,
+    /// Whether it may clear without a change (a timeout, a 5xx, throttling).
+    pub transient: bool,
+}
+
+/// Verifies that keyfleet can act through `connection`: sts:GetCallerIdentity with the
+/// connection's credentials — through its role (sts:AssumeRole with the external id) when it
+/// names one, else the operator's own. Needs no permission beyond the role's trust policy.
+pub async fn verify_connection(
+    base: &SdkConfig,
+    connection: &Connection,
+    region: &str,
+) -> Result<Caller, ConnectionFault> {
+    let region = Region::new(region.to_string());
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_timeout(Duration::from_secs(15))
+        .build();
+    let mut config = aws_sdk_sts::config::Builder::from(base)
+        .region(region.clone())
+        .timeout_config(timeouts);
+    if let Some(role_arn) = &connection.spec.role_arn {
+        let mut provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+            .session_name("keyfleet")
+            .region(region);
+        if let Some(external_id) = &connection.spec.external_id {
+            provider = provider.external_id(external_id);
+        }
+        config = config.credentials_provider(provider.configure(base).build().await);
+    }
+    let client = aws_sdk_sts::Client::from_conf(config.build());
+    caller_through(&client, connection.spec.role_arn.as_deref()).await
+}
+
+/// sts:GetCallerIdentity with `client`'s credentials; `role_arn` names the role they come from.
+pub async fn caller_through(
+    client: &aws_sdk_sts::Client,
+    role_arn: Option<&str>,
+) -> Result<Caller, ConnectionFault> {
+    use aws_sdk_sts::error::SdkError;
+    let e = match client.get_caller_identity().send().await {
+        Ok(out) => {
+            return Ok(Caller {
+                arn: out.arn().unwrap_or_default().to_string(),
+                account_id: out.account().unwrap_or_default().to_string(),
+            });
+        }
+        Err(e) => e,
+    };
+    let said = aws_sdk_sts::error::DisplayErrorContext(&e).to_string();
+    let credentials_failed = credentials_error_in(&e);
+    let (reason, transient) = match (&e, role_arn) {
+        // The role could not be assumed: trust policy, external id, or the operator's own
+        // permission (sts:AssumeRole) refuse it.
+        _ if credentials_failed && role_arn.is_some() => ("AssumeRoleFailed", false),
+        _ if credentials_failed => ("CredentialsUnavailable", false),
+        (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_), _) => ("StsUnavailable", true),
+        (SdkError::ServiceError(service), _) if service.raw().status().is_server_error() => {
+            ("StsUnavailable", true)
+        }
+        (_, Some(_)) => ("AssumeRoleFailed", false),
+        (_, None) => ("CredentialsUnavailable", false),
+    };
+    let message = match role_arn {
+        Some(role) => format!("keyfleet cannot act through role {role}: {said}"),
+        None => format!("keyfleet's own AWS credentials do not work: {said}"),
+    };
+    Err(ConnectionFault {
+        reason,
+        message,
+        transient,
+    })
+}
+
+/// Whether resolving credentials (the credentials provider, e.g. sts:AssumeRole) failed.
+fn credentials_error_in(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// The session keyfleet gets when it assumes `role_arn` with `session_name`.
 fn assumed_role_session(role_arn: &str, session_name: &str) -> Option<Caller> {
     let (account, resource) = iam_arn(role_arn)?;

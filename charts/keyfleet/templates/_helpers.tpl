@@ -135,6 +135,11 @@ why it is there; nothing here may use "*" or write Secrets.
 - apiGroups: ["kms.keyfleet.dev"]
   resources: ["awskmses", "awskeypolicytemplates"]
   verbs: ["get", "list", "watch"]
+# AwsKms status: whether keyfleet can act through the connection (Ready, the caller, the
+# account), written with a merge patch of the /status subresource.
+- apiGroups: ["kms.keyfleet.dev"]
+  resources: ["awskmses/status"]
+  verbs: ["patch"]
 # Pkcs11Tokens (cluster-scoped HSM tokens): read by name when a key uses one, and watched by
 # the token controller, which logs in to each. Read-only.
 - apiGroups: ["kms.keyfleet.dev"]

@@ -1,0 +1,234 @@
+//! AwsKms status: keyfleet verifies every connection (well-formed regions, sts:GetCallerIdentity
+//! through its role or with the operator's credentials) and reports Ready with the caller and
+//! account, or a precise reason; the check follows spec changes. Real controller, in-memory
+//! API, LocalStack's STS (which lets any role be assumed). What LocalStack never refuses — an
+//! sts:AssumeRole denied by a trust policy — is covered by the classification test below with
+//! a credentials provider failing the way the assume-role provider does.
+
+mod support;
+
+use std::time::Duration;
+
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
+use keyfleet::api::{AwsKms, AwsKmsSpec};
+use keyfleet::kms::identity::caller_through;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use memkube::MemKube;
+use serde_json::json;
+use support::localstack::{self, unique};
+use support::operator::*;
+
+fn condition(kms: &AwsKms, type_: &str) -> Option<(String, String)> {
+    condition_of(&kms.status.as_ref()?.conditions, type_)
+}
+
+async fn wait_kms(
+    api: &Api<AwsKms>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&AwsKms) -> bool,
+) -> AwsKms {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let kms = api.get(name).await.unwrap();
+        if check(&kms) {
+            return kms;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: timed out waiting for {what}; status {:#?}",
+            kms.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `kubectl wait --for=condition=Ready awskms/<name>`: Ready=True for the current generation.
+fn ready_now(kms: &AwsKms) -> bool {
+    condition(kms, "Ready").is_some_and(|(s, _)| s == "True")
+        && kms.status.as_ref().and_then(|s| s.observed_generation) == kms.metadata.generation
+}
+
+async fn create(api: &Api<AwsKms>, name: &str, spec: serde_json::Value) {
+    let mut spec = spec;
+    spec["allowedNamespaces"] = json!({"from": "All"});
+    let spec: AwsKmsSpec = serde_json::from_value(spec).unwrap();
+    api.create(&PostParams::default(), &AwsKms::new(name, spec))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_report_whether_keyfleet_can_act_through_them() {
+    let op = Operator::start(MemKube::new()).await;
+    let api: Api<AwsKms> = Api::all(op.client.clone());
+
+    // The operator's own credentials.
+    let own = unique("own");
+    create(
+        &api,
+        &own,
+        json!({"regions": ["us-east-1", "eu-central-1"]}),
+    )
+    .await;
+    let kms = wait_kms(&api, &own, "Ready", ready_now).await;
+    let status = kms.status.unwrap();
+    assert_eq!(
+        condition_of(&status.conditions, "Ready").unwrap().1,
+        "Verified"
+    );
+    assert_eq!(
+        condition_of(&status.conditions, "Stalled").unwrap(),
+        ("False".into(), "Verified".into())
+    );
+    assert_eq!(status.account_id.as_deref(), Some("000000000000"));
+    assert!(
+        status
+            .caller_arn
+            .as_deref()
+            .is_some_and(|a| a.starts_with("arn:aws:"))
+    );
+
+    // Through a role with an external id: the session of the assumed role.
+    let role = unique("role");
+    create(
+        &api,
+        &role,
+        json!({"roleArn": "arn:aws:iam::000000000000:role/keyfleet-kms", "externalId": "keyfleet-test", "regions": ["us-east-1"]}),
+    )
+    .await;
+    let kms = wait_kms(&api, &role, "Ready", ready_now).await;
+    let status = kms.status.unwrap();
+    assert!(
+        status
+            .caller_arn
+            .as_deref()
+            .is_some_and(|a| a.contains(":assumed-role/keyfleet-kms/keyfleet")),
+        "{status:?}"
+    );
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready
+            .message
+            .contains("assumed arn:aws:iam::000000000000:role/keyfleet-kms"),
+        "{ready:?}"
+    );
+
+    // A region that is not one: refused without calling AWS; stalled until the spec changes.
+    let typo = unique("typo");
+    create(&api, &typo, json!({"regions": ["eu-west", "eu-central-1"]})).await;
+    let kms = wait_kms(&api, &typo, "RegionInvalid", |k| {
+        condition(k, "Ready") == Some(("False".into(), "RegionInvalid".into()))
+    })
+    .await;
+    assert_eq!(
+        condition(&kms, "Stalled"),
+        Some(("True".into(), "RegionInvalid".into()))
+    );
+    let ready = kms
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .clone();
+    assert!(
+        ready.message.contains("eu-west;") || ready.message.contains("eu-west "),
+        "{ready:?}"
+    );
+    assert!(!ready.message.contains("eu-central-1"), "{ready:?}");
+
+    // Fixed: checked again for the new generation.
+    api.patch(
+        &typo,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"regions": ["eu-west-1"]}})),
+    )
+    .await
+    .unwrap();
+    let kms = wait_kms(&api, &typo, "Ready after the fix", ready_now).await;
+    assert_eq!(kms.metadata.generation, Some(2));
+    assert_eq!(
+        condition(&kms, "Stalled"),
+        Some(("False".into(), "Verified".into()))
+    );
+}
+
+/// Fails to provide credentials, as the assume-role provider does when STS refuses
+/// sts:AssumeRole (trust policy, external id, missing permission).
+#[derive(Debug)]
+struct Refused;
+
+impl ProvideCredentials for Refused {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::ready(Err(CredentialsError::provider_error(
+            "AccessDenied: User arn:aws:sts::111122223333:assumed-role/keyfleet/i-1 is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::444455556666:role/keyfleet-kms",
+        )))
+    }
+}
+
+async fn sts(
+    endpoint: &str,
+    credentials: Option<SharedCredentialsProvider>,
+) -> aws_sdk_sts::Client {
+    let mut config = aws_sdk_sts::config::Builder::new()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .timeout_config(
+            aws_sdk_sts::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(5))
+                .build(),
+        );
+    config = match credentials {
+        Some(c) => config.credentials_provider(c),
+        None => config.credentials_provider(aws_sdk_sts::config::Credentials::new(
+            "test", "test", None, None, "test",
+        )),
+    };
+    aws_sdk_sts::Client::from_conf(config.build())
+}
+
+#[tokio::test]
+async fn refusals_get_precise_reasons() {
+    let endpoint = localstack::kms_endpoint().await;
+    let role = "arn:aws:iam::444455556666:role/keyfleet-kms";
+
+    let refused = sts(&endpoint, Some(SharedCredentialsProvider::new(Refused))).await;
+    let fault = caller_through(&refused, Some(role)).await.unwrap_err();
+    assert_eq!(fault.reason, "AssumeRoleFailed");
+    assert!(!fault.transient);
+    assert!(
+        fault.message.contains(role) && fault.message.contains("not authorized"),
+        "{fault:?}"
+    );
+
+    // The same failure without a role: the operator's own credentials.
+    let fault = caller_through(&refused, None).await.unwrap_err();
+    assert_eq!(fault.reason, "CredentialsUnavailable");
+
+    // STS unreachable: transient, rechecked soon.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let unreachable = sts(&format!("http://127.0.0.1:{port}"), None).await;
+    let fault = caller_through(&unreachable, Some(role)).await.unwrap_err();
+    assert_eq!(fault.reason, "StsUnavailable", "{fault:?}");
+    assert!(fault.transient);
+
+    // And a working STS answers with the caller.
+    let ok = sts(&endpoint, None).await;
+    let caller = caller_through(&ok, None).await.unwrap();
+    assert_eq!(caller.account_id, "000000000000");
+}
