@@ -374,6 +374,19 @@ fn main() {
             .await
             .expect("start KMS proxy");
         let kube = MemKube::new();
+        kube.seed(
+            "kms.keyfleet.dev",
+            "v1alpha1",
+            "awskmses",
+            None,
+            serde_json::json!({
+                "apiVersion": "kms.keyfleet.dev/v1alpha1",
+                "kind": "AwsKms",
+                "metadata": {"name": "default"},
+                "spec": {"allowedNamespaces": {"from": "All"}}
+            }),
+        )
+        .expect("seed the default AwsKms");
         let (addr, _server) = kube
             .serve_http("127.0.0.1:0".parse().expect("address"))
             .await

@@ -22,11 +22,17 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 }
 
 /// One CRD as a YAML document (with a leading `---`).
-pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
-    Ok(format!("---\n{}", serde_yaml::to_string(crd)?))
+pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::SerializeError> {
+    // Multi-line descriptions as literal blocks; long one-line strings (CEL rules, messages)
+    // stay on one line instead of being folded at 80 columns.
+    let options = serde_saphyr::ser_options! { folded_wrap_chars: 4096 };
+    Ok(format!(
+        "---\n{}",
+        serde_saphyr::to_string_with_options(crd, options)?
+    ))
 }
 
 /// Every CRD as one multi-document YAML stream.
-pub fn all_yaml() -> Result<String, serde_yaml::Error> {
+pub fn all_yaml() -> Result<String, serde_saphyr::SerializeError> {
     all().iter().map(to_yaml).collect()
 }

@@ -50,6 +50,7 @@ pub async fn run(
     let shutdown = shutdown.boxed().shared();
     let Some(election) = election else {
         ctx.readiness.set_leader(true);
+        ctx.metrics.set_leader(true);
         controller::run(ctx, shutdown).await;
         return Ok(());
     };
@@ -63,12 +64,14 @@ pub async fn run(
     let (mut leading, lease_task) = manager.watch().await;
     loop {
         ctx.readiness.set_leader(false);
+        ctx.metrics.set_leader(false);
         info!(lease = %election.lease_name, identity = %election.identity, "standing by for the lease");
         tokio::select! {
             _ = shutdown.clone() => break,
             acquired = leading.wait_for(|l| *l) => if acquired.is_err() { break },
         }
         ctx.readiness.set_leader(true);
+        ctx.metrics.set_leader(true);
         info!(identity = %election.identity, "acquired the lease: running the controller");
         let mut watch = leading.clone();
         let lost = async move {
@@ -82,6 +85,7 @@ pub async fn run(
         warn!("lost the lease: controller stopped, standing by");
     }
     ctx.readiness.set_leader(false);
+    ctx.metrics.set_leader(false);
     // Closing the channel ends the lease task; releasing lets a standby take over at once.
     drop(leading);
     match tokio::time::timeout(Duration::from_secs(10), lease_task).await {

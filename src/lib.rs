@@ -14,4 +14,5 @@ pub mod material;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
+pub mod tenancy;
 pub mod validate;

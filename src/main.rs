@@ -79,6 +79,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     settings.blocked_recheck_interval = args.blocked_recheck_interval();
     settings.concurrency = args.concurrency;
     settings.material_renew_before = args.material_renew_before();
+    settings.endpoints = args.endpoint_policy();
+    settings.default_deletion_policy = args.default_deletion_policy;
     settings.watch_namespaces = args
         .watch_namespaces
         .iter()

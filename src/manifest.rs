@@ -37,19 +37,13 @@ impl Source {
     /// The YAML documents of this source as JSON values, empty documents skipped. For readers
     /// that need no line numbers; `keyfleet validate` parses with positions instead.
     pub fn documents(&self) -> Result<Vec<Value>, InputError> {
-        let mut docs = Vec::new();
-        for doc in serde_yaml::Deserializer::from_str(&self.text) {
-            let value: Value = serde::Deserialize::deserialize(doc).map_err(|e| InputError {
-                file: self.name.clone(),
-                line: e.location().map(|l| l.line()),
-                column: e.location().map(|l| l.column()),
-                message: format!("not YAML: {e}"),
-            })?;
-            if !value.is_null() {
-                docs.push(value);
-            }
-        }
-        Ok(docs)
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&self.text).map_err(|e| InputError {
+            file: self.name.clone(),
+            line: e.location().map(|l| l.line() as usize),
+            column: e.location().map(|l| l.column() as usize),
+            message: format!("not YAML: {e}"),
+        })?;
+        Ok(docs.into_iter().filter(|value| !value.is_null()).collect())
     }
 }
 

@@ -6,9 +6,9 @@ mod support;
 use aws_sdk_kms::types::{ExpirationModelType, OriginType, Tag};
 use keyfleet::api::KeySpec;
 use kube::api::{Patch, PatchParams};
-use memkube::MemKube;
+
 use serde_json::json;
-use support::localstack::{DEFAULT_REGION, kms_client, unique};
+use support::localstack::unique;
 use support::operator::*;
 
 const NS: &str = "team-a";
@@ -18,37 +18,47 @@ fn tag(k: &str, v: &str) -> Tag {
 }
 
 async fn external_key(kms: &aws_sdk_kms::Client, tags: Vec<Tag>) -> String {
-    kms.create_key()
-        .origin(OriginType::External)
-        .set_tags(Some(tags))
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string()
+    let request = kms.create_key().origin(OriginType::External);
+    created_arn(request.set_tags(Some(tags))).await
+}
+
+/// The ARN of the key `request` creates.
+async fn created_arn(
+    request: aws_sdk_kms::operation::create_key::builders::CreateKeyFluentBuilder,
+) -> String {
+    let created = request.send().await.unwrap();
+    created.key_metadata.unwrap().arn().unwrap().to_string()
+}
+
+/// Applies an AwsKey `<prefix>-…` (and its Secret) that adopts `arn`; returns its name.
+async fn adopting_key(op: &Operator, prefix: &str, arn: &str) -> String {
+    let name = unique(prefix);
+    let adopt = json!({"adoptKeyArn": arn});
+    create_key_with_material(op, NS, &name, KeySpec::SymmetricDefault, adopt).await;
+    name
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
+    let Harness { op, kms, api } = Harness::start(NS).await;
 
-    // Unowned EXTERNAL key, still waiting for material: adopted, imported, tagged.
-    let arn = external_key(&kms, vec![tag("cost-center", "42")]).await;
+    // Unowned EXTERNAL key, still waiting for material, consenting to this AwsKey: adopted,
+    // imported, tagged.
     let name = unique("adopt");
-    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
-    let created = create_key(
-        &api,
-        &aws_key(
-            &name,
-            DEFAULT_REGION,
-            &name,
-            json!({"adoptKeyArn": arn, "tags": {"cost-center": "42"}}),
-        ),
+    let arn = external_key(
+        &kms,
+        vec![
+            tag("cost-center", "42"),
+            tag("keyfleet.dev/adopt-by", &format!("{NS}/{name}")),
+        ],
+    )
+    .await;
+    let created = create_key_with_material(
+        &op,
+        NS,
+        &name,
+        KeySpec::SymmetricDefault,
+        json!({"adoptKeyArn": arn, "tags": {"cost-center": "42"}}),
     )
     .await;
     let status = wait_ready(&api, &name).await.status.unwrap();
@@ -85,13 +95,7 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
     ];
     for (label, tags, needle) in refusals {
         let arn = external_key(&kms, tags).await;
-        let name = unique(label);
-        create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
-        create_key(
-            &api,
-            &aws_key(&name, DEFAULT_REGION, &name, json!({"adoptKeyArn": arn})),
-        )
-        .await;
+        let name = adopting_key(&op, label, &arn).await;
         let refused = wait_reason(&api, &name, "AdoptionRefused").await;
         let message = refused.status.unwrap().conditions[0].message.clone();
         assert!(message.contains(needle), "{label}: {message}");
@@ -105,23 +109,8 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
     }
 
     // A key with AWS-generated material cannot take imported material.
-    let native = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string();
-    let name = unique("native");
-    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
-    create_key(
-        &api,
-        &aws_key(&name, DEFAULT_REGION, &name, json!({"adoptKeyArn": native})),
-    )
-    .await;
+    let native = created_arn(kms.create_key()).await;
+    let name = adopting_key(&op, "native", &native).await;
     let incompatible = wait_reason(&api, &name, "KeyIncompatible").await;
     assert!(
         incompatible.status.unwrap().conditions[0]
@@ -132,21 +121,16 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn valid_to_is_imported_reported_and_a_new_value_reimports_the_same_material() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
+    let Harness { op, kms, api } = Harness::start(NS).await;
     let name = unique("expiring");
     let first = jiff::Timestamp::now().as_second() + 30 * 86_400;
     let first_ts = jiff::Timestamp::from_second(first).unwrap();
-    create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
-    create_key(
-        &api,
-        &aws_key(
-            &name,
-            DEFAULT_REGION,
-            &name,
-            json!({"expiration": {"validTo": first_ts.to_string()}}),
-        ),
+    create_key_with_material(
+        &op,
+        NS,
+        &name,
+        KeySpec::SymmetricDefault,
+        json!({"expiration": {"validTo": first_ts.to_string()}}),
     )
     .await;
     let status = wait_ready(&api, &name).await.status.unwrap();
@@ -161,7 +145,7 @@ async fn valid_to_is_imported_reported_and_a_new_value_reimports_the_same_materi
         Some(&ExpirationModelType::KeyMaterialExpires)
     );
     // LocalStack stores ValidTo but leaves it out of DescribeKey; the exact value sent with
-    // ImportKeyMaterial is checked in aws_key_mocked_kms.rs.
+    // ImportKeyMaterial is checked in key_lifecycle.rs (aws-smithy-mocks).
 
     let second = first + 30 * 86_400;
     let second_ts = jiff::Timestamp::from_second(second).unwrap();

@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use http::Method;
-use keyfleet::api::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec, AwsKms, AwsKmsSpec, KeySpec};
+use keyfleet::api::{
+    AllowedNamespaces, AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec, AwsKms, AwsKmsSpec, KeySpec,
+};
 use keyfleet_testkit::material::{SecretFormat, generate_secret_value, generate_secret_value_as};
 use kube::Api;
 use kube::api::PostParams;
@@ -19,9 +21,7 @@ const NS: &str = "team-a";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
+    let Harness { op, kms, api } = Harness::start(NS).await;
 
     // A connection that only allows eu-central-1.
     let kms_name = unique("eu-only");
@@ -29,7 +29,7 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
         &kms_name,
         AwsKmsSpec {
             regions: vec!["eu-central-1".into()],
-            ..Default::default()
+            ..AwsKmsSpec::new(AllowedNamespaces::all())
         },
     );
     Api::<AwsKms>::all(op.client.clone())

@@ -69,6 +69,22 @@ async fn keys_become_ready_and_are_deleted_on_a_real_cluster() {
         .await
         .unwrap();
 
+    // A connection of the test's own, granted to the test namespace only (the cluster's own
+    // `default` connection, if any, is left alone).
+    let connection = unique("e2e");
+    Api::<keyfleet::api::AwsKms>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": connection},
+                "spec": {"allowedNamespaces": {"from": "Selector",
+                    "selector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
     let ctx = Arc::new(Context::new(
         client.clone(),
         localstack_clients().await,
@@ -83,10 +99,13 @@ async fn keys_become_ready_and_are_deleted_on_a_real_cluster() {
     let api: Api<keyfleet::api::AwsKey> = Api::namespaced(client.clone(), &ns);
     let mut names = vec![];
     for (spec, extra) in [
-        (KeySpec::SymmetricDefault, json!({})),
+        (
+            KeySpec::SymmetricDefault,
+            json!({"kmsRef": {"name": connection}}),
+        ),
         (
             KeySpec::Rsa2048,
-            json!({"keySpec": "RSA_2048", "keyUsage": "SIGN_VERIFY"}),
+            json!({"keySpec": "RSA_2048", "keyUsage": "SIGN_VERIFY", "kmsRef": {"name": connection}}),
         ),
     ] {
         let name = unique("e2e");
@@ -139,7 +158,7 @@ async fn keys_become_ready_and_are_deleted_on_a_real_cluster() {
             &templated,
             DEFAULT_REGION,
             &templated,
-            json!({"policy": {"templateRef": {"name": template}}}),
+            json!({"policy": {"templateRef": {"name": template}}, "kmsRef": {"name": connection}}),
         ),
     )
     .await;
@@ -191,6 +210,10 @@ async fn keys_become_ready_and_are_deleted_on_a_real_cluster() {
     let _ = task.await;
     templates
         .delete(&template, &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<keyfleet::api::AwsKms>::all(client.clone())
+        .delete(&connection, &DeleteParams::default())
         .await
         .unwrap();
     namespaces

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use support::fleet::{self, REGIONS};
 use support::localstack;
-use support::operator::{Operator, settings};
+use support::operator::{Operator, seed_default_connection, settings};
 
 fn limits(quotas: &KmsQuotas) -> std::sync::Arc<RateLimits> {
     RateLimits::new(quotas.clone(), Duration::from_secs(60))
@@ -41,6 +41,7 @@ async fn fleet_converges_through_kms_faults_api_conflicts_and_controller_kills()
     let proxy = KmsProxy::start(config).await.expect("start KMS proxy");
 
     let kube = MemKube::new();
+    seed_default_connection(&kube);
     let client = kube.client();
     let ns = "default";
     kube.inject_fault(Fault::new(Method::PATCH, "/status", 409, 8).after(10));
@@ -139,6 +140,7 @@ async fn resyncs_describe_only_and_drift_reads_come_at_their_interval() {
         .await
         .expect("start KMS proxy");
     let kube = MemKube::new();
+    seed_default_connection(&kube);
     let client = kube.client();
     let ns = "default";
     let prefix = localstack::unique("ss");

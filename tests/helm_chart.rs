@@ -3,15 +3,18 @@
 //! PodDisruptionBudget, watchNamespaces mode, IRSA, ServiceMonitor, CRDs, values schema).
 //!
 //! helm comes from `KEYFLEET_HELM` (set by `scripts/test`), else `.tools/bin/helm`
-//! (`scripts/install-helm`). When neither exists the helm tests print a SKIPPED line and pass;
-//! CI always runs them for real.
+//! (`scripts/install-helm`). When neither exists the helm tests print a SKIPPED line and pass
+//! on a developer machine, and fail under `CI=true`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_yaml::Value;
+use serde_json::Value;
+
+#[path = "support/tools.rs"]
+mod tools;
 
 const RELEASE: &str = "kf";
 const NAMESPACE: &str = "keyfleet-system";
@@ -44,7 +47,10 @@ kmsQuotas:
   GetParametersForImport: 0.25
   CreateKey: 3
 blockedRecheckSeconds: 60
+defaultDeletionPolicy: Retain
+kmsEndpointHosts: ["*.kms.eu-west-1.vpce.amazonaws.com", "kms.eu-west-1.amazonaws.com"]
 concurrency: 4
+materialRenewBeforeDays: 14
 logFormat: text
 logLevel: info,keyfleet=debug
 leaderElection:
@@ -60,6 +66,7 @@ serviceAccount:
     eks.amazonaws.com/role-arn: arn:aws:iam::111122223333:role/keyfleet
 rbac:
   create: true
+  aggregateClusterRoles: false
 extraEnv:
   - name: AWS_ENDPOINT_URL_KMS
     value: https://kms.eu-west-1.amazonaws.com
@@ -86,7 +93,46 @@ metrics:
     scrapeTimeout: 5s
     labels:
       release: prometheus
+  podMonitor:
+    enabled: false
+    interval: 20s
+    scrapeTimeout: 5s
+    labels: {}
+  prometheusRule:
+    enabled: true
+    labels:
+      release: prometheus
+    keyNotReadyFor: 30m
+    kmsThrottledRatio: 0.2
+    alertLabels:
+      team: platform
+  grafanaDashboard:
+    enabled: true
+    namespace: monitoring
+    sidecarLabel: grafana_dashboard
+    sidecarLabelValue: "keyfleet"
+    annotations:
+      grafana_folder: Security
+networkPolicy:
+  enabled: true
+  metricsFrom:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: monitoring
+  egressPorts: [443]
+  extraEgress:
+    - to:
+        - ipBlock:
+            cidr: 10.0.0.10/32
+      ports:
+        - port: 3128
+          protocol: TCP
 priorityClassName: system-cluster-critical
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: topology.kubernetes.io/zone
+    whenUnsatisfiable: DoNotSchedule
+defaultTopologySpread: true
 nodeSelector:
   kubernetes.io/os: linux
 tolerations:
@@ -106,7 +152,7 @@ affinity:
 "#;
 
 fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    tools::root()
 }
 
 fn chart_dir() -> PathBuf {
@@ -117,32 +163,15 @@ struct Helm {
     bin: PathBuf,
 }
 
-/// The helm binary, or None (after printing why the test is skipped).
+/// The helm binary, or None (after printing why the test is skipped; under CI=true a missing
+/// helm fails the test instead).
 fn helm(test: &str) -> Option<Helm> {
-    let bin = match std::env::var_os("KEYFLEET_HELM") {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            // Set but missing is a broken setup, not a reason to skip.
-            assert!(
-                path.is_file(),
-                "KEYFLEET_HELM={} does not exist; run scripts/install-helm",
-                path.display()
-            );
-            path
-        }
-        None => {
-            let path = root().join(".tools/bin/helm");
-            if !path.is_file() {
-                eprintln!(
-                    "SKIPPED {test}: no helm (KEYFLEET_HELM is unset and {} is missing; \
-                     run scripts/install-helm)",
-                    path.display()
-                );
-                return None;
-            }
-            path
-        }
-    };
+    let bin = tools::find(
+        test,
+        "KEYFLEET_HELM",
+        &[".tools/bin/helm"],
+        "run scripts/install-helm",
+    )?;
     Some(Helm { bin })
 }
 
@@ -189,10 +218,8 @@ impl Helm {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
         let text = String::from_utf8(out.stdout).unwrap();
-        let docs = serde_yaml::Deserializer::from_str(&text)
-            .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
-            .filter(|v| !v.is_null())
-            .collect();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+        let docs = docs.into_iter().filter(|v| !v.is_null()).collect();
         Ok(Rendered { text, docs })
     }
 
@@ -226,13 +253,19 @@ impl Rendered {
         })
     }
 
+    /// The ClusterRole the operator's ClusterRoleBinding grants.
+    fn operator_cluster_role(&self) -> &Value {
+        self.named("ClusterRole", None, CLUSTER_NAME)
+            .expect("the operator's ClusterRole")
+    }
+
     fn deployment(&self) -> &Value {
         self.one("Deployment")
     }
 
     fn container(&self) -> &Value {
         let containers = self.deployment()["spec"]["template"]["spec"]["containers"]
-            .as_sequence()
+            .as_array()
             .unwrap();
         assert_eq!(containers.len(), 1);
         &containers[0]
@@ -241,7 +274,7 @@ impl Rendered {
     /// The container's env: name → value (or `<valueFrom>` for downward-API variables).
     fn env(&self) -> BTreeMap<String, String> {
         self.container()["env"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .map(|e| {
@@ -249,7 +282,7 @@ impl Rendered {
                 let value = match e["value"].as_str() {
                     Some(v) => v.to_string(),
                     None => {
-                        assert!(e["valueFrom"].is_mapping(), "{name} has no value");
+                        assert!(e["valueFrom"].is_object(), "{name} has no value");
                         "<valueFrom>".to_string()
                     }
                 };
@@ -260,7 +293,7 @@ impl Rendered {
 }
 
 fn strs(v: &Value) -> Vec<String> {
-    match v.as_sequence() {
+    match v.as_array() {
         Some(seq) => seq
             .iter()
             .map(|s| s.as_str().expect("a string").to_string())
@@ -273,15 +306,10 @@ fn strs(v: &Value) -> Vec<String> {
 }
 
 fn as_map(v: &Value) -> BTreeMap<String, String> {
-    v.as_mapping()
+    v.as_object()
         .map(|m| {
             m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().unwrap().to_string(),
-                        v.as_str().unwrap().to_string(),
-                    )
-                })
+                .map(|(k, v)| (k.to_string(), v.as_str().unwrap().to_string()))
                 .collect()
         })
         .unwrap_or_default()
@@ -308,16 +336,11 @@ fn rule(groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]) -> 
 
 fn rules_of(role: &Value) -> Vec<Rule> {
     let mut rules: Vec<Rule> = role["rules"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|r| {
-            let keys: BTreeSet<&str> = r
-                .as_mapping()
-                .unwrap()
-                .keys()
-                .map(|k| k.as_str().unwrap())
-                .collect();
+            let keys: BTreeSet<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
             assert!(
                 keys.is_subset(&BTreeSet::from([
                     "apiGroups",
@@ -376,10 +399,9 @@ fn namespaced_rules() -> Vec<Rule> {
     ]
 }
 
-/// AwsKms, AwsKeyPolicyTemplates and Pkcs11Tokens, `get` on namespaces (tenancy of tokens),
-/// plus `get` on the kube-system namespace unless a cluster id is set.
-fn cluster_rules(cluster_id_set: bool) -> Vec<Rule> {
-    let mut rules = vec![
+/// AwsKms, AwsKeyPolicyTemplates and Pkcs11Tokens, and namespace metadata, in every mode.
+fn cluster_rules() -> Vec<Rule> {
+    let rules = vec![
         rule(
             &[GROUP],
             &["awskmses", "awskeypolicytemplates"],
@@ -388,12 +410,10 @@ fn cluster_rules(cluster_id_set: bool) -> Vec<Rule> {
         ),
         rule(&[GROUP], &["pkcs11tokens"], &[], &["get", "list", "watch"]),
         rule(&[GROUP], &["pkcs11tokens/status"], &[], &["patch"]),
-        // allowedNamespaces selectors are matched against namespace labels.
-        rule(&[""], &["namespaces"], &[], &["get"]),
+        // Namespaces (metadata): their labels grant connections and tokens; kube-system's uid
+        // is the default cluster id.
+        rule(&[""], &["namespaces"], &[], &["get", "list", "watch"]),
     ];
-    if !cluster_id_set {
-        rules.push(rule(&[""], &["namespaces"], &["kube-system"], &["get"]));
-    }
     rules
 }
 
@@ -460,7 +480,7 @@ fn check_binding(binding: &Value, role_kind: &str, role_name: &str, sa: &str) {
     assert_eq!(binding["roleRef"]["kind"], role_kind);
     assert_eq!(binding["roleRef"]["name"], role_name);
     assert_eq!(binding["roleRef"]["apiGroup"], "rbac.authorization.k8s.io");
-    let subjects = binding["subjects"].as_sequence().unwrap();
+    let subjects = binding["subjects"].as_array().unwrap();
     assert_eq!(subjects.len(), 1);
     assert_eq!(subjects[0]["kind"], "ServiceAccount");
     assert_eq!(subjects[0]["name"], sa);
@@ -504,13 +524,13 @@ fn default_rbac_is_exactly_the_intended_rules() {
     let r = helm.template(&[]);
     check_rbac_hygiene(&r);
 
-    // Every namespace: one ClusterRole with every rule.
+    // Every namespace: one ClusterRole with every rule (besides the two aggregated into the
+    // user-facing roles, which no binding of the operator uses).
     let cluster_roles = r.of_kind("ClusterRole");
-    assert_eq!(cluster_roles.len(), 1);
-    assert_eq!(cluster_roles[0]["metadata"]["name"], CLUSTER_NAME);
-    let mut want = cluster_rules(false);
+    assert_eq!(cluster_roles.len(), 3);
+    let mut want = cluster_rules();
     want.extend(namespaced_rules());
-    assert_eq!(rules_of(cluster_roles[0]), sorted(want));
+    assert_eq!(rules_of(r.operator_cluster_role()), sorted(want));
     check_binding(
         r.one("ClusterRoleBinding"),
         "ClusterRole",
@@ -530,15 +550,15 @@ fn default_rbac_is_exactly_the_intended_rules() {
 }
 
 #[test]
-fn cluster_id_removes_the_namespace_rule() {
-    let Some(helm) = helm("cluster_id_removes_the_namespace_rule") else {
+fn cluster_id_is_passed_to_the_operator() {
+    let Some(helm) = helm("cluster_id_is_passed_to_the_operator") else {
         return;
     };
     let r = helm.template(&["--set", "clusterId=prod-eu-1"]);
     check_rbac_hygiene(&r);
-    let mut want = cluster_rules(true);
+    let mut want = cluster_rules();
     want.extend(namespaced_rules());
-    assert_eq!(rules_of(r.one("ClusterRole")), sorted(want));
+    assert_eq!(rules_of(r.operator_cluster_role()), sorted(want));
     assert_eq!(r.env()["KEYFLEET_CLUSTER_ID"], "prod-eu-1");
     assert!(!helm.template(&[]).env().contains_key("KEYFLEET_CLUSTER_ID"));
 }
@@ -548,27 +568,22 @@ fn watch_namespaces_uses_roles_in_each_listed_namespace() {
     let Some(helm) = helm("watch_namespaces_uses_roles_in_each_listed_namespace") else {
         return;
     };
-    for (extra, cluster_id_set) in [
-        (vec!["--set", "watchNamespaces={team-a,team-b}"], false),
-        (
-            vec![
-                "--set",
-                "watchNamespaces={team-a,team-b}",
-                "--set",
-                "clusterId=c1",
-            ],
-            true,
-        ),
+    for extra in [
+        vec!["--set", "watchNamespaces={team-a,team-b}"],
+        vec![
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+            "--set",
+            "clusterId=c1",
+        ],
     ] {
         let r = helm.template(&extra);
         check_rbac_hygiene(&r);
 
-        // Cluster-wide: only the cluster-scoped AwsKms (and kube-system), never Secrets.
-        let cluster_role = r.one("ClusterRole");
-        assert_eq!(
-            rules_of(cluster_role),
-            sorted(cluster_rules(cluster_id_set))
-        );
+        // Cluster-wide: only the cluster-scoped AwsKms, templates, tokens and namespace
+        // metadata, never Secrets.
+        let cluster_role = r.operator_cluster_role();
+        assert_eq!(rules_of(cluster_role), sorted(cluster_rules()));
         for rule in rules_of(cluster_role) {
             assert!(
                 !rule.resources.contains("secrets") && !rule.resources.contains("awskeys"),
@@ -709,7 +724,9 @@ fn deployment_maps_values_to_run_settings() {
         ("KEYFLEET_RESYNC_SECONDS", "300"),
         ("KEYFLEET_DRIFT_SECONDS", "600"),
         ("KEYFLEET_BLOCKED_RECHECK_SECONDS", "600"),
+        ("KEYFLEET_DEFAULT_DELETION_POLICY", "Delete"),
         ("KEYFLEET_CONCURRENCY", "8"),
+        ("KEYFLEET_MATERIAL_RENEW_BEFORE_DAYS", "30"),
         ("KEYFLEET_LOG_FORMAT", "json"),
         ("RUST_LOG", "info"),
         ("KEYFLEET_LEADER_ELECTION", "true"),
@@ -720,7 +737,7 @@ fn deployment_maps_values_to_run_settings() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     assert_eq!(r.env(), want);
-    let env = c["env"].as_sequence().unwrap();
+    let env = c["env"].as_array().unwrap();
     for (name, path) in [
         ("POD_NAME", "metadata.name"),
         ("POD_NAMESPACE", "metadata.namespace"),
@@ -728,7 +745,7 @@ fn deployment_maps_values_to_run_settings() {
         let var = env.iter().find(|e| e["name"] == name).unwrap();
         assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], path);
     }
-    let ports = c["ports"].as_sequence().unwrap();
+    let ports = c["ports"].as_array().unwrap();
     assert_eq!(ports.len(), 1);
     assert_eq!(ports[0]["name"], "http");
     assert_eq!(ports[0]["containerPort"], 8080);
@@ -751,7 +768,13 @@ fn deployment_maps_values_to_run_settings() {
             "CreateKey=3,GetParametersForImport=0.25",
         ),
         ("KEYFLEET_BLOCKED_RECHECK_SECONDS", "60"),
+        ("KEYFLEET_DEFAULT_DELETION_POLICY", "Retain"),
+        (
+            "KEYFLEET_KMS_ENDPOINT_HOSTS",
+            "*.kms.eu-west-1.vpce.amazonaws.com,kms.eu-west-1.amazonaws.com",
+        ),
         ("KEYFLEET_CONCURRENCY", "4"),
+        ("KEYFLEET_MATERIAL_RENEW_BEFORE_DAYS", "14"),
         ("KEYFLEET_LOG_FORMAT", "text"),
         ("RUST_LOG", "info,keyfleet=debug"),
         ("KEYFLEET_CLUSTER_ID", "prod-eu-1"),
@@ -775,7 +798,7 @@ fn deployment_maps_values_to_run_settings() {
     assert_eq!(pod["spec"]["priorityClassName"], "system-cluster-critical");
     assert_eq!(pod["spec"]["nodeSelector"]["kubernetes.io/os"], "linux");
     assert_eq!(pod["spec"]["tolerations"][0]["key"], "dedicated");
-    assert!(pod["spec"]["affinity"]["podAntiAffinity"].is_mapping());
+    assert!(pod["spec"]["affinity"]["podAntiAffinity"].is_object());
     assert_eq!(pod["spec"]["imagePullSecrets"][0]["name"], "regcred");
 
     let digest = format!("sha256:{}", "a".repeat(64));
@@ -938,10 +961,10 @@ fn crds_are_rendered_as_generated_with_the_keep_policy() {
         );
         // Apart from the chart's annotations and labels, exactly what the code generates.
         let mut doc = doc.clone();
-        let meta = doc["metadata"].as_mapping_mut().unwrap();
+        let meta = doc["metadata"].as_object_mut().unwrap();
         meta.remove("annotations");
         meta.remove("labels");
-        let want: Value = serde_yaml::from_str(&keyfleet::crds::to_yaml(crd).unwrap()).unwrap();
+        let want: Value = serde_saphyr::from_str(&keyfleet::crds::to_yaml(crd).unwrap()).unwrap();
         assert!(doc == want, "rendered CRD {name} differs from the code");
     }
 
@@ -965,6 +988,49 @@ fn schema_rejects_unknown_keys_and_bad_types() {
         (&["--set", "crds.install=maybe"], "install"),
         (&["--set", "watchNamespaces={Team_A}"], "watchNamespaces"),
         (&["--set", "httpPort=70000"], "httpPort"),
+        (
+            &["--set", "materialRenewBeforeDays=0"],
+            "materialRenewBeforeDays",
+        ),
+        (
+            &["--set", "rbac.aggregateClusterRoles=yes"],
+            "aggregateClusterRoles",
+        ),
+        (&["--set", "networkPolicy.egressPorts={}"], "egressPorts"),
+        (&["--set", "networkPolicy.egressPorts={0}"], "egressPorts"),
+        (&["--set", "networkPolicy.enabel=true"], "enabel"),
+        (&["--set", "metrics.podMonitor.interval=soon"], "interval"),
+        (
+            &["--set", "metrics.prometheusRule.keyNotReadyFor=15"],
+            "keyNotReadyFor",
+        ),
+        (
+            &["--set", "metrics.prometheusRule.kmsThrottledRatio=2"],
+            "kmsThrottledRatio",
+        ),
+        (
+            &["--set", "metrics.grafanaDashboard.namespace=Mon"],
+            "namespace",
+        ),
+        (
+            &["--set", "topologySpreadConstraints[0].maxSkew=1"],
+            "topologyKey",
+        ),
+        (
+            &[
+                "--set",
+                "topologySpreadConstraints[0].maxSkew=1",
+                "--set",
+                "topologySpreadConstraints[0].topologyKey=zone",
+                "--set",
+                "topologySpreadConstraints[0].whenUnsatisfiable=Never",
+            ],
+            "whenUnsatisfiable",
+        ),
+        (
+            &["--set", "defaultTopologySpread=no"],
+            "defaultTopologySpread",
+        ),
     ];
     for (args, key) in cases {
         let err = helm
@@ -1021,9 +1087,9 @@ fn pkcs11_values_mount_a_module_and_its_configuration() {
         "/usr/safenet/lunaclient"
     );
     assert!(
-        strs(&Value::Sequence(
+        strs(&Value::Array(
             container["env"]
-                .as_sequence()
+                .as_array()
                 .expect("env")
                 .iter()
                 .map(|e| e["name"].clone())
@@ -1052,12 +1118,15 @@ fn values_schema_closes_every_object() {
             "/extraEnv[]/valueFrom/resourceFieldRef",
             "/extraEnv[]/valueFrom/secretKeyRef",
             "/global",
+            "/networkPolicy/extraEgress[]",
+            "/networkPolicy/metricsFrom[]",
             "/pkcs11/env[]/valueFrom/configMapKeyRef",
             "/pkcs11/env[]/valueFrom/fieldRef",
             "/pkcs11/env[]/valueFrom/resourceFieldRef",
             "/pkcs11/env[]/valueFrom/secretKeyRef",
             // Any Kubernetes volume source (hostPath, image, configMap, csi, ...).
             "/pkcs11/volumes[]",
+            "/topologySpreadConstraints[]/labelSelector",
         ],
         "objects without additionalProperties"
     );
@@ -1065,7 +1134,7 @@ fn values_schema_closes_every_object() {
 
     // Every key of values.yaml is declared.
     let values: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
+        serde_saphyr::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
             .unwrap();
     check_declared(&values, &schema, "");
 }
@@ -1118,13 +1187,16 @@ fn dockerfile_matches_the_chart() {
         .filter(|l| l.starts_with("FROM "))
         .copied()
         .collect();
+    // Pinned by digest (tests/dockerfile_recipe.rs checks the digests and replays the build).
+    let images: Vec<&str> = froms.iter().map(|f| f.split('@').next().unwrap()).collect();
     assert_eq!(
-        froms,
+        images,
         [
-            "FROM rust:1.95-bookworm AS builder",
+            "FROM rust:1.95-bookworm",
             "FROM gcr.io/distroless/cc-debian12:nonroot"
         ]
     );
+    assert!(froms[0].ends_with(" AS builder"));
     let runtime = lines
         .iter()
         .position(|l| l.starts_with("FROM gcr.io/distroless"))
@@ -1134,7 +1206,9 @@ fn dockerfile_matches_the_chart() {
     assert_eq!(runtime.last(), Some(&r#"CMD ["run"]"#));
     assert!(runtime.contains(&r#"ENTRYPOINT ["/keyfleet"]"#));
     assert_eq!(
-        dockerfile.matches("cargo build --release --locked").count(),
+        dockerfile
+            .matches("cargo build --release --locked -p keyfleet --bin keyfleet")
+            .count(),
         2,
         "dependency layer and real build"
     );
@@ -1159,4 +1233,521 @@ fn dockerfile_matches_the_chart() {
     ] {
         assert!(ignored.contains(entry), ".dockerignore lacks {entry}");
     }
+}
+
+/// The pods' labels, which every selector of the chart must match.
+fn pod_selector(r: &Rendered) -> BTreeMap<String, String> {
+    as_map(&r.deployment()["spec"]["selector"]["matchLabels"])
+}
+
+#[test]
+fn topology_spread_is_soft_by_default_and_follows_the_values() {
+    let Some(helm) = helm("topology_spread_is_soft_by_default_and_follows_the_values") else {
+        return;
+    };
+    // Default: one soft constraint, one pod per node when the cluster has the nodes.
+    let r = helm.template(&[]);
+    let spread = r.deployment()["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .expect("a default topologySpreadConstraints");
+    assert_eq!(spread.len(), 1);
+    assert_eq!(spread[0]["maxSkew"], 1);
+    assert_eq!(spread[0]["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(spread[0]["whenUnsatisfiable"], "ScheduleAnyway");
+    assert_eq!(
+        as_map(&spread[0]["labelSelector"]["matchLabels"]),
+        pod_selector(&r)
+    );
+
+    // Custom constraints replace the default and get the pods' selector when they have none.
+    let r = helm.template_custom(&[]);
+    let spread = r.deployment()["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .unwrap();
+    assert_eq!(spread.len(), 1);
+    assert_eq!(spread[0]["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(spread[0]["whenUnsatisfiable"], "DoNotSchedule");
+    assert_eq!(
+        as_map(&spread[0]["labelSelector"]["matchLabels"]),
+        pod_selector(&r)
+    );
+    // A constraint's own selector is kept.
+    let r = helm.template(&[
+        "--set",
+        "topologySpreadConstraints[0].maxSkew=2",
+        "--set",
+        "topologySpreadConstraints[0].topologyKey=zone",
+        "--set",
+        "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+        "--set",
+        "topologySpreadConstraints[0].labelSelector.matchLabels.app=x",
+    ]);
+    let spread = &r.deployment()["spec"]["template"]["spec"]["topologySpreadConstraints"];
+    assert_eq!(spread[0]["maxSkew"], 2);
+    assert_eq!(
+        as_map(&spread[0]["labelSelector"]["matchLabels"]),
+        BTreeMap::from([("app".to_string(), "x".to_string())])
+    );
+
+    // Opting out: no constraint at all.
+    let r = helm.template(&["--set", "defaultTopologySpread=false"]);
+    assert!(r.deployment()["spec"]["template"]["spec"]["topologySpreadConstraints"].is_null());
+}
+
+#[test]
+fn network_policy_is_opt_in_and_opens_only_what_keyfleet_uses() {
+    let Some(helm) = helm("network_policy_is_opt_in_and_opens_only_what_keyfleet_uses") else {
+        return;
+    };
+    assert!(
+        helm.template(&[]).of_kind("NetworkPolicy").is_empty(),
+        "off by default"
+    );
+
+    let r = helm.template(&["--set", "networkPolicy.enabled=true"]);
+    let np = r.one("NetworkPolicy");
+    assert_eq!(np["apiVersion"], "networking.k8s.io/v1");
+    assert_eq!(np["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(
+        as_map(&np["spec"]["podSelector"]["matchLabels"]),
+        pod_selector(&r)
+    );
+    assert_eq!(strs(&np["spec"]["policyTypes"]), ["Ingress", "Egress"]);
+    // In: the http port only, from anywhere by default.
+    let ingress = np["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(ingress[0]["ports"][0]["port"], "http");
+    assert!(ingress[0]["from"].is_null());
+    // Out: DNS, then HTTPS and the usual API server port.
+    let egress = np["spec"]["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 2);
+    let ports = |rule: &Value| -> Vec<(String, String)> {
+        rule["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let port = match &p["port"] {
+                    Value::Number(n) => n.to_string(),
+                    other => other.as_str().unwrap().to_string(),
+                };
+                (port, p["protocol"].as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    let pair = |p: &str, proto: &str| (p.to_string(), proto.to_string());
+    assert_eq!(ports(&egress[0]), [pair("53", "UDP"), pair("53", "TCP")]);
+    assert_eq!(ports(&egress[1]), [pair("443", "TCP"), pair("6443", "TCP")]);
+    for rule in egress {
+        assert!(
+            rule["to"].is_null(),
+            "any destination: AWS endpoints have no fixed CIDR"
+        );
+    }
+
+    let r = helm.template_custom(&[]);
+    let np = r.one("NetworkPolicy");
+    let from = &np["spec"]["ingress"][0]["from"][0];
+    assert_eq!(
+        from["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    let egress = np["spec"]["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 3);
+    assert_eq!(ports(&egress[1]), [pair("443", "TCP")]);
+    assert_eq!(egress[2]["to"][0]["ipBlock"]["cidr"], "10.0.0.10/32");
+    assert_eq!(ports(&egress[2]), [pair("3128", "TCP")]);
+}
+
+#[test]
+fn aggregated_cluster_roles_extend_view_and_edit() {
+    let Some(helm) = helm("aggregated_cluster_roles_extend_view_and_edit") else {
+        return;
+    };
+    let r = helm.template(&[]);
+    check_rbac_hygiene(&r);
+    let label = |role: &Value, name: &str| {
+        role["metadata"]["labels"]
+            [format!("rbac.authorization.k8s.io/aggregate-to-{name}").as_str()]
+        .as_str()
+        .map(str::to_string)
+    };
+    let view = r
+        .named("ClusterRole", None, &format!("{CLUSTER_NAME}-view"))
+        .expect("the view ClusterRole");
+    for to in ["view", "edit", "admin"] {
+        assert_eq!(
+            label(view, to).as_deref(),
+            Some("true"),
+            "view aggregates to {to}"
+        );
+    }
+    assert_eq!(
+        rules_of(view),
+        [rule(
+            &[GROUP],
+            &[
+                "awskeypolicytemplates",
+                "awskeys",
+                "awskmses",
+                "awsreplicakeys"
+            ],
+            &[],
+            &["get", "list", "watch"],
+        )]
+    );
+    // Every kind keyfleet defines is readable through view.
+    let kinds: BTreeSet<String> = keyfleet::crds::all()
+        .iter()
+        .map(|crd| crd.spec.names.plural.clone())
+        .collect();
+    assert_eq!(rules_of(view)[0].resources, kinds);
+
+    let edit = r
+        .named("ClusterRole", None, &format!("{CLUSTER_NAME}-edit"))
+        .expect("the edit ClusterRole");
+    assert_eq!(label(edit, "view"), None, "view must not gain write verbs");
+    for to in ["edit", "admin"] {
+        assert_eq!(
+            label(edit, to).as_deref(),
+            Some("true"),
+            "edit aggregates to {to}"
+        );
+    }
+    assert_eq!(
+        rules_of(edit),
+        [rule(
+            &[GROUP],
+            &["awskeys", "awsreplicakeys"],
+            &[],
+            &["create", "delete", "deletecollection", "patch", "update"],
+        )]
+    );
+    // Connections and templates decide where material goes and what every key allows: never
+    // writable through the aggregated roles; nor is status, which is keyfleet's.
+    for role in [view, edit] {
+        for rule in rules_of(role) {
+            let writes = rule
+                .verbs
+                .iter()
+                .any(|v| !["get", "list", "watch"].contains(&v.as_str()));
+            if writes {
+                assert!(!rule.resources.contains("awskmses"), "{rule:?}");
+                assert!(
+                    !rule.resources.contains("awskeypolicytemplates"),
+                    "{rule:?}"
+                );
+                assert!(!rule.resources.iter().any(|r| r.contains('/')), "{rule:?}");
+            }
+        }
+    }
+    // Nothing binds them: Kubernetes folds them into view/edit/admin.
+    for binding in r.of_kind("ClusterRoleBinding") {
+        assert_eq!(binding["roleRef"]["name"], CLUSTER_NAME);
+    }
+
+    let r = helm.template(&["--set", "rbac.aggregateClusterRoles=false"]);
+    assert_eq!(r.of_kind("ClusterRole").len(), 1);
+    let r = helm.template(&["--set", "rbac.create=false"]);
+    assert!(r.of_kind("ClusterRole").is_empty());
+}
+
+#[test]
+fn pod_monitor_scrapes_every_replica_and_excludes_the_service_monitor() {
+    let Some(helm) = helm("pod_monitor_scrapes_every_replica_and_excludes_the_service_monitor")
+    else {
+        return;
+    };
+    assert!(
+        helm.template(&[]).of_kind("PodMonitor").is_empty(),
+        "off by default"
+    );
+    let r = helm.template(&[
+        "--set",
+        "metrics.podMonitor.enabled=true",
+        "--set",
+        "metrics.podMonitor.labels.release=prometheus",
+        "--set",
+        "metrics.podMonitor.interval=20s",
+    ]);
+    let pm = r.one("PodMonitor");
+    assert_eq!(pm["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(pm["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(
+        as_map(&pm["spec"]["selector"]["matchLabels"]),
+        pod_selector(&r)
+    );
+    assert_eq!(
+        strs(&pm["spec"]["namespaceSelector"]["matchNames"]),
+        [NAMESPACE]
+    );
+    let endpoint = &pm["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "http");
+    assert_eq!(endpoint["path"], "/metrics");
+    assert_eq!(endpoint["interval"], "20s");
+    assert_eq!(endpoint["scrapeTimeout"], "10s");
+    // The per-key series' own namespace label wins over the target's.
+    assert_eq!(endpoint["honorLabels"], true);
+    assert_eq!(
+        helm.template_custom(&[]).one("ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"],
+        true
+    );
+    // The container port it names exists.
+    assert_eq!(r.container()["ports"][0]["name"], "http");
+
+    let err = helm
+        .try_template(&[
+            "--set",
+            "metrics.podMonitor.enabled=true",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+        ])
+        .err()
+        .expect("both monitors would scrape every pod twice");
+    assert!(err.contains("enable one"), "{err}");
+}
+
+#[test]
+fn prometheus_rule_is_optional_and_follows_the_values() {
+    let Some(helm) = helm("prometheus_rule_is_optional_and_follows_the_values") else {
+        return;
+    };
+    assert!(
+        helm.template(&[]).of_kind("PrometheusRule").is_empty(),
+        "off by default"
+    );
+
+    let alert = |r: &Rendered, name: &str| -> Value {
+        r.one("PrometheusRule")["spec"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|rule| rule["alert"] == name)
+            .unwrap_or_else(|| panic!("no alert {name}"))
+            .clone()
+    };
+    let r = helm.template(&["--set", "metrics.prometheusRule.enabled=true"]);
+    let rule = r.one("PrometheusRule");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["metadata"]["namespace"], NAMESPACE);
+    let names: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "KeyfleetKeyNotReady",
+            "KeyfleetMaterialExpiringWithoutRenewal",
+            "KeyfleetKmsThrottled",
+            "KeyfleetReconcileErrors",
+            "KeyfleetNoLeader"
+        ]
+    );
+    assert_eq!(alert(&r, "KeyfleetKeyNotReady")["for"], "15m");
+    assert_eq!(
+        alert(&r, "KeyfleetKeyNotReady")["labels"]["severity"],
+        "warning"
+    );
+    // Prometheus's own template syntax reaches the rule untouched by Helm.
+    let summary = alert(&r, "KeyfleetKeyNotReady")["annotations"]["summary"].clone();
+    assert_eq!(
+        summary,
+        "{{ $labels.kind }} {{ $labels.namespace }}/{{ $labels.name }} is not Ready"
+    );
+    // The renewal window is the operator's (materialRenewBeforeDays, 30 days).
+    let expiring = alert(&r, "KeyfleetMaterialExpiringWithoutRenewal")["expr"].clone();
+    assert!(
+        expiring.as_str().unwrap().contains("< 2592000)"),
+        "{expiring:?}"
+    );
+
+    let r = helm.template_custom(&[]);
+    let rule = r.one("PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let not_ready = alert(&r, "KeyfleetKeyNotReady");
+    assert_eq!(not_ready["for"], "30m");
+    assert_eq!(not_ready["labels"]["team"], "platform");
+    assert_eq!(not_ready["labels"]["severity"], "warning");
+    assert!(
+        not_ready["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("has not been Ready for 30m")
+    );
+    let throttled = alert(&r, "KeyfleetKmsThrottled")["expr"].clone();
+    assert!(
+        throttled.as_str().unwrap().trim_end().ends_with("> 0.2"),
+        "{throttled:?}"
+    );
+    let expiring = alert(&r, "KeyfleetMaterialExpiringWithoutRenewal")["expr"].clone();
+    assert!(
+        expiring
+            .as_str()
+            .unwrap()
+            .contains(&format!("< {})", 14 * 86400))
+    );
+    // A severity of the user's wins over the default.
+    let r = helm.template(&[
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set",
+        "metrics.prometheusRule.alertLabels.severity=critical",
+    ]);
+    assert_eq!(
+        alert(&r, "KeyfleetNoLeader")["labels"]["severity"],
+        "critical"
+    );
+}
+
+#[test]
+fn grafana_dashboard_ships_in_a_sidecar_config_map() {
+    let Some(helm) = helm("grafana_dashboard_ships_in_a_sidecar_config_map") else {
+        return;
+    };
+    assert!(
+        helm.template(&[]).of_kind("ConfigMap").is_empty(),
+        "off by default"
+    );
+    let file = std::fs::read_to_string(chart_dir().join("files/grafana/keyfleet.json")).unwrap();
+
+    let r = helm.template(&["--set", "metrics.grafanaDashboard.enabled=true"]);
+    let cm = r.one("ConfigMap");
+    assert_eq!(cm["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = cm["data"]["keyfleet.json"].as_str().unwrap();
+    assert_eq!(
+        json.trim_end(),
+        file.trim_end(),
+        "the dashboard file, verbatim"
+    );
+    let dashboard: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(dashboard["uid"], "keyfleet-overview");
+
+    let r = helm.template_custom(&[]);
+    let cm = r.one("ConfigMap");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "keyfleet");
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "Security");
+}
+
+/// Chart.yaml carries what Artifact Hub and `helm show chart` readers need, and its CRD list
+/// and examples match the CRDs keyfleet generates.
+#[test]
+fn chart_metadata_lists_sources_maintainers_and_the_crds() {
+    let text = std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap();
+    let chart: Value = serde_saphyr::from_str(&text).unwrap();
+    assert!(!strs(&chart["sources"]).is_empty());
+    assert!(chart["home"].is_string());
+    let maintainers = chart["maintainers"].as_array().unwrap();
+    assert!(!maintainers.is_empty() && maintainers.iter().all(|m| m["name"].is_string()));
+    let ann = &chart["annotations"];
+    assert_eq!(ann["artifacthub.io/license"], "Apache-2.0");
+    assert_eq!(ann["artifacthub.io/operator"], "true");
+
+    let listed: Vec<Value> =
+        serde_saphyr::from_str(ann["artifacthub.io/crds"].as_str().unwrap()).unwrap();
+    let listed: BTreeSet<(String, String, String)> = listed
+        .iter()
+        .map(|c| {
+            assert!(c["displayName"].is_string() && c["description"].is_string());
+            (
+                c["kind"].as_str().unwrap().to_string(),
+                c["version"].as_str().unwrap().to_string(),
+                c["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let generated: BTreeSet<(String, String, String)> = keyfleet::crds::all()
+        .iter()
+        .map(|crd| {
+            (
+                crd.spec.names.kind.clone(),
+                crd.spec.versions[0].name.clone(),
+                crd.metadata.name.clone().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, generated);
+
+    // The examples are valid keyfleet objects: `keyfleet validate` finds nothing in them.
+    let examples = ann["artifacthub.io/crdsExamples"].as_str().unwrap();
+    let parsed: Vec<Value> = serde_saphyr::from_str(examples).unwrap();
+    let kinds: BTreeSet<String> = parsed
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        generated
+            .iter()
+            .map(|(k, _, _)| k.clone())
+            .collect::<BTreeSet<_>>(),
+        "one example per kind"
+    );
+    let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    for example in &parsed {
+        writeln!(file, "---\n{}", serde_saphyr::to_string(example).unwrap()).unwrap();
+    }
+    file.flush().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyfleet"))
+        .args(["validate", "-f", file.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "keyfleet validate on the Artifact Hub examples:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// NOTES.txt tells the next step: how to check the operator, give it AWS credentials, create a
+/// first key and wait for it, and how to turn on metrics.
+#[test]
+fn install_notes_tell_the_next_step() {
+    let Some(helm) = helm("install_notes_tell_the_next_step") else {
+        return;
+    };
+    let chart = chart_dir();
+    let notes = |extra: &[&str]| -> String {
+        let mut args = vec![
+            "install",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "--namespace",
+            NAMESPACE,
+            "--dry-run=client",
+        ];
+        args.extend_from_slice(extra);
+        let out = helm.run(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text[text.find("NOTES:").expect("NOTES printed")..].to_string()
+    };
+    let text = notes(&[]);
+    for want in [
+        format!("kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}"),
+        format!("--namespace {NAMESPACE} --service-account {FULLNAME}"),
+        "kubectl -n payments wait --for=condition=Ready awskey/orders".to_string(),
+        "metrics.podMonitor.enabled=true".to_string(),
+        "docs/troubleshooting.md".to_string(),
+    ] {
+        assert!(text.contains(&want), "NOTES lack {want:?}:\n{text}");
+    }
+    let text = notes(&[
+        "--set",
+        &format!("serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn={IRSA_ROLE}"),
+        "--set",
+        "metrics.podMonitor.enabled=true",
+    ]);
+    assert!(text.contains(&format!("IRSA role {IRSA_ROLE}")), "{text}");
+    assert!(!text.contains("create-pod-identity-association"), "{text}");
+    assert!(!text.contains("Metrics are not scraped"), "{text}");
 }

@@ -72,15 +72,18 @@ fn templates(client: &kube::Client) -> Api<AwsKeyPolicyTemplate> {
     Api::all(client.clone())
 }
 
-async fn create_template(client: &kube::Client, name: &str, spec: Value) {
+/// Creates an AwsKeyPolicyTemplate `<prefix>-…` of `spec`; returns its name.
+async fn create_template(client: &kube::Client, prefix: &str, spec: Value) -> String {
+    let name = unique(prefix);
     let spec: AwsKeyPolicyTemplateSpec = serde_json::from_value(spec).expect("template spec");
     templates(client)
         .create(
             &PostParams::default(),
-            &AwsKeyPolicyTemplate::new(name, spec),
+            &AwsKeyPolicyTemplate::new(&name, spec),
         )
         .await
         .expect("create template");
+    name
 }
 
 /// The `Principal.AWS` list of the statement with `sid`.
@@ -110,13 +113,10 @@ async fn ready_key(api: &Api<AwsKey>, name: &str) -> (String, String, Option<Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_policy_form_is_applied_read_back_and_hashed_in_status() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
-    let template = unique("tpl-doc");
-    create_template(
+    let Harness { op, kms, api } = Harness::start(NS).await;
+    let template = create_template(
         &op.client,
-        &template,
+        "tpl-doc",
         json!({"description": "root + readers, scoped to the key", "document": json!({
             "Version": "2012-10-17",
             "Statement": [
@@ -239,8 +239,8 @@ async fn each_policy_form_is_applied_read_back_and_hashed_in_status() {
     let dir = tempfile::tempdir().unwrap();
     let manifests = format!(
         "{}---\n{}",
-        serde_yaml::to_string(&template_obj).unwrap(),
-        serde_yaml::to_string(&key).unwrap()
+        serde_saphyr::to_string(&template_obj).unwrap(),
+        serde_saphyr::to_string(&key).unwrap()
     );
     std::fs::write(dir.path().join("policy.yaml"), manifests).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyfleet"))
@@ -270,8 +270,12 @@ async fn a_template_change_reaches_every_key_and_replica_using_it_and_its_deleti
     let op = Operator::start_with(MemKube::new(), localstack_clients().await, slow_drift);
     let kms = kms_client(DEFAULT_REGION).await;
     let api = op.keys(NS);
-    let template = unique("tpl-fleet");
-    create_template(&op.client, &template, json!({"keyUsersRoles": ["app-v1"]})).await;
+    let template = create_template(
+        &op.client,
+        "tpl-fleet",
+        json!({"keyUsersRoles": ["app-v1"]}),
+    )
+    .await;
     let uses = json!({"templateRef": {"name": template}});
 
     let plain = unique("fan-plain");
@@ -362,13 +366,7 @@ async fn a_template_change_reaches_every_key_and_replica_using_it_and_its_deleti
         .unwrap();
     for name in [&plain, &primary] {
         let key = wait_reason(&api, name, "PolicyTemplateNotFound").await;
-        let status = key.status.unwrap();
-        let message = &status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .unwrap()
-            .message;
+        let message = ready_message(&key);
         assert!(
             message.contains(&format!("AwsKeyPolicyTemplate {template} does not exist")),
             "{message}"
@@ -387,9 +385,7 @@ async fn a_template_change_reaches_every_key_and_replica_using_it_and_its_deleti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_policy_that_would_lock_keyfleet_out_is_refused_unless_bypassed() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
+    let Harness { op, kms, api } = Harness::start(NS).await;
     let name = unique("lockout");
     // Management for another role only: keyfleet (the account root in LocalStack) could never
     // change, read or re-import this key again.
@@ -399,13 +395,8 @@ async fn a_policy_that_would_lock_keyfleet_out_is_refused_unless_bypassed() {
     let policy = json!({"policy": {"document": locking.to_string()}});
     create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, policy).await;
     let key = wait_reason(&api, &name, "PolicyLockout").await;
-    let status = key.status.clone().unwrap();
-    let message = &status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap()
-        .message;
+    let message = ready_message(&key);
+    let status = key.status.unwrap();
     assert!(
         message.contains("arn:aws:iam::000000000000:root") && message.contains("kms:PutKeyPolicy"),
         "{message}"
@@ -437,16 +428,9 @@ async fn a_policy_that_would_lock_keyfleet_out_is_refused_unless_bypassed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_template_policy_changed_by_hand_is_put_back() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NS);
-    let template = unique("tpl-drift");
-    create_template(
-        &op.client,
-        &template,
-        json!({"keyAdminsRoles": ["kms-admins"]}),
-    )
-    .await;
+    let Harness { op, kms, api } = Harness::start(NS).await;
+    let admins = json!({"keyAdminsRoles": ["kms-admins"]});
+    let template = create_template(&op.client, "tpl-drift", admins).await;
     let name = unique("tpl-drift");
     let policy = json!({"policy": {"templateRef": {"name": template}}});
     create_key_with_material(&op, NS, &name, KeySpec::Hmac256, policy).await;

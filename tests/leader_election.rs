@@ -62,9 +62,28 @@ async fn wait_leader(i: &Instance, within: Duration) -> Duration {
     start.elapsed()
 }
 
+/// Creates a symmetric AwsKey `name` in team-a with its Secret and waits until it is Ready.
+async fn ready_key(client: &kube::Client, api: &kube::Api<keyfleet::api::AwsKey>, name: &str) {
+    create_material_secret(client, "team-a", name, KeySpec::SymmetricDefault).await;
+    create_key(api, &aws_key(name, DEFAULT_REGION, name, json!({}))).await;
+    wait_ready(api, name).await;
+}
+
+/// The operator's leader-election Lease.
+fn lease(kube: &MemKube) -> serde_json::Value {
+    kube.get_object(
+        "coordination.k8s.io",
+        "leases",
+        Some("keyfleet-system"),
+        "keyfleet",
+    )
+    .expect("the Lease")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let kube = MemKube::new();
+    seed_default_connection(&kube);
     let mut a = instance(&kube, "replica-a").await;
     wait_leader(&a, Duration::from_secs(10)).await;
     let b = instance(&kube, "replica-b").await;
@@ -75,20 +94,27 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let client = kube.client();
     let api: kube::Api<keyfleet::api::AwsKey> = kube::Api::namespaced(client.clone(), "team-a");
     let first = unique("leader-a");
-    create_material_secret(&client, "team-a", &first, KeySpec::SymmetricDefault).await;
-    create_key(&api, &aws_key(&first, DEFAULT_REGION, &first, json!({}))).await;
-    wait_ready(&api, &first).await;
+    ready_key(&client, &api, &first).await;
     assert!(reconciles(&a) > 0, "the leader did not reconcile");
     assert_eq!(reconciles(&b), 0, "the standby reconciled");
-    let lease = kube
-        .get_object(
-            "coordination.k8s.io",
-            "leases",
-            Some("keyfleet-system"),
-            "keyfleet",
-        )
-        .expect("the Lease");
-    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    // Both serve metrics: the standby its leadership (0), build info and the process.
+    let standby = b.ctx.metrics.render();
+    for want in [
+        "keyfleet_leader 0",
+        "keyfleet_build_info{version=",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+    ] {
+        assert!(standby.contains(want), "standby lacks {want}:\n{standby}");
+    }
+    assert!(!standby.contains("keyfleet_key_ready{"), "{standby}");
+    let leader = a.ctx.metrics.render();
+    assert!(leader.contains("keyfleet_leader 1"), "{leader}");
+    assert!(
+        leader.contains(&format!(r#"name="{first}",reason="KeyReady"}} 1"#)),
+        "{leader}"
+    );
+    assert_eq!(lease(&kube)["spec"]["holderIdentity"], "replica-a");
 
     // The leader stops (SIGTERM): it releases the lease and the standby takes over.
     let _ = a.stop.take().unwrap().send(());
@@ -96,17 +122,8 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let took = wait_leader(&b, Duration::from_secs(15)).await;
     println!("standby took over after {took:?}");
     let second = unique("leader-b");
-    create_material_secret(&client, "team-a", &second, KeySpec::SymmetricDefault).await;
-    create_key(&api, &aws_key(&second, DEFAULT_REGION, &second, json!({}))).await;
-    wait_ready(&api, &second).await;
+    ready_key(&client, &api, &second).await;
     assert!(reconciles(&b) > 0, "the new leader did not reconcile");
-    let lease = kube
-        .get_object(
-            "coordination.k8s.io",
-            "leases",
-            Some("keyfleet-system"),
-            "keyfleet",
-        )
-        .unwrap();
-    assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
+    assert!(b.ctx.metrics.render().contains("keyfleet_leader 1"));
+    assert_eq!(lease(&kube)["spec"]["holderIdentity"], "replica-b");
 }

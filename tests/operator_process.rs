@@ -55,6 +55,7 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keyfleet_run_reconciles_serves_health_and_metrics_and_stops_on_sigterm() {
     let kube = MemKube::new();
+    seed_default_connection(&kube);
     let (addr, server) = kube
         .serve_http("127.0.0.1:0".parse().unwrap())
         .await
@@ -143,11 +144,32 @@ async fn keyfleet_run_reconciles_serves_health_and_metrics_and_stops_on_sigterm(
         1.0
     );
     assert!(value(r#"keyfleet_reconcile_duration_seconds_count{kind="AwsKey"}"#) >= 1.0);
-    assert!(
-        m.keys()
-            .all(|k| !k.contains(&name) || k.starts_with("keyfleet_material_expiry_seconds")),
-        "a per-key series outside the expiry gauge"
+    // The per-key ready metric, labelled with the reason; the only other per-key families are
+    // material expiry and renewal (none here: this key's material does not expire).
+    assert_eq!(
+        value(&format!(
+            r#"keyfleet_key_ready{{kind="AwsKey",namespace="team-a",name="{name}",reason="KeyReady"}}"#
+        )),
+        1.0
     );
+    assert!(
+        m.keys().all(|k| !k.contains(&name)
+            || k.starts_with("keyfleet_key_ready{")
+            || k.starts_with("keyfleet_material_expiration_timestamp_seconds{")
+            || k.starts_with("keyfleet_material_renewal_timestamp_seconds{")),
+        "a per-key series outside the per-key families"
+    );
+    // Without leader election this replica leads; build info and the process are exported.
+    assert_eq!(value("keyfleet_leader"), 1.0);
+    assert_eq!(
+        value(&format!(
+            r#"keyfleet_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(value("process_cpu_seconds_total") > 0.0);
 
     // SIGTERM: in-flight reconciles finish, the process exits 0.
     assert!(

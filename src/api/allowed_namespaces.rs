@@ -1,4 +1,5 @@
-//! `allowedNamespaces`: which namespaces may use a cluster-scoped resource (a `Pkcs11Token`; an `AwsKms` can reuse it).
+//! `allowedNamespaces`: which namespaces may use a cluster-scoped resource (an `AwsKms`, a
+//! `Pkcs11Token`).
 
 use std::collections::BTreeMap;
 
@@ -7,8 +8,8 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The namespaces whose resources may use this one. A resource in any other namespace is
-/// refused with reason `NamespaceNotAllowed`.
+/// The namespaces whose resources may use this cluster-scoped one; a resource in any other
+/// namespace is refused (for an AwsKms: `KmsConnectionNotAllowed`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.from == 'Selector' ? has(self.selector) : !has(self.selector)").message("allowedNamespaces: selector is required with from: Selector and not allowed with from: All"))]
@@ -32,6 +33,25 @@ pub enum NamespacesFrom {
 }
 
 impl AllowedNamespaces {
+    /// Every namespace.
+    pub fn all() -> AllowedNamespaces {
+        AllowedNamespaces {
+            from: NamespacesFrom::All,
+            selector: None,
+        }
+    }
+
+    /// The namespaces whose labels match `match_labels`.
+    pub fn matching(match_labels: BTreeMap<String, String>) -> AllowedNamespaces {
+        AllowedNamespaces {
+            from: NamespacesFrom::Selector,
+            selector: Some(LabelSelector {
+                match_labels: Some(match_labels),
+                match_expressions: None,
+            }),
+        }
+    }
+
     /// Whether a namespace with these labels is admitted. An empty selector matches every
     /// namespace, as in Kubernetes.
     pub fn allows(&self, namespace_labels: &BTreeMap<String, String>) -> bool {

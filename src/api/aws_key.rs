@@ -63,8 +63,8 @@ use super::refs::{LocalObjectRef, SecretKeySelector};
 #[x_kube(validation = Rule::new("!has(self.deletionPolicy) || self.deletionPolicy != 'DeleteMaterial' || has(self.alias) || has(self.adoptKeyArn)").message("deletionPolicy DeleteMaterial needs an alias or adoptKeyArn, so that re-applying the AwsKey finds the key again").field_path(".deletionPolicy"))]
 #[x_kube(validation = Rule::new("has(self.adoptKeyArn) == has(oldSelf.adoptKeyArn) && (!has(self.adoptKeyArn) || self.adoptKeyArn == oldSelf.adoptKeyArn)").message("adoptKeyArn is immutable").field_path(".adoptKeyArn"))]
 pub struct AwsKeySpec {
-    /// The `AwsKms` connection (cluster-scoped) to use. Unset: the operator's own AWS
-    /// credentials. Immutable.
+    /// The `AwsKms` connection (cluster-scoped) to use; it must be granted to this namespace.
+    /// Unset: the AwsKms named `default`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_ref: Option<LocalObjectRef>,
 
@@ -136,9 +136,12 @@ pub struct AwsKeySpec {
     #[serde(default = "default_true")]
     pub enabled: bool,
 
-    /// What happens to the KMS key when this resource is deleted.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// What happens to the KMS key when this resource is deleted. Unset: Retain for an adopted
+    /// key; else the namespace annotation `keyfleet.dev/default-deletion-policy`; else the
+    /// operator's `--default-deletion-policy` (Delete unless the administrator chose otherwise).
+    /// `status.deletionPolicy` shows the one in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
 
     /// Waiting period, in days, between scheduling deletion and AWS deleting the key (7-30).
     #[serde(default = "default_pending_window_days")]

@@ -101,9 +101,12 @@ pub struct AwsReplicaKeySpec {
     #[serde(default = "default_true")]
     pub enabled: bool,
 
-    /// What happens to the replica when this resource is deleted.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// What happens to the replica when this resource is deleted. Unset: Retain for an adopted
+    /// key; else the namespace annotation `keyfleet.dev/default-deletion-policy`; else the
+    /// operator's `--default-deletion-policy` (Delete unless the administrator chose otherwise).
+    /// `status.deletionPolicy` shows the one in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
 
     /// Waiting period, in days, between scheduling deletion and AWS deleting the replica (7-30).
     #[serde(default = "default_pending_window_days")]

@@ -4,7 +4,6 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 use super::key_spec::{KeyFamily, KeySpec};
 
@@ -28,12 +27,6 @@ impl MaterialEncoding {
             MaterialEncoding::Base64 => "Base64",
             MaterialEncoding::Hex => "Hex",
         }
-    }
-}
-
-impl fmt::Display for MaterialEncoding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -118,12 +111,6 @@ impl WrappingAlgorithm {
     }
 }
 
-impl fmt::Display for WrappingAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl WrappingKeySpec {
     pub const ALL: [WrappingKeySpec; 3] = [
         WrappingKeySpec::Rsa2048,
@@ -157,11 +144,5 @@ impl WrappingKeySpec {
 
     pub fn from_bits(bits: usize) -> Option<WrappingKeySpec> {
         WrappingKeySpec::ALL.into_iter().find(|s| s.bits() == bits)
-    }
-}
-
-impl fmt::Display for WrappingKeySpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }

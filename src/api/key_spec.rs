@@ -2,7 +2,6 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// The type of KMS key (KMS `KeySpec`, CCKM `CustomerMasterKeySpec`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -129,12 +128,6 @@ impl KeySpec {
     }
 }
 
-impl fmt::Display for KeySpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 // The cryptographic operations a key is for (KMS `KeyUsage`). A plain comment, not a doc
 // comment: kube's schema for `Option<enum>` fields would replace the field's own description
 // with this type's.
@@ -168,12 +161,6 @@ impl KeyUsage {
         ]
         .into_iter()
         .find(|u| u.as_str() == name)
-    }
-}
-
-impl fmt::Display for KeyUsage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

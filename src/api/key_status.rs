@@ -40,8 +40,9 @@ pub struct KmsKeyStatus {
     /// with `MaterialMismatch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub material_fingerprint: Option<String>,
-    /// `sha256:<hex>` of the key policy keyfleet rendered and keeps in place (canonical JSON);
-    /// compare with `keyfleet render-policy`. Unset: the policy is not managed (AWS default).
+    /// `sha256:<hex>` of the key policy keyfleet rendered and keeps in place, over its RFC 8785
+    /// (JCS) canonical JSON; compare with `keyfleet render-policy`. Unset: the policy is not
+    /// managed (AWS default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<String>,
     /// KMS KeyMaterialId of the current material (symmetric keys), as recorded at import and
@@ -64,6 +65,19 @@ pub struct KmsKeyStatus {
     /// When keyfleet last rotated the key to new material.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<Time>,
+    /// The AwsKms this key is managed through, recorded when the key was located or created;
+    /// cleanup uses exactly this connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// The key was adopted (`adoptKeyArn` of a key keyfleet did not create): an unset
+    /// `deletionPolicy` then means Retain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<bool>,
+    /// The deletion policy that applies when the object is deleted: the spec's, else (for an
+    /// adopted key) Retain, else the namespace annotation
+    /// `keyfleet.dev/default-deletion-policy`, else the operator's `--default-deletion-policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<crate::api::DeletionPolicy>,
     /// The generation of the spec last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

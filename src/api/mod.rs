@@ -23,9 +23,9 @@ pub use aws_key::{
     Pkcs11KeyRef, ReplicaRef,
 };
 pub use aws_key_policy_template::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec};
-pub use aws_kms::{AwsKms, AwsKmsSpec};
+pub use aws_kms::{AdoptionPolicy, AwsKms, AwsKmsSpec, DEFAULT_CONNECTION, KeyPolicyLimits};
 pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};
-pub use deletion::DeletionPolicy;
+pub use deletion::{DEFAULT_DELETION_POLICY_ANNOTATION, DeletionPolicy, effective_deletion_policy};
 pub use expiration::Expiration;
 pub use key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 pub use key_policy::{KeyPolicy, KeyPolicyForm, PolicyShortcuts};
@@ -40,3 +40,22 @@ pub use refs::{LocalObjectRef, SecretKeySelector};
 pub const GROUP: &str = "kms.keyfleet.dev";
 /// Prefix of the tags and labels keyfleet owns.
 pub const TAG_PREFIX: &str = "keyfleet.dev/";
+
+/// `Display` of the vocabulary enums: their KMS or CRD name (`as_str`).
+macro_rules! display_as_str {
+    ($($kind:ty),+) => {$(
+        impl std::fmt::Display for $kind {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+display_as_str!(
+    KeySpec,
+    KeyUsage,
+    MaterialEncoding,
+    WrappingAlgorithm,
+    WrappingKeySpec
+);

@@ -171,6 +171,22 @@ pub struct RunArgs {
         default_value_t = 30
     )]
     pub material_renew_before_days: u32,
+    /// Hosts an AwsKms `endpointUrl` may name (comma-separated patterns; `*` is one DNS
+    /// label). Default: the AWS KMS endpoints (regional, FIPS, dual-stack, China, VPC).
+    #[arg(long, env = "KEYFLEET_KMS_ENDPOINT_HOSTS", value_delimiter = ',')]
+    pub kms_endpoint_hosts: Vec<String>,
+    /// Let AwsKms `endpointUrl` name any URL, `http://` included (tests, playgrounds). Anyone
+    /// who can edit an AwsKms can then send key material to a server of their choice.
+    #[arg(long, env = "KEYFLEET_ALLOW_CUSTOM_KMS_ENDPOINTS")]
+    pub allow_custom_kms_endpoints: bool,
+    /// Deletion policy of keys whose spec sets none, when their namespace has no
+    /// `keyfleet.dev/default-deletion-policy` annotation (adopted keys: Retain).
+    #[arg(long, env = "KEYFLEET_DEFAULT_DELETION_POLICY", default_value = "Delete", value_parser = parse_deletion_policy)]
+    pub default_deletion_policy: crate::api::DeletionPolicy,
+}
+
+fn parse_deletion_policy(s: &str) -> Result<crate::api::DeletionPolicy, String> {
+    s.parse()
 }
 
 impl RunArgs {
@@ -184,6 +200,16 @@ impl RunArgs {
 
     pub fn blocked_recheck_interval(&self) -> Duration {
         Duration::from_secs(self.blocked_recheck_seconds.max(10))
+    }
+
+    /// The endpoint policy these flags describe.
+    pub fn endpoint_policy(&self) -> crate::tenancy::EndpointPolicy {
+        let mut policy = crate::tenancy::EndpointPolicy::default();
+        if !self.kms_endpoint_hosts.is_empty() {
+            policy.allowed_hosts = self.kms_endpoint_hosts.clone();
+        }
+        policy.allow_custom = self.allow_custom_kms_endpoints;
+        policy
     }
 
     pub fn material_renew_before(&self) -> Duration {

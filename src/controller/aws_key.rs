@@ -14,6 +14,7 @@ use crate::kms::execute;
 use crate::kms::observe::{self, ReadDepth};
 use crate::kms::{Client, KmsError};
 use crate::plan::{self, DesiredKey, ObservedKey, Owner, Ownership};
+use crate::tenancy::{self, Claim};
 
 impl ManagedKey for AwsKey {
     const KIND: &'static str = "AwsKey";
@@ -32,7 +33,7 @@ impl ManagedKey for AwsKey {
     fn policy(&self) -> Option<&KeyPolicy> {
         self.spec.policy.as_ref()
     }
-    fn deletion_policy(&self) -> DeletionPolicy {
+    fn deletion_policy(&self) -> Option<DeletionPolicy> {
         self.spec.deletion_policy
     }
     fn pending_window_days(&self) -> i32 {
@@ -57,7 +58,10 @@ impl ManagedKey for AwsKey {
         scope: &'a Scope<'a, Self>,
         status: &'a mut AwsKeyStatus,
     ) -> Result<Located, Failure> {
-        if let Some(found) = resolve(scope.client, scope.obj, scope.owner).await? {
+        if let Some(found) = resolve(scope).await? {
+            if found.claim == Claim::Adopted {
+                status.adopted = Some(true);
+            }
             return Ok(found);
         }
         create(scope, status).await
@@ -98,41 +102,76 @@ impl ManagedKey for AwsKey {
     }
 }
 
-/// Finds the key: the one in status; an adopted ARN; the key behind the alias when it belongs to
-/// this AwsKey (or its previous incarnation); a key created just before a crash; else none.
-async fn resolve(client: &Client, key: &AwsKey, owner: &Owner) -> Result<Option<Located>, Failure> {
-    let existing = |key_id: String, restore: bool| {
+/// Finds the key: the one in status; an adopted ARN (with the key's consent when keyfleet did
+/// not create it); the key behind the alias when it belongs to this AwsKey (or its previous
+/// incarnation); a key created just before a crash; else none.
+async fn resolve(scope: &Scope<'_, AwsKey>) -> Result<Option<Located>, Failure> {
+    let (client, key, owner) = (scope.client, scope.obj, scope.owner);
+    let existing = |key_id: String, claim: Claim, restore: bool| {
         Ok(Some(Located {
             key_id,
+            claim,
             restore,
             created: None,
         }))
     };
     let status = key.status.clone().unwrap_or_default();
     if let Some(key_id) = status.key_id.clone() {
-        return existing(key_id, false);
+        let claim = if status.adopted == Some(true) {
+            Claim::Adopted
+        } else {
+            Claim::Recorded
+        };
+        return existing(key_id, claim, false);
     }
     if let Some(arn) = &key.spec.adopt_key_arn {
         desired::adopt_key_region(&key.spec)
             .map_err(|e| Failure::blocked(e.reason, super::Category::Spec, e.message))?;
-        return match owned_key(client, arn, owner).await? {
-            None => Err(Failure::reference(
+        let Some(found) = owned_key(client, arn, owner).await? else {
+            return Err(Failure::reference(
                 "AdoptKeyNotFound",
                 format!("KMS key {arn} does not exist"),
-            )),
-            Some((key_id, Ownership::Elsewhere(other))) => Err(Failure::conflict(
+            ));
+        };
+        return match found.ownership {
+            Ownership::Elsewhere(other) => Err(Failure::conflict(
                 "AdoptionRefused",
                 format!(
-                    "KMS key {key_id} is owned by {other}; keyfleet never takes a key from another owner"
+                    "KMS key {} is owned by {other}; keyfleet never takes a key from another owner",
+                    found.key_id
                 ),
             )),
-            Some((key_id, _)) => existing(key_id, true),
+            Ownership::Unowned => {
+                let connection = &scope.inputs.connection;
+                let allow_unowned = connection
+                    .spec
+                    .adoption
+                    .as_ref()
+                    .is_some_and(|a| a.allow_unowned_keys);
+                tenancy::adoption(
+                    &found.key_id,
+                    &found.tags,
+                    owner,
+                    &connection.name,
+                    allow_unowned,
+                )
+                .map_err(|r| Failure::conflict(r.reason, r.message))?;
+                existing(found.key_id, Claim::Adopted, true)
+            }
+            Ownership::PreviousIncarnation => {
+                existing(found.key_id, Claim::PreviousIncarnation, true)
+            }
+            Ownership::Mine => existing(found.key_id, Claim::Recorded, true),
         };
     }
     if let Some(alias) = &key.spec.alias {
-        match owned_key(client, alias, owner).await? {
-            Some((key_id, Ownership::Mine | Ownership::PreviousIncarnation)) => {
-                return existing(key_id, true);
+        match owned_key(client, alias, owner)
+            .await?
+            .map(|f| (f.key_id, f.ownership))
+        {
+            Some((key_id, Ownership::Mine)) => return existing(key_id, Claim::Recorded, true),
+            Some((key_id, Ownership::PreviousIncarnation)) => {
+                return existing(key_id, Claim::PreviousIncarnation, true);
             }
             Some((key_id, Ownership::Unowned)) => {
                 return Err(Failure::conflict(
@@ -157,17 +196,20 @@ async fn resolve(client: &Client, key: &AwsKey, owner: &Owner) -> Result<Option<
             .map_err(Failure::kms)?
     {
         info!(%key_id, "found the key created before an interrupted reconcile");
-        return existing(key_id, false);
+        return existing(key_id, Claim::Recorded, false);
     }
     Ok(None)
 }
 
+/// A key found by id, ARN or alias, with its tags and who owns it.
+struct Found {
+    key_id: String,
+    tags: std::collections::BTreeMap<String, String>,
+    ownership: Ownership,
+}
+
 /// Describes `key` (id, ARN or alias) and classifies who owns it.
-async fn owned_key(
-    client: &Client,
-    key: &str,
-    owner: &Owner,
-) -> Result<Option<(String, Ownership)>, Failure> {
+async fn owned_key(client: &Client, key: &str, owner: &Owner) -> Result<Option<Found>, Failure> {
     let depth = ReadDepth {
         metadata: true,
         policy: false,
@@ -179,7 +221,11 @@ async fn owned_key(
         return Ok(None);
     };
     let ownership = plan::ownership(&observed.tags, owner);
-    Ok(Some((observed.key_id, ownership)))
+    Ok(Some(Found {
+        key_id: observed.key_id,
+        tags: observed.tags,
+        ownership,
+    }))
 }
 
 /// Records the intent, creates the key, records its id — so that a crash at any point leaves
@@ -213,6 +259,7 @@ async fn create(scope: &Scope<'_, AwsKey>, status: &mut AwsKeyStatus) -> Result<
     info!(key_id = %created.key_id, "created KMS key");
     Ok(Located {
         key_id: created.key_id,
+        claim: Claim::Recorded,
         restore: false,
         created: Some(created.arn),
     })

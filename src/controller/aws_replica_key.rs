@@ -14,6 +14,7 @@ use crate::desired::{self, SpecError};
 use crate::kms::execute;
 use crate::kms::observe::{self, ReadDepth};
 use crate::plan::{self, DesiredKey, Owner, Ownership};
+use crate::tenancy::Claim;
 
 impl ManagedKey for AwsReplicaKey {
     const KIND: &'static str = "AwsReplicaKey";
@@ -32,7 +33,7 @@ impl ManagedKey for AwsReplicaKey {
     fn policy(&self) -> Option<&KeyPolicy> {
         self.spec.policy.as_ref()
     }
-    fn deletion_policy(&self) -> DeletionPolicy {
+    fn deletion_policy(&self) -> Option<DeletionPolicy> {
         self.spec.deletion_policy
     }
     fn pending_window_days(&self) -> i32 {
@@ -90,13 +91,6 @@ impl ManagedKey for AwsReplicaKey {
         scope: &'a Scope<'a, Self>,
         status: &'a mut AwsReplicaKeyStatus,
     ) -> Result<Located, Failure> {
-        if let Some(key_id) = status.key_id.clone() {
-            return Ok(Located {
-                key_id,
-                restore: false,
-                created: None,
-            });
-        }
         let Source::Primary {
             key: primary,
             status: primary_status,
@@ -107,6 +101,16 @@ impl ManagedKey for AwsReplicaKey {
                 "the primary AwsKey was not read",
             ));
         };
+        let primary_uid = primary.uid().unwrap_or_default();
+        if let Some(key_id) = status.key_id.clone() {
+            // Until its first sync retags it, a replica may carry its primary's tags.
+            return Ok(Located {
+                key_id,
+                claim: Claim::ReplicaOf(primary_uid),
+                restore: false,
+                created: None,
+            });
+        }
         let primary_arn = primary_status.arn.clone().unwrap_or_default();
         let primary_client = scope
             .ctx
@@ -121,8 +125,10 @@ impl ManagedKey for AwsReplicaKey {
         )
         .await?
         {
+            // A replica KMS made for this primary (tagged by it, or by this object).
             return Ok(Located {
                 key_id,
+                claim: Claim::Adopted,
                 restore: true,
                 created: None,
             });
@@ -146,6 +152,7 @@ impl ManagedKey for AwsReplicaKey {
         info!(arn = %created.arn, "replicated the primary");
         Ok(Located {
             key_id: created.key_id,
+            claim: Claim::Recorded,
             restore: false,
             created: Some(created.arn),
         })

@@ -9,10 +9,12 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
+use crate::api::DeletionPolicy;
 use crate::clock::Clock;
 use crate::http::Readiness;
 use crate::kms::KmsClients;
 use crate::metrics::Metrics;
+use crate::tenancy::EndpointPolicy;
 
 /// Operator settings (from `keyfleet run` flags).
 #[derive(Clone, Debug)]
@@ -35,6 +37,10 @@ pub struct Settings {
     /// Rolling-validity material is imported again when less than this validity remains
     /// (never more than a third of the rolling validity).
     pub material_renew_before: Duration,
+    /// Which KMS endpoints an AwsKms may send material to.
+    pub endpoints: EndpointPolicy,
+    /// The deletion policy of keys whose spec, namespace and adoption leave it open.
+    pub default_deletion_policy: DeletionPolicy,
 }
 
 impl Settings {
@@ -48,6 +54,8 @@ impl Settings {
             reporter: "keyfleet".into(),
             watch_namespaces: vec![],
             material_renew_before: Duration::from_secs(30 * 24 * 3600),
+            endpoints: EndpointPolicy::default(),
+            default_deletion_policy: DeletionPolicy::Delete,
         }
     }
 }

@@ -1,24 +1,31 @@
 //! Dereference step (reads the Kubernetes API): every object a reconcile needs — the source
-//! AwsKey (a replica's primary), the connection, the policy template and the key material.
+//! AwsKey (a replica's primary), the connection (granted to the namespace, with an allowed
+//! endpoint), the namespace's settings, the policy template and the key material.
 
-use k8s_openapi::api::core::v1::Secret;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
 use zeroize::Zeroize;
 
 use super::managed_key::{ManagedKey, Source};
 use super::{Context, Failure};
 use crate::api::{
-    AwsKeyPolicyTemplate, AwsKms, KeyMaterialSource, KeyPolicy, KeySpec, LocalObjectRef,
+    AwsKeyPolicyTemplate, AwsKms, DEFAULT_CONNECTION, DEFAULT_DELETION_POLICY_ANNOTATION,
+    KeyMaterialSource, KeyPolicy, KeySpec, LocalObjectRef,
 };
 use crate::kms::Connection;
 use crate::material::{ImportableMaterial, KeyMaterial};
+use crate::tenancy;
 
 /// Everything a reconcile reads besides the object itself.
 pub struct Dereferenced<'a> {
     /// The AwsKey that names connection and material (the object, or a replica's primary).
     pub source: Source<'a>,
-    /// The AwsKms connection (or the operator's own credentials).
+    /// The AwsKms connection, granted to the object's namespace.
     pub connection: Connection,
+    /// What the object's namespace says about its keys.
+    pub namespace: NamespaceFacts,
     /// The policy template the object's policy names, when it exists.
     pub template: Option<AwsKeyPolicyTemplate>,
     /// The checked key material (zeroized on drop; never printed).
@@ -33,7 +40,21 @@ pub async fn dereference<'a, K: ManagedKey>(
 ) -> Result<Dereferenced<'a>, Failure> {
     let namespace = obj.meta().namespace.clone().unwrap_or_default();
     let source = obj.source(ctx).await?;
+    let facts = namespace_facts(ctx, &namespace).await?;
     let connection = connection(ctx, source.spec().kms_ref.as_ref()).await?;
+    tenancy::connection_grant(
+        &connection.name,
+        &connection.spec.allowed_namespaces,
+        &namespace,
+        &facts.labels,
+    )
+    .map_err(|r| Failure::reference(r.reason, r.message))?;
+    tenancy::endpoint(
+        &connection.name,
+        connection.spec.endpoint_url.as_deref(),
+        &ctx.settings.endpoints,
+    )
+    .map_err(|r| Failure::reference(r.reason, r.message))?;
     let template = policy_template(ctx, obj.policy()).await?;
     let spec = source.spec();
     // The one place that chooses where material lives: a Secret or a PKCS#11 token.
@@ -48,28 +69,59 @@ pub async fn dereference<'a, K: ManagedKey>(
     Ok(Dereferenced {
         source,
         connection,
+        namespace: facts,
         template,
         material,
     })
 }
 
-/// The AwsKms named by `kms_ref`, or the operator's own credentials.
+/// The labels and annotations of a namespace that keyfleet reads.
+#[derive(Clone, Debug, Default)]
+pub struct NamespaceFacts {
+    /// Matched against a connection's `allowedNamespaces`.
+    pub labels: BTreeMap<String, String>,
+    /// `keyfleet.dev/default-deletion-policy`, when set.
+    pub default_deletion_policy: Option<String>,
+}
+
+/// Reads the namespace's metadata (a namespace that cannot be read has no labels: it is
+/// admitted only by connections granted to all namespaces).
+pub async fn namespace_facts(ctx: &Context, namespace: &str) -> Result<NamespaceFacts, Failure> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let Some(meta) = api
+        .get_metadata_opt(namespace)
+        .await
+        .map_err(Failure::kube)?
+    else {
+        return Ok(NamespaceFacts::default());
+    };
+    let mut annotations = meta.metadata.annotations.unwrap_or_default();
+    Ok(NamespaceFacts {
+        labels: meta.metadata.labels.unwrap_or_default(),
+        default_deletion_policy: annotations.remove(DEFAULT_DELETION_POLICY_ANNOTATION),
+    })
+}
+
+/// The AwsKms named by `kms_ref`, or the one named `default`.
 pub async fn connection(
     ctx: &Context,
     kms_ref: Option<&LocalObjectRef>,
 ) -> Result<Connection, Failure> {
-    let Some(kms_ref) = kms_ref else {
-        return Ok(Connection::operator_default());
-    };
+    connection_named(ctx, kms_ref.map_or(DEFAULT_CONNECTION, |r| r.name.as_str())).await
+}
+
+/// The AwsKms `name`.
+pub async fn connection_named(ctx: &Context, name: &str) -> Result<Connection, Failure> {
     let api: Api<AwsKms> = Api::all(ctx.client.clone());
-    match api.get_opt(&kms_ref.name).await.map_err(Failure::kube)? {
+    match api.get_opt(name).await.map_err(Failure::kube)? {
         Some(kms) => Ok(Connection::from_aws_kms(&kms)),
+        None if name == DEFAULT_CONNECTION => Err(Failure::reference(
+            "KmsConnectionNotFound",
+            "the key names no spec.kmsRef and there is no AwsKms named default; create one (granted to this namespace) or set spec.kmsRef",
+        )),
         None => Err(Failure::reference(
             "KmsConnectionNotFound",
-            format!(
-                "AwsKms {} does not exist; create it or remove spec.kmsRef",
-                kms_ref.name
-            ),
+            format!("AwsKms {name} does not exist; create it or change spec.kmsRef"),
         )),
     }
 }

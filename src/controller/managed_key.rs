@@ -19,6 +19,7 @@ use crate::api::{
 use crate::desired::SpecError;
 use crate::kms::Client;
 use crate::plan::{DesiredKey, ObservedKey, Owner};
+use crate::tenancy::Claim;
 
 /// Finalizer that guarantees the deletion policy runs before the object disappears.
 pub const FINALIZER: &str = "kms.keyfleet.dev/cleanup";
@@ -46,6 +47,8 @@ impl Source<'_> {
 /// The KMS key a reconcile works on.
 pub struct Located {
     pub key_id: String,
+    /// What entitles this object to change the key.
+    pub claim: Claim,
     /// The object was (re)applied over an existing key: a pending deletion may be cancelled.
     pub restore: bool,
     /// ARN of a key created (or replicated) by this reconcile.
@@ -95,7 +98,8 @@ pub trait ManagedKey:
     fn status(&self) -> Option<&Self::Status>;
     fn region(&self) -> &str;
     fn policy(&self) -> Option<&KeyPolicy>;
-    fn deletion_policy(&self) -> DeletionPolicy;
+    /// The deletion policy the spec sets, if any.
+    fn deletion_policy(&self) -> Option<DeletionPolicy>;
     fn pending_window_days(&self) -> i32;
 
     /// Dereference, the kind's part: the AwsKey that names connection and material.

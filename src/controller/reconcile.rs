@@ -14,13 +14,14 @@ use super::dereference::{Dereferenced, dereference};
 use super::managed_key::{FINALIZER, ManagedKey, Scope};
 use super::sync::{self, KeySync, Role, Synced};
 use super::{Context, Error, Failure, cleanup, report};
-use crate::api::KmsKeyStatus;
+use crate::api::{KmsKeyStatus, effective_deletion_policy};
 use crate::desired::{self, ImportSettings};
 use crate::kms::Connection;
 use crate::kms::execute::ImportInput;
 use crate::metrics::Metrics;
 use crate::plan::{Blocker, DesiredKey, Owner};
 use crate::policy;
+use crate::tenancy;
 
 /// How a reconcile ended (the `result` label of the reconcile metric).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +164,13 @@ async fn converge<K: ManagedKey>(
     };
     let located = K::locate(&scope, status).await?;
     created.clone_from(&located.created);
+    status.connection = Some(inputs.connection.name.clone());
+    status.deletion_policy = Some(effective_deletion_policy(
+        obj.deletion_policy(),
+        status.adopted == Some(true),
+        inputs.namespace.default_deletion_policy.as_deref(),
+        ctx.settings.default_deletion_policy,
+    ));
 
     let deep_read =
         ctx.deep_read_due(&owner.uid, meta.generation) || policy_changed(&desired, status);
@@ -177,6 +185,9 @@ async fn converge<K: ManagedKey>(
             wrapping_key_spec: import.wrapping_key_spec,
         },
         restore: located.restore,
+        owner: &owner,
+        claim: located.claim.clone(),
+        connection: &inputs.connection,
         gone_advice: K::GONE_ADVICE,
         deep_read,
         now,
@@ -184,6 +195,18 @@ async fn converge<K: ManagedKey>(
         role: Role::of(&inputs.source),
     };
     let result = sync::sync(sync, status, synced).await;
+    // Metrics: when rolling-validity material is re-imported next.
+    let renewal = desired
+        .rolling_validity
+        .zip(status.material_valid_to.as_ref());
+    ctx.metrics.material_renewal_at(
+        K::KIND,
+        &owner.namespace,
+        &owner.name,
+        renewal.map(|(rolling, valid_to)| {
+            valid_to.0 - crate::plan::renew_threshold(rolling, ctx.renew_before())
+        }),
+    );
     record_read(ctx, &owner.uid, meta.generation, deep_read, &result, synced);
     if let Some(observed) = &synced.observed {
         K::record_observed(status, observed);
@@ -200,12 +223,28 @@ async fn desired<K: ManagedKey>(
     now: jiff::Timestamp,
     ctx: &Context,
 ) -> Result<(DesiredKey, ImportSettings), Failure> {
-    check_region(&inputs.connection, obj.region())?;
+    let connection = &inputs.connection;
+    check_region(connection, obj.region())?;
     let mut desired = obj
         .desired(&inputs.source, owner, inputs.template.as_ref(), now)
         .map_err(Failure::spec)?;
-    keep_manageable(ctx, &inputs.connection, obj.region(), &mut desired).await;
-    precheck_policy(&desired, obj.region())?;
+    let limits = connection.spec.key_policy.as_ref();
+    tenancy::alias(
+        &connection.name,
+        desired.alias.as_deref(),
+        connection.spec.alias_prefix.as_deref(),
+        &owner.namespace,
+    )
+    .and_then(|()| {
+        tenancy::bypass(
+            &connection.name,
+            desired.bypass_policy_lockout_safety_check,
+            limits,
+        )
+    })
+    .map_err(|r| Failure::blocked(r.reason, super::Category::Spec, r.message))?;
+    keep_manageable(ctx, connection, obj.region(), &mut desired).await;
+    precheck_policy(&desired, connection, obj.region())?;
     let spec = inputs.source.spec();
     let mut import =
         desired::import_settings(&spec.key_material, spec.key_spec).map_err(Failure::spec)?;
@@ -254,10 +293,14 @@ async fn keep_manageable(
     }
 }
 
-/// Refuses a policy that would lock keyfleet out before any key is created for it: the policy
-/// rendered for a key of the caller's account in `region` must pass the lockout check (the
-/// check runs again on the real key before every PutKeyPolicy).
-fn precheck_policy(desired: &DesiredKey, region: &str) -> Result<(), Failure> {
+/// Refuses a policy before any key is created for it: rendered for a key of the caller's
+/// account in `region`, it must name only principals the connection permits and must not lock
+/// keyfleet out (both checks run again on the real key before every PutKeyPolicy).
+fn precheck_policy(
+    desired: &DesiredKey,
+    connection: &Connection,
+    region: &str,
+) -> Result<(), Failure> {
     let Some(policy) = &desired.policy else {
         return Ok(());
     };
@@ -265,7 +308,14 @@ fn precheck_policy(desired: &DesiredKey, region: &str) -> Result<(), Failure> {
         return Ok(());
     };
     let preview = policy::KeyIdentity::preview(&caller.account_id, region, "new-key");
-    policy::lockout::check(&policy.render(&preview), caller)
+    let rendered = policy.render(&preview);
+    tenancy::policy_principals(
+        &connection.name,
+        &rendered,
+        connection.spec.key_policy.as_ref(),
+    )
+    .map_err(|r| Failure::blocked(r.reason, super::Category::Spec, r.message))?;
+    policy::lockout::check(&rendered, caller)
         .map_err(|why| Failure::blocker(&Blocker::PolicyLockout(why)))
 }
 

@@ -93,14 +93,16 @@ pub async fn finish<K: ManagedKey>(
             return Err(e);
         }
     };
-    ctx.metrics.key_observed_at(
+    let namespace = obj.meta().namespace.as_deref().unwrap_or_default();
+    ctx.metrics.key_observed(
         K::KIND,
-        obj.meta().namespace.as_deref().unwrap_or_default(),
+        namespace,
         &name,
         status.key_state.as_deref(),
         status.material_valid_to.as_ref().map(|t| t.0),
-        ctx.clock.now(),
     );
+    ctx.metrics
+        .key_ready(K::KIND, namespace, &name, verdict.ready, verdict.reason);
     let changed = status::set_ready(
         &mut status,
         verdict.ready,

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::EventType;
@@ -17,7 +17,9 @@ use tracing::{info, warn};
 use super::managed_key::ManagedKey;
 use super::reconcile::{self, object_key};
 use super::{Context, Error};
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, KeyPolicy, Pkcs11Token};
+use crate::api::{
+    AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, DEFAULT_CONNECTION, KeyPolicy, Pkcs11Token,
+};
 
 /// A watched object that may not deserialize: one malformed object must not stop the watch of
 /// its kind.
@@ -130,6 +132,17 @@ where
         .collect()
 }
 
+/// Namespaces as they change (metadata only: labels and annotations).
+fn namespace_changes(
+    client: &kube::Client,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>> + Send + 'static
+{
+    let api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .touched_objects()
+}
+
 /// Whether `policy` names the template `name`.
 fn uses_template(policy: Option<&KeyPolicy>, name: &str) -> bool {
     policy
@@ -169,6 +182,7 @@ async fn run_keys(
         .predicate_filter(reconcile_relevant, PredicateConfig::default());
     let controller = Controller::for_stream(triggers, store.clone());
     let (by_secret, by_kms, by_template) = (store.clone(), store.clone(), store.clone());
+    let by_namespace = store.clone();
     let by_token = store.clone();
     // Metadata only: Secret data never enters the operator's caches.
     let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
@@ -185,10 +199,19 @@ async fn run_keys(
             move |kms| {
                 let name = kms.name_any();
                 refs_where(&by_kms, |k| {
-                    k.spec.kms_ref.as_ref().is_some_and(|r| r.name == name)
+                    k.spec
+                        .kms_ref
+                        .as_ref()
+                        .map_or(DEFAULT_CONNECTION, |r| &r.name)
+                        == name
                 })
             },
         )
+        // A namespace's labels grant connections; its annotation sets the deletion default.
+        .watches_stream(namespace_changes(&client), move |namespace| {
+            let name = namespace.name_any();
+            refs_where(&by_namespace, |k| k.namespace().as_deref() == Some(&name))
+        })
         // A Pkcs11Token that changes (its spec, or its Ready condition after a login): the keys
         // whose material it holds try again at once.
         .watches(
@@ -264,6 +287,7 @@ async fn run_replicas(
         .touched_objects();
     let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
     let (by_primary, by_secret, by_template) = (store.clone(), store.clone(), store.clone());
+    let by_namespace = store.clone();
     let replicas_of =
         |store: &reflector::Store<Guarded<AwsReplicaKey>>, ns: Option<String>, primary: String| {
             refs_where(store, |r| {
@@ -271,6 +295,10 @@ async fn run_replicas(
             })
         };
     Controller::for_stream(triggers, store)
+        .watches_stream(namespace_changes(&client), move |namespace| {
+            let name = namespace.name_any();
+            refs_where(&by_namespace, |r| r.namespace().as_deref() == Some(&name))
+        })
         .watches(
             Api::<AwsKeyPolicyTemplate>::all(client),
             watcher::Config::default().any_semantic(),

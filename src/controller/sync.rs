@@ -10,12 +10,13 @@ use crate::api::{KmsKeyStatus, MaterialChangePolicy};
 use crate::kms::execute::{self, ExecuteError, ImportInput};
 use crate::kms::observe::{self, ReadDepth};
 use crate::kms::verify::Verification;
-use crate::kms::{Client, KmsError};
+use crate::kms::{Client, Connection, KmsError};
 use crate::plan::{
-    self, Action, AliasTarget, Blocker, DesiredKey, KeyState, MaterialFacts, ObservedKey,
+    self, Action, AliasTarget, Blocker, DesiredKey, KeyState, MaterialFacts, ObservedKey, Owner,
     RotationFacts,
 };
 use crate::policy;
+use crate::tenancy::{self, Claim};
 
 /// Rounds of observe → plan → execute in one reconcile (each round may unlock the next, e.g.
 /// CancelKeyDeletion → EnableKey).
@@ -30,6 +31,12 @@ pub struct KeySync<'a> {
     pub import: ImportInput<'a>,
     /// Allow cancelling a pending deletion (the resource was applied again).
     pub restore: bool,
+    /// The object, as KMS tags name it.
+    pub owner: &'a Owner,
+    /// What entitles the object to change the key (checked against its tags before writes).
+    pub claim: Claim,
+    /// The connection (its policy limits are checked before every PutKeyPolicy).
+    pub connection: &'a Connection,
     /// What the user can do when the key is gone (kind-specific advice).
     pub gone_advice: &'static str,
     /// Read tags, aliases and policy besides DescribeKey (see
@@ -156,6 +163,7 @@ pub async fn sync(
             synced.blocker = plan.blocker;
             return verification::verify_material(&key, depth, imported, status, synced).await;
         }
+        check_writes(&key, &plan.actions, synced.observed.as_ref()).await?;
         for action in &plan.actions {
             run_action(&key, action, status).await?;
             imported |= matches!(
@@ -171,6 +179,52 @@ pub async fn sync(
         key_id: key.key_id.to_string(),
         rounds: MAX_ROUNDS,
     }))
+}
+
+/// Before a round of writes: the key must still be this object's (its owner tags, read in this
+/// round), and a policy about to be put must name only principals the connection permits.
+/// Either refusal stops the round before anything changes in KMS.
+async fn check_writes(
+    key: &KeySync<'_>,
+    actions: &[Action],
+    observed: Option<&ObservedKey>,
+) -> Result<(), Failure> {
+    let tags = match observed {
+        Some(observed) if observed.metadata_read => observed.tags.clone(),
+        _ => {
+            let depth = ReadDepth {
+                metadata: true,
+                policy: false,
+            };
+            match observe::observe(key.client, key.key_id, depth)
+                .await
+                .map_err(Failure::kms)?
+            {
+                Some(observed) => observed.tags,
+                None => Default::default(),
+            }
+        }
+    };
+    tenancy::may_modify(key.key_id, &tags, key.owner, &key.claim)
+        .map_err(|r| Failure::conflict(r.reason, r.message))?;
+    for action in actions {
+        if let Action::PutKeyPolicy { policy, .. } = action {
+            let rendered: serde_json::Value = serde_json::from_str(policy).map_err(|e| {
+                Failure::blocked(
+                    "PolicyInvalid",
+                    super::Category::Spec,
+                    format!("the rendered policy is not JSON: {e}"),
+                )
+            })?;
+            tenancy::policy_principals(
+                &key.connection.name,
+                &rendered,
+                key.connection.spec.key_policy.as_ref(),
+            )
+            .map_err(|r| Failure::blocked(r.reason, super::Category::Spec, r.message))?;
+        }
+    }
+    Ok(())
 }
 
 /// Executes one action and records its effect on the material bookkeeping in `status`.

@@ -25,25 +25,20 @@ use crate::metrics::Metrics;
 use super::Client;
 use super::quota::{RateLimitedHttpClient, RateLimits};
 
-/// Which credentials and endpoint a key is managed with.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Which credentials and endpoint a key is managed with: an `AwsKms`.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Connection {
-    /// Name of the `AwsKms`; None for the operator's own credentials.
-    pub name: Option<String>,
+    /// Name of the `AwsKms`.
+    pub name: String,
     /// `resourceVersion` of the `AwsKms`, so an edited connection gets fresh clients.
     pub version: Option<String>,
     pub spec: AwsKmsSpec,
 }
 
 impl Connection {
-    /// The operator's own credentials, any region.
-    pub fn operator_default() -> Connection {
-        Connection::default()
-    }
-
     pub fn from_aws_kms(kms: &AwsKms) -> Connection {
         Connection {
-            name: kms.metadata.name.clone(),
+            name: kms.metadata.name.clone().unwrap_or_default(),
             version: kms.metadata.resource_version.clone(),
             spec: kms.spec.clone(),
         }
@@ -69,16 +64,23 @@ impl Connection {
         }
     }
 
-    /// A human name for messages: `AwsKms/<name>` or `operator credentials`.
+    /// The account of the connection's role (None: the operator's own credentials, known only
+    /// by asking STS).
+    pub fn account(&self) -> Option<String> {
+        let arn = self.spec.role_arn.as_deref()?;
+        arn.split(':')
+            .nth(4)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+    }
+
+    /// A human name for messages: `AwsKms/<name>`.
     pub fn describe(&self) -> String {
-        match &self.name {
-            Some(name) => format!("AwsKms/{name}"),
-            None => "the operator's own credentials".to_string(),
-        }
+        format!("AwsKms/{}", self.name)
     }
 }
 
-type CacheKey = (Option<String>, Option<String>, String);
+type CacheKey = (String, Option<String>, String);
 
 /// Builds and caches KMS clients. Every client shares the base AWS configuration (credential
 /// chain, `AWS_ENDPOINT_URL_KMS`, retry and timeout settings).

@@ -14,7 +14,7 @@ use crate::policy::principal::iam_arn;
 const RETRY_FAILED_AFTER: Duration = Duration::from_secs(300);
 
 /// A lookup's result (None: failed) and when it was made, per connection name.
-type Cache = HashMap<Option<String>, (Option<Caller>, Instant)>;
+type Cache = HashMap<&'static str, (Option<Caller>, Instant)>;
 
 /// Caller identities per connection, looked up once.
 #[derive(Default)]
@@ -37,7 +37,8 @@ impl Callers {
             return assumed_role_session(role_arn);
         }
         let base = base?;
-        let key = connection.name.clone();
+        // Every connection without a role runs as the operator's own credentials.
+        let key = "operator-credentials";
         if let Some((caller, at)) = self.lock().get(&key).cloned()
             && (caller.is_some() || at.elapsed() < RETRY_FAILED_AFTER)
         {

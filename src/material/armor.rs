@@ -1,10 +1,11 @@
 //! PEM (RFC 7468) reading and writing with zeroized buffers, and selection of the private key block.
 
 use super::MaterialError;
+use super::buffer::SecretBytes;
 use base64::Engine as _;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use zeroize::Zeroizing;
+use std::fmt;
 
 /// The kinds of PEM block we recognise (labels are not kept, so nothing user-supplied leaks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,12 +64,27 @@ impl PemKind {
     }
 }
 
+/// At most this many PEM blocks are read from one Secret value. One private key with its
+/// certificate chain or curve parameters fits many times over; at the next `BEGIN` line the
+/// value is refused before that block is read.
+pub(super) const MAX_PEM_BLOCKS: usize = 16;
+
 /// One decoded PEM block.
 pub(super) struct PemBlock {
     pub kind: PemKind,
     /// RFC 1421 `Proc-Type: 4,ENCRYPTED` header (legacy OpenSSL encryption).
     pub legacy_encrypted: bool,
-    pub der: Zeroizing<Vec<u8>>,
+    pub der: SecretBytes,
+}
+
+impl fmt::Debug for PemBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PemBlock")
+            .field("kind", &self.kind)
+            .field("legacy_encrypted", &self.legacy_encrypted)
+            .field("der_len", &self.der.len())
+            .finish()
+    }
 }
 
 fn unparseable(detail: &str) -> MaterialError {
@@ -82,82 +98,99 @@ pub(super) fn looks_like_pem(input: &[u8]) -> bool {
     input.windows(11).any(|w| w == b"-----BEGIN ")
 }
 
-/// A block whose END line has not been seen yet.
-struct OpenBlock<'a> {
-    label: &'a [u8],
-    encrypted: bool,
-    body: Zeroizing<Vec<u8>>,
+/// The label of a `-----BEGIN label-----` / `-----END label-----` line (`prefix` says which).
+fn boundary_label<'a>(line: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    line.strip_prefix(prefix)
+        .and_then(|l| l.strip_suffix(b"-----"))
+}
+
+/// What a (trimmed) line inside a PEM block is.
+enum BodyLine<'a> {
+    /// The `END` line, with its label.
+    End(&'a [u8]),
+    /// Base64 text.
+    Data(&'a [u8]),
+    /// An RFC 1421 header (base64 never contains ':'); `true` for `Proc-Type: 4,ENCRYPTED`.
+    Header(bool),
+}
+
+fn body_line(line: &[u8]) -> Result<BodyLine<'_>, MaterialError> {
+    if let Some(label) = boundary_label(line, b"-----END ") {
+        return Ok(BodyLine::End(label));
+    }
+    if line.starts_with(b"-----") {
+        return Err(unparseable("a PEM block is not terminated by its END line"));
+    }
+    if line.contains(&b':') {
+        return Ok(BodyLine::Header(
+            line.starts_with(b"Proc-Type:") && line.ends_with(b"ENCRYPTED"),
+        ));
+    }
+    Ok(BodyLine::Data(line))
 }
 
 /// Decodes every PEM block in `input`; text outside blocks is ignored (RFC 7468 §2).
+///
+/// Work is linear in the input: each block is scanned once to find its END line and the size
+/// of its body, then read into a buffer of exactly that size, and at most [`MAX_PEM_BLOCKS`]
+/// blocks are read.
 pub(super) fn parse_blocks(input: &[u8]) -> Result<Vec<PemBlock>, MaterialError> {
     let mut blocks = Vec::new();
-    let mut current: Option<OpenBlock<'_>> = None;
-    for raw_line in input.split(|b| *b == b'\n') {
-        let line = raw_line.trim_ascii();
-        match current.as_mut() {
-            None => {
-                if let Some(label) = line
-                    .strip_prefix(b"-----BEGIN ")
-                    .and_then(|l| l.strip_suffix(b"-----"))
-                {
-                    // Capacity for the whole input: the body never reallocates (no stray copies).
-                    current = Some(OpenBlock {
-                        label,
-                        encrypted: false,
-                        body: Zeroizing::new(Vec::with_capacity(input.len())),
-                    });
+    let mut lines = input.split(|b| *b == b'\n');
+    while let Some(raw_line) = lines.next() {
+        let Some(label) = boundary_label(raw_line.trim_ascii(), b"-----BEGIN ") else {
+            continue;
+        };
+        if blocks.len() == MAX_PEM_BLOCKS {
+            return Err(MaterialError::Unparseable {
+                detail: format!(
+                    "the PEM text has more than {MAX_PEM_BLOCKS} blocks; keyfleet reads at most \
+                     {MAX_PEM_BLOCKS}, and the Secret value must hold one private key"
+                ),
+            });
+        }
+        // First pass (no copy): find the END line, the body's size and the headers.
+        let mut body_len = 0usize;
+        let mut body_lines = 0usize;
+        let mut legacy_encrypted = false;
+        let mut scan = lines.clone();
+        loop {
+            let Some(raw) = scan.next() else {
+                return Err(unparseable("a PEM block has no END line"));
+            };
+            match body_line(raw.trim_ascii())? {
+                BodyLine::End(end_label) if end_label != label => {
+                    return Err(unparseable("a PEM END line does not match its BEGIN line"));
                 }
+                BodyLine::End(_) => break,
+                BodyLine::Header(encrypted) => legacy_encrypted |= encrypted,
+                BodyLine::Data(data) => body_len += data.len(),
             }
-            Some(OpenBlock {
-                label,
-                encrypted,
-                body,
-            }) => {
-                if let Some(end_label) = line
-                    .strip_prefix(b"-----END ")
-                    .and_then(|l| l.strip_suffix(b"-----"))
-                {
-                    if end_label != *label {
-                        return Err(unparseable("a PEM END line does not match its BEGIN line"));
-                    }
-                    let kind = PemKind::from_label(label);
-                    let legacy_encrypted = *encrypted;
-                    let der = decode_base64_body(body)?;
-                    blocks.push(PemBlock {
-                        kind,
-                        legacy_encrypted,
-                        der,
-                    });
-                    current = None;
-                    continue;
-                }
-                if line.starts_with(b"-----") {
-                    return Err(unparseable("a PEM block is not terminated by its END line"));
-                }
-                if line.contains(&b':') {
-                    // RFC 1421 header (base64 never contains ':'), e.g. `Proc-Type: 4,ENCRYPTED`.
-                    if line.starts_with(b"Proc-Type:") && line.ends_with(b"ENCRYPTED") {
-                        *encrypted = true;
-                    }
-                    continue;
-                }
-                body.extend(line.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+            body_lines += 1;
+        }
+        // Second pass: copy the body into a buffer of its size, then past the END line.
+        let mut body = SecretBytes::with_capacity(body_len);
+        for raw in lines.by_ref().take(body_lines) {
+            if let Ok(BodyLine::Data(data)) = body_line(raw.trim_ascii()) {
+                body.extend_compact(data);
             }
         }
-    }
-    if current.is_some() {
-        return Err(unparseable("a PEM block has no END line"));
+        lines.next();
+        blocks.push(PemBlock {
+            kind: PemKind::from_label(label),
+            legacy_encrypted,
+            der: decode_base64_body(&body)?,
+        });
     }
     Ok(blocks)
 }
 
-fn decode_base64_body(body: &[u8]) -> Result<Zeroizing<Vec<u8>>, MaterialError> {
+fn decode_base64_body(body: &[u8]) -> Result<SecretBytes, MaterialError> {
     const PEM_ENGINE: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
-    let mut out = Zeroizing::new(vec![0u8; base64::decoded_len_estimate(body.len())]);
+    let mut out = SecretBytes::zeroed(base64::decoded_len_estimate(body.len()));
     let n = PEM_ENGINE
         .decode_slice(body, &mut out[..])
         .map_err(|_| unparseable("a PEM block's body is not valid base64"))?;
@@ -166,7 +199,7 @@ fn decode_base64_body(body: &[u8]) -> Result<Zeroizing<Vec<u8>>, MaterialError> 
 }
 
 /// Picks the single private key block of a PEM document and returns its DER.
-pub(super) fn select_private_key(input: &[u8]) -> Result<Zeroizing<Vec<u8>>, MaterialError> {
+pub(super) fn select_private_key(input: &[u8]) -> Result<SecretBytes, MaterialError> {
     let blocks = parse_blocks(input)?;
     let mut keys: Vec<PemBlock> = Vec::new();
     let mut others: Vec<PemKind> = Vec::new();

@@ -22,11 +22,21 @@ const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 const OID_P521: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23];
 const OID_SECP256K1: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x0a];
 
-/// One DER element: tag byte and contents.
-#[derive(Clone, Copy, Debug)]
+/// One DER element: tag byte and contents. The contents can be key material, so `Debug`
+/// shows only the tag and the length.
+#[derive(Clone, Copy)]
 pub(super) struct Tlv<'a> {
     pub tag: u8,
     pub value: &'a [u8],
+}
+
+impl std::fmt::Debug for Tlv<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tlv")
+            .field("tag", &format_args!("{:#04x}", self.tag))
+            .field("len", &self.value.len())
+            .finish()
+    }
 }
 
 /// Reads one element (single-byte tag, definite length) and returns it with the remaining input.
@@ -311,6 +321,17 @@ pub(super) fn classify(der: &[u8]) -> Option<Container> {
         }
         _ => None,
     }
+}
+
+/// The `privateKey` OCTET STRING contents of a PKCS#8 `PrivateKeyInfo` (the PKCS#1 key for RSA).
+#[cfg(any(test, fuzzing))]
+pub(super) fn pkcs8_inner_key(der: &[u8]) -> Option<&[u8]> {
+    let seq = single(der)?;
+    let items = children(seq.value)?;
+    items
+        .get(2)
+        .filter(|t| t.tag == OCTET_STRING && items[0].tag == INTEGER)
+        .map(|t| t.value)
 }
 
 #[cfg(test)]

@@ -5,8 +5,14 @@
 //! in status, and hands [`KeyMaterial::wrap`] the wrapping key from `GetParametersForImport`.
 //! Secret bytes live only in [`Zeroizing`] buffers and never appear in `Debug` output or errors.
 
+// `fuzzing` is the cfg `cargo fuzz` sets (fuzz/); the fuzzing module is not in the shipped binary.
+#![allow(unexpected_cfgs)]
+
 mod armor;
+mod buffer;
 mod der;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 mod parse;
 pub mod pkcs11;
 mod source;
@@ -23,6 +29,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use zeroize::Zeroizing;
 
+/// The largest Secret value the material parsers read, in bytes. KMS key material is at most a
+/// few KB (a 4096-bit RSA private key is about 3.3 KB as PKCS#8 PEM); anything larger is refused
+/// before it is decoded, so a hostile value cannot make a reconcile expensive.
+pub const MAX_SECRET_VALUE_BYTES: usize = 64 * 1024;
+
 /// Why key material was refused. Messages say what to fix and never contain material bytes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MaterialError {
@@ -32,6 +43,12 @@ pub enum MaterialError {
     /// The Secret value (or its decoded form) is empty.
     #[error("the Secret value is empty; it must hold the key material")]
     Empty,
+    /// The value is larger than any key material ([`MAX_SECRET_VALUE_BYTES`]); not decoded.
+    #[error(
+        "the Secret value is {actual} bytes, more than the {limit} bytes keyfleet reads as key \
+         material (a 4096-bit RSA private key is about 3.3 KB as PEM); store only the key"
+    )]
+    TooLarge { limit: usize, actual: usize },
     /// The value is not valid text of the declared encoding.
     #[error(
         "the Secret value is not valid {encoding}: {detail}; fix the value or the declared encoding"
@@ -140,6 +157,7 @@ impl MaterialError {
     pub fn reason(&self) -> &'static str {
         match self {
             MaterialError::Missing { .. } | MaterialError::Empty => "MaterialMissing",
+            MaterialError::TooLarge { .. } => "MaterialTooLarge",
             MaterialError::InvalidEncoding { .. } => "MaterialInvalidEncoding",
             MaterialError::WrongLength { .. } => "MaterialWrongLength",
             MaterialError::Unparseable { .. } => "MaterialUnparseable",

@@ -1,7 +1,8 @@
 //! Secret value → checked key material: decoding, length rules, private key parsing and PKCS#8 conversion.
 
+use super::buffer::SecretBytes;
 use super::der::{self, Container, Curve, CurveParam, Pkcs8Algorithm};
-use super::{KeyMaterial, MaterialError, allowed_length, armor, rsa_bits};
+use super::{KeyMaterial, MAX_SECRET_VALUE_BYTES, MaterialError, allowed_length, armor, rsa_bits};
 use crate::api::MaterialEncoding;
 use crate::api::{KeyFamily, KeySpec};
 use aws_lc_rs::encoding::AsDer;
@@ -21,6 +22,13 @@ pub(super) fn from_secret_value(
     if value.is_empty() {
         return Err(MaterialError::Empty);
     }
+    // Before any decoding: every later step is then bounded by this size.
+    if value.len() > MAX_SECRET_VALUE_BYTES {
+        return Err(MaterialError::TooLarge {
+            limit: MAX_SECRET_VALUE_BYTES,
+            actual: value.len(),
+        });
+    }
     let decoded = decode(encoding, value)?;
     if decoded.is_empty() {
         return Err(MaterialError::Empty);
@@ -35,17 +43,17 @@ pub(super) fn from_secret_value(
 pub(super) fn decode(
     encoding: MaterialEncoding,
     value: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, MaterialError> {
+) -> Result<SecretBytes, MaterialError> {
     match encoding {
-        MaterialEncoding::Raw => Ok(Zeroizing::new(value.to_vec())),
+        MaterialEncoding::Raw => Ok(SecretBytes::copy_of(value)),
         MaterialEncoding::Base64 => decode_base64(value),
         MaterialEncoding::Hex => decode_hex(value),
     }
 }
 
-fn compact(value: &[u8]) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(value.len()));
-    out.extend(value.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+fn compact(value: &[u8]) -> SecretBytes {
+    let mut out = SecretBytes::with_capacity(value.len());
+    out.extend_compact(value);
     out
 }
 
@@ -53,7 +61,7 @@ fn invalid(encoding: MaterialEncoding, detail: String) -> MaterialError {
     MaterialError::InvalidEncoding { encoding, detail }
 }
 
-fn decode_base64(value: &[u8]) -> Result<Zeroizing<Vec<u8>>, MaterialError> {
+fn decode_base64(value: &[u8]) -> Result<SecretBytes, MaterialError> {
     let config =
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     let text = compact(value);
@@ -63,7 +71,7 @@ fn decode_base64(value: &[u8]) -> Result<Zeroizing<Vec<u8>>, MaterialError> {
     } else {
         GeneralPurpose::new(&base64::alphabet::STANDARD, config)
     };
-    let mut out = Zeroizing::new(vec![0u8; base64::decoded_len_estimate(text.len())]);
+    let mut out = SecretBytes::zeroed(base64::decoded_len_estimate(text.len()));
     let n = engine.decode_slice(&text[..], &mut out[..]).map_err(|e| {
         // Never echo the offending byte: it is part of the material.
         let detail = match e {
@@ -87,7 +95,7 @@ fn decode_base64(value: &[u8]) -> Result<Zeroizing<Vec<u8>>, MaterialError> {
     Ok(out)
 }
 
-fn decode_hex(value: &[u8]) -> Result<Zeroizing<Vec<u8>>, MaterialError> {
+fn decode_hex(value: &[u8]) -> Result<SecretBytes, MaterialError> {
     let text = compact(value);
     if !text.len().is_multiple_of(2) {
         return Err(invalid(
@@ -95,7 +103,7 @@ fn decode_hex(value: &[u8]) -> Result<Zeroizing<Vec<u8>>, MaterialError> {
             format!("odd number of hex digits ({})", text.len()),
         ));
     }
-    let mut out = Zeroizing::new(vec![0u8; text.len() / 2]);
+    let mut out = SecretBytes::zeroed(text.len() / 2);
     hex::decode_to_slice(&text[..], &mut out[..]).map_err(|e| {
         let detail = match e {
             hex::FromHexError::InvalidHexCharacter { index, .. } => {
@@ -142,7 +150,7 @@ fn encoding_hint(spec: KeySpec, encoding: MaterialEncoding, raw: &[u8]) -> Optio
 fn check_length(
     spec: KeySpec,
     encoding: MaterialEncoding,
-    bytes: Zeroizing<Vec<u8>>,
+    bytes: SecretBytes,
 ) -> Result<KeyMaterial, MaterialError> {
     let Some((min, max)) = allowed_length(spec) else {
         return Err(MaterialError::Unparseable {
@@ -158,7 +166,7 @@ fn check_length(
             hint: encoding_hint(spec, encoding, &bytes),
         });
     }
-    Ok(KeyMaterial::new(spec, bytes, None))
+    Ok(KeyMaterial::new(spec, bytes.into_zeroizing(), None))
 }
 
 fn family_name(spec: KeySpec) -> &'static str {
@@ -294,11 +302,7 @@ fn parse_private_key(
                 .public_key()
                 .as_der()
                 .map_err(|_| unparseable("the EC public key could not be encoded"))?;
-            Ok(KeyMaterial::new(
-                spec,
-                Zeroizing::new(pkcs8.as_ref().to_vec()),
-                Some(spki.as_ref().to_vec()),
-            ))
+            Ok(private_key(spec, pkcs8.as_ref(), spki.as_ref()))
         }
     }
 }
@@ -324,9 +328,10 @@ fn finish_rsa(spec: KeySpec, key: &RsaKeyPair) -> Result<KeyMaterial, MaterialEr
         .public_key()
         .as_der()
         .map_err(|_| unparseable("the RSA public key could not be encoded"))?;
-    Ok(KeyMaterial::new(
-        spec,
-        Zeroizing::new(pkcs8.as_ref().to_vec()),
-        Some(spki.as_ref().to_vec()),
-    ))
+    Ok(private_key(spec, pkcs8.as_ref(), spki.as_ref()))
+}
+
+/// RSA/ECC material: the PKCS#8 private key to import and its public key (DER SPKI).
+fn private_key(spec: KeySpec, pkcs8: &[u8], spki: &[u8]) -> KeyMaterial {
+    KeyMaterial::new(spec, Zeroizing::new(pkcs8.to_vec()), Some(spki.to_vec()))
 }

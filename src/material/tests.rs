@@ -551,6 +551,107 @@ fn garbage_is_unparseable() {
     );
 }
 
+// ---------------------------------------------------------------- hostile input: bounded work
+
+const EMPTY_BLOCK: &[u8] = b"-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n";
+
+/// `len` bytes (at least) of back-to-back empty PEM blocks.
+fn empty_blocks(len: usize) -> Vec<u8> {
+    EMPTY_BLOCK.repeat(len.div_ceil(EMPTY_BLOCK.len()))
+}
+
+#[test]
+fn a_megabyte_of_empty_pem_blocks_is_refused_before_any_buffer_is_reserved() {
+    let value = empty_blocks(1 << 20);
+    for spec in KeySpec::ALL {
+        for encoding in [
+            MaterialEncoding::Raw,
+            MaterialEncoding::Base64,
+            MaterialEncoding::Hex,
+        ] {
+            buffer::work::take_reserved();
+            let err = KeyMaterial::from_secret_value(spec, encoding, &value).unwrap_err();
+            assert_eq!(
+                err,
+                MaterialError::TooLarge {
+                    limit: MAX_SECRET_VALUE_BYTES,
+                    actual: value.len()
+                }
+            );
+            assert_eq!(err.reason(), "MaterialTooLarge");
+            // Refused by its size alone: not one byte was copied, decoded or zeroized.
+            assert_eq!(buffer::work::take_reserved(), 0, "{spec} {encoding}");
+        }
+    }
+    let message = MaterialError::TooLarge {
+        limit: MAX_SECRET_VALUE_BYTES,
+        actual: value.len(),
+    }
+    .to_string();
+    assert!(message.contains("65536 bytes"), "{message}");
+    assert!(message.contains(&value.len().to_string()), "{message}");
+    assert!(!message.contains("BEGIN"), "{message}");
+}
+
+#[test]
+fn the_size_limit_is_inclusive_and_applies_before_decoding() {
+    // Exactly the limit is read (and refused for what it is); one byte more is not read.
+    let mut at_limit = empty_blocks(MAX_SECRET_VALUE_BYTES);
+    at_limit.truncate(MAX_SECRET_VALUE_BYTES);
+    let err = parse(KeySpec::Rsa2048, &at_limit).unwrap_err();
+    assert_eq!(err.reason(), "MaterialUnparseable", "{err}");
+    at_limit.push(b'\n');
+    let err = parse(KeySpec::Rsa2048, &at_limit).unwrap_err();
+    assert_eq!(err.reason(), "MaterialTooLarge", "{err}");
+    // Symmetric material too: the limit is checked before the length rule decodes anything.
+    let err = KeyMaterial::from_secret_value(
+        KeySpec::SymmetricDefault,
+        MaterialEncoding::Hex,
+        &vec![b'0'; MAX_SECRET_VALUE_BYTES + 2],
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), "MaterialTooLarge", "{err}");
+}
+
+#[test]
+fn pem_blocks_are_capped_and_their_buffers_sized_to_their_bodies() {
+    // Straight to the PEM reader, past the size limit: a megabyte of empty blocks. The old
+    // reader reserved (and zeroized) a buffer of the whole input for each of its ~19,000 BEGIN
+    // lines, about 20 GB; now the 17th BEGIN line ends the read and empty bodies reserve nothing.
+    let value = empty_blocks(1 << 20);
+    buffer::work::take_reserved();
+    let err = armor::parse_blocks(&value).unwrap_err();
+    assert_eq!(buffer::work::take_reserved(), 0);
+    assert_eq!(err.reason(), "MaterialUnparseable");
+    assert!(
+        err.to_string()
+            .contains(&format!("more than {} blocks", armor::MAX_PEM_BLOCKS)),
+        "{err}"
+    );
+    // The cap itself is accepted: a key with 15 certificates.
+    let key = pem_encode("PRIVATE KEY", &pkcs8_for(KeySpec::EccNistP256));
+    let cert = pem_encode("CERTIFICATE", &fake_certificate());
+    let mut chain = key.to_vec();
+    for _ in 1..armor::MAX_PEM_BLOCKS {
+        chain.extend_from_slice(&cert);
+    }
+    buffer::work::take_reserved();
+    let blocks = armor::parse_blocks(&chain).unwrap();
+    assert_eq!(blocks.len(), armor::MAX_PEM_BLOCKS);
+    // Each block reserves its base64 body and its decoded DER (3/4 of that), nothing more:
+    // under twice the input, where the old reader reserved 16 times the input.
+    let reserved = buffer::work::take_reserved();
+    assert!(
+        reserved < 2 * chain.len(),
+        "{reserved} bytes reserved for {} bytes of PEM",
+        chain.len()
+    );
+    assert!(parse(KeySpec::EccNistP256, &chain).is_ok());
+    chain.extend_from_slice(&cert);
+    let err = parse(KeySpec::EccNistP256, &chain).unwrap_err();
+    assert!(err.to_string().contains("more than 16 blocks"), "{err}");
+}
+
 #[test]
 fn empty_values_are_missing() {
     for spec in [KeySpec::SymmetricDefault, KeySpec::Rsa2048] {
@@ -676,6 +777,10 @@ fn reasons_are_stable_camel_case_and_distinct_per_kind() {
             detail: String::new(),
         },
         MaterialError::WrapFailed { detail: "" },
+        MaterialError::TooLarge {
+            limit: 1,
+            actual: 2,
+        },
     ];
     let reasons: Vec<&str> = errors.iter().map(|e| e.reason()).collect();
     assert_eq!(
@@ -695,6 +800,7 @@ fn reasons_are_stable_camel_case_and_distinct_per_kind() {
             "WrappingKeyTooSmall",
             "WrappingKeyInvalid",
             "WrappingFailed",
+            "MaterialTooLarge",
         ]
     );
     for r in reasons {
@@ -703,6 +809,7 @@ fn reasons_are_stable_camel_case_and_distinct_per_kind() {
     }
     assert!(errors[3].is_material_problem());
     assert!(!errors[11].is_material_problem());
+    assert!(errors[14].is_material_problem());
 }
 
 // ---------------------------------------------------------------- no leaks
@@ -787,6 +894,76 @@ fn debug_and_errors_never_contain_material() {
         "{debug}"
     );
     assert_no_leak(&debug, rsa.import_bytes());
+}
+
+#[test]
+fn no_type_that_holds_material_prints_it() {
+    // Every type under material/ that can hold key bytes, built from one real key of each
+    // family and container, formatted with {:?}: lengths and kinds only.
+    for spec in [KeySpec::Rsa2048, KeySpec::EccNistP384] {
+        let pkcs8 = pkcs8_for(spec);
+        let inner = der::pkcs8_inner_key(&pkcs8).unwrap();
+        let mut renderings = Vec::new();
+
+        // DER elements: the outer sequence, each of its children, and the inner private key's.
+        let outer = der::single(&pkcs8).unwrap();
+        renderings.push(format!("{outer:?}"));
+        for child in der::children(outer.value).unwrap() {
+            renderings.push(format!("{child:?}"));
+        }
+        for child in der::children(der::single(inner).unwrap().value).unwrap() {
+            renderings.push(format!("{child:?}"));
+        }
+        assert_eq!(
+            renderings[0],
+            format!("Tlv {{ tag: 0x30, len: {} }}", outer.value.len())
+        );
+
+        // PEM blocks and the DER picked from them.
+        let pem = pem_encode("PRIVATE KEY", &pkcs8);
+        let blocks = armor::parse_blocks(&pem).unwrap();
+        renderings.push(format!("{blocks:?}"));
+        assert_eq!(
+            renderings.last().unwrap(),
+            &format!(
+                "[PemBlock {{ kind: PrivateKey, legacy_encrypted: false, der_len: {} }}]",
+                pkcs8.len()
+            )
+        );
+        renderings.push(format!("{:?}", armor::select_private_key(&pem).unwrap()));
+
+        // Decoded Secret values in every encoding, and the checked material.
+        for encoding in [
+            MaterialEncoding::Raw,
+            MaterialEncoding::Base64,
+            MaterialEncoding::Hex,
+        ] {
+            let value = encode_secret_value(&pkcs8, encoding);
+            let decoded = parse::decode(encoding, &value).unwrap();
+            renderings.push(format!("{decoded:?}"));
+            let material = KeyMaterial::from_secret_value(spec, encoding, &value).unwrap();
+            renderings.push(format!("{material:?}"));
+            renderings.push(format!("{:?}", &material as &dyn ImportableMaterial));
+        }
+        assert_eq!(
+            renderings.last().unwrap(),
+            &format!("KeyMaterial {{ spec: {spec}, len: {}, .. }}", pkcs8.len())
+        );
+
+        for rendering in &renderings {
+            assert_no_leak(rendering, &pkcs8);
+            assert_no_leak(rendering, inner);
+            // No DER element of the private key shows up either (the private exponent, the
+            // primes, the EC scalar).
+            for child in der::children(der::single(inner).unwrap().value).unwrap() {
+                if child.value.len() >= 8 {
+                    assert_no_leak(rendering, child.value);
+                }
+            }
+        }
+    }
+    let buffer = buffer::SecretBytes::copy_of(b"TOP-SECRET-MATERIAL-0123456789ab");
+    assert_eq!(format!("{buffer:?}"), "SecretBytes { len: 32 }");
 }
 
 // ---------------------------------------------------------------- HMAC and fingerprints

@@ -83,7 +83,37 @@ pub fn plan_key(
         metadata::plan_metadata(desired, observed, desired_alias_target, &mut plan);
     }
     policy::plan_policy(desired, observed, &mut plan);
+    if observed.state == KeyState::PendingImport {
+        import_last(&mut plan);
+    }
     plan
+}
+
+/// A key without material becomes usable by its import: its intended policy, alias and tags go
+/// in first, and when any of them cannot, nothing is imported (the key stays PendingImport).
+fn import_last(plan: &mut Plan) {
+    let is_import = |a: &Action| {
+        matches!(
+            a,
+            Action::ImportMaterial { .. }
+                | Action::ImportNewMaterial { .. }
+                | Action::ImportRotationMaterial { .. }
+        )
+    };
+    let is_state = |a: &Action| matches!(a, Action::EnableKey | Action::DisableKey);
+    let (material, rest): (Vec<Action>, Vec<Action>) = std::mem::take(&mut plan.actions)
+        .into_iter()
+        .partition(|a| is_import(a) || is_state(a));
+    let (imports, states): (Vec<Action>, Vec<Action>) = material.into_iter().partition(is_import);
+    plan.actions = rest;
+    let policy_or_alias_refused = matches!(
+        plan.blocker,
+        Some(Blocker::PolicyLockout(_) | Blocker::PolicyTooLarge(_) | Blocker::AliasInUse(_))
+    );
+    if !policy_or_alias_refused {
+        plan.actions.extend(imports);
+        plan.actions.extend(states);
+    }
 }
 
 /// Key states that decide the plan on their own: a pending deletion (cancelled when the object

@@ -569,3 +569,60 @@ fn ownership_classification() {
     other_cluster.insert(CLUSTER_TAG.into(), "c2".into());
     assert!(matches!(ownership(&other_cluster, &me), Ownership::Elsewhere(w) if w.contains("c2")));
 }
+
+#[test]
+fn a_key_without_material_gets_its_policy_and_alias_before_the_import() {
+    let mut d = desired();
+    d.policy = Some(doc_policy(serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Sid": "Root", "Effect": "Allow",
+                       "Principal": {"AWS": "arn:aws:iam::000000000000:root"},
+                       "Action": "kms:*", "Resource": "*"}]
+    })));
+    let mut o = converged_observed();
+    o.state = KeyState::PendingImport;
+    o.aliases.clear();
+    o.policy = Some(serde_json::json!({"Version": "2012-10-17", "Statement": []}));
+    let p = plan(&d, &o);
+    let names: Vec<&str> = p.actions.iter().map(Action::name).collect();
+    assert_eq!(
+        names,
+        ["CreateAlias", "PutKeyPolicy", "ImportMaterial"],
+        "{p:?}"
+    );
+
+    // A policy keyfleet refuses: nothing is imported, the key stays unusable.
+    let mut huge = d.clone();
+    huge.policy = Some(doc_policy(serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Sid": "x".repeat(40 * 1024), "Effect": "Allow",
+                       "Principal": {"AWS": "arn:aws:iam::000000000000:root"},
+                       "Action": "kms:*", "Resource": "*"}]
+    })));
+    let p = plan(&huge, &o);
+    assert!(
+        matches!(p.blocker, Some(Blocker::PolicyTooLarge(_))),
+        "{p:?}"
+    );
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::ImportMaterial { .. })),
+        "{p:?}"
+    );
+    // An alias held by another key: nothing is imported either.
+    let p = plan_key(
+        &d,
+        &o,
+        &FP,
+        Some(&AliasTarget::OtherKey("other".into())),
+        false,
+    );
+    assert!(matches!(p.blocker, Some(Blocker::AliasInUse(_))), "{p:?}");
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::ImportMaterial { .. })),
+        "{p:?}"
+    );
+}

@@ -1,7 +1,5 @@
 //! Policy documents: parsing, placeholders (`${AccountId}`, `${KeyArn}`, …), canonical hash.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use super::MAX_POLICY_BYTES;
@@ -182,25 +180,16 @@ fn fill(s: &str, key: &KeyIdentity) -> String {
     out
 }
 
-/// `sha256:<hex>` of the canonical JSON of a policy (object keys sorted, no whitespace): the
-/// same policy always has the same hash, however it was written.
+/// `sha256:<hex>` of the policy's RFC 8785 canonical JSON (JCS: object keys sorted, no
+/// whitespace, ES6 number and string forms): the same policy always has the same hash, however
+/// it was written, and an auditor recomputes it with any JCS implementation (docs/key-policies.md).
 pub fn hash(policy: &Value) -> String {
-    let canonical = canonical(policy).to_string();
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+    // Serializing a serde_json::Value cannot fail: it holds no non-finite floats or non-string
+    // keys, the only inputs JCS refuses.
+    let canonical = serde_jcs::to_vec(policy).expect("a JSON value has a JCS form");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical);
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
-}
-
-fn canonical(value: &Value) -> Value {
-    match value {
-        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
-        Value::Object(map) => {
-            let sorted: BTreeMap<&String, Value> =
-                map.iter().map(|(k, v)| (k, canonical(v))).collect();
-            Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
-        }
-        other => other.clone(),
-    }
 }
 
 #[cfg(test)]
@@ -267,6 +256,28 @@ mod tests {
         assert_eq!(err.reason(), "PolicyTooLarge");
         assert!(err.to_string().contains("32768"), "{err}");
         assert!(parse_document(r#"{"Resource":"${*}${?}"}"#).is_ok());
+    }
+
+    /// RFC 8785 section 3.2.2's example: numbers in their ES6 form, strings with only the
+    /// required escapes, keys sorted. The hash is SHA-256 over exactly these bytes.
+    #[test]
+    fn hash_is_sha256_of_the_rfc8785_form() {
+        let input = r#"{
+          "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+          "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+          "literals": [null, true, false]
+        }"#;
+        let value: Value = serde_json::from_str(input).unwrap();
+        let jcs = r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#;
+        assert_eq!(
+            String::from_utf8(serde_jcs::to_vec(&value).unwrap()).unwrap(),
+            jcs
+        );
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jcs.as_bytes());
+        assert_eq!(
+            hash(&value),
+            format!("sha256:{}", hex::encode(digest.as_ref()))
+        );
     }
 
     #[test]

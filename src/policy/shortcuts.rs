@@ -91,44 +91,46 @@ pub fn render(
         PrincipalKind::Account,
     )?);
 
-    let mut statements = vec![json!({
-        "Sid": "Enable IAM User Permissions",
-        "Effect": "Allow",
-        "Principal": {"AWS": "arn:${Partition}:iam::${AccountId}:root"},
-        "Action": "kms:*",
-        "Resource": "*"
-    })];
+    let mut statements = vec![allow(
+        "Enable IAM User Permissions",
+        json!("arn:${Partition}:iam::${AccountId}:root"),
+        json!("kms:*"),
+    )];
     if !admins.is_empty() {
-        statements.push(json!({
-            "Sid": "Allow access for Key Administrators",
-            "Effect": "Allow",
-            "Principal": {"AWS": admins},
-            "Action": ADMIN_ACTIONS,
-            "Resource": "*"
-        }));
+        let admin_actions = json!(ADMIN_ACTIONS);
+        statements.push(allow(
+            "Allow access for Key Administrators",
+            json!(admins),
+            admin_actions,
+        ));
     }
     if !users.is_empty() {
-        statements.push(json!({
-            "Sid": "Allow use of the key",
-            "Effect": "Allow",
-            "Principal": {"AWS": users},
-            "Action": user_actions(usage, symmetric),
-            "Resource": "*"
-        }));
-        statements.push(json!({
-            "Sid": "Allow attachment of persistent resources",
-            "Effect": "Allow",
-            "Principal": {"AWS": users},
-            "Action": ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"],
-            "Resource": "*",
-            "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}
-        }));
+        let user_actions = json!(user_actions(usage, symmetric));
+        statements.push(allow("Allow use of the key", json!(users), user_actions));
+        let mut grants = allow(
+            "Allow attachment of persistent resources",
+            json!(users),
+            json!(["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"]),
+        );
+        grants["Condition"] = json!({"Bool": {"kms:GrantIsForAWSResource": "true"}});
+        statements.push(grants);
     }
     Ok(json!({
         "Version": "2012-10-17",
         "Id": "keyfleet-key-policy",
         "Statement": statements
     }))
+}
+
+/// An Allow statement of `actions` on the key for the AWS `principals`.
+fn allow(sid: &str, principals: Value, actions: Value) -> Value {
+    json!({
+        "Sid": sid,
+        "Effect": "Allow",
+        "Principal": {"AWS": principals},
+        "Action": actions,
+        "Resource": "*"
+    })
 }
 
 #[cfg(test)]

@@ -8,84 +8,92 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde_json::Value;
-
 use super::finding::{Check, Finding, ObjectRef};
-use super::kind::{Bundle, KindContext, KindDef, Typed, read};
+use super::kind::{Bundle, Kind, KindContext, Typed, report};
 use super::object::{Object, ObjectFindings};
 use super::secret::{SecretDoc, SecretValue};
-use crate::api::{AwsKey, AwsKms, Pkcs11Token};
-use crate::desired::{self, SpecError};
+use crate::api::{AwsKey, AwsKms, DEFAULT_CONNECTION, Pkcs11Token};
+use crate::desired;
 use crate::material::KeyMaterial;
+use crate::tenancy;
 
-pub(crate) const KIND: KindDef = KindDef {
-    kind: "AwsKey",
-    check_object,
-    check_bundle,
-};
+impl Kind for AwsKey {
+    const KIND: &'static str = "AwsKey";
 
-fn check_object(
-    _object: &Object,
-    value: &Value,
-    out: &mut ObjectFindings<'_>,
-    ctx: &KindContext<'_>,
-) -> Option<Typed> {
-    let key: AwsKey = read(value, out)?;
-    ctx.cel.check(&key, out);
-
-    let mut refuse = |e: SpecError| out.add_at_path(Check::Semantic, e.field, e.reason, e.message);
-    // Every refusal at once: `desired_key` (what the controller calls) stops at the first.
-    for e in desired::spec_errors(&key.spec, ctx.options.now) {
-        refuse(e);
+    fn into_typed(self) -> Typed {
+        Typed::AwsKey(Box::new(self))
     }
-    if let Err(e) = desired::adopt_key_region(&key.spec) {
-        refuse(e);
-    }
-    Some(Typed::AwsKey(Box::new(key)))
-}
 
-fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
-    let mut keys: Vec<(&Object, &AwsKey)> = Vec::new();
-    let mut kmses: HashMap<&str, &AwsKms> = HashMap::new();
-    let mut tokens: HashMap<&str, &Pkcs11Token> = HashMap::new();
-    for (object, typed) in bundle.typed() {
-        match typed {
-            Typed::AwsKey(key) => keys.push((object, key)),
-            // A duplicate AwsKms is reported as such; the last one is what would be applied.
-            Typed::AwsKms(kms) => {
-                kmses.insert(object.name(), kms);
+    fn check(&self, _object: &Object, out: &mut ObjectFindings<'_>, ctx: &KindContext<'_>) {
+        // Every refusal at once: `desired_key` (what the controller calls) stops at the first.
+        report(out, desired::spec_errors(&self.spec, ctx.options.now));
+        report(out, desired::adopt_key_region(&self.spec).err());
+    }
+
+    fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
+        let mut keys: Vec<(&Object, &AwsKey)> = Vec::new();
+        let mut kmses: HashMap<&str, &AwsKms> = HashMap::new();
+        let mut tokens: HashMap<&str, &Pkcs11Token> = HashMap::new();
+        for (object, typed) in bundle.typed() {
+            match typed {
+                Typed::AwsKey(key) => keys.push((object, key)),
+                // A duplicate AwsKms is reported as such; the last one is what would be applied.
+                Typed::AwsKms(kms) => {
+                    kmses.insert(object.name(), kms);
+                }
+                Typed::Pkcs11Token(token) => {
+                    tokens.insert(object.name(), token);
+                }
+                Typed::AwsReplicaKey(_) | Typed::AwsKeyPolicyTemplate(_) => {}
             }
-            Typed::Pkcs11Token(token) => {
-                tokens.insert(object.name(), token);
-            }
-            Typed::AwsReplicaKey(_) | Typed::AwsKeyPolicyTemplate(_) => {}
         }
+        // Secrets (by index in the bundle) whose own problems are already reported.
+        let mut secrets_reported: HashSet<usize> = HashSet::new();
+        for (object, key) in &keys {
+            let mut out = bundle.findings_for(object);
+            check_kms_ref(bundle, object, key, &kmses, &mut out);
+            check_token_ref(bundle, object, key, &tokens, &mut out);
+            check_secret(
+                bundle,
+                object,
+                key,
+                &mut out,
+                findings,
+                &mut secrets_reported,
+            );
+            findings.extend(out.finish());
+        }
+        check_aliases(bundle, &keys, &kmses, findings);
     }
-    // Secrets (by index in the bundle) whose own problems are already reported.
-    let mut secrets_reported: HashSet<usize> = HashSet::new();
-    for (object, key) in &keys {
-        let mut out = bundle.findings_for(object);
-        check_kms_ref(bundle, key, &kmses, &mut out);
-        check_token_ref(bundle, object, key, &tokens, &mut out);
-        check_secret(
-            bundle,
-            object,
-            key,
-            &mut out,
-            findings,
-            &mut secrets_reported,
-        );
-        findings.extend(out.finish());
-    }
-    check_aliases(bundle, &keys, &kmses, findings);
 }
 
 fn check_kms_ref(
     bundle: &Bundle<'_>,
+    object: &Object,
     key: &AwsKey,
     kmses: &HashMap<&str, &AwsKms>,
     out: &mut ObjectFindings<'_>,
 ) {
+    let name = key
+        .spec
+        .kms_ref
+        .as_ref()
+        .map_or(DEFAULT_CONNECTION, |r| r.name.as_str());
+    if let Some(kms) = kmses.get(name)
+        && let Err(refusal) = tenancy::alias(
+            name,
+            key.spec.alias.as_deref(),
+            kms.spec.alias_prefix.as_deref(),
+            object.namespace(),
+        )
+    {
+        out.add_at(
+            Check::Reference,
+            "/spec/alias",
+            refusal.reason,
+            refusal.message,
+        );
+    }
     let Some(kms_ref) = &key.spec.kms_ref else {
         return;
     };
@@ -109,7 +117,7 @@ fn check_kms_ref(
             "KmsConnectionNotFound",
             format!(
                 "AwsKms {} is not in the validated manifests (--require-refs); add it, or remove \
-                 spec.kmsRef to use the operator's own credentials",
+                 spec.kmsRef to use the AwsKms named default",
                 kms_ref.name
             ),
         ),

@@ -7,106 +7,96 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
-
 use super::finding::{Check, Finding};
-use super::kind::{Bundle, KindContext, KindDef, Typed, read};
+use super::kind::{Bundle, Kind, KindContext, Typed, report};
 use super::object::{Object, ObjectFindings};
 use crate::api::{AwsKey, AwsKms, AwsReplicaKey};
 use crate::desired;
 
-pub(crate) const KIND: KindDef = KindDef {
-    kind: "AwsReplicaKey",
-    check_object,
-    check_bundle,
-};
+impl Kind for AwsReplicaKey {
+    const KIND: &'static str = "AwsReplicaKey";
 
-fn check_object(
-    _object: &Object,
-    value: &Value,
-    out: &mut ObjectFindings<'_>,
-    ctx: &KindContext<'_>,
-) -> Option<Typed> {
-    let replica: AwsReplicaKey = read(value, out)?;
-    ctx.cel.check(&replica, out);
-    for e in desired::replica_spec_errors(&replica.spec) {
-        out.add_at_path(Check::Semantic, e.field, e.reason, e.message);
+    fn into_typed(self) -> Typed {
+        Typed::AwsReplicaKey(Box::new(self))
     }
-    Some(Typed::AwsReplicaKey(Box::new(replica)))
-}
 
-fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
-    let mut keys: Vec<(&Object, &AwsKey)> = Vec::new();
-    let mut kmses: HashMap<&str, &AwsKms> = HashMap::new();
-    let mut replicas: Vec<(&Object, &AwsReplicaKey)> = Vec::new();
-    for (object, typed) in bundle.typed() {
-        match typed {
-            Typed::AwsKey(key) => keys.push((object, key)),
-            Typed::AwsKms(kms) => {
-                kmses.insert(object.name(), kms);
-            }
-            Typed::AwsReplicaKey(replica) => replicas.push((object, replica)),
-            Typed::AwsKeyPolicyTemplate(_) | Typed::Pkcs11Token(_) => {}
-        }
+    fn check(&self, _object: &Object, out: &mut ObjectFindings<'_>, _ctx: &KindContext<'_>) {
+        report(out, desired::replica_spec_errors(&self.spec));
     }
-    for (object, replica) in replicas {
-        let mut out = bundle.findings_for(object);
-        let name = &replica.spec.primary_key_ref.name;
-        let same_namespace = keys
-            .iter()
-            .rev()
-            .find(|(o, _)| o.name() == name && o.namespace() == object.namespace());
-        match same_namespace {
-            Some((_, primary)) => {
-                if let Err(e) = desired::replica_relation(&replica.spec, &primary.spec) {
-                    out.add_at_path(Check::Reference, e.field, e.reason, e.message);
-                } else if let Some(kms_ref) = &primary.spec.kms_ref
-                    && let Some(kms) = kmses.get(kms_ref.name.as_str())
-                    && !kms.spec.allows_region(&replica.spec.region)
-                {
-                    out.add_at(
-                        Check::Reference,
-                        "/spec/region",
-                        "RegionNotAllowed",
-                        format!(
-                            "region {} is not allowed by AwsKms/{} (the primary's connection; allowed: {})",
-                            replica.spec.region,
-                            kms_ref.name,
-                            kms.spec.regions.join(", ")
-                        ),
-                    );
+
+    fn check_bundle(bundle: &Bundle<'_>, findings: &mut Vec<Finding>) {
+        let mut keys: Vec<(&Object, &AwsKey)> = Vec::new();
+        let mut kmses: HashMap<&str, &AwsKms> = HashMap::new();
+        let mut replicas: Vec<(&Object, &AwsReplicaKey)> = Vec::new();
+        for (object, typed) in bundle.typed() {
+            match typed {
+                Typed::AwsKey(key) => keys.push((object, key)),
+                Typed::AwsKms(kms) => {
+                    kmses.insert(object.name(), kms);
                 }
-            }
-            None => {
-                let elsewhere: Vec<&str> = keys
-                    .iter()
-                    .filter(|(o, _)| o.name() == name)
-                    .map(|(o, _)| o.namespace())
-                    .collect();
-                if !elsewhere.is_empty() {
-                    out.add_at(
-                        Check::Reference,
-                        "/spec/primaryKeyRef/name",
-                        "PrimaryNotReady",
-                        format!(
-                            "AwsKey {name:?} is in namespace {}, not in {}: a replica's primary must be in its own namespace",
-                            elsewhere.join(", "),
-                            object.namespace()
-                        ),
-                    );
-                } else if bundle.options.require_refs {
-                    out.add_at(
-                        Check::Reference,
-                        "/spec/primaryKeyRef/name",
-                        "PrimaryNotReady",
-                        format!(
-                            "AwsKey {}/{name} is not in the validated manifests (--require-refs)",
-                            object.namespace()
-                        ),
-                    );
-                }
+                Typed::AwsReplicaKey(replica) => replicas.push((object, replica)),
+                Typed::AwsKeyPolicyTemplate(_) | Typed::Pkcs11Token(_) => {}
             }
         }
-        findings.extend(out.finish());
+        for (object, replica) in replicas {
+            let mut out = bundle.findings_for(object);
+            let name = &replica.spec.primary_key_ref.name;
+            let same_namespace = keys
+                .iter()
+                .rev()
+                .find(|(o, _)| o.name() == name && o.namespace() == object.namespace());
+            match same_namespace {
+                Some((_, primary)) => {
+                    if let Err(e) = desired::replica_relation(&replica.spec, &primary.spec) {
+                        out.add_at_path(Check::Reference, e.field, e.reason, e.message);
+                    } else if let Some(kms_ref) = &primary.spec.kms_ref
+                        && let Some(kms) = kmses.get(kms_ref.name.as_str())
+                        && !kms.spec.allows_region(&replica.spec.region)
+                    {
+                        out.add_at(
+                            Check::Reference,
+                            "/spec/region",
+                            "RegionNotAllowed",
+                            format!(
+                                "region {} is not allowed by AwsKms/{} (the primary's connection; allowed: {})",
+                                replica.spec.region,
+                                kms_ref.name,
+                                kms.spec.regions.join(", ")
+                            ),
+                        );
+                    }
+                }
+                None => {
+                    let elsewhere: Vec<&str> = keys
+                        .iter()
+                        .filter(|(o, _)| o.name() == name)
+                        .map(|(o, _)| o.namespace())
+                        .collect();
+                    if !elsewhere.is_empty() {
+                        out.add_at(
+                            Check::Reference,
+                            "/spec/primaryKeyRef/name",
+                            "PrimaryNotReady",
+                            format!(
+                                "AwsKey {name:?} is in namespace {}, not in {}: a replica's primary must be in its own namespace",
+                                elsewhere.join(", "),
+                                object.namespace()
+                            ),
+                        );
+                    } else if bundle.options.require_refs {
+                        out.add_at(
+                            Check::Reference,
+                            "/spec/primaryKeyRef/name",
+                            "PrimaryNotReady",
+                            format!(
+                                "AwsKey {}/{name} is not in the validated manifests (--require-refs)",
+                                object.namespace()
+                            ),
+                        );
+                    }
+                }
+            }
+            findings.extend(out.finish());
+        }
     }
 }

@@ -1,7 +1,9 @@
-//! The contract between the engine and each kind's checks: what a kind supplies
-//! ([`KindDef`]), what its checks get ([`KindContext`], [`Bundle`]) and the typed objects they
-//! share ([`Typed`]). Per-kind files depend on this file; it depends on none of them.
+//! The contract between the engine and each kind's checks: what a kind supplies (a [`Kind`]
+//! implementation, registered as a [`KindDef`]), what its checks get ([`KindContext`],
+//! [`Bundle`]) and the typed objects they share ([`Typed`]). Per-kind files depend on this file;
+//! it depends on none of them.
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -11,9 +13,54 @@ use super::object::{Object, ObjectFindings};
 use super::options::Options;
 use super::secret::SecretDoc;
 use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, Pkcs11Token};
+use crate::desired::SpecError;
 use crate::manifest::Source;
 
-/// A kind's checks.
+/// What a kind of the `kms.keyfleet.dev` group checks beyond its schema and CEL rules.
+pub(crate) trait Kind: DeserializeOwned + Serialize + Sized {
+    /// The kind's name (`AwsKey`).
+    const KIND: &'static str;
+    /// The object as the bundle-wide checks see it.
+    fn into_typed(self) -> Typed;
+    /// keyfleet's own checks of one object that could be read (the schema and CEL checks ran).
+    fn check(&self, object: &Object, out: &mut ObjectFindings<'_>, ctx: &KindContext<'_>);
+    /// Checks that need the other objects of the input; runs once per run.
+    fn check_bundle(_bundle: &Bundle<'_>, _findings: &mut Vec<Finding>) {}
+}
+
+/// Reports refusals of keyfleet's own validation (the operator's `desired` step) as findings.
+pub(crate) fn report(out: &mut ObjectFindings<'_>, refusals: impl IntoIterator<Item = SpecError>) {
+    for e in refusals {
+        out.add_at_path(Check::Semantic, e.field, e.reason, e.message);
+    }
+}
+
+/// The per-object check of every kind: read the object into its type (reporting why it cannot
+/// be), run the kind's CEL rules, then its own checks.
+fn check_object<K: Kind>(
+    object: &Object,
+    value: &Value,
+    out: &mut ObjectFindings<'_>,
+    ctx: &KindContext<'_>,
+) -> Option<Typed> {
+    let typed: K = read(value, out)?;
+    ctx.cel.check(&typed, out);
+    typed.check(object, out, ctx);
+    Some(typed.into_typed())
+}
+
+impl KindDef {
+    /// The checks of the kind `K`.
+    pub(crate) const fn of<K: Kind>() -> KindDef {
+        KindDef {
+            kind: K::KIND,
+            check_object: check_object::<K>,
+            check_bundle: K::check_bundle,
+        }
+    }
+}
+
+/// A kind's checks, as the engine runs them.
 pub(crate) struct KindDef {
     pub kind: &'static str,
     /// Checks one object whose schema check has run (`value`: the object with nulls pruned);
@@ -33,7 +80,6 @@ pub(crate) struct KindContext<'a> {
 
 /// An object read into its Rust type.
 // The variants are named after the kinds.
-#[allow(clippy::enum_variant_names)]
 pub(crate) enum Typed {
     AwsKey(Box<AwsKey>),
     AwsKms(Box<AwsKms>),
@@ -44,7 +90,7 @@ pub(crate) enum Typed {
 
 /// Reads the object into its type. A failure after schema findings is expected (they explain
 /// it); one without is reported, as the controller could not read the object either.
-pub(crate) fn read<T: DeserializeOwned>(value: &Value, out: &mut ObjectFindings<'_>) -> Option<T> {
+fn read<T: DeserializeOwned>(value: &Value, out: &mut ObjectFindings<'_>) -> Option<T> {
     match serde_json::from_value::<T>(value.clone()) {
         Ok(t) => Some(t),
         Err(e) => {

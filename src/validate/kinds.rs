@@ -1,7 +1,7 @@
 //! Per-kind dispatch: which checks run for which kind of the `kms.keyfleet.dev` group, and the
 //! checks across kinds (the same object twice).
 //!
-//! A kind contributes a [`KindDef`] (see `kind.rs`): its per-object checks (after the generic
+//! A kind contributes a [`Kind`](super::kind::Kind) implementation (see `kind.rs`): its per-object checks (after the generic
 //! schema check: typed read, CEL, keyfleet's semantic validation) and its bundle-wide checks
 //! (references and conflicts with other objects). A new kind gets a file, a [`Typed`](super::kind::Typed)
 //! variant and an entry in [`KINDS`]; until then it gets the generic checks (schema and CEL),
@@ -12,15 +12,15 @@ use std::collections::HashMap;
 use super::finding::{Check, Finding, ObjectRef};
 use super::kind::{Bundle, KindDef};
 use super::object::{Object, UNNAMED};
-use super::{aws_key, aws_key_policy_template, aws_kms, aws_replica_key, pkcs11_token};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, Pkcs11Token};
 
 /// Every kind `keyfleet validate` knows.
 pub(crate) static KINDS: [KindDef; 5] = [
-    aws_kms::KIND,
-    aws_key_policy_template::KIND,
-    aws_key::KIND,
-    aws_replica_key::KIND,
-    pkcs11_token::KIND,
+    KindDef::of::<AwsKms>(),
+    KindDef::of::<Pkcs11Token>(),
+    KindDef::of::<AwsKeyPolicyTemplate>(),
+    KindDef::of::<AwsKey>(),
+    KindDef::of::<AwsReplicaKey>(),
 ];
 
 /// The same object (kind, namespace, name) twice in the input: applying both, the later one

@@ -5,9 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
 use keyfleet::api::{AwsKey, AwsReplicaKey, KeySpec};
 use keyfleet::kms::clients::{retry_config, timeout_config};
 use keyfleet::kms::{KmsClients, RateLimits};
@@ -24,19 +21,10 @@ pub const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
 /// KMS clients as `keyfleet run` builds them (retries, timeouts, rate limits), against
 /// `endpoint` with the static test credentials.
 pub fn kms_clients_via(endpoint: &str, limits: Option<Arc<RateLimits>>) -> KmsClients {
-    let base = SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(localstack::DEFAULT_REGION))
-        .endpoint_url(endpoint)
+    let base = localstack::sdk_config(endpoint)
+        .into_builder()
         .retry_config(retry_config())
         .timeout_config(timeout_config())
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            localstack::ACCESS_KEY_ID,
-            localstack::SECRET_ACCESS_KEY,
-            None,
-            None,
-            "keyfleet-test",
-        )))
         .build();
     let clients = KmsClients::from_config(base);
     match limits {
@@ -141,51 +129,43 @@ pub struct FleetView {
 pub async fn view(client: &kube::Client, namespace: &str) -> FleetView {
     let keys: Api<AwsKey> = Api::namespaced(client.clone(), namespace);
     let replicas: Api<AwsReplicaKey> = Api::namespaced(client.clone(), namespace);
+    let keys = keys
+        .list(&ListParams::default())
+        .await
+        .expect("list AwsKeys");
+    let replicas = replicas
+        .list(&ListParams::default())
+        .await
+        .expect("list AwsReplicaKeys");
+    let objects = keys
+        .iter()
+        .map(|k| {
+            let status = k.status.as_deref().cloned();
+            (k.uid(), "AwsKey", k.name_any(), &k.spec.region, status)
+        })
+        .chain(replicas.iter().map(|r| {
+            let status = r.status.as_deref().cloned();
+            (
+                r.uid(),
+                "AwsReplicaKey",
+                r.name_any(),
+                &r.spec.region,
+                status,
+            )
+        }));
     let mut v = FleetView::default();
-    let mut note = |uid: String,
-                    kind: &'static str,
-                    name: String,
-                    region: String,
-                    key_id: Option<String>,
-                    ready: Option<(String, String)>| {
+    for (uid, kind, name, region, status) in objects {
+        let status = status.unwrap_or_default();
         v.total += 1;
-        if let Some((status, reason)) = ready {
-            if status == "True" {
+        if let Some((ready, reason)) = ready_of(&status.conditions) {
+            if ready == "True" {
                 v.ready += 1;
             }
             *v.reasons.entry(reason).or_default() += 1;
         }
-        v.objects.push((uid, kind, name, region, key_id));
-    };
-    for k in keys
-        .list(&ListParams::default())
-        .await
-        .expect("list AwsKeys")
-    {
-        let status = k.status.clone().unwrap_or_default();
-        note(
-            k.uid().unwrap_or_default(),
-            "AwsKey",
-            k.name_any(),
-            k.spec.region.clone(),
-            status.key_id.clone(),
-            ready_of(&status.conditions),
-        );
-    }
-    for r in replicas
-        .list(&ListParams::default())
-        .await
-        .expect("list AwsReplicaKeys")
-    {
-        let status = r.status.clone().unwrap_or_default();
-        note(
-            r.uid().unwrap_or_default(),
-            "AwsReplicaKey",
-            r.name_any(),
-            r.spec.region.clone(),
-            status.key_id.clone(),
-            ready_of(&status.conditions),
-        );
+        let uid = uid.unwrap_or_default();
+        v.objects
+            .push((uid, kind, name, region.clone(), status.key_id.clone()));
     }
     v
 }

@@ -115,6 +115,25 @@ pub fn kms_client_at(endpoint: &str, region: &str) -> aws_sdk_kms::Client {
     aws_sdk_kms::Client::from_conf(config)
 }
 
+/// The SDK configuration of the operator's KMS clients against the LocalStack at `endpoint`:
+/// the test region and static test credentials.
+pub fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    let credentials =
+        aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+            ACCESS_KEY_ID,
+            SECRET_ACCESS_KEY,
+            None,
+            None,
+            "keyfleet-test",
+        ));
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(DEFAULT_REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(credentials)
+        .build()
+}
+
 /// Environment for running the operator itself (as a child process or through
 /// `aws_config::load_defaults`) against `endpoint`: the standard `AWS_ENDPOINT_URL_KMS`
 /// plus static test credentials and a default region. IMDS is disabled so the credential

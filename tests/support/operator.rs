@@ -3,9 +3,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use keyfleet::api::{AwsKey, AwsKeyStatus};
@@ -28,6 +25,8 @@ pub const CLUSTER_ID: &str = "test-cluster";
 pub struct Operator {
     pub kube: MemKube,
     pub client: kube::Client,
+    /// The controller's metrics (what `/metrics` would serve).
+    pub metrics: Arc<keyfleet::metrics::Metrics>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -43,22 +42,31 @@ pub fn settings() -> Settings {
     s
 }
 
+/// Creates the AwsKms `default` that keys without `kmsRef` use: the operator's own credentials,
+/// granted to every namespace, bypass of the lockout check allowed (the test cluster's admin
+/// trusts its tenants; `tests/tenancy.rs` shows the boundaries). Idempotent.
+pub fn seed_default_connection(kube: &MemKube) {
+    let _ = kube.seed(
+        "kms.keyfleet.dev",
+        "v1alpha1",
+        "awskmses",
+        None,
+        serde_json::json!({
+            "apiVersion": "kms.keyfleet.dev/v1alpha1",
+            "kind": "AwsKms",
+            "metadata": {"name": "default"},
+            "spec": {
+                "allowedNamespaces": {"from": "All"},
+                "keyPolicy": {"allowBypassPolicyLockoutSafetyCheck": true}
+            }
+        }),
+    );
+}
+
 /// KMS clients pointed at the test LocalStack, with static test credentials.
 pub async fn localstack_clients() -> KmsClients {
     let endpoint = localstack::kms_endpoint().await;
-    let base = SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(localstack::DEFAULT_REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            localstack::ACCESS_KEY_ID,
-            localstack::SECRET_ACCESS_KEY,
-            None,
-            None,
-            "keyfleet-test",
-        )))
-        .build();
-    KmsClients::from_config(base)
+    KmsClients::from_config(localstack::sdk_config(&endpoint))
 }
 
 impl Operator {
@@ -85,8 +93,10 @@ impl Operator {
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
+        seed_default_connection(&kube);
         let client = kube.client();
         let ctx = Arc::new(Context::new(client.clone(), kms, settings).with_clock(clock));
+        let metrics = ctx.metrics.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(ctx, async move {
             let _ = rx.await;
@@ -94,6 +104,7 @@ impl Operator {
         Operator {
             kube,
             client,
+            metrics,
             stop: Some(tx),
             task: Some(task),
         }
@@ -164,20 +175,17 @@ pub async fn create_secret(
         .expect("create Secret");
 }
 
-/// Replaces the value of a Secret's key.
-pub async fn update_secret(
+/// Replaces the material of a Secret made by [`create_material_secret`] (its key `material`).
+pub async fn update_material_secret(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-    key: &str,
     value: &[u8],
 ) {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut secret = api.get(name).await.expect("get Secret");
-    secret.data = Some(BTreeMap::from([(
-        key.to_string(),
-        ByteString(value.to_vec()),
-    )]));
+    let material = ByteString(value.to_vec());
+    secret.data = Some(BTreeMap::from([("material".to_string(), material)]));
     api.replace(name, &PostParams::default(), &secret)
         .await
         .expect("replace Secret");
@@ -203,6 +211,13 @@ pub async fn create_key(api: &Api<AwsKey>, key: &AwsKey) -> AwsKey {
     api.create(&PostParams::default(), key)
         .await
         .expect("create AwsKey")
+}
+
+/// The message of the Ready condition.
+pub fn ready_message(key: &AwsKey) -> String {
+    let conditions = &key.status.as_ref().expect("status").conditions;
+    let ready = conditions.iter().find(|c| c.type_ == "Ready");
+    ready.expect("a Ready condition").message.clone()
 }
 
 /// The Ready condition as (status, reason).
@@ -276,37 +291,7 @@ pub async fn wait_gone(api: &Api<AwsKey>, name: &str) {
 
 /// Keys in KMS (one region) tagged as owned by the given AwsKey uid.
 pub async fn kms_keys_owned_by(kms: &aws_sdk_kms::Client, uid: &str) -> Vec<String> {
-    let mut found = vec![];
-    let mut marker = None;
-    loop {
-        let page = kms
-            .list_keys()
-            .limit(1000)
-            .set_marker(marker)
-            .send()
-            .await
-            .expect("ListKeys");
-        for key in page.keys() {
-            let id = key.key_id().unwrap_or_default();
-            let tags = kms
-                .list_resource_tags()
-                .key_id(id)
-                .send()
-                .await
-                .expect("ListResourceTags");
-            if tags
-                .tags()
-                .iter()
-                .any(|t| t.tag_key() == "keyfleet.dev/owner-uid" && t.tag_value() == uid)
-            {
-                found.push(id.to_string());
-            }
-        }
-        match page.next_marker {
-            Some(m) if page.truncated => marker = Some(m),
-            _ => return found,
-        }
-    }
+    kms_keys_by_owner(kms).await.remove(uid).unwrap_or_default()
 }
 
 impl Operator {
@@ -336,21 +321,12 @@ pub async fn kms_keys_by_owner(kms: &aws_sdk_kms::Client) -> BTreeMap<String, Ve
     let mut by_owner: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut marker = None;
     loop {
-        let page = kms
-            .list_keys()
-            .limit(1000)
-            .set_marker(marker)
-            .send()
-            .await
-            .expect("ListKeys");
+        let page = kms.list_keys().limit(1000).set_marker(marker).send().await;
+        let page = page.expect("ListKeys");
         for key in page.keys() {
             let id = key.key_id().unwrap_or_default();
-            let tags = kms
-                .list_resource_tags()
-                .key_id(id)
-                .send()
-                .await
-                .expect("ListResourceTags");
+            let tags = kms.list_resource_tags().key_id(id).send().await;
+            let tags = tags.expect("ListResourceTags");
             if let Some(t) = tags
                 .tags()
                 .iter()
@@ -443,4 +419,21 @@ pub async fn create_key_with_material(
         &aws_key(name, super::localstack::DEFAULT_REGION, name, fields),
     )
     .await
+}
+
+/// What most LocalStack tests start with: the operator on a fresh in-memory API, a KMS client
+/// for the test region and the AwsKey API of a namespace.
+pub struct Harness {
+    pub op: Operator,
+    pub kms: aws_sdk_kms::Client,
+    pub api: Api<AwsKey>,
+}
+
+impl Harness {
+    pub async fn start(namespace: &str) -> Harness {
+        let op = Operator::start(MemKube::new()).await;
+        let kms = super::localstack::kms_client(super::localstack::DEFAULT_REGION).await;
+        let api = op.keys(namespace);
+        Harness { op, kms, api }
+    }
 }

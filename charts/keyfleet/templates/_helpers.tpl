@@ -50,6 +50,28 @@ app.kubernetes.io/name: {{ include "keyfleet.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+The pods' topologySpreadConstraints as a YAML list: the values' list (a constraint without a
+labelSelector gets the pods' selector labels), else the soft default (one pod per node when
+possible), else nothing when defaultTopologySpread is false.
+*/}}
+{{- define "keyfleet.topologySpreadConstraints" -}}
+{{- $selector := dict "matchLabels" (include "keyfleet.selectorLabels" . | fromYaml) }}
+{{- $constraints := list }}
+{{- if .Values.topologySpreadConstraints }}
+{{- range .Values.topologySpreadConstraints }}
+{{- $constraint := deepCopy . }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $_ := set $constraint "labelSelector" $selector }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+{{- else if .Values.defaultTopologySpread }}
+{{- $constraints = list (dict "maxSkew" 1 "topologyKey" "kubernetes.io/hostname" "whenUnsatisfiable" "ScheduleAnyway" "labelSelector" $selector) }}
+{{- end }}
+{{- toYaml $constraints }}
+{{- end }}
+
 {{- define "keyfleet.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "keyfleet.fullname" .) .Values.serviceAccount.name }}
@@ -122,17 +144,11 @@ why it is there; nothing here may use "*" or write Secrets.
 - apiGroups: ["kms.keyfleet.dev"]
   resources: ["pkcs11tokens/status"]
   verbs: ["patch"]
-# A Pkcs11Token's allowedNamespaces selector is matched against the labels of the namespace
-# of the AwsKey that uses it: get namespaces (read-only, labels only used).
+# Namespaces, metadata only: their labels grant AwsKms connections and Pkcs11Tokens
+# (allowedNamespaces) and their keyfleet.dev/default-deletion-policy annotation sets the
+# deletion default; watched so a label change is picked up at once. Also gives the default
+# cluster id (the uid of kube-system). Read-only.
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get"]
-{{- if not .Values.clusterId }}
-# The default cluster id is the uid of the kube-system namespace: get on that one namespace
-# only (not rendered when clusterId is set).
-- apiGroups: [""]
-  resources: ["namespaces"]
-  resourceNames: ["kube-system"]
-  verbs: ["get"]
-{{- end }}
+  verbs: ["get", "list", "watch"]
 {{- end }}

@@ -286,6 +286,30 @@ impl MemKube {
             .cloned()
     }
 
+    /// Creates `object` directly in the store, as an apply before anything watches would
+    /// (seeding a test's cluster). `namespace` `None` for cluster-scoped kinds.
+    pub fn seed(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        object: Value,
+    ) -> Result<Value, String> {
+        let target = route::Target {
+            group: group.to_string(),
+            version: version.to_string(),
+            plural: plural.to_string(),
+            namespace: namespace.map(str::to_string),
+            name: None,
+            subresource: None,
+        };
+        self.shared
+            .lock_state()
+            .create(&target, object, &store::WriteOpts::default())
+            .map_err(|e| e.message)
+    }
+
     /// The latest resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.lock_state().rv()

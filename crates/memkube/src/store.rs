@@ -311,7 +311,7 @@ fn copy_field(dst: &mut Map<String, Value>, src: Option<&Map<String, Value>>, f:
 pub fn parse_body(body: &[u8], yaml_ok: bool) -> Result<Value, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => Ok(v),
-        Err(e) if yaml_ok => serde_yaml::from_slice::<Value>(body)
+        Err(e) if yaml_ok => serde_saphyr::from_slice::<Value>(body)
             .map_err(|_| ApiError::bad_request(format!("error decoding request body: {e}"))),
         Err(e) => Err(ApiError::bad_request(format!(
             "error decoding request body: {e}"

@@ -1,0 +1,509 @@
+//! Tenancy boundaries against LocalStack with the real controller: connections granted to
+//! namespaces (picked up when a namespace's labels change), the `default` connection, endpoint
+//! allow-list, alias prefixes, policy principal limits, adoption consent, and ownership
+//! re-checked before every change — each refused with its reason, an event and nothing created
+//! or changed in KMS, and each allowed path shown too.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use aws_sdk_kms::types::{OriginType, Tag};
+use k8s_openapi::api::core::v1::Namespace;
+use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec, KeyPolicyLimits, KeySpec};
+use kube::Api;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use memkube::MemKube;
+use serde_json::json;
+use support::localstack::{DEFAULT_REGION, kms_client, kms_endpoint, unique};
+use support::operator::*;
+
+async fn namespace(client: &kube::Client, name: &str, labels: &[(&str, &str)]) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+async fn connection(client: &kube::Client, name: &str, spec: AwsKmsSpec) {
+    Api::<AwsKms>::all(client.clone())
+        .create(&PostParams::default(), &AwsKms::new(name, spec))
+        .await
+        .unwrap();
+}
+
+/// A Secret with fresh material and an AwsKey reading it in `ns`, with `extra` in its spec.
+async fn key(op: &Operator, ns: &str, name: &str, extra: serde_json::Value) {
+    create_material_secret(&op.client, ns, name, KeySpec::SymmetricDefault).await;
+    create_key(&op.keys(ns), &aws_key(name, DEFAULT_REGION, name, extra)).await;
+}
+
+/// Refused with `reason` and a Warning event, and no KMS key carries the object's uid.
+async fn refused(op: &Operator, ns: &str, name: &str, reason: &str) -> String {
+    let key = wait_reason(&op.keys(ns), name, reason).await;
+    op.wait_events(name, &[reason]).await;
+    let uid = key.metadata.uid.clone().unwrap();
+    let kms = kms_client(DEFAULT_REGION).await;
+    assert!(
+        kms_keys_owned_by(&kms, &uid).await.is_empty(),
+        "{name}: a KMS key was created although it was refused with {reason}"
+    );
+    ready_message(&key)
+}
+
+/// The message of the Ready condition.
+fn ready_message(key: &keyfleet::api::AwsKey) -> String {
+    key.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_serve_only_the_namespaces_they_are_granted() {
+    let op = Operator::start(MemKube::new()).await;
+    let (payments, orders) = (unique("payments"), unique("orders"));
+    namespace(&op.client, &payments, &[("team", "payments")]).await;
+    namespace(&op.client, &orders, &[("team", "orders")]).await;
+    let pay = unique("pay");
+    connection(
+        &op.client,
+        &pay,
+        AwsKmsSpec::new(AllowedNamespaces::matching(BTreeMap::from([(
+            "team".into(),
+            "payments".into(),
+        )]))),
+    )
+    .await;
+
+    key(&op, &payments, "granted", json!({"kmsRef": {"name": pay}})).await;
+    wait_ready(&op.keys(&payments), "granted").await;
+
+    key(&op, &orders, "squatter", json!({"kmsRef": {"name": pay}})).await;
+    refused(&op, &orders, "squatter", "KmsConnectionNotAllowed").await;
+
+    // The administrator labels the namespace: picked up without a restart.
+    Api::<Namespace>::all(op.client.clone())
+        .patch(
+            &orders,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "payments"}}})),
+        )
+        .await
+        .unwrap();
+    wait_ready(&op.keys(&orders), "squatter").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_without_kms_ref_uses_the_default_connection_and_none_means_not_found() {
+    let op = Operator::start(MemKube::new()).await;
+    let ns = unique("tenant");
+    Api::<AwsKms>::all(op.client.clone())
+        .delete("default", &DeleteParams::default())
+        .await
+        .unwrap();
+    key(&op, &ns, "implicit", json!({})).await;
+    let message = refused(&op, &ns, "implicit", "KmsConnectionNotFound").await;
+    assert!(message.contains("no AwsKms named default"), "{message}");
+
+    connection(
+        &op.client,
+        "default",
+        AwsKmsSpec::new(AllowedNamespaces::all()),
+    )
+    .await;
+    let ready = wait_ready(&op.keys(&ns), "implicit").await;
+    assert_eq!(ready.status.unwrap().connection.as_deref(), Some("default"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn material_goes_only_to_allowed_endpoints() {
+    let endpoint = kms_endpoint().await;
+    let ns = unique("tenant");
+    let custom = unique("custom");
+    // Refused by default: http:// to a host that is not AWS KMS.
+    {
+        let op = Operator::start(MemKube::new()).await;
+        let mut spec = AwsKmsSpec::new(AllowedNamespaces::all());
+        spec.endpoint_url = Some(endpoint.clone());
+        connection(&op.client, &custom, spec).await;
+        key(&op, &ns, "elsewhere", json!({"kmsRef": {"name": custom}})).await;
+        let message = refused(&op, &ns, "elsewhere", "KmsEndpointNotAllowed").await;
+        assert!(message.contains("is not https://"), "{message}");
+    }
+    // Allowed when the operator runs with --allow-custom-kms-endpoints.
+    let mut custom_ok = settings();
+    custom_ok.endpoints.allow_custom = true;
+    let op = Operator::start_with(MemKube::new(), localstack_clients().await, custom_ok);
+    let mut spec = AwsKmsSpec::new(AllowedNamespaces::all());
+    spec.endpoint_url = Some(endpoint);
+    connection(&op.client, &custom, spec).await;
+    key(&op, &ns, "test-double", json!({"kmsRef": {"name": custom}})).await;
+    wait_ready(&op.keys(&ns), "test-double").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aliases_and_policies_stay_inside_the_connections_limits() {
+    let op = Operator::start(MemKube::new()).await;
+    let ns = unique("tenant");
+    let strict = unique("strict");
+    let mut spec = AwsKmsSpec::new(AllowedNamespaces::all());
+    spec.alias_prefix = Some("alias/{namespace}/".into());
+    spec.key_policy = Some(KeyPolicyLimits {
+        allowed_accounts: vec!["000000000000".into()],
+        ..Default::default()
+    });
+    connection(&op.client, &strict, spec).await;
+    let via = |extra: serde_json::Value| {
+        let mut spec = json!({"kmsRef": {"name": strict}});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        spec
+    };
+    let root = json!({"Sid": "Root", "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::000000000000:root"}, "Action": "kms:*", "Resource": "*"});
+    let policy = |extra: serde_json::Value| json!({"document": {"Version": "2012-10-17", "Statement": [root.clone(), extra]}});
+
+    key(
+        &op,
+        &ns,
+        "squat",
+        via(json!({"alias": "alias/payments/orders"})),
+    )
+    .await;
+    let message = refused(&op, &ns, "squat", "AliasNotAllowed").await;
+    assert!(message.contains(&format!("alias/{ns}/")), "{message}");
+
+    let thief = json!({"Sid": "Thief", "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::444455556666:root"}, "Action": "kms:Decrypt", "Resource": "*"});
+    key(&op, &ns, "exfil", via(json!({"policy": policy(thief)}))).await;
+    let message = refused(&op, &ns, "exfil", "PolicyNotAllowed").await;
+    assert!(
+        message.contains("\"Thief\"") && message.contains("444455556666"),
+        "{message}"
+    );
+
+    let anyone = json!({"Sid": "Anyone", "Effect": "Allow", "Principal": "*",
+        "Action": "kms:Decrypt", "Resource": "*"});
+    key(&op, &ns, "public", via(json!({"policy": policy(anyone)}))).await;
+    refused(&op, &ns, "public", "PolicyNotAllowed").await;
+
+    key(
+        &op,
+        &ns,
+        "bypass",
+        via(json!({"bypassPolicyLockoutSafetyCheck": true})),
+    )
+    .await;
+    let message = refused(&op, &ns, "bypass", "PolicyNotAllowed").await;
+    assert!(
+        message.contains("bypassPolicyLockoutSafetyCheck"),
+        "{message}"
+    );
+
+    let user = json!({"Sid": "Users", "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::000000000000:role/app"}, "Action": "kms:Decrypt", "Resource": "*"});
+    let alias = format!("alias/{ns}/orders");
+    key(
+        &op,
+        &ns,
+        "inside",
+        via(json!({"alias": alias, "policy": policy(user)})),
+    )
+    .await;
+    wait_ready(&op.keys(&ns), "inside").await;
+}
+
+async fn unowned_key(kms: &aws_sdk_kms::Client, tags: &[(&str, &str)]) -> String {
+    let mut request = kms.create_key().origin(OriginType::External);
+    for (k, v) in tags {
+        request = request.tags(Tag::builder().tag_key(*k).tag_value(*v).build().unwrap());
+    }
+    let meta = request.send().await.unwrap().key_metadata.unwrap();
+    meta.arn().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_keyfleet_did_not_create_are_adopted_only_with_consent_and_retained() {
+    let op = Operator::start(MemKube::new()).await;
+    let kms = kms_client(DEFAULT_REGION).await;
+    let ns = unique("tenant");
+
+    let theirs = unowned_key(&kms, &[("owner", "another-team")]).await;
+    key(&op, &ns, "grab", json!({"adoptKeyArn": theirs})).await;
+    let message = wait_reason(&op.keys(&ns), "grab", "AdoptionRefused").await;
+    let message = ready_message(&message);
+    assert!(
+        message.contains(&format!("keyfleet.dev/adopt-by={ns}/grab")),
+        "{message}"
+    );
+    let tags = kms
+        .list_resource_tags()
+        .key_id(&theirs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        tags.tags().len(),
+        1,
+        "the refused key was touched: {tags:?}"
+    );
+
+    // The key's owner consents: adopted; deleting the AwsKey (no deletionPolicy) retains it.
+    let consenting =
+        unowned_key(&kms, &[("keyfleet.dev/adopt-by", &format!("{ns}/adopted"))]).await;
+    key(&op, &ns, "adopted", json!({"adoptKeyArn": consenting})).await;
+    let adopted = wait_ready(&op.keys(&ns), "adopted").await.status.unwrap();
+    assert_eq!(adopted.adopted, Some(true));
+    assert_eq!(
+        adopted.deletion_policy,
+        Some(keyfleet::api::DeletionPolicy::Retain)
+    );
+    op.keys(&ns)
+        .delete("adopted", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&op.keys(&ns), "adopted").await;
+    assert_eq!(key_state(&kms, &consenting).await, "Enabled");
+    op.wait_events("adopted", &["KeyRetained"]).await;
+
+    // A connection that allows unowned keys: adopted without the key's tag.
+    let open = unique("open");
+    let mut spec = AwsKmsSpec::new(AllowedNamespaces::all());
+    spec.adoption = Some(keyfleet::api::AdoptionPolicy {
+        allow_unowned_keys: true,
+    });
+    connection(&op.client, &open, spec).await;
+    let plain = unowned_key(&kms, &[]).await;
+    key(
+        &op,
+        &ns,
+        "open",
+        json!({"adoptKeyArn": plain, "kmsRef": {"name": open}}),
+    )
+    .await;
+    wait_ready(&op.keys(&ns), "open").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_that_is_no_longer_ours_is_left_alone() {
+    let op = Operator::start(MemKube::new()).await;
+    let kms = kms_client(DEFAULT_REGION).await;
+    let ns = unique("tenant");
+    key(&op, &ns, "taken", json!({"description": "before"})).await;
+    let arn = wait_ready(&op.keys(&ns), "taken")
+        .await
+        .status
+        .unwrap()
+        .arn
+        .clone()
+        .unwrap();
+
+    // Someone hands the key to another owner in AWS; then the spec changes.
+    kms.tag_resource()
+        .key_id(&arn)
+        .tags(
+            Tag::builder()
+                .tag_key("keyfleet.dev/owner-uid")
+                .tag_value("someone-else")
+                .build()
+                .unwrap(),
+        )
+        .tags(
+            Tag::builder()
+                .tag_key("keyfleet.dev/owner")
+                .tag_value("other-team/thief")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    op.keys(&ns)
+        .patch(
+            "taken",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"description": "after"}})),
+        )
+        .await
+        .unwrap();
+    let lost = wait_reason(&op.keys(&ns), "taken", "OwnershipLost").await;
+    op.wait_events("taken", &["OwnershipLost"]).await;
+    let message = ready_message(&lost);
+    assert!(
+        message.contains("owned by AwsKey other-team/thief"),
+        "{message}"
+    );
+    assert_eq!(describe(&kms, &arn).await.description(), Some("before"));
+
+    // Deleting the AwsKey releases it without scheduling the key's deletion.
+    op.keys(&ns)
+        .delete("taken", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&op.keys(&ns), "taken").await;
+    assert_eq!(key_state(&kms, &arn).await, "Enabled");
+}
+
+/// What LocalStack cannot show (it accepts any policy): KMS refusing the intended policy of a
+/// new key. The key must stay unusable — PendingImport, no GetParametersForImport, no
+/// ImportKeyMaterial — and report `PolicyRejected`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_whose_policy_kms_refuses_gets_no_material() {
+    use aws_sdk_kms::Client;
+    use aws_sdk_kms::operation::describe_key::DescribeKeyOutput;
+    use aws_sdk_kms::operation::get_key_policy::GetKeyPolicyOutput;
+    use aws_sdk_kms::types::{KeyMetadata, KeySpec as SdkKeySpec, KeyState, KeyUsageType};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use keyfleet::api::{AwsKeyStatus, KmsKeyStatus};
+    use keyfleet::kms::KmsClients;
+    use support::kms_mocks::{aws_error, no_aliases_rule, owner_tags, tags_rule};
+
+    const KEY_ID: &str = "k-policy";
+    let kube = MemKube::new();
+    let client = kube.client();
+    let ns = unique("tenant");
+    let name = unique("rejected");
+    create_material_secret(&client, &ns, &name, KeySpec::SymmetricDefault).await;
+    let api = Api::<keyfleet::api::AwsKey>::namespaced(client.clone(), &ns);
+    let root = json!({"Version": "2012-10-17", "Statement": [{"Sid": "Root", "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"}]});
+    let key = create_key(
+        &api,
+        &aws_key(
+            &name,
+            "eu-west-1",
+            &name,
+            json!({"policy": {"document": root}}),
+        ),
+    )
+    .await;
+    // The key exists already (as right after CreateKey), still without material.
+    let status = AwsKeyStatus {
+        key: KmsKeyStatus {
+            key_id: Some(KEY_ID.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await
+    .unwrap();
+
+    let describe = mock!(Client::describe_key)
+        .sequence()
+        .output(|| {
+            DescribeKeyOutput::builder()
+                .key_metadata(
+                    KeyMetadata::builder()
+                        .key_id(KEY_ID)
+                        .arn(format!("arn:aws:kms:eu-west-1:111122223333:key/{KEY_ID}"))
+                        .aws_account_id("111122223333")
+                        .key_state(KeyState::PendingImport)
+                        .origin(aws_sdk_kms::types::OriginType::External)
+                        .key_spec(SdkKeySpec::SymmetricDefault)
+                        .key_usage(KeyUsageType::EncryptDecrypt)
+                        .multi_region(false)
+                        .description("")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let tags = tags_rule(
+        Some(KEY_ID),
+        owner_tags(key.metadata.uid.as_deref().unwrap(), &ns, &name),
+    );
+    let get_policy = mock!(Client::get_key_policy)
+        .sequence()
+        .output(|| {
+            GetKeyPolicyOutput::builder()
+                .policy(r#"{"Version":"2012-10-17","Statement":[]}"#)
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let put_policy = mock!(Client::put_key_policy)
+        .match_requests(|r| {
+            r.key_id() == Some(KEY_ID)
+                && r.policy().is_some_and(|p| p.contains("111122223333:root"))
+        })
+        .sequence()
+        .http_response(|| aws_error("MalformedPolicyDocumentException"))
+        .repeatedly()
+        .build();
+    let params = mock!(Client::get_parameters_for_import)
+        .sequence()
+        .http_response(|| aws_error("AccessDeniedException"))
+        .repeatedly()
+        .build();
+    let import = mock!(Client::import_key_material)
+        .sequence()
+        .http_response(|| aws_error("AccessDeniedException"))
+        .repeatedly()
+        .build();
+    let description = mock!(Client::update_key_description)
+        .sequence()
+        .output(|| {
+            aws_sdk_kms::operation::update_key_description::UpdateKeyDescriptionOutput::builder()
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let aliases = no_aliases_rule();
+    let kms = mock_client!(
+        aws_sdk_kms,
+        RuleMode::MatchAny,
+        [
+            &describe,
+            &tags,
+            &aliases,
+            &get_policy,
+            &put_policy,
+            &params,
+            &import,
+            &description
+        ]
+    );
+    let op = Operator::start_with(kube.clone(), KmsClients::fixed(kms), settings());
+    let refused = wait_reason(&op.keys(&ns), &name, "PolicyRejected").await;
+    assert_eq!(
+        refused.status.unwrap().key_state.as_deref(),
+        Some("PendingImport")
+    );
+    assert!(
+        put_policy.num_calls() >= 1,
+        "the intended policy was never put"
+    );
+    assert_eq!(
+        params.num_calls(),
+        0,
+        "GetParametersForImport before the policy was in place"
+    );
+    assert_eq!(
+        import.num_calls(),
+        0,
+        "material imported before the policy was in place"
+    );
+}
