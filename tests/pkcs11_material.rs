@@ -634,3 +634,58 @@ fn the_session_pool_never_opens_more_than_its_bound() {
     );
     pool.check().expect("still logged in");
 }
+
+#[test]
+fn a_token_that_goes_away_is_an_error_not_a_panic() {
+    let Some(token) = softhsm::token() else {
+        return;
+    };
+    // A second throw-away token, made for this test alone (token labels hold 32 bytes).
+    let label = format!("gone-{}", std::process::id());
+    let init = std::process::Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", &label])
+        .args(["--pin", &token.pin, "--so-pin", "5678"])
+        .output()
+        .expect("softhsm2-util runs");
+    assert!(init.status.success(), "{init:?}");
+    let config = TokenConfig {
+        token: TokenSelector::Label(label.clone()),
+        ..token.config()
+    };
+    let pool = TokenPool::open(&config, token.pin.as_bytes()).expect("open the second token");
+    create_key(&pool, KeySpec::SymmetricDefault, "doomed", true);
+    let key = HsmKey::open(&pool, KeySpec::SymmetricDefault, "doomed").expect("open the key");
+    pool.check().expect("logged in");
+
+    let delete = std::process::Command::new("softhsm2-util")
+        .args(["--delete-token", "--token", &label])
+        .output()
+        .expect("softhsm2-util runs");
+    assert!(delete.status.success(), "{delete:?}");
+
+    let wrapping_key = PrivateDecryptingKey::generate(KeySize::Rsa2048).expect("RSA key");
+    let public = wrapping_key
+        .public_key()
+        .as_der()
+        .expect("SPKI")
+        .as_ref()
+        .to_vec();
+    let wrapped = key.wrap(WrappingAlgorithm::RsaesOaepSha1, &public);
+    let reopened = HsmKey::open(&pool, KeySpec::SymmetricDefault, "doomed");
+    // SoftHSM keeps the session and drops the objects; a hardware token reports
+    // CKR_DEVICE_REMOVED or CKR_TOKEN_NOT_PRESENT (Pkcs11TokenUnavailable). Either way: errors.
+    let Err(MaterialError::Pkcs11(wrap_error)) = wrapped else {
+        panic!("wrapping a key of a deleted token must fail: {wrapped:?}");
+    };
+    assert!(
+        matches!(
+            wrap_error.reason(),
+            "Pkcs11KeyNotFound" | "Pkcs11TokenUnavailable" | "Pkcs11OperationFailed"
+        ),
+        "{wrap_error}"
+    );
+    assert!(
+        reopened.is_err(),
+        "the key of a deleted token cannot be opened"
+    );
+}

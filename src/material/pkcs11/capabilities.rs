@@ -268,3 +268,69 @@ fn probe_oaep_sha256(session: &Session, token: &str) -> Result<bool, Pkcs11Error
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(oaep_sha256: bool, kwp: bool, conforms: bool) -> TokenCapabilities {
+        TokenCapabilities {
+            rsa_oaep_wrap: true,
+            oaep_sha256,
+            aes_key_wrap_pad: kwp,
+            aes_key_gen: true,
+            aes_key_wrap_pad_conforms: conforms,
+        }
+    }
+
+    #[test]
+    fn sha256_variants_are_preferred_and_sha1_only_when_the_token_has_nothing_else() {
+        let full = caps(true, true, true);
+        let choice = full.choose(KeySpec::Hmac256, Some(32)).expect("HMAC");
+        assert_eq!(choice.algorithm, WrappingAlgorithm::RsaesOaepSha256);
+        assert!(!choice.sha1_only);
+        let choice = full.choose(KeySpec::EccNistP256, None).expect("ECC");
+        assert_eq!(choice.algorithm, WrappingAlgorithm::RsaAesKeyWrapSha256);
+        assert_eq!(choice.wrapping_key_spec, WrappingKeySpec::Rsa4096);
+
+        let sha1 = caps(false, true, true);
+        let choice = sha1
+            .choose(KeySpec::SymmetricDefault, Some(32))
+            .expect("AES");
+        assert_eq!(choice.algorithm, WrappingAlgorithm::RsaesOaepSha1);
+        assert!(choice.sha1_only);
+        let refused = sha1
+            .supports(WrappingAlgorithm::RsaesOaepSha256, Some(32))
+            .expect_err("no SHA-256 OAEP");
+        assert!(refused.contains("RSAES_OAEP_SHA_1"), "{refused}");
+    }
+
+    #[test]
+    fn private_keys_need_a_conforming_key_wrap_with_padding() {
+        let missing = caps(true, false, false)
+            .choose(KeySpec::Rsa2048, None)
+            .expect_err("no KWP");
+        assert!(missing.contains("CKM_AES_KEY_WRAP_PAD (wrap)"), "{missing}");
+        let softhsm = caps(false, true, false);
+        let refused = softhsm
+            .choose(KeySpec::Rsa2048, None)
+            .expect_err("zero-padding KWP");
+        assert!(refused.contains("not RFC 5649"), "{refused}");
+        // Material whose length is a multiple of 8 is not padded: the same token carries it.
+        assert!(
+            softhsm
+                .supports(WrappingAlgorithm::RsaAesKeyWrapSha1, Some(32))
+                .is_ok()
+        );
+        assert!(
+            softhsm
+                .supports(WrappingAlgorithm::RsaAesKeyWrapSha1, Some(28))
+                .is_err()
+        );
+        // The preference stays the token's hash even when it cannot be carried out.
+        assert_eq!(
+            softhsm.preferred(KeySpec::EccNistP256).0,
+            WrappingAlgorithm::RsaAesKeyWrapSha1
+        );
+    }
+}
