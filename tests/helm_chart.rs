@@ -47,7 +47,6 @@ kmsQuotas:
   GetParametersForImport: 0.25
   CreateKey: 3
 blockedRecheckSeconds: 60
-defaultDeletionPolicy: Retain
 kmsEndpointHosts: ["*.kms.eu-west-1.vpce.amazonaws.com", "kms.eu-west-1.amazonaws.com"]
 concurrency: 4
 materialRenewBeforeDays: 14
@@ -726,7 +725,6 @@ fn deployment_maps_values_to_run_settings() {
         ("KEYFLEET_RESYNC_SECONDS", "300"),
         ("KEYFLEET_DRIFT_SECONDS", "600"),
         ("KEYFLEET_BLOCKED_RECHECK_SECONDS", "600"),
-        ("KEYFLEET_DEFAULT_DELETION_POLICY", "Delete"),
         ("KEYFLEET_CONCURRENCY", "8"),
         ("KEYFLEET_MATERIAL_RENEW_BEFORE_DAYS", "30"),
         ("KEYFLEET_DEFAULT_DELETION_POLICY", "Delete"),
@@ -771,7 +769,6 @@ fn deployment_maps_values_to_run_settings() {
             "CreateKey=3,GetParametersForImport=0.25",
         ),
         ("KEYFLEET_BLOCKED_RECHECK_SECONDS", "60"),
-        ("KEYFLEET_DEFAULT_DELETION_POLICY", "Retain"),
         (
             "KEYFLEET_KMS_ENDPOINT_HOSTS",
             "*.kms.eu-west-1.vpce.amazonaws.com,kms.eu-west-1.amazonaws.com",
