@@ -142,7 +142,7 @@ mod tests {
         for spec in [
             json!({"allowedNamespaces": {"from": "All"}}),
             json!({"allowedNamespaces": {"from": "All"}, "roleArn": "arn:aws:iam::1:user/x", "endpointUrl": "ftp://x"}),
-            json!({"allowedNamespaces": {"from": "Selector"}, "roleArn": "arn:aws:iam::111122223333:role/k", "endpointUrl": "https://x"}),
+            json!({"allowedNamespaces": {"from": "All"}, "roleArn": "arn:aws:iam::111122223333:role/k", "endpointUrl": "https://x"}),
         ] {
             let kms = AwsKms::new("c", serde_json::from_value::<AwsKmsSpec>(spec).unwrap());
             let ours = sorted(kms_rules.evaluate(&kms));
