@@ -35,7 +35,8 @@ use super::session::{Requester, RoleSessionCredentials};
 pub struct Connection {
     /// Name of the `AwsKms`.
     pub name: String,
-    /// `resourceVersion` of the `AwsKms`, so an edited connection gets fresh clients.
+    /// `metadata.generation` of the `AwsKms` (its spec), so an edited connection gets fresh
+    /// clients.
     pub version: Option<String>,
     pub spec: AwsKmsSpec,
 }
@@ -44,7 +45,9 @@ impl Connection {
     pub fn from_aws_kms(kms: &AwsKms) -> Connection {
         Connection {
             name: kms.metadata.name.clone().unwrap_or_default(),
-            version: kms.metadata.resource_version.clone(),
+            // The spec's generation, not the resourceVersion: a status write (the AwsKms status
+            // check) must not make every key assume its role again.
+            version: kms.metadata.generation.map(|g| g.to_string()),
             spec: kms.spec.clone(),
         }
     }
