@@ -10,6 +10,22 @@ use serde::{Deserialize, Serialize};
 
 use super::allowed_namespaces::AllowedNamespaces;
 
+/// The grammar of an AWS region name: a partition's area prefix, a direction and a number, e.g.
+/// `eu-west-1`, `us-gov-west-1`, `cn-northwest-1`, `eusc-de-east-1`. The prefixes are those of
+/// the partitions' `regionRegex` in the AWS SDKs' `partitions.json` (aws, aws-cn, aws-us-gov,
+/// aws-iso, aws-iso-b, aws-iso-e, aws-iso-f, aws-eusc); the directions are the ones AWS uses,
+/// spelled out so that a typo such as `eu-wset-1` is refused.
+pub const AWS_REGION_PATTERN: &str = "^(af|ap|ca|cn|eu|il|me|mx|sa|us|us-gov|us-iso|us-isob|us-isof|eu-isoe|eusc-de)-(central|north|south|east|west|northeast|northwest|southeast|southwest)-[1-9][0-9]?$";
+
+/// The CEL rule that holds a `region` field to [`AWS_REGION_PATTERN`].
+pub(crate) fn region_rule() -> String {
+    format!("self.matches('{AWS_REGION_PATTERN}')")
+}
+
+/// The message of [`region_rule`].
+pub(crate) const REGION_RULE_MESSAGE: &str =
+    "region must be an AWS region name, e.g. eu-west-1 or us-gov-west-1";
+
 /// An AWS KMS connection (CCKM `kms`): which credentials keyfleet uses, in which regions, and
 /// which namespaces may use it.
 ///
@@ -74,6 +90,8 @@ pub struct AwsKmsSpec {
     /// Regions in which keys may be created through this connection, e.g. `[eu-west-1]`.
     /// Empty: any region. A key in another region is refused with reason `RegionNotAllowed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new(format!("self.all(r, r.matches('{AWS_REGION_PATTERN}'))")).message("regions entries must be AWS region names, e.g. eu-west-1 or us-gov-west-1"))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 32)))]
     pub regions: Vec<String>,
 
     /// Overrides the KMS endpoint URL (VPC and FIPS endpoints). Must be `https://` with a host
