@@ -283,9 +283,13 @@ pub async fn wait_reason(api: &Api<AwsKey>, name: &str, reason: &str) -> AwsKey 
     .await
 }
 
-pub async fn wait_gone(api: &Api<AwsKey>, name: &str) {
+/// Waits until the object `name` (an AwsKey, an AwsReplicaKey, ...) no longer exists.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while api.get_opt(name).await.expect("get AwsKey").is_some() {
+    while api.get_opt(name).await.expect("get").is_some() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{name} was not deleted"
