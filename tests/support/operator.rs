@@ -93,11 +93,9 @@ impl Operator {
         settings: Settings,
         clock: keyfleet::clock::Clock,
     ) -> Operator {
-        // RUST_LOG=keyfleet=debug shows the controller's logs in failing tests.
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .try_init();
+        // RUST_LOG=keyfleet=debug shows the controller's logs in failing tests; they are
+        // captured for the leak scan whatever it says.
+        super::leaks::capture_logs();
         seed_default_connection(&kube);
         let client = kube.client();
         let ctx = Arc::new(Context::new(client.clone(), kms, settings).with_clock(clock));
@@ -158,9 +156,14 @@ impl Operator {
 }
 
 impl Drop for Operator {
+    /// Aborts the controller, then scans logs, Events, statuses and metrics for material
+    /// (unless the test already failed).
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        if !std::thread::panicking() {
+            super::leaks::assert_none_leaked(&self.kube, &self.metrics.render());
         }
     }
 }
