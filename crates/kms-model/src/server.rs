@@ -212,6 +212,12 @@ async fn handle(shared: &Arc<Shared>, req: Request<Body>) -> Response<Body> {
             record(shared, entry);
             return error_response(&e);
         }
+        Some(FaultKind::Refuse(code)) => {
+            let e = KmsError::new(code, format!("kms:{operation} refused (injected fault)"));
+            entry.error = Some(e.code.to_string());
+            record(shared, entry);
+            return error_response(&e);
+        }
         Some(FaultKind::AccessDenied) => {
             let e = KmsError::new(
                 "AccessDeniedException",
