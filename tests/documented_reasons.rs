@@ -24,9 +24,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-#[path = "support/tools.rs"]
-mod tools;
-
 #[path = "support/reason_table.rs"]
 mod reason_table;
 
@@ -88,6 +85,11 @@ const NOT_DOCUMENTED: &[(&str, &str)] = &[
         "only if aws-lc failed to set up RSA-OAEP or AES key wrap; nothing a user can act on",
     ),
 ];
+
+/// The repository root.
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
 
 /// The `.rs` files under `dir`, recursively, sorted.
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
@@ -225,7 +227,7 @@ fn proofs_in(code: &str) -> Proofs {
 /// Documented reason → the test files that produce it.
 fn produced() -> BTreeMap<String, BTreeSet<String>> {
     let mut by_reason: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let tests = tools::root().join("tests");
+    let tests = root().join("tests");
     for path in rust_files(&tests) {
         if path.parent() != Some(tests.as_path()) || path.ends_with("documented_reasons.rs") {
             continue;
@@ -245,7 +247,7 @@ fn produced() -> BTreeMap<String, BTreeSet<String>> {
 
 /// The Ready reasons the code can set (see the header), with the files that set them.
 fn code_reasons() -> BTreeMap<String, BTreeSet<String>> {
-    let root = tools::root();
+    let root = root();
     let mut by_reason: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for path in rust_files(&root.join("src")) {
         let relative = path

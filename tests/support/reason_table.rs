@@ -1,11 +1,11 @@
 //! The reasons docs/troubleshooting.md documents, read from its two tables (Ready=True and
 //! Ready=False): the reason, the Ready status and the Argo CD health of its row. Included with
-//! `#[path = "support/reason_table.rs"] mod reason_table;` next to `support/tools.rs`.
+//! `#[path = "support/reason_table.rs"] mod reason_table;`.
 
 /// (reason, Ready status, Argo CD health) for every reason of the tables, in order; a row's
 /// first cell names one or more backticked reasons.
 pub fn documented_reasons() -> Vec<(String, &'static str, String)> {
-    let path = super::tools::root().join("docs/troubleshooting.md");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/troubleshooting.md");
     let text = std::fs::read_to_string(path).expect("read docs/troubleshooting.md");
     let mut reasons = vec![];
     let mut ready = None;
