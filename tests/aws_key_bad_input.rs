@@ -60,14 +60,11 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
     // A template the in-memory API admits although its CRD's CEL would not (no document and no
     // shortcuts): the operator's own check protects templates admitted before the rule existed.
     let broken_template = unique("broken-template");
-    Api::<AwsKeyPolicyTemplate>::all(op.client.clone())
-        .create(
-            &PostParams::default(),
-            &AwsKeyPolicyTemplate::new(
-                &broken_template,
-                serde_json::from_value::<AwsKeyPolicyTemplateSpec>(json!({})).unwrap(),
-            ),
-        )
+    let empty = serde_json::from_value::<AwsKeyPolicyTemplateSpec>(json!({})).unwrap();
+    let templates = Api::<AwsKeyPolicyTemplate>::all(op.client.clone());
+    let broken = AwsKeyPolicyTemplate::new(&broken_template, empty);
+    templates
+        .create(&PostParams::default(), &broken)
         .await
         .unwrap();
     // A policy document over KMS's 32 KB limit.

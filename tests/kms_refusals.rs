@@ -22,10 +22,32 @@ use support::replicas::*;
 const NS: &str = "team-a";
 const REPLICA_REGION: &str = "eu-west-1";
 
-/// The operator on a fresh in-memory API, talking to `model`.
-fn operator_on(model: &KmsModel) -> Operator {
+/// A fresh KMS model, and the operator on a fresh in-memory API talking to it.
+async fn start() -> (KmsModel, Operator) {
+    let model = KmsModel::start().await.unwrap();
     let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
-    Operator::start_with(MemKube::new(), clients, settings())
+    let op = Operator::start_with(MemKube::new(), clients, settings());
+    (model, op)
+}
+
+/// A Secret of fresh symmetric material and the AwsKey `name` reading it, `extra` in its spec.
+async fn symmetric_key(op: &Operator, name: &str, extra: serde_json::Value) -> AwsKey {
+    create_key_with_material(op, NS, name, KeySpec::SymmetricDefault, extra).await
+}
+
+/// A symmetric AwsKey with `extra` in its spec that ends Ready=False with `reason` and a Warning
+/// event with that reason; its status.
+async fn refused(op: &Operator, extra: serde_json::Value, reason: &str) -> AwsKey {
+    let name = unique(&reason.to_lowercase());
+    symmetric_key(op, &name, extra).await;
+    let key = wait_reason(&op.keys(NS), &name, reason).await;
+    op.wait_events(&name, &[reason]).await;
+    let events = op.events_for(&name);
+    assert!(
+        events.iter().any(|(t, r, _)| t == "Warning" && r == reason),
+        "{events:?}"
+    );
+    key
 }
 
 /// Waits until the AwsKey is Ready=True with `reason`.
@@ -74,26 +96,15 @@ fn keys_owned_by(model: &KmsModel, uid: &str) -> Vec<kms_model::KeyView> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kms_refusals_yield_their_reason_an_event_and_nothing_more() {
-    let model = KmsModel::start().await.unwrap();
-    let op = operator_on(&model);
+    let (model, op) = start().await;
     let api = op.keys(NS);
 
     // KmsRejected, as KMS itself answers it: a description over KMS's 8192 characters (the
     // CRD's maxLength refuses it at admission; the in-memory API does not run it, as an API
     // server would not for an object admitted before the rule). CreateKey fails, no key.
-    let long = unique("long-description");
-    let key = create_key_with_material(
-        &op,
-        NS,
-        &long,
-        KeySpec::SymmetricDefault,
-        json!({"description": "d".repeat(8193)}),
-    )
-    .await;
-    let refused = wait_reason(&api, &long, "KmsRejected").await;
-    assert!(ready_message(&refused).contains("ValidationException"));
-    op.wait_events(&long, &["KmsRejected"]).await;
-    let uid = key.metadata.uid.unwrap();
+    let rejected = refused(&op, json!({"description": "d".repeat(8193)}), "KmsRejected").await;
+    assert!(ready_message(&rejected).contains("ValidationException"));
+    let uid = rejected.metadata.uid.unwrap();
     let creates = requests_for(&model, "CreateKey", &uid);
     assert_eq!(creates.len(), 1, "one CreateKey, not retried: {creates:?}");
     assert_eq!(creates[0].error.as_deref(), Some("ValidationException"));
@@ -101,35 +112,23 @@ async fn kms_refusals_yield_their_reason_an_event_and_nothing_more() {
 
     // KmsLimitExceeded: the account's key quota (a refusal the model does not reach by itself,
     // injected once). No key is created, and CreateKey is not retried.
-    model.inject(Fault::once(
-        "CreateKey",
-        FaultKind::Refuse("LimitExceededException"),
-    ));
-    let quota = unique("over-quota");
-    let key = create_key_with_material(&op, NS, &quota, KeySpec::SymmetricDefault, json!({})).await;
-    wait_reason(&api, &quota, "KmsLimitExceeded").await;
-    op.wait_events(&quota, &["KmsLimitExceeded"]).await;
-    let uid = key.metadata.uid.unwrap();
+    let quota = FaultKind::Refuse("LimitExceededException");
+    model.inject(Fault::once("CreateKey", quota));
+    let over = refused(&op, json!({}), "KmsLimitExceeded").await;
+    let uid = over.metadata.uid.unwrap();
     let creates = requests_for(&model, "CreateKey", &uid);
     assert_eq!(creates.len(), 1, "{creates:?}");
-    assert_eq!(
-        creates[0].fault,
-        Some(FaultKind::Refuse("LimitExceededException"))
-    );
+    assert_eq!(creates[0].fault, Some(quota));
     assert!(keys_owned_by(&model, &uid).is_empty());
 
     // KmsInvalidState: ImportKeyMaterial refused for the key's state (injected once). The new
     // key stays PendingImport, without material, and the import is not repeated in a loop.
-    model.inject(Fault::once(
-        "ImportKeyMaterial",
-        FaultKind::Refuse("KMSInvalidStateException"),
-    ));
-    let state = unique("invalid-state");
-    let key = create_key_with_material(&op, NS, &state, KeySpec::SymmetricDefault, json!({})).await;
-    let refused = wait_reason(&api, &state, "KmsInvalidState").await;
-    assert!(ready_message(&refused).contains("ImportKeyMaterial"));
-    op.wait_events(&state, &["KmsInvalidState"]).await;
-    let uid = key.metadata.uid.unwrap();
+    let invalid_state = FaultKind::Refuse("KMSInvalidStateException");
+    model.inject(Fault::once("ImportKeyMaterial", invalid_state));
+    let stuck = refused(&op, json!({}), "KmsInvalidState").await;
+    assert!(ready_message(&stuck).contains("ImportKeyMaterial"));
+    let state = stuck.metadata.name.unwrap();
+    let uid = stuck.metadata.uid.unwrap();
     let owned = keys_owned_by(&model, &uid);
     assert_eq!(owned.len(), 1, "{owned:?}");
     assert_eq!(owned[0].key_state, "PendingImport");
@@ -145,7 +144,7 @@ async fn kms_refusals_yield_their_reason_an_event_and_nothing_more() {
     // Still refused after more reconciles of other keys (the fault is used up: a retry in a
     // loop would import).
     let after = unique("after");
-    create_key_with_material(&op, NS, &after, KeySpec::SymmetricDefault, json!({})).await;
+    symmetric_key(&op, &after, json!({})).await;
     wait_ready(&api, &after).await;
     assert_eq!(imports(), 1, "the refused import was retried");
     assert_eq!(
@@ -156,10 +155,9 @@ async fn kms_refusals_yield_their_reason_an_event_and_nothing_more() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_still_creating_waits_as_key_not_ready_then_follows() {
-    let model = KmsModel::start().await.unwrap();
+    let (model, op) = start().await;
     // New replicas stay Creating until the model's clock moves on.
     model.set_replica_creation_delay(Duration::from_secs(60));
-    let op = operator_on(&model);
     let primary = unique("creating");
     let scenario =
         ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
@@ -198,8 +196,7 @@ async fn a_replica_still_creating_waits_as_key_not_ready_then_follows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rotation_waits_as_rotation_pending_while_a_replica_lacks_the_new_material() {
-    let model = KmsModel::start().await.unwrap();
-    let op = operator_on(&model);
+    let (model, op) = start().await;
     let primary = unique("rotating");
     let scenario = ReplicaScenario::new(
         &op,
@@ -253,18 +250,10 @@ async fn a_rotation_waits_as_rotation_pending_while_a_replica_lacks_the_new_mate
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_disabled_on_purpose_is_ready_as_key_disabled() {
-    let model = KmsModel::start().await.unwrap();
-    let op = operator_on(&model);
+    let (model, op) = start().await;
     let api = op.keys(NS);
     let name = unique("disabled");
-    let key = create_key_with_material(
-        &op,
-        NS,
-        &name,
-        KeySpec::SymmetricDefault,
-        json!({"enabled": false}),
-    )
-    .await;
+    let key = symmetric_key(&op, &name, json!({"enabled": false})).await;
     let disabled = wait_ready_reason(&api, &name, "KeyDisabled").await;
     let status = disabled.status.unwrap();
     assert_condition(&status.conditions, "Stalled", "False", "KeyDisabled");
@@ -280,13 +269,10 @@ async fn a_key_disabled_on_purpose_is_ready_as_key_disabled() {
     assert!(keys_owned_by(&model, &key.metadata.uid.unwrap()).len() == 1);
 
     // Enabled again: KeyReady, and the key is Enabled in KMS.
-    api.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"enabled": true}})),
-    )
-    .await
-    .unwrap();
+    let enable = Patch::Merge(json!({"spec": {"enabled": true}}));
+    api.patch(&name, &PatchParams::default(), &enable)
+        .await
+        .unwrap();
     wait_ready_reason(&api, &name, "KeyReady").await;
     assert_eq!(
         model.key(DEFAULT_REGION, &key_id).unwrap().key_state,

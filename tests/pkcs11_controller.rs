@@ -439,14 +439,7 @@ async fn hsm_key_and_pin_refusals_are_precise_reasons() {
     })
     .expect("create an HMAC key that may not sign");
     let pin_secret = unique("pin");
-    create_secret(
-        &bed.op.client,
-        PIN_NS,
-        &pin_secret,
-        "pin",
-        bed.token.pin.as_bytes(),
-    )
-    .await;
+    create_secret(&bed.op.client, PIN_NS, &pin_secret, "pin", b"unused").await;
     let no_pin = unique("hsm-no-pin");
     create_token(
         &bed,
@@ -511,6 +504,11 @@ async fn hsm_key_and_pin_refusals_are_precise_reasons() {
             "{reason}: a KMS key was created"
         );
         bed.op.wait_events(&name, &[reason]).await;
+        let events = bed.op.events_for(&name);
+        assert!(
+            events.iter().any(|(t, r, _)| t == "Warning" && r == reason),
+            "{reason}: {events:?}"
+        );
     }
 }
 
