@@ -121,7 +121,18 @@ impl Operator {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+            // A controller that does not stop would keep reconciling beside the next one: the
+            // test fails instead of going on.
+            let abort = task.abort_handle();
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.is_cancelled() => {}
+                Ok(Err(e)) => panic!("the operator task failed while stopping: {e}"),
+                Err(_) => {
+                    abort.abort();
+                    panic!("the operator did not stop within 30 s of being told to");
+                }
+            }
         }
     }
 
