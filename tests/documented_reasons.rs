@@ -36,7 +36,8 @@ const PROOFS: &[&str] = &[
     "wait_replica_reason",
     // tests/kms_refusals.rs: polls the AwsKey until Ready=True with the reason.
     "wait_ready_reason",
-    // tests/tenancy.rs: wait_reason, returning the message.
+    // tests/tenancy.rs, tests/kms_refusals.rs: creates a key, waits for Ready=False with the
+    // reason (and its event).
     "refused",
     // tests/material_lifecycle.rs: a condition of a status has this state and reason.
     "has",
