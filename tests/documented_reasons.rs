@@ -56,7 +56,8 @@ const OTHER_OBJECTS: &[&str] = &[
     "src/cli",
 ];
 
-/// Reasons of the types above that never become a Ready reason, and why.
+/// Reasons of the types above that never become a Ready reason (or cannot be produced from
+/// outside), and why.
 const NOT_DOCUMENTED: &[(&str, &str)] = &[
     (
         "KmsNotFound",
@@ -76,11 +77,6 @@ const NOT_DOCUMENTED: &[(&str, &str)] = &[
     ),
     ("Pkcs11TokenBusy", "transient: retried"),
     ("Pkcs11OperationFailed", "transient: retried"),
-    (
-        "WrappingKeyInvalid",
-        "only if KMS answered GetParametersForImport with a public key that is not an RSA \
-         2048-4096 key (keyfleet asks for one of those); nothing a user can act on",
-    ),
     (
         "WrappingFailed",
         "only if aws-lc failed to set up RSA-OAEP or AES key wrap; nothing a user can act on",

@@ -1,8 +1,9 @@
 //! What KMS answers, end to end on the strict KMS model (crates/kms-model): a refused call is
-//! Ready=False with its reason (`KmsRejected`, `KmsLimitExceeded`, `KmsInvalidState`) and a
-//! Warning event, and nothing more is created; a replica still Creating waits as `KeyNotReady`;
-//! a rotation waits as `RotationPending` while a replica lacks the new material; a key disabled
-//! on purpose is Ready as `KeyDisabled`.
+//! Ready=False with its reason (`KmsRejected`, `KmsLimitExceeded`, `KmsInvalidState`), as is a
+//! corrupted wrapping key (`WrappingKeyInvalid`), with a Warning event, and nothing more is
+//! created or imported; a replica still Creating waits as `KeyNotReady`; a rotation waits as
+//! `RotationPending` while a replica lacks the new material; a key disabled on purpose is Ready
+//! as `KeyDisabled`.
 
 mod support;
 
@@ -141,6 +142,29 @@ async fn kms_refusals_yield_their_reason_an_event_and_nothing_more() {
             .count()
     };
     assert_eq!(imports(), 1);
+    // WrappingKeyInvalid: GetParametersForImport answers with a public key that is not one
+    // (corrupted once). Nothing is imported into the new key.
+    let corrupt = FaultKind::CorruptAnswer("PublicKey");
+    model.inject(Fault::once("GetParametersForImport", corrupt));
+    let unwrappable = refused(&op, json!({}), "WrappingKeyInvalid").await;
+    assert!(ready_message(&unwrappable).contains("not a DER SubjectPublicKeyInfo"));
+    let owned_unwrappable = keys_owned_by(&model, &unwrappable.metadata.uid.unwrap());
+    assert_eq!(owned_unwrappable.len(), 1, "{owned_unwrappable:?}");
+    assert_eq!(owned_unwrappable[0].key_state, "PendingImport");
+    let key_id = owned_unwrappable[0].key_id.as_str();
+    let parameters = model.requests_of("GetParametersForImport");
+    assert!(
+        parameters
+            .iter()
+            .any(|r| r.params["KeyId"].as_str() == Some(key_id) && r.fault == Some(corrupt))
+    );
+    assert!(
+        !model
+            .requests_of("ImportKeyMaterial")
+            .iter()
+            .any(|r| r.params["KeyId"].as_str() == Some(key_id))
+    );
+
     // Still refused after more reconciles of other keys (the fault is used up: a retry in a
     // loop would import).
     let after = unique("after");

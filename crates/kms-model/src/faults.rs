@@ -1,5 +1,6 @@
 //! Scheduled faults: a request of an operation answered with AccessDenied, a throttle, another
-//! refusal, a 500 before the call takes effect, or a 500 after it did (the answer is lost).
+//! refusal, a 500 before the call takes effect, a 500 after it did (the answer is lost), or an
+//! answer with a corrupted field.
 
 /// What happens to a request the fault catches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +17,10 @@ pub enum FaultKind {
     /// for refusals the model does not reach on its own (an account quota, a state AWS enters
     /// briefly); the call does not take effect.
     Refuse(&'static str),
+    /// The call takes effect, and the answer's field of this name (e.g. the `PublicKey` of
+    /// GetParametersForImport) comes back as bytes that mean nothing: an answer corrupted on
+    /// the way, or from an endpoint that only imitates KMS.
+    CorruptAnswer(&'static str),
 }
 
 /// A fault for the next `remaining` requests of an operation (in one Region, or any).
