@@ -169,14 +169,6 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
             )),
             json!({"keySpec": "ECC_NIST_P256"}),
         ),
-        // The rows below are refused by the CRD's validation rules at admission, which the
-        // in-memory API does not run: the operator's own check still protects objects admitted
-        // before a rule existed (or by an API server that skipped it).
-        (
-            "MaterialSourceMissing",
-            Some(("material", &sym[..])),
-            json!({"keyMaterial": {}}),
-        ),
         (
             "WrappingAlgorithmUnsupported",
             Some(("material", &rsa2048[..])),
@@ -191,6 +183,26 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
                    "keyMaterial": {"secretRef": {"name": "", "key": "material"},
                                    "wrappingAlgorithm": "RSAES_OAEP_SHA_256",
                                    "wrappingKeySpec": "RSA_2048"}}),
+        ),
+        (
+            "PolicyTemplateInvalid",
+            Some(("material", &sym[..])),
+            json!({"policy": {"templateRef": {"name": broken_template}}}),
+        ),
+        (
+            "AdoptKeyNotFound",
+            Some(("material", &sym[..])),
+            json!({"adoptKeyArn": format!(
+                "arn:aws:kms:{DEFAULT_REGION}:000000000000:key/00000000-0000-0000-0000-000000000000"
+            )}),
+        ),
+        // The rows below are refused by the CRD's validation rules at admission, which the
+        // in-memory API does not run: the operator's own check still protects objects admitted
+        // before a rule existed (or by an API server that skipped it).
+        (
+            "MaterialSourceMissing",
+            Some(("material", &sym[..])),
+            json!({"keyMaterial": {}}),
         ),
         (
             "InvalidAlias",
@@ -222,18 +234,6 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
             "PolicyTooLarge",
             Some(("material", &sym[..])),
             json!({"policy": {"document": huge_policy.to_string()}}),
-        ),
-        (
-            "PolicyTemplateInvalid",
-            Some(("material", &sym[..])),
-            json!({"policy": {"templateRef": {"name": broken_template}}}),
-        ),
-        (
-            "AdoptKeyNotFound",
-            Some(("material", &sym[..])),
-            json!({"adoptKeyArn": format!(
-                "arn:aws:kms:{DEFAULT_REGION}:000000000000:key/00000000-0000-0000-0000-000000000000"
-            )}),
         ),
     ];
 
