@@ -105,76 +105,76 @@ async fn kms_refusals_yield_their_reason_an_event_and_nothing_more() {
     // server would not for an object admitted before the rule). CreateKey fails, no key.
     let rejected = refused(&op, json!({"description": "d".repeat(8193)}), "KmsRejected").await;
     assert!(ready_message(&rejected).contains("ValidationException"));
-    let uid = rejected.metadata.uid.unwrap();
-    let creates = requests_for(&model, "CreateKey", &uid);
-    assert_eq!(creates.len(), 1, "one CreateKey, not retried: {creates:?}");
+    let rejected_uid = rejected.metadata.uid.clone().unwrap();
+    let creates = requests_for(&model, "CreateKey", &rejected_uid);
     assert_eq!(creates[0].error.as_deref(), Some("ValidationException"));
-    assert!(keys_owned_by(&model, &uid).is_empty());
 
     // KmsLimitExceeded: the account's key quota (a refusal the model does not reach by itself,
-    // injected once). No key is created, and CreateKey is not retried.
+    // injected once). No key is created.
     let quota = FaultKind::Refuse("LimitExceededException");
     model.inject(Fault::once("CreateKey", quota));
     let over = refused(&op, json!({}), "KmsLimitExceeded").await;
-    let uid = over.metadata.uid.unwrap();
-    let creates = requests_for(&model, "CreateKey", &uid);
-    assert_eq!(creates.len(), 1, "{creates:?}");
-    assert_eq!(creates[0].fault, Some(quota));
-    assert!(keys_owned_by(&model, &uid).is_empty());
+    let over_uid = over.metadata.uid.clone().unwrap();
+    assert_eq!(
+        requests_for(&model, "CreateKey", &over_uid)[0].fault,
+        Some(quota)
+    );
 
     // KmsInvalidState: ImportKeyMaterial refused for the key's state (injected once). The new
-    // key stays PendingImport, without material, and the import is not repeated in a loop.
+    // key stays PendingImport, without material.
     let invalid_state = FaultKind::Refuse("KMSInvalidStateException");
     model.inject(Fault::once("ImportKeyMaterial", invalid_state));
     let stuck = refused(&op, json!({}), "KmsInvalidState").await;
     assert!(ready_message(&stuck).contains("ImportKeyMaterial"));
-    let state = stuck.metadata.name.unwrap();
-    let uid = stuck.metadata.uid.unwrap();
-    let owned = keys_owned_by(&model, &uid);
-    assert_eq!(owned.len(), 1, "{owned:?}");
-    assert_eq!(owned[0].key_state, "PendingImport");
-    assert!(owned[0].current_key_material_id.is_none());
-    let imports = || {
-        model
-            .requests_of("ImportKeyMaterial")
-            .into_iter()
-            .filter(|r| r.params["KeyId"].as_str() == Some(owned[0].key_id.as_str()))
-            .count()
-    };
-    assert_eq!(imports(), 1);
+
     // WrappingKeyInvalid: GetParametersForImport answers with a public key that is not one
     // (corrupted once). Nothing is imported into the new key.
     let corrupt = FaultKind::CorruptAnswer("PublicKey");
     model.inject(Fault::once("GetParametersForImport", corrupt));
     let unwrappable = refused(&op, json!({}), "WrappingKeyInvalid").await;
     assert!(ready_message(&unwrappable).contains("not a DER SubjectPublicKeyInfo"));
-    let owned_unwrappable = keys_owned_by(&model, &unwrappable.metadata.uid.unwrap());
-    assert_eq!(owned_unwrappable.len(), 1, "{owned_unwrappable:?}");
-    assert_eq!(owned_unwrappable[0].key_state, "PendingImport");
-    let key_id = owned_unwrappable[0].key_id.as_str();
-    let parameters = model.requests_of("GetParametersForImport");
-    assert!(
-        parameters
-            .iter()
-            .any(|r| r.params["KeyId"].as_str() == Some(key_id) && r.fault == Some(corrupt))
-    );
-    assert!(
-        !model
-            .requests_of("ImportKeyMaterial")
-            .iter()
-            .any(|r| r.params["KeyId"].as_str() == Some(key_id))
-    );
 
-    // Still refused after more reconciles of other keys (the fault is used up: a retry in a
-    // loop would import).
+    // A key created afterwards becomes Ready (the faults are used up, so a refused call retried
+    // in a loop would now succeed): nothing was retried, nothing more created or imported.
     let after = unique("after");
     symmetric_key(&op, &after, json!({})).await;
     wait_ready(&api, &after).await;
-    assert_eq!(imports(), 1, "the refused import was retried");
-    assert_eq!(
-        ready(&api.get(&state).await.unwrap()),
-        Some(("False".into(), "KmsInvalidState".into()))
-    );
+    for uid in [&rejected_uid, &over_uid] {
+        assert_eq!(
+            requests_for(&model, "CreateKey", uid).len(),
+            1,
+            "CreateKey retried"
+        );
+        assert!(keys_owned_by(&model, uid).is_empty(), "a key was created");
+    }
+    let calls = |operation: &str, key_id: &str| {
+        model
+            .requests_of(operation)
+            .into_iter()
+            .filter(|r| r.params["KeyId"].as_str() == Some(key_id))
+            .collect::<Vec<_>>()
+    };
+    for (key, operation, fault) in [
+        (&stuck, "ImportKeyMaterial", invalid_state),
+        (&unwrappable, "GetParametersForImport", corrupt),
+    ] {
+        let owned = keys_owned_by(&model, key.metadata.uid.as_ref().unwrap());
+        assert_eq!(owned.len(), 1, "{owned:?}");
+        assert_eq!(owned[0].key_state, "PendingImport");
+        assert!(owned[0].current_key_material_id.is_none());
+        let refused_calls = calls(operation, &owned[0].key_id);
+        assert_eq!(
+            refused_calls.len(),
+            1,
+            "{operation} retried: {refused_calls:?}"
+        );
+        assert_eq!(refused_calls[0].fault, Some(fault));
+        let name = key.metadata.name.as_ref().unwrap();
+        let still = ready(&api.get(name).await.unwrap()).unwrap();
+        assert_eq!(still, ready(key).unwrap());
+    }
+    let unwrappable_id = keys_owned_by(&model, unwrappable.metadata.uid.as_ref().unwrap());
+    assert!(calls("ImportKeyMaterial", &unwrappable_id[0].key_id).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
