@@ -23,8 +23,8 @@ use keyfleet::kms::KmsClients;
 use keyfleet::material::KeyMaterial;
 use keyfleet_testkit::material::generate_secret_value;
 use kms_model::KmsModel;
-use kube::Api;
 use kube::api::PostParams;
+use kube::{Api, ResourceExt};
 use memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
@@ -468,9 +468,13 @@ async fn a_replica_refusing_the_material_is_material_mismatch() {
         model.key("eu-west-1", key_id_of(&arn)).unwrap().key_state,
         "PendingImport"
     );
-    // The reconcile that the condition's own status write triggers tries once more; then the
-    // replica waits for a change (blocked recheck: ten minutes).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The reconcile that the condition's own status write triggers tries once more (on a busy
+    // machine a few seconds later); then the replica waits for a change (blocked recheck: ten
+    // minutes).
+    let second_try_by = tokio::time::Instant::now() + Duration::from_secs(6);
+    while imports_in(&model, "eu-west-1").len() < 2 && tokio::time::Instant::now() < second_try_by {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let settled = imports_in(&model, "eu-west-1").len();
     assert!(settled <= 2, "{settled} imports refused");
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -479,4 +483,55 @@ async fn a_replica_refusing_the_material_is_material_mismatch() {
         settled,
         "the refused import is retried in a loop"
     );
+}
+
+/// Two AwsReplicaKeys of one primary in one region: KMS holds one replica per region, so one of
+/// them gets it and the other is refused precisely — they never share it or fight over its tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_replica_of_a_primary_in_one_region_is_refused_not_shared() {
+    let op = Operator::start(MemKube::new()).await;
+    let primary = unique("twice");
+    let scenario =
+        ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
+    scenario.primary_arn().await;
+    let (first, second) = (format!("{primary}-a"), format!("{primary}-b"));
+    scenario.add_replica(&first, "eu-west-1", json!({})).await;
+    scenario.add_replica(&second, "eu-west-1", json!({})).await;
+    // The older one gets the replica; the other is refused, never sharing it.
+    let loser = wait_replica_reason(&op.client, NS, &second, "ReplicaRegionTaken").await;
+    let winner = wait_replica_ready(&op.client, NS, &first).await;
+    op.wait_events(&second, &["ReplicaRegionTaken"]).await;
+    assert!(
+        loser.status.as_ref().unwrap().key_id.is_none(),
+        "{:?}",
+        loser.status
+    );
+    let message = loser
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message
+        .clone();
+    assert!(message.contains(&first), "{message}");
+    let replicas: Api<AwsReplicaKey> = Api::namespaced(op.client.clone(), NS);
+    // It stays that way: the winner keeps its replica and its tags.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let winner_now = replicas.get(&winner.name_any()).await.unwrap();
+    assert_eq!(
+        replica_ready(&winner_now).map(|(s, _)| s).as_deref(),
+        Some("True")
+    );
+    let arn = winner_now.status.unwrap().arn.clone().unwrap();
+    let kms = kms_client("eu-west-1").await;
+    let tags = kms.list_resource_tags().key_id(&arn).send().await.unwrap();
+    let owner = tags
+        .tags()
+        .iter()
+        .find(|t| t.tag_key() == "keyfleet.dev/owner-uid")
+        .map(|t| t.tag_value().to_string());
+    assert_eq!(owner, winner.metadata.uid.clone());
 }

@@ -111,6 +111,22 @@ impl ManagedKey for AwsReplicaKey {
                 created: None,
             });
         }
+        // KMS holds one replica of a key per region: of the AwsReplicaKeys asking for it, the
+        // oldest gets it, and the others never share or take it.
+        let siblings = scope
+            .api
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(Failure::kube)?;
+        if let Some(holder) = region_holder(scope.obj, &siblings.items) {
+            return Err(Failure::conflict(
+                "ReplicaRegionTaken",
+                format!(
+                    "AwsReplicaKey {holder} already replicates AwsKey {} into {}, and KMS holds one replica per region; delete this AwsReplicaKey or {holder}",
+                    scope.obj.spec.primary_key_ref.name, scope.obj.spec.region
+                ),
+            ));
+        }
         let primary_arn = primary_status.arn.clone().unwrap_or_default();
         let primary_client = scope
             .ctx
@@ -191,6 +207,24 @@ async fn primary(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Aw
     primaries.get_opt(name).await.map_err(Failure::kube)
 }
 
+/// The name of the AwsReplicaKey among `siblings` (same namespace) that holds, or is first in
+/// line for, the replica `me` asks for: same primary and region, and older (created earlier;
+/// by name on a tie). None when `me` is first.
+fn region_holder(me: &AwsReplicaKey, siblings: &[AwsReplicaKey]) -> Option<String> {
+    let rank = |r: &AwsReplicaKey| (r.creation_timestamp().map(|t| t.0), r.name_any());
+    let my_rank = rank(me);
+    siblings
+        .iter()
+        .filter(|r| r.uid() != me.uid())
+        .filter(|r| {
+            r.spec.primary_key_ref.name == me.spec.primary_key_ref.name
+                && r.spec.region == me.spec.region
+        })
+        .filter(|r| rank(r) < my_rank)
+        .map(|r| r.name_any())
+        .min()
+}
+
 /// The replica of `primary_arn` that already exists in the replica's region (listed by the
 /// primary), if this AwsReplicaKey may take it, never duplicated; and the claim it is taken
 /// under. One tagged by this object or by the primary AwsKey (some KMS implementations copy
@@ -249,5 +283,44 @@ async fn find_replica(
             let claim = Claim::ReplicaOf(primary_uid.to_string());
             Ok(Some((existing.key_id, claim)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn replica(name: &str, uid: &str, primary: &str, region: &str, created: i64) -> AwsReplicaKey {
+        let spec = serde_json::from_value(serde_json::json!({
+            "primaryKeyRef": {"name": primary}, "region": region
+        }))
+        .unwrap();
+        let mut r = AwsReplicaKey::new(name, spec);
+        r.metadata.uid = Some(uid.into());
+        r.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(created).unwrap()));
+        r
+    }
+
+    #[test]
+    fn the_oldest_replica_of_a_primary_in_a_region_holds_it() {
+        let a = replica("a", "1", "p", "eu-west-1", 100);
+        let b = replica("b", "2", "p", "eu-west-1", 200);
+        let c = replica("c", "3", "p", "eu-west-1", 100);
+        let other_region = replica("d", "4", "p", "us-west-2", 50);
+        let other_primary = replica("e", "5", "q", "eu-west-1", 50);
+        let all = [
+            a.clone(),
+            b.clone(),
+            c.clone(),
+            other_region.clone(),
+            other_primary.clone(),
+        ];
+        assert_eq!(region_holder(&a, &all), None);
+        assert_eq!(region_holder(&b, &all), Some("a".into()));
+        // Created in the same second: the name decides.
+        assert_eq!(region_holder(&c, &all), Some("a".into()));
+        assert_eq!(region_holder(&other_region, &all), None);
+        assert_eq!(region_holder(&other_primary, &all), None);
     }
 }
