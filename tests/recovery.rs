@@ -237,3 +237,66 @@ async fn an_expired_import_token_is_answered_with_fresh_import_parameters() {
         "an expired token is not a refusal: {reasons:?}"
     );
 }
+
+/// SIGTERM during an import: the operator stops while ImportKeyMaterial is on the wire and is
+/// gone before KMS answered (the pod's grace period ended). The request is dropped with it, the
+/// key stays PendingImport, and the next instance imports the material again — with fresh
+/// import parameters — into the same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_import_cut_off_by_shutdown_is_completed_by_the_next_instance() {
+    use support::kms_recorder::KmsRecorder;
+
+    let kube = MemKube::new();
+    let wire = KmsRecorder::default();
+    wire.hold_next("ImportKeyMaterial", 1);
+    let first = Operator::start_with(kube.clone(), wire.localstack_clients().await, settings());
+    let ns = unique("recovery");
+    let name = unique("cut");
+    let key =
+        create_key_with_material(&first, &ns, &name, KeySpec::SymmetricDefault, json!({})).await;
+    wire.wait_held(1, Duration::from_secs(30)).await;
+    drop(first);
+    assert_eq!(
+        (wire.held(), wire.cancelled()),
+        (0, 1),
+        "the import went away with the process"
+    );
+    wire.release();
+    let keys = Api::<keyfleet::api::AwsKey>::namespaced(kube.client(), &ns);
+    let cut = keys.get(&name).await.unwrap().status.unwrap_or_default();
+    let key_id = cut
+        .key_id
+        .clone()
+        .expect("the key was created before the import");
+    let kms = kms_client(DEFAULT_REGION).await;
+    let state = |described: aws_sdk_kms::operation::describe_key::DescribeKeyOutput| {
+        described
+            .key_metadata()
+            .and_then(|m| m.key_state())
+            .map(|s| s.as_str().to_string())
+    };
+    let before = kms.describe_key().key_id(&key_id).send().await.unwrap();
+    assert_eq!(state(before).as_deref(), Some("PendingImport"));
+
+    let second = Operator::start_with(kube.clone(), wire.localstack_clients().await, settings());
+    let ready = wait_ready(&second.keys(&ns), &name).await;
+    assert_eq!(
+        ready.status.unwrap().key_id.as_deref(),
+        Some(key_id.as_str())
+    );
+    let after = kms.describe_key().key_id(&key_id).send().await.unwrap();
+    assert_eq!(state(after).as_deref(), Some("Enabled"));
+    assert_eq!(
+        kms_keys_owned_by(&kms, &key.uid().unwrap()).await,
+        vec![key_id],
+        "one key for the object"
+    );
+    assert!(
+        wire.count("ImportKeyMaterial") >= 1,
+        "the second instance imported"
+    );
+    assert!(
+        wire.count("GetParametersForImport") >= 2,
+        "fresh import parameters for the second import"
+    );
+}
