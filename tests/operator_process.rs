@@ -193,9 +193,12 @@ async fn keyfleet_run_reconciles_serves_health_and_metrics_and_stops_on_sigterm(
         "logs are not JSON lines:\n{logs}"
     );
     assert!(logs.contains("controller stopped"), "{logs}");
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    assert!(
-        !logs.contains(&hex(&material[..16])),
+    // Every form of the material (raw, hex, Debug, Base64, 8-byte windows), not one slice.
+    assert!(keyfleet_testkit::leak::remembered() > 0);
+    assert_eq!(
+        keyfleet_testkit::leak::find_leak(&logs, &material),
+        None,
         "key material in the logs"
     );
+    keyfleet_testkit::leak::assert_no_leak("the operator's logs", &logs);
 }
