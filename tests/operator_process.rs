@@ -5,9 +5,10 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keyfleet::api::KeySpec;
@@ -18,12 +19,16 @@ use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_endpoint, operator_env, unique};
 use support::operator::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The port `keyfleet run --http-addr 127.0.0.1:0` bound, from its JSON log line (no port is
+/// picked here and released for the child to race for).
+fn bound_port(logs: &Mutex<String>) -> Option<u16> {
+    let logs = logs.lock().unwrap();
+    logs.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|l| {
+            let addr = l["fields"]["addr"].as_str()?;
+            addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+        })
 }
 
 /// A plain HTTP/1.0 GET: (status code, body).
@@ -63,7 +68,6 @@ async fn keyfleet_run_reconciles_serves_health_and_metrics_and_stops_on_sigterm(
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, MemKube::kubeconfig(addr)).unwrap();
-    let port = free_port();
     let endpoint = kms_endpoint().await;
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyfleet"))
@@ -72,7 +76,7 @@ async fn keyfleet_run_reconciles_serves_health_and_metrics_and_stops_on_sigterm(
             "--cluster-id",
             "process-test",
             "--http-addr",
-            &format!("127.0.0.1:{port}"),
+            "127.0.0.1:0",
             "--resync-seconds",
             "10",
         ])
@@ -85,15 +89,36 @@ async fn keyfleet_run_reconciles_serves_health_and_metrics_and_stops_on_sigterm(
         .unwrap();
     let pid = child.id();
     // Drain the pipes while the process runs, or it blocks once they fill.
-    let drain = |mut pipe: Box<dyn Read + Send>| {
+    // Lines are kept as they come: the bound port is read from them while the process runs.
+    let drain = |pipe: Box<dyn Read + Send>, into: Arc<Mutex<String>>| {
         std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut text = into.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+            into.lock().unwrap().clone()
         })
     };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let (out, err) = (
+        Arc::new(Mutex::new(String::new())),
+        Arc::new(Mutex::new(String::new())),
+    );
+    let stdout = drain(Box::new(child.stdout.take().unwrap()), out.clone());
+    let stderr = drain(Box::new(child.stderr.take().unwrap()), err.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let port = loop {
+        if let Some(port) = bound_port(&out).or_else(|| bound_port(&err)) {
+            break port;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keyfleet run never said where it serves: {}{}",
+            out.lock().unwrap(),
+            err.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
 
     let client = kube.client();
     let api: Api<keyfleet::api::AwsKey> = Api::namespaced(client.clone(), "team-a");
