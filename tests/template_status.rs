@@ -47,7 +47,10 @@ async fn create_template(client: &kube::Client, prefix: &str, spec: Value) -> St
     let name = unique(prefix);
     let spec: AwsKeyPolicyTemplateSpec = serde_json::from_value(spec).unwrap();
     templates(client)
-        .create(&PostParams::default(), &AwsKeyPolicyTemplate::new(&name, spec))
+        .create(
+            &PostParams::default(),
+            &AwsKeyPolicyTemplate::new(&name, spec),
+        )
         .await
         .unwrap();
     name
@@ -87,11 +90,16 @@ async fn create_replica_using(
 
 /// The condition of `type_` as (status, reason, message).
 fn condition(t: &AwsKeyPolicyTemplate, type_: &str) -> Option<(String, String, String)> {
-    let c = t.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    let c = t
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-fn keys(t: &AwsKeyPolicyTemplate) -> Option<u32> {
+fn keys(t: &AwsKeyPolicyTemplate) -> Option<i64> {
     Some(t.status.as_ref()?.keys)
 }
 
@@ -107,19 +115,7 @@ async fn wait_template(
     what: &str,
     check: impl Fn(&AwsKeyPolicyTemplate) -> bool,
 ) -> AwsKeyPolicyTemplate {
-    let deadline = tokio::time::Instant::now() + FOLLOWS_WITHIN;
-    loop {
-        let t = templates(client).get(name).await.unwrap();
-        if check(&t) {
-            return t;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: {what} not reported within {FOLLOWS_WITHIN:?}; status {:#?}",
-            t.status
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_object(&templates(client), name, FOLLOWS_WITHIN, what, check).await
 }
 
 /// Status writes to the template so far.
@@ -163,7 +159,10 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
     .await;
     // The count only: no key of any namespace is named in the cluster-scoped status.
     let status = serde_json::to_string(&t.status).unwrap();
-    assert!(!status.contains("team-a") && !status.contains("orders"), "{status}");
+    assert!(
+        !status.contains("team-a") && !status.contains("orders"),
+        "{status}"
+    );
 
     // A deleted key (its finalizer released once the deletion policy ran) stops counting.
     Api::<keyfleet::api::AwsKey>::namespaced(client.clone(), "team-b")
@@ -194,8 +193,12 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
     .await;
 
     // A template nobody uses reports 0 (and is still Ready: it renders).
-    let unused = create_template(&client, "unused", json!({"externalAccounts": ["444455556666"]}))
-        .await;
+    let unused = create_template(
+        &client,
+        "unused",
+        json!({"externalAccounts": ["444455556666"]}),
+    )
+    .await;
     let t = wait_template(&client, &unused, "Ready", ready_now).await;
     assert_eq!(keys(&t), Some(0));
 }
@@ -212,11 +215,11 @@ async fn a_template_that_does_not_render_is_stalled_until_fixed() {
         json!({"document": DOCUMENT.replace("${KeyArn}", "${KeyARN}")}),
     )
     .await;
-    create_key_using(&client, "team-a", "payments", &name).await;
     let t = wait_template(&client, &name, "PolicyTemplateInvalid", |t| {
         condition(t, "Ready").is_some_and(|(_, r, _)| r == "PolicyTemplateInvalid")
     })
     .await;
+    assert_eq!(keys(&t), Some(0));
     let (status, _, message) = condition(&t, "Ready").unwrap();
     assert_eq!(status, "False");
     assert!(
@@ -225,10 +228,17 @@ async fn a_template_that_does_not_render_is_stalled_until_fixed() {
     );
     assert_eq!(
         condition(&t, "Stalled"),
-        Some(("True".into(), "PolicyTemplateInvalid".into(), message.clone()))
+        Some((
+            "True".into(),
+            "PolicyTemplateInvalid".into(),
+            message.clone()
+        ))
     );
     assert!(!ready_now(&t));
+    // A key using a broken template still counts (it reports the same reason).
+    create_key_using(&client, "team-a", "payments", &name).await;
     let t = wait_template(&client, &name, "1 key", |t| keys(t) == Some(1)).await;
+    op.wait_events(&name, &["PolicyTemplateInvalid"]).await;
     let events = op.events_for(&name);
     assert!(
         events.iter().any(|(type_, reason, note)| type_ == "Warning"
@@ -272,6 +282,7 @@ async fn a_template_that_does_not_render_is_stalled_until_fixed() {
     assert_eq!(condition(&t, "Ready").unwrap().1, "Rendered");
     assert_eq!(condition(&t, "Stalled").unwrap().0, "False");
     assert_eq!(keys(&t), Some(1));
+    op.wait_events(&name, &["Rendered"]).await;
     let events = op.events_for(&name);
     assert!(
         events
@@ -288,6 +299,8 @@ async fn the_count_covers_the_watched_namespaces() {
     let (op, _model) = start(&["team-a", "team-c"]).await;
     let client = op.client.clone();
     let name = create_template(&client, "scoped", json!({"document": DOCUMENT})).await;
+    let t = wait_template(&client, &name, "Ready", ready_now).await;
+    assert_eq!(keys(&t), Some(0));
     create_key_using(&client, "team-a", "orders", &name).await;
     create_key_using(&client, "team-b", "orders", &name).await;
     create_key_using(&client, "team-c", "orders", &name).await;

@@ -77,7 +77,7 @@ pub struct AwsKeyPolicyTemplateStatus {
     /// `--watch-namespaces`). A count only: who may read a cluster-scoped template (tenants
     /// choosing one, say) need not read the keys of every namespace, so no key is named.
     #[serde(default)]
-    pub keys: u32,
+    pub keys: i64,
     /// `Ready` is True (reason `Rendered`) when the template renders into a key policy KMS
     /// accepts, checked for a sample key; otherwise False with reason `PolicyTemplateInvalid`
     /// and a message naming the problem (the keys using it report the same reason). `Stalled`

@@ -70,7 +70,7 @@ pub fn verdict(template: &AwsKeyPolicyTemplateSpec) -> TemplateVerdict {
 pub fn status_for(
     old: Option<&AwsKeyPolicyTemplateStatus>,
     verdict: &TemplateVerdict,
-    keys: u32,
+    keys: i64,
     generation: Option<i64>,
 ) -> AwsKeyPolicyTemplateStatus {
     let mut status = AwsKeyPolicyTemplateStatus {
@@ -117,7 +117,7 @@ async fn reconcile(
             // A count from a partial list would be written, then corrected: wait for it.
             return Ok(Requeue::requeue(UNTIL_KEYS_LISTED));
         }
-        usage.count(&name)
+        i64::from(usage.count(&name))
     };
     let verdict = verdict(&template.spec);
     let old = template.status.as_ref();
