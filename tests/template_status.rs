@@ -128,7 +128,7 @@ fn status_writes(op: &Operator, name: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
-    let (op, _model) = start(&[]).await;
+    let (mut op, _model) = start(&[]).await;
     let client = op.client.clone();
     let standard = create_template(&client, "standard", json!({"document": DOCUMENT})).await;
     let other = create_template(&client, "other", json!({"keyUsersRoles": ["app"]})).await;
@@ -201,6 +201,9 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
     .await;
     let t = wait_template(&client, &unused, "Ready", ready_now).await;
     assert_eq!(keys(&t), Some(0));
+
+    // The controller stops with the others (its key watches included).
+    op.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -89,9 +89,14 @@ pub fn status_for(
     status
 }
 
-/// The Ready condition's (status, reason), which events follow.
-fn readiness(status: Option<&AwsKeyPolicyTemplateStatus>) -> Option<(String, String)> {
-    find_condition(&status?.conditions, READY).map(|c| (c.status.clone(), c.reason.clone()))
+/// What an event reports: the Ready condition's status and reason, and while the template does
+/// not render, the problem (a spec edit that trades one problem for another is reported too;
+/// one that only changes the size of a policy that renders is not).
+fn event_worthy(status: Option<&AwsKeyPolicyTemplateStatus>) -> Option<(&str, &str, &str)> {
+    find_condition(&status?.conditions, READY).map(|c| {
+        let problem = if c.status == "True" { "" } else { &c.message };
+        (c.status.as_str(), c.reason.as_str(), problem)
+    })
 }
 
 /// What the template controller shares between its watches and reconciles.
@@ -126,7 +131,7 @@ async fn reconcile(
     // watch passes spec changes only).
     let api: Api<AwsKeyPolicyTemplate> = Api::all(tc.ctx.client.clone());
     status::write(&api, &name, old, &new).await?;
-    if readiness(old) != readiness(Some(&new)) {
+    if event_worthy(old) != event_worthy(Some(&new)) {
         let type_ = if verdict.ready {
             info!(template = %name, message = %verdict.message, "policy template renders");
             EventType::Normal
@@ -324,6 +329,27 @@ mod tests {
             );
             assert_eq!(condition(&status, RECONCILING).0, "False");
         }
+    }
+
+    #[test]
+    fn events_follow_readiness_and_the_problem_not_the_size() {
+        let typo = verdict(&spec(
+            serde_json::json!({"document": r#"{"R":"${KeyARN}"}"#}),
+        ));
+        let not_json = verdict(&spec(serde_json::json!({"document": "{"})));
+        let small = verdict(&spec(serde_json::json!({"keyUsersRoles": ["app"]})));
+        let large = verdict(&spec(
+            serde_json::json!({"keyUsersRoles": ["app", "batch"]}),
+        ));
+        let typo = status_for(None, &typo, 0, Some(1));
+        let not_json = status_for(Some(&typo), &not_json, 0, Some(2));
+        let small = status_for(Some(&not_json), &small, 0, Some(3));
+        let large = status_for(Some(&small), &large, 0, Some(4));
+        assert_eq!(event_worthy(None), None);
+        assert_ne!(event_worthy(Some(&typo)), event_worthy(Some(&not_json)));
+        assert_ne!(event_worthy(Some(&not_json)), event_worthy(Some(&small)));
+        assert_ne!(small, large, "the message says the new size");
+        assert_eq!(event_worthy(Some(&small)), event_worthy(Some(&large)));
     }
 
     #[test]
