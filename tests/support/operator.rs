@@ -93,11 +93,9 @@ impl Operator {
         settings: Settings,
         clock: keyfleet::clock::Clock,
     ) -> Operator {
-        // RUST_LOG=keyfleet=debug shows the controller's logs in failing tests.
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .try_init();
+        // RUST_LOG=keyfleet=debug shows the controller's logs in failing tests; they are
+        // captured for the leak scan whatever it says.
+        super::leaks::capture_logs();
         seed_default_connection(&kube);
         let client = kube.client();
         let ctx = Arc::new(Context::new(client.clone(), kms, settings).with_clock(clock));
@@ -158,9 +156,14 @@ impl Operator {
 }
 
 impl Drop for Operator {
+    /// Aborts the controller, then scans logs, Events, statuses and metrics for material
+    /// (unless the test already failed).
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        if !std::thread::panicking() {
+            super::leaks::assert_none_leaked(&self.kube, &self.metrics.render());
         }
     }
 }
@@ -354,7 +357,11 @@ impl Operator {
     }
 }
 
-/// Every key in one KMS region by owner uid tag (one scan for many checks).
+/// Where [`kms_keys_by_owner`] lists keys without a keyfleet owner-uid tag.
+pub const UNTAGGED: &str = "(no owner-uid tag)";
+
+/// Every key in one KMS region by owner uid tag, those without one under [`UNTAGGED`] (one
+/// scan for many checks).
 pub async fn kms_keys_by_owner(kms: &aws_sdk_kms::Client) -> BTreeMap<String, Vec<String>> {
     let mut by_owner: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut marker = None;
@@ -365,16 +372,15 @@ pub async fn kms_keys_by_owner(kms: &aws_sdk_kms::Client) -> BTreeMap<String, Ve
             let id = key.key_id().unwrap_or_default();
             let tags = kms.list_resource_tags().key_id(id).send().await;
             let tags = tags.expect("ListResourceTags");
-            if let Some(t) = tags
+            let owner = tags
                 .tags()
                 .iter()
                 .find(|t| t.tag_key() == "keyfleet.dev/owner-uid")
-            {
-                by_owner
-                    .entry(t.tag_value().to_string())
-                    .or_default()
-                    .push(id.to_string());
-            }
+                .map_or(UNTAGGED, |t| t.tag_value());
+            by_owner
+                .entry(owner.to_string())
+                .or_default()
+                .push(id.to_string());
         }
         match page.next_marker {
             Some(m) if page.truncated => marker = Some(m),
