@@ -88,19 +88,16 @@ fn template_body(
 ) -> Result<serde_json::Value, SpecError> {
     match (&template.document, template.shortcuts.is_empty()) {
         (Some(text), true) => policy::parse_document(text)
-            .map_err(|e| refuse(TEMPLATE_INVALID, "spec.document", e.to_string())),
+            .map_err(|e| refuse("PolicyTemplateInvalid", "spec.document", e.to_string())),
         (None, false) => policy::shortcuts::render(&template.shortcuts, usage, symmetric)
-            .map_err(|e| refuse(TEMPLATE_INVALID, "spec", e.to_string())),
+            .map_err(|e| refuse("PolicyTemplateInvalid", "spec", e.to_string())),
         _ => Err(refuse(
-            TEMPLATE_INVALID,
+            "PolicyTemplateInvalid",
             "spec",
             "a template takes exactly one of: document, or the shortcuts",
         )),
     }
 }
-
-/// The reason of a template that does not render, on the template and on the keys using it.
-pub const TEMPLATE_INVALID: &str = "PolicyTemplateInvalid";
 
 /// The key a template is rendered for when no key is at hand (its status, `keyfleet
 /// validate`): the shape of a real key ARN, with the documentation's example ids.
@@ -124,7 +121,7 @@ pub fn render_template_sample(
     let bytes = rendered.to_string().len();
     if bytes > policy::MAX_POLICY_BYTES {
         return Err(refuse(
-            TEMPLATE_INVALID,
+            "PolicyTemplateInvalid",
             if template.document.is_some() {
                 "spec.document"
             } else {

@@ -323,7 +323,10 @@ fn a_template_on_its_own_is_checked_as_rendered_for_a_sample_key() {
         serde_json::json!({"document": r#"{"Resource":"${KeyARN}"}"#}),
     );
     let e = render_template_sample(&typo.spec).unwrap_err();
-    assert_eq!((e.reason, e.field), (TEMPLATE_INVALID, "spec.document"));
+    assert_eq!(
+        (e.reason, e.field),
+        ("PolicyTemplateInvalid", "spec.document")
+    );
     assert!(
         e.message.starts_with("unknown placeholder ${KeyARN}"),
         "{e}"
@@ -350,7 +353,7 @@ fn a_template_on_its_own_is_checked_as_rendered_for_a_sample_key() {
     let e = desired_key(&s, &owner(), Some(&typo), Timestamp::UNIX_EPOCH).unwrap_err();
     assert_eq!(
         (e.reason, e.field),
-        (TEMPLATE_INVALID, "spec.policy.templateRef")
+        ("PolicyTemplateInvalid", "spec.policy.templateRef")
     );
 }
 
