@@ -181,6 +181,25 @@ fn stalled_reconciling_deletion_and_stale_status() {
     )]);
     kms["kind"] = json!("AwsKms");
     kms["metadata"].as_object_mut().unwrap().remove("namespace");
+    // A policy template: Healthy when it renders, Degraded (Stalled) when it does not.
+    let template = |conditions: Vec<Value>| {
+        let mut t = key(conditions);
+        t["kind"] = json!("AwsKeyPolicyTemplate");
+        t["metadata"].as_object_mut().unwrap().remove("namespace");
+        t["spec"] = json!({"keyUsersRoles": ["app"]});
+        t["status"] = json!({"observedGeneration": 3, "keys": 2,
+                             "conditions": t["status"]["conditions"].clone()});
+        t
+    };
+    let invalid = "spec.document: unknown placeholder ${KeyARN}";
+    let template_ok = template(vec![
+        condition("Ready", "True", "Rendered", "renders into a key policy"),
+        condition("Stalled", "False", "Rendered", ""),
+    ]);
+    let template_invalid = template(vec![
+        condition("Ready", "False", "PolicyTemplateInvalid", invalid),
+        condition("Stalled", "True", "PolicyTemplateInvalid", invalid),
+    ]);
 
     let cases: Vec<(String, Value)> = vec![
         // kstatus: Stalled=True carries the Ready reason of a failure that needs a change.
@@ -248,6 +267,8 @@ fn stalled_reconciling_deletion_and_stale_status() {
             key(vec![condition("Ready", "Unknown", "Reconciling", "")]),
         ),
         ("awskms".into(), kms),
+        ("template-ok".into(), template_ok),
+        ("template-invalid".into(), template_invalid),
         (
             "no-message".into(),
             key(vec![
@@ -290,6 +311,14 @@ fn stalled_reconciling_deletion_and_stale_status() {
     assert_eq!(status("only-other-conditions"), "Progressing");
     assert_eq!(status("ready-unknown"), "Progressing");
     assert_eq!(status("awskms"), "Degraded");
+    assert_eq!(status("template-ok"), "Healthy");
+    assert_eq!(
+        r["template-invalid"],
+        (
+            "Degraded".into(),
+            format!("PolicyTemplateInvalid: {invalid}")
+        )
+    );
     assert_eq!(r["no-message"], ("Healthy".into(), "KeyReady".into()));
 }
 

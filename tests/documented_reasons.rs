@@ -49,6 +49,8 @@ const OTHER_OBJECTS: &[&str] = &[
     "src/controller/connection_status.rs",
     // The Pkcs11Token status (LoggedIn, ...).
     "src/controller/pkcs11_token.rs",
+    // The AwsKeyPolicyTemplate status (Rendered; PolicyTemplateInvalid is also a key's).
+    "src/controller/template_status.rs",
     // Events of a deletion that waits (KeyNotFoundInConnectionAccount, ...).
     "src/controller/cleanup.rs",
     // `keyfleet validate` findings (the operator's reasons plus the CLI's own).

@@ -408,7 +408,12 @@ fn cluster_rules() -> Vec<Rule> {
             &[],
             &["get", "list", "watch"],
         ),
-        rule(&[GROUP], &["awskmses/status"], &[], &["patch"]),
+        rule(
+            &[GROUP],
+            &["awskmses/status", "awskeypolicytemplates/status"],
+            &[],
+            &["patch"],
+        ),
         rule(&[GROUP], &["pkcs11tokens"], &[], &["get", "list", "watch"]),
         rule(&[GROUP], &["pkcs11tokens/status"], &[], &["patch"]),
         // Namespaces (metadata): their labels grant connections and tokens; kube-system's uid

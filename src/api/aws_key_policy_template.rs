@@ -3,6 +3,7 @@
 // duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +11,8 @@ use super::key_policy::PolicyShortcuts;
 
 /// A key policy shared by many keys (CCKM policy templates). An `AwsKey` or `AwsReplicaKey`
 /// names it in `spec.policy.templateRef`; keyfleet renders it for each key (its account, region
-/// and ARN) and re-applies it to every such key when the template changes.
+/// and ARN) and re-applies it to every such key when the template changes. Its status says
+/// whether it renders and how many keys use it.
 #[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "kms.keyfleet.dev",
@@ -21,6 +23,18 @@ use super::key_policy::PolicyShortcuts;
     shortname = "akpt",
     category = "keyfleet",
     doc = "A reusable AWS KMS key policy: a document with placeholders, or principal shortcuts.",
+    status = "AwsKeyPolicyTemplateStatus",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Keys", type_ = "integer", json_path = ".status.keys"),
     printcolumn(
         name = "Description",
         type_ = "string",
@@ -49,4 +63,26 @@ pub struct AwsKeyPolicyTemplateSpec {
     /// Principal shortcuts, rendered for each key like `spec.policy` shortcuts of an AwsKey.
     #[serde(flatten)]
     pub shortcuts: PolicyShortcuts,
+}
+
+/// Whether the template renders, and how many keys use it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsKeyPolicyTemplateStatus {
+    /// The generation of the spec the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// How many AwsKeys and AwsReplicaKeys name this template in `spec.policy.templateRef`,
+    /// in every namespace keyfleet watches (all, unless the operator runs with
+    /// `--watch-namespaces`). A count only: who may read a cluster-scoped template (tenants
+    /// choosing one, say) need not read the keys of every namespace, so no key is named.
+    #[serde(default)]
+    pub keys: i64,
+    /// `Ready` is True (reason `Rendered`) when the template renders into a key policy KMS
+    /// accepts, checked for a sample key; otherwise False with reason `PolicyTemplateInvalid`
+    /// and a message naming the problem (the keys using it report the same reason). `Stalled`
+    /// carries the same reason, as kstatus reads it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
 }

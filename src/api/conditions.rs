@@ -49,6 +49,32 @@ pub fn condition(
     }
 }
 
+/// Sets `Ready` and the kstatus conditions that go with it, all with the same reason: when not
+/// Ready, `Stalled=True` for a failure that needs a change, `Reconciling=True` for one that
+/// clears on its own (`transient`). The message goes on the conditions that are True.
+pub fn set_readiness(
+    conditions: &mut Vec<Condition>,
+    ready: bool,
+    transient: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let stalled = !ready && !transient;
+    let reconciling = !ready && transient;
+    for (type_, on) in [
+        (READY, ready),
+        (STALLED, stalled),
+        (RECONCILING, reconciling),
+    ] {
+        let message = if on || type_ == READY { message } else { "" };
+        set_condition(
+            conditions,
+            condition(type_, on, reason, message, generation),
+        );
+    }
+}
+
 /// Returns the condition of the given type, if present.
 pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)

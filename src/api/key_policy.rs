@@ -88,6 +88,11 @@ pub enum KeyPolicyForm<'a> {
 }
 
 impl KeyPolicy {
+    /// The `AwsKeyPolicyTemplate` named in `templateRef`, if any.
+    pub fn template_name(&self) -> Option<&str> {
+        self.template_ref.as_ref().map(|t| t.name.as_str())
+    }
+
     /// The one form given, or None when the spec gives several or none (admission refuses
     /// both; the operator reports them).
     pub fn form(&self) -> Option<KeyPolicyForm<'_>> {

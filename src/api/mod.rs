@@ -22,7 +22,9 @@ pub use aws_key::{
     AwsKey, AwsKeySpec, AwsKeyStatus, GenerateInToken, KeyMaterialSource, MaterialChangePolicy,
     Pkcs11KeyRef, ReplicaRef,
 };
-pub use aws_key_policy_template::{AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec};
+pub use aws_key_policy_template::{
+    AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec, AwsKeyPolicyTemplateStatus,
+};
 pub use aws_kms::{
     AdoptionPolicy, AwsKms, AwsKmsSpec, AwsKmsStatus, DEFAULT_CONNECTION, KeyPolicyLimits,
 };

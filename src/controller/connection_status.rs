@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::Context;
 use crate::api::aws_kms::is_region_name;
-use crate::api::conditions::{READY, RECONCILING, STALLED, condition, set_condition};
+use crate::api::conditions::set_readiness;
 use crate::api::{AwsKms, AwsKmsStatus};
 use crate::kms::{Connection, Requester};
 
@@ -118,34 +118,14 @@ pub fn status_for(
         account_id: verdict.account_id.clone(),
         conditions: old.map(|s| s.conditions.clone()).unwrap_or_default(),
     };
-    let stalled = !verdict.ready && !verdict.transient;
-    let reconciling = !verdict.ready && verdict.transient;
-    for (type_, on, message) in [
-        (READY, verdict.ready, verdict.message.as_str()),
-        (
-            STALLED,
-            stalled,
-            if stalled {
-                verdict.message.as_str()
-            } else {
-                ""
-            },
-        ),
-        (
-            RECONCILING,
-            reconciling,
-            if reconciling {
-                verdict.message.as_str()
-            } else {
-                ""
-            },
-        ),
-    ] {
-        set_condition(
-            &mut status.conditions,
-            condition(type_, on, verdict.reason, message, generation),
-        );
-    }
+    set_readiness(
+        &mut status.conditions,
+        verdict.ready,
+        verdict.transient,
+        verdict.reason,
+        &verdict.message,
+        generation,
+    );
     status
 }
 

@@ -18,6 +18,8 @@ mod report;
 mod run;
 mod status;
 mod sync;
+mod template_status;
+mod template_use;
 mod verification;
 
 pub use context::{Context, Settings};

@@ -16,14 +16,14 @@ use tracing::{info, warn};
 
 use super::managed_key::ManagedKey;
 use super::reconcile::{self, object_key};
-use super::{Context, Error};
+use super::{Context, Error, Settings};
 use crate::api::{
     AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, DEFAULT_CONNECTION, KeyPolicy, Pkcs11Token,
 };
 
 /// A watched object that may not deserialize: one malformed object must not stop the watch of
 /// its kind.
-type Guarded<K> = DeserializeGuard<K>;
+pub(super) type Guarded<K> = DeserializeGuard<K>;
 
 /// Runs the key controllers until `shutdown` completes: over all namespaces, or one pair of
 /// controllers per namespace in `settings.watch_namespaces`.
@@ -37,17 +37,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let shutdown = futures::FutureExt::shared(async move {
         let _ = rx.await;
     });
-    let scopes: Vec<Option<String>> = if ctx.settings.watch_namespaces.is_empty() {
-        vec![None]
-    } else {
-        ctx.settings
-            .watch_namespaces
-            .iter()
-            .cloned()
-            .map(Some)
-            .collect()
-    };
-    let mut controllers = scopes
+    let mut controllers = scopes(&ctx.settings)
         .into_iter()
         .flat_map(|ns| {
             [
@@ -58,14 +48,29 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .chain([super::pkcs11_token::run_tokens(ctx.clone(), shutdown.clone()).boxed()])
         .collect::<Vec<_>>();
     controllers.push(super::connection_status::run(ctx.clone(), shutdown.clone()).boxed());
+    controllers.push(super::template_status::run(ctx.clone(), shutdown.clone()).boxed());
     futures::future::join_all(controllers).await;
     signal.abort();
     ctx.readiness.set_controller_running(false);
     info!("controller stopped");
 }
 
+/// The namespaces watched: each of `watch_namespaces`, or all (None).
+pub(super) fn scopes(settings: &Settings) -> Vec<Option<String>> {
+    if settings.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    }
+}
+
 /// An Api for `K` in one namespace, or in all.
-fn scoped<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
+pub(super) fn scoped<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
 {
@@ -107,7 +112,7 @@ fn error_policy<K: ManagedKey>(obj: Arc<Guarded<K>>, error: &Error, ctx: Arc<Con
 
 /// The parts of an object whose change calls for a reconcile: generation (spec), finalizers,
 /// deletion, annotations (`kubectl annotate` forces a reconcile). Status changes are excluded.
-fn reconcile_relevant<K: Resource>(obj: &K) -> Option<u64> {
+pub(super) fn reconcile_relevant<K: Resource>(obj: &K) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     obj.meta().generation.hash(&mut h);
@@ -146,9 +151,7 @@ fn namespace_changes(
 
 /// Whether `policy` names the template `name`.
 fn uses_template(policy: Option<&KeyPolicy>, name: &str) -> bool {
-    policy
-        .and_then(|p| p.template_ref.as_ref())
-        .is_some_and(|t| t.name == name)
+    policy.and_then(KeyPolicy::template_name) == Some(name)
 }
 
 /// The AwsKey controller of one scope: keys, their Secrets (metadata only), connections,

@@ -16,7 +16,7 @@ mod tests;
 
 pub use import::{ImportSettings, import_settings};
 pub use key::{adopt_key_region, desired_key, key_usage, spec_errors};
-pub use policy::{desired_policy, template_errors};
+pub use policy::{desired_policy, render_template_sample, sample_key, template_errors};
 pub use replica::{desired_replica, replica_relation, replica_spec_errors};
 
 /// A spec keyfleet refuses, with the `Ready=False` reason and an actionable message.

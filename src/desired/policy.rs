@@ -4,7 +4,7 @@
 use crate::api::{
     AwsKeyPolicyTemplate, AwsKeyPolicyTemplateSpec, KeyPolicy, KeyPolicyForm, KeySpec, KeyUsage,
 };
-use crate::policy::{self, DesiredPolicy};
+use crate::policy::{self, DesiredPolicy, KeyIdentity};
 
 use super::{SpecError, refuse};
 
@@ -56,42 +56,93 @@ pub fn desired_policy(
     }))
 }
 
-/// A template's document, or its shortcuts rendered for a key of `usage`.
+/// A template's document, or its shortcuts rendered for a key of `usage`; the refusal names
+/// the template (it is reported on the key).
 fn template_document(
     name: &str,
     template: &AwsKeyPolicyTemplateSpec,
     usage: KeyUsage,
     symmetric: bool,
 ) -> Result<serde_json::Value, SpecError> {
-    let invalid = |message: String| {
-        refuse(
-            "PolicyTemplateInvalid",
-            "spec.policy.templateRef",
-            format!("AwsKeyPolicyTemplate {name}: {message}"),
-        )
-    };
+    template_body(template, usage, symmetric).map_err(|e| SpecError {
+        field: "spec.policy.templateRef",
+        ..naming(name, e)
+    })
+}
+
+/// A template's refusal as a key using it (or `keyfleet validate`) words it: naming the
+/// template.
+fn naming(name: &str, e: SpecError) -> SpecError {
+    SpecError {
+        message: format!("AwsKeyPolicyTemplate {name}: {}", e.message),
+        ..e
+    }
+}
+
+/// A template's document, or its shortcuts rendered for a key of `usage`; the refusal is the
+/// template's own (`PolicyTemplateInvalid`, the template's field).
+fn template_body(
+    template: &AwsKeyPolicyTemplateSpec,
+    usage: KeyUsage,
+    symmetric: bool,
+) -> Result<serde_json::Value, SpecError> {
     match (&template.document, template.shortcuts.is_empty()) {
-        (Some(text), true) => policy::parse_document(text).map_err(|e| invalid(e.to_string())),
+        (Some(text), true) => policy::parse_document(text)
+            .map_err(|e| refuse("PolicyTemplateInvalid", "spec.document", e.to_string())),
         (None, false) => policy::shortcuts::render(&template.shortcuts, usage, symmetric)
-            .map_err(|e| invalid(e.to_string())),
-        _ => Err(invalid(
-            "a template takes exactly one of: document, or the shortcuts".into(),
+            .map_err(|e| refuse("PolicyTemplateInvalid", "spec", e.to_string())),
+        _ => Err(refuse(
+            "PolicyTemplateInvalid",
+            "spec",
+            "a template takes exactly one of: document, or the shortcuts",
         )),
     }
 }
 
-/// Every refusal of an `AwsKeyPolicyTemplate` on its own (for any key usage).
-pub fn template_errors(name: &str, template: &AwsKeyPolicyTemplateSpec) -> Vec<SpecError> {
-    template_document(name, template, KeyUsage::EncryptDecrypt, true)
-        .err()
-        .map(|e| SpecError {
-            field: if template.document.is_some() && template.shortcuts.is_empty() {
+/// The key a template is rendered for when no key is at hand (its status, `keyfleet
+/// validate`): the shape of a real key ARN, with the documentation's example ids.
+pub fn sample_key() -> KeyIdentity {
+    KeyIdentity::preview(
+        "111122223333",
+        "us-east-1",
+        "1234abcd-12ab-34cd-56ef-1234567890ab",
+    )
+}
+
+/// A template on its own, rendered for [`sample_key`] (a symmetric encryption key): the policy
+/// a key using it would get, or why it cannot be rendered (the template's field and the
+/// problem, with reason `PolicyTemplateInvalid`).
+pub fn render_template_sample(
+    template: &AwsKeyPolicyTemplateSpec,
+) -> Result<serde_json::Value, SpecError> {
+    let body = template_body(template, KeyUsage::EncryptDecrypt, true)?;
+    let key = sample_key();
+    let rendered = policy::document::fill_placeholders(&body, &key);
+    let bytes = rendered.to_string().len();
+    if bytes > policy::MAX_POLICY_BYTES {
+        return Err(refuse(
+            "PolicyTemplateInvalid",
+            if template.document.is_some() {
                 "spec.document"
             } else {
                 "spec"
             },
-            ..e
-        })
+            format!(
+                "rendered for a key such as {}, the policy is {bytes} bytes; KMS accepts at most {}",
+                key.key_arn,
+                policy::MAX_POLICY_BYTES
+            ),
+        ));
+    }
+    Ok(rendered)
+}
+
+/// Every refusal of an `AwsKeyPolicyTemplate` on its own (for any key usage), worded as the
+/// keys using it report it.
+pub fn template_errors(name: &str, template: &AwsKeyPolicyTemplateSpec) -> Vec<SpecError> {
+    render_template_sample(template)
+        .err()
+        .map(|e| naming(name, e))
         .into_iter()
         .collect()
 }

@@ -306,6 +306,57 @@ fn a_template_policy_is_rendered_for_the_key_and_tags_it() {
     }
 }
 
+/// A template on its own (its status, `keyfleet validate`) is rendered for a sample key: what
+/// only shows once placeholders are filled in, a policy over the KMS limit, is found too.
+#[test]
+fn a_template_on_its_own_is_checked_as_rendered_for_a_sample_key() {
+    let ok = template(
+        "standard",
+        serde_json::json!({"document": r#"{"Resource":"${KeyArn}"}"#}),
+    );
+    let rendered = render_template_sample(&ok.spec).unwrap();
+    assert_eq!(rendered["Resource"], sample_key().key_arn);
+    assert_eq!(template_errors("standard", &ok.spec), vec![]);
+
+    let typo = template(
+        "standard",
+        serde_json::json!({"document": r#"{"Resource":"${KeyARN}"}"#}),
+    );
+    let e = render_template_sample(&typo.spec).unwrap_err();
+    assert_eq!(
+        (e.reason, e.field),
+        ("PolicyTemplateInvalid", "spec.document")
+    );
+    assert!(
+        e.message.starts_with("unknown placeholder ${KeyARN}"),
+        "{e}"
+    );
+    // keyfleet validate words it as the keys do: naming the template.
+    let errors = template_errors("standard", &typo.spec);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0]
+            .message
+            .starts_with("AwsKeyPolicyTemplate standard: unknown placeholder"),
+        "{errors:?}"
+    );
+
+    let arns = vec!["${KeyArn}"; policy::MAX_POLICY_BYTES / 14];
+    let document = serde_json::json!({ "Resource": arns }).to_string();
+    assert!(document.len() <= policy::MAX_POLICY_BYTES);
+    let large = template("large", serde_json::json!({ "document": document }));
+    let e = render_template_sample(&large.spec).unwrap_err();
+    assert_eq!(e.field, "spec.document");
+    assert!(e.message.contains("KMS accepts at most 32768"), "{e}");
+    // A key using it is refused with the same reason, naming the template.
+    let s = spec(serde_json::json!({"policy": {"templateRef": {"name": "standard"}}}));
+    let e = desired_key(&s, &owner(), Some(&typo), Timestamp::UNIX_EPOCH).unwrap_err();
+    assert_eq!(
+        (e.reason, e.field),
+        ("PolicyTemplateInvalid", "spec.policy.templateRef")
+    );
+}
+
 #[test]
 fn a_replica_renders_its_own_template_for_the_primary_usage() {
     let primary = spec(serde_json::json!({

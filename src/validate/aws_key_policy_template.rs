@@ -74,5 +74,5 @@ impl Kind for AwsKeyPolicyTemplate {
 }
 
 fn template_name(policy: Option<&KeyPolicy>) -> Option<&str> {
-    Some(policy?.template_ref.as_ref()?.name.as_str())
+    policy?.template_name()
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use keyfleet::api::{AwsKey, AwsKeyStatus};
+use keyfleet::api::AwsKey;
 use keyfleet::controller::{self, Context, Settings};
 use keyfleet::kms::KmsClients;
 use kube::Api;
@@ -263,17 +263,35 @@ pub async fn wait_for(
     what: &str,
     check: impl Fn(&AwsKey) -> bool,
 ) -> AwsKey {
+    wait_object(api, name, timeout, what, check).await
+}
+
+/// Polls until `check` holds for the named object of any kind, or panics after `timeout` with
+/// its status.
+pub async fn wait_object<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&K) -> bool,
+) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let current = api.get_opt(name).await.expect("get AwsKey");
+        let current = api.get_opt(name).await.expect("get object");
         if let Some(k) = &current
             && check(k)
         {
             return k.clone();
         }
         if tokio::time::Instant::now() > deadline {
-            let status: Option<AwsKeyStatus> = current.and_then(|k| k.status);
-            panic!("{name}: timed out after {timeout:?} waiting for {what}; status: {status:#?}");
+            let status = current
+                .and_then(|k| serde_json::to_value(k).ok())
+                .and_then(|v| serde_json::to_string_pretty(&v["status"]).ok())
+                .unwrap_or_else(|| "(the object does not exist)".into());
+            panic!("{name}: timed out after {timeout:?} waiting for {what}; status: {status}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

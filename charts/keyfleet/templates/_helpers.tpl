@@ -136,9 +136,10 @@ why it is there; nothing here may use "*" or write Secrets.
   resources: ["awskmses", "awskeypolicytemplates"]
   verbs: ["get", "list", "watch"]
 # AwsKms status: whether keyfleet can act through the connection (Ready, the caller, the
-# account), written with a merge patch of the /status subresource.
+# account); AwsKeyPolicyTemplate status: whether the template renders and how many keys use
+# it. Both written with a merge patch of the /status subresource.
 - apiGroups: ["kms.keyfleet.dev"]
-  resources: ["awskmses/status"]
+  resources: ["awskmses/status", "awskeypolicytemplates/status"]
   verbs: ["patch"]
 # Pkcs11Tokens (cluster-scoped HSM tokens): read by name when a key uses one, and watched by
 # the token controller, which logs in to each. Read-only.
