@@ -116,8 +116,24 @@ async fn an_awskey_deleted_while_its_creation_is_in_doubt_deletes_the_key_it_mad
         "the creation is in doubt: {status:?}"
     );
     keys.delete(&name, &DeleteParams::default()).await.unwrap();
-    // Cleanup cannot know yet whether a key exists: the finalizer stays.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Cleanup cannot know yet whether a key exists: the finalizer stays. The proof that cleanup
+    // ran: its searches fail after the deletion.
+    let failed_searches = || {
+        model
+            .requests_of("ListKeys")
+            .iter()
+            .filter(|r| r.error.is_some())
+            .count()
+    };
+    let before = failed_searches();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while failed_searches() < before + 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cleanup never searched"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         keys.get_opt(&name).await.unwrap().is_some(),
         "the finalizer was released while the key may exist"
