@@ -113,8 +113,9 @@ async fn rolling_validity_is_renewed_before_its_threshold_on_the_primary_and_eve
 
     // 45 days later 45 remain: above the 30-day threshold, nothing is imported (resyncs run
     // every 2 s in tests).
+    let since = op.reconciles("AwsKey");
     clock.advance(DAY * 45);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    op.wait_reconciles("AwsKey", since, 2).await;
     let k = op.keys(NS).get(&name).await.unwrap().status.unwrap();
     assert_eq!(valid_to(&k), Some(first));
     assert_eq!(k.key.last_import_time, primary_import);

@@ -400,6 +400,48 @@ impl Operator {
             .map(|e| e["series"]["count"].as_u64().unwrap_or(1))
             .sum()
     }
+
+    /// How many reconciles of `kind` (`AwsKey`, `AwsReplicaKey`) the controller finished.
+    pub fn reconciles(&self, kind: &str) -> u64 {
+        let prefix = format!("keyfleet_reconciles_total{{kind=\"{kind}\"");
+        self.metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// Waits until `more` reconciles of `kind` finished after `since` (a [`Self::reconciles`]
+    /// count): the proof a "nothing happened" check needs before it asserts.
+    pub async fn wait_reconciles(&self, kind: &str, since: u64, more: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.reconciles(kind) < since + more {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{kind}: fewer than {more} reconciles after {since} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Makes the controller reconcile the AwsKey `name` again (an annotation changes) and waits
+    /// until it did.
+    pub async fn reconcile_again(&self, namespace: &str, name: &str) {
+        let since = self.reconciles("AwsKey");
+        let poke = serde_json::json!({"metadata": {"annotations": {
+            "test.keyfleet.dev/poke": format!("{since}")
+        }}});
+        self.keys(namespace)
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&poke),
+            )
+            .await
+            .expect("annotate the AwsKey");
+        self.wait_reconciles("AwsKey", since, 1).await;
+    }
 }
 
 /// DescribeKey's metadata (panics when the key does not exist).
