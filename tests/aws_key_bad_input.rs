@@ -132,6 +132,11 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
             json!({"expiration": {"validTo": "2020-01-01T00:00:00Z"}}),
         ),
         (
+            "ValidToTooFar",
+            Some(("material", &sym[..])),
+            json!({"expiration": {"validTo": "2999-01-01T00:00:00Z"}}),
+        ),
+        (
             "PolicyInvalid",
             Some(("material", &sym[..])),
             json!({"policy": {"document": "{\"Version\": "}}),
@@ -346,26 +351,36 @@ async fn an_operator_killed_between_create_key_and_the_status_write_leaves_exact
     let kube = MemKube::new();
     let kms = kms_client(DEFAULT_REGION).await;
     let name = unique("crash");
-    // The first status write (the create intent) succeeds; the write of the new key id and the
-    // status write after it fail, as if the operator died right after CreateKey.
+    // The first status write (the create intent) succeeds; every status write after it (the new
+    // key id first) fails until the operator is killed, as if it died right after CreateKey.
     kube.inject_fault(
-        Fault::new(Method::PATCH, format!("/awskeys/{name}/status"), 500, 2).after(1),
+        Fault::new(
+            Method::PATCH,
+            format!("/awskeys/{name}/status"),
+            500,
+            usize::MAX,
+        )
+        .after(1),
     );
-    let mut first = Operator::start(kube.clone()).await;
+    let first = Operator::start(kube.clone()).await;
     let api = first.keys(NS);
     create_material_secret(&first.client, NS, &name, KeySpec::SymmetricDefault).await;
     let key = create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, json!({}))).await;
     let uid = key.metadata.uid.clone().unwrap();
 
+    let status_writes =
+        || kube.request_count(Some(Method::PATCH), &format!("/awskeys/{name}/status"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while kube.pending_faults() > 0 {
+    while status_writes() < 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the operator never reached the status write"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    first.stop().await;
+    // Killed (not stopped: nothing in flight finishes), then the API server recovers.
+    drop(first);
+    kube.clear_faults();
     let orphaned = api.get(&name).await.unwrap().status.unwrap();
     assert!(
         orphaned.key_id.is_none(),

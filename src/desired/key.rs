@@ -116,23 +116,37 @@ pub(super) fn check_pending_window(days: i32) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// The material expiry; it must lie after `now`.
+/// How far ahead KMS accepts a material expiry (ImportKeyMaterial's ValidTo).
+const MAX_VALID_TO_AHEAD: SignedDuration = SignedDuration::from_hours(365 * 24);
+
+/// The material expiry; it must lie after `now`, and at most 365 days after it (KMS refuses a
+/// later ValidTo; such a spec becomes valid as the date comes within a year).
 fn valid_to(spec: &AwsKeySpec, now: Timestamp) -> Result<Option<Timestamp>, SpecError> {
     let valid_to = spec
         .expiration
         .as_ref()
         .and_then(|e| e.valid_to.as_ref())
         .map(|t| t.0);
-    if let Some(t) = valid_to
-        && t <= now
-    {
+    let Some(t) = valid_to else {
+        return Ok(None);
+    };
+    if t <= now {
         return Err(refuse(
             "ValidToInPast",
             "spec.expiration.validTo",
             format!("validTo {t} is in the past; KMS needs a future expiry (or none)"),
         ));
     }
-    Ok(valid_to)
+    if now.duration_until(t) > MAX_VALID_TO_AHEAD {
+        return Err(refuse(
+            "ValidToTooFar",
+            "spec.expiration.validTo",
+            format!(
+                "validTo {t} is more than 365 days ahead, and KMS accepts an expiry at most 365 days ahead; set one within a year (keyfleet re-imports when you move it), or use rollingValidity"
+            ),
+        ));
+    }
+    Ok(Some(t))
 }
 
 /// The rolling validity, when set: at most 365 days, and not together with `validTo`.
@@ -182,8 +196,8 @@ pub fn spec_errors(spec: &AwsKeySpec, now: Timestamp) -> Vec<SpecError> {
         check_tags(&spec.tags).err(),
         check_pending_window(spec.pending_window_days).err(),
         check_policy(spec.policy.as_ref(), spec.key_spec, spec.key_usage).err(),
-        valid_to(spec, now).err(),
         rolling_validity(spec).err(),
+        valid_to(spec, now).err(),
         check_on_change(spec).err(),
         import_settings(&spec.key_material, spec.key_spec).err(),
     ]
@@ -205,8 +219,8 @@ pub fn desired_key(
     check_tags(&spec.tags)?;
     check_pending_window(spec.pending_window_days)?;
     let policy = desired_policy(spec.policy.as_ref(), template, spec.key_spec, usage)?;
-    let valid_to = valid_to(spec, now)?;
     let rolling_validity = rolling_validity(spec)?;
+    let valid_to = valid_to(spec, now)?;
     check_on_change(spec)?;
     import_settings(&spec.key_material, spec.key_spec)?;
 

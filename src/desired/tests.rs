@@ -113,6 +113,10 @@ fn bad_specs_get_precise_reasons() {
         "ValidToInPast"
     );
     assert_eq!(
+        reason(json!({"expiration": {"validTo": "2999-01-01T00:00:00Z"}})),
+        "ValidToTooFar"
+    );
+    assert_eq!(
         reason(json!({"expiration": {"rollingValidity": "400d"}})),
         "InvalidRollingValidity"
     );
@@ -188,7 +192,7 @@ fn json_arn(arn: &str) -> serde_json::Value {
 fn replicas_take_spec_and_expiry_from_the_primary_and_the_rest_from_themselves() {
     let primary = spec(
         serde_json::json!({"multiRegion": true, "keySpec": "HMAC_256",
-        "expiration": {"validTo": "2030-01-01T00:00:00Z"}, "alias": "alias/p", "tags": {"a": "1"}}),
+        "expiration": {"validTo": "1970-06-01T00:00:00Z"}, "alias": "alias/p", "tags": {"a": "1"}}),
     );
     let replica: AwsReplicaKeySpec = serde_json::from_value(serde_json::json!({
         "primaryKeyRef": {"name": "p"}, "region": "eu-central-1", "alias": "alias/r",
@@ -198,7 +202,7 @@ fn replicas_take_spec_and_expiry_from_the_primary_and_the_rest_from_themselves()
     assert_eq!(d.key_spec, KeySpec::Hmac256);
     assert_eq!(d.key_usage, KeyUsage::GenerateVerifyMac);
     assert!(d.multi_region);
-    assert_eq!(d.valid_to, Some("2030-01-01T00:00:00Z".parse().unwrap()));
+    assert_eq!(d.valid_to, Some("1970-06-01T00:00:00Z".parse().unwrap()));
     assert_eq!(d.alias.as_deref(), Some("alias/r"));
     assert_eq!(d.tags.get("b").map(String::as_str), Some("2"));
     assert!(!d.tags.contains_key("a"));

@@ -2475,9 +2475,8 @@ async fn lost_answers_with_keyfleets_retries_turn_rotation_steps_into_refusals()
     );
 }
 
-/// keyfleet finding: a fixed `validTo` more than 365 days ahead passes keyfleet's checks
-/// (only a past validTo is refused, ValidToInPast) and reaches KMS, which refuses the import
-/// with ValidationException — keyfleet reports the generic KmsRejected.
+/// KMS refuses a ValidTo more than 365 days ahead with ValidationException. (Found here as a
+/// keyfleet finding; keyfleet now refuses such a spec itself, ValidToTooFar, before any call.)
 #[tokio::test]
 async fn a_valid_to_beyond_365_days_reaches_kms_and_is_refused() {
     let model = KmsModel::start().await.unwrap();
