@@ -8,7 +8,7 @@ use tracing::info;
 use super::Failure;
 use super::managed_key::{Located, ManagedKey, Scope, Source};
 use super::status;
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKeyStatus, DeletionPolicy, KeyPolicy};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKeyStatus};
 use crate::desired::{self, SpecError};
 use crate::kms::execute;
 use crate::kms::observe::{self, ReadDepth};
@@ -21,24 +21,6 @@ impl ManagedKey for AwsKey {
     const CREATED: (&'static str, &'static str) = ("KeyCreated", "CreateKey");
     const GONE_ADVICE: &'static str =
         "Delete this AwsKey (or point adoptKeyArn at a replacement) to continue";
-
-    type Status = AwsKeyStatus;
-
-    fn status(&self) -> Option<&AwsKeyStatus> {
-        self.status.as_ref()
-    }
-    fn region(&self) -> &str {
-        &self.spec.region
-    }
-    fn policy(&self) -> Option<&KeyPolicy> {
-        self.spec.policy.as_ref()
-    }
-    fn deletion_policy(&self) -> Option<DeletionPolicy> {
-        self.spec.deletion_policy
-    }
-    fn pending_window_days(&self) -> i32 {
-        self.spec.pending_window_days
-    }
 
     async fn source<'a>(&'a self, _ctx: &'a super::Context) -> Result<Source<'a>, Failure> {
         Ok(Source::Own(&self.spec))

@@ -7,9 +7,7 @@ use tracing::info;
 use super::dereference::Dereferenced;
 use super::managed_key::{Located, ManagedKey, Scope, Source};
 use super::{Context, Failure, status};
-use crate::api::{
-    AwsKey, AwsKeyPolicyTemplate, AwsReplicaKey, AwsReplicaKeyStatus, DeletionPolicy, KeyPolicy,
-};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsReplicaKey, AwsReplicaKeyStatus};
 use crate::desired::{self, SpecError};
 use crate::kms::observe::{self, ReadDepth};
 use crate::kms::{Requester, execute};
@@ -21,24 +19,6 @@ impl ManagedKey for AwsReplicaKey {
     const CREATED: (&'static str, &'static str) = ("KeyReplicated", "ReplicateKey");
     const GONE_ADVICE: &'static str =
         "Delete this AwsReplicaKey and apply it again to replicate the primary anew";
-
-    type Status = AwsReplicaKeyStatus;
-
-    fn status(&self) -> Option<&AwsReplicaKeyStatus> {
-        self.status.as_ref()
-    }
-    fn region(&self) -> &str {
-        &self.spec.region
-    }
-    fn policy(&self) -> Option<&KeyPolicy> {
-        self.spec.policy.as_ref()
-    }
-    fn deletion_policy(&self) -> Option<DeletionPolicy> {
-        self.spec.deletion_policy
-    }
-    fn pending_window_days(&self) -> i32 {
-        self.spec.pending_window_days
-    }
 
     /// The primary, from the replica's own namespace only (the reference has no namespace
     /// field), once it is Enabled.
