@@ -5,7 +5,7 @@ use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::dereference::Dereferenced;
-use super::managed_key::{Located, ManagedKey, Scope, Source};
+use super::managed_key::{Located, ManagedKey, Scope, Source, owned_key};
 use super::{Context, Failure, status};
 use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsReplicaKey, AwsReplicaKeyStatus};
 use crate::desired::{self, SpecError};
@@ -185,11 +185,7 @@ async fn find_replica(
     primary_arn: &str,
     primary_uid: &str,
 ) -> Result<Option<String>, Failure> {
-    let shallow = ReadDepth {
-        metadata: false,
-        policy: false,
-    };
-    let Some(primary) = observe::observe(primary_client, primary_arn, shallow)
+    let Some(primary) = observe::observe(primary_client, primary_arn, ReadDepth::DESCRIBE)
         .await
         .map_err(Failure::kms)?
     else {
@@ -199,19 +195,12 @@ async fn find_replica(
     let Some((_, arn)) = primary.replicas.iter().find(|(r, _)| r == region) else {
         return Ok(None);
     };
-    let with_tags = ReadDepth {
-        metadata: true,
-        policy: false,
-    };
-    let Some(existing) = observe::observe(scope.client, arn, with_tags)
-        .await
-        .map_err(Failure::kms)?
-    else {
+    let Some(existing) = owned_key(scope.client, arn, scope.owner).await? else {
         return Ok(None);
     };
     let tagged_by_primary =
         existing.tags.get(plan::OWNER_UID_TAG).map(String::as_str) == Some(primary_uid);
-    match plan::ownership(&existing.tags, scope.owner) {
+    match existing.ownership {
         Ownership::Elsewhere(other) if !tagged_by_primary => Err(Failure::conflict(
             "AdoptionRefused",
             format!(

@@ -20,7 +20,8 @@ use crate::api::{
 };
 use crate::desired::SpecError;
 use crate::kms::Client;
-use crate::plan::{DesiredKey, ObservedKey, Owner};
+use crate::kms::observe::{self, ReadDepth};
+use crate::plan::{self, DesiredKey, ObservedKey, Owner, Ownership};
 use crate::tenancy::Claim;
 
 /// Finalizer that guarantees the deletion policy runs before the object disappears.
@@ -157,4 +158,31 @@ pub trait ManagedKey:
 
     /// Cleanup: the event note once deletion of `key_id` is scheduled.
     fn deletion_note(&self, key_id: &str, status: &Self::Status) -> String;
+}
+
+/// A key found by id, ARN or alias, with its tags and who owns it.
+pub struct Found {
+    pub key_id: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+    pub ownership: Ownership,
+}
+
+/// Describes `key` (id, ARN or alias) and classifies who owns it.
+pub async fn owned_key(
+    client: &Client,
+    key: &str,
+    owner: &Owner,
+) -> Result<Option<Found>, Failure> {
+    let Some(observed) = observe::observe(client, key, ReadDepth::METADATA)
+        .await
+        .map_err(Failure::kms)?
+    else {
+        return Ok(None);
+    };
+    let ownership = plan::ownership(&observed.tags, owner);
+    Ok(Some(Found {
+        key_id: observed.key_id,
+        tags: observed.tags,
+        ownership,
+    }))
 }
