@@ -14,7 +14,7 @@ mod support;
 use std::time::Duration;
 
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::{KeyState, MacAlgorithmSpec, OriginType, Tag};
+use aws_sdk_kms::types::{KeyState, MacAlgorithmSpec, OriginType};
 use keyfleet::api::{KeyFamily, KeySpec, MaterialEncoding};
 use keyfleet::kms::KmsClients;
 use keyfleet::material::KeyMaterial;
@@ -23,6 +23,7 @@ use memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, unique};
 use support::operator::*;
+use support::outside::{adopt_by, external_key, import_other_material};
 
 const NS: &str = "team-a";
 
@@ -547,38 +548,8 @@ async fn incorrect_key_material_from_kms_is_material_mismatch() {
     let op = on_model(&model);
     let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
     let name = unique("incorrect");
-    let adopt_by = Tag::builder()
-        .tag_key("keyfleet.dev/adopt-by")
-        .tag_value(format!("{NS}/{name}"))
-        .build()
-        .unwrap();
-    let arn = kms
-        .create_key()
-        .origin(OriginType::External)
-        .tags(adopt_by)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .arn
-        .unwrap();
-    let earlier = KeyMaterial::from_secret_value(
-        KeySpec::SymmetricDefault,
-        MaterialEncoding::Raw,
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .unwrap();
-    let (algorithm, wrapping_key_spec) =
-        keyfleet::api::WrappingAlgorithm::default_for(KeySpec::SymmetricDefault);
-    let input = keyfleet::kms::execute::ImportInput {
-        material: &earlier,
-        algorithm,
-        wrapping_key_spec,
-    };
-    keyfleet::kms::execute::import_material(&kms, &arn, &input, None)
-        .await
-        .unwrap();
+    let arn = external_key(&kms, vec![adopt_by(NS, &name)]).await;
+    import_other_material(&kms, &arn, KeySpec::SymmetricDefault).await;
     kms.delete_imported_key_material()
         .key_id(&arn)
         .send()

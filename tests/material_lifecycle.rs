@@ -18,10 +18,8 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyfleet::api::{
     AwsKey, AwsReplicaKey, AwsReplicaKeySpec, KeySpec, KmsKeyStatus, MaterialEncoding,
-    WrappingAlgorithm,
 };
 use keyfleet::kms::KmsClients;
-use keyfleet::kms::execute::{ImportInput, import_material};
 use keyfleet::material::KeyMaterial;
 use kube::Api;
 use kube::api::DeleteParams;
@@ -31,6 +29,7 @@ use serde_json::json;
 use support::clock::ManualClock;
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
+use support::outside::import_other_material;
 use support::replicas::ReplicaScenario;
 
 const NS: &str = "team-a";
@@ -191,23 +190,8 @@ async fn verification_catches_a_replica_holding_different_material() {
 
     // Inject: other HMAC material imported into the replica behind keyfleet's back (AWS
     // refuses this; LocalStack accepts it, which is what makes the injection possible).
-    let other = keyfleet_testkit::material::generate_secret_value(KeySpec::Hmac256);
-    let other =
-        KeyMaterial::from_secret_value(KeySpec::Hmac256, MaterialEncoding::Raw, &other).unwrap();
-    let (algorithm, wrapping_key_spec) = WrappingAlgorithm::default_for(KeySpec::Hmac256);
     let replica_kms = kms_client(REPLICA_REGION).await;
-    import_material(
-        &replica_kms,
-        &replica_id,
-        &ImportInput {
-            material: &other,
-            algorithm,
-            wrapping_key_spec,
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    import_other_material(&replica_kms, &replica_id, KeySpec::Hmac256).await;
 
     // The next deep read of the replica finds out: Ready=False, MaterialVerified=False, and a
     // Warning event naming the method and the region.

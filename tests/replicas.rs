@@ -14,14 +14,9 @@ mod support;
 use std::time::Duration;
 
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::{MacAlgorithmSpec, OriginType, Tag};
-use keyfleet::api::{
-    AllowedNamespaces, AwsKms, AwsKmsSpec, AwsReplicaKey, KeySpec, MaterialEncoding,
-    WrappingAlgorithm,
-};
+use aws_sdk_kms::types::MacAlgorithmSpec;
+use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec, AwsReplicaKey, KeySpec};
 use keyfleet::kms::KmsClients;
-use keyfleet::material::KeyMaterial;
-use keyfleet_testkit::material::generate_secret_value;
 use kms_model::KmsModel;
 use kube::Api;
 use kube::api::PostParams;
@@ -29,6 +24,7 @@ use memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
+use support::outside::{adopt_by, external_multi_region_key, import_other_material};
 use support::replicas::*;
 
 const NS: &str = "team-a";
@@ -407,42 +403,8 @@ async fn a_replica_refusing_the_material_is_material_mismatch() {
     let op = Operator::start_with(MemKube::new(), model_clients(&model), settings());
     let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
     let primary = unique("refused");
-    let adopt_by = Tag::builder()
-        .tag_key("keyfleet.dev/adopt-by")
-        .tag_value(format!("{NS}/{primary}"))
-        .build()
-        .unwrap();
-    let arn = kms
-        .create_key()
-        .origin(OriginType::External)
-        .multi_region(true)
-        .tags(adopt_by)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .arn
-        .unwrap();
-    let other = KeyMaterial::from_secret_value(
-        KeySpec::SymmetricDefault,
-        MaterialEncoding::Raw,
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .unwrap();
-    let (algorithm, wrapping_key_spec) = WrappingAlgorithm::default_for(KeySpec::SymmetricDefault);
-    keyfleet::kms::execute::import_material(
-        &kms,
-        &arn,
-        &keyfleet::kms::execute::ImportInput {
-            material: &other,
-            algorithm,
-            wrapping_key_spec,
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    let arn = external_multi_region_key(&kms, vec![adopt_by(NS, &primary)]).await;
+    import_other_material(&kms, &arn, KeySpec::SymmetricDefault).await;
     let scenario = ReplicaScenario::new(
         &op,
         NS,

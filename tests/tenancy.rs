@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use aws_sdk_kms::types::{OriginType, Tag};
+use aws_sdk_kms::types::Tag;
 use k8s_openapi::api::core::v1::Namespace;
 use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec, KeyPolicyLimits, KeySpec};
 use kube::Api;
@@ -17,6 +17,7 @@ use memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_client, kms_endpoint, unique};
 use support::operator::*;
+use support::outside::{adopt_by, external_key, tag};
 
 async fn namespace(client: &kube::Client, name: &str, labels: &[(&str, &str)]) {
     let ns = Namespace {
@@ -232,22 +233,13 @@ async fn aliases_and_policies_stay_inside_the_connections_limits() {
     wait_ready(&op.keys(&ns), "inside").await;
 }
 
-async fn unowned_key(kms: &aws_sdk_kms::Client, tags: &[(&str, &str)]) -> String {
-    let mut request = kms.create_key().origin(OriginType::External);
-    for (k, v) in tags {
-        request = request.tags(Tag::builder().tag_key(*k).tag_value(*v).build().unwrap());
-    }
-    let meta = request.send().await.unwrap().key_metadata.unwrap();
-    meta.arn().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_keyfleet_did_not_create_are_adopted_only_with_consent_and_retained() {
     let op = Operator::start(MemKube::new()).await;
     let kms = kms_client(DEFAULT_REGION).await;
     let ns = unique("tenant");
 
-    let theirs = unowned_key(&kms, &[("owner", "another-team")]).await;
+    let theirs = external_key(&kms, vec![tag("owner", "another-team")]).await;
     key(&op, &ns, "grab", json!({"adoptKeyArn": theirs})).await;
     let message = wait_reason(&op.keys(&ns), "grab", "AdoptionRefused").await;
     let message = ready_message(&message);
@@ -268,8 +260,7 @@ async fn keys_keyfleet_did_not_create_are_adopted_only_with_consent_and_retained
     );
 
     // The key's owner consents: adopted; deleting the AwsKey (no deletionPolicy) retains it.
-    let consenting =
-        unowned_key(&kms, &[("keyfleet.dev/adopt-by", &format!("{ns}/adopted"))]).await;
+    let consenting = external_key(&kms, vec![adopt_by(&ns, "adopted")]).await;
     key(&op, &ns, "adopted", json!({"adoptKeyArn": consenting})).await;
     let adopted = wait_ready(&op.keys(&ns), "adopted").await.status.unwrap();
     assert_eq!(adopted.adopted, Some(true));
@@ -292,7 +283,7 @@ async fn keys_keyfleet_did_not_create_are_adopted_only_with_consent_and_retained
         allow_unowned_keys: true,
     });
     connection(&op.client, &open, spec).await;
-    let plain = unowned_key(&kms, &[]).await;
+    let plain = external_key(&kms, vec![]).await;
     key(
         &op,
         &ns,

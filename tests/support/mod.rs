@@ -7,5 +7,6 @@ pub mod fleet;
 pub mod kms_recorder;
 pub mod localstack;
 pub mod operator;
+pub mod outside;
 pub mod replicas;
 pub mod softhsm;
