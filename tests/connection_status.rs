@@ -30,19 +30,7 @@ async fn wait_kms(
     what: &str,
     check: impl Fn(&AwsKms) -> bool,
 ) -> AwsKms {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let kms = api.get(name).await.unwrap();
-        if check(&kms) {
-            return kms;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: timed out waiting for {what}; status {:#?}",
-            kms.status
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(api, name, Duration::from_secs(60), what, check).await
 }
 
 /// `kubectl wait --for=condition=Ready awskms/<name>`: Ready=True for the current generation.

@@ -371,6 +371,53 @@ fn key_condition(k: &AwsKey, type_: &str) -> Option<(String, String)> {
     condition_of(&k.status.as_ref()?.conditions, type_)
 }
 
+/// A key's status after a completed rotation from `old_id` to `new_id` (the Secret's `new`
+/// material): both KeyMaterialIds recorded, the fingerprint of the new material, nothing pending.
+fn assert_rotated(status: &KmsKeyStatus, old_id: &str, new_id: &str, spec: KeySpec, new: &[u8]) {
+    assert_eq!(status.key_material_id.as_deref(), Some(new_id));
+    assert_eq!(status.previous_key_material_id.as_deref(), Some(old_id));
+    assert_eq!(status.material_fingerprint, Some(fingerprint(spec, new)));
+    assert_eq!(status.pending_key_material_id, None);
+    assert_eq!(status.pending_material_fingerprint, None);
+}
+
+/// The key in `region` of the KMS model after that rotation: Enabled, the new material current,
+/// the old one kept NON_CURRENT (old ciphertexts still decrypt).
+fn assert_rotated_in_kms(
+    model: &kms_model::KmsModel,
+    region: &str,
+    key_id: &str,
+    old_id: &str,
+    new_id: &str,
+) {
+    let k = model.key(region, key_id).unwrap();
+    assert_eq!(k.key_state, "Enabled", "{region}");
+    assert_eq!(
+        k.materials,
+        vec![
+            (old_id.to_string(), kms_model::Role::NonCurrent),
+            (new_id.to_string(), kms_model::Role::Current)
+        ],
+        "{region}"
+    );
+}
+
+/// The KMS writes of a rotation: imports and RotateKeyOnDemand.
+fn is_import_or_rotation(r: &kms_model::RecordedRequest) -> bool {
+    matches!(
+        r.operation.as_str(),
+        "ImportKeyMaterial" | "RotateKeyOnDemand"
+    )
+}
+
+/// Rotated once to the new material and Ready again.
+fn rotated_once_and_ready(k: &AwsKey) -> bool {
+    k.status
+        .as_ref()
+        .is_some_and(|s| s.rotation_count == Some(1))
+        && ready(k) == Some(("True".into(), "KeyReady".into()))
+}
+
 /// On the strict KMS model (crates/kms-model): RotateKeyOnDemand succeeds only with material
 /// pending rotation, and KeyMaterialIds derive from the material.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -400,24 +447,16 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
     let new_id = kms_model::key_material_id(&key_id, &new);
     update_material_secret(&op.client, NS, &name, &new).await;
-    let k = wait_for(&api, &name, Duration::from_secs(30), "one rotation", |k| {
-        k.status
-            .as_ref()
-            .is_some_and(|s| s.rotation_count == Some(1))
-            && ready(k) == Some(("True".into(), "KeyReady".into()))
-    })
+    let k = wait_for(
+        &api,
+        &name,
+        Duration::from_secs(30),
+        "one rotation",
+        rotated_once_and_ready,
+    )
     .await;
     let status = k.status.unwrap().key;
-    assert_eq!(status.key_material_id.as_deref(), Some(new_id.as_str()));
-    assert_eq!(
-        status.previous_key_material_id.as_deref(),
-        Some(old_id.as_str())
-    );
-    assert_eq!(
-        status.material_fingerprint,
-        Some(fingerprint(KeySpec::SymmetricDefault, &new))
-    );
-    assert_eq!(status.pending_material_fingerprint, None);
+    assert_rotated(&status, &old_id, &new_id, KeySpec::SymmetricDefault, &new);
     assert!(status.last_rotation_time.is_some());
     // KMS: the first import (no ImportType), then the new material as NEW_KEY_MATERIAL; the
     // new material is current, the old one NON_CURRENT (old ciphertexts still decrypt).
@@ -431,15 +470,7 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
         vec![(None, None), (Some(json!("NEW_KEY_MATERIAL")), None)],
         "exactly one import of the new material"
     );
-    let in_kms = model.key(REGION, &key_id).unwrap();
-    assert_eq!(
-        in_kms.materials,
-        vec![
-            (old_id.clone(), kms_model::Role::NonCurrent),
-            (new_id.clone(), kms_model::Role::Current)
-        ]
-    );
-    assert_eq!(in_kms.key_state, "Enabled");
+    assert_rotated_in_kms(&model, REGION, &key_id, &old_id, &new_id);
     let rotations = model.requests_of("RotateKeyOnDemand");
     assert_eq!(rotations.len(), 1);
     assert_eq!(rotations[0].error, None);
@@ -527,19 +558,7 @@ async fn wait_replica_api(
     what: &str,
     check: impl Fn(&AwsReplicaKey) -> bool,
 ) -> AwsReplicaKey {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let r = api.get(name).await.unwrap();
-        if check(&r) {
-            return r;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: timed out waiting for {what}; status: {:#?}",
-            r.status
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_for(api, name, Duration::from_secs(30), what, check).await
 }
 
 fn replica_condition(r: &AwsReplicaKey, type_: &str) -> Option<(String, String)> {
@@ -591,24 +610,20 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     let verified =
         |c: Option<(String, String)>| c == Some(("True".into(), "KeyMaterialIdMatches".into()));
     let key_ready = Some(("True".to_string(), "KeyReady".to_string()));
-    let primary = wait_for(
-        &api,
-        &name,
-        Duration::from_secs(30),
-        "primary Ready and verified",
-        |k| ready(k) == key_ready && verified(key_condition(k, "MaterialVerified")),
-    )
-    .await;
-    wait_replica_api(
-        &replicas,
-        &replica_name,
-        "replica Ready and verified",
-        |r| {
+    // Both keys Ready, their KeyMaterialId verified.
+    let both_verified = async |primary_what: &str, replica_what: &str| {
+        let primary = wait_for(&api, &name, Duration::from_secs(30), primary_what, |k| {
+            ready(k) == key_ready && verified(key_condition(k, "MaterialVerified"))
+        })
+        .await;
+        wait_replica_api(&replicas, &replica_name, replica_what, |r| {
             replica_condition(r, "Ready") == key_ready
                 && verified(replica_condition(r, "MaterialVerified"))
-        },
-    )
-    .await;
+        })
+        .await;
+        primary
+    };
+    let primary = both_verified("primary Ready and verified", "replica Ready and verified").await;
     let key_id = primary.status.unwrap().key.key_id.unwrap();
     let old_id = kms_model::key_material_id(&key_id, &old);
     let before = model.requests();
@@ -631,12 +646,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         &name,
         Duration::from_secs(40),
         "one rotation, Ready",
-        |k| {
-            k.status
-                .as_ref()
-                .is_some_and(|s| s.rotation_count == Some(1))
-                && ready(k) == key_ready
-        },
+        rotated_once_and_ready,
     )
     .await;
     let replica = wait_replica_api(
@@ -654,18 +664,10 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
 
     // Statuses: new and previous KeyMaterialId on both, one rotation on the primary.
     let p = primary.status.unwrap().key;
-    assert_eq!(p.key_material_id.as_deref(), Some(new_id.as_str()));
-    assert_eq!(p.previous_key_material_id.as_deref(), Some(old_id.as_str()));
-    assert_eq!(p.material_fingerprint, Some(fingerprint(spec, &new)));
-    assert_eq!(p.pending_key_material_id, None);
-    assert_eq!(p.pending_material_fingerprint, None);
+    assert_rotated(&p, &old_id, &new_id, spec, &new);
     assert!(p.last_rotation_time.is_some());
     let r = replica.status.unwrap().key;
-    assert_eq!(r.key_material_id.as_deref(), Some(new_id.as_str()));
-    assert_eq!(r.previous_key_material_id.as_deref(), Some(old_id.as_str()));
-    assert_eq!(r.material_fingerprint, Some(fingerprint(spec, &new)));
-    assert_eq!(r.pending_key_material_id, None);
-    assert_eq!(r.pending_material_fingerprint, None);
+    assert_rotated(&r, &old_id, &new_id, spec, &new);
     assert_eq!(
         r.rotation_count, None,
         "replicas are rotated by the primary"
@@ -676,12 +678,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     let log = model.requests();
     let after: Vec<_> = log
         .iter()
-        .filter(|r| {
-            matches!(
-                r.operation.as_str(),
-                "ImportKeyMaterial" | "RotateKeyOnDemand"
-            )
-        })
+        .filter(|r| is_import_or_rotation(r))
         .skip(imports_before)
         .map(|r| {
             (
@@ -714,16 +711,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         ]
     );
     for region in [DEFAULT_REGION, REPLICA_REGION] {
-        let k = model.key(region, &key_id).unwrap();
-        assert_eq!(k.key_state, "Enabled", "{region}");
-        assert_eq!(
-            k.materials,
-            vec![
-                (old_id.clone(), kms_model::Role::NonCurrent),
-                (new_id.clone(), kms_model::Role::Current)
-            ],
-            "{region}"
-        );
+        assert_rotated_in_kms(&model, region, &key_id, &old_id, &new_id);
     }
     // Old material stays: no DeleteImportedKeyMaterial anywhere.
     assert!(model.requests_of("DeleteImportedKeyMaterial").is_empty());
@@ -737,33 +725,13 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
 
     // Later resyncs verify the new material on both and never rotate or import again.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    wait_for(
-        &api,
-        &name,
-        Duration::from_secs(30),
+    both_verified(
         "primary verified on the new material",
-        |k| ready(k) == key_ready && verified(key_condition(k, "MaterialVerified")),
-    )
-    .await;
-    wait_replica_api(
-        &replicas,
-        &replica_name,
         "replica verified on the new material",
-        |r| {
-            replica_condition(r, "Ready") == key_ready
-                && verified(replica_condition(r, "MaterialVerified"))
-        },
     )
     .await;
     let writes = |log: &[kms_model::RecordedRequest]| {
-        log.iter()
-            .filter(|r| {
-                matches!(
-                    r.operation.as_str(),
-                    "ImportKeyMaterial" | "RotateKeyOnDemand"
-                )
-            })
-            .count()
+        log.iter().filter(|r| is_import_or_rotation(r)).count()
     };
     assert_eq!(writes(&model.requests()), writes(&log));
     // A legitimate rotation never tells the user to restore the old material.

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use keyfleet::api::{AwsKey, AwsKeyStatus};
+use keyfleet::api::AwsKey;
 use keyfleet::controller::{self, Context, Settings};
 use keyfleet::kms::KmsClients;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
+use kube::core::object::HasStatus;
 use memkube::MemKube;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -241,24 +243,29 @@ pub fn condition_of(
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
-/// Polls until `check` holds for the named AwsKey, or panics after `timeout` with its status.
-pub async fn wait_for(
-    api: &Api<AwsKey>,
+/// Polls until `check` holds for the named object (an AwsKey, AwsReplicaKey, AwsKms, ...), or
+/// panics after `timeout` with its status.
+pub async fn wait_for<K>(
+    api: &Api<K>,
     name: &str,
     timeout: Duration,
     what: &str,
-    check: impl Fn(&AwsKey) -> bool,
-) -> AwsKey {
+    check: impl Fn(&K) -> bool,
+) -> K
+where
+    K: kube::Resource + HasStatus + Clone + DeserializeOwned + std::fmt::Debug,
+    K::Status: std::fmt::Debug,
+{
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let current = api.get_opt(name).await.expect("get AwsKey");
+        let current = api.get_opt(name).await.expect("get");
         if let Some(k) = &current
             && check(k)
         {
             return k.clone();
         }
         if tokio::time::Instant::now() > deadline {
-            let status: Option<AwsKeyStatus> = current.and_then(|k| k.status);
+            let status = current.as_ref().and_then(HasStatus::status);
             panic!("{name}: timed out after {timeout:?} waiting for {what}; status: {status:#?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
