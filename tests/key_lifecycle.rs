@@ -13,28 +13,19 @@ mod support;
 
 use std::time::Duration;
 
-use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::{KeyState, MacAlgorithmSpec, OriginType};
+use aws_sdk_kms::types::{KeyState, OriginType};
 use keyfleet::api::{KeyFamily, KeySpec, MaterialEncoding};
 use keyfleet::kms::KmsClients;
 use keyfleet::material::KeyMaterial;
 use keyfleet_testkit::material::generate_secret_value;
 use memkube::MemKube;
 use serde_json::json;
+use support::kms_use::{decrypt, encrypt, generate_mac};
 use support::localstack::{DEFAULT_REGION, unique};
 use support::operator::*;
 use support::outside::{adopt_by, external_key, import_other_material};
 
 const NS: &str = "team-a";
-
-fn mac_algorithm(spec: KeySpec) -> MacAlgorithmSpec {
-    match spec {
-        KeySpec::Hmac224 => MacAlgorithmSpec::HmacSha224,
-        KeySpec::Hmac256 => MacAlgorithmSpec::HmacSha256,
-        KeySpec::Hmac384 => MacAlgorithmSpec::HmacSha384,
-        _ => MacAlgorithmSpec::HmacSha512,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_key_spec_is_created_external_imported_and_usable() {
@@ -90,38 +81,16 @@ async fn every_key_spec_is_created_external_imported_and_usable() {
             }
             KeyFamily::Hmac => {
                 let message = b"keyfleet probe";
-                let mac = kms
-                    .generate_mac()
-                    .key_id(&arn)
-                    .mac_algorithm(mac_algorithm(*spec))
-                    .message(Blob::new(message.to_vec()))
-                    .send()
-                    .await
-                    .unwrap();
                 assert_eq!(
-                    mac.mac().map(|b| b.as_ref().to_vec()),
+                    generate_mac(&kms, &arn, *spec, message).await,
                     material.hmac(message),
                     "{spec}: KMS MAC differs from a local HMAC of the Secret"
                 );
             }
             KeyFamily::Symmetric => {
-                let ciphertext = kms
-                    .encrypt()
-                    .key_id(&arn)
-                    .plaintext(Blob::new(b"hello".to_vec()))
-                    .send()
-                    .await
-                    .unwrap()
-                    .ciphertext_blob
-                    .unwrap();
-                let plain = kms
-                    .decrypt()
-                    .ciphertext_blob(ciphertext)
-                    .send()
-                    .await
-                    .unwrap();
+                let ciphertext = encrypt(&kms, &arn, b"hello").await;
                 assert_eq!(
-                    plain.plaintext().map(|b| b.as_ref().to_vec()),
+                    decrypt(&kms, None, ciphertext).await,
                     Some(b"hello".to_vec())
                 );
             }

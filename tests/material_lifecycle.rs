@@ -27,6 +27,7 @@ use kube::api::PostParams;
 use memkube::MemKube;
 use serde_json::json;
 use support::clock::ManualClock;
+use support::kms_use::{decrypt, encrypt};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
 use support::outside::import_other_material;
@@ -234,15 +235,7 @@ async fn a_secret_change_with_refuse_is_refused_and_kms_keeps_its_material() {
     let before = wait_ready(&op.keys(NS), &name).await.status.unwrap();
     let kms = kms_client(DEFAULT_REGION).await;
     let key_id = before.key.key_id.clone().unwrap();
-    let ciphertext = kms
-        .encrypt()
-        .key_id(&key_id)
-        .plaintext(aws_sdk_kms::primitives::Blob::new(b"before".to_vec()))
-        .send()
-        .await
-        .unwrap()
-        .ciphertext_blob
-        .unwrap();
+    let ciphertext = encrypt(&kms, &key_id, b"before").await;
 
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
     update_material_secret(&client, NS, &name, &new).await;
@@ -254,15 +247,8 @@ async fn a_secret_change_with_refuse_is_refused_and_kms_keeps_its_material() {
     );
     assert_eq!(status.key.last_import_time, before.key.last_import_time);
     assert_eq!(op.event_count(&name, "MaterialImported"), 1);
-    let plain = kms
-        .decrypt()
-        .ciphertext_blob(ciphertext)
-        .send()
-        .await
-        .unwrap()
-        .plaintext
-        .unwrap();
-    assert_eq!(plain.as_ref(), b"before");
+    let plain = decrypt(&kms, None, ciphertext).await;
+    assert_eq!(plain.as_deref(), Some(&b"before"[..]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

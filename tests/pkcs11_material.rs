@@ -19,7 +19,7 @@ use aws_lc_rs::signature;
 use aws_sdk_kms::operation::import_key_material::ImportKeyMaterialError;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{
-    AlgorithmSpec, ExpirationModelType, KeySpec as KmsKeySpec, KeyUsageType, MacAlgorithmSpec,
+    AlgorithmSpec, ExpirationModelType, KeySpec as KmsKeySpec, KeyUsageType,
     WrappingKeySpec as KmsWrappingKeySpec,
 };
 use cryptoki::mechanism::Mechanism;
@@ -31,6 +31,7 @@ use keyfleet::material::pkcs11::{
     open_or_generate,
 };
 use keyfleet::material::{ImportableMaterial, KeyMaterial, MaterialError};
+use support::kms_use::generate_mac;
 use support::localstack::{kms_client, unique};
 use support::softhsm::{
     self, TestToken, assert_kms_agrees, assert_value_unreadable, create_key, create_key_with,
@@ -426,16 +427,8 @@ async fn a_generated_key_is_sensitive_found_again_and_imports() {
 
     let kms = kms_client("us-east-1").await;
     let key_id = import_into_kms(&kms, &found, KeySpec::Hmac256).await;
-    let kms_mac = kms
-        .generate_mac()
-        .key_id(&key_id)
-        .mac_algorithm(MacAlgorithmSpec::HmacSha256)
-        .message(Blob::new(b"generated".to_vec()))
-        .send()
-        .await
-        .expect("GenerateMac");
     assert_eq!(
-        kms_mac.mac().map(|m| m.as_ref().to_vec()),
+        generate_mac(&kms, &key_id, KeySpec::Hmac256, b"generated").await,
         found.hmac(b"generated")
     );
 

@@ -13,8 +13,6 @@ mod support;
 
 use std::time::Duration;
 
-use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::MacAlgorithmSpec;
 use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec, AwsReplicaKey, KeySpec};
 use keyfleet::kms::KmsClients;
 use kms_model::KmsModel;
@@ -22,6 +20,7 @@ use kube::Api;
 use kube::api::PostParams;
 use memkube::MemKube;
 use serde_json::json;
+use support::kms_use::{decrypt, encrypt, generate_mac};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
 use support::outside::{adopt_by, external_multi_region_key, import_other_material};
@@ -46,15 +45,7 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
     }
     let primary_arn = scenario.primary_arn().await;
     let primary_kms = kms_client(DEFAULT_REGION).await;
-    let ciphertext = primary_kms
-        .encrypt()
-        .key_id(&primary_arn)
-        .plaintext(Blob::new(b"multi-region secret".to_vec()))
-        .send()
-        .await
-        .unwrap()
-        .ciphertext_blob
-        .unwrap();
+    let ciphertext = encrypt(&primary_kms, &primary_arn, b"multi-region secret").await;
 
     for region in regions {
         let name = format!("{primary}-{region}");
@@ -65,15 +56,8 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
         assert_eq!(status.primary_arn.as_deref(), Some(primary_arn.as_str()));
         assert_eq!(status.key_state.as_deref(), Some("Enabled"));
         let kms = kms_client(region).await;
-        let plain = kms
-            .decrypt()
-            .key_id(&arn)
-            .ciphertext_blob(ciphertext.clone())
-            .send()
-            .await
-            .unwrap();
         assert_eq!(
-            plain.plaintext().map(|b| b.as_ref().to_vec()),
+            decrypt(&kms, Some(&arn), ciphertext.clone()).await,
             Some(b"multi-region secret".to_vec()),
             "{region}"
         );
@@ -139,15 +123,8 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let plain = kms
-        .decrypt()
-        .key_id(&arn)
-        .ciphertext_blob(ciphertext)
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        plain.plaintext().map(|b| b.as_ref().to_vec()),
+        decrypt(&kms, Some(&arn), ciphertext).await,
         Some(b"multi-region secret".to_vec())
     );
     op.wait_events(&name, &["MaterialImported"]).await;
@@ -176,19 +153,10 @@ async fn hmac_replicas_produce_the_same_macs_and_deletion_policies_apply() {
     let retain = json!({"deletionPolicy": "Retain"});
     scenario.add_replica(&retained, "ap-south-1", retain).await;
     let mac = |region: &'static str, arn: String| async move {
-        kms_client(region)
-            .await
-            .generate_mac()
-            .key_id(arn)
-            .mac_algorithm(MacAlgorithmSpec::HmacSha384)
-            .message(Blob::new(b"probe".to_vec()))
-            .send()
+        let kms = kms_client(region).await;
+        generate_mac(&kms, &arn, KeySpec::Hmac384, b"probe")
             .await
             .unwrap()
-            .mac()
-            .unwrap()
-            .as_ref()
-            .to_vec()
     };
     let primary_mac = mac(DEFAULT_REGION, primary_arn).await;
     let del_arn = scenario.replica_arn(&deleted).await;

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod fleet;
 pub mod kms_recorder;
+pub mod kms_use;
 pub mod localstack;
 pub mod operator;
 pub mod outside;
