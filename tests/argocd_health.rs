@@ -75,12 +75,7 @@ end"#,
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("driver.lua");
     std::fs::write(&path, driver).unwrap();
-    let out = Command::new(bin).arg(&path).output().unwrap();
-    assert!(
-        out.status.success(),
-        "lua failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = tools::run_ok(Command::new(bin).arg(&path), "lua");
     let results: BTreeMap<String, (String, String)> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()

@@ -11,12 +11,14 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
 #[path = "support/tools.rs"]
 mod tools;
+
+use tools::{output_text, run_ok};
 
 const TEST_FILE: &str = "tests/fixtures/prometheus/alerts.test.yaml";
 
@@ -43,21 +45,16 @@ fn helm(test: &str) -> Option<PathBuf> {
 fn rendered_rule_file(helm: &Path) -> Value {
     let home = tempfile::tempdir().unwrap();
     let chart = tools::root().join("charts/keyfleet");
-    let out = Command::new(helm)
+    let mut template = Command::new(helm);
+    template
         .args(["template", "kf", chart.to_str().unwrap()])
         .args(["--namespace", "keyfleet-system"])
         .args(["--set", "metrics.prometheusRule.enabled=true"])
         .args(["--show-only", "templates/prometheusrule.yaml"])
         .env("HELM_CACHE_HOME", home.path().join("cache"))
         .env("HELM_CONFIG_HOME", home.path().join("config"))
-        .env("HELM_DATA_HOME", home.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .env("HELM_DATA_HOME", home.path().join("data"));
+    let out = run_ok(&mut template, "helm template");
     let doc: Value = serde_saphyr::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["kind"], "PrometheusRule");
     doc["spec"].clone()
@@ -71,14 +68,6 @@ fn alert_names(rules: &Value) -> Vec<String> {
         .flat_map(|g| g["rules"].as_array().unwrap())
         .filter_map(|r| r["alert"].as_str().map(str::to_string))
         .collect()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A temporary directory holding the rendered rules as `keyfleet-rules.yaml` (the name the
@@ -106,13 +95,11 @@ fn promtool_checks_the_rendered_rules() {
     };
     let rules = rendered_rule_file(&helm);
     let dir = workdir(&rules);
-    let out = Command::new(&promtool)
+    let mut promtool = Command::new(&promtool);
+    promtool
         .args(["check", "rules", "keyfleet-rules.yaml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let text = text(&out);
-    assert!(out.status.success(), "promtool check rules:\n{text}");
+        .current_dir(dir.path());
+    let text = output_text(&run_ok(&mut promtool, "promtool check rules"));
     let n = alert_names(&rules).len();
     assert!(
         text.contains(&format!("SUCCESS: {n} rules found")),
@@ -148,13 +135,11 @@ fn promtool_unit_tests_pass_for_every_alert() {
     assert_eq!(quiet, alerts, "alerts with a quiet unit test");
 
     let dir = workdir(&rules);
-    let out = Command::new(&promtool)
+    let mut promtool = Command::new(&promtool);
+    promtool
         .args(["test", "rules", "alerts.test.yaml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let text = text(&out);
-    assert!(out.status.success(), "promtool test rules:\n{text}");
+        .current_dir(dir.path());
+    let text = output_text(&run_ok(&mut promtool, "promtool test rules"));
     assert!(text.contains("SUCCESS"), "{text}");
 }
 
@@ -180,7 +165,7 @@ fn promtool_unit_tests_catch_a_changed_rule() {
         .current_dir(dir.path())
         .output()
         .unwrap();
-    let text = text(&out);
+    let text = output_text(&out);
     assert!(!out.status.success(), "a changed rule must fail:\n{text}");
     assert!(text.contains("alertname: KeyfleetKeyNotReady"), "{text}");
     assert!(!text.contains("alertname: KeyfleetNoLeader"), "{text}");

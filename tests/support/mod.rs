@@ -11,3 +11,4 @@ pub mod operator;
 pub mod outside;
 pub mod replicas;
 pub mod softhsm;
+pub mod tools;
