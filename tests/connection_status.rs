@@ -96,11 +96,7 @@ async fn connections_report_whether_keyfleet_can_act_through_them() {
             .is_some_and(|a| a.contains(":assumed-role/keyfleet-kms/keyfleet")),
         "{status:?}"
     );
-    let ready = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = ready_condition(&status.conditions);
     assert!(
         ready
             .message
@@ -119,15 +115,7 @@ async fn connections_report_whether_keyfleet_can_act_through_them() {
         condition(&kms, "Stalled"),
         Some(("True".into(), "RegionInvalid".into()))
     );
-    let ready = kms
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap()
-        .clone();
+    let ready = ready_condition(&kms.status.as_ref().unwrap().conditions).clone();
     assert!(
         ready.message.contains("eu-west;") || ready.message.contains("eu-west "),
         "{ready:?}"

@@ -15,10 +15,8 @@ use std::time::Duration;
 
 use aws_sdk_kms::types::{KeyState, OriginType};
 use keyfleet::api::{KeyFamily, KeySpec, MaterialEncoding};
-use keyfleet::kms::KmsClients;
 use keyfleet::material::KeyMaterial;
 use keyfleet_testkit::material::generate_secret_value;
-use memkube::MemKube;
 use serde_json::json;
 use support::kms_use::{decrypt, encrypt, generate_mac};
 use support::localstack::{DEFAULT_REGION, unique};
@@ -415,12 +413,6 @@ async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced(
 
 // What LocalStack does not do like AWS, on the strict KMS model (faults injected into it).
 
-/// The operator on the strict KMS model (crates/kms-model), per Region like against AWS.
-fn on_model(model: &kms_model::KmsModel) -> Operator {
-    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
-    Operator::start_with(MemKube::new(), clients, settings())
-}
-
 /// The requests of `operation` the model has seen, once no new ones come within 3 s.
 async fn settled(model: &kms_model::KmsModel, operation: &str) -> Vec<kms_model::RecordedRequest> {
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -442,7 +434,7 @@ async fn access_denied_is_reported_precisely_and_not_retried_in_a_loop() {
         "CreateKey",
         kms_model::FaultKind::AccessDenied,
     ));
-    let op = on_model(&model);
+    let op = Operator::on_model(&model);
     let name = unique("denied");
     let created =
         create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
@@ -479,7 +471,7 @@ async fn access_denied_is_reported_precisely_and_not_retried_in_a_loop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_deleted_outside_keyfleet_is_reported_as_key_gone_and_never_replaced() {
     let model = kms_model::KmsModel::start().await.unwrap();
-    let op = on_model(&model);
+    let op = Operator::on_model(&model);
     let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
     let name = unique("gone");
     create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
@@ -514,7 +506,7 @@ async fn a_key_deleted_outside_keyfleet_is_reported_as_key_gone_and_never_replac
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn incorrect_key_material_from_kms_is_material_mismatch() {
     let model = kms_model::KmsModel::start().await.unwrap();
-    let op = on_model(&model);
+    let op = Operator::on_model(&model);
     let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
     let name = unique("incorrect");
     let arn = external_key(&kms, vec![adopt_by(NS, &name)]).await;
@@ -557,7 +549,7 @@ async fn incorrect_key_material_from_kms_is_material_mismatch() {
 async fn throttling_is_retried_and_never_shown_as_a_failure() {
     let model = kms_model::KmsModel::start().await.unwrap();
     model.inject(kms_model::Fault::once("DescribeKey", kms_model::FaultKind::Throttle).times(6));
-    let op = on_model(&model);
+    let op = Operator::on_model(&model);
     let name = unique("throttled");
     create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
     let ready = wait_ready(&op.keys(NS), &name).await;
@@ -585,7 +577,7 @@ async fn throttling_is_retried_and_never_shown_as_a_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrapping() {
     let model = kms_model::KmsModel::start().await.unwrap();
-    let op = on_model(&model);
+    let op = Operator::on_model(&model);
     let name = unique("validto");
     let valid_to = jiff::Timestamp::now().as_second() + 86_400;
     let expiry = json!({
@@ -631,7 +623,7 @@ async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrappin
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_primary_pending_replica_deletion_is_reported_not_fought() {
     let model = kms_model::KmsModel::start().await.unwrap();
-    let op = on_model(&model);
+    let op = Operator::on_model(&model);
     let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
     let name = unique("pending-replica-deletion");
     create_key_with_material(

@@ -19,7 +19,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyfleet::api::{
     AwsKey, AwsReplicaKey, AwsReplicaKeySpec, KeySpec, KmsKeyStatus, MaterialEncoding,
 };
-use keyfleet::kms::KmsClients;
 use keyfleet::material::KeyMaterial;
 use kube::Api;
 use kube::api::DeleteParams;
@@ -409,8 +408,7 @@ fn rotated_once_and_ready(k: &AwsKey) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
     let model = kms_model::KmsModel::start().await.unwrap();
-    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
-    let op = Operator::start_with(MemKube::new(), clients, settings());
+    let op = Operator::on_model(&model);
     let api = op.keys(NS);
     let name = unique("rotate");
     let old = create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
@@ -490,8 +488,7 @@ async fn verification_without_permission_is_unverified_and_the_key_stays_ready()
         "GenerateMac",
         kms_model::FaultKind::AccessDenied,
     ));
-    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
-    let op = Operator::start_with(MemKube::new(), clients, settings());
+    let op = Operator::on_model(&model);
     let name = unique("unverified");
     create_key_with_material(&op, NS, &name, KeySpec::Hmac256, json!({})).await;
     let k = wait_for(
@@ -537,16 +534,6 @@ async fn verification_without_permission_is_unverified_and_the_key_stays_ready()
     );
 }
 
-/// Polls until `check` holds for the named AwsReplicaKey, or panics after 30s with its status.
-async fn wait_replica_api(
-    api: &Api<AwsReplicaKey>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&AwsReplicaKey) -> bool,
-) -> AwsReplicaKey {
-    wait_for(api, name, Duration::from_secs(30), what, check).await
-}
-
 fn replica_condition(r: &AwsReplicaKey, type_: &str) -> Option<(String, String)> {
     condition_of(&r.status.as_ref()?.conditions, type_)
 }
@@ -559,8 +546,7 @@ fn replica_condition(r: &AwsReplicaKey, type_: &str) -> Option<(String, String)>
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     let model = kms_model::KmsModel::start().await.unwrap();
-    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
-    let op = Operator::start_with(MemKube::new(), clients, settings());
+    let op = Operator::on_model(&model);
     let client = op.client.clone();
     let name = unique("mrk-rotate");
     let replica_name = format!("{name}-eu");
@@ -602,10 +588,18 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
             ready(k) == key_ready && verified(key_condition(k, "MaterialVerified"))
         })
         .await;
-        wait_replica_api(&replicas, &replica_name, replica_what, |r| {
+        let replica_verified = |r: &AwsReplicaKey| {
             replica_condition(r, "Ready") == key_ready
                 && verified(replica_condition(r, "MaterialVerified"))
-        })
+        };
+        let timeout = Duration::from_secs(30);
+        wait_for(
+            &replicas,
+            &replica_name,
+            timeout,
+            replica_what,
+            replica_verified,
+        )
         .await;
         primary
     };
@@ -635,9 +629,10 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         rotated_once_and_ready,
     )
     .await;
-    let replica = wait_replica_api(
+    let replica = wait_for(
         &replicas,
         &replica_name,
+        Duration::from_secs(30),
         "replica on the new material",
         |r| {
             r.status

@@ -14,7 +14,6 @@ mod support;
 use std::time::Duration;
 
 use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec, AwsReplicaKey, KeySpec};
-use keyfleet::kms::KmsClients;
 use kms_model::KmsModel;
 use kube::Api;
 use kube::api::PostParams;
@@ -297,11 +296,6 @@ async fn a_primary_lists_a_new_replica_within_seconds_not_at_its_next_resync() {
 // What only real AWS shows, on the strict KMS model (crates/kms-model): ReplicateKey returns
 // a replica in PendingImport, and a replica takes only the material its primary holds.
 
-/// The operator's KMS clients against the model (per Region, like against AWS).
-fn model_clients(model: &KmsModel) -> KmsClients {
-    KmsClients::from_config(support::localstack::sdk_config(&model.url()))
-}
-
 /// The key id in a key ARN.
 fn key_id_of(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
@@ -319,7 +313,7 @@ fn imports_in(model: &KmsModel, region: &str) -> Vec<kms_model::RecordedRequest>
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_born_pending_import_gets_the_primarys_material() {
     let model = KmsModel::start().await.unwrap();
-    let op = Operator::start_with(MemKube::new(), model_clients(&model), settings());
+    let op = Operator::on_model(&model);
     let primary = unique("born");
     let scenario =
         ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
@@ -368,7 +362,7 @@ async fn a_replica_born_pending_import_gets_the_primarys_material() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_refusing_the_material_is_material_mismatch() {
     let model = KmsModel::start().await.unwrap();
-    let op = Operator::start_with(MemKube::new(), model_clients(&model), settings());
+    let op = Operator::on_model(&model);
     let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
     let primary = unique("refused");
     let arn = external_multi_region_key(&kms, vec![adopt_by(NS, &primary)]).await;

@@ -65,15 +65,6 @@ async fn refused(op: &Operator, ns: &str, name: &str, reason: &str) -> String {
     ready_message(&key)
 }
 
-/// The message of the Ready condition.
-fn ready_message(key: &keyfleet::api::AwsKey) -> String {
-    key.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_serve_only_the_namespaces_they_are_granted() {
     let op = Operator::start(MemKube::new()).await;
@@ -361,11 +352,8 @@ async fn a_key_that_is_no_longer_ours_is_left_alone() {
 /// `PolicyRejected`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_key_whose_policy_kms_refuses_gets_no_material() {
-    use keyfleet::kms::KmsClients;
-
     let model = kms_model::KmsModel::start().await.unwrap();
-    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
-    let op = Operator::start_with(MemKube::new(), clients, settings());
+    let op = Operator::on_model(&model);
     let client = op.client.clone();
     let ns = unique("tenant");
     let name = unique("rejected");

@@ -84,6 +84,12 @@ impl Operator {
     }
 
     /// Starts the controller with explicit KMS clients and settings.
+    /// The operator on the strict KMS model (crates/kms-model), per Region like against AWS.
+    pub fn on_model(model: &kms_model::KmsModel) -> Operator {
+        let clients = KmsClients::from_config(super::localstack::sdk_config(&model.url()));
+        Operator::start_with(MemKube::new(), clients, settings())
+    }
+
     pub fn start_with(kube: MemKube, kms: KmsClients, settings: Settings) -> Operator {
         Operator::start_with_clock(kube, kms, settings, keyfleet::clock::Clock::system())
     }
@@ -223,8 +229,17 @@ pub async fn create_key(api: &Api<AwsKey>, key: &AwsKey) -> AwsKey {
 /// The message of the Ready condition.
 pub fn ready_message(key: &AwsKey) -> String {
     let conditions = &key.status.as_ref().expect("status").conditions;
-    let ready = conditions.iter().find(|c| c.type_ == "Ready");
-    ready.expect("a Ready condition").message.clone()
+    ready_condition(conditions).message.clone()
+}
+
+/// The Ready condition among `conditions` (of any kind's status); panics when there is none.
+pub fn ready_condition(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("a Ready condition")
 }
 
 /// The Ready condition as (status, reason).
