@@ -18,10 +18,12 @@ use keyfleet::api::{KeyFamily, KeySpec, MaterialEncoding};
 use keyfleet::material::KeyMaterial;
 use keyfleet_testkit::material::generate_secret_value;
 use serde_json::json;
-use support::kms_use::{decrypt, encrypt, generate_mac};
+use support::kms_use::{decrypt, encrypt, generate_mac, public_key};
 use support::localstack::{DEFAULT_REGION, unique};
 use support::operator::*;
-use support::outside::{adopt_by, external_key, import_other_material};
+use support::outside::{
+    adopt_by, delete_material, external_key, import_other_material, schedule_deletion,
+};
 
 const NS: &str = "team-a";
 
@@ -70,9 +72,8 @@ async fn every_key_spec_is_created_external_imported_and_usable() {
 
         match spec.family() {
             KeyFamily::Rsa | KeyFamily::Ecc => {
-                let public = kms.get_public_key().key_id(&arn).send().await.unwrap();
                 assert_eq!(
-                    public.public_key().map(|b| b.as_ref().to_vec()),
+                    public_key(&kms, &arn).await,
                     material.public_key_der(),
                     "{spec}: KMS public key differs from the Secret's"
                 );
@@ -346,14 +347,7 @@ async fn a_secret_change_to_other_material_is_refused_as_material_mismatch() {
         .unwrap();
     assert_eq!(after.material_fingerprint, before.material_fingerprint);
     assert_eq!(after.key_id, before.key_id);
-    let meta = kms
-        .describe_key()
-        .key_id(after.key_id.as_deref().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap();
+    let meta = describe(&kms, after.key_id.as_deref().unwrap()).await;
     assert_eq!(meta.key_state().map(|s| s.as_str()), Some("Enabled"));
     let imports_after = op.event_count(&name, "MaterialImported");
     assert_eq!(
@@ -379,12 +373,7 @@ async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced(
     let created =
         create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
     let key_id = ready_key_id(&api, &name).await;
-    kms.schedule_key_deletion()
-        .key_id(&key_id)
-        .pending_window_in_days(7)
-        .send()
-        .await
-        .unwrap();
+    schedule_deletion(&kms, &key_id).await;
     let reported = wait_reason(&api, &name, "KeyPendingDeletion")
         .await
         .status
@@ -476,12 +465,7 @@ async fn a_key_deleted_outside_keyfleet_is_reported_as_key_gone_and_never_replac
     let name = unique("gone");
     create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
     let key_id = ready_key_id(&op.keys(NS), &name).await;
-    kms.schedule_key_deletion()
-        .key_id(&key_id)
-        .pending_window_in_days(7)
-        .send()
-        .await
-        .unwrap();
+    schedule_deletion(&kms, &key_id).await;
     model.advance(Duration::from_secs(7 * 86_400 + 1));
     assert!(model.keys().is_empty(), "the key is deleted");
     let key = wait_reason(&op.keys(NS), &name, "KeyGone").await;
@@ -511,11 +495,7 @@ async fn incorrect_key_material_from_kms_is_material_mismatch() {
     let name = unique("incorrect");
     let arn = external_key(&kms, vec![adopt_by(NS, &name)]).await;
     import_other_material(&kms, &arn, KeySpec::SymmetricDefault).await;
-    kms.delete_imported_key_material()
-        .key_id(&arn)
-        .send()
-        .await
-        .unwrap();
+    delete_material(&kms, &arn).await;
     let before = model.requests_of("ImportKeyMaterial").len();
     create_key_with_material(
         &op,
@@ -641,14 +621,8 @@ async fn a_primary_pending_replica_deletion_is_reported_not_fought() {
         .send()
         .await
         .unwrap();
-    let scheduled = kms
-        .schedule_key_deletion()
-        .key_id(&key_id)
-        .pending_window_in_days(7)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(scheduled.key_state, Some(KeyState::PendingReplicaDeletion));
+    let scheduled = schedule_deletion(&kms, &key_id).await;
+    assert_eq!(scheduled, Some(KeyState::PendingReplicaDeletion));
     let reported = wait_reason(&op.keys(NS), &name, "KeyPendingDeletion").await;
     assert_eq!(
         reported.status.unwrap().key_state.as_deref(),

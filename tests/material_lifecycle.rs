@@ -26,7 +26,7 @@ use kube::api::PostParams;
 use memkube::MemKube;
 use serde_json::json;
 use support::clock::ManualClock;
-use support::kms_use::{decrypt, encrypt};
+use support::kms_use::{decrypt, encrypt, public_key};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
 use support::outside::import_other_material;
@@ -278,13 +278,8 @@ async fn delete_material_shreds_the_key_and_reapplying_restores_it() {
     );
     let key_id = status.key.key_id.clone().unwrap();
     let kms = kms_client(DEFAULT_REGION).await;
-    let public_key = kms
-        .get_public_key()
-        .key_id(&key_id)
-        .send()
-        .await
-        .unwrap()
-        .public_key;
+    let first_public_key = public_key(&kms, &key_id).await;
+    assert!(first_public_key.is_some());
 
     op.keys(NS)
         .delete(&name, &DeleteParams::default())
@@ -306,14 +301,8 @@ async fn delete_material_shreds_the_key_and_reapplying_restores_it() {
     let status = k.status.unwrap();
     assert_eq!(status.key.key_id.as_deref(), Some(key_id.as_str()));
     assert_eq!(key_state(&kms, &key_id).await, "Enabled");
-    let again = kms
-        .get_public_key()
-        .key_id(&key_id)
-        .send()
-        .await
-        .unwrap()
-        .public_key;
-    assert_eq!(again, public_key);
+    let again = public_key(&kms, &key_id).await;
+    assert_eq!(again, first_public_key);
     let k = wait_for(
         &op.keys(NS),
         &name,

@@ -18,6 +18,7 @@ use memkube::MemKube;
 use serde_json::{Value, json};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
+use support::outside::delete_material;
 use support::replicas::*;
 use support::softhsm::{self, TestToken, assert_kms_agrees};
 
@@ -220,24 +221,11 @@ async fn a_replica_in_a_second_region_is_imported_from_the_same_hsm_key() {
     // LocalStack copies material on ReplicateKey; take it away so keyfleet must import the
     // HSM key wrapped under the replica region's own wrapping key.
     let kms = kms_client(region).await;
-    kms.delete_imported_key_material()
-        .key_id(&arn)
-        .send()
-        .await
-        .expect("DeleteImportedKeyMaterial");
+    delete_material(&kms, &arn).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let meta = kms
-            .describe_key()
-            .key_id(&arn)
-            .send()
-            .await
-            .expect("describe");
-        let state = meta
-            .key_metadata()
-            .and_then(|m| m.key_state())
-            .map(|s| s.as_str().to_string());
-        if state.as_deref() == Some("Enabled") {
+        let state = key_state(&kms, &arn).await;
+        if state == "Enabled" {
             break;
         }
         assert!(

@@ -22,7 +22,9 @@ use serde_json::json;
 use support::kms_use::{decrypt, encrypt, generate_mac};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
-use support::outside::{adopt_by, external_multi_region_key, import_other_material};
+use support::outside::{
+    adopt_by, delete_material, external_multi_region_key, import_other_material,
+};
 use support::replicas::*;
 
 const NS: &str = "team-a";
@@ -103,11 +105,7 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
     let arn = scenario.replica_arn(&name).await;
     let kms = kms_client("eu-west-1").await;
     let imports_before = op.event_count(&name, "MaterialImported");
-    kms.delete_imported_key_material()
-        .key_id(&arn)
-        .send()
-        .await
-        .unwrap();
+    delete_material(&kms, &arn).await;
     let meta = describe(&kms, &arn).await;
     assert_eq!(meta.key_state().map(|s| s.as_str()), Some("PendingImport"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

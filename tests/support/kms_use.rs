@@ -56,3 +56,14 @@ pub async fn generate_mac(
         .expect("GenerateMac");
     out.mac().map(|b| b.as_ref().to_vec())
 }
+
+/// GetPublicKey of an RSA or ECC key: its SubjectPublicKeyInfo (DER).
+pub async fn public_key(kms: &Client, key_id: &str) -> Option<Vec<u8>> {
+    let out = kms
+        .get_public_key()
+        .key_id(key_id)
+        .send()
+        .await
+        .expect("GetPublicKey");
+    out.public_key().map(|b| b.as_ref().to_vec())
+}

@@ -3,7 +3,7 @@
 
 use aws_sdk_kms::Client;
 use aws_sdk_kms::operation::create_key::builders::CreateKeyFluentBuilder;
-use aws_sdk_kms::types::{OriginType, Tag};
+use aws_sdk_kms::types::{KeyState, OriginType, Tag};
 use keyfleet::api::{KeySpec, MaterialEncoding, WrappingAlgorithm};
 use keyfleet::kms::execute::{ImportInput, import_material};
 use keyfleet::material::KeyMaterial;
@@ -56,4 +56,25 @@ pub async fn import_other_material(kms: &Client, key_id: &str, spec: KeySpec) {
         wrapping_key_spec,
     };
     import_material(kms, key_id, &input, None).await.unwrap();
+}
+
+/// ScheduleKeyDeletion with the shortest waiting period (7 days); the state KMS reports.
+pub async fn schedule_deletion(kms: &Client, key_id: &str) -> Option<KeyState> {
+    let out = kms
+        .schedule_key_deletion()
+        .key_id(key_id)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .expect("ScheduleKeyDeletion");
+    out.key_state
+}
+
+/// DeleteImportedKeyMaterial: the key goes to PendingImport.
+pub async fn delete_material(kms: &Client, key_id: &str) {
+    kms.delete_imported_key_material()
+        .key_id(key_id)
+        .send()
+        .await
+        .expect("DeleteImportedKeyMaterial");
 }
