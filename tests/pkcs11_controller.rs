@@ -159,25 +159,12 @@ async fn hsm_key_becomes_ready_and_kms_agrees(spec: KeySpec) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn symmetric_default_hsm_key_through_the_controller() {
-    hsm_key_becomes_ready_and_kms_agrees(KeySpec::SymmetricDefault).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn hmac_256_hsm_key_through_the_controller() {
-    hsm_key_becomes_ready_and_kms_agrees(KeySpec::Hmac256).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ecc_nist_p256_hsm_key_through_the_controller() {
-    hsm_key_becomes_ready_and_kms_agrees(KeySpec::EccNistP256).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rsa_2048_hsm_key_through_the_controller() {
-    hsm_key_becomes_ready_and_kms_agrees(KeySpec::Rsa2048).await;
-}
+softhsm::test_per_spec!(hsm_key_becomes_ready_and_kms_agrees {
+    symmetric_default_hsm_key_through_the_controller: SymmetricDefault,
+    hmac_256_hsm_key_through_the_controller: Hmac256,
+    ecc_nist_p256_hsm_key_through_the_controller: EccNistP256,
+    rsa_2048_hsm_key_through_the_controller: Rsa2048,
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_in_a_second_region_is_imported_from_the_same_hsm_key() {

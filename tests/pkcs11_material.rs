@@ -23,7 +23,7 @@ use aws_sdk_kms::types::{
     WrappingKeySpec as KmsWrappingKeySpec,
 };
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::object::ObjectClass;
 use keyfleet::api::{KeyFamily, KeySpec};
 use keyfleet::api::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 use keyfleet::material::pkcs11::{
@@ -269,12 +269,7 @@ fn assert_public_key_is_the_hsm_keys(pool: &TokenPool, spec: KeySpec, label: &st
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &message);
     let signature = pool
         .with_session(|session| {
-            let key = session
-                .find_objects(&[
-                    Attribute::Label(label.as_bytes().to_vec()),
-                    Attribute::Class(ObjectClass::PRIVATE_KEY),
-                ])
-                .map_err(|e| pool.error(e))?[0];
+            let key = softhsm::find_labelled(pool, session, label, ObjectClass::PRIVATE_KEY)?[0];
             match spec.family() {
                 KeyFamily::Ecc => session.sign(&Mechanism::Ecdsa, key, digest.as_ref()),
                 _ => session.sign(&Mechanism::Sha256RsaPkcs, key, &message),
@@ -390,25 +385,12 @@ async fn the_composed_rsa_aes_key_wrap_carries_the_hsm_key_to_kms() {
     assert_kms_agrees(&kms, &pool, &key, &key_id, spec, &label).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn symmetric_default_from_the_hsm_decrypts_in_kms_and_the_token_alike() {
-    hsm_key_imports_and_kms_agrees(KeySpec::SymmetricDefault).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn hmac_256_from_the_hsm_gives_kms_the_same_mac() {
-    hsm_key_imports_and_kms_agrees(KeySpec::Hmac256).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn ecc_nist_p256_from_the_hsm_gives_kms_the_same_public_key() {
-    hsm_key_imports_and_kms_agrees(KeySpec::EccNistP256).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn rsa_2048_from_the_hsm_gives_kms_the_same_public_key() {
-    hsm_key_imports_and_kms_agrees(KeySpec::Rsa2048).await;
-}
+softhsm::test_per_spec!(hsm_key_imports_and_kms_agrees {
+    symmetric_default_from_the_hsm_decrypts_in_kms_and_the_token_alike: SymmetricDefault,
+    hmac_256_from_the_hsm_gives_kms_the_same_mac: Hmac256,
+    ecc_nist_p256_from_the_hsm_gives_kms_the_same_public_key: EccNistP256,
+    rsa_2048_from_the_hsm_gives_kms_the_same_public_key: Rsa2048,
+});
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_generated_key_is_sensitive_found_again_and_imports() {

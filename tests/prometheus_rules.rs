@@ -87,13 +87,19 @@ fn workdir(rules: &Value) -> tempfile::TempDir {
     dir
 }
 
+/// promtool and the rendered rule file, for a test that needs both tools (None: skipped).
+fn promtool_and_rules(test: &str) -> Option<(PathBuf, Value)> {
+    let (Some(promtool), Some(helm)) = (promtool(test), helm(test)) else {
+        return None;
+    };
+    Some((promtool, rendered_rule_file(&helm)))
+}
+
 #[test]
 fn promtool_checks_the_rendered_rules() {
-    let test = "promtool_checks_the_rendered_rules";
-    let (Some(promtool), Some(helm)) = (promtool(test), helm(test)) else {
+    let Some((promtool, rules)) = promtool_and_rules("promtool_checks_the_rendered_rules") else {
         return;
     };
-    let rules = rendered_rule_file(&helm);
     let dir = workdir(&rules);
     let mut promtool = Command::new(&promtool);
     promtool
@@ -109,11 +115,10 @@ fn promtool_checks_the_rendered_rules() {
 
 #[test]
 fn promtool_unit_tests_pass_for_every_alert() {
-    let test = "promtool_unit_tests_pass_for_every_alert";
-    let (Some(promtool), Some(helm)) = (promtool(test), helm(test)) else {
+    let Some((promtool, rules)) = promtool_and_rules("promtool_unit_tests_pass_for_every_alert")
+    else {
         return;
     };
-    let rules = rendered_rule_file(&helm);
 
     // Every alert has a unit test in which it fires, and one in which it stays quiet.
     let tests: Value =
@@ -147,11 +152,11 @@ fn promtool_unit_tests_pass_for_every_alert() {
 /// fire as the test file expects.
 #[test]
 fn promtool_unit_tests_catch_a_changed_rule() {
-    let test = "promtool_unit_tests_catch_a_changed_rule";
-    let (Some(promtool), Some(helm)) = (promtool(test), helm(test)) else {
+    let Some((promtool, mut rules)) =
+        promtool_and_rules("promtool_unit_tests_catch_a_changed_rule")
+    else {
         return;
     };
-    let mut rules = rendered_rule_file(&helm);
     for group in rules["groups"].as_array_mut().unwrap() {
         for rule in group["rules"].as_array_mut().unwrap() {
             if rule["alert"] == "KeyfleetKeyNotReady" {
