@@ -176,6 +176,19 @@ fn every_documented_reason_gets_its_documented_health() {
     assert_eq!(results["MaterialMismatch"].0, "Degraded");
 }
 
+/// A key whose failure needs a change: Ready=False and Stalled=True with the same reason.
+fn stalled(reason: &str, message: &str) -> Value {
+    key(vec![
+        condition("Ready", "False", reason, message),
+        condition("Stalled", "True", reason, message),
+    ])
+}
+
+/// The kstatus condition `type_` (Stalled, Reconciling) of a Ready key: False, KeyReady.
+fn settled(type_: &str) -> Value {
+    condition(type_, "False", "KeyReady", "")
+}
+
 #[test]
 fn stalled_reconciling_deletion_and_stale_status() {
     let ready_true = condition("Ready", "True", "KeyReady", "the key is Enabled");
@@ -204,35 +217,16 @@ fn stalled_reconciling_deletion_and_stale_status() {
         // kstatus: Stalled=True carries the Ready reason of a failure that needs a change.
         (
             "stalled".into(),
-            key(vec![
-                condition("Ready", "False", "MaterialMismatch", "the Secret changed"),
-                condition("Stalled", "True", "MaterialMismatch", "the Secret changed"),
-            ]),
+            stalled("MaterialMismatch", "the Secret changed"),
         ),
         // Stalled wins even over a reason that would otherwise read as in progress.
         (
             "stalled-waiting".into(),
-            key(vec![
-                condition(
-                    "Ready",
-                    "False",
-                    "PrimaryNotReady",
-                    "the primary is missing",
-                ),
-                condition(
-                    "Stalled",
-                    "True",
-                    "PrimaryNotReady",
-                    "the primary is missing",
-                ),
-            ]),
+            stalled("PrimaryNotReady", "the primary is missing"),
         ),
         (
             "stalled-false".into(),
-            key(vec![
-                ready_true.clone(),
-                condition("Stalled", "False", "KeyReady", ""),
-            ]),
+            key(vec![ready_true.clone(), settled("Stalled")]),
         ),
         (
             "reconciling".into(),
@@ -243,10 +237,7 @@ fn stalled_reconciling_deletion_and_stale_status() {
         ),
         (
             "reconciling-false".into(),
-            key(vec![
-                ready_true.clone(),
-                condition("Reconciling", "False", "KeyReady", ""),
-            ]),
+            key(vec![ready_true.clone(), settled("Reconciling")]),
         ),
         ("deleting".into(), deleting),
         ("stale".into(), stale),

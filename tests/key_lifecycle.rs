@@ -418,12 +418,11 @@ async fn settled(model: &kms_model::KmsModel, operation: &str) -> Vec<kms_model:
 /// An AccessDeniedException injected into every CreateKey of the strict KMS model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn access_denied_is_reported_precisely_and_not_retried_in_a_loop() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    model.inject(kms_model::Fault::always(
+    let ModelHarness { model, op, .. } = ModelHarness::start([kms_model::Fault::always(
         "CreateKey",
         kms_model::FaultKind::AccessDenied,
-    ));
-    let op = Operator::on_model(&model);
+    )])
+    .await;
     let name = unique("denied");
     let created =
         create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
@@ -459,9 +458,7 @@ async fn access_denied_is_reported_precisely_and_not_retried_in_a_loop() {
 /// replacement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_deleted_outside_keyfleet_is_reported_as_key_gone_and_never_replaced() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let op = Operator::on_model(&model);
-    let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
+    let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
     let name = unique("gone");
     create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
     let key_id = ready_key_id(&op.keys(NS), &name).await;
@@ -489,9 +486,7 @@ async fn a_key_deleted_outside_keyfleet_is_reported_as_key_gone_and_never_replac
 /// (IncorrectKeyMaterialException) → MaterialMismatch, not retried in a loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn incorrect_key_material_from_kms_is_material_mismatch() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let op = Operator::on_model(&model);
-    let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
+    let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
     let name = unique("incorrect");
     let arn = external_key(&kms, vec![adopt_by(NS, &name)]).await;
     import_other_material(&kms, &arn, KeySpec::SymmetricDefault).await;
@@ -527,9 +522,12 @@ async fn incorrect_key_material_from_kms_is_material_mismatch() {
 /// failure, an event or a status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn throttling_is_retried_and_never_shown_as_a_failure() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    model.inject(kms_model::Fault::once("DescribeKey", kms_model::FaultKind::Throttle).times(6));
-    let op = Operator::on_model(&model);
+    let ModelHarness { model, op, .. } = ModelHarness::start([kms_model::Fault::once(
+        "DescribeKey",
+        kms_model::FaultKind::Throttle,
+    )
+    .times(6)])
+    .await;
     let name = unique("throttled");
     create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
     let ready = wait_ready(&op.keys(NS), &name).await;
@@ -556,8 +554,7 @@ async fn throttling_is_retried_and_never_shown_as_a_failure() {
 /// default wrapping (RSAES_OAEP_SHA_256, RSA_2048) and sends the expiry; KMS reports it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrapping() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let op = Operator::on_model(&model);
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     let name = unique("validto");
     let valid_to = jiff::Timestamp::now().as_second() + 86_400;
     let expiry = json!({
@@ -602,9 +599,7 @@ async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrappin
 /// keyfleet reports it and does not fight it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_primary_pending_replica_deletion_is_reported_not_fought() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let op = Operator::on_model(&model);
-    let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
+    let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
     let name = unique("pending-replica-deletion");
     create_key_with_material(
         &op,

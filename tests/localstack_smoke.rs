@@ -5,7 +5,7 @@ mod support;
 use aws_sdk_kms::types::{KeyState, KeyUsageType, OriginType};
 use support::localstack::{kms_client, kms_endpoint, operator_env, unique};
 use support::operator::describe;
-use support::outside::schedule_deletion;
+use support::outside::{created_arn, schedule_deletion};
 
 #[tokio::test]
 async fn external_key_is_pending_import_and_its_alias_is_listed() {
@@ -135,8 +135,8 @@ async fn operator_env_points_aws_config_at_the_test_kms() {
     );
     let key_id = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("CHILD_KEY_ID="))
-        .unwrap_or_else(|| panic!("no CHILD_KEY_ID line in child output:\n{stdout}"));
+        .find_map(|l| l.strip_prefix("CHILD_KEY_ARN="))
+        .unwrap_or_else(|| panic!("no CHILD_KEY_ARN line in child output:\n{stdout}"));
 
     let kms = kms_client("us-east-1").await;
     let meta = describe(&kms, key_id).await;
@@ -151,14 +151,9 @@ async fn operator_env_child() {
     let kms = aws_sdk_kms::Client::new(&config);
     let description =
         std::env::var("KEYFLEET_SMOKE_DESCRIPTION").expect("KEYFLEET_SMOKE_DESCRIPTION");
-    let created = kms
-        .create_key()
-        .description(description)
-        .send()
-        .await
-        .expect("CreateKey via AWS_ENDPOINT_URL_KMS");
-    let key_id = created.key_metadata().expect("KeyMetadata").key_id();
-    println!("CHILD_KEY_ID={key_id}");
+    // CreateKey through AWS_ENDPOINT_URL_KMS.
+    let arn = created_arn(kms.create_key().description(description)).await;
+    println!("CHILD_KEY_ARN={arn}");
 }
 
 #[test]

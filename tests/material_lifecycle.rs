@@ -396,8 +396,7 @@ fn rotated_once_and_ready(k: &AwsKey) -> bool {
 /// pending rotation, and KeyMaterialIds derive from the material.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let op = Operator::on_model(&model);
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     let api = op.keys(NS);
     let name = unique("rotate");
     let old = create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
@@ -472,12 +471,11 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
 /// is imported and Ready, its material Unverified (not an error).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verification_without_permission_is_unverified_and_the_key_stays_ready() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    model.inject(kms_model::Fault::always(
+    let ModelHarness { model, op, .. } = ModelHarness::start([kms_model::Fault::always(
         "GenerateMac",
         kms_model::FaultKind::AccessDenied,
-    ));
-    let op = Operator::on_model(&model);
+    )])
+    .await;
     let name = unique("unverified");
     create_key_with_material(&op, NS, &name, KeySpec::Hmac256, json!({})).await;
     let k = wait_for(
@@ -534,8 +532,7 @@ fn replica_condition(r: &AwsReplicaKey, type_: &str) -> Option<(String, String)>
 /// Ready. Nothing is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let op = Operator::on_model(&model);
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     let client = op.client.clone();
     let name = unique("mrk-rotate");
     let replica_name = format!("{name}-eu");

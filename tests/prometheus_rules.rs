@@ -95,17 +95,29 @@ fn promtool_and_rules(test: &str) -> Option<(PathBuf, Value)> {
     Some((promtool, rendered_rule_file(&helm)))
 }
 
+/// `promtool check rules` (`command` "check") or `promtool test rules` ("test") on `rules` in a
+/// fresh [`workdir`]: whether it succeeded, and its output.
+fn run_promtool(promtool: &Path, rules: &Value, command: &str) -> (bool, String) {
+    let dir = workdir(rules);
+    let file = match command {
+        "check" => "keyfleet-rules.yaml",
+        _ => "alerts.test.yaml",
+    };
+    let out = Command::new(promtool)
+        .args([command, "rules", file])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    (out.status.success(), output_text(&out))
+}
+
 #[test]
 fn promtool_checks_the_rendered_rules() {
     let Some((promtool, rules)) = promtool_and_rules("promtool_checks_the_rendered_rules") else {
         return;
     };
-    let dir = workdir(&rules);
-    let mut promtool = Command::new(&promtool);
-    promtool
-        .args(["check", "rules", "keyfleet-rules.yaml"])
-        .current_dir(dir.path());
-    let text = output_text(&run_ok(&mut promtool, "promtool check rules"));
+    let (ok, text) = run_promtool(&promtool, &rules, "check");
+    assert!(ok, "promtool check rules:\n{text}");
     let n = alert_names(&rules).len();
     assert!(
         text.contains(&format!("SUCCESS: {n} rules found")),
@@ -139,12 +151,8 @@ fn promtool_unit_tests_pass_for_every_alert() {
     assert_eq!(fires, alerts, "alerts with a firing unit test");
     assert_eq!(quiet, alerts, "alerts with a quiet unit test");
 
-    let dir = workdir(&rules);
-    let mut promtool = Command::new(&promtool);
-    promtool
-        .args(["test", "rules", "alerts.test.yaml"])
-        .current_dir(dir.path());
-    let text = output_text(&run_ok(&mut promtool, "promtool test rules"));
+    let (ok, text) = run_promtool(&promtool, &rules, "test");
+    assert!(ok, "promtool test rules:\n{text}");
     assert!(text.contains("SUCCESS"), "{text}");
 }
 
@@ -164,14 +172,8 @@ fn promtool_unit_tests_catch_a_changed_rule() {
             }
         }
     }
-    let dir = workdir(&rules);
-    let out = Command::new(&promtool)
-        .args(["test", "rules", "alerts.test.yaml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let text = output_text(&out);
-    assert!(!out.status.success(), "a changed rule must fail:\n{text}");
+    let (ok, text) = run_promtool(&promtool, &rules, "test");
+    assert!(!ok, "a changed rule must fail:\n{text}");
     assert!(text.contains("alertname: KeyfleetKeyNotReady"), "{text}");
     assert!(!text.contains("alertname: KeyfleetNoLeader"), "{text}");
 }

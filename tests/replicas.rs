@@ -310,8 +310,7 @@ fn imports_in(model: &KmsModel, region: &str) -> Vec<kms_model::RecordedRequest>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_born_pending_import_gets_the_primarys_material() {
-    let model = KmsModel::start().await.unwrap();
-    let op = Operator::on_model(&model);
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     let primary = unique("born");
     let scenario =
         ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
@@ -359,9 +358,7 @@ async fn a_replica_born_pending_import_gets_the_primarys_material() {
 /// (IncorrectKeyMaterialException), which is reported as MaterialMismatch, not retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_refusing_the_material_is_material_mismatch() {
-    let model = KmsModel::start().await.unwrap();
-    let op = Operator::on_model(&model);
-    let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
+    let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
     let primary = unique("refused");
     let arn = external_multi_region_key(&kms, vec![adopt_by(NS, &primary)]).await;
     import_other_material(&kms, &arn, KeySpec::SymmetricDefault).await;

@@ -352,8 +352,7 @@ async fn a_key_that_is_no_longer_ours_is_left_alone() {
 /// `PolicyRejected`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_key_whose_policy_kms_refuses_gets_no_material() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let op = Operator::on_model(&model);
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     let client = op.client.clone();
     let ns = unique("tenant");
     let name = unique("rejected");

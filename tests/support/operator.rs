@@ -464,3 +464,23 @@ impl Harness {
         Harness { op, kms, api }
     }
 }
+
+/// What the strict-KMS-model tests start with: the model (with `faults` injected before the
+/// operator starts), the operator on it, and a KMS client of the test region on the model.
+pub struct ModelHarness {
+    pub model: kms_model::KmsModel,
+    pub op: Operator,
+    pub kms: aws_sdk_kms::Client,
+}
+
+impl ModelHarness {
+    pub async fn start(faults: impl IntoIterator<Item = kms_model::Fault>) -> ModelHarness {
+        let model = kms_model::KmsModel::start().await.unwrap();
+        for fault in faults {
+            model.inject(fault);
+        }
+        let op = Operator::on_model(&model);
+        let kms = super::localstack::kms_client_at(&model.url(), super::localstack::DEFAULT_REGION);
+        ModelHarness { model, op, kms }
+    }
+}
