@@ -294,12 +294,10 @@ fn assert_public_key_is_the_hsm_keys(pool: &TokenPool, spec: KeySpec, label: &st
 
 /// One spec end to end: a sensitive key in the token → KMS → KMS agrees with the HSM.
 async fn hsm_key_imports_and_kms_agrees(spec: KeySpec) {
-    let Some(token) = softhsm::token() else {
+    let prefix = format!("kf-{}", spec.as_str().to_ascii_lowercase());
+    let Some((pool, label)) = softhsm::pool_with_key(spec, &prefix) else {
         return;
     };
-    let pool = token.pool();
-    let label = unique(&format!("kf-{}", spec.as_str().to_ascii_lowercase()));
-    create_key(&pool, spec, &label, true);
     assert_value_unreadable(&pool, spec, &label);
 
     let key = HsmKey::open_async(Arc::clone(&pool), spec, label.clone())
@@ -350,13 +348,10 @@ async fn hsm_key_imports_and_kms_agrees(spec: KeySpec) {
 /// does, imports the result into LocalStack, and the token decrypts KMS's ciphertext.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_composed_rsa_aes_key_wrap_carries_the_hsm_key_to_kms() {
-    let Some(token) = softhsm::token() else {
+    let spec = KeySpec::SymmetricDefault;
+    let Some((pool, label)) = softhsm::pool_with_key(spec, "kf-composed") else {
         return;
     };
-    let pool = token.pool();
-    let spec = KeySpec::SymmetricDefault;
-    let label = unique("kf-composed");
-    create_key(&pool, spec, &label, true);
     assert_value_unreadable(&pool, spec, &label);
     let key = HsmKey::open(&pool, spec, &label).expect("open");
     let algorithm = if pool.capabilities().oaep_sha256 {
@@ -424,12 +419,9 @@ async fn a_generated_key_is_sensitive_found_again_and_imports() {
 
 #[test]
 fn a_label_taken_by_another_kind_of_object_is_not_overwritten() {
-    let Some(token) = softhsm::token() else {
+    let Some((pool, label)) = softhsm::pool_with_key(KeySpec::SymmetricDefault, "kf-taken") else {
         return;
     };
-    let pool = token.pool();
-    let label = unique("kf-taken");
-    create_key(&pool, KeySpec::SymmetricDefault, &label, true);
     let err =
         open_or_generate(&pool, KeySpec::Hmac256, &label).expect_err("AES key is no HMAC key");
     assert_eq!(err.reason(), "Pkcs11KeySpecMismatch", "{err}");
@@ -497,12 +489,9 @@ fn a_key_of_another_spec_is_refused_precisely() {
 
 #[test]
 fn a_wrapping_algorithm_the_token_cannot_do_is_refused_before_kms_is_asked() {
-    let Some(token) = softhsm::token() else {
+    let Some((pool, label)) = softhsm::pool_with_key(KeySpec::Hmac256, "kf-oaep") else {
         return;
     };
-    let pool = token.pool();
-    let label = unique("kf-oaep");
-    create_key(&pool, KeySpec::Hmac256, &label, true);
     let key = HsmKey::open(&pool, KeySpec::Hmac256, &label).expect("open");
     let result = key.check_wrapping(WrappingAlgorithm::RsaesOaepSha256, WrappingKeySpec::Rsa2048);
     if pool.capabilities().oaep_sha256 {

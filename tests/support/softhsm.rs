@@ -77,6 +77,15 @@ impl TestToken {
     }
 }
 
+/// The test token's pool with a new extractable `spec` key labelled `<prefix>-…`, and that
+/// label; `None` after printing why the test is skipped.
+pub fn pool_with_key(spec: KeySpec, prefix: &str) -> Option<(Arc<TokenPool>, String)> {
+    let pool = token()?.pool();
+    let label = super::localstack::unique(prefix);
+    create_key(&pool, spec, &label, true);
+    Some((pool, label))
+}
+
 /// DER CKA_EC_PARAMS (named curve OID) of an ECC spec.
 pub fn ec_params(spec: KeySpec) -> Vec<u8> {
     match spec {
