@@ -185,17 +185,16 @@ async fn find_replica(
     primary_arn: &str,
     primary_uid: &str,
 ) -> Result<Option<String>, Failure> {
-    let Some(primary) = observe::observe(primary_client, primary_arn, ReadDepth::DESCRIBE)
+    let primary = observe::observe(primary_client, primary_arn, ReadDepth::DESCRIBE)
         .await
-        .map_err(Failure::kms)?
-    else {
-        return Ok(None);
-    };
+        .map_err(Failure::kms)?;
     let region = &scope.obj.spec.region;
-    let Some((_, arn)) = primary.replicas.iter().find(|(r, _)| r == region) else {
+    // The primary's replica in this region, if the primary (still) exists.
+    let replica = primary.and_then(|p| p.replicas.into_iter().find(|(r, _)| r == region));
+    let Some((_, arn)) = replica else {
         return Ok(None);
     };
-    let Some(existing) = owned_key(scope.client, arn, scope.owner).await? else {
+    let Some(existing) = owned_key(scope.client, &arn, scope.owner).await? else {
         return Ok(None);
     };
     let tagged_by_primary =

@@ -76,63 +76,51 @@ fn defaults_follow_cckm_and_owner_tags_are_added() {
 #[test]
 fn bad_specs_get_precise_reasons() {
     use serde_json::json;
-    assert_eq!(reason(json!({"keySpec": "RSA_2048"})), "KeyUsageRequired");
-    assert_eq!(
-        reason(json!({"keyUsage": "SIGN_VERIFY"})),
-        "InvalidKeyUsage"
-    );
-    assert_eq!(
-        reason(json!({"keySpec": "HMAC_256", "keyUsage": "ENCRYPT_DECRYPT"})),
-        "InvalidKeyUsage"
-    );
-    assert_eq!(reason(json!({"alias": "orders"})), "InvalidAlias");
-    assert_eq!(reason(json!({"alias": "alias/aws/s3"})), "InvalidAlias");
-    assert_eq!(
-        reason(json!({"tags": {"keyfleet.dev/owner": "x"}})),
-        "InvalidTags"
-    );
-    assert_eq!(
-        reason(json!({"pendingWindowDays": 3})),
-        "InvalidPendingWindow"
-    );
-    assert_eq!(
-        reason(json!({"policy": {"document": "{not json"}})),
-        "PolicyInvalid"
-    );
-    assert_eq!(
-        reason(json!({"policy": {"document": "[]"}})),
-        "PolicyInvalid"
-    );
     let huge = format!("{{\"Sid\": \"{}\"}}", "x".repeat(policy::MAX_POLICY_BYTES));
-    assert_eq!(
-        reason(json!({"policy": {"document": huge}})),
-        "PolicyTooLarge"
-    );
-    assert_eq!(
-        reason(json!({"expiration": {"validTo": "2020-01-01T00:00:00Z"}})),
-        "ValidToInPast"
-    );
-    assert_eq!(
-        reason(json!({"expiration": {"rollingValidity": "400d"}})),
-        "InvalidRollingValidity"
-    );
-    assert_eq!(
-        reason(
-            json!({"expiration": {"rollingValidity": "90d", "validTo": "2030-01-01T00:00:00Z"}})
+    let secret = json!({"name": "m", "key": "k"});
+    let cases = [
+        (json!({"keySpec": "RSA_2048"}), "KeyUsageRequired"),
+        (json!({"keyUsage": "SIGN_VERIFY"}), "InvalidKeyUsage"),
+        (
+            json!({"keySpec": "HMAC_256", "keyUsage": "ENCRYPT_DECRYPT"}),
+            "InvalidKeyUsage",
         ),
-        "InvalidRollingValidity"
-    );
-    assert_eq!(
-        reason(
-            json!({"keySpec": "HMAC_256", "keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "onChange": "Rotate"}})
+        (json!({"alias": "orders"}), "InvalidAlias"),
+        (json!({"alias": "alias/aws/s3"}), "InvalidAlias"),
+        (json!({"tags": {"keyfleet.dev/owner": "x"}}), "InvalidTags"),
+        (json!({"pendingWindowDays": 3}), "InvalidPendingWindow"),
+        (
+            json!({"policy": {"document": "{not json"}}),
+            "PolicyInvalid",
         ),
-        "RotationUnsupported"
-    );
-    assert_eq!(
-        reason(json!({"keySpec": "RSA_4096", "keyUsage": "SIGN_VERIFY",
-            "keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "wrappingAlgorithm": "RSAES_OAEP_SHA_256"}})),
-        "WrappingAlgorithmUnsupported"
-    );
+        (json!({"policy": {"document": "[]"}}), "PolicyInvalid"),
+        (json!({"policy": {"document": huge}}), "PolicyTooLarge"),
+        (
+            json!({"expiration": {"validTo": "2020-01-01T00:00:00Z"}}),
+            "ValidToInPast",
+        ),
+        (
+            json!({"expiration": {"rollingValidity": "400d"}}),
+            "InvalidRollingValidity",
+        ),
+        (
+            json!({"expiration": {"rollingValidity": "90d", "validTo": "2030-01-01T00:00:00Z"}}),
+            "InvalidRollingValidity",
+        ),
+        (
+            json!({"keySpec": "HMAC_256", "keyMaterial": {"secretRef": secret, "onChange": "Rotate"}}),
+            "RotationUnsupported",
+        ),
+        (
+            json!({"keySpec": "RSA_4096", "keyUsage": "SIGN_VERIFY",
+                "keyMaterial": {"secretRef": secret, "wrappingAlgorithm": "RSAES_OAEP_SHA_256"}}),
+            "WrappingAlgorithmUnsupported",
+        ),
+    ];
+    for (json, expected) in cases {
+        let shown = json.to_string();
+        assert_eq!(reason(json), expected, "{shown}");
+    }
 }
 
 #[test]
