@@ -39,37 +39,43 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// CPU seconds (user + system, all threads) of process `pid`, from `/proc/<pid>/stat`.
+/// CPU seconds (user + system, all threads) of process `pid`, from `/proc/<pid>/stat`. A figure
+/// that cannot be read fails the benchmark: a 0 would pass for a result.
 fn process_cpu(pid: u32, ticks_per_second: f64) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/stat for the CPU figure: {e}"));
     // pid (comm) state ... : comm may hold spaces, so split after the last ')'.
-    let Some(close) = stat.rfind(')') else {
-        return 0.0;
-    };
+    let close = stat
+        .rfind(')')
+        .unwrap_or_else(|| panic!("/proc/{pid}/stat has no command name: {stat:?}"));
     let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
     // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the comm.
-    let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
-    let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-    (utime + stime) as f64 / ticks_per_second
+    let ticks = |i: usize| -> u64 {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_else(|| panic!("/proc/{pid}/stat field {} unreadable: {stat:?}", i + 3))
+    };
+    (ticks(11) + ticks(12)) as f64 / ticks_per_second
 }
 
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
+    let output = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+        .expect("getconf CLK_TCK (the CPU figures are in clock ticks)");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("getconf CLK_TCK printed {:?}", output.stdout))
 }
 
 /// A `/proc/<pid>/status` field in KiB (VmHWM: peak RSS, VmRSS: current); `pid` "self" for
-/// this process.
+/// this process. Fails the benchmark when the figure cannot be read.
 fn status_kib(pid: &str, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status for {field}: {e}"));
+    status
         .lines()
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| {
@@ -80,7 +86,7 @@ fn status_kib(pid: &str, field: &str) -> u64 {
                 .parse()
                 .ok()
         })
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("/proc/{pid}/status has no readable {field}"))
 }
 
 fn free_port() -> u16 {

@@ -79,7 +79,8 @@ async fn connections_report_whether_keyfleet_can_act_through_them() {
             .is_some_and(|a| a.starts_with("arn:aws:"))
     );
 
-    // Through a role with an external id: the session of the assumed role.
+    // Through a role with an external id: the session of the assumed role, named after the
+    // AwsKms (`kf.<namespace>.<name>`, no namespace: it is cluster-scoped).
     let role = unique("role");
     create(
         &api,
@@ -93,7 +94,7 @@ async fn connections_report_whether_keyfleet_can_act_through_them() {
         status
             .caller_arn
             .as_deref()
-            .is_some_and(|a| a.contains(":assumed-role/keyfleet-kms/keyfleet")),
+            .is_some_and(|a| a.ends_with(&format!(":assumed-role/keyfleet-kms/kf..{role}"))),
         "{status:?}"
     );
     let ready = ready_condition(&status.conditions);

@@ -436,3 +436,67 @@ fn material_lifecycle_rules() {
         "keyMaterial is immutable",
     );
 }
+
+#[test]
+fn regions_are_aws_region_names() {
+    use keyfleet::api::{AwsReplicaKey, AwsReplicaKeySpec};
+    let key_errors = |region: &str| create_errors(json!({ "region": region }));
+    let replica_errors = |region: &str| {
+        let spec = json!({"primaryKeyRef": {"name": "p"}, "region": region});
+        let replica = AwsReplicaKey::new(
+            "r",
+            serde_json::from_value::<AwsReplicaKeySpec>(spec).unwrap(),
+        );
+        match replica.validate_cel() {
+            Ok(()) => vec![],
+            Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+        }
+    };
+    let kms_errors = |region: &str| {
+        let spec = json!({"allowedNamespaces": {"from": "All"}, "regions": ["eu-west-1", region]});
+        let kms = AwsKms::new("c", serde_json::from_value::<AwsKmsSpec>(spec).unwrap());
+        match kms.validate_cel() {
+            Ok(()) => vec![],
+            Err(errors) => errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
+        }
+    };
+    // One region of each partition (aws, aws-us-gov, aws-cn, aws-iso, aws-iso-b, aws-iso-e,
+    // aws-iso-f, aws-eusc) and the newest prefixes of the commercial one.
+    for region in [
+        "eu-central-1",
+        "us-gov-west-1",
+        "ap-southeast-4",
+        "il-central-1",
+        "mx-central-1",
+        "ca-west-1",
+        "cn-northwest-1",
+        "us-iso-east-1",
+        "us-isob-east-1",
+        "eu-isoe-west-1",
+        "us-isof-south-1",
+        "eusc-de-east-1",
+    ] {
+        assert_eq!(key_errors(region), Vec::<String>::new(), "{region}");
+        assert_eq!(replica_errors(region), Vec::<String>::new(), "{region}");
+        assert_eq!(kms_errors(region), Vec::<String>::new(), "{region}");
+    }
+    for region in [
+        "mars-1",
+        "EU-West-1",
+        "eu-west",
+        "eu-wset-1",
+        "eu-west-0",
+        "eu-west-100",
+        "xx-east-1",
+        "us-gov-1",
+        " eu-west-1",
+        "eu-west-1\n",
+    ] {
+        assert_refused(key_errors(region), "region must be an AWS region name");
+        assert_refused(replica_errors(region), "region must be an AWS region name");
+        assert_refused(
+            kms_errors(region),
+            "regions entries must be AWS region names",
+        );
+    }
+}

@@ -425,7 +425,7 @@ fn lease_rules(lease: &str) -> Vec<Rule> {
             &["coordination.k8s.io"],
             &["leases"],
             &[lease],
-            &["get", "update", "patch"],
+            &["get", "list", "watch", "update", "patch"],
         ),
     ]
 }

@@ -41,10 +41,7 @@ fn election(identity: &str, lease_seconds: u64, renew_grace_seconds: u64) -> Lea
 }
 
 fn instance_with(kube: &MemKube, election: LeaderElection, kms: KmsClients) -> Instance {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
+    support::leaks::capture_logs();
     let ctx = Arc::new(Context::new(kube.client(), kms, settings()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(keyfleet::leader::run(
@@ -252,6 +249,12 @@ async fn a_leader_that_cannot_renew_stops_kms_writes_before_its_lease_can_expire
         "stood by before the write deadline: not the fence's doing"
     );
     assert!(a.ctx.readiness.is_ready(), "a standby must report ready");
+    // The reconcile is dropped as the instance stands by; its request goes with it a moment
+    // later (a busy machine may take a while): wait for that, bounded.
+    let cancelled_by = tokio::time::Instant::now() + Duration::from_secs(10);
+    while wire_a.cancelled() == 0 && tokio::time::Instant::now() < cancelled_by {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         (wire_a.held(), wire_a.cancelled()),
         (0, 1),

@@ -400,12 +400,42 @@ async fn the_controller_manages_each_key_under_its_own_session() {
     }
 
     let wire = wire.lock().unwrap();
-    // The keys' sessions; the AwsKms status check assumes the role once per connection under
-    // its own untagged session ("keyfleet") and is not a key's call.
+    // The AwsKms status check assumes the role like the keys do, under a session of the
+    // connection's own (`kf..<name>`: no namespace), tagged with its name and an empty namespace.
+    let check_session = format!("kf..{conn}");
+    let checks: Vec<_> = wire
+        .assume_role
+        .iter()
+        .filter(|form| Wire::field(form, "RoleSessionName") == Some(check_session.as_str()))
+        .collect();
+    assert!(
+        !checks.is_empty(),
+        "the connection check assumed the role under its own session"
+    );
+    for form in &checks {
+        assert_eq!(Wire::field(form, "ExternalId"), Some("ext-7f3a"));
+        assert_eq!(
+            Wire::field(form, "Tags.member.1.Key"),
+            Some("keyfleet-namespace")
+        );
+        assert_eq!(
+            Wire::field(form, "Tags.member.1.Value").unwrap_or_default(),
+            ""
+        );
+        assert_eq!(
+            Wire::field(form, "Tags.member.2.Key"),
+            Some("keyfleet-name")
+        );
+        assert_eq!(
+            Wire::field(form, "Tags.member.2.Value"),
+            Some(conn.as_str())
+        );
+    }
+    // The keys' sessions: one per key, none per reconcile.
     let mut sessions: Vec<_> = wire
         .assume_role
         .iter()
-        .filter(|form| Wire::field(form, "RoleSessionName") != Some("keyfleet"))
+        .filter(|form| Wire::field(form, "RoleSessionName") != Some(check_session.as_str()))
         .map(|form| {
             assert_eq!(Wire::field(form, "ExternalId"), Some("ext-7f3a"));
             assert_eq!(Wire::field(form, "Tags.member.1.Value"), Some(ns.as_str()));
@@ -430,12 +460,12 @@ async fn the_controller_manages_each_key_under_its_own_session() {
     signers.sort();
     signers.dedup();
     // The stand-in numbers sessions in the order it hands them out (the status check's
-    // included): the keys' are the ones not named "keyfleet".
+    // included): the keys' are the ones not named after the connection.
     let key_sessions: Vec<String> = wire
         .assume_role
         .iter()
         .enumerate()
-        .filter(|(_, form)| Wire::field(form, "RoleSessionName") != Some("keyfleet"))
+        .filter(|(_, form)| Wire::field(form, "RoleSessionName") != Some(check_session.as_str()))
         .map(|(i, _)| format!("ASIASESSION{}", i + 1))
         .collect();
     assert_eq!(

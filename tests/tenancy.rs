@@ -1,7 +1,8 @@
 //! Tenancy boundaries against LocalStack with the real controller: connections granted to
 //! namespaces (picked up when a namespace's labels change), the `default` connection, endpoint
 //! allow-list, alias prefixes, policy principal limits, adoption consent, and ownership
-//! re-checked before every change — each refused with its reason, an event and nothing created
+//! re-checked before every change, replica cleanup through the recorded connection and account
+//! (two accounts on the KMS model) — each refused with its reason, an event and nothing created
 //! or changed in KMS, and each allowed path shown too.
 
 mod support;
@@ -405,4 +406,128 @@ async fn a_new_key_whose_policy_kms_refuses_gets_no_material() {
         !in_kms.policy.contains("NoPrincipal"),
         "KMS kept its policy"
     );
+}
+
+/// Replica cleanup never guesses: it runs through the connection recorded in the replica's
+/// status, and a key that connection cannot find counts as gone only when the key's ARN is in
+/// the account the connection reaches. Two accounts are two KMS models; the connection names a
+/// role in account B and B's endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_cleanup_uses_the_recorded_connection_and_never_mistakes_another_account() {
+    use keyfleet::api::AwsReplicaKey;
+    use keyfleet::kms::KmsClients;
+    use kms_model::{KmsModel, ModelConfig};
+    use kube::ResourceExt;
+    use support::replicas::{ReplicaScenario, wait_replica_ready};
+
+    let account_a = KmsModel::start().await.unwrap();
+    let account_b = KmsModel::start_with(ModelConfig {
+        account_id: "222233334444".into(),
+    })
+    .await
+    .unwrap();
+    let mut custom = settings();
+    custom.endpoints.allow_custom = true;
+    let clients = KmsClients::from_config(support::localstack::sdk_config(&account_a.url()));
+    let op = Operator::start_with(MemKube::new(), clients, custom);
+    let connections = Api::<AwsKms>::all(op.client.clone());
+    let repoint = |role_account: &str, url: String| json!({"spec": {"roleArn": format!("arn:aws:iam::{role_account}:role/keyfleet"), "endpointUrl": url}});
+    let conn = unique("account-b");
+    let mut spec = AwsKmsSpec::new(AllowedNamespaces::all());
+    spec.role_arn = Some("arn:aws:iam::222233334444:role/keyfleet".into());
+    spec.endpoint_url = Some(account_b.url());
+    connection(&op.client, &conn, spec).await;
+
+    let ns = unique("tenant");
+    let primary = unique("primary");
+    let scenario = ReplicaScenario::new(
+        &op,
+        &ns,
+        &primary,
+        KeySpec::SymmetricDefault,
+        json!({"kmsRef": {"name": conn}, "deletionPolicy": "Retain"}),
+    )
+    .await;
+    let replica = format!("{primary}-eu");
+    scenario
+        .add_replica(&replica, "eu-west-1", json!({"deletionPolicy": "Delete"}))
+        .await;
+    let ready = wait_replica_ready(&op.client, &ns, &replica).await;
+    let status = ready.status.unwrap();
+    assert_eq!(status.connection.as_deref(), Some(conn.as_str()));
+    let arn = status.arn.clone().unwrap();
+    assert!(
+        arn.starts_with("arn:aws:kms:eu-west-1:222233334444:key/"),
+        "{arn}"
+    );
+    let key_id = arn.rsplit('/').next().unwrap().to_string();
+    assert!(
+        account_a.keys().is_empty(),
+        "nothing was created in account A"
+    );
+
+    // The primary goes first (Retain): the replica now has nothing to follow but its status.
+    let keys = op.keys(&ns);
+    keys.delete(&primary, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&keys, &primary).await;
+
+    // The recorded connection is repointed to account A, where the replica does not exist.
+    connections
+        .patch(
+            &conn,
+            &PatchParams::default(),
+            &Patch::Merge(repoint("111122223333", account_a.url())),
+        )
+        .await
+        .unwrap();
+    let replicas = Api::<AwsReplicaKey>::namespaced(op.client.clone(), &ns);
+    replicas
+        .delete(&replica, &DeleteParams::default())
+        .await
+        .unwrap();
+    op.wait_events(&replica, &["KeyNotFoundInConnectionAccount"])
+        .await;
+    let message = op
+        .events_for(&replica)
+        .into_iter()
+        .find(|(_, reason, _)| reason == "KeyNotFoundInConnectionAccount")
+        .map(|(_, _, note)| note)
+        .unwrap();
+    assert!(
+        message.contains(&arn) && message.contains("111122223333"),
+        "{message}"
+    );
+    let stuck = replicas.get(&replica).await.unwrap();
+    assert!(
+        stuck.metadata.deletion_timestamp.is_some() && !stuck.finalizers().is_empty(),
+        "the finalizer stays while the replica may still exist"
+    );
+    assert_eq!(
+        account_b.key("eu-west-1", &key_id).unwrap().key_state,
+        "Enabled",
+        "the replica in account B is untouched"
+    );
+    assert!(
+        account_a.requests_of("ScheduleKeyDeletion").is_empty()
+            && account_b.requests_of("ScheduleKeyDeletion").is_empty(),
+        "no deletion was scheduled anywhere"
+    );
+
+    // Restored: cleanup runs through the connection again and deletes the replica in B.
+    connections
+        .patch(
+            &conn,
+            &PatchParams::default(),
+            &Patch::Merge(repoint("222233334444", account_b.url())),
+        )
+        .await
+        .unwrap();
+    wait_gone(&replicas, &replica).await;
+    assert_eq!(
+        account_b.key("eu-west-1", &key_id).unwrap().key_state,
+        "PendingDeletion"
+    );
+    op.wait_events(&replica, &["KeyDeletionScheduled"]).await;
 }

@@ -75,7 +75,8 @@ pub struct AwsKeySpec {
 
     /// AWS region of the key, e.g. `eu-west-1`. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("region is immutable"))]
-    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9-]+$"))]
+    #[x_kube(validation = Rule::new(super::aws_kms::region_rule()).message(super::aws_kms::REGION_RULE_MESSAGE))]
+    #[schemars(length(min = 1, max = 32))]
     pub region: String,
 
     /// Where the key material comes from. `onChange` can always be changed; the other fields

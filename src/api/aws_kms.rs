@@ -10,6 +10,22 @@ use serde::{Deserialize, Serialize};
 
 use super::allowed_namespaces::AllowedNamespaces;
 
+/// The grammar of an AWS region name: a partition's area prefix, a direction and a number, e.g.
+/// `eu-west-1`, `us-gov-west-1`, `cn-northwest-1`, `eusc-de-east-1`. The prefixes are those of
+/// the partitions' `regionRegex` in the AWS SDKs' `partitions.json` (aws, aws-cn, aws-us-gov,
+/// aws-iso, aws-iso-b, aws-iso-e, aws-iso-f, aws-eusc); the directions are the ones AWS uses,
+/// spelled out so that a typo such as `eu-wset-1` is refused.
+pub const AWS_REGION_PATTERN: &str = "^(af|ap|ca|cn|eu|il|me|mx|sa|us|us-gov|us-iso|us-isob|us-isof|eu-isoe|eusc-de)-(central|north|south|east|west|northeast|northwest|southeast|southwest)-[1-9][0-9]?$";
+
+/// The CEL rule that holds a `region` field to [`AWS_REGION_PATTERN`].
+pub(crate) fn region_rule() -> String {
+    format!("self.matches('{AWS_REGION_PATTERN}')")
+}
+
+/// The message of [`region_rule`].
+pub(crate) const REGION_RULE_MESSAGE: &str =
+    "region must be an AWS region name, e.g. eu-west-1 or us-gov-west-1";
+
 /// An AWS KMS connection (CCKM `kms`): which credentials keyfleet uses, in which regions, and
 /// which namespaces may use it.
 ///
@@ -74,6 +90,8 @@ pub struct AwsKmsSpec {
     /// Regions in which keys may be created through this connection, e.g. `[eu-west-1]`.
     /// Empty: any region. A key in another region is refused with reason `RegionNotAllowed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new(format!("self.all(r, r.matches('{AWS_REGION_PATTERN}'))")).message("regions entries must be AWS region names, e.g. eu-west-1 or us-gov-west-1"))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 32)))]
     pub regions: Vec<String>,
 
     /// Overrides the KMS endpoint URL (VPC and FIPS endpoints). Must be `https://` with a host
@@ -176,46 +194,85 @@ pub struct AwsKmsStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// Whether `region` looks like an AWS region name (`eu-west-1`, `us-gov-west-1`,
-/// `ap-southeast-4`): lowercase words joined by hyphens, a number last.
+/// The area prefixes of [`AWS_REGION_PATTERN`].
+const REGION_PREFIXES: [&str; 16] = [
+    "af", "ap", "ca", "cn", "eu", "il", "me", "mx", "sa", "us", "us-gov", "us-iso", "us-isob",
+    "us-isof", "eu-isoe", "eusc-de",
+];
+
+/// The directions of [`AWS_REGION_PATTERN`].
+const REGION_DIRECTIONS: [&str; 9] = [
+    "central",
+    "north",
+    "south",
+    "east",
+    "west",
+    "northeast",
+    "northwest",
+    "southeast",
+    "southwest",
+];
+
+/// Whether `region` is an AWS region name by [`AWS_REGION_PATTERN`] (the admission rule), for
+/// objects admitted before the rule existed: `<prefix>-<direction>-<1..99>`.
 pub fn is_region_name(region: &str) -> bool {
-    let parts: Vec<&str> = region.split('-').collect();
-    parts.len() >= 3
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
-        && parts[0].len() == 2
-        && parts
-            .last()
-            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    let Some((rest, number)) = region.rsplit_once('-') else {
+        return false;
+    };
+    let Some((prefix, direction)) = rest.rsplit_once('-') else {
+        return false;
+    };
+    let number_ok = matches!(
+        number.as_bytes(),
+        [b'1'..=b'9'] | [b'1'..=b'9', b'0'..=b'9']
+    );
+    number_ok && REGION_PREFIXES.contains(&prefix) && REGION_DIRECTIONS.contains(&direction)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_region_name;
+    use super::*;
+
+    const REGIONS: [(&str, bool); 22] = [
+        ("eu-west-1", true),
+        ("us-gov-west-1", true),
+        ("ap-southeast-4", true),
+        ("cn-north-1", true),
+        ("us-isob-east-1", true),
+        ("eusc-de-east-1", true),
+        ("me-central-1", true),
+        ("ap-northeast-12", true),
+        ("", false),
+        ("eu-west", false),
+        ("EU-west-1", false),
+        ("eu_west_1", false),
+        ("eu-west-1a", false),
+        ("europe-west-1", false),
+        ("-west-1", false),
+        ("eu--1", false),
+        ("mars-1", false),
+        ("eu-wset-1", false),
+        ("eu-west-0", false),
+        ("eu-west-100", false),
+        ("xx-west-1", false),
+        ("us-gov-west-01", false),
+    ];
 
     #[test]
     fn region_names() {
-        for ok in [
-            "eu-west-1",
-            "us-gov-west-1",
-            "ap-southeast-4",
-            "cn-north-1",
-            "us-isob-east-1",
-        ] {
-            assert!(is_region_name(ok), "{ok}");
+        for (region, ok) in REGIONS {
+            assert_eq!(is_region_name(region), ok, "{region:?}");
         }
-        for bad in [
-            "",
-            "eu-west",
-            "EU-west-1",
-            "eu_west_1",
-            "eu-west-1a",
-            "europe-west-1",
-            "-west-1",
-            "eu--1",
-        ] {
-            assert!(!is_region_name(bad), "{bad}");
+    }
+
+    /// The operator's check and the admission rule are one grammar.
+    #[test]
+    fn the_runtime_check_agrees_with_the_admission_rule() {
+        for (region, ok) in REGIONS {
+            let mut spec = AwsKmsSpec::new(AllowedNamespaces::all());
+            spec.regions = vec![region.to_string()];
+            let admitted = AwsKms::new("c", spec).validate_cel().is_ok();
+            assert_eq!(admitted, ok, "admission of {region:?}");
         }
     }
 }

@@ -71,7 +71,8 @@ pub struct AwsReplicaKeySpec {
 
     /// Region of the replica (CCKM `replica_region`); must differ from the primary's. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("region is immutable"))]
-    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9-]+$"))]
+    #[x_kube(validation = Rule::new(super::aws_kms::region_rule()).message(super::aws_kms::REGION_RULE_MESSAGE))]
+    #[schemars(length(min = 1, max = 32))]
     pub region: String,
 
     /// Alias of the replica in its region, `alias/<name>` (aliases are regional).

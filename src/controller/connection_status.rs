@@ -21,7 +21,7 @@ use super::Context;
 use crate::api::aws_kms::is_region_name;
 use crate::api::conditions::{READY, RECONCILING, STALLED, condition, set_condition};
 use crate::api::{AwsKms, AwsKmsStatus};
-use crate::kms::Connection;
+use crate::kms::{Connection, Requester};
 
 /// A connection that failed transiently (STS unreachable) is looked at again this soon.
 const TRANSIENT_RECHECK: Duration = Duration::from_secs(30);
@@ -70,7 +70,7 @@ pub async fn check(ctx: &Context, kms: &AwsKms) -> ConnectionVerdict {
         .unwrap_or_else(|| "us-east-1".to_string());
     match ctx
         .kms
-        .verify(&Connection::from_aws_kms(kms), &region)
+        .verify(&Connection::from_aws_kms(kms), &region, &Requester::of(kms))
         .await
     {
         Ok(caller) => {

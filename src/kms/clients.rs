@@ -292,6 +292,7 @@ impl KmsClients {
         &self,
         connection: &Connection,
         region: &str,
+        requester: &Requester,
     ) -> Result<crate::policy::Caller, super::identity::ConnectionFault> {
         if self.fixed.is_some() {
             return Ok(crate::policy::Caller {
@@ -299,7 +300,7 @@ impl KmsClients {
                 account_id: String::new(),
             });
         }
-        super::identity::verify_connection(&self.base, connection, region).await
+        super::identity::verify_connection(&self.base, connection, region, requester).await
     }
 
     /// The client for `connection` in `region`, built on first use. Through a role, the calls

@@ -5,9 +5,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_config::{Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
 
 use super::Connection;
-use super::session::Requester;
+use super::session::{Requester, RoleSessionCredentials};
 use crate::policy::Caller;
 use crate::policy::principal::iam_arn;
 
@@ -95,12 +96,16 @@ pub struct ConnectionFault {
 }
 
 /// Verifies that keyfleet can act through `connection`: sts:GetCallerIdentity with the
-/// connection's credentials — through its role (sts:AssumeRole with the external id) when it
-/// names one, else the operator's own. Needs no permission beyond the role's trust policy.
+/// connection's credentials — through its role when it names one, else the operator's own.
+/// The role is assumed exactly as the keys assume it ([`RoleSessionCredentials`]: the external
+/// id, a session named and tagged after `requester`, the AwsKms itself), so the check passes
+/// the same trust policy, and CloudTrail shows which connection asked. Needs no permission
+/// beyond the role's trust policy.
 pub async fn verify_connection(
     base: &SdkConfig,
     connection: &Connection,
     region: &str,
+    requester: &Requester,
 ) -> Result<Caller, ConnectionFault> {
     let region = Region::new(region.to_string());
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
@@ -108,15 +113,22 @@ pub async fn verify_connection(
         .build();
     let mut config = aws_sdk_sts::config::Builder::from(base)
         .region(region.clone())
-        .timeout_config(timeouts);
+        .timeout_config(timeouts.clone());
     if let Some(role_arn) = &connection.spec.role_arn {
-        let mut provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
-            .session_name("keyfleet")
-            .region(region);
-        if let Some(external_id) = &connection.spec.external_id {
-            provider = provider.external_id(external_id);
-        }
-        config = config.credentials_provider(provider.configure(base).build().await);
+        // AssumeRole runs on the operator's own credentials.
+        let sts = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(base)
+                .region(region)
+                .timeout_config(timeouts)
+                .build(),
+        );
+        let session = RoleSessionCredentials::new(
+            sts,
+            role_arn,
+            connection.spec.external_id.clone(),
+            requester,
+        );
+        config = config.credentials_provider(SharedCredentialsProvider::new(session));
     }
     let client = aws_sdk_sts::Client::from_conf(config.build());
     caller_through(&client, connection.spec.role_arn.as_deref()).await

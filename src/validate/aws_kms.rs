@@ -18,25 +18,8 @@ impl Kind for AwsKms {
 
     fn check(&self, object: &Object, out: &mut ObjectFindings<'_>, _ctx: &KindContext<'_>) {
         let kms = self;
-        // An AwsKey region must match ^[a-z0-9-]+$ (its schema); an allowed region that does not
-        // can never be used, and the key that meant it is refused with RegionNotAllowed.
-        for (i, region) in kms.spec.regions.iter().enumerate() {
-            let valid = !region.is_empty()
-                && region
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-            if !valid {
-                out.add_at(
-                    Check::Semantic,
-                    &format!("/spec/regions/{i}"),
-                    "InvalidRegion",
-                    format!(
-                        "{region:?} is not an AWS region name (lowercase letters, digits and -, \
-                         e.g. eu-west-1): no AwsKey can use it"
-                    ),
-                );
-            }
-        }
+        // Region names are held to the AWS grammar by the CRD's CEL rule (checked with the
+        // schema).
         // The operator sends material only to AWS KMS endpoints unless its administrator
         // allows custom ones (--allow-custom-kms-endpoints). A URL that is not http(s) at all
         // is already refused by the schema's rule.

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod fleet;
 pub mod kms_recorder;
 pub mod kms_use;
+pub mod leaks;
 pub mod localstack;
 pub mod operator;
 pub mod outside;

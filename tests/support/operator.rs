@@ -101,11 +101,9 @@ impl Operator {
         settings: Settings,
         clock: keyfleet::clock::Clock,
     ) -> Operator {
-        // RUST_LOG=keyfleet=debug shows the controller's logs in failing tests.
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .try_init();
+        // RUST_LOG=keyfleet=debug shows the controller's logs in failing tests; they are
+        // captured for the leak scan whatever it says.
+        super::leaks::capture_logs();
         seed_default_connection(&kube);
         let client = kube.client();
         let ctx = Arc::new(Context::new(client.clone(), kms, settings).with_clock(clock));
@@ -129,7 +127,18 @@ impl Operator {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+            // A controller that does not stop would keep reconciling beside the next one: the
+            // test fails instead of going on.
+            let abort = task.abort_handle();
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.is_cancelled() => {}
+                Ok(Err(e)) => panic!("the operator task failed while stopping: {e}"),
+                Err(_) => {
+                    abort.abort();
+                    panic!("the operator did not stop within 30 s of being told to");
+                }
+            }
         }
     }
 
@@ -155,9 +164,14 @@ impl Operator {
 }
 
 impl Drop for Operator {
+    /// Aborts the controller, then scans logs, Events, statuses and metrics for material
+    /// (unless the test already failed).
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        if !std::thread::panicking() {
+            super::leaks::assert_none_leaked(&self.kube, &self.metrics.render());
         }
     }
 }
@@ -305,9 +319,13 @@ pub async fn wait_reason(api: &Api<AwsKey>, name: &str, reason: &str) -> AwsKey 
     .await
 }
 
-pub async fn wait_gone(api: &Api<AwsKey>, name: &str) {
+/// Waits until the object `name` (an AwsKey, an AwsReplicaKey, ...) no longer exists.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while api.get_opt(name).await.expect("get AwsKey").is_some() {
+    while api.get_opt(name).await.expect("get").is_some() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{name} was not deleted"

@@ -1,6 +1,7 @@
 //! Test helpers shared by keyfleet's unit tests, integration tests and benchmarks; never part
 //! of the operator.
 
+pub mod leak;
 pub mod material;
 
 /// A label (or tag) map from `(key, value)` pairs.

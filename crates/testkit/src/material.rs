@@ -142,14 +142,18 @@ pub fn generate_secret_value_as(
     if !format.applies_to(&spec) {
         return Err(failed("format does not apply to this key spec"));
     }
-    match family(&spec)? {
-        Family::Symmetric => random_bytes(32),
-        Family::Hmac(len) => random_bytes(len),
+    // Every value handed out is remembered for the leak scans (crate::leak).
+    let value = match family(&spec)? {
+        Family::Symmetric => random_bytes(32)?,
+        Family::Hmac(len) => random_bytes(len)?,
         Family::Rsa(_) | Family::Ecc(_) => {
             let pkcs8 = generate_pkcs8_der(&spec)?;
-            convert_private_key(&spec, &pkcs8, format)
+            crate::leak::remember(&pkcs8);
+            convert_private_key(&spec, &pkcs8, format)?
         }
-    }
+    };
+    crate::leak::remember(&value);
+    Ok(value)
 }
 
 /// `len` random bytes.
