@@ -53,6 +53,17 @@ async fn key(op: &Operator, ns: &str, name: &str, extra: serde_json::Value) {
     create_key(&op.keys(ns), &aws_key(name, DEFAULT_REGION, name, extra)).await;
 }
 
+/// An AwsKey (with its Secret) that becomes Ready.
+async fn ready_key(
+    op: &Operator,
+    ns: &str,
+    name: &str,
+    extra: serde_json::Value,
+) -> keyfleet::api::AwsKey {
+    key(op, ns, name, extra).await;
+    wait_ready(&op.keys(ns), name).await
+}
+
 /// Refused with `reason` and a Warning event, and no KMS key carries the object's uid.
 async fn refused(op: &Operator, ns: &str, name: &str, reason: &str) -> String {
     let key = wait_reason(&op.keys(ns), name, reason).await;
@@ -145,8 +156,7 @@ async fn material_goes_only_to_allowed_endpoints() {
     let mut spec = AwsKmsSpec::new(AllowedNamespaces::all());
     spec.endpoint_url = Some(endpoint);
     connection(&op.client, &custom, spec).await;
-    key(&op, &ns, "test-double", json!({"kmsRef": {"name": custom}})).await;
-    wait_ready(&op.keys(&ns), "test-double").await;
+    ready_key(&op, &ns, "test-double", json!({"kmsRef": {"name": custom}})).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -215,21 +225,19 @@ async fn aliases_and_policies_stay_inside_the_connections_limits() {
     let user = json!({"Sid": "Users", "Effect": "Allow",
         "Principal": {"AWS": "arn:aws:iam::000000000000:role/app"}, "Action": "kms:Decrypt", "Resource": "*"});
     let alias = format!("alias/{ns}/orders");
-    key(
+    ready_key(
         &op,
         &ns,
         "inside",
         via(json!({"alias": alias, "policy": policy(user)})),
     )
     .await;
-    wait_ready(&op.keys(&ns), "inside").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_keyfleet_did_not_create_are_adopted_only_with_consent_and_retained() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
     let ns = unique("tenant");
+    let Harness { op, kms, .. } = Harness::start(&ns).await;
 
     let theirs = external_key(&kms, vec![tag("owner", "another-team")]).await;
     key(&op, &ns, "grab", json!({"adoptKeyArn": theirs})).await;
@@ -253,8 +261,10 @@ async fn keys_keyfleet_did_not_create_are_adopted_only_with_consent_and_retained
 
     // The key's owner consents: adopted; deleting the AwsKey (no deletionPolicy) retains it.
     let consenting = external_key(&kms, vec![adopt_by(&ns, "adopted")]).await;
-    key(&op, &ns, "adopted", json!({"adoptKeyArn": consenting})).await;
-    let adopted = wait_ready(&op.keys(&ns), "adopted").await.status.unwrap();
+    let adopted = ready_key(&op, &ns, "adopted", json!({"adoptKeyArn": consenting}))
+        .await
+        .status
+        .unwrap();
     assert_eq!(adopted.adopted, Some(true));
     assert_eq!(
         adopted.deletion_policy,
@@ -276,23 +286,20 @@ async fn keys_keyfleet_did_not_create_are_adopted_only_with_consent_and_retained
     });
     connection(&op.client, &open, spec).await;
     let plain = external_key(&kms, vec![]).await;
-    key(
+    ready_key(
         &op,
         &ns,
         "open",
         json!({"adoptKeyArn": plain, "kmsRef": {"name": open}}),
     )
     .await;
-    wait_ready(&op.keys(&ns), "open").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_that_is_no_longer_ours_is_left_alone() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
     let ns = unique("tenant");
-    key(&op, &ns, "taken", json!({"description": "before"})).await;
-    let arn = wait_ready(&op.keys(&ns), "taken")
+    let Harness { op, kms, .. } = Harness::start(&ns).await;
+    let arn = ready_key(&op, &ns, "taken", json!({"description": "before"}))
         .await
         .status
         .unwrap()
