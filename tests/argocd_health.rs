@@ -19,6 +19,9 @@ use serde_json::{Value, json};
 #[path = "support/tools.rs"]
 mod tools;
 
+#[path = "support/reason_table.rs"]
+mod reason_table;
+
 const SCRIPT: &str = "deploy/argocd/health.lua";
 const SNIPPET: &str = "deploy/argocd/argocd-cm.yaml";
 const GROUP: &str = "kms.keyfleet.dev";
@@ -107,35 +110,9 @@ fn key(conditions: Vec<Value>) -> Value {
     })
 }
 
-/// The reasons of docs/troubleshooting.md's tables, with the Argo CD health each documents.
-fn documented_reasons() -> Vec<(String, &'static str, String)> {
-    let text = std::fs::read_to_string(tools::root().join("docs/troubleshooting.md")).unwrap();
-    let mut reasons = vec![];
-    let mut ready = None;
-    for line in text.lines() {
-        if line.starts_with("| Ready=True reason") {
-            ready = Some("True");
-        } else if line.starts_with("| Ready=False reason") {
-            ready = Some("False");
-        } else if !line.starts_with('|') {
-            ready = None;
-        } else if let Some(status) = ready {
-            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-            if cells[0].starts_with("---") {
-                continue;
-            }
-            let health = cells.last().unwrap().to_string();
-            for name in cells[0].split('`').skip(1).step_by(2) {
-                reasons.push((name.to_string(), status, health.clone()));
-            }
-        }
-    }
-    reasons
-}
-
 #[test]
 fn every_documented_reason_gets_its_documented_health() {
-    let reasons = documented_reasons();
+    let reasons = reason_table::documented_reasons();
     assert!(reasons.len() > 40, "only {} reasons found", reasons.len());
     for must in [
         "KeyReady",

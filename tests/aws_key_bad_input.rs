@@ -52,9 +52,23 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
     create_material_secret(&op.client, "team-b", &elsewhere, KeySpec::SymmetricDefault).await;
 
     let p384 = generate_secret_value(KeySpec::EccNistP384);
+    let p521 = generate_secret_value(KeySpec::EccNistP521);
     let rsa2048 = generate_secret_value(KeySpec::Rsa2048);
     let sym = generate_secret_value(KeySpec::SymmetricDefault);
     let sec1 = generate_secret_value_as(KeySpec::EccNistP256, SecretFormat::Sec1Pem).unwrap();
+    let too_large = vec![b'k'; 64 * 1024 + 1];
+    // A template the in-memory API admits although its CRD's CEL would not (no document and no
+    // shortcuts): the operator's own check protects templates admitted before the rule existed.
+    let broken_template = unique("broken-template");
+    let empty = serde_json::from_value::<AwsKeyPolicyTemplateSpec>(json!({})).unwrap();
+    let templates = Api::<AwsKeyPolicyTemplate>::all(op.client.clone());
+    let broken = AwsKeyPolicyTemplate::new(&broken_template, empty);
+    templates
+        .create(&PostParams::default(), &broken)
+        .await
+        .unwrap();
+    // A policy document over KMS's 32 KB limit.
+    let huge_policy = json!({"Version": "2012-10-17", "Statement": [], "Sid": "x".repeat(33_000)});
     type Case<'a> = (&'a str, Option<(&'a str, &'a [u8])>, serde_json::Value);
     let cases: Vec<Case> = vec![
         ("SecretNotFound", None, json!({})),
@@ -132,6 +146,95 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
             Some(("material", &sym[..])),
             json!({"policy": {"templateRef": {"name": "no-such-template"}}}),
         ),
+        ("MaterialMissing", Some(("material", b"")), json!({})),
+        ("MaterialTooLarge", Some(("material", &too_large[..])), json!({})),
+        (
+            "MaterialInvalidEncoding",
+            Some(("material", b"not*base64!")),
+            json!({"keyMaterial": {"secretRef": {"name": "", "key": "material"}, "encoding": "Base64"}}),
+        ),
+        (
+            "MaterialNotPrivateKey",
+            Some((
+                "material",
+                b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+            )),
+            json!({"keySpec": "ECC_NIST_P256"}),
+        ),
+        (
+            "MaterialEncrypted",
+            Some((
+                "material",
+                b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+            )),
+            json!({"keySpec": "ECC_NIST_P256"}),
+        ),
+        (
+            "WrappingAlgorithmUnsupported",
+            Some(("material", &rsa2048[..])),
+            json!({"keySpec": "RSA_2048", "keyUsage": "SIGN_VERIFY",
+                   "keyMaterial": {"secretRef": {"name": "", "key": "material"},
+                                   "wrappingAlgorithm": "RSAES_OAEP_SHA_256"}}),
+        ),
+        (
+            "WrappingKeyTooSmall",
+            Some(("material", &p521[..])),
+            json!({"keySpec": "ECC_NIST_P521",
+                   "keyMaterial": {"secretRef": {"name": "", "key": "material"},
+                                   "wrappingAlgorithm": "RSAES_OAEP_SHA_256",
+                                   "wrappingKeySpec": "RSA_2048"}}),
+        ),
+        (
+            "PolicyTemplateInvalid",
+            Some(("material", &sym[..])),
+            json!({"policy": {"templateRef": {"name": broken_template}}}),
+        ),
+        (
+            "AdoptKeyNotFound",
+            Some(("material", &sym[..])),
+            json!({"adoptKeyArn": format!(
+                "arn:aws:kms:{DEFAULT_REGION}:000000000000:key/00000000-0000-0000-0000-000000000000"
+            )}),
+        ),
+        // The rows below are refused by the CRD's validation rules at admission, which the
+        // in-memory API does not run: the operator's own check still protects objects admitted
+        // before a rule existed (or by an API server that skipped it).
+        (
+            "MaterialSourceMissing",
+            Some(("material", &sym[..])),
+            json!({"keyMaterial": {}}),
+        ),
+        (
+            "InvalidAlias",
+            Some(("material", &sym[..])),
+            json!({"alias": "alias/aws/reserved"}),
+        ),
+        (
+            "InvalidTags",
+            Some(("material", &sym[..])),
+            json!({"tags": {"aws:owner": "me"}}),
+        ),
+        (
+            "InvalidPendingWindow",
+            Some(("material", &sym[..])),
+            json!({"pendingWindowDays": 3}),
+        ),
+        (
+            "InvalidRollingValidity",
+            Some(("material", &sym[..])),
+            json!({"expiration": {"rollingValidity": "400d"}}),
+        ),
+        (
+            "RotationUnsupported",
+            Some(("material", &rsa2048[..])),
+            json!({"keySpec": "RSA_2048", "keyUsage": "SIGN_VERIFY",
+                   "keyMaterial": {"secretRef": {"name": "", "key": "material"}, "onChange": "Rotate"}}),
+        ),
+        (
+            "PolicyTooLarge",
+            Some(("material", &sym[..])),
+            json!({"policy": {"document": huge_policy.to_string()}}),
+        ),
     ];
 
     let mut created = vec![];
@@ -140,10 +243,15 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
         if let Some((key, value)) = secret {
             create_secret(&op.client, NS, &name, key, value).await;
         }
+        // A row that spells out keyMaterial leaves the Secret's name empty: it is the key's.
+        let mut spec = spec.clone();
+        if let Some(secret_name) = spec.pointer_mut("/keyMaterial/secretRef/name") {
+            *secret_name = json!(name);
+        }
         created.push((
             reason,
             name.clone(),
-            create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, spec.clone())).await,
+            create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, spec)).await,
         ));
     }
     // The cross-namespace case: same name as the Secret in team-b.

@@ -8,6 +8,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use k8s_openapi::api::core::v1::Namespace;
 use keyfleet::api::{AwsKey, KeySpec, Pkcs11Token, Pkcs11TokenSpec};
 use keyfleet::material::ImportableMaterial;
@@ -370,6 +372,119 @@ async fn token_and_key_refusals_are_precise_reasons() {
             .any(|(t, r, _)| t == "Warning" && r == "Pkcs11KeyNotWrappable"),
         "an event says why"
     );
+}
+
+/// The HSM key refused through the controller, each with its reason and an event, before
+/// anything reaches KMS: missing, not unique, of another type, unusable (an HMAC key that may
+/// not sign: keyfleet fingerprints it with C_Sign); and a token whose PIN Secret, or the key in
+/// it, is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hsm_key_and_pin_refusals_are_precise_reasons() {
+    let Some(bed) = start().await else {
+        return;
+    };
+    let api = bed.op.keys(NS);
+    let pool = bed.token.pool();
+    let token_name = unique("hsm");
+    create_token(&bed, &token_name, &bed.token.pin, json!({})).await;
+    let twice = unique("kf-op-twice");
+    softhsm::create_key(&pool, KeySpec::SymmetricDefault, &twice, true);
+    softhsm::create_key(&pool, KeySpec::SymmetricDefault, &twice, true);
+    let hmac = unique("kf-op-hmac");
+    softhsm::create_key(&pool, KeySpec::Hmac256, &hmac, true);
+    let no_sign = unique("kf-op-no-sign");
+    pool.with_session(|session| {
+        session
+            .generate_key(
+                &Mechanism::GenericSecretKeyGen,
+                &[
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(true),
+                    Attribute::Label(no_sign.as_bytes().to_vec()),
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::GENERIC_SECRET),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Sign(false),
+                ],
+            )
+            .map(drop)
+            .map_err(|e| pool.error(e))
+    })
+    .expect("create an HMAC key that may not sign");
+    let pin_secret = unique("pin");
+    create_secret(&bed.op.client, PIN_NS, &pin_secret, "pin", b"unused").await;
+    let no_pin = unique("hsm-no-pin");
+    create_token(
+        &bed,
+        &no_pin,
+        &bed.token.pin,
+        json!({"pinSecretRef": {"namespace": PIN_NS, "name": "no-such-secret", "key": "pin"}}),
+    )
+    .await;
+    let pin_elsewhere = unique("hsm-pin-elsewhere");
+    create_token(
+        &bed,
+        &pin_elsewhere,
+        &bed.token.pin,
+        json!({"pinSecretRef": {"namespace": PIN_NS, "name": pin_secret, "key": "other"}}),
+    )
+    .await;
+
+    let cases = [
+        (
+            "Pkcs11KeyNotFound",
+            &token_name,
+            "no-such-label",
+            KeySpec::SymmetricDefault,
+        ),
+        (
+            "Pkcs11KeyAmbiguous",
+            &token_name,
+            &twice[..],
+            KeySpec::SymmetricDefault,
+        ),
+        (
+            "Pkcs11KeySpecMismatch",
+            &token_name,
+            &hmac[..],
+            KeySpec::SymmetricDefault,
+        ),
+        (
+            "Pkcs11KeyUnusable",
+            &token_name,
+            &no_sign[..],
+            KeySpec::Hmac256,
+        ),
+        (
+            "PinSecretNotFound",
+            &no_pin,
+            &twice[..],
+            KeySpec::SymmetricDefault,
+        ),
+        (
+            "PinSecretKeyMissing",
+            &pin_elsewhere,
+            &twice[..],
+            KeySpec::SymmetricDefault,
+        ),
+    ];
+    for (reason, token, label, spec) in cases {
+        let name = unique("hsm-refused");
+        create_key(&api, &hsm_key(&name, token, label, spec, json!({}))).await;
+        let refused = wait_reason(&api, &name, reason).await;
+        assert!(
+            refused.status.unwrap().key_id.is_none(),
+            "{reason}: a KMS key was created"
+        );
+        bed.op.wait_events(&name, &[reason]).await;
+        let events = bed.op.events_for(&name);
+        assert!(
+            events.iter().any(|(t, r, _)| t == "Warning" && r == reason),
+            "{reason}: {events:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

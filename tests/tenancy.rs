@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use aws_sdk_kms::types::Tag;
 use k8s_openapi::api::core::v1::Namespace;
 use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec, KeyPolicyLimits, KeySpec};
-use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_client, kms_endpoint, unique};
@@ -424,7 +424,6 @@ async fn replica_cleanup_uses_the_recorded_connection_and_never_mistakes_another
     use keyfleet::api::AwsReplicaKey;
     use keyfleet::kms::KmsClients;
     use kms_model::{KmsModel, ModelConfig};
-    use kube::ResourceExt;
     use support::replicas::{ReplicaScenario, wait_replica_ready};
 
     let account_a = KmsModel::start().await.unwrap();
@@ -537,4 +536,44 @@ async fn replica_cleanup_uses_the_recorded_connection_and_never_mistakes_another
         "PendingDeletion"
     );
     op.wait_events(&replica, &["KeyDeletionScheduled"]).await;
+}
+
+/// `--watch-namespaces`: the controller acts only in the namespaces it watches. A key in another
+/// namespace, created first, gets no status, no KMS key, and its Secret is never read, while a
+/// key created after it in a watched namespace becomes Ready (the proof that reconciles ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_acts_only_in_the_namespaces_it_watches() {
+    let (watched, other) = (unique("watched"), unique("other"));
+    let mut scoped = settings();
+    scoped.watch_namespaces = vec![watched.clone()];
+    let op = Operator::start_with(MemKube::new(), localstack_clients().await, scoped);
+    key(&op, &other, "outside", json!({})).await;
+    key(&op, &watched, "inside", json!({})).await;
+    wait_ready(&op.keys(&watched), "inside").await;
+    op.wait_events("inside", &["KeyReady"]).await;
+
+    let outside = op.keys(&other).get("outside").await.unwrap();
+    assert!(outside.status.is_none(), "{:?}", outside.status);
+    assert!(
+        outside.finalizers().is_empty(),
+        "{:?}",
+        outside.finalizers()
+    );
+    assert!(op.events_for("outside").is_empty());
+    let uid = outside.metadata.uid.clone().unwrap();
+    let kms = kms_client(DEFAULT_REGION).await;
+    assert!(kms_keys_owned_by(&kms, &uid).await.is_empty());
+    let secret_reads = op.kube.request_count(
+        Some(http::Method::GET),
+        &format!("/namespaces/{other}/secrets"),
+    );
+    assert_eq!(
+        secret_reads, 0,
+        "a Secret outside the watched namespaces was read"
+    );
+    let read_inside = op.kube.request_count(
+        Some(http::Method::GET),
+        &format!("/namespaces/{watched}/secrets"),
+    );
+    assert!(read_inside > 0, "the count sees Secret reads at all");
 }

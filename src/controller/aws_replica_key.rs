@@ -101,18 +101,14 @@ impl ManagedKey for AwsReplicaKey {
                 &Requester::of(scope.obj),
             )
             .await;
-        if let Some(key_id) = find_replica(
-            scope,
-            &primary_client,
-            &primary_arn,
-            &primary.uid().unwrap_or_default(),
-        )
-        .await?
+        if let Some((key_id, claim)) =
+            find_replica(scope, &primary_client, &primary_arn, &primary_uid).await?
         {
-            // A replica KMS made for this primary (tagged by it, or by this object).
+            // A replica KMS made for this primary (a ReplicateKey whose answer was lost, or a
+            // replica made outside keyfleet).
             return Ok(Located {
                 key_id,
-                claim: Claim::Adopted,
+                claim,
                 restore: true,
                 created: None,
             });
@@ -176,15 +172,17 @@ async fn primary(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Aw
 }
 
 /// The replica of `primary_arn` that already exists in the replica's region (listed by the
-/// primary), if this AwsReplicaKey may take it: adopted, never duplicated. A replica tagged
-/// with the primary AwsKey's uid is adoptable too: some KMS implementations copy the
-/// primary's tags to replicas.
+/// primary), if this AwsReplicaKey may take it, never duplicated; and the claim it is taken
+/// under. One tagged by this object or by the primary AwsKey (some KMS implementations copy
+/// the primary's tags to replicas) is this object's replica, e.g. after a ReplicateKey whose
+/// answer was lost: [`Claim::ReplicaOf`]. One of an earlier object of this name is taken
+/// over like an AwsKey's; one without keyfleet's tags is adopted.
 async fn find_replica(
     scope: &Scope<'_, AwsReplicaKey>,
     primary_client: &crate::kms::Client,
     primary_arn: &str,
     primary_uid: &str,
-) -> Result<Option<String>, Failure> {
+) -> Result<Option<(String, Claim)>, Failure> {
     let primary = observe::observe(primary_client, primary_arn, ReadDepth::DESCRIBE)
         .await
         .map_err(Failure::kms)?;
@@ -206,9 +204,18 @@ async fn find_replica(
                 "the replica {arn} is owned by {other}; keyfleet never takes a key from another owner"
             ),
         )),
-        _ => {
+        Ownership::Unowned => {
             info!(%arn, "adopting the existing replica");
-            Ok(Some(existing.key_id))
+            Ok(Some((existing.key_id, Claim::Adopted)))
+        }
+        Ownership::PreviousIncarnation => {
+            info!(%arn, "taking over the replica of an earlier object of this name");
+            Ok(Some((existing.key_id, Claim::PreviousIncarnation)))
+        }
+        _ => {
+            info!(%arn, "taking over the replica made for this object");
+            let claim = Claim::ReplicaOf(primary_uid.to_string());
+            Ok(Some((existing.key_id, claim)))
         }
     }
 }

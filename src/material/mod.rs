@@ -37,9 +37,6 @@ pub const MAX_SECRET_VALUE_BYTES: usize = 64 * 1024;
 /// Why key material was refused. Messages say what to fix and never contain material bytes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MaterialError {
-    /// The Secret has no such data key (raised by callers that look the key up).
-    #[error("the Secret has no data key `{key}`; add the key material under that key")]
-    Missing { key: String },
     /// The Secret value (or its decoded form) is empty.
     #[error("the Secret value is empty; it must hold the key material")]
     Empty,
@@ -156,7 +153,7 @@ impl MaterialError {
     /// A stable CamelCase reason for Kubernetes conditions and events.
     pub fn reason(&self) -> &'static str {
         match self {
-            MaterialError::Missing { .. } | MaterialError::Empty => "MaterialMissing",
+            MaterialError::Empty => "MaterialMissing",
             MaterialError::TooLarge { .. } => "MaterialTooLarge",
             MaterialError::InvalidEncoding { .. } => "MaterialInvalidEncoding",
             MaterialError::WrongLength { .. } => "MaterialWrongLength",

@@ -124,6 +124,8 @@ pub struct FleetView {
     pub reasons: BTreeMap<String, usize>,
     /// uid → (kind, name, region, key id) of every object.
     pub objects: Vec<(String, &'static str, String, String, Option<String>)>,
+    /// `kind name: reason: message` of every object that is not Ready.
+    pub not_ready: Vec<String>,
 }
 
 pub async fn view(client: &kube::Client, namespace: &str) -> FleetView {
@@ -160,6 +162,15 @@ pub async fn view(client: &kube::Client, namespace: &str) -> FleetView {
         if let Some((ready, reason)) = ready_of(&status.conditions) {
             if ready == "True" {
                 v.ready += 1;
+            } else {
+                let message = status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Ready")
+                    .map(|c| c.message.as_str())
+                    .unwrap_or_default();
+                v.not_ready
+                    .push(format!("{kind} {name}: {reason}: {message}"));
             }
             *v.reasons.entry(reason).or_default() += 1;
         }
@@ -191,9 +202,10 @@ pub async fn wait_all_ready(
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "fleet not Ready after {timeout:?}: {}/{want} Ready; reasons now {:?}; seen {seen:?}",
+            "fleet not Ready after {timeout:?}: {}/{want} Ready; reasons now {:?}; seen {seen:?}; not Ready: {:#?}",
             v.ready,
-            v.reasons
+            v.reasons,
+            v.not_ready
         );
         tokio::time::sleep(poll).await;
     }

@@ -361,7 +361,11 @@ impl Operator {
     }
 }
 
-/// Every key in one KMS region by owner uid tag (one scan for many checks).
+/// Where [`kms_keys_by_owner`] lists keys without a keyfleet owner-uid tag.
+pub const UNTAGGED: &str = "(no owner-uid tag)";
+
+/// Every key in one KMS region by owner uid tag, those without one under [`UNTAGGED`] (one
+/// scan for many checks).
 pub async fn kms_keys_by_owner(kms: &aws_sdk_kms::Client) -> BTreeMap<String, Vec<String>> {
     let mut by_owner: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut marker = None;
@@ -372,16 +376,15 @@ pub async fn kms_keys_by_owner(kms: &aws_sdk_kms::Client) -> BTreeMap<String, Ve
             let id = key.key_id().unwrap_or_default();
             let tags = kms.list_resource_tags().key_id(id).send().await;
             let tags = tags.expect("ListResourceTags");
-            if let Some(t) = tags
+            let owner = tags
                 .tags()
                 .iter()
                 .find(|t| t.tag_key() == "keyfleet.dev/owner-uid")
-            {
-                by_owner
-                    .entry(t.tag_value().to_string())
-                    .or_default()
-                    .push(id.to_string());
-            }
+                .map_or(UNTAGGED, |t| t.tag_value());
+            by_owner
+                .entry(owner.to_string())
+                .or_default()
+                .push(id.to_string());
         }
         match page.next_marker {
             Some(m) if page.truncated => marker = Some(m),

@@ -1,5 +1,6 @@
-//! Scheduled faults: a request of an operation answered with AccessDenied, a throttle, a 500
-//! before the call takes effect, or a 500 after it did (the answer is lost).
+//! Scheduled faults: a request of an operation answered with AccessDenied, a throttle, another
+//! refusal, a 500 before the call takes effect, a 500 after it did (the answer is lost), or an
+//! answer with a corrupted field.
 
 /// What happens to a request the fault catches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,6 +13,14 @@ pub enum FaultKind {
     AccessDenied,
     /// A 400 ThrottlingException, as if over the quota; the call does not take effect.
     Throttle,
+    /// A 400 with this error code (`LimitExceededException`, `KMSInvalidStateException`, ...),
+    /// for refusals the model does not reach on its own (an account quota, a state AWS enters
+    /// briefly); the call does not take effect.
+    Refuse(&'static str),
+    /// The call takes effect, and the answer's field of this name (e.g. the `PublicKey` of
+    /// GetParametersForImport) comes back as bytes that mean nothing: an answer corrupted on
+    /// the way, or from an endpoint that only imitates KMS.
+    CorruptAnswer(&'static str),
 }
 
 /// A fault for the next `remaining` requests of an operation (in one Region, or any).

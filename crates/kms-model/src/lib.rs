@@ -267,6 +267,11 @@ impl KmsModel {
         lock(&self.shared.faults).push(fault);
     }
 
+    /// Drops every fault not used up yet (KMS recovers).
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
+    }
+
     /// Faults scheduled and not used up yet.
     pub fn pending_faults(&self) -> Vec<Fault> {
         lock(&self.shared.faults)

@@ -212,6 +212,12 @@ async fn handle(shared: &Arc<Shared>, req: Request<Body>) -> Response<Body> {
             record(shared, entry);
             return error_response(&e);
         }
+        Some(FaultKind::Refuse(code)) => {
+            let e = KmsError::new(code, format!("kms:{operation} refused (injected fault)"));
+            entry.error = Some(e.code.to_string());
+            record(shared, entry);
+            return error_response(&e);
+        }
         Some(FaultKind::AccessDenied) => {
             let e = KmsError::new(
                 "AccessDeniedException",
@@ -268,6 +274,11 @@ async fn handle(shared: &Arc<Shared>, req: Request<Body>) -> Response<Body> {
             );
             entry.error = Some(e.code.to_string());
             error_response(&e)
+        }
+        (Ok(v), Some(FaultKind::CorruptAnswer(field))) if v.get(field).is_some() => {
+            let mut corrupted = v.clone();
+            corrupted[field] = crate::params::b64(b"corrupted by an injected fault");
+            respond(StatusCode::OK, CONTENT_TYPE, corrupted.to_string())
         }
         (Ok(v), _) => respond(StatusCode::OK, CONTENT_TYPE, v.to_string()),
         (Err(e), _) => {

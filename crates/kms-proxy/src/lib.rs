@@ -40,6 +40,10 @@ pub struct ProxyConfig {
     pub fault_rate: f64,
     /// Seed of the fault dice.
     pub seed: u64,
+    /// Scheduled faults, whatever the dice say: the answers of the first requests of these
+    /// operations are lost after the call took effect (a 500 once KMS acted), one entry per
+    /// request, e.g. `["CreateKey", "ReplicateKey"]`, so that a run hits those paths for sure.
+    pub lose_answers: Vec<String>,
 }
 
 impl ProxyConfig {
@@ -49,6 +53,7 @@ impl ProxyConfig {
             quotas,
             fault_rate: 0.0,
             seed: 1,
+            lose_answers: Vec::new(),
         }
     }
 }
@@ -243,8 +248,15 @@ impl Shared {
             .or_default());
     }
 
-    fn roll(&self) -> Option<Fault> {
-        let rate = lock(&self.config).fault_rate;
+    /// The fault for a request of `op`: a scheduled lost answer first, else the dice.
+    fn roll(&self, op: &str) -> Option<Fault> {
+        let mut config = lock(&self.config);
+        if let Some(i) = config.lose_answers.iter().position(|o| o == op) {
+            config.lose_answers.remove(i);
+            return Some(Fault::LostAnswer);
+        }
+        let rate = config.fault_rate;
+        drop(config);
         let mut dice = lock(&self.dice);
         if dice.random::<f64>() >= rate {
             return None;
@@ -301,7 +313,7 @@ async fn handle(shared: &Shared, req: Request<Body>) -> Response<Body> {
         shared.count(&region, &op, |c| c.throttled += 1);
         return throttled();
     }
-    let fault = shared.roll();
+    let fault = shared.roll(&op);
     match fault {
         Some(Fault::Error) => {
             shared.count(&region, &op, |c| c.injected_errors += 1);

@@ -1,0 +1,239 @@
+//! Recovery where a reconcile cannot know what happened: a CreateKey whose answer was lost is
+//! found again by its owner tag among thousands of other keys (paged ListKeys), also when the
+//! AwsKey is deleted while the creation is still in doubt; a connection deleted before its
+//! keys keeps their finalizers until it returns (cleanup never guesses another); an expired
+//! import token is answered with fresh import parameters. On the strict KMS model where AWS
+//! behaviour matters, LocalStack otherwise.
+
+mod support;
+
+use std::time::Duration;
+
+use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec, KeySpec};
+use keyfleet::kms::KmsClients;
+use kms_model::{Fault, FaultKind, KmsModel};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, ResourceExt};
+use memkube::MemKube;
+use serde_json::json;
+use support::localstack::{DEFAULT_REGION, kms_client, unique};
+use support::operator::*;
+
+const NS: &str = "recovery";
+
+/// A fresh KMS model, and the operator on a fresh in-memory API talking to it.
+async fn on_model() -> (KmsModel, Operator) {
+    let model = KmsModel::start().await.unwrap();
+    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    (
+        model,
+        Operator::start_with(MemKube::new(), clients, settings()),
+    )
+}
+
+/// The model's keys whose owner-uid tag is `uid`, and how many keys it holds in all.
+fn owned_by(model: &KmsModel, uid: &str) -> (Vec<String>, usize) {
+    let keys = model.keys();
+    let owned = keys
+        .iter()
+        .filter(|k| k.tags.get("keyfleet.dev/owner-uid").map(String::as_str) == Some(uid))
+        .map(|k| k.key_id.clone())
+        .collect();
+    (owned, keys.len())
+}
+
+/// Waits until the model recorded a request of `operation` answered with `error`.
+async fn wait_request(model: &KmsModel, operation: &str, error: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !model
+        .requests_of(operation)
+        .iter()
+        .any(|r| r.error.as_deref() == Some(error))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {operation} answered {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_create_answer_is_found_again_among_thousands_of_keys() {
+    let (model, op) = on_model().await;
+    // 1,500 other keys: the one keyfleet makes is on ListKeys' second page (oldest first).
+    let others = model.create_keys(DEFAULT_REGION, 1500).len();
+    model.inject(Fault::once("CreateKey", FaultKind::LostAnswer));
+    let name = unique("lost");
+    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    let ready = wait_ready(&op.keys(NS), &name).await;
+
+    let uid = ready.uid().unwrap();
+    let (owned, total) = owned_by(&model, &uid);
+    assert_eq!(owned.len(), 1, "exactly one key for the object: {owned:?}");
+    assert_eq!(total, others + 1, "nothing else was created");
+    assert_eq!(
+        ready.status.unwrap().key_id.as_deref(),
+        Some(owned[0].as_str())
+    );
+    let creates = model.requests_of("CreateKey");
+    assert_eq!(creates.len(), 1, "no second CreateKey");
+    assert_eq!(creates[0].error.as_deref(), Some("KMSInternalException"));
+    assert!(creates[0].took_effect, "the lost answer's call took effect");
+    let pages: Vec<_> = model
+        .requests_of("ListKeys")
+        .into_iter()
+        .filter(|r| r.params.get("Marker").is_some())
+        .collect();
+    assert!(
+        !pages.is_empty(),
+        "the search never asked for a second page"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_awskey_deleted_while_its_creation_is_in_doubt_deletes_the_key_it_made() {
+    let (model, op) = on_model().await;
+    // The answer of CreateKey is lost, and the search for the key fails until KMS recovers.
+    model.inject(Fault::once("CreateKey", FaultKind::LostAnswer));
+    model.inject(Fault::always("ListKeys", FaultKind::ServerError));
+    let name = unique("doubt");
+    let key = create_key_with_material(
+        &op,
+        NS,
+        &name,
+        KeySpec::SymmetricDefault,
+        json!({"deletionPolicy": "Delete"}),
+    )
+    .await;
+    wait_request(&model, "CreateKey", "KMSInternalException").await;
+    wait_request(&model, "ListKeys", "KMSInternalException").await;
+    let keys = op.keys(NS);
+    let in_doubt = keys.get(&name).await.unwrap();
+    let status = in_doubt.status.unwrap_or_default();
+    assert!(
+        status.key_id.is_none() && status.create_started_at.is_some(),
+        "the creation is in doubt: {status:?}"
+    );
+    keys.delete(&name, &DeleteParams::default()).await.unwrap();
+    // Cleanup cannot know yet whether a key exists: the finalizer stays.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        keys.get_opt(&name).await.unwrap().is_some(),
+        "the finalizer was released while the key may exist"
+    );
+    model.clear_faults();
+    wait_gone(&keys, &name).await;
+
+    let uid = key.uid().unwrap();
+    let (owned, total) = owned_by(&model, &uid);
+    assert_eq!((owned.len(), total), (1, 1), "{owned:?} of {total}");
+    let made = model.key(DEFAULT_REGION, &owned[0]).unwrap();
+    assert_eq!(
+        made.key_state, "PendingDeletion",
+        "the key it made is deleted"
+    );
+    op.wait_events(&name, &["KeyDeletionScheduled"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_deleted_before_its_key_holds_the_cleanup_until_it_returns() {
+    let op = Operator::start(MemKube::new()).await;
+    let connections = Api::<AwsKms>::all(op.client.clone());
+    let conn = unique("conn");
+    let spec = AwsKmsSpec::new(AllowedNamespaces::all());
+    connections
+        .create(&PostParams::default(), &AwsKms::new(&conn, spec.clone()))
+        .await
+        .unwrap();
+    let ns = unique("recovery");
+    let name = unique("orphan");
+    let extra = json!({"kmsRef": {"name": conn}, "deletionPolicy": "Delete"});
+    create_key_with_material(&op, &ns, &name, KeySpec::SymmetricDefault, extra).await;
+    let keys = op.keys(&ns);
+    let ready = wait_ready(&keys, &name).await;
+    let key_id = ready.status.unwrap().key_id.clone().unwrap();
+
+    connections
+        .delete(&conn, &DeleteParams::default())
+        .await
+        .unwrap();
+    keys.delete(&name, &DeleteParams::default()).await.unwrap();
+    op.wait_events(&name, &["KmsConnectionNotFound"]).await;
+    let note = op
+        .events_for(&name)
+        .into_iter()
+        .find(|(_, reason, _)| reason == "KmsConnectionNotFound")
+        .map(|(kind, _, note)| format!("{kind}: {note}"))
+        .unwrap();
+    assert!(
+        note.starts_with("Warning: cannot clean up the KMS key") && note.contains(&conn),
+        "{note}"
+    );
+    assert!(
+        keys.get_opt(&name).await.unwrap().is_some(),
+        "the finalizer stays without the connection the key was made through"
+    );
+    let kms = kms_client(DEFAULT_REGION).await;
+    let described = kms.describe_key().key_id(&key_id).send().await.unwrap();
+    let state = described
+        .key_metadata()
+        .and_then(|m| m.key_state().cloned());
+    assert_eq!(
+        state.map(|s| s.as_str().to_string()).as_deref(),
+        Some("Enabled")
+    );
+
+    connections
+        .create(&PostParams::default(), &AwsKms::new(&conn, spec))
+        .await
+        .unwrap();
+    wait_gone(&keys, &name).await;
+    let described = kms.describe_key().key_id(&key_id).send().await.unwrap();
+    let state = described
+        .key_metadata()
+        .and_then(|m| m.key_state().cloned());
+    assert_eq!(
+        state.map(|s| s.as_str().to_string()).as_deref(),
+        Some("PendingDeletion")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_import_token_is_answered_with_fresh_import_parameters() {
+    let (model, op) = on_model().await;
+    model.inject(Fault::once(
+        "ImportKeyMaterial",
+        FaultKind::Refuse("ExpiredImportTokenException"),
+    ));
+    let name = unique("expired");
+    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    let ready = wait_ready(&op.keys(NS), &name).await;
+    let imports = model.requests_of("ImportKeyMaterial");
+    assert_eq!(imports.len(), 2, "{imports:?}");
+    assert_eq!(
+        imports[0].error.as_deref(),
+        Some("ExpiredImportTokenException")
+    );
+    assert_eq!(imports[1].error, None);
+    let params = model.requests_of("GetParametersForImport");
+    assert_eq!(params.len(), 2, "fresh parameters for the second import");
+    assert_ne!(
+        imports[0].params["ImportToken"], imports[1].params["ImportToken"],
+        "the second import used a new token"
+    );
+    let key_id = ready.status.unwrap().key_id.clone().unwrap();
+    assert_eq!(
+        model.key(DEFAULT_REGION, &key_id).unwrap().key_state,
+        "Enabled"
+    );
+    let reasons: Vec<String> = op
+        .events_for(&name)
+        .into_iter()
+        .map(|(_, reason, _)| reason)
+        .collect();
+    assert!(
+        !reasons.iter().any(|r| r.starts_with("Kms")),
+        "an expired token is not a refusal: {reasons:?}"
+    );
+}
