@@ -33,18 +33,20 @@ fn owned_by(model: &KmsModel, uid: &str) -> (Vec<String>, usize) {
 
 /// Waits until the model recorded a request of `operation` answered with `error`.
 async fn wait_request(model: &KmsModel, operation: &str, error: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !model
-        .requests_of(operation)
-        .iter()
-        .any(|r| r.error.as_deref() == Some(error))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {operation} answered {error}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let answered = async || {
+        model
+            .requests_of(operation)
+            .iter()
+            .any(|r| r.error.as_deref() == Some(error))
+    };
+    let what = format!("no {operation} answered {error}");
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        &what,
+        answered,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -108,31 +108,17 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
     delete_material(&kms, &arn).await;
     let meta = describe(&kms, &arn).await;
     assert_eq!(meta.key_state().map(|s| s.as_str()), Some("PendingImport"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let meta = describe(&kms, &arn).await;
-        if meta.key_state().map(|s| s.as_str()) == Some("Enabled") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the replica was not re-imported"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let enabled = async || key_state(&kms, &arn).await == "Enabled";
+    let (timeout, every) = (Duration::from_secs(30), Duration::from_millis(200));
+    eventually(timeout, every, "the replica was not re-imported", enabled).await;
     assert_eq!(
         decrypt(&kms, Some(&arn), ciphertext).await,
         Some(b"multi-region secret".to_vec())
     );
     op.wait_events(&name, &["MaterialImported"]).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while op.event_count(&name, "MaterialImported") != imports_before + 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "expected exactly one more import"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let one_more = async || op.event_count(&name, "MaterialImported") == imports_before + 1;
+    let (timeout, every) = (Duration::from_secs(10), Duration::from_millis(100));
+    eventually(timeout, every, "expected exactly one more import", one_more).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -505,3 +505,17 @@ impl ModelHarness {
         ModelHarness { model, op, kms }
     }
 }
+
+/// Polls `check` every `every` until it holds; fails the test with `what` after `timeout`.
+pub async fn eventually(
+    timeout: Duration,
+    every: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(every).await;
+    }
+}
