@@ -71,6 +71,14 @@ impl TestToken {
         }
     }
 
+    /// The token's pool with a new extractable `spec` key labelled `<prefix>-…`, and that label.
+    pub fn pool_with_key(&self, spec: KeySpec, prefix: &str) -> (Arc<TokenPool>, String) {
+        let pool = self.pool();
+        let label = super::localstack::unique(prefix);
+        create_key(&pool, spec, &label, true);
+        (pool, label)
+    }
+
     /// The logged-in session pool of the test token.
     pub fn pool(&self) -> Arc<TokenPool> {
         TokenPool::open(&self.config(), self.pin.as_bytes()).expect("open the SoftHSM2 token")
@@ -80,10 +88,7 @@ impl TestToken {
 /// The test token's pool with a new extractable `spec` key labelled `<prefix>-…`, and that
 /// label; `None` after printing why the test is skipped.
 pub fn pool_with_key(spec: KeySpec, prefix: &str) -> Option<(Arc<TokenPool>, String)> {
-    let pool = token()?.pool();
-    let label = super::localstack::unique(prefix);
-    create_key(&pool, spec, &label, true);
-    Some((pool, label))
+    Some(token()?.pool_with_key(spec, prefix))
 }
 
 /// DER CKA_EC_PARAMS (named curve OID) of an ECC spec.
