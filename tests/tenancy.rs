@@ -437,8 +437,15 @@ async fn replica_cleanup_uses_the_recorded_connection_and_never_mistakes_another
     let clients = KmsClients::from_config(support::localstack::sdk_config(&account_a.url()));
     let op = Operator::start_with(MemKube::new(), clients, custom);
     let connections = Api::<AwsKms>::all(op.client.clone());
-    let repoint = |role_account: &str, url: String| json!({"spec": {"roleArn": format!("arn:aws:iam::{role_account}:role/keyfleet"), "endpointUrl": url}});
     let conn = unique("account-b");
+    // Points the connection at the role of `role_account` and at the KMS model behind `url`.
+    let repoint = async |role_account: &str, url: String| {
+        let patch = json!({"spec": {"roleArn": format!("arn:aws:iam::{role_account}:role/keyfleet"), "endpointUrl": url}});
+        connections
+            .patch(&conn, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+    };
     let mut spec = AwsKmsSpec::new(AllowedNamespaces::all());
     spec.role_arn = Some("arn:aws:iam::222233334444:role/keyfleet".into());
     spec.endpoint_url = Some(account_b.url());
@@ -480,14 +487,7 @@ async fn replica_cleanup_uses_the_recorded_connection_and_never_mistakes_another
     wait_gone(&keys, &primary).await;
 
     // The recorded connection is repointed to account A, where the replica does not exist.
-    connections
-        .patch(
-            &conn,
-            &PatchParams::default(),
-            &Patch::Merge(repoint("111122223333", account_a.url())),
-        )
-        .await
-        .unwrap();
+    repoint("111122223333", account_a.url()).await;
     let replicas = Api::<AwsReplicaKey>::namespaced(op.client.clone(), &ns);
     replicas
         .delete(&replica, &DeleteParams::default())
@@ -522,14 +522,7 @@ async fn replica_cleanup_uses_the_recorded_connection_and_never_mistakes_another
     );
 
     // Restored: cleanup runs through the connection again and deletes the replica in B.
-    connections
-        .patch(
-            &conn,
-            &PatchParams::default(),
-            &Patch::Merge(repoint("222233334444", account_b.url())),
-        )
-        .await
-        .unwrap();
+    repoint("222233334444", account_b.url()).await;
     wait_gone(&replicas, &replica).await;
     assert_eq!(
         account_b.key("eu-west-1", &key_id).unwrap().key_state,
