@@ -244,30 +244,38 @@ fn stalled_reconciling_deletion_and_stale_status() {
     let Some(r) = assess(&cases) else {
         return;
     };
-    let status = |name: &str| r[name].0.as_str();
+    // Health of each case. Being deleted is Progressing, never Healthy, whatever Ready said
+    // before.
+    let health = [
+        ("stalled", "Degraded"),
+        ("stalled-waiting", "Degraded"),
+        ("stalled-false", "Healthy"),
+        ("reconciling", "Progressing"),
+        ("reconciling-false", "Healthy"),
+        ("deleting", "Progressing"),
+        ("stale", "Progressing"),
+        ("no-status", "Progressing"),
+        ("no-conditions", "Progressing"),
+        ("only-other-conditions", "Progressing"),
+        ("ready-unknown", "Progressing"),
+        ("awskms", "Degraded"),
+        ("no-message", "Healthy"),
+    ];
+    for (name, expected) in health {
+        assert_eq!(r[name].0, expected, "{name}");
+    }
     let message = |name: &str| r[name].1.as_str();
-    assert_eq!(status("stalled"), "Degraded");
     assert_eq!(message("stalled"), "MaterialMismatch: the Secret changed");
-    assert_eq!(status("stalled-waiting"), "Degraded");
-    assert_eq!(status("stalled-false"), "Healthy");
-    assert_eq!(status("reconciling"), "Progressing");
     assert_eq!(message("reconciling"), "Importing: importing key material");
-    assert_eq!(status("reconciling-false"), "Healthy");
-    // Being deleted is Progressing, never Healthy, whatever Ready said before.
-    assert_eq!(status("deleting"), "Progressing");
     assert!(
-        r["deleting"].1.contains("deletionPolicy"),
+        message("deleting").contains("deletionPolicy"),
         "{:?}",
         r["deleting"]
     );
-    assert_eq!(status("stale"), "Progressing");
-    assert_eq!(r["stale"].1, "keyfleet has not seen the latest spec yet");
-    assert_eq!(status("no-status"), "Progressing");
-    assert_eq!(status("no-conditions"), "Progressing");
-    assert_eq!(status("only-other-conditions"), "Progressing");
-    assert_eq!(status("ready-unknown"), "Progressing");
-    assert_eq!(status("awskms"), "Degraded");
-    assert_eq!(status("no-message"), "Healthy");
+    assert_eq!(
+        message("stale"),
+        "keyfleet has not seen the latest spec yet"
+    );
     assert_eq!(message("no-message"), "KeyReady");
 }
 
