@@ -215,16 +215,7 @@ impl Metrics {
         expires_at: Option<jiff::Timestamp>,
     ) {
         let labels = key_labels(kind, namespace, name);
-        match expires_at {
-            Some(t) => {
-                self.material_expiration
-                    .get_or_create(&labels)
-                    .set(t.as_second());
-            }
-            None => {
-                self.material_expiration.remove(&labels);
-            }
-        }
+        set_timestamp(&self.material_expiration, &labels, expires_at);
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         let id = (kind, namespace.to_string(), name.to_string());
         match state {
@@ -271,16 +262,7 @@ impl Metrics {
         at: Option<jiff::Timestamp>,
     ) {
         let labels = key_labels(kind, namespace, name);
-        match at {
-            Some(t) => {
-                self.material_renewal
-                    .get_or_create(&labels)
-                    .set(t.as_second());
-            }
-            None => {
-                self.material_renewal.remove(&labels);
-            }
-        }
+        set_timestamp(&self.material_renewal, &labels, at);
     }
 
     /// Whether this replica leads. Losing the lead drops every per-key series: the new leader
@@ -456,6 +438,22 @@ impl Collector for ProcessCollector {
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
         Ok(())
+    }
+}
+
+/// Sets a key's Unix-time gauge in `family`, or removes the key's series when there is no time.
+fn set_timestamp(
+    family: &Family<KeyLabels, Gauge>,
+    labels: &KeyLabels,
+    at: Option<jiff::Timestamp>,
+) {
+    match at {
+        Some(t) => {
+            family.get_or_create(labels).set(t.as_second());
+        }
+        None => {
+            family.remove(labels);
+        }
     }
 }
 

@@ -347,6 +347,7 @@ pub fn may_modify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyfleet_testkit::labels;
     use serde_json::json;
 
     fn owner() -> Owner {
@@ -356,13 +357,6 @@ mod tests {
             name: "orders".into(),
             uid: "uid-1".into(),
         }
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

@@ -78,12 +78,7 @@ end"#,
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("driver.lua");
     std::fs::write(&path, driver).unwrap();
-    let out = Command::new(bin).arg(&path).output().unwrap();
-    assert!(
-        out.status.success(),
-        "lua failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = tools::run_ok(Command::new(bin).arg(&path), "lua");
     let results: BTreeMap<String, (String, String)> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -158,6 +153,19 @@ fn every_documented_reason_gets_its_documented_health() {
     assert_eq!(results["MaterialMismatch"].0, "Degraded");
 }
 
+/// A key whose failure needs a change: Ready=False and Stalled=True with the same reason.
+fn stalled(reason: &str, message: &str) -> Value {
+    key(vec![
+        condition("Ready", "False", reason, message),
+        condition("Stalled", "True", reason, message),
+    ])
+}
+
+/// The kstatus condition `type_` (Stalled, Reconciling) of a Ready key: False, KeyReady.
+fn settled(type_: &str) -> Value {
+    condition(type_, "False", "KeyReady", "")
+}
+
 #[test]
 fn stalled_reconciling_deletion_and_stale_status() {
     let ready_true = condition("Ready", "True", "KeyReady", "the key is Enabled");
@@ -205,35 +213,16 @@ fn stalled_reconciling_deletion_and_stale_status() {
         // kstatus: Stalled=True carries the Ready reason of a failure that needs a change.
         (
             "stalled".into(),
-            key(vec![
-                condition("Ready", "False", "MaterialMismatch", "the Secret changed"),
-                condition("Stalled", "True", "MaterialMismatch", "the Secret changed"),
-            ]),
+            stalled("MaterialMismatch", "the Secret changed"),
         ),
         // Stalled wins even over a reason that would otherwise read as in progress.
         (
             "stalled-waiting".into(),
-            key(vec![
-                condition(
-                    "Ready",
-                    "False",
-                    "PrimaryNotReady",
-                    "the primary is missing",
-                ),
-                condition(
-                    "Stalled",
-                    "True",
-                    "PrimaryNotReady",
-                    "the primary is missing",
-                ),
-            ]),
+            stalled("PrimaryNotReady", "the primary is missing"),
         ),
         (
             "stalled-false".into(),
-            key(vec![
-                ready_true.clone(),
-                condition("Stalled", "False", "KeyReady", ""),
-            ]),
+            key(vec![ready_true.clone(), settled("Stalled")]),
         ),
         (
             "reconciling".into(),
@@ -244,10 +233,7 @@ fn stalled_reconciling_deletion_and_stale_status() {
         ),
         (
             "reconciling-false".into(),
-            key(vec![
-                ready_true.clone(),
-                condition("Reconciling", "False", "KeyReady", ""),
-            ]),
+            key(vec![ready_true.clone(), settled("Reconciling")]),
         ),
         ("deleting".into(), deleting),
         ("stale".into(), stale),
@@ -279,47 +265,46 @@ fn stalled_reconciling_deletion_and_stale_status() {
     let Some(r) = assess(&cases) else {
         return;
     };
-    let status = |name: &str| r[name].0.as_str();
-    assert_eq!(
-        r["stalled"],
-        (
-            "Degraded".into(),
-            "MaterialMismatch: the Secret changed".into()
-        )
-    );
-    assert_eq!(status("stalled-waiting"), "Degraded");
-    assert_eq!(status("stalled-false"), "Healthy");
-    assert_eq!(
-        r["reconciling"],
-        (
-            "Progressing".into(),
-            "Importing: importing key material".into()
-        )
-    );
-    assert_eq!(status("reconciling-false"), "Healthy");
-    // Being deleted is Progressing, never Healthy, whatever Ready said before.
-    assert_eq!(status("deleting"), "Progressing");
+    // Health of each case. Being deleted is Progressing, never Healthy, whatever Ready said
+    // before.
+    let health = [
+        ("stalled", "Degraded"),
+        ("stalled-waiting", "Degraded"),
+        ("stalled-false", "Healthy"),
+        ("reconciling", "Progressing"),
+        ("reconciling-false", "Healthy"),
+        ("deleting", "Progressing"),
+        ("stale", "Progressing"),
+        ("no-status", "Progressing"),
+        ("no-conditions", "Progressing"),
+        ("only-other-conditions", "Progressing"),
+        ("ready-unknown", "Progressing"),
+        ("awskms", "Degraded"),
+        ("template-ok", "Healthy"),
+        ("template-invalid", "Degraded"),
+        ("no-message", "Healthy"),
+    ];
+    for (name, expected) in health {
+        assert_eq!(r[name].0, expected, "{name}");
+    }
+    let message = |name: &str| r[name].1.as_str();
+    assert_eq!(message("stalled"), "MaterialMismatch: the Secret changed");
+    assert_eq!(message("reconciling"), "Importing: importing key material");
     assert!(
-        r["deleting"].1.contains("deletionPolicy"),
+        message("deleting").contains("deletionPolicy"),
         "{:?}",
         r["deleting"]
     );
-    assert_eq!(status("stale"), "Progressing");
-    assert_eq!(r["stale"].1, "keyfleet has not seen the latest spec yet");
-    assert_eq!(status("no-status"), "Progressing");
-    assert_eq!(status("no-conditions"), "Progressing");
-    assert_eq!(status("only-other-conditions"), "Progressing");
-    assert_eq!(status("ready-unknown"), "Progressing");
-    assert_eq!(status("awskms"), "Degraded");
-    assert_eq!(status("template-ok"), "Healthy");
     assert_eq!(
-        r["template-invalid"],
-        (
-            "Degraded".into(),
-            format!("PolicyTemplateInvalid: {invalid}")
-        )
+        message("stale"),
+        "keyfleet has not seen the latest spec yet"
     );
-    assert_eq!(r["no-message"], ("Healthy".into(), "KeyReady".into()));
+    assert_eq!(message("no-message"), "KeyReady");
+    assert_eq!(message("template-ok"), "Rendered: renders into a key policy");
+    assert_eq!(
+        message("template-invalid"),
+        format!("PolicyTemplateInvalid: {invalid}")
+    );
 }
 
 /// The `resource.customizations` snippet registers the script, verbatim, for every keyfleet

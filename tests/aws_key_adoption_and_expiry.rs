@@ -3,32 +3,16 @@
 
 mod support;
 
-use aws_sdk_kms::types::{ExpirationModelType, OriginType, Tag};
+use aws_sdk_kms::types::ExpirationModelType;
 use keyfleet::api::KeySpec;
 use kube::api::{Patch, PatchParams};
 
 use serde_json::json;
 use support::localstack::unique;
 use support::operator::*;
+use support::outside::{adopt_by, created_arn, external_key, tag};
 
 const NS: &str = "team-a";
-
-fn tag(k: &str, v: &str) -> Tag {
-    Tag::builder().tag_key(k).tag_value(v).build().unwrap()
-}
-
-async fn external_key(kms: &aws_sdk_kms::Client, tags: Vec<Tag>) -> String {
-    let request = kms.create_key().origin(OriginType::External);
-    created_arn(request.set_tags(Some(tags))).await
-}
-
-/// The ARN of the key `request` creates.
-async fn created_arn(
-    request: aws_sdk_kms::operation::create_key::builders::CreateKeyFluentBuilder,
-) -> String {
-    let created = request.send().await.unwrap();
-    created.key_metadata.unwrap().arn().unwrap().to_string()
-}
 
 /// Applies an AwsKey `<prefix>-…` (and its Secret) that adopts `arn`; returns its name.
 async fn adopting_key(op: &Operator, prefix: &str, arn: &str) -> String {
@@ -45,14 +29,7 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
     // Unowned EXTERNAL key, still waiting for material, consenting to this AwsKey: adopted,
     // imported, tagged.
     let name = unique("adopt");
-    let arn = external_key(
-        &kms,
-        vec![
-            tag("cost-center", "42"),
-            tag("keyfleet.dev/adopt-by", &format!("{NS}/{name}")),
-        ],
-    )
-    .await;
+    let arn = external_key(&kms, vec![tag("cost-center", "42"), adopt_by(NS, &name)]).await;
     let created = create_key_with_material(
         &op,
         NS,
@@ -111,16 +88,7 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
     // A key with AWS-generated material cannot take imported material, even when it consents
     // to the adoption.
     let name = unique("native");
-    let native = created_arn(
-        kms.create_key().tags(
-            Tag::builder()
-                .tag_key("keyfleet.dev/adopt-by")
-                .tag_value(format!("{NS}/{name}"))
-                .build()
-                .unwrap(),
-        ),
-    )
-    .await;
+    let native = created_arn(kms.create_key().tags(adopt_by(NS, &name))).await;
     let adopt = json!({"adoptKeyArn": native});
     create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, adopt).await;
     let incompatible = wait_reason(&api, &name, "KeyIncompatible").await;

@@ -269,15 +269,7 @@ async fn every_bad_input_yields_its_reason_an_event_and_no_key() {
 
     for (reason, name, _) in &created {
         let key = wait_reason(&api, name, reason).await;
-        let condition = key
-            .status
-            .as_ref()
-            .unwrap()
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .unwrap()
-            .clone();
+        let condition = ready_condition(&key.status.as_ref().unwrap().conditions).clone();
         assert!(!condition.message.is_empty(), "{reason}: empty message");
         assert!(
             key.status.as_ref().unwrap().key_id.is_none(),

@@ -30,19 +30,7 @@ async fn wait_kms(
     what: &str,
     check: impl Fn(&AwsKms) -> bool,
 ) -> AwsKms {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let kms = api.get(name).await.unwrap();
-        if check(&kms) {
-            return kms;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: timed out waiting for {what}; status {:#?}",
-            kms.status
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(api, name, Duration::from_secs(60), what, check).await
 }
 
 /// `kubectl wait --for=condition=Ready awskms/<name>`: Ready=True for the current generation.
@@ -109,11 +97,7 @@ async fn connections_report_whether_keyfleet_can_act_through_them() {
             .is_some_and(|a| a.ends_with(&format!(":assumed-role/keyfleet-kms/kf..{role}"))),
         "{status:?}"
     );
-    let ready = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = ready_condition(&status.conditions);
     assert!(
         ready
             .message
@@ -132,15 +116,7 @@ async fn connections_report_whether_keyfleet_can_act_through_them() {
         condition(&kms, "Stalled"),
         Some(("True".into(), "RegionInvalid".into()))
     );
-    let ready = kms
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap()
-        .clone();
+    let ready = ready_condition(&kms.status.as_ref().unwrap().conditions).clone();
     assert!(
         ready.message.contains("eu-west;") || ready.message.contains("eu-west "),
         "{ready:?}"

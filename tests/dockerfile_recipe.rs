@@ -9,12 +9,15 @@
 //! What it does not cover: pulling the base images, the release profile's codegen, the runtime
 //! stage (only checked statically below: pinned digests, labels, the binary path, the uid).
 
+// Only root() and run_ok() of the tool helpers are used here.
+#[allow(dead_code)]
+#[path = "support/tools.rs"]
+mod tools;
+
 use std::path::Path;
 use std::process::Command;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use tools::{root, run_ok};
 
 /// The exact cargo invocation the issue prescribes for the image.
 const BUILD: &str = "cargo build --release --locked -p keyfleet --bin keyfleet";
@@ -93,21 +96,26 @@ fn copy_into(from: &Path, to: &Path) {
 }
 
 fn cargo(dir: &Path, args: &[&str]) {
-    let out = Command::new(env!("CARGO"))
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
         .args(args)
         .current_dir(dir)
         // Shared with this checkout: dependencies are already built; only the copied crate
         // itself is checked again.
         .env("CARGO_TARGET_DIR", root().join("target"))
         .env_remove("CARGO_MANIFEST_DIR")
-        .env_remove("CARGO_PKG_NAME")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cargo {args:?} in the replayed build context failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        .env_remove("CARGO_PKG_NAME");
+    run_ok(
+        &mut cargo,
+        &format!("cargo {args:?} in the replayed build context"),
     );
+}
+
+/// Runs `scripts/cargo-stubs` in the replayed build context, as the Dockerfile's RUN does.
+fn cargo_stubs(context: &Path) {
+    let mut stubs = Command::new("sh");
+    stubs.arg("scripts/cargo-stubs").current_dir(context);
+    run_ok(&mut stubs, "scripts/cargo-stubs");
 }
 
 #[test]
@@ -166,16 +174,7 @@ fn the_builder_stage_builds_from_exactly_what_it_copies() {
                         // Not replayed: they act on release artifacts a check does not make
                         // (and the shared target directory must keep its own).
                     } else if command == "scripts/cargo-stubs" {
-                        let out = Command::new("sh")
-                            .arg(command)
-                            .current_dir(&context)
-                            .output()
-                            .unwrap();
-                        assert!(
-                            out.status.success(),
-                            "{}",
-                            String::from_utf8_lossy(&out.stderr)
-                        );
+                        cargo_stubs(&context);
                     } else {
                         panic!("the replay does not know this RUN command: {command:?}");
                     }
@@ -251,16 +250,7 @@ fn the_stub_layer_resolves_the_workspace_without_sources() {
         !out.status.success(),
         "the manifests alone should not resolve"
     );
-    let out = Command::new("sh")
-        .arg("scripts/cargo-stubs")
-        .current_dir(&context)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cargo_stubs(&context);
     for stub in [
         "src/main.rs",
         "src/lib.rs",

@@ -389,24 +389,8 @@ fn api_reference() -> String {
                     "cluster-scoped"
                 },
                 names["plural"].as_str().unwrap(),
-                names["shortNames"]
-                    .as_array()
-                    .map(|n| {
-                        n.iter()
-                            .map(|s| format!("`{}`", s.as_str().unwrap()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_else(|| "none".into()),
-                names["categories"]
-                    .as_array()
-                    .map(|n| {
-                        n.iter()
-                            .map(|s| format!("`{}`", s.as_str().unwrap()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_else(|| "none".into()),
+                code_list(&names["shortNames"]),
+                code_list(&names["categories"]),
             )
             .unwrap();
             if let Some(d) = schema["description"].as_str() {
@@ -558,4 +542,17 @@ fn documentation_links_resolve() {
         readme < 15 * 1024,
         "README.md is {readme} bytes; move detail to docs/"
     );
+}
+
+/// A list of names as inline code, comma-separated; `none` when there is no list.
+fn code_list(names: &Value) -> String {
+    names
+        .as_array()
+        .map(|n| {
+            n.iter()
+                .map(|s| format!("`{}`", s.as_str().unwrap()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|| "none".into())
 }

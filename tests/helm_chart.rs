@@ -1704,15 +1704,11 @@ fn chart_metadata_lists_sources_maintainers_and_the_crds() {
         writeln!(file, "---\n{}", serde_saphyr::to_string(example).unwrap()).unwrap();
     }
     file.flush().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_keyfleet"))
-        .args(["validate", "-f", file.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "keyfleet validate on the Artifact Hub examples:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut validate = Command::new(env!("CARGO_BIN_EXE_keyfleet"));
+    validate.args(["validate", "-f", file.path().to_str().unwrap()]);
+    tools::run_ok(
+        &mut validate,
+        "keyfleet validate on the Artifact Hub examples",
     );
 }
 

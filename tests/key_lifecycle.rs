@@ -13,27 +13,19 @@ mod support;
 
 use std::time::Duration;
 
-use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::{KeyState, MacAlgorithmSpec, OriginType, Tag};
+use aws_sdk_kms::types::{KeyState, OriginType};
 use keyfleet::api::{KeyFamily, KeySpec, MaterialEncoding};
-use keyfleet::kms::KmsClients;
 use keyfleet::material::KeyMaterial;
 use keyfleet_testkit::material::generate_secret_value;
-use memkube::MemKube;
 use serde_json::json;
+use support::kms_use::{decrypt, encrypt, generate_mac, public_key};
 use support::localstack::{DEFAULT_REGION, unique};
 use support::operator::*;
+use support::outside::{
+    adopt_by, delete_material, external_key, import_other_material, schedule_deletion,
+};
 
 const NS: &str = "team-a";
-
-fn mac_algorithm(spec: KeySpec) -> MacAlgorithmSpec {
-    match spec {
-        KeySpec::Hmac224 => MacAlgorithmSpec::HmacSha224,
-        KeySpec::Hmac256 => MacAlgorithmSpec::HmacSha256,
-        KeySpec::Hmac384 => MacAlgorithmSpec::HmacSha384,
-        _ => MacAlgorithmSpec::HmacSha512,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_key_spec_is_created_external_imported_and_usable() {
@@ -80,47 +72,24 @@ async fn every_key_spec_is_created_external_imported_and_usable() {
 
         match spec.family() {
             KeyFamily::Rsa | KeyFamily::Ecc => {
-                let public = kms.get_public_key().key_id(&arn).send().await.unwrap();
                 assert_eq!(
-                    public.public_key().map(|b| b.as_ref().to_vec()),
+                    public_key(&kms, &arn).await,
                     material.public_key_der(),
                     "{spec}: KMS public key differs from the Secret's"
                 );
             }
             KeyFamily::Hmac => {
                 let message = b"keyfleet probe";
-                let mac = kms
-                    .generate_mac()
-                    .key_id(&arn)
-                    .mac_algorithm(mac_algorithm(*spec))
-                    .message(Blob::new(message.to_vec()))
-                    .send()
-                    .await
-                    .unwrap();
                 assert_eq!(
-                    mac.mac().map(|b| b.as_ref().to_vec()),
+                    generate_mac(&kms, &arn, *spec, message).await,
                     material.hmac(message),
                     "{spec}: KMS MAC differs from a local HMAC of the Secret"
                 );
             }
             KeyFamily::Symmetric => {
-                let ciphertext = kms
-                    .encrypt()
-                    .key_id(&arn)
-                    .plaintext(Blob::new(b"hello".to_vec()))
-                    .send()
-                    .await
-                    .unwrap()
-                    .ciphertext_blob
-                    .unwrap();
-                let plain = kms
-                    .decrypt()
-                    .ciphertext_blob(ciphertext)
-                    .send()
-                    .await
-                    .unwrap();
+                let ciphertext = encrypt(&kms, &arn, b"hello").await;
                 assert_eq!(
-                    plain.plaintext().map(|b| b.as_ref().to_vec()),
+                    decrypt(&kms, None, ciphertext).await,
                     Some(b"hello".to_vec())
                 );
             }
@@ -378,14 +347,7 @@ async fn a_secret_change_to_other_material_is_refused_as_material_mismatch() {
         .unwrap();
     assert_eq!(after.material_fingerprint, before.material_fingerprint);
     assert_eq!(after.key_id, before.key_id);
-    let meta = kms
-        .describe_key()
-        .key_id(after.key_id.as_deref().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap();
+    let meta = describe(&kms, after.key_id.as_deref().unwrap()).await;
     assert_eq!(meta.key_state().map(|s| s.as_str()), Some("Enabled"));
     let imports_after = op.event_count(&name, "MaterialImported");
     assert_eq!(
@@ -411,12 +373,7 @@ async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced(
     let created =
         create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
     let key_id = ready_key_id(&api, &name).await;
-    kms.schedule_key_deletion()
-        .key_id(&key_id)
-        .pending_window_in_days(7)
-        .send()
-        .await
-        .unwrap();
+    schedule_deletion(&kms, &key_id).await;
     let reported = wait_reason(&api, &name, "KeyPendingDeletion")
         .await
         .status
@@ -446,12 +403,6 @@ async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced(
 
 // What LocalStack does not do like AWS, on the strict KMS model (faults injected into it).
 
-/// The operator on the strict KMS model (crates/kms-model), per Region like against AWS.
-fn on_model(model: &kms_model::KmsModel) -> Operator {
-    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
-    Operator::start_with(MemKube::new(), clients, settings())
-}
-
 /// The requests of `operation` the model has seen, once no new ones come within 3 s.
 async fn settled(model: &kms_model::KmsModel, operation: &str) -> Vec<kms_model::RecordedRequest> {
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -468,12 +419,11 @@ async fn settled(model: &kms_model::KmsModel, operation: &str) -> Vec<kms_model:
 /// An AccessDeniedException injected into every CreateKey of the strict KMS model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn access_denied_is_reported_precisely_and_not_retried_in_a_loop() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    model.inject(kms_model::Fault::always(
+    let ModelHarness { model, op, .. } = ModelHarness::start([kms_model::Fault::always(
         "CreateKey",
         kms_model::FaultKind::AccessDenied,
-    ));
-    let op = on_model(&model);
+    )])
+    .await;
     let name = unique("denied");
     let created =
         create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
@@ -509,18 +459,11 @@ async fn access_denied_is_reported_precisely_and_not_retried_in_a_loop() {
 /// replacement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_deleted_outside_keyfleet_is_reported_as_key_gone_and_never_replaced() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let op = on_model(&model);
-    let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
+    let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
     let name = unique("gone");
     create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
     let key_id = ready_key_id(&op.keys(NS), &name).await;
-    kms.schedule_key_deletion()
-        .key_id(&key_id)
-        .pending_window_in_days(7)
-        .send()
-        .await
-        .unwrap();
+    schedule_deletion(&kms, &key_id).await;
     model.advance(Duration::from_secs(7 * 86_400 + 1));
     assert!(model.keys().is_empty(), "the key is deleted");
     let key = wait_reason(&op.keys(NS), &name, "KeyGone").await;
@@ -544,47 +487,11 @@ async fn a_key_deleted_outside_keyfleet_is_reported_as_key_gone_and_never_replac
 /// (IncorrectKeyMaterialException) → MaterialMismatch, not retried in a loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn incorrect_key_material_from_kms_is_material_mismatch() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let op = on_model(&model);
-    let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
+    let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
     let name = unique("incorrect");
-    let adopt_by = Tag::builder()
-        .tag_key("keyfleet.dev/adopt-by")
-        .tag_value(format!("{NS}/{name}"))
-        .build()
-        .unwrap();
-    let arn = kms
-        .create_key()
-        .origin(OriginType::External)
-        .tags(adopt_by)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .arn
-        .unwrap();
-    let earlier = KeyMaterial::from_secret_value(
-        KeySpec::SymmetricDefault,
-        MaterialEncoding::Raw,
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .unwrap();
-    let (algorithm, wrapping_key_spec) =
-        keyfleet::api::WrappingAlgorithm::default_for(KeySpec::SymmetricDefault);
-    let input = keyfleet::kms::execute::ImportInput {
-        material: &earlier,
-        algorithm,
-        wrapping_key_spec,
-    };
-    keyfleet::kms::execute::import_material(&kms, &arn, &input, None)
-        .await
-        .unwrap();
-    kms.delete_imported_key_material()
-        .key_id(&arn)
-        .send()
-        .await
-        .unwrap();
+    let arn = external_key(&kms, vec![adopt_by(NS, &name)]).await;
+    import_other_material(&kms, &arn, KeySpec::SymmetricDefault).await;
+    delete_material(&kms, &arn).await;
     let before = model.requests_of("ImportKeyMaterial").len();
     create_key_with_material(
         &op,
@@ -616,9 +523,12 @@ async fn incorrect_key_material_from_kms_is_material_mismatch() {
 /// failure, an event or a status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn throttling_is_retried_and_never_shown_as_a_failure() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    model.inject(kms_model::Fault::once("DescribeKey", kms_model::FaultKind::Throttle).times(6));
-    let op = on_model(&model);
+    let ModelHarness { model, op, .. } = ModelHarness::start([kms_model::Fault::once(
+        "DescribeKey",
+        kms_model::FaultKind::Throttle,
+    )
+    .times(6)])
+    .await;
     let name = unique("throttled");
     create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
     let ready = wait_ready(&op.keys(NS), &name).await;
@@ -645,8 +555,7 @@ async fn throttling_is_retried_and_never_shown_as_a_failure() {
 /// default wrapping (RSAES_OAEP_SHA_256, RSA_2048) and sends the expiry; KMS reports it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrapping() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let op = on_model(&model);
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     let name = unique("validto");
     let valid_to = jiff::Timestamp::now().as_second() + 86_400;
     let expiry = json!({
@@ -691,9 +600,7 @@ async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrappin
 /// keyfleet reports it and does not fight it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_primary_pending_replica_deletion_is_reported_not_fought() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let op = on_model(&model);
-    let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
+    let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
     let name = unique("pending-replica-deletion");
     create_key_with_material(
         &op,
@@ -710,14 +617,8 @@ async fn a_primary_pending_replica_deletion_is_reported_not_fought() {
         .send()
         .await
         .unwrap();
-    let scheduled = kms
-        .schedule_key_deletion()
-        .key_id(&key_id)
-        .pending_window_in_days(7)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(scheduled.key_state, Some(KeyState::PendingReplicaDeletion));
+    let scheduled = schedule_deletion(&kms, &key_id).await;
+    assert_eq!(scheduled, Some(KeyState::PendingReplicaDeletion));
     let reported = wait_reason(&op.keys(NS), &name, "KeyPendingDeletion").await;
     assert_eq!(
         reported.status.unwrap().key_state.as_deref(),

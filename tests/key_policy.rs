@@ -243,16 +243,11 @@ async fn each_policy_form_is_applied_read_back_and_hashed_in_status() {
         serde_saphyr::to_string(&key).unwrap()
     );
     std::fs::write(dir.path().join("policy.yaml"), manifests).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyfleet"))
+    let mut render = std::process::Command::new(env!("CARGO_BIN_EXE_keyfleet"));
+    render
         .args(["render-policy", "-o", "json", "--key-arn", &tpl_arn, "-f"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(dir.path());
+    let out = support::tools::run_ok(&mut render, "keyfleet render-policy");
     let previews: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(previews[0]["name"], names[2].as_str());
     assert_eq!(previews[0]["policyHash"].as_str(), tpl_hash.as_deref());

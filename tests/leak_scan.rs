@@ -15,6 +15,17 @@ use serde_json::json;
 use support::localstack::unique;
 use support::operator::*;
 
+/// What the leak scan panics with when `op` drops; `expected` fails the test when the scan
+/// passes instead.
+fn scan_failure(op: Operator, expected: &str) -> String {
+    let scan = catch_unwind(AssertUnwindSafe(|| drop(op)));
+    let message = scan.expect_err(expected);
+    message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_ready_key_leaves_no_material_in_logs_events_or_status() {
     let op = Operator::start(MemKube::new()).await;
@@ -57,12 +68,7 @@ async fn material_in_an_event_fails_the_test() {
         .create(&PostParams::default(), &event)
         .await
         .unwrap();
-    let scan = catch_unwind(AssertUnwindSafe(|| drop(op)));
-    let message = scan.expect_err("the scan let material in an Event pass");
-    let message = message
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let message = scan_failure(op, "the scan let material in an Event pass");
     assert!(message.contains("the Event"), "{message}");
     assert!(
         message.contains("bytes 4..12 as lowercase hex"),
@@ -78,12 +84,7 @@ async fn material_in_a_log_line_fails_the_test() {
     // What a faulty controller would log. Test runs leave RUST_LOG unset: only the capture
     // sees the line, the test output does not.
     tracing::debug!(target: "keyfleet::material", "imported {:?}", &material[..]);
-    let scan = catch_unwind(AssertUnwindSafe(|| drop(op)));
-    let message = scan.expect_err("the scan let material in a log line pass");
-    let message = message
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let message = scan_failure(op, "the scan let material in a log line pass");
     assert!(message.contains("the controller's logs"), "{message}");
     assert!(message.contains("Debug bytes"), "{message}");
 }

@@ -4,6 +4,8 @@ mod support;
 
 use aws_sdk_kms::types::{KeyState, KeyUsageType, OriginType};
 use support::localstack::{kms_client, kms_endpoint, operator_env, unique};
+use support::operator::describe;
+use support::outside::{created_arn, schedule_deletion};
 
 #[tokio::test]
 async fn external_key_is_pending_import_and_its_alias_is_listed() {
@@ -34,15 +36,7 @@ async fn external_key_is_pending_import_and_its_alias_is_listed() {
     );
 
     // The state is really stored, not only echoed.
-    let described = kms
-        .describe_key()
-        .key_id(&key_id)
-        .send()
-        .await
-        .expect("DescribeKey");
-    let described = described
-        .key_metadata()
-        .expect("DescribeKey returns KeyMetadata");
+    let described = describe(&kms, &key_id).await;
     assert_eq!(described.key_state(), Some(&KeyState::PendingImport));
     assert_eq!(described.origin(), Some(&OriginType::External));
 
@@ -104,14 +98,8 @@ async fn external_key_is_pending_import_and_its_alias_is_listed() {
         .send()
         .await
         .expect("DeleteAlias");
-    let deletion = kms
-        .schedule_key_deletion()
-        .key_id(&key_id)
-        .pending_window_in_days(7)
-        .send()
-        .await
-        .expect("ScheduleKeyDeletion");
-    assert_eq!(deletion.key_state(), Some(&KeyState::PendingDeletion));
+    let deletion = schedule_deletion(&kms, &key_id).await;
+    assert_eq!(deletion, Some(KeyState::PendingDeletion));
 }
 
 /// What the operator does: `aws_config` from the environment, pointed at LocalStack by
@@ -147,24 +135,13 @@ async fn operator_env_points_aws_config_at_the_test_kms() {
     );
     let key_id = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("CHILD_KEY_ID="))
-        .unwrap_or_else(|| panic!("no CHILD_KEY_ID line in child output:\n{stdout}"));
+        .find_map(|l| l.strip_prefix("CHILD_KEY_ARN="))
+        .unwrap_or_else(|| panic!("no CHILD_KEY_ARN line in child output:\n{stdout}"));
 
     let kms = kms_client("us-east-1").await;
-    let meta = kms
-        .describe_key()
-        .key_id(key_id)
-        .send()
-        .await
-        .expect("the child's key exists in this LocalStack");
-    let meta = meta.key_metadata().expect("KeyMetadata");
+    let meta = describe(&kms, key_id).await;
     assert_eq!(meta.description(), Some(description.as_str()));
-    kms.schedule_key_deletion()
-        .key_id(key_id)
-        .pending_window_in_days(7)
-        .send()
-        .await
-        .expect("ScheduleKeyDeletion");
+    schedule_deletion(&kms, key_id).await;
 }
 
 #[tokio::test]
@@ -174,14 +151,9 @@ async fn operator_env_child() {
     let kms = aws_sdk_kms::Client::new(&config);
     let description =
         std::env::var("KEYFLEET_SMOKE_DESCRIPTION").expect("KEYFLEET_SMOKE_DESCRIPTION");
-    let created = kms
-        .create_key()
-        .description(description)
-        .send()
-        .await
-        .expect("CreateKey via AWS_ENDPOINT_URL_KMS");
-    let key_id = created.key_metadata().expect("KeyMetadata").key_id();
-    println!("CHILD_KEY_ID={key_id}");
+    // CreateKey through AWS_ENDPOINT_URL_KMS.
+    let arn = created_arn(kms.create_key().description(description)).await;
+    println!("CHILD_KEY_ARN={arn}");
 }
 
 #[test]

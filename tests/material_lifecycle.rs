@@ -18,10 +18,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyfleet::api::{
     AwsKey, AwsReplicaKey, AwsReplicaKeySpec, KeySpec, KmsKeyStatus, MaterialEncoding,
-    WrappingAlgorithm,
 };
-use keyfleet::kms::KmsClients;
-use keyfleet::kms::execute::{ImportInput, import_material};
 use keyfleet::material::KeyMaterial;
 use kube::Api;
 use kube::api::DeleteParams;
@@ -29,8 +26,10 @@ use kube::api::PostParams;
 use memkube::MemKube;
 use serde_json::json;
 use support::clock::ManualClock;
+use support::kms_use::{decrypt, encrypt, public_key};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
+use support::outside::import_other_material;
 use support::replicas::ReplicaScenario;
 
 const NS: &str = "team-a";
@@ -192,23 +191,8 @@ async fn verification_catches_a_replica_holding_different_material() {
 
     // Inject: other HMAC material imported into the replica behind keyfleet's back (AWS
     // refuses this; LocalStack accepts it, which is what makes the injection possible).
-    let other = keyfleet_testkit::material::generate_secret_value(KeySpec::Hmac256);
-    let other =
-        KeyMaterial::from_secret_value(KeySpec::Hmac256, MaterialEncoding::Raw, &other).unwrap();
-    let (algorithm, wrapping_key_spec) = WrappingAlgorithm::default_for(KeySpec::Hmac256);
     let replica_kms = kms_client(REPLICA_REGION).await;
-    import_material(
-        &replica_kms,
-        &replica_id,
-        &ImportInput {
-            material: &other,
-            algorithm,
-            wrapping_key_spec,
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    import_other_material(&replica_kms, &replica_id, KeySpec::Hmac256).await;
 
     // The next deep read of the replica finds out: Ready=False, MaterialVerified=False, and a
     // Warning event naming the method and the region.
@@ -251,15 +235,7 @@ async fn a_secret_change_with_refuse_is_refused_and_kms_keeps_its_material() {
     let before = wait_ready(&op.keys(NS), &name).await.status.unwrap();
     let kms = kms_client(DEFAULT_REGION).await;
     let key_id = before.key.key_id.clone().unwrap();
-    let ciphertext = kms
-        .encrypt()
-        .key_id(&key_id)
-        .plaintext(aws_sdk_kms::primitives::Blob::new(b"before".to_vec()))
-        .send()
-        .await
-        .unwrap()
-        .ciphertext_blob
-        .unwrap();
+    let ciphertext = encrypt(&kms, &key_id, b"before").await;
 
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
     update_material_secret(&client, NS, &name, &new).await;
@@ -271,15 +247,8 @@ async fn a_secret_change_with_refuse_is_refused_and_kms_keeps_its_material() {
     );
     assert_eq!(status.key.last_import_time, before.key.last_import_time);
     assert_eq!(op.event_count(&name, "MaterialImported"), 1);
-    let plain = kms
-        .decrypt()
-        .ciphertext_blob(ciphertext)
-        .send()
-        .await
-        .unwrap()
-        .plaintext
-        .unwrap();
-    assert_eq!(plain.as_ref(), b"before");
+    let plain = decrypt(&kms, None, ciphertext).await;
+    assert_eq!(plain.as_deref(), Some(&b"before"[..]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -310,13 +279,8 @@ async fn delete_material_shreds_the_key_and_reapplying_restores_it() {
     );
     let key_id = status.key.key_id.clone().unwrap();
     let kms = kms_client(DEFAULT_REGION).await;
-    let public_key = kms
-        .get_public_key()
-        .key_id(&key_id)
-        .send()
-        .await
-        .unwrap()
-        .public_key;
+    let first_public_key = public_key(&kms, &key_id).await;
+    assert!(first_public_key.is_some());
 
     op.keys(NS)
         .delete(&name, &DeleteParams::default())
@@ -338,14 +302,8 @@ async fn delete_material_shreds_the_key_and_reapplying_restores_it() {
     let status = k.status.unwrap();
     assert_eq!(status.key.key_id.as_deref(), Some(key_id.as_str()));
     assert_eq!(key_state(&kms, &key_id).await, "Enabled");
-    let again = kms
-        .get_public_key()
-        .key_id(&key_id)
-        .send()
-        .await
-        .unwrap()
-        .public_key;
-    assert_eq!(again, public_key);
+    let again = public_key(&kms, &key_id).await;
+    assert_eq!(again, first_public_key);
     let k = wait_for(
         &op.keys(NS),
         &name,
@@ -388,13 +346,58 @@ fn key_condition(k: &AwsKey, type_: &str) -> Option<(String, String)> {
     condition_of(&k.status.as_ref()?.conditions, type_)
 }
 
+/// A key's status after a completed rotation from `old_id` to `new_id` (the Secret's `new`
+/// material): both KeyMaterialIds recorded, the fingerprint of the new material, nothing pending.
+fn assert_rotated(status: &KmsKeyStatus, old_id: &str, new_id: &str, spec: KeySpec, new: &[u8]) {
+    assert_eq!(status.key_material_id.as_deref(), Some(new_id));
+    assert_eq!(status.previous_key_material_id.as_deref(), Some(old_id));
+    assert_eq!(status.material_fingerprint, Some(fingerprint(spec, new)));
+    assert_eq!(status.pending_key_material_id, None);
+    assert_eq!(status.pending_material_fingerprint, None);
+}
+
+/// The key in `region` of the KMS model after that rotation: Enabled, the new material current,
+/// the old one kept NON_CURRENT (old ciphertexts still decrypt).
+fn assert_rotated_in_kms(
+    model: &kms_model::KmsModel,
+    region: &str,
+    key_id: &str,
+    old_id: &str,
+    new_id: &str,
+) {
+    let k = model.key(region, key_id).unwrap();
+    assert_eq!(k.key_state, "Enabled", "{region}");
+    assert_eq!(
+        k.materials,
+        vec![
+            (old_id.to_string(), kms_model::Role::NonCurrent),
+            (new_id.to_string(), kms_model::Role::Current)
+        ],
+        "{region}"
+    );
+}
+
+/// The KMS writes of a rotation: imports and RotateKeyOnDemand.
+fn is_import_or_rotation(r: &kms_model::RecordedRequest) -> bool {
+    matches!(
+        r.operation.as_str(),
+        "ImportKeyMaterial" | "RotateKeyOnDemand"
+    )
+}
+
+/// Rotated once to the new material and Ready again.
+fn rotated_once_and_ready(k: &AwsKey) -> bool {
+    k.status
+        .as_ref()
+        .is_some_and(|s| s.rotation_count == Some(1))
+        && ready(k) == Some(("True".into(), "KeyReady".into()))
+}
+
 /// On the strict KMS model (crates/kms-model): RotateKeyOnDemand succeeds only with material
 /// pending rotation, and KeyMaterialIds derive from the material.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
-    let op = Operator::start_with(MemKube::new(), clients, settings());
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     let api = op.keys(NS);
     let name = unique("rotate");
     let old = create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
@@ -417,24 +420,16 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
     let new_id = kms_model::key_material_id(&key_id, &new);
     update_material_secret(&op.client, NS, &name, &new).await;
-    let k = wait_for(&api, &name, Duration::from_secs(30), "one rotation", |k| {
-        k.status
-            .as_ref()
-            .is_some_and(|s| s.rotation_count == Some(1))
-            && ready(k) == Some(("True".into(), "KeyReady".into()))
-    })
+    let k = wait_for(
+        &api,
+        &name,
+        Duration::from_secs(30),
+        "one rotation",
+        rotated_once_and_ready,
+    )
     .await;
     let status = k.status.unwrap().key;
-    assert_eq!(status.key_material_id.as_deref(), Some(new_id.as_str()));
-    assert_eq!(
-        status.previous_key_material_id.as_deref(),
-        Some(old_id.as_str())
-    );
-    assert_eq!(
-        status.material_fingerprint,
-        Some(fingerprint(KeySpec::SymmetricDefault, &new))
-    );
-    assert_eq!(status.pending_material_fingerprint, None);
+    assert_rotated(&status, &old_id, &new_id, KeySpec::SymmetricDefault, &new);
     assert!(status.last_rotation_time.is_some());
     // KMS: the first import (no ImportType), then the new material as NEW_KEY_MATERIAL; the
     // new material is current, the old one NON_CURRENT (old ciphertexts still decrypt).
@@ -448,15 +443,7 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
         vec![(None, None), (Some(json!("NEW_KEY_MATERIAL")), None)],
         "exactly one import of the new material"
     );
-    let in_kms = model.key(REGION, &key_id).unwrap();
-    assert_eq!(
-        in_kms.materials,
-        vec![
-            (old_id.clone(), kms_model::Role::NonCurrent),
-            (new_id.clone(), kms_model::Role::Current)
-        ]
-    );
-    assert_eq!(in_kms.key_state, "Enabled");
+    assert_rotated_in_kms(&model, REGION, &key_id, &old_id, &new_id);
     let rotations = model.requests_of("RotateKeyOnDemand");
     assert_eq!(rotations.len(), 1);
     assert_eq!(rotations[0].error, None);
@@ -485,13 +472,11 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
 /// is imported and Ready, its material Unverified (not an error).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verification_without_permission_is_unverified_and_the_key_stays_ready() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    model.inject(kms_model::Fault::always(
+    let ModelHarness { model, op, .. } = ModelHarness::start([kms_model::Fault::always(
         "GenerateMac",
         kms_model::FaultKind::AccessDenied,
-    ));
-    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
-    let op = Operator::start_with(MemKube::new(), clients, settings());
+    )])
+    .await;
     let name = unique("unverified");
     create_key_with_material(&op, NS, &name, KeySpec::Hmac256, json!({})).await;
     let k = wait_for(
@@ -537,28 +522,6 @@ async fn verification_without_permission_is_unverified_and_the_key_stays_ready()
     );
 }
 
-/// Polls until `check` holds for the named AwsReplicaKey, or panics after 30s with its status.
-async fn wait_replica_api(
-    api: &Api<AwsReplicaKey>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&AwsReplicaKey) -> bool,
-) -> AwsReplicaKey {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let r = api.get(name).await.unwrap();
-        if check(&r) {
-            return r;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: timed out waiting for {what}; status: {:#?}",
-            r.status
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
 fn replica_condition(r: &AwsReplicaKey, type_: &str) -> Option<(String, String)> {
     condition_of(&r.status.as_ref()?.conditions, type_)
 }
@@ -570,9 +533,7 @@ fn replica_condition(r: &AwsReplicaKey, type_: &str) -> Option<(String, String)>
 /// Ready. Nothing is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
-    let op = Operator::start_with(MemKube::new(), clients, settings());
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     let client = op.client.clone();
     let name = unique("mrk-rotate");
     let replica_name = format!("{name}-eu");
@@ -608,24 +569,28 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     let verified =
         |c: Option<(String, String)>| c == Some(("True".into(), "KeyMaterialIdMatches".into()));
     let key_ready = Some(("True".to_string(), "KeyReady".to_string()));
-    let primary = wait_for(
-        &api,
-        &name,
-        Duration::from_secs(30),
-        "primary Ready and verified",
-        |k| ready(k) == key_ready && verified(key_condition(k, "MaterialVerified")),
-    )
-    .await;
-    wait_replica_api(
-        &replicas,
-        &replica_name,
-        "replica Ready and verified",
-        |r| {
+    // Both keys Ready, their KeyMaterialId verified.
+    let both_verified = async |primary_what: &str, replica_what: &str| {
+        let primary = wait_for(&api, &name, Duration::from_secs(30), primary_what, |k| {
+            ready(k) == key_ready && verified(key_condition(k, "MaterialVerified"))
+        })
+        .await;
+        let replica_verified = |r: &AwsReplicaKey| {
             replica_condition(r, "Ready") == key_ready
                 && verified(replica_condition(r, "MaterialVerified"))
-        },
-    )
-    .await;
+        };
+        let timeout = Duration::from_secs(30);
+        wait_for(
+            &replicas,
+            &replica_name,
+            timeout,
+            replica_what,
+            replica_verified,
+        )
+        .await;
+        primary
+    };
+    let primary = both_verified("primary Ready and verified", "replica Ready and verified").await;
     let key_id = primary.status.unwrap().key.key_id.unwrap();
     let old_id = kms_model::key_material_id(&key_id, &old);
     let before = model.requests();
@@ -648,17 +613,13 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         &name,
         Duration::from_secs(40),
         "one rotation, Ready",
-        |k| {
-            k.status
-                .as_ref()
-                .is_some_and(|s| s.rotation_count == Some(1))
-                && ready(k) == key_ready
-        },
+        rotated_once_and_ready,
     )
     .await;
-    let replica = wait_replica_api(
+    let replica = wait_for(
         &replicas,
         &replica_name,
+        Duration::from_secs(30),
         "replica on the new material",
         |r| {
             r.status
@@ -671,18 +632,10 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
 
     // Statuses: new and previous KeyMaterialId on both, one rotation on the primary.
     let p = primary.status.unwrap().key;
-    assert_eq!(p.key_material_id.as_deref(), Some(new_id.as_str()));
-    assert_eq!(p.previous_key_material_id.as_deref(), Some(old_id.as_str()));
-    assert_eq!(p.material_fingerprint, Some(fingerprint(spec, &new)));
-    assert_eq!(p.pending_key_material_id, None);
-    assert_eq!(p.pending_material_fingerprint, None);
+    assert_rotated(&p, &old_id, &new_id, spec, &new);
     assert!(p.last_rotation_time.is_some());
     let r = replica.status.unwrap().key;
-    assert_eq!(r.key_material_id.as_deref(), Some(new_id.as_str()));
-    assert_eq!(r.previous_key_material_id.as_deref(), Some(old_id.as_str()));
-    assert_eq!(r.material_fingerprint, Some(fingerprint(spec, &new)));
-    assert_eq!(r.pending_key_material_id, None);
-    assert_eq!(r.pending_material_fingerprint, None);
+    assert_rotated(&r, &old_id, &new_id, spec, &new);
     assert_eq!(
         r.rotation_count, None,
         "replicas are rotated by the primary"
@@ -693,12 +646,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     let log = model.requests();
     let after: Vec<_> = log
         .iter()
-        .filter(|r| {
-            matches!(
-                r.operation.as_str(),
-                "ImportKeyMaterial" | "RotateKeyOnDemand"
-            )
-        })
+        .filter(|r| is_import_or_rotation(r))
         .skip(imports_before)
         .map(|r| {
             (
@@ -731,16 +679,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         ]
     );
     for region in [DEFAULT_REGION, REPLICA_REGION] {
-        let k = model.key(region, &key_id).unwrap();
-        assert_eq!(k.key_state, "Enabled", "{region}");
-        assert_eq!(
-            k.materials,
-            vec![
-                (old_id.clone(), kms_model::Role::NonCurrent),
-                (new_id.clone(), kms_model::Role::Current)
-            ],
-            "{region}"
-        );
+        assert_rotated_in_kms(&model, region, &key_id, &old_id, &new_id);
     }
     // Old material stays: no DeleteImportedKeyMaterial anywhere.
     assert!(model.requests_of("DeleteImportedKeyMaterial").is_empty());
@@ -754,33 +693,13 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
 
     // Later resyncs verify the new material on both and never rotate or import again.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    wait_for(
-        &api,
-        &name,
-        Duration::from_secs(30),
+    both_verified(
         "primary verified on the new material",
-        |k| ready(k) == key_ready && verified(key_condition(k, "MaterialVerified")),
-    )
-    .await;
-    wait_replica_api(
-        &replicas,
-        &replica_name,
         "replica verified on the new material",
-        |r| {
-            replica_condition(r, "Ready") == key_ready
-                && verified(replica_condition(r, "MaterialVerified"))
-        },
     )
     .await;
     let writes = |log: &[kms_model::RecordedRequest]| {
-        log.iter()
-            .filter(|r| {
-                matches!(
-                    r.operation.as_str(),
-                    "ImportKeyMaterial" | "RotateKeyOnDemand"
-                )
-            })
-            .count()
+        log.iter().filter(|r| is_import_or_rotation(r)).count()
     };
     assert_eq!(writes(&model.requests()), writes(&log));
     // A legitimate rotation never tells the user to restore the old material.

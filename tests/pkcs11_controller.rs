@@ -20,6 +20,7 @@ use memkube::MemKube;
 use serde_json::{Value, json};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
+use support::outside::delete_material;
 use support::replicas::*;
 use support::softhsm::{self, TestToken, assert_kms_agrees};
 
@@ -91,6 +92,15 @@ async fn create_token(bed: &Bed, name: &str, pin: &str, extra: Value) {
         .expect("create Pkcs11Token");
 }
 
+impl Bed {
+    /// A Pkcs11Token `hsm-…` for the test token, with its PIN; its name.
+    async fn token_object(&self) -> String {
+        let name = unique("hsm");
+        create_token(self, &name, &self.token.pin, json!({})).await;
+        name
+    }
+}
+
 async fn start() -> Option<Bed> {
     let token = softhsm::token()?;
     let op = Operator::start(MemKube::new()).await;
@@ -119,13 +129,13 @@ async fn hsm_key_becomes_ready_and_kms_agrees(spec: KeySpec) {
     let Some(bed) = start().await else {
         return;
     };
-    let token_name = unique("hsm");
-    create_token(&bed, &token_name, &bed.token.pin, json!({})).await;
+    let token_name = bed.token_object().await;
     wait_token(&bed.op.client, &token_name, "True", "LoggedIn").await;
 
-    let pool = bed.token.pool();
-    let label = unique(&format!("kf-op-{}", spec.as_str().to_ascii_lowercase()));
-    softhsm::create_key(&pool, spec, &label, true);
+    let (pool, label) = bed.token.pool_with_key(
+        spec,
+        &format!("kf-op-{}", spec.as_str().to_ascii_lowercase()),
+    );
     softhsm::assert_value_unreadable(&pool, spec, &label);
     let hsm = HsmKey::open(&pool, spec, &label).expect("open the test key");
 
@@ -160,36 +170,22 @@ async fn hsm_key_becomes_ready_and_kms_agrees(spec: KeySpec) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn symmetric_default_hsm_key_through_the_controller() {
-    hsm_key_becomes_ready_and_kms_agrees(KeySpec::SymmetricDefault).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn hmac_256_hsm_key_through_the_controller() {
-    hsm_key_becomes_ready_and_kms_agrees(KeySpec::Hmac256).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ecc_nist_p256_hsm_key_through_the_controller() {
-    hsm_key_becomes_ready_and_kms_agrees(KeySpec::EccNistP256).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rsa_2048_hsm_key_through_the_controller() {
-    hsm_key_becomes_ready_and_kms_agrees(KeySpec::Rsa2048).await;
-}
+softhsm::test_per_spec!(hsm_key_becomes_ready_and_kms_agrees {
+    symmetric_default_hsm_key_through_the_controller: SymmetricDefault,
+    hmac_256_hsm_key_through_the_controller: Hmac256,
+    ecc_nist_p256_hsm_key_through_the_controller: EccNistP256,
+    rsa_2048_hsm_key_through_the_controller: Rsa2048,
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_in_a_second_region_is_imported_from_the_same_hsm_key() {
     let Some(bed) = start().await else {
         return;
     };
-    let token_name = unique("hsm");
-    create_token(&bed, &token_name, &bed.token.pin, json!({})).await;
-    let pool = bed.token.pool();
-    let label = unique("kf-op-mrk");
-    softhsm::create_key(&pool, KeySpec::SymmetricDefault, &label, true);
+    let token_name = bed.token_object().await;
+    let (pool, label) = bed
+        .token
+        .pool_with_key(KeySpec::SymmetricDefault, "kf-op-mrk");
     let api = bed.op.keys(NS);
     let primary = unique("hsm-mrk");
     create_key(
@@ -222,24 +218,11 @@ async fn a_replica_in_a_second_region_is_imported_from_the_same_hsm_key() {
     // LocalStack copies material on ReplicateKey; take it away so keyfleet must import the
     // HSM key wrapped under the replica region's own wrapping key.
     let kms = kms_client(region).await;
-    kms.delete_imported_key_material()
-        .key_id(&arn)
-        .send()
-        .await
-        .expect("DeleteImportedKeyMaterial");
+    delete_material(&kms, &arn).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let meta = kms
-            .describe_key()
-            .key_id(&arn)
-            .send()
-            .await
-            .expect("describe");
-        let state = meta
-            .key_metadata()
-            .and_then(|m| m.key_state())
-            .map(|s| s.as_str().to_string());
-        if state.as_deref() == Some("Enabled") {
+        let state = key_state(&kms, &arn).await;
+        if state == "Enabled" {
             break;
         }
         assert!(
@@ -257,8 +240,7 @@ async fn a_generated_hsm_key_becomes_ready() {
     let Some(bed) = start().await else {
         return;
     };
-    let token_name = unique("hsm");
-    create_token(&bed, &token_name, &bed.token.pin, json!({})).await;
+    let token_name = bed.token_object().await;
     let label = unique("kf-op-gen");
     let api = bed.op.keys(NS);
     let name = unique("hsm-gen");
@@ -296,16 +278,15 @@ async fn token_and_key_refusals_are_precise_reasons() {
             json!({}),
         )
     };
+    // A key on `token` and `label` is refused with `reason`.
+    let refused = async |token: &str, label: &str, reason: &str| {
+        let key = key_on(token, label);
+        create_key(&api, &key).await;
+        wait_reason(&api, &key.metadata.name.clone().unwrap(), reason).await;
+    };
 
     // No such Pkcs11Token.
-    let key = key_on("no-such-token", "x");
-    create_key(&api, &key).await;
-    wait_reason(
-        &api,
-        &key.metadata.name.clone().unwrap(),
-        "Pkcs11TokenNotFound",
-    )
-    .await;
+    refused("no-such-token", "x", "Pkcs11TokenNotFound").await;
 
     // A module that does not load, a token that does not exist, a wrong PIN.
     let cases = [
@@ -329,9 +310,7 @@ async fn token_and_key_refusals_are_precise_reasons() {
             !message.contains("0000"),
             "the PIN is never echoed: {message}"
         );
-        let key = key_on(&token_name, "x");
-        create_key(&api, &key).await;
-        wait_reason(&api, &key.metadata.name.clone().unwrap(), reason).await;
+        refused(&token_name, "x", reason).await;
     }
 
     // A token that admits only labelled namespaces.
@@ -344,17 +323,10 @@ async fn token_and_key_refusals_are_precise_reasons() {
             "selector": {"matchLabels": {"hsm-access": "yes"}}}}),
     )
     .await;
-    let pool = bed.token.pool();
-    let label = unique("kf-op-tenancy");
-    softhsm::create_key(&pool, KeySpec::SymmetricDefault, &label, true);
-    let key = key_on(&token_name, &label);
-    create_key(&api, &key).await;
-    wait_reason(
-        &api,
-        &key.metadata.name.clone().unwrap(),
-        "NamespaceNotAllowed",
-    )
-    .await;
+    let (pool, label) = bed
+        .token
+        .pool_with_key(KeySpec::SymmetricDefault, "kf-op-tenancy");
+    refused(&token_name, &label, "NamespaceNotAllowed").await;
     let admitted = "team-hsm-admitted";
     Api::<Namespace>::all(bed.op.client.clone())
         .create(
@@ -376,8 +348,7 @@ async fn token_and_key_refusals_are_precise_reasons() {
     wait_ready(&admitted_api, &key.metadata.name.clone().unwrap()).await;
 
     // A key the token will not export.
-    let token_name = unique("hsm");
-    create_token(&bed, &token_name, &bed.token.pin, json!({})).await;
+    let token_name = bed.token_object().await;
     let stuck = unique("kf-op-stuck");
     softhsm::create_key(&pool, KeySpec::SymmetricDefault, &stuck, false);
     let key = key_on(&token_name, &stuck);
@@ -410,8 +381,7 @@ async fn hsm_key_and_pin_refusals_are_precise_reasons() {
     };
     let api = bed.op.keys(NS);
     let pool = bed.token.pool();
-    let token_name = unique("hsm");
-    create_token(&bed, &token_name, &bed.token.pin, json!({})).await;
+    let token_name = bed.token_object().await;
     let twice = unique("kf-op-twice");
     softhsm::create_key(&pool, KeySpec::SymmetricDefault, &twice, true);
     softhsm::create_key(&pool, KeySpec::SymmetricDefault, &twice, true);
@@ -517,9 +487,9 @@ async fn a_key_waiting_for_its_token_proceeds_once_the_token_is_fixed() {
     let Some(bed) = start().await else {
         return;
     };
-    let pool = bed.token.pool();
-    let label = unique("kf-op-wait");
-    softhsm::create_key(&pool, KeySpec::SymmetricDefault, &label, true);
+    let (_pool, label) = bed
+        .token
+        .pool_with_key(KeySpec::SymmetricDefault, "kf-op-wait");
     let token_name = unique("hsm-wrong-pin");
     create_token(&bed, &token_name, "0000", json!({})).await;
     wait_token(&bed.op.client, &token_name, "False", "LoginFailed").await;

@@ -19,11 +19,11 @@ use aws_lc_rs::signature;
 use aws_sdk_kms::operation::import_key_material::ImportKeyMaterialError;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{
-    AlgorithmSpec, ExpirationModelType, KeySpec as KmsKeySpec, KeyUsageType, MacAlgorithmSpec,
+    AlgorithmSpec, ExpirationModelType, KeySpec as KmsKeySpec, KeyUsageType,
     WrappingKeySpec as KmsWrappingKeySpec,
 };
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::object::ObjectClass;
 use keyfleet::api::{KeyFamily, KeySpec};
 use keyfleet::api::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 use keyfleet::material::pkcs11::{
@@ -31,6 +31,7 @@ use keyfleet::material::pkcs11::{
     open_or_generate,
 };
 use keyfleet::material::{ImportableMaterial, KeyMaterial, MaterialError};
+use support::kms_use::generate_mac;
 use support::localstack::{kms_client, unique};
 use support::softhsm::{
     self, TestToken, assert_kms_agrees, assert_value_unreadable, create_key, create_key_with,
@@ -268,12 +269,7 @@ fn assert_public_key_is_the_hsm_keys(pool: &TokenPool, spec: KeySpec, label: &st
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &message);
     let signature = pool
         .with_session(|session| {
-            let key = session
-                .find_objects(&[
-                    Attribute::Label(label.as_bytes().to_vec()),
-                    Attribute::Class(ObjectClass::PRIVATE_KEY),
-                ])
-                .map_err(|e| pool.error(e))?[0];
+            let key = softhsm::find_labelled(pool, session, label, ObjectClass::PRIVATE_KEY)?[0];
             match spec.family() {
                 KeyFamily::Ecc => session.sign(&Mechanism::Ecdsa, key, digest.as_ref()),
                 _ => session.sign(&Mechanism::Sha256RsaPkcs, key, &message),
@@ -298,12 +294,10 @@ fn assert_public_key_is_the_hsm_keys(pool: &TokenPool, spec: KeySpec, label: &st
 
 /// One spec end to end: a sensitive key in the token → KMS → KMS agrees with the HSM.
 async fn hsm_key_imports_and_kms_agrees(spec: KeySpec) {
-    let Some(token) = softhsm::token() else {
+    let prefix = format!("kf-{}", spec.as_str().to_ascii_lowercase());
+    let Some((pool, label)) = softhsm::pool_with_key(spec, &prefix) else {
         return;
     };
-    let pool = token.pool();
-    let label = unique(&format!("kf-{}", spec.as_str().to_ascii_lowercase()));
-    create_key(&pool, spec, &label, true);
     assert_value_unreadable(&pool, spec, &label);
 
     let key = HsmKey::open_async(Arc::clone(&pool), spec, label.clone())
@@ -354,13 +348,10 @@ async fn hsm_key_imports_and_kms_agrees(spec: KeySpec) {
 /// does, imports the result into LocalStack, and the token decrypts KMS's ciphertext.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_composed_rsa_aes_key_wrap_carries_the_hsm_key_to_kms() {
-    let Some(token) = softhsm::token() else {
+    let spec = KeySpec::SymmetricDefault;
+    let Some((pool, label)) = softhsm::pool_with_key(spec, "kf-composed") else {
         return;
     };
-    let pool = token.pool();
-    let spec = KeySpec::SymmetricDefault;
-    let label = unique("kf-composed");
-    create_key(&pool, spec, &label, true);
     assert_value_unreadable(&pool, spec, &label);
     let key = HsmKey::open(&pool, spec, &label).expect("open");
     let algorithm = if pool.capabilities().oaep_sha256 {
@@ -389,25 +380,12 @@ async fn the_composed_rsa_aes_key_wrap_carries_the_hsm_key_to_kms() {
     assert_kms_agrees(&kms, &pool, &key, &key_id, spec, &label).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn symmetric_default_from_the_hsm_decrypts_in_kms_and_the_token_alike() {
-    hsm_key_imports_and_kms_agrees(KeySpec::SymmetricDefault).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn hmac_256_from_the_hsm_gives_kms_the_same_mac() {
-    hsm_key_imports_and_kms_agrees(KeySpec::Hmac256).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn ecc_nist_p256_from_the_hsm_gives_kms_the_same_public_key() {
-    hsm_key_imports_and_kms_agrees(KeySpec::EccNistP256).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn rsa_2048_from_the_hsm_gives_kms_the_same_public_key() {
-    hsm_key_imports_and_kms_agrees(KeySpec::Rsa2048).await;
-}
+softhsm::test_per_spec!(hsm_key_imports_and_kms_agrees {
+    symmetric_default_from_the_hsm_decrypts_in_kms_and_the_token_alike: SymmetricDefault,
+    hmac_256_from_the_hsm_gives_kms_the_same_mac: Hmac256,
+    ecc_nist_p256_from_the_hsm_gives_kms_the_same_public_key: EccNistP256,
+    rsa_2048_from_the_hsm_gives_kms_the_same_public_key: Rsa2048,
+});
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_generated_key_is_sensitive_found_again_and_imports() {
@@ -426,16 +404,8 @@ async fn a_generated_key_is_sensitive_found_again_and_imports() {
 
     let kms = kms_client("us-east-1").await;
     let key_id = import_into_kms(&kms, &found, KeySpec::Hmac256).await;
-    let kms_mac = kms
-        .generate_mac()
-        .key_id(&key_id)
-        .mac_algorithm(MacAlgorithmSpec::HmacSha256)
-        .message(Blob::new(b"generated".to_vec()))
-        .send()
-        .await
-        .expect("GenerateMac");
     assert_eq!(
-        kms_mac.mac().map(|m| m.as_ref().to_vec()),
+        generate_mac(&kms, &key_id, KeySpec::Hmac256, b"generated").await,
         found.hmac(b"generated")
     );
 
@@ -449,12 +419,9 @@ async fn a_generated_key_is_sensitive_found_again_and_imports() {
 
 #[test]
 fn a_label_taken_by_another_kind_of_object_is_not_overwritten() {
-    let Some(token) = softhsm::token() else {
+    let Some((pool, label)) = softhsm::pool_with_key(KeySpec::SymmetricDefault, "kf-taken") else {
         return;
     };
-    let pool = token.pool();
-    let label = unique("kf-taken");
-    create_key(&pool, KeySpec::SymmetricDefault, &label, true);
     let err =
         open_or_generate(&pool, KeySpec::Hmac256, &label).expect_err("AES key is no HMAC key");
     assert_eq!(err.reason(), "Pkcs11KeySpecMismatch", "{err}");
@@ -522,12 +489,9 @@ fn a_key_of_another_spec_is_refused_precisely() {
 
 #[test]
 fn a_wrapping_algorithm_the_token_cannot_do_is_refused_before_kms_is_asked() {
-    let Some(token) = softhsm::token() else {
+    let Some((pool, label)) = softhsm::pool_with_key(KeySpec::Hmac256, "kf-oaep") else {
         return;
     };
-    let pool = token.pool();
-    let label = unique("kf-oaep");
-    create_key(&pool, KeySpec::Hmac256, &label, true);
     let key = HsmKey::open(&pool, KeySpec::Hmac256, &label).expect("open");
     let result = key.check_wrapping(WrappingAlgorithm::RsaesOaepSha256, WrappingKeySpec::Rsa2048);
     if pool.capabilities().oaep_sha256 {

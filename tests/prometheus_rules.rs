@@ -11,12 +11,14 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
 #[path = "support/tools.rs"]
 mod tools;
+
+use tools::{output_text, run_ok};
 
 const TEST_FILE: &str = "tests/fixtures/prometheus/alerts.test.yaml";
 
@@ -43,21 +45,16 @@ fn helm(test: &str) -> Option<PathBuf> {
 fn rendered_rule_file(helm: &Path) -> Value {
     let home = tempfile::tempdir().unwrap();
     let chart = tools::root().join("charts/keyfleet");
-    let out = Command::new(helm)
+    let mut template = Command::new(helm);
+    template
         .args(["template", "kf", chart.to_str().unwrap()])
         .args(["--namespace", "keyfleet-system"])
         .args(["--set", "metrics.prometheusRule.enabled=true"])
         .args(["--show-only", "templates/prometheusrule.yaml"])
         .env("HELM_CACHE_HOME", home.path().join("cache"))
         .env("HELM_CONFIG_HOME", home.path().join("config"))
-        .env("HELM_DATA_HOME", home.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .env("HELM_DATA_HOME", home.path().join("data"));
+    let out = run_ok(&mut template, "helm template");
     let doc: Value = serde_saphyr::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["kind"], "PrometheusRule");
     doc["spec"].clone()
@@ -71,14 +68,6 @@ fn alert_names(rules: &Value) -> Vec<String> {
         .flat_map(|g| g["rules"].as_array().unwrap())
         .filter_map(|r| r["alert"].as_str().map(str::to_string))
         .collect()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A temporary directory holding the rendered rules as `keyfleet-rules.yaml` (the name the
@@ -98,21 +87,37 @@ fn workdir(rules: &Value) -> tempfile::TempDir {
     dir
 }
 
-#[test]
-fn promtool_checks_the_rendered_rules() {
-    let test = "promtool_checks_the_rendered_rules";
+/// promtool and the rendered rule file, for a test that needs both tools (None: skipped).
+fn promtool_and_rules(test: &str) -> Option<(PathBuf, Value)> {
     let (Some(promtool), Some(helm)) = (promtool(test), helm(test)) else {
-        return;
+        return None;
     };
-    let rules = rendered_rule_file(&helm);
-    let dir = workdir(&rules);
-    let out = Command::new(&promtool)
-        .args(["check", "rules", "keyfleet-rules.yaml"])
+    Some((promtool, rendered_rule_file(&helm)))
+}
+
+/// `promtool check rules` (`command` "check") or `promtool test rules` ("test") on `rules` in a
+/// fresh [`workdir`]: whether it succeeded, and its output.
+fn run_promtool(promtool: &Path, rules: &Value, command: &str) -> (bool, String) {
+    let dir = workdir(rules);
+    let file = match command {
+        "check" => "keyfleet-rules.yaml",
+        _ => "alerts.test.yaml",
+    };
+    let out = Command::new(promtool)
+        .args([command, "rules", file])
         .current_dir(dir.path())
         .output()
         .unwrap();
-    let text = text(&out);
-    assert!(out.status.success(), "promtool check rules:\n{text}");
+    (out.status.success(), output_text(&out))
+}
+
+#[test]
+fn promtool_checks_the_rendered_rules() {
+    let Some((promtool, rules)) = promtool_and_rules("promtool_checks_the_rendered_rules") else {
+        return;
+    };
+    let (ok, text) = run_promtool(&promtool, &rules, "check");
+    assert!(ok, "promtool check rules:\n{text}");
     let n = alert_names(&rules).len();
     assert!(
         text.contains(&format!("SUCCESS: {n} rules found")),
@@ -122,11 +127,10 @@ fn promtool_checks_the_rendered_rules() {
 
 #[test]
 fn promtool_unit_tests_pass_for_every_alert() {
-    let test = "promtool_unit_tests_pass_for_every_alert";
-    let (Some(promtool), Some(helm)) = (promtool(test), helm(test)) else {
+    let Some((promtool, rules)) = promtool_and_rules("promtool_unit_tests_pass_for_every_alert")
+    else {
         return;
     };
-    let rules = rendered_rule_file(&helm);
 
     // Every alert has a unit test in which it fires, and one in which it stays quiet.
     let tests: Value =
@@ -147,14 +151,8 @@ fn promtool_unit_tests_pass_for_every_alert() {
     assert_eq!(fires, alerts, "alerts with a firing unit test");
     assert_eq!(quiet, alerts, "alerts with a quiet unit test");
 
-    let dir = workdir(&rules);
-    let out = Command::new(&promtool)
-        .args(["test", "rules", "alerts.test.yaml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let text = text(&out);
-    assert!(out.status.success(), "promtool test rules:\n{text}");
+    let (ok, text) = run_promtool(&promtool, &rules, "test");
+    assert!(ok, "promtool test rules:\n{text}");
     assert!(text.contains("SUCCESS"), "{text}");
 }
 
@@ -162,11 +160,11 @@ fn promtool_unit_tests_pass_for_every_alert() {
 /// fire as the test file expects.
 #[test]
 fn promtool_unit_tests_catch_a_changed_rule() {
-    let test = "promtool_unit_tests_catch_a_changed_rule";
-    let (Some(promtool), Some(helm)) = (promtool(test), helm(test)) else {
+    let Some((promtool, mut rules)) =
+        promtool_and_rules("promtool_unit_tests_catch_a_changed_rule")
+    else {
         return;
     };
-    let mut rules = rendered_rule_file(&helm);
     for group in rules["groups"].as_array_mut().unwrap() {
         for rule in group["rules"].as_array_mut().unwrap() {
             if rule["alert"] == "KeyfleetKeyNotReady" {
@@ -174,14 +172,8 @@ fn promtool_unit_tests_catch_a_changed_rule() {
             }
         }
     }
-    let dir = workdir(&rules);
-    let out = Command::new(&promtool)
-        .args(["test", "rules", "alerts.test.yaml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let text = text(&out);
-    assert!(!out.status.success(), "a changed rule must fail:\n{text}");
+    let (ok, text) = run_promtool(&promtool, &rules, "test");
+    assert!(!ok, "a changed rule must fail:\n{text}");
     assert!(text.contains("alertname: KeyfleetKeyNotReady"), "{text}");
     assert!(!text.contains("alertname: KeyfleetNoLeader"), "{text}");
 }

@@ -10,7 +10,6 @@ mod support;
 use std::time::Duration;
 
 use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec, KeySpec};
-use keyfleet::kms::KmsClients;
 use kms_model::{Fault, FaultKind, KmsModel};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -20,16 +19,6 @@ use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
 
 const NS: &str = "recovery";
-
-/// A fresh KMS model, and the operator on a fresh in-memory API talking to it.
-async fn on_model() -> (KmsModel, Operator) {
-    let model = KmsModel::start().await.unwrap();
-    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
-    (
-        model,
-        Operator::start_with(MemKube::new(), clients, settings()),
-    )
-}
 
 /// The model's keys whose owner-uid tag is `uid`, and how many keys it holds in all.
 fn owned_by(model: &KmsModel, uid: &str) -> (Vec<String>, usize) {
@@ -44,23 +33,25 @@ fn owned_by(model: &KmsModel, uid: &str) -> (Vec<String>, usize) {
 
 /// Waits until the model recorded a request of `operation` answered with `error`.
 async fn wait_request(model: &KmsModel, operation: &str, error: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !model
-        .requests_of(operation)
-        .iter()
-        .any(|r| r.error.as_deref() == Some(error))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {operation} answered {error}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let answered = async || {
+        model
+            .requests_of(operation)
+            .iter()
+            .any(|r| r.error.as_deref() == Some(error))
+    };
+    let what = format!("no {operation} answered {error}");
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        &what,
+        answered,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_create_answer_is_found_again_among_thousands_of_keys() {
-    let (model, op) = on_model().await;
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     // 1,500 other keys: the one keyfleet makes is on ListKeys' second page (oldest first).
     let others = model.create_keys(DEFAULT_REGION, 1500).len();
     model.inject(Fault::once("CreateKey", FaultKind::LostAnswer));
@@ -93,10 +84,12 @@ async fn a_lost_create_answer_is_found_again_among_thousands_of_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_awskey_deleted_while_its_creation_is_in_doubt_deletes_the_key_it_made() {
-    let (model, op) = on_model().await;
     // The answer of CreateKey is lost, and the search for the key fails until KMS recovers.
-    model.inject(Fault::once("CreateKey", FaultKind::LostAnswer));
-    model.inject(Fault::always("ListKeys", FaultKind::ServerError));
+    let faults = [
+        Fault::once("CreateKey", FaultKind::LostAnswer),
+        Fault::always("ListKeys", FaultKind::ServerError),
+    ];
+    let ModelHarness { model, op, .. } = ModelHarness::start(faults).await;
     let name = unique("doubt");
     let key = create_key_with_material(
         &op,
@@ -191,33 +184,19 @@ async fn a_connection_deleted_before_its_key_holds_the_cleanup_until_it_returns(
         "the finalizer stays without the connection the key was made through"
     );
     let kms = kms_client(DEFAULT_REGION).await;
-    let described = kms.describe_key().key_id(&key_id).send().await.unwrap();
-    let state = described
-        .key_metadata()
-        .and_then(|m| m.key_state().cloned());
-    assert_eq!(
-        state.map(|s| s.as_str().to_string()).as_deref(),
-        Some("Enabled")
-    );
+    assert_eq!(key_state(&kms, &key_id).await, "Enabled");
 
     connections
         .create(&PostParams::default(), &AwsKms::new(&conn, spec))
         .await
         .unwrap();
     wait_gone(&keys, &name).await;
-    let described = kms.describe_key().key_id(&key_id).send().await.unwrap();
-    let state = described
-        .key_metadata()
-        .and_then(|m| m.key_state().cloned());
-    assert_eq!(
-        state.map(|s| s.as_str().to_string()).as_deref(),
-        Some("PendingDeletion")
-    );
+    assert_eq!(key_state(&kms, &key_id).await, "PendingDeletion");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_expired_import_token_is_answered_with_fresh_import_parameters() {
-    let (model, op) = on_model().await;
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     model.inject(Fault::once(
         "ImportKeyMaterial",
         FaultKind::Refuse("ExpiredImportTokenException"),

@@ -13,22 +13,18 @@ mod support;
 
 use std::time::Duration;
 
-use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::{MacAlgorithmSpec, OriginType, Tag};
-use keyfleet::api::{
-    AllowedNamespaces, AwsKms, AwsKmsSpec, AwsReplicaKey, KeySpec, MaterialEncoding,
-    WrappingAlgorithm,
-};
-use keyfleet::kms::KmsClients;
-use keyfleet::material::KeyMaterial;
-use keyfleet_testkit::material::generate_secret_value;
+use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec, AwsReplicaKey, KeySpec};
 use kms_model::KmsModel;
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use memkube::MemKube;
 use serde_json::json;
+use support::kms_use::{decrypt, encrypt, generate_mac};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
+use support::outside::{
+    adopt_by, delete_material, external_multi_region_key, import_other_material,
+};
 use support::replicas::*;
 
 const NS: &str = "team-a";
@@ -50,15 +46,7 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
     }
     let primary_arn = scenario.primary_arn().await;
     let primary_kms = kms_client(DEFAULT_REGION).await;
-    let ciphertext = primary_kms
-        .encrypt()
-        .key_id(&primary_arn)
-        .plaintext(Blob::new(b"multi-region secret".to_vec()))
-        .send()
-        .await
-        .unwrap()
-        .ciphertext_blob
-        .unwrap();
+    let ciphertext = encrypt(&primary_kms, &primary_arn, b"multi-region secret").await;
 
     for region in regions {
         let name = format!("{primary}-{region}");
@@ -69,15 +57,8 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
         assert_eq!(status.primary_arn.as_deref(), Some(primary_arn.as_str()));
         assert_eq!(status.key_state.as_deref(), Some("Enabled"));
         let kms = kms_client(region).await;
-        let plain = kms
-            .decrypt()
-            .key_id(&arn)
-            .ciphertext_blob(ciphertext.clone())
-            .send()
-            .await
-            .unwrap();
         assert_eq!(
-            plain.plaintext().map(|b| b.as_ref().to_vec()),
+            decrypt(&kms, Some(&arn), ciphertext.clone()).await,
             Some(b"multi-region secret".to_vec()),
             "{region}"
         );
@@ -124,45 +105,20 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
     let arn = scenario.replica_arn(&name).await;
     let kms = kms_client("eu-west-1").await;
     let imports_before = op.event_count(&name, "MaterialImported");
-    kms.delete_imported_key_material()
-        .key_id(&arn)
-        .send()
-        .await
-        .unwrap();
+    delete_material(&kms, &arn).await;
     let meta = describe(&kms, &arn).await;
     assert_eq!(meta.key_state().map(|s| s.as_str()), Some("PendingImport"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let meta = describe(&kms, &arn).await;
-        if meta.key_state().map(|s| s.as_str()) == Some("Enabled") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the replica was not re-imported"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let plain = kms
-        .decrypt()
-        .key_id(&arn)
-        .ciphertext_blob(ciphertext)
-        .send()
-        .await
-        .unwrap();
+    let enabled = async || key_state(&kms, &arn).await == "Enabled";
+    let (timeout, every) = (Duration::from_secs(30), Duration::from_millis(200));
+    eventually(timeout, every, "the replica was not re-imported", enabled).await;
     assert_eq!(
-        plain.plaintext().map(|b| b.as_ref().to_vec()),
+        decrypt(&kms, Some(&arn), ciphertext).await,
         Some(b"multi-region secret".to_vec())
     );
     op.wait_events(&name, &["MaterialImported"]).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while op.event_count(&name, "MaterialImported") != imports_before + 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "expected exactly one more import"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let one_more = async || op.event_count(&name, "MaterialImported") == imports_before + 1;
+    let (timeout, every) = (Duration::from_secs(10), Duration::from_millis(100));
+    eventually(timeout, every, "expected exactly one more import", one_more).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -180,19 +136,10 @@ async fn hmac_replicas_produce_the_same_macs_and_deletion_policies_apply() {
     let retain = json!({"deletionPolicy": "Retain"});
     scenario.add_replica(&retained, "ap-south-1", retain).await;
     let mac = |region: &'static str, arn: String| async move {
-        kms_client(region)
-            .await
-            .generate_mac()
-            .key_id(arn)
-            .mac_algorithm(MacAlgorithmSpec::HmacSha384)
-            .message(Blob::new(b"probe".to_vec()))
-            .send()
+        let kms = kms_client(region).await;
+        generate_mac(&kms, &arn, KeySpec::Hmac384, b"probe")
             .await
             .unwrap()
-            .mac()
-            .unwrap()
-            .as_ref()
-            .to_vec()
     };
     let primary_mac = mac(DEFAULT_REGION, primary_arn).await;
     let del_arn = scenario.replica_arn(&deleted).await;
@@ -333,11 +280,6 @@ async fn a_primary_lists_a_new_replica_within_seconds_not_at_its_next_resync() {
 // What only real AWS shows, on the strict KMS model (crates/kms-model): ReplicateKey returns
 // a replica in PendingImport, and a replica takes only the material its primary holds.
 
-/// The operator's KMS clients against the model (per Region, like against AWS).
-fn model_clients(model: &KmsModel) -> KmsClients {
-    KmsClients::from_config(support::localstack::sdk_config(&model.url()))
-}
-
 /// The key id in a key ARN.
 fn key_id_of(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
@@ -354,8 +296,7 @@ fn imports_in(model: &KmsModel, region: &str) -> Vec<kms_model::RecordedRequest>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_born_pending_import_gets_the_primarys_material() {
-    let model = KmsModel::start().await.unwrap();
-    let op = Operator::start_with(MemKube::new(), model_clients(&model), settings());
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     let primary = unique("born");
     let scenario =
         ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
@@ -403,46 +344,10 @@ async fn a_replica_born_pending_import_gets_the_primarys_material() {
 /// (IncorrectKeyMaterialException), which is reported as MaterialMismatch, not retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_refusing_the_material_is_material_mismatch() {
-    let model = KmsModel::start().await.unwrap();
-    let op = Operator::start_with(MemKube::new(), model_clients(&model), settings());
-    let kms = support::localstack::kms_client_at(&model.url(), DEFAULT_REGION);
+    let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
     let primary = unique("refused");
-    let adopt_by = Tag::builder()
-        .tag_key("keyfleet.dev/adopt-by")
-        .tag_value(format!("{NS}/{primary}"))
-        .build()
-        .unwrap();
-    let arn = kms
-        .create_key()
-        .origin(OriginType::External)
-        .multi_region(true)
-        .tags(adopt_by)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .arn
-        .unwrap();
-    let other = KeyMaterial::from_secret_value(
-        KeySpec::SymmetricDefault,
-        MaterialEncoding::Raw,
-        &generate_secret_value(KeySpec::SymmetricDefault),
-    )
-    .unwrap();
-    let (algorithm, wrapping_key_spec) = WrappingAlgorithm::default_for(KeySpec::SymmetricDefault);
-    keyfleet::kms::execute::import_material(
-        &kms,
-        &arn,
-        &keyfleet::kms::execute::ImportInput {
-            material: &other,
-            algorithm,
-            wrapping_key_spec,
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    let arn = external_multi_region_key(&kms, vec![adopt_by(NS, &primary)]).await;
+    import_other_material(&kms, &arn, KeySpec::SymmetricDefault).await;
     let scenario = ReplicaScenario::new(
         &op,
         NS,

@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use aws_sdk_kms::types::{OriginType, Tag};
+use aws_sdk_kms::types::Tag;
 use k8s_openapi::api::core::v1::Namespace;
 use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec, KeyPolicyLimits, KeySpec};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -18,6 +18,7 @@ use memkube::MemKube;
 use serde_json::json;
 use support::localstack::{DEFAULT_REGION, kms_client, kms_endpoint, unique};
 use support::operator::*;
+use support::outside::{adopt_by, external_key, tag};
 
 async fn namespace(client: &kube::Client, name: &str, labels: &[(&str, &str)]) {
     let ns = Namespace {
@@ -52,6 +53,17 @@ async fn key(op: &Operator, ns: &str, name: &str, extra: serde_json::Value) {
     create_key(&op.keys(ns), &aws_key(name, DEFAULT_REGION, name, extra)).await;
 }
 
+/// An AwsKey (with its Secret) that becomes Ready.
+async fn ready_key(
+    op: &Operator,
+    ns: &str,
+    name: &str,
+    extra: serde_json::Value,
+) -> keyfleet::api::AwsKey {
+    key(op, ns, name, extra).await;
+    wait_ready(&op.keys(ns), name).await
+}
+
 /// Refused with `reason` and a Warning event, and no KMS key carries the object's uid.
 async fn refused(op: &Operator, ns: &str, name: &str, reason: &str) -> String {
     let key = wait_reason(&op.keys(ns), name, reason).await;
@@ -63,15 +75,6 @@ async fn refused(op: &Operator, ns: &str, name: &str, reason: &str) -> String {
         "{name}: a KMS key was created although it was refused with {reason}"
     );
     ready_message(&key)
-}
-
-/// The message of the Ready condition.
-fn ready_message(key: &keyfleet::api::AwsKey) -> String {
-    key.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -153,8 +156,7 @@ async fn material_goes_only_to_allowed_endpoints() {
     let mut spec = AwsKmsSpec::new(AllowedNamespaces::all());
     spec.endpoint_url = Some(endpoint);
     connection(&op.client, &custom, spec).await;
-    key(&op, &ns, "test-double", json!({"kmsRef": {"name": custom}})).await;
-    wait_ready(&op.keys(&ns), "test-double").await;
+    ready_key(&op, &ns, "test-double", json!({"kmsRef": {"name": custom}})).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -223,32 +225,21 @@ async fn aliases_and_policies_stay_inside_the_connections_limits() {
     let user = json!({"Sid": "Users", "Effect": "Allow",
         "Principal": {"AWS": "arn:aws:iam::000000000000:role/app"}, "Action": "kms:Decrypt", "Resource": "*"});
     let alias = format!("alias/{ns}/orders");
-    key(
+    ready_key(
         &op,
         &ns,
         "inside",
         via(json!({"alias": alias, "policy": policy(user)})),
     )
     .await;
-    wait_ready(&op.keys(&ns), "inside").await;
-}
-
-async fn unowned_key(kms: &aws_sdk_kms::Client, tags: &[(&str, &str)]) -> String {
-    let mut request = kms.create_key().origin(OriginType::External);
-    for (k, v) in tags {
-        request = request.tags(Tag::builder().tag_key(*k).tag_value(*v).build().unwrap());
-    }
-    let meta = request.send().await.unwrap().key_metadata.unwrap();
-    meta.arn().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_keyfleet_did_not_create_are_adopted_only_with_consent_and_retained() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
     let ns = unique("tenant");
+    let Harness { op, kms, .. } = Harness::start(&ns).await;
 
-    let theirs = unowned_key(&kms, &[("owner", "another-team")]).await;
+    let theirs = external_key(&kms, vec![tag("owner", "another-team")]).await;
     key(&op, &ns, "grab", json!({"adoptKeyArn": theirs})).await;
     let message = wait_reason(&op.keys(&ns), "grab", "AdoptionRefused").await;
     let message = ready_message(&message);
@@ -269,10 +260,11 @@ async fn keys_keyfleet_did_not_create_are_adopted_only_with_consent_and_retained
     );
 
     // The key's owner consents: adopted; deleting the AwsKey (no deletionPolicy) retains it.
-    let consenting =
-        unowned_key(&kms, &[("keyfleet.dev/adopt-by", &format!("{ns}/adopted"))]).await;
-    key(&op, &ns, "adopted", json!({"adoptKeyArn": consenting})).await;
-    let adopted = wait_ready(&op.keys(&ns), "adopted").await.status.unwrap();
+    let consenting = external_key(&kms, vec![adopt_by(&ns, "adopted")]).await;
+    let adopted = ready_key(&op, &ns, "adopted", json!({"adoptKeyArn": consenting}))
+        .await
+        .status
+        .unwrap();
     assert_eq!(adopted.adopted, Some(true));
     assert_eq!(
         adopted.deletion_policy,
@@ -293,24 +285,21 @@ async fn keys_keyfleet_did_not_create_are_adopted_only_with_consent_and_retained
         allow_unowned_keys: true,
     });
     connection(&op.client, &open, spec).await;
-    let plain = unowned_key(&kms, &[]).await;
-    key(
+    let plain = external_key(&kms, vec![]).await;
+    ready_key(
         &op,
         &ns,
         "open",
         json!({"adoptKeyArn": plain, "kmsRef": {"name": open}}),
     )
     .await;
-    wait_ready(&op.keys(&ns), "open").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_that_is_no_longer_ours_is_left_alone() {
-    let op = Operator::start(MemKube::new()).await;
-    let kms = kms_client(DEFAULT_REGION).await;
     let ns = unique("tenant");
-    key(&op, &ns, "taken", json!({"description": "before"})).await;
-    let arn = wait_ready(&op.keys(&ns), "taken")
+    let Harness { op, kms, .. } = Harness::start(&ns).await;
+    let arn = ready_key(&op, &ns, "taken", json!({"description": "before"}))
         .await
         .status
         .unwrap()
@@ -371,11 +360,7 @@ async fn a_key_that_is_no_longer_ours_is_left_alone() {
 /// `PolicyRejected`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_key_whose_policy_kms_refuses_gets_no_material() {
-    use keyfleet::kms::KmsClients;
-
-    let model = kms_model::KmsModel::start().await.unwrap();
-    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
-    let op = Operator::start_with(MemKube::new(), clients, settings());
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     let client = op.client.clone();
     let ns = unique("tenant");
     let name = unique("rejected");
@@ -452,8 +437,15 @@ async fn replica_cleanup_uses_the_recorded_connection_and_never_mistakes_another
     let clients = KmsClients::from_config(support::localstack::sdk_config(&account_a.url()));
     let op = Operator::start_with(MemKube::new(), clients, custom);
     let connections = Api::<AwsKms>::all(op.client.clone());
-    let repoint = |role_account: &str, url: String| json!({"spec": {"roleArn": format!("arn:aws:iam::{role_account}:role/keyfleet"), "endpointUrl": url}});
     let conn = unique("account-b");
+    // Points the connection at the role of `role_account` and at the KMS model behind `url`.
+    let repoint = async |role_account: &str, url: String| {
+        let patch = json!({"spec": {"roleArn": format!("arn:aws:iam::{role_account}:role/keyfleet"), "endpointUrl": url}});
+        connections
+            .patch(&conn, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+    };
     let mut spec = AwsKmsSpec::new(AllowedNamespaces::all());
     spec.role_arn = Some("arn:aws:iam::222233334444:role/keyfleet".into());
     spec.endpoint_url = Some(account_b.url());
@@ -495,14 +487,7 @@ async fn replica_cleanup_uses_the_recorded_connection_and_never_mistakes_another
     wait_gone(&keys, &primary).await;
 
     // The recorded connection is repointed to account A, where the replica does not exist.
-    connections
-        .patch(
-            &conn,
-            &PatchParams::default(),
-            &Patch::Merge(repoint("111122223333", account_a.url())),
-        )
-        .await
-        .unwrap();
+    repoint("111122223333", account_a.url()).await;
     let replicas = Api::<AwsReplicaKey>::namespaced(op.client.clone(), &ns);
     replicas
         .delete(&replica, &DeleteParams::default())
@@ -537,14 +522,7 @@ async fn replica_cleanup_uses_the_recorded_connection_and_never_mistakes_another
     );
 
     // Restored: cleanup runs through the connection again and deletes the replica in B.
-    connections
-        .patch(
-            &conn,
-            &PatchParams::default(),
-            &Patch::Merge(repoint("222233334444", account_b.url())),
-        )
-        .await
-        .unwrap();
+    repoint("222233334444", account_b.url()).await;
     wait_gone(&replicas, &replica).await;
     assert_eq!(
         account_b.key("eu-west-1", &key_id).unwrap().key_state,

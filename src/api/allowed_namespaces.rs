@@ -88,17 +88,11 @@ fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyfleet_testkit::labels;
     use serde_json::json;
 
     fn allowed(spec: serde_json::Value) -> AllowedNamespaces {
         serde_json::from_value(spec).expect("allowedNamespaces")
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

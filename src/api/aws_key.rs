@@ -139,7 +139,7 @@ pub struct AwsKeySpec {
     pub expiration: Option<Expiration>,
 
     /// Whether the key is enabled for cryptographic operations.
-    #[serde(default = "default_true")]
+    #[serde(default = "super::key_settings::default_true")]
     pub enabled: bool,
 
     /// What happens to the KMS key when this resource is deleted. Unset: Retain for an adopted
@@ -150,7 +150,7 @@ pub struct AwsKeySpec {
     pub deletion_policy: Option<DeletionPolicy>,
 
     /// Waiting period, in days, between scheduling deletion and AWS deleting the key (7-30).
-    #[serde(default = "default_pending_window_days")]
+    #[serde(default = "super::key_settings::default_pending_window_days")]
     #[schemars(range(min = 7, max = 30))]
     pub pending_window_days: i32,
 
@@ -159,14 +159,6 @@ pub struct AwsKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/.+$"))]
     pub adopt_key_arn: Option<String>,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_pending_window_days() -> i32 {
-    30
 }
 
 /// Where the key material is read from and how it is wrapped for import.
@@ -257,19 +249,6 @@ pub struct AwsKeyStatus {
     /// Replicas of this multi-region key, as seen in KMS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<ReplicaRef>,
-}
-
-impl std::ops::Deref for AwsKeyStatus {
-    type Target = KmsKeyStatus;
-    fn deref(&self) -> &KmsKeyStatus {
-        &self.key
-    }
-}
-
-impl std::ops::DerefMut for AwsKeyStatus {
-    fn deref_mut(&mut self) -> &mut KmsKeyStatus {
-        &mut self.key
-    }
 }
 
 /// A replica of a multi-region key.

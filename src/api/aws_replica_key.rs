@@ -104,7 +104,7 @@ pub struct AwsReplicaKeySpec {
     pub bypass_policy_lockout_safety_check: bool,
 
     /// Whether the replica is enabled for cryptographic operations.
-    #[serde(default = "default_true")]
+    #[serde(default = "super::key_settings::default_true")]
     pub enabled: bool,
 
     /// What happens to the replica when this resource is deleted. Unset: Retain for an adopted
@@ -115,17 +115,9 @@ pub struct AwsReplicaKeySpec {
     pub deletion_policy: Option<DeletionPolicy>,
 
     /// Waiting period, in days, between scheduling deletion and AWS deleting the replica (7-30).
-    #[serde(default = "default_pending_window_days")]
+    #[serde(default = "super::key_settings::default_pending_window_days")]
     #[schemars(range(min = 7, max = 30))]
     pub pending_window_days: i32,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_pending_window_days() -> i32 {
-    30
 }
 
 /// Observed state of an AwsReplicaKey, as seen in KMS.
@@ -138,17 +130,4 @@ pub struct AwsReplicaKeyStatus {
     /// ARN of the primary key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_arn: Option<String>,
-}
-
-impl std::ops::Deref for AwsReplicaKeyStatus {
-    type Target = KmsKeyStatus;
-    fn deref(&self) -> &KmsKeyStatus {
-        &self.key
-    }
-}
-
-impl std::ops::DerefMut for AwsReplicaKeyStatus {
-    fn deref_mut(&mut self) -> &mut KmsKeyStatus {
-        &mut self.key
-    }
 }

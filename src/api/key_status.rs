@@ -89,3 +89,27 @@ pub struct KmsKeyStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
+
+/// The status of each key kind holds a [`KmsKeyStatus`] under `key` (flattened) next to its own
+/// fields, and reads as one.
+macro_rules! deref_to_key_status {
+    ($($status:ty),+) => {$(
+        impl std::ops::Deref for $status {
+            type Target = KmsKeyStatus;
+            fn deref(&self) -> &KmsKeyStatus {
+                &self.key
+            }
+        }
+
+        impl std::ops::DerefMut for $status {
+            fn deref_mut(&mut self) -> &mut KmsKeyStatus {
+                &mut self.key
+            }
+        }
+    )+};
+}
+
+deref_to_key_status!(
+    super::aws_key::AwsKeyStatus,
+    super::aws_replica_key::AwsReplicaKeyStatus
+);

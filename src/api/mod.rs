@@ -12,6 +12,7 @@ pub mod deletion;
 pub mod expiration;
 pub mod key_material;
 pub mod key_policy;
+pub mod key_settings;
 pub mod key_spec;
 pub mod key_status;
 pub mod pkcs11_token;
@@ -33,6 +34,7 @@ pub use deletion::{DEFAULT_DELETION_POLICY_ANNOTATION, DeletionPolicy, effective
 pub use expiration::Expiration;
 pub use key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 pub use key_policy::{KeyPolicy, KeyPolicyForm, PolicyShortcuts};
+pub use key_settings::KeySettings;
 pub use key_spec::{KeyFamily, KeySpec, KeyUsage};
 pub use key_status::KmsKeyStatus;
 pub use pkcs11_token::{

@@ -6,14 +6,14 @@ use kube::ResourceExt;
 use tracing::info;
 
 use super::Failure;
-use super::managed_key::{Located, ManagedKey, Scope, Source};
+use super::managed_key::{Located, ManagedKey, Scope, Source, owned_key};
 use super::status;
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKeyStatus, DeletionPolicy, KeyPolicy};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKeyStatus};
 use crate::desired::{self, SpecError};
+use crate::kms::KmsError;
 use crate::kms::execute;
-use crate::kms::observe::{self, ReadDepth};
-use crate::kms::{Client, KmsError};
-use crate::plan::{self, DesiredKey, ObservedKey, Owner, Ownership};
+use crate::kms::observe;
+use crate::plan::{DesiredKey, ObservedKey, Owner, Ownership};
 use crate::tenancy::{self, Claim};
 
 impl ManagedKey for AwsKey {
@@ -21,24 +21,6 @@ impl ManagedKey for AwsKey {
     const CREATED: (&'static str, &'static str) = ("KeyCreated", "CreateKey");
     const GONE_ADVICE: &'static str =
         "Delete this AwsKey (or point adoptKeyArn at a replacement) to continue";
-
-    type Status = AwsKeyStatus;
-
-    fn status(&self) -> Option<&AwsKeyStatus> {
-        self.status.as_ref()
-    }
-    fn region(&self) -> &str {
-        &self.spec.region
-    }
-    fn policy(&self) -> Option<&KeyPolicy> {
-        self.spec.policy.as_ref()
-    }
-    fn deletion_policy(&self) -> Option<DeletionPolicy> {
-        self.spec.deletion_policy
-    }
-    fn pending_window_days(&self) -> i32 {
-        self.spec.pending_window_days
-    }
 
     async fn source<'a>(&'a self, _ctx: &'a super::Context) -> Result<Source<'a>, Failure> {
         Ok(Source::Own(&self.spec))
@@ -199,33 +181,6 @@ async fn resolve(scope: &Scope<'_, AwsKey>) -> Result<Option<Located>, Failure> 
         return existing(key_id, Claim::Recorded, false);
     }
     Ok(None)
-}
-
-/// A key found by id, ARN or alias, with its tags and who owns it.
-struct Found {
-    key_id: String,
-    tags: std::collections::BTreeMap<String, String>,
-    ownership: Ownership,
-}
-
-/// Describes `key` (id, ARN or alias) and classifies who owns it.
-async fn owned_key(client: &Client, key: &str, owner: &Owner) -> Result<Option<Found>, Failure> {
-    let depth = ReadDepth {
-        metadata: true,
-        policy: false,
-    };
-    let Some(observed) = observe::observe(client, key, depth)
-        .await
-        .map_err(Failure::kms)?
-    else {
-        return Ok(None);
-    };
-    let ownership = plan::ownership(&observed.tags, owner);
-    Ok(Some(Found {
-        key_id: observed.key_id,
-        tags: observed.tags,
-        ownership,
-    }))
 }
 
 /// Records the intent, creates the key, records its id — so that a crash at any point leaves

@@ -5,11 +5,9 @@ use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::dereference::Dereferenced;
-use super::managed_key::{Located, ManagedKey, Scope, Source};
+use super::managed_key::{Located, ManagedKey, Scope, Source, owned_key};
 use super::{Context, Failure, status};
-use crate::api::{
-    AwsKey, AwsKeyPolicyTemplate, AwsReplicaKey, AwsReplicaKeyStatus, DeletionPolicy, KeyPolicy,
-};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsReplicaKey, AwsReplicaKeyStatus};
 use crate::desired::{self, SpecError};
 use crate::kms::observe::{self, ReadDepth};
 use crate::kms::{Requester, execute};
@@ -21,24 +19,6 @@ impl ManagedKey for AwsReplicaKey {
     const CREATED: (&'static str, &'static str) = ("KeyReplicated", "ReplicateKey");
     const GONE_ADVICE: &'static str =
         "Delete this AwsReplicaKey and apply it again to replicate the primary anew";
-
-    type Status = AwsReplicaKeyStatus;
-
-    fn status(&self) -> Option<&AwsReplicaKeyStatus> {
-        self.status.as_ref()
-    }
-    fn region(&self) -> &str {
-        &self.spec.region
-    }
-    fn policy(&self) -> Option<&KeyPolicy> {
-        self.spec.policy.as_ref()
-    }
-    fn deletion_policy(&self) -> Option<DeletionPolicy> {
-        self.spec.deletion_policy
-    }
-    fn pending_window_days(&self) -> i32 {
-        self.spec.pending_window_days
-    }
 
     /// The primary, from the replica's own namespace only (the reference has no namespace
     /// field), once it is Enabled.
@@ -237,33 +217,21 @@ async fn find_replica(
     primary_arn: &str,
     primary_uid: &str,
 ) -> Result<Option<(String, Claim)>, Failure> {
-    let shallow = ReadDepth {
-        metadata: false,
-        policy: false,
-    };
-    let Some(primary) = observe::observe(primary_client, primary_arn, shallow)
+    let primary = observe::observe(primary_client, primary_arn, ReadDepth::DESCRIBE)
         .await
-        .map_err(Failure::kms)?
-    else {
-        return Ok(None);
-    };
+        .map_err(Failure::kms)?;
     let region = &scope.obj.spec.region;
-    let Some((_, arn)) = primary.replicas.iter().find(|(r, _)| r == region) else {
+    // The primary's replica in this region, if the primary (still) exists.
+    let replica = primary.and_then(|p| p.replicas.into_iter().find(|(r, _)| r == region));
+    let Some((_, arn)) = replica else {
         return Ok(None);
     };
-    let with_tags = ReadDepth {
-        metadata: true,
-        policy: false,
-    };
-    let Some(existing) = observe::observe(scope.client, arn, with_tags)
-        .await
-        .map_err(Failure::kms)?
-    else {
+    let Some(existing) = owned_key(scope.client, &arn, scope.owner).await? else {
         return Ok(None);
     };
     let tagged_by_primary =
         existing.tags.get(plan::OWNER_UID_TAG).map(String::as_str) == Some(primary_uid);
-    match plan::ownership(&existing.tags, scope.owner) {
+    match existing.ownership {
         Ownership::Elsewhere(other) if !tagged_by_primary => Err(Failure::conflict(
             "AdoptionRefused",
             format!(

@@ -7,6 +7,7 @@ use std::ops::DerefMut;
 
 use jiff::Timestamp;
 use kube::core::NamespaceResourceScope;
+use kube::core::object::{HasSpec, HasStatus};
 use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,11 +15,13 @@ use serde::de::DeserializeOwned;
 use super::dereference::Dereferenced;
 use super::{Context, Failure};
 use crate::api::{
-    AwsKey, AwsKeyPolicyTemplate, AwsKeySpec, AwsKeyStatus, DeletionPolicy, KeyPolicy, KmsKeyStatus,
+    AwsKey, AwsKeyPolicyTemplate, AwsKeySpec, AwsKeyStatus, DeletionPolicy, KeyPolicy, KeySettings,
+    KmsKeyStatus,
 };
 use crate::desired::SpecError;
 use crate::kms::Client;
-use crate::plan::{DesiredKey, ObservedKey, Owner};
+use crate::kms::observe::{self, ReadDepth};
+use crate::plan::{self, DesiredKey, ObservedKey, Owner, Ownership};
 use crate::tenancy::Claim;
 
 /// Finalizer that guarantees the deletion policy runs before the object disappears.
@@ -71,7 +74,17 @@ pub struct Scope<'a, K: ManagedKey> {
 /// A kind whose objects each manage one KMS key (AwsKey, AwsReplicaKey).
 pub trait ManagedKey:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + Clone
+    + HasSpec<Spec: KeySettings>
+    + HasStatus<
+        Status: Clone
+                    + Default
+                    + PartialEq
+                    + Debug
+                    + Serialize
+                    + Send
+                    + Sync
+                    + DerefMut<Target = KmsKeyStatus>,
+    > + Clone
     + Debug
     + DeserializeOwned
     + Serialize
@@ -86,21 +99,19 @@ pub trait ManagedKey:
     /// What the user can do when the key is gone.
     const GONE_ADVICE: &'static str;
 
-    type Status: Clone
-        + Default
-        + PartialEq
-        + Debug
-        + Serialize
-        + Send
-        + Sync
-        + DerefMut<Target = KmsKeyStatus>;
-
-    fn status(&self) -> Option<&Self::Status>;
-    fn region(&self) -> &str;
-    fn policy(&self) -> Option<&KeyPolicy>;
+    fn region(&self) -> &str {
+        self.spec().region()
+    }
+    fn policy(&self) -> Option<&KeyPolicy> {
+        self.spec().policy()
+    }
     /// The deletion policy the spec sets, if any.
-    fn deletion_policy(&self) -> Option<DeletionPolicy>;
-    fn pending_window_days(&self) -> i32;
+    fn deletion_policy(&self) -> Option<DeletionPolicy> {
+        self.spec().deletion_policy()
+    }
+    fn pending_window_days(&self) -> i32 {
+        self.spec().pending_window_days()
+    }
 
     /// Dereference, the kind's part: the AwsKey that names connection and material.
     fn source<'a>(
@@ -147,4 +158,31 @@ pub trait ManagedKey:
 
     /// Cleanup: the event note once deletion of `key_id` is scheduled.
     fn deletion_note(&self, key_id: &str, status: &Self::Status) -> String;
+}
+
+/// A key found by id, ARN or alias, with its tags and who owns it.
+pub struct Found {
+    pub key_id: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+    pub ownership: Ownership,
+}
+
+/// Describes `key` (id, ARN or alias) and classifies who owns it.
+pub async fn owned_key(
+    client: &Client,
+    key: &str,
+    owner: &Owner,
+) -> Result<Option<Found>, Failure> {
+    let Some(observed) = observe::observe(client, key, ReadDepth::METADATA)
+        .await
+        .map_err(Failure::kms)?
+    else {
+        return Ok(None);
+    };
+    let ownership = plan::ownership(&observed.tags, owner);
+    Ok(Some(Found {
+        key_id: observed.key_id,
+        tags: observed.tags,
+        ownership,
+    }))
 }

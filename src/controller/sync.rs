@@ -192,11 +192,7 @@ async fn check_writes(
     let tags = match observed {
         Some(observed) if observed.metadata_read => observed.tags.clone(),
         _ => {
-            let depth = ReadDepth {
-                metadata: true,
-                policy: false,
-            };
-            match observe::observe(key.client, key.key_id, depth)
+            match observe::observe(key.client, key.key_id, ReadDepth::METADATA)
                 .await
                 .map_err(Failure::kms)?
             {

@@ -212,9 +212,15 @@ impl KmsClients {
                 .time_source(aws_smithy_async::time::SystemTimeSource::new())
                 .build()
         };
+        KmsClients::new(base, None)
+    }
+
+    /// Clients from `base` (or the one `fixed` client), with no metrics, pacing or HTTP client
+    /// of their own yet.
+    fn new(base: SdkConfig, fixed: Option<Client>) -> KmsClients {
         KmsClients {
             base,
-            fixed: None,
+            fixed,
             metrics: None,
             limits: None,
             http: None,
@@ -259,18 +265,10 @@ impl KmsClients {
     /// Every connection and region gets this one client (tests with SDK mocks; not fenced: the
     /// mocks answer above the HTTP layer).
     pub fn fixed(client: Client) -> KmsClients {
-        KmsClients {
-            base: SdkConfig::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .build(),
-            fixed: Some(client),
-            metrics: None,
-            limits: None,
-            http: None,
-            cache: Mutex::new(Cache::default()),
-            callers: Default::default(),
-            fence: WriteFence::open(),
-        }
+        let base = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .build();
+        KmsClients::new(base, Some(client))
     }
 
     /// The principal KMS calls through `connection` for `requester` run as (None: unknown,

@@ -6,7 +6,8 @@ use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::{Blob, DateTime};
 use aws_sdk_kms::types::{
     AlgorithmSpec, ExpirationModelType, ImportType, IncludeKeyMaterial, KeyMaterialState,
-    KeySpec as SdkKeySpec, KeyUsageType, OriginType, Tag, WrappingKeySpec as SdkWrappingKeySpec,
+    KeyMetadata, KeySpec as SdkKeySpec, KeyUsageType, OriginType, Tag,
+    WrappingKeySpec as SdkWrappingKeySpec,
 };
 use jiff::Timestamp;
 
@@ -38,6 +39,23 @@ pub struct KeyCreation {
     pub arn: String,
 }
 
+impl KeyCreation {
+    /// The key `operation` (CreateKey, ReplicateKey) reports in its answer.
+    fn from_metadata(
+        operation: &'static str,
+        metadata: Option<KeyMetadata>,
+    ) -> Result<KeyCreation, KmsError> {
+        let meta = metadata.ok_or_else(|| KmsError::Unavailable {
+            operation,
+            message: "response without key metadata".into(),
+        })?;
+        Ok(KeyCreation {
+            key_id: meta.key_id().to_string(),
+            arn: meta.arn().unwrap_or_default().to_string(),
+        })
+    }
+}
+
 fn sdk_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>, KmsError> {
     tags.iter()
         .map(|(k, v)| {
@@ -62,6 +80,18 @@ fn no_retries() -> aws_sdk_kms::config::Builder {
         .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
 }
 
+/// Sends a CreateKey or ReplicateKey request once ([`no_retries`]), classifying its error.
+macro_rules! send_once {
+    ($request:expr, $operation:literal) => {
+        $request
+            .customize()
+            .config_override(no_retries())
+            .send()
+            .await
+            .map_err(|e| KmsError::from_sdk($operation, e))
+    };
+}
+
 /// CreateKey with origin EXTERNAL, carrying spec, usage, description, tags (incl. ownership)
 /// and multi-region. The key starts with the AWS default policy: the desired policy is
 /// rendered for the key's ARN and lockout-checked, then applied by the first sync round.
@@ -74,20 +104,8 @@ pub async fn create_key(client: &Client, desired: &DesiredKey) -> Result<KeyCrea
         .description(&desired.description)
         .multi_region(desired.multi_region)
         .set_tags(Some(sdk_tags(&desired.tags)?));
-    let out = request
-        .customize()
-        .config_override(no_retries())
-        .send()
-        .await
-        .map_err(|e| KmsError::from_sdk("CreateKey", e))?;
-    let meta = out.key_metadata.ok_or_else(|| KmsError::Unavailable {
-        operation: "CreateKey",
-        message: "response without key metadata".into(),
-    })?;
-    Ok(KeyCreation {
-        key_id: meta.key_id().to_string(),
-        arn: meta.arn().unwrap_or_default().to_string(),
-    })
+    let out = send_once!(request, "CreateKey")?;
+    KeyCreation::from_metadata("CreateKey", out.key_metadata)
 }
 
 /// ReplicateKey of a multi-region primary into `replica_region`, with the replica's own
@@ -105,22 +123,8 @@ pub async fn replicate_key(
         .replica_region(replica_region)
         .description(&desired.description)
         .set_tags(Some(sdk_tags(&desired.tags)?));
-    let out = request
-        .customize()
-        .config_override(no_retries())
-        .send()
-        .await
-        .map_err(|e| KmsError::from_sdk("ReplicateKey", e))?;
-    let meta = out
-        .replica_key_metadata
-        .ok_or_else(|| KmsError::Unavailable {
-            operation: "ReplicateKey",
-            message: "response without replica key metadata".into(),
-        })?;
-    Ok(KeyCreation {
-        key_id: meta.key_id().to_string(),
-        arn: meta.arn().unwrap_or_default().to_string(),
-    })
+    let out = send_once!(request, "ReplicateKey")?;
+    KeyCreation::from_metadata("ReplicateKey", out.replica_key_metadata)
 }
 
 /// Which material an import brings (KMS `ImportType`).
@@ -243,18 +247,13 @@ pub async fn rotation_ready(
 /// DeleteImportedKeyMaterial of the current material: the key goes to PendingImport and cannot
 /// be used until the same material is imported again. A key already gone counts as done.
 pub async fn delete_material(client: &Client, key_id: &str) -> Result<DeletionOutcome, KmsError> {
-    match client
+    let answer = client
         .delete_imported_key_material()
         .key_id(key_id)
         .send()
         .await
-    {
-        Ok(_) => Ok(DeletionOutcome::Scheduled),
-        Err(e) => match KmsError::from_sdk("DeleteImportedKeyMaterial", e) {
-            KmsError::NotFound { .. } => Ok(DeletionOutcome::AlreadyGone),
-            other => Err(other),
-        },
-    }
+        .map_err(|e| KmsError::from_sdk("DeleteImportedKeyMaterial", e));
+    deletion_outcome(answer)
 }
 
 /// Performs one planned action on `key_id`; returns the KeyMaterialId of an import (when KMS
@@ -301,48 +300,20 @@ async fn execute_write(client: &Client, key_id: &str, action: &Action) -> Result
         Action::EnableKey => sent(op, client.enable_key().key_id(key_id).send()).await,
         Action::DisableKey => sent(op, client.disable_key().key_id(key_id).send()).await,
         Action::UpdateDescription(description) => {
-            sent(
-                op,
-                client
-                    .update_key_description()
-                    .key_id(key_id)
-                    .description(description)
-                    .send(),
-            )
-            .await
+            let request = client.update_key_description().description(description);
+            sent(op, request.key_id(key_id).send()).await
         }
         Action::TagResource(tags) => {
-            sent(
-                op,
-                client
-                    .tag_resource()
-                    .key_id(key_id)
-                    .set_tags(Some(sdk_tags(tags)?))
-                    .send(),
-            )
-            .await
+            let request = client.tag_resource().set_tags(Some(sdk_tags(tags)?));
+            sent(op, request.key_id(key_id).send()).await
         }
         Action::UntagResource(keys) => {
-            sent(
-                op,
-                client
-                    .untag_resource()
-                    .key_id(key_id)
-                    .set_tag_keys(Some(keys.clone()))
-                    .send(),
-            )
-            .await
+            let request = client.untag_resource().set_tag_keys(Some(keys.clone()));
+            sent(op, request.key_id(key_id).send()).await
         }
         Action::CreateAlias(alias) => {
-            sent(
-                op,
-                client
-                    .create_alias()
-                    .alias_name(alias)
-                    .target_key_id(key_id)
-                    .send(),
-            )
-            .await
+            let request = client.create_alias().alias_name(alias);
+            sent(op, request.target_key_id(key_id).send()).await
         }
         Action::DeleteAlias(alias) => {
             sent(op, client.delete_alias().alias_name(alias).send()).await
@@ -391,41 +362,47 @@ pub async fn schedule_deletion(
     key_id: &str,
     pending_window_days: i32,
 ) -> Result<DeletionOutcome, KmsError> {
-    match client
+    let answer = client
         .schedule_key_deletion()
         .key_id(key_id)
         .pending_window_in_days(pending_window_days)
         .send()
         .await
-    {
-        Ok(_) => Ok(DeletionOutcome::Scheduled),
-        Err(e) => match KmsError::from_sdk("ScheduleKeyDeletion", e) {
-            KmsError::NotFound { .. } => Ok(DeletionOutcome::AlreadyGone),
-            KmsError::InvalidState { .. } => {
-                // Already PendingDeletion (or PendingReplicaDeletion) is done; other states are
-                // real refusals.
-                match super::observe::describe(client, key_id).await? {
-                    None => Ok(DeletionOutcome::AlreadyGone),
-                    Some(meta)
-                        if matches!(
-                            meta.key_state().map(|s| s.as_str()),
-                            Some("PendingDeletion" | "PendingReplicaDeletion")
-                        ) =>
-                    {
-                        Ok(DeletionOutcome::AlreadyGone)
-                    }
-                    Some(meta) => Err(KmsError::InvalidState {
-                        operation: "ScheduleKeyDeletion",
-                        message: format!(
-                            "key is {}",
-                            meta.key_state()
-                                .map(|s| s.as_str())
-                                .unwrap_or("in an unknown state")
-                        ),
-                    }),
+        .map_err(|e| KmsError::from_sdk("ScheduleKeyDeletion", e));
+    match answer {
+        Err(KmsError::InvalidState { .. }) => {
+            // Already PendingDeletion (or PendingReplicaDeletion) is done; other states are
+            // real refusals.
+            match super::observe::describe(client, key_id).await? {
+                None => Ok(DeletionOutcome::AlreadyGone),
+                Some(meta)
+                    if matches!(
+                        meta.key_state().map(|s| s.as_str()),
+                        Some("PendingDeletion" | "PendingReplicaDeletion")
+                    ) =>
+                {
+                    Ok(DeletionOutcome::AlreadyGone)
                 }
+                Some(meta) => Err(KmsError::InvalidState {
+                    operation: "ScheduleKeyDeletion",
+                    message: format!(
+                        "key is {}",
+                        meta.key_state()
+                            .map(|s| s.as_str())
+                            .unwrap_or("in an unknown state")
+                    ),
+                }),
             }
-            other => Err(other),
-        },
+        }
+        answer => deletion_outcome(answer),
+    }
+}
+
+/// A deletion request's answer: scheduled, or the key already gone (NotFound).
+fn deletion_outcome<O>(answer: Result<O, KmsError>) -> Result<DeletionOutcome, KmsError> {
+    match answer {
+        Ok(_) => Ok(DeletionOutcome::Scheduled),
+        Err(KmsError::NotFound { .. }) => Ok(DeletionOutcome::AlreadyGone),
+        Err(other) => Err(other),
     }
 }

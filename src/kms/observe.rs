@@ -23,6 +23,16 @@ impl ReadDepth {
         metadata: true,
         policy: true,
     };
+    /// DescribeKey only.
+    pub const DESCRIBE: ReadDepth = ReadDepth {
+        metadata: false,
+        policy: false,
+    };
+    /// DescribeKey, tags and aliases; not the policy.
+    pub const METADATA: ReadDepth = ReadDepth {
+        metadata: true,
+        policy: false,
+    };
 }
 
 /// DescribeKey; `Ok(None)` when the key (or alias) does not exist.

@@ -17,16 +17,6 @@ use keyfleet_testkit::material::{
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-const ASYMMETRIC: [KeySpec; 7] = [
-    KeySpec::Rsa2048,
-    KeySpec::Rsa3072,
-    KeySpec::Rsa4096,
-    KeySpec::EccNistP256,
-    KeySpec::EccNistP384,
-    KeySpec::EccNistP521,
-    KeySpec::EccSecgP256k1,
-];
-
 /// One generated PKCS#8 key per asymmetric spec (RSA generation is slow in debug builds).
 fn pkcs8_for(spec: KeySpec) -> Zeroizing<Vec<u8>> {
     static KEYS: OnceLock<Mutex<HashMap<KeySpec, Zeroizing<Vec<u8>>>>> = OnceLock::new();
@@ -228,7 +218,7 @@ fn pem_with_certificate_and_crlf_is_accepted_when_it_holds_one_key() {
 
 #[test]
 fn ec_pkcs8_lengths_match_the_wrapping_capacity_table() {
-    for spec in ASYMMETRIC
+    for spec in KeySpec::ALL
         .into_iter()
         .filter(|s| s.family() == KeyFamily::Ecc)
     {
@@ -862,22 +852,23 @@ fn debug_and_errors_never_contain_material() {
         }
     }
     // Invalid characters inside the material must not be echoed either.
-    let err = KeyMaterial::from_secret_value(
-        KeySpec::SymmetricDefault,
-        MaterialEncoding::Base64,
-        b"TOPSECRETMATERIAL$0123456789",
-    )
-    .unwrap_err();
-    assert!(!err.to_string().contains('$'));
-    errors.push(err);
-    let err = KeyMaterial::from_secret_value(
-        KeySpec::SymmetricDefault,
-        MaterialEncoding::Hex,
-        b"00112233445566778899aabbccddeeffQ0",
-    )
-    .unwrap_err();
-    assert!(!err.to_string().contains('Q'));
-    errors.push(err);
+    for (encoding, value, invalid) in [
+        (
+            MaterialEncoding::Base64,
+            &b"TOPSECRETMATERIAL$0123456789"[..],
+            '$',
+        ),
+        (
+            MaterialEncoding::Hex,
+            b"00112233445566778899aabbccddeeffQ0",
+            'Q',
+        ),
+    ] {
+        let err =
+            KeyMaterial::from_secret_value(KeySpec::SymmetricDefault, encoding, value).unwrap_err();
+        assert!(!err.to_string().contains(invalid), "{encoding:?}");
+        errors.push(err);
+    }
     assert!(errors.len() > 20);
     for e in &errors {
         assert_no_leak(&e.to_string(), &secret[..16]);

@@ -78,7 +78,6 @@ impl SchemaCheck {
                 .rfind('/')
                 .and_then(|i| self.json_schema.pointer(&schema_path[..i]))
                 .unwrap_or(&Value::Null);
-            let instance = error.instance();
             match error.kind() {
                 ValidationErrorKind::Required { property } => {
                     let name = property.as_str().unwrap_or_default();
@@ -110,109 +109,97 @@ impl SchemaCheck {
                         });
                     }
                 }
-                ValidationErrorKind::Type { .. } => issues.push(Issue {
-                    pointer: at,
-                    reason: "FieldValueTypeInvalid",
-                    message: format!(
-                        "must be {}, got {}",
-                        expected_types(node.get("type")),
-                        describe(instance)
-                    ),
-                }),
-                ValidationErrorKind::Enum { options } => {
-                    let allowed: Vec<&str> = options
-                        .as_array()
-                        .map(|o| o.iter().filter_map(Value::as_str).collect())
-                        .unwrap_or_default();
-                    let hint = instance
-                        .as_str()
-                        .and_then(|s| closest(s, &allowed))
-                        .map(|b| format!(" (did you mean {b}?)"))
-                        .unwrap_or_default();
+                _ => {
+                    let (reason, message) = value_issue(&error, node);
                     issues.push(Issue {
                         pointer: at,
-                        reason: "FieldValueNotSupported",
-                        message: format!(
-                            "unsupported value {}{hint}; supported values: {}",
-                            describe_value(instance),
-                            allowed.join(", ")
-                        ),
+                        reason,
+                        message,
                     });
                 }
-                ValidationErrorKind::Pattern { pattern } => issues.push(Issue {
-                    pointer: at,
-                    reason: "FieldValueInvalid",
-                    message: format!(
-                        "{} does not match the pattern {pattern}",
-                        describe_value(instance)
-                    ),
-                }),
-                ValidationErrorKind::MinLength { limit } => issues.push(Issue {
-                    pointer: at,
-                    reason: "FieldValueInvalid",
-                    message: format!(
-                        "must be at least {limit} character{} long, got {}",
-                        if *limit == 1 { "" } else { "s" },
-                        chars(instance)
-                    ),
-                }),
-                ValidationErrorKind::MaxLength { limit } => issues.push(Issue {
-                    pointer: at,
-                    reason: "FieldValueTooLong",
-                    message: format!(
-                        "must be at most {limit} characters long, got {}",
-                        chars(instance)
-                    ),
-                }),
-                ValidationErrorKind::Minimum { limit } => issues.push(Issue {
-                    pointer: at,
-                    reason: "FieldValueInvalid",
-                    message: format!("must be at least {}, got {instance}", number(limit)),
-                }),
-                ValidationErrorKind::Maximum { limit } => issues.push(Issue {
-                    pointer: at,
-                    reason: "FieldValueInvalid",
-                    message: format!("must be at most {}, got {instance}", number(limit)),
-                }),
-                ValidationErrorKind::MinItems { limit } => issues.push(Issue {
-                    pointer: at,
-                    reason: "FieldValueInvalid",
-                    message: format!("must have at least {limit} item(s)"),
-                }),
-                ValidationErrorKind::MaxItems { limit } => issues.push(Issue {
-                    pointer: at,
-                    reason: "FieldValueTooMany",
-                    message: format!("must have at most {limit} item(s)"),
-                }),
-                ValidationErrorKind::MinProperties { limit } => issues.push(Issue {
-                    pointer: at,
-                    reason: "FieldValueInvalid",
-                    message: format!("must have at least {limit} entr(y/ies)"),
-                }),
-                ValidationErrorKind::MaxProperties { limit } => issues.push(Issue {
-                    pointer: at,
-                    reason: "FieldValueTooMany",
-                    message: format!("must have at most {limit} entries"),
-                }),
-                ValidationErrorKind::Format { format } => issues.push(Issue {
-                    pointer: at,
-                    reason: "FieldValueInvalid",
-                    message: match format.as_str() {
-                        "date-time" => format!(
-                            "{} is not an RFC 3339 date-time (e.g. 2030-01-31T00:00:00Z)",
-                            describe_value(instance)
-                        ),
-                        other => format!("{} is not a valid {other}", describe_value(instance)),
-                    },
-                }),
-                _ => issues.push(Issue {
-                    pointer: at,
-                    reason: "FieldValueInvalid",
-                    message: error.to_string(),
-                }),
             }
         }
         issues
+    }
+}
+
+/// Reason and message for a value that breaks one keyword of its schema node (`node`).
+fn value_issue(error: &jsonschema::ValidationError<'_>, node: &Value) -> (&'static str, String) {
+    let instance = error.instance();
+    let invalid = |message: String| ("FieldValueInvalid", message);
+    match error.kind() {
+        ValidationErrorKind::Type { .. } => (
+            "FieldValueTypeInvalid",
+            format!(
+                "must be {}, got {}",
+                expected_types(node.get("type")),
+                describe(instance)
+            ),
+        ),
+        ValidationErrorKind::Enum { options } => {
+            let allowed: Vec<&str> = options
+                .as_array()
+                .map(|o| o.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let hint = instance
+                .as_str()
+                .and_then(|s| closest(s, &allowed))
+                .map(|b| format!(" (did you mean {b}?)"))
+                .unwrap_or_default();
+            (
+                "FieldValueNotSupported",
+                format!(
+                    "unsupported value {}{hint}; supported values: {}",
+                    describe_value(instance),
+                    allowed.join(", ")
+                ),
+            )
+        }
+        ValidationErrorKind::Pattern { pattern } => invalid(format!(
+            "{} does not match the pattern {pattern}",
+            describe_value(instance)
+        )),
+        ValidationErrorKind::MinLength { limit } => invalid(format!(
+            "must be at least {limit} character{} long, got {}",
+            if *limit == 1 { "" } else { "s" },
+            chars(instance)
+        )),
+        ValidationErrorKind::MaxLength { limit } => (
+            "FieldValueTooLong",
+            format!(
+                "must be at most {limit} characters long, got {}",
+                chars(instance)
+            ),
+        ),
+        ValidationErrorKind::Minimum { limit } => invalid(format!(
+            "must be at least {}, got {instance}",
+            number(limit)
+        )),
+        ValidationErrorKind::Maximum { limit } => {
+            invalid(format!("must be at most {}, got {instance}", number(limit)))
+        }
+        ValidationErrorKind::MinItems { limit } => {
+            invalid(format!("must have at least {limit} item(s)"))
+        }
+        ValidationErrorKind::MaxItems { limit } => (
+            "FieldValueTooMany",
+            format!("must have at most {limit} item(s)"),
+        ),
+        ValidationErrorKind::MinProperties { limit } => {
+            invalid(format!("must have at least {limit} entr(y/ies)"))
+        }
+        ValidationErrorKind::MaxProperties { limit } => (
+            "FieldValueTooMany",
+            format!("must have at most {limit} entries"),
+        ),
+        ValidationErrorKind::Format { format } => invalid(match format.as_str() {
+            "date-time" => format!(
+                "{} is not an RFC 3339 date-time (e.g. 2030-01-31T00:00:00Z)",
+                describe_value(instance)
+            ),
+            other => format!("{} is not a valid {other}", describe_value(instance)),
+        }),
+        _ => invalid(error.to_string()),
     }
 }
 

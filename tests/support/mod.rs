@@ -5,8 +5,11 @@
 pub mod clock;
 pub mod fleet;
 pub mod kms_recorder;
+pub mod kms_use;
 pub mod leaks;
 pub mod localstack;
 pub mod operator;
+pub mod outside;
 pub mod replicas;
 pub mod softhsm;
+pub mod tools;

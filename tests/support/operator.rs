@@ -10,7 +10,9 @@ use keyfleet::controller::{self, Context, Settings};
 use keyfleet::kms::KmsClients;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
+use kube::core::object::HasStatus;
 use memkube::MemKube;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -82,6 +84,12 @@ impl Operator {
     }
 
     /// Starts the controller with explicit KMS clients and settings.
+    /// The operator on the strict KMS model (crates/kms-model), per Region like against AWS.
+    pub fn on_model(model: &kms_model::KmsModel) -> Operator {
+        let clients = KmsClients::from_config(super::localstack::sdk_config(&model.url()));
+        Operator::start_with(MemKube::new(), clients, settings())
+    }
+
     pub fn start_with(kube: MemKube, kms: KmsClients, settings: Settings) -> Operator {
         Operator::start_with_clock(kube, kms, settings, keyfleet::clock::Clock::system())
     }
@@ -235,8 +243,17 @@ pub async fn create_key(api: &Api<AwsKey>, key: &AwsKey) -> AwsKey {
 /// The message of the Ready condition.
 pub fn ready_message(key: &AwsKey) -> String {
     let conditions = &key.status.as_ref().expect("status").conditions;
-    let ready = conditions.iter().find(|c| c.type_ == "Ready");
-    ready.expect("a Ready condition").message.clone()
+    ready_condition(conditions).message.clone()
+}
+
+/// The Ready condition among `conditions` (of any kind's status); panics when there is none.
+pub fn ready_condition(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("a Ready condition")
 }
 
 /// The Ready condition as (status, reason).
@@ -255,20 +272,9 @@ pub fn condition_of(
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
-/// Polls until `check` holds for the named AwsKey, or panics after `timeout` with its status.
-pub async fn wait_for(
-    api: &Api<AwsKey>,
-    name: &str,
-    timeout: Duration,
-    what: &str,
-    check: impl Fn(&AwsKey) -> bool,
-) -> AwsKey {
-    wait_object(api, name, timeout, what, check).await
-}
-
-/// Polls until `check` holds for the named object of any kind, or panics after `timeout` with
-/// its status.
-pub async fn wait_object<K>(
+/// Polls until `check` holds for the named object (an AwsKey, AwsReplicaKey, AwsKms, ...), or
+/// panics after `timeout` with its status.
+pub async fn wait_for<K>(
     api: &Api<K>,
     name: &str,
     timeout: Duration,
@@ -276,22 +282,20 @@ pub async fn wait_object<K>(
     check: impl Fn(&K) -> bool,
 ) -> K
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: kube::Resource + HasStatus + Clone + DeserializeOwned + std::fmt::Debug,
+    K::Status: std::fmt::Debug,
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let current = api.get_opt(name).await.expect("get object");
+        let current = api.get_opt(name).await.expect("get");
         if let Some(k) = &current
             && check(k)
         {
             return k.clone();
         }
         if tokio::time::Instant::now() > deadline {
-            let status = current
-                .and_then(|k| serde_json::to_value(k).ok())
-                .and_then(|v| serde_json::to_string_pretty(&v["status"]).ok())
-                .unwrap_or_else(|| "(the object does not exist)".into());
-            panic!("{name}: timed out after {timeout:?} waiting for {what}; status: {status}");
+            let status = current.as_ref().and_then(HasStatus::status);
+            panic!("{name}: timed out after {timeout:?} waiting for {what}; status: {status:#?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -521,5 +525,39 @@ impl Harness {
         let kms = super::localstack::kms_client(super::localstack::DEFAULT_REGION).await;
         let api = op.keys(namespace);
         Harness { op, kms, api }
+    }
+}
+
+/// What the strict-KMS-model tests start with: the model (with `faults` injected before the
+/// operator starts), the operator on it, and a KMS client of the test region on the model.
+pub struct ModelHarness {
+    pub model: kms_model::KmsModel,
+    pub op: Operator,
+    pub kms: aws_sdk_kms::Client,
+}
+
+impl ModelHarness {
+    pub async fn start(faults: impl IntoIterator<Item = kms_model::Fault>) -> ModelHarness {
+        let model = kms_model::KmsModel::start().await.unwrap();
+        for fault in faults {
+            model.inject(fault);
+        }
+        let op = Operator::on_model(&model);
+        let kms = super::localstack::kms_client_at(&model.url(), super::localstack::DEFAULT_REGION);
+        ModelHarness { model, op, kms }
+    }
+}
+
+/// Polls `check` every `every` until it holds; fails the test with `what` after `timeout`.
+pub async fn eventually(
+    timeout: Duration,
+    every: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(every).await;
     }
 }

@@ -36,21 +36,7 @@ pub async fn wait_replica(
     check: impl Fn(&AwsReplicaKey) -> bool,
 ) -> AwsReplicaKey {
     let api: Api<AwsReplicaKey> = Api::namespaced(client.clone(), ns);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let current = api.get_opt(name).await.unwrap();
-        if let Some(r) = &current
-            && check(r)
-        {
-            return r.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: timed out waiting for {what}; status {:#?}",
-            current.and_then(|r| r.status)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    super::operator::wait_for(&api, name, Duration::from_secs(60), what, check).await
 }
 
 pub fn replica_ready(r: &AwsReplicaKey) -> Option<(String, String)> {

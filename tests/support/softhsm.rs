@@ -9,13 +9,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::MacAlgorithmSpec;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
+use cryptoki::object::{
+    Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass, ObjectHandle,
+};
+use cryptoki::session::Session;
 use keyfleet::api::{KeyFamily, KeySpec};
 use keyfleet::material::ImportableMaterial;
-use keyfleet::material::pkcs11::{TokenConfig, TokenPool, TokenSelector};
+use keyfleet::material::pkcs11::{Pkcs11Error, TokenConfig, TokenPool, TokenSelector};
+
+use super::kms_use::{generate_mac, public_key};
 
 pub const MODULE_ENV: &str = "KEYFLEET_TEST_PKCS11_MODULE";
 pub const TOKEN_ENV: &str = "KEYFLEET_TEST_PKCS11_TOKEN";
@@ -67,10 +71,24 @@ impl TestToken {
         }
     }
 
+    /// The token's pool with a new extractable `spec` key labelled `<prefix>-…`, and that label.
+    pub fn pool_with_key(&self, spec: KeySpec, prefix: &str) -> (Arc<TokenPool>, String) {
+        let pool = self.pool();
+        let label = super::localstack::unique(prefix);
+        create_key(&pool, spec, &label, true);
+        (pool, label)
+    }
+
     /// The logged-in session pool of the test token.
     pub fn pool(&self) -> Arc<TokenPool> {
         TokenPool::open(&self.config(), self.pin.as_bytes()).expect("open the SoftHSM2 token")
     }
+}
+
+/// The test token's pool with a new extractable `spec` key labelled `<prefix>-…`, and that
+/// label; `None` after printing why the test is skipped.
+pub fn pool_with_key(spec: KeySpec, prefix: &str) -> Option<(Arc<TokenPool>, String)> {
+    Some(token()?.pool_with_key(spec, prefix))
 }
 
 /// DER CKA_EC_PARAMS (named curve OID) of an ECC spec.
@@ -178,12 +196,7 @@ pub fn assert_value_unreadable(pool: &TokenPool, spec: KeySpec, label: &str) {
         _ => AttributeType::Value,
     };
     pool.with_session(|session| {
-        let found = session
-            .find_objects(&[
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::Class(class),
-            ])
-            .map_err(|e| pool.error(e))?;
+        let found = find_labelled(pool, session, label, class)?;
         assert_eq!(found.len(), 1, "one {class} labelled {label}");
         let info = session
             .get_attribute_info(found[0], &[secret_attribute])
@@ -201,6 +214,21 @@ pub fn assert_value_unreadable(pool: &TokenPool, spec: KeySpec, label: &str) {
     .expect("read the key's attributes");
 }
 
+/// The objects of `class` labelled `label` in the token.
+pub fn find_labelled(
+    pool: &TokenPool,
+    session: &Session,
+    label: &str,
+    class: ObjectClass,
+) -> Result<Vec<ObjectHandle>, Pkcs11Error> {
+    session
+        .find_objects(&[
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Class(class),
+        ])
+        .map_err(|e| pool.error(e))
+}
+
 /// Decrypts a LocalStack KMS ciphertext in the token. LocalStack 4.9's blob is
 /// key id (36) || IV (16) || GCM tag (16) || AES-256-GCM(PKCS#7-padded plaintext), with the
 /// encryption context's sorted key/value pairs as AAD.
@@ -212,12 +240,7 @@ pub fn decrypt_in_token(pool: &TokenPool, label: &str, blob: &[u8], aad: &[u8]) 
     ciphertext_and_tag.extend_from_slice(tag);
     let padded = pool
         .with_session(|session| {
-            let key = session
-                .find_objects(&[
-                    Attribute::Label(label.as_bytes().to_vec()),
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                ])
-                .map_err(|e| pool.error(e))?[0];
+            let key = find_labelled(pool, session, label, ObjectClass::SECRET_KEY)?[0];
             let params = GcmParams::new(&mut iv, aad, 128.into()).map_err(|e| pool.error(e))?;
             session
                 .decrypt(&Mechanism::AesGcm(params), key, &ciphertext_and_tag)
@@ -266,35 +289,37 @@ pub async fn assert_kms_agrees(
         }
         KeyFamily::Hmac => {
             let message = format!("probe for {label}").into_bytes();
-            let kms_mac = kms
-                .generate_mac()
-                .key_id(key_id)
-                .mac_algorithm(MacAlgorithmSpec::HmacSha256)
-                .message(Blob::new(message.clone()))
-                .send()
-                .await
-                .expect("KMS GenerateMac");
+            let kms_mac = generate_mac(kms, key_id, KeySpec::Hmac256, &message).await;
             let hsm_mac = key.hmac(&message).expect("C_Sign HMAC in the token");
             assert_eq!(hsm_mac.len(), 32);
             assert_eq!(
-                kms_mac.mac().map(|m| m.as_ref()),
-                Some(&hsm_mac[..]),
+                kms_mac,
+                Some(hsm_mac),
                 "GenerateMac equals C_Sign(CKM_SHA256_HMAC)"
             );
         }
         KeyFamily::Rsa | KeyFamily::Ecc => {
-            let kms_public = kms
-                .get_public_key()
-                .key_id(key_id)
-                .send()
-                .await
-                .expect("KMS GetPublicKey");
+            let kms_public = public_key(kms, key_id).await;
             let hsm_public = key.public_key_der().expect("the HSM key's public key");
             assert_eq!(
-                kms_public.public_key().map(|p| p.as_ref()),
-                Some(&hsm_public[..]),
+                kms_public,
+                Some(hsm_public),
                 "GetPublicKey equals the HSM key's SubjectPublicKeyInfo"
             );
         }
     }
 }
+
+/// One test per key spec, each running the same `scenario(spec)` (one key of each family), so
+/// that each reports on its own.
+#[allow(unused_macros)]
+macro_rules! test_per_spec {
+    ($scenario:ident { $($test:ident: $spec:ident),+ $(,)? }) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $test() {
+            $scenario(keyfleet::api::KeySpec::$spec).await;
+        }
+    )+};
+}
+#[allow(unused_imports)]
+pub(crate) use test_per_spec;

@@ -5,6 +5,7 @@
 //! this does not compile the operator harness.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// The repository root.
 pub fn root() -> &'static Path {
@@ -51,4 +52,26 @@ fn on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(name))
         .find(|path| path.is_file())
+}
+
+/// Stdout then stderr of a finished program, as text.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `command` to its end; fails the test, with `what` and the program's output, unless it
+/// exits with success.
+pub fn run_ok(command: &mut Command, what: &str) -> Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        output_text(&out)
+    );
+    out
 }

@@ -193,28 +193,26 @@ fn probe_kwp_conforms(session: &Session, token: &str) -> Result<bool, Pkcs11Erro
         return Ok(true);
     }
     let attempt = || -> Result<Vec<u8>, CryptokiError> {
-        let kek = session.create_object(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::Token(false),
-            Attribute::Wrap(true),
-            Attribute::Value(kek_value.to_vec()),
-        ])?;
-        let kek = SessionObject {
+        let kek = SessionObject::create(
             session,
-            handle: kek,
-        };
-        let secret = session.create_object(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::GENERIC_SECRET),
-            Attribute::Token(false),
-            Attribute::Extractable(true),
-            Attribute::Value(secret_value.to_vec()),
-        ])?;
-        let secret = SessionObject {
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Token(false),
+                Attribute::Wrap(true),
+                Attribute::Value(kek_value.to_vec()),
+            ],
+        )?;
+        let secret = SessionObject::create(
             session,
-            handle: secret,
-        };
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Token(false),
+                Attribute::Extractable(true),
+                Attribute::Value(secret_value.to_vec()),
+            ],
+        )?;
         session.wrap_key(&Mechanism::AesKeyWrapPad, kek.handle, secret.handle)
     };
     match attempt() {

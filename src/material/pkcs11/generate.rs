@@ -90,6 +90,18 @@ fn generate(session: &Session, spec: KeySpec, label: &str) -> Result<(), cryptok
             Attribute::Derive(false),
         ]);
     };
+    // The public half of a key pair: a token object anyone logged in may read, for verifying.
+    let public_common = |extra: Vec<Attribute>| {
+        let mut template = vec![
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Label(label.clone()),
+            Attribute::Id(id.clone()),
+            Attribute::Verify(true),
+        ];
+        template.extend(extra);
+        template
+    };
     match spec.family() {
         KeyFamily::Symmetric | KeyFamily::Hmac => {
             let (mechanism, key_type) = if spec.family() == KeyFamily::Symmetric {
@@ -113,30 +125,18 @@ fn generate(session: &Session, spec: KeySpec, label: &str) -> Result<(), cryptok
         }
         KeyFamily::Rsa => {
             let bits = rsa_bits(spec).unwrap_or(2048) as u64;
-            let public = [
-                Attribute::Token(true),
-                Attribute::Private(false),
-                Attribute::Label(label.clone()),
-                Attribute::Id(id.clone()),
+            let public = public_common(vec![
                 Attribute::ModulusBits(bits.into()),
                 Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
-                Attribute::Verify(true),
                 Attribute::Encrypt(true),
-            ];
+            ]);
             let mut private = vec![Attribute::Sign(true), Attribute::Decrypt(true)];
             private_common(&mut private);
             session.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)?;
         }
         KeyFamily::Ecc => {
             let params = spec_curve(spec).map(spki::ec_params).unwrap_or_default();
-            let public = [
-                Attribute::Token(true),
-                Attribute::Private(false),
-                Attribute::Label(label.clone()),
-                Attribute::Id(id.clone()),
-                Attribute::EcParams(params),
-                Attribute::Verify(true),
-            ];
+            let public = public_common(vec![Attribute::EcParams(params)]);
             let mut private = vec![Attribute::Sign(true)];
             private_common(&mut private);
             session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)?;

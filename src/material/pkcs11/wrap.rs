@@ -52,6 +52,17 @@ pub(super) struct SessionObject<'s> {
     pub handle: cryptoki::object::ObjectHandle,
 }
 
+impl<'s> SessionObject<'s> {
+    /// Creates a session object (`C_CreateObject`) from `template`, destroyed when dropped.
+    pub(super) fn create(
+        session: &'s Session,
+        template: &[Attribute],
+    ) -> Result<SessionObject<'s>, CryptokiError> {
+        let handle = session.create_object(template)?;
+        Ok(SessionObject { session, handle })
+    }
+}
+
 impl Drop for SessionObject<'_> {
     fn drop(&mut self) {
         if let Err(e) = self.session.destroy_object(self.handle) {
@@ -66,18 +77,20 @@ pub(super) fn import_wrapping_key<'s>(
     modulus: Vec<u8>,
     public_exponent: Vec<u8>,
 ) -> Result<SessionObject<'s>, CryptokiError> {
-    let handle = session.create_object(&[
-        Attribute::Class(ObjectClass::PUBLIC_KEY),
-        Attribute::KeyType(KeyType::RSA),
-        Attribute::Token(false),
-        Attribute::Private(false),
-        Attribute::Wrap(true),
-        Attribute::Encrypt(true),
-        Attribute::Verify(false),
-        Attribute::Modulus(modulus),
-        Attribute::PublicExponent(public_exponent),
-    ])?;
-    Ok(SessionObject { session, handle })
+    SessionObject::create(
+        session,
+        &[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(false),
+            Attribute::Private(false),
+            Attribute::Wrap(true),
+            Attribute::Encrypt(true),
+            Attribute::Verify(false),
+            Attribute::Modulus(modulus),
+            Attribute::PublicExponent(public_exponent),
+        ],
+    )
 }
 
 /// Generates an ephemeral AES-256 session key that can only wrap, is sensitive, and can
