@@ -300,7 +300,10 @@ fn stalled_reconciling_deletion_and_stale_status() {
         "keyfleet has not seen the latest spec yet"
     );
     assert_eq!(message("no-message"), "KeyReady");
-    assert_eq!(message("template-ok"), "Rendered: renders into a key policy");
+    assert_eq!(
+        message("template-ok"),
+        "Rendered: renders into a key policy"
+    );
     assert_eq!(
         message("template-invalid"),
         format!("PolicyTemplateInvalid: {invalid}")

@@ -28,6 +28,7 @@ async fn start() -> (KmsModel, Operator) {
     let model = KmsModel::start().await.unwrap();
     let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
     let op = Operator::start_with(MemKube::new(), clients, settings());
+    op.connection_checked().await;
     (model, op)
 }
 

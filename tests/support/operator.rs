@@ -405,6 +405,25 @@ impl Operator {
             .sum()
     }
 
+    /// Waits until the connection status controller wrote the `default` AwsKms's first status:
+    /// that write wakes every key using the connection, so a test counting a key's KMS calls
+    /// starts after it.
+    pub async fn connection_checked(&self) {
+        let api = Api::<keyfleet::api::AwsKms>::all(self.client.clone());
+        wait_for(
+            &api,
+            "default",
+            Duration::from_secs(30),
+            "its first status",
+            |k| {
+                k.status
+                    .as_ref()
+                    .is_some_and(|s| s.observed_generation.is_some())
+            },
+        )
+        .await;
+    }
+
     /// How many reconciles of `kind` (`AwsKey`, `AwsReplicaKey`) the controller finished.
     pub fn reconciles(&self, kind: &str) -> u64 {
         let prefix = format!("keyfleet_reconciles_total{{kind=\"{kind}\"");
@@ -543,6 +562,7 @@ impl ModelHarness {
             model.inject(fault);
         }
         let op = Operator::on_model(&model);
+        op.connection_checked().await;
         let kms = super::localstack::kms_client_at(&model.url(), super::localstack::DEFAULT_REGION);
         ModelHarness { model, op, kms }
     }
