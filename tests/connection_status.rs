@@ -209,3 +209,90 @@ async fn refusals_get_precise_reasons() {
     let caller = caller_through(&ok, None).await.unwrap();
     assert_eq!(caller.account_id, "000000000000");
 }
+
+/// The connection check's status writes do not wake the keys of the connection (at fleet scale
+/// an STS blip would cost every key two reconciles); a spec change does. Counted per key as
+/// DescribeKey calls on the KMS model, with resyncs out of the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_status_write_does_not_wake_its_keys_but_a_spec_change_does() {
+    use keyfleet::api::KeySpec;
+    use keyfleet::kms::KmsClients;
+
+    let model = kms_model::KmsModel::start().await.unwrap();
+    let clients = KmsClients::from_config(localstack::sdk_config(&model.url()));
+    let mut quiet = settings();
+    quiet.resync_interval = Duration::from_secs(600);
+    quiet.drift_interval = Duration::from_secs(600);
+    let op = Operator::start_with(MemKube::new(), clients, quiet);
+    op.connection_checked().await;
+    let ns = unique("conn");
+    let watched = unique("watched");
+    let key =
+        create_key_with_material(&op, &ns, &watched, KeySpec::SymmetricDefault, json!({})).await;
+    let ready = wait_ready(&op.keys(&ns), &watched).await;
+    let key_id = ready.status.unwrap().key_id.clone().unwrap();
+    let describes = || {
+        model
+            .requests_of("DescribeKey")
+            .iter()
+            .filter(|r| {
+                r.params["KeyId"]
+                    .as_str()
+                    .is_some_and(|k| k.contains(&key_id))
+            })
+            .count()
+    };
+    // Settled: the reconcile the Ready status write's events may bring is over.
+    let sentinel = unique("sentinel");
+    create_key_with_material(&op, &ns, &sentinel, KeySpec::SymmetricDefault, json!({})).await;
+    wait_ready(&op.keys(&ns), &sentinel).await;
+    let before = describes();
+
+    // A status write of the default connection (a new verdict), then proof that events after
+    // it were handled: another key becomes Ready.
+    let connections = Api::<AwsKms>::all(op.client.clone());
+    connections
+        .patch_status(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"callerArn": "arn:aws:sts::000000000000:assumed-role/x/y"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let after_status = unique("after-status");
+    create_key_with_material(
+        &op,
+        &ns,
+        &after_status,
+        KeySpec::SymmetricDefault,
+        json!({}),
+    )
+    .await;
+    wait_ready(&op.keys(&ns), &after_status).await;
+    assert_eq!(
+        describes(),
+        before,
+        "a status write woke the connection's keys"
+    );
+
+    // A spec change does wake them.
+    connections
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"regions": ["us-east-1", "eu-west-1"]}})),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while describes() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a spec change of the connection did not wake {}",
+            key.metadata.name.clone().unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -149,6 +149,37 @@ fn namespace_changes(
         .touched_objects()
 }
 
+/// The AwsKms changes that matter to keys: a new object (uid), a new spec (generation) or a
+/// deletion. Status writes (the connection check's verdicts) are left out: they would wake every
+/// key of the connection for nothing.
+fn connection_changes(
+    client: &kube::Client,
+) -> impl futures::Stream<Item = Result<AwsKms, watcher::Error>> + Send + 'static {
+    use futures::TryStreamExt;
+    let mut seen: std::collections::HashMap<String, (Option<String>, Option<i64>)> =
+        std::collections::HashMap::new();
+    watcher(
+        Api::<AwsKms>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .try_filter_map(move |event| {
+        let changed = match event {
+            watcher::Event::Apply(kms) | watcher::Event::InitApply(kms) => {
+                let identity = (kms.uid(), kms.metadata.generation);
+                let new = seen.insert(kms.name_any(), identity.clone()) != Some(identity);
+                new.then_some(kms)
+            }
+            watcher::Event::Delete(kms) => {
+                seen.remove(&kms.name_any());
+                Some(kms)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        };
+        futures::future::ready(Ok(changed))
+    })
+}
+
 /// Whether `policy` names the template `name`.
 fn uses_template(policy: Option<&KeyPolicy>, name: &str) -> bool {
     policy.and_then(KeyPolicy::template_name) == Some(name)
@@ -197,20 +228,16 @@ async fn run_keys(
                 k.namespace() == ns && k.spec.key_material.secret_name() == Some(name.as_str())
             })
         })
-        .watches(
-            Api::<AwsKms>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            move |kms| {
-                let name = kms.name_any();
-                refs_where(&by_kms, |k| {
-                    k.spec
-                        .kms_ref
-                        .as_ref()
-                        .map_or(DEFAULT_CONNECTION, |r| &r.name)
-                        == name
-                })
-            },
-        )
+        .watches_stream(connection_changes(&client), move |kms| {
+            let name = kms.name_any();
+            refs_where(&by_kms, |k| {
+                k.spec
+                    .kms_ref
+                    .as_ref()
+                    .map_or(DEFAULT_CONNECTION, |r| &r.name)
+                    == name
+            })
+        })
         // A namespace's labels grant connections; its annotation sets the deletion default.
         .watches_stream(namespace_changes(&client), move |namespace| {
             let name = namespace.name_any();
