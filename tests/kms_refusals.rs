@@ -87,15 +87,6 @@ fn requests_for(model: &KmsModel, operation: &str, uid: &str) -> Vec<kms_model::
         .collect()
 }
 
-/// The model's keys tagged as owned by `uid`, in every Region.
-fn keys_owned_by(model: &KmsModel, uid: &str) -> Vec<kms_model::KeyView> {
-    model
-        .keys()
-        .into_iter()
-        .filter(|k| k.tags.get("keyfleet.dev/owner-uid").map(String::as_str) == Some(uid))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kms_refusals_yield_their_reason_an_event_and_nothing_more() {
     let (model, op) = start().await;
@@ -146,7 +137,10 @@ async fn kms_refusals_yield_their_reason_an_event_and_nothing_more() {
             1,
             "CreateKey retried"
         );
-        assert!(keys_owned_by(&model, uid).is_empty(), "a key was created");
+        assert!(
+            model_keys_owned_by(&model, uid).is_empty(),
+            "a key was created"
+        );
     }
     let calls = |operation: &str, key_id: &str| {
         model
@@ -159,7 +153,7 @@ async fn kms_refusals_yield_their_reason_an_event_and_nothing_more() {
         (&stuck, "ImportKeyMaterial", invalid_state),
         (&unwrappable, "GetParametersForImport", corrupt),
     ] {
-        let owned = keys_owned_by(&model, key.metadata.uid.as_ref().unwrap());
+        let owned = model_keys_owned_by(&model, key.metadata.uid.as_ref().unwrap());
         assert_eq!(owned.len(), 1, "{owned:?}");
         assert_eq!(owned[0].key_state, "PendingImport");
         assert!(owned[0].current_key_material_id.is_none());
@@ -174,7 +168,7 @@ async fn kms_refusals_yield_their_reason_an_event_and_nothing_more() {
         let still = ready(&api.get(name).await.unwrap()).unwrap();
         assert_eq!(still, ready(key).unwrap());
     }
-    let unwrappable_id = keys_owned_by(&model, unwrappable.metadata.uid.as_ref().unwrap());
+    let unwrappable_id = model_keys_owned_by(&model, unwrappable.metadata.uid.as_ref().unwrap());
     assert!(calls("ImportKeyMaterial", &unwrappable_id[0].key_id).is_empty());
 }
 
@@ -291,7 +285,7 @@ async fn a_key_disabled_on_purpose_is_ready_as_key_disabled() {
     );
     op.wait_events(&name, &["MaterialImported", "KeyDisabled"])
         .await;
-    assert!(keys_owned_by(&model, &key.metadata.uid.unwrap()).len() == 1);
+    assert!(model_keys_owned_by(&model, &key.metadata.uid.unwrap()).len() == 1);
 
     // Enabled again: KeyReady, and the key is Enabled in KMS.
     let enable = Patch::Merge(json!({"spec": {"enabled": true}}));

@@ -20,15 +20,13 @@ use support::operator::*;
 
 const NS: &str = "recovery";
 
-/// The model's keys whose owner-uid tag is `uid`, and how many keys it holds in all.
+/// The ids of the model's keys owned by `uid`, and how many keys it holds in all.
 fn owned_by(model: &KmsModel, uid: &str) -> (Vec<String>, usize) {
-    let keys = model.keys();
-    let owned = keys
-        .iter()
-        .filter(|k| k.tags.get("keyfleet.dev/owner-uid").map(String::as_str) == Some(uid))
-        .map(|k| k.key_id.clone())
-        .collect();
-    (owned, keys.len())
+    let owned = model_keys_owned_by(model, uid);
+    (
+        owned.into_iter().map(|k| k.key_id).collect(),
+        model.keys().len(),
+    )
 }
 
 /// Waits until the model recorded a request of `operation` answered with `error`.

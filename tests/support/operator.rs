@@ -361,6 +361,15 @@ impl Operator {
     }
 }
 
+/// The KMS model's keys (every Region) whose owner-uid tag is `uid`.
+pub fn model_keys_owned_by(model: &kms_model::KmsModel, uid: &str) -> Vec<kms_model::KeyView> {
+    model
+        .keys()
+        .into_iter()
+        .filter(|k| k.tags.get("keyfleet.dev/owner-uid").map(String::as_str) == Some(uid))
+        .collect()
+}
+
 /// Where [`kms_keys_by_owner`] lists keys without a keyfleet owner-uid tag.
 pub const UNTAGGED: &str = "(no owner-uid tag)";
 
