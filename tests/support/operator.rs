@@ -457,6 +457,32 @@ impl Operator {
         }
     }
 
+    /// Waits until the newest reconcile of `kind/namespace/name` scheduled its next run at least
+    /// a minute away (the controller's `reconciled` debug line). The controllers' watches ignore
+    /// their own status writes (a generation predicate), so such an object rests until something
+    /// changes: the proof a "nothing is retried" check needs, instead of watching a fixed window.
+    /// Returns how many reconciles of the object had finished by then.
+    pub async fn wait_resting(&self, kind: &str, namespace: &str, name: &str) -> usize {
+        let object = format!("object={kind}/{namespace}/{name}}}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let lines = super::leaks::captured_lines_with(&[&object, "requeue_in_s="]);
+            let resting = lines.last().is_some_and(|l| {
+                l.rsplit_once("requeue_in_s=")
+                    .and_then(|(_, s)| s.split_whitespace().next()?.parse::<u64>().ok())
+                    .is_some_and(|s| s >= 60)
+            });
+            if resting {
+                return lines.len();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{kind}/{namespace}/{name} did not come to rest within 30 s: {lines:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Makes the controller reconcile the AwsKey `name` again (an annotation changes) and waits
     /// until it did.
     pub async fn reconcile_again(&self, namespace: &str, name: &str) {
