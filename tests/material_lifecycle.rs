@@ -452,7 +452,8 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
     op.wait_events(&name, &["RotationMaterialImported", "KeyRotated"])
         .await;
     // Later resyncs (deep reads) verify the new KeyMaterialId and never rotate again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = op.wait_own_reconciles("AwsKey", NS, &name, 0, 0).await;
+    op.wait_own_reconciles("AwsKey", NS, &name, seen, 2).await;
     wait_for(
         &api,
         &name,
@@ -692,7 +693,13 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         .await;
 
     // Later resyncs verify the new material on both and never rotate or import again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = op.wait_own_reconciles("AwsKey", NS, &name, 0, 0).await;
+    op.wait_own_reconciles("AwsKey", NS, &name, seen, 2).await;
+    let seen = op
+        .wait_own_reconciles("AwsReplicaKey", NS, &replica_name, 0, 0)
+        .await;
+    op.wait_own_reconciles("AwsReplicaKey", NS, &replica_name, seen, 2)
+        .await;
     both_verified(
         "primary verified on the new material",
         "replica verified on the new material",
