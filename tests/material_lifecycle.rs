@@ -21,7 +21,6 @@ use keyfleet::api::{
 };
 use keyfleet::material::KeyMaterial;
 use kube::Api;
-use kube::api::DeleteParams;
 use kube::api::PostParams;
 use memkube::MemKube;
 use serde_json::json;
@@ -282,11 +281,7 @@ async fn delete_material_shreds_the_key_and_reapplying_restores_it() {
     let first_public_key = public_key(&kms, &key_id).await;
     assert!(first_public_key.is_some());
 
-    op.keys(NS)
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(&op.keys(NS), &name).await;
+    op.delete_key(NS, &name).await;
     assert_eq!(key_state(&kms, &key_id).await, "PendingImport");
     // PendingImport: AWS refuses every cryptographic operation (LocalStack does not enforce
     // the state for Sign, so the test checks the state KMS reports).

@@ -108,15 +108,6 @@ fn ready_now(t: &AwsKeyPolicyTemplate) -> bool {
         && t.status.as_ref().and_then(|s| s.observed_generation) == t.metadata.generation
 }
 
-async fn wait_template(
-    client: &kube::Client,
-    name: &str,
-    what: &str,
-    check: impl Fn(&AwsKeyPolicyTemplate) -> bool,
-) -> AwsKeyPolicyTemplate {
-    wait_for(&templates(client), name, FOLLOWS_WITHIN, what, check).await
-}
-
 /// Status writes to the template so far.
 /// Waits until the newest reconcile of the template `name` waits at least a minute for the
 /// next: its watch ignores its own status writes, so it rests until a key or the template
@@ -138,9 +129,13 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
     create_replica_using(&client, "team-a", "orders-eu", "orders", &standard).await;
     create_key_using(&client, "team-a", "billing", &other).await;
 
-    let t = wait_template(&client, &standard, "Ready with 3 keys", |t| {
-        ready_now(t) && keys(t) == Some(3)
-    })
+    let t = wait_for(
+        &templates(&client),
+        &standard,
+        FOLLOWS_WITHIN,
+        "Ready with 3 keys",
+        |t| ready_now(t) && keys(t) == Some(3),
+    )
     .await;
     let (_, reason, message) = condition(&t, "Ready").unwrap();
     assert_eq!(reason, "Rendered");
@@ -152,9 +147,13 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
         condition(&t, "Stalled").map(|(s, r, _)| (s, r)),
         Some(("False".into(), "Rendered".into()))
     );
-    wait_template(&client, &other, "Ready with 1 key", |t| {
-        ready_now(t) && keys(t) == Some(1)
-    })
+    wait_for(
+        &templates(&client),
+        &other,
+        FOLLOWS_WITHIN,
+        "Ready with 1 key",
+        |t| ready_now(t) && keys(t) == Some(1),
+    )
     .await;
     // The count only: no key of any namespace is named in the cluster-scoped status.
     let status = serde_json::to_string(&t.status).unwrap();
@@ -168,9 +167,13 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
         .delete("orders", &DeleteParams::default())
         .await
         .unwrap();
-    wait_template(&client, &standard, "2 keys after a deletion", |t| {
-        keys(t) == Some(2)
-    })
+    wait_for(
+        &templates(&client),
+        &standard,
+        FOLLOWS_WITHIN,
+        "2 keys after a deletion",
+        |t| keys(t) == Some(2),
+    )
     .await;
 
     // A key pointed at another template moves from one count to the other.
@@ -182,13 +185,21 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
         )
         .await
         .unwrap();
-    wait_template(&client, &standard, "1 key after a move", |t| {
-        keys(t) == Some(1)
-    })
+    wait_for(
+        &templates(&client),
+        &standard,
+        FOLLOWS_WITHIN,
+        "1 key after a move",
+        |t| keys(t) == Some(1),
+    )
     .await;
-    wait_template(&client, &other, "2 keys after a move", |t| {
-        keys(t) == Some(2)
-    })
+    wait_for(
+        &templates(&client),
+        &other,
+        FOLLOWS_WITHIN,
+        "2 keys after a move",
+        |t| keys(t) == Some(2),
+    )
     .await;
 
     // A template nobody uses reports 0 (and is still Ready: it renders).
@@ -198,7 +209,14 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
         json!({"externalAccounts": ["444455556666"]}),
     )
     .await;
-    let t = wait_template(&client, &unused, "Ready", ready_now).await;
+    let t = wait_for(
+        &templates(&client),
+        &unused,
+        FOLLOWS_WITHIN,
+        "Ready",
+        ready_now,
+    )
+    .await;
     assert_eq!(keys(&t), Some(0));
 
     // The controller stops with the others (its key watches included).
@@ -217,9 +235,13 @@ async fn a_template_that_does_not_render_is_stalled_until_fixed() {
         json!({"document": DOCUMENT.replace("${KeyArn}", "${KeyARN}")}),
     )
     .await;
-    let t = wait_template(&client, &name, "PolicyTemplateInvalid", |t| {
-        condition(t, "Ready").is_some_and(|(_, r, _)| r == "PolicyTemplateInvalid")
-    })
+    let t = wait_for(
+        &templates(&client),
+        &name,
+        FOLLOWS_WITHIN,
+        "PolicyTemplateInvalid",
+        |t| condition(t, "Ready").is_some_and(|(_, r, _)| r == "PolicyTemplateInvalid"),
+    )
     .await;
     assert_eq!(keys(&t), Some(0));
     let (status, _, message) = condition(&t, "Ready").unwrap();
@@ -239,7 +261,10 @@ async fn a_template_that_does_not_render_is_stalled_until_fixed() {
     assert!(!ready_now(&t));
     // A key using a broken template still counts (it reports the same reason).
     create_key_using(&client, "team-a", "payments", &name).await;
-    let t = wait_template(&client, &name, "1 key", |t| keys(t) == Some(1)).await;
+    let t = wait_for(&templates(&client), &name, FOLLOWS_WITHIN, "1 key", |t| {
+        keys(t) == Some(1)
+    })
+    .await;
     op.wait_events(&name, &["PolicyTemplateInvalid"]).await;
     let events = op.events_for(&name);
     assert!(
@@ -270,7 +295,14 @@ async fn a_template_that_does_not_render_is_stalled_until_fixed() {
         )
         .await
         .unwrap();
-    let t = wait_template(&client, &name, "Ready after the fix", ready_now).await;
+    let t = wait_for(
+        &templates(&client),
+        &name,
+        FOLLOWS_WITHIN,
+        "Ready after the fix",
+        ready_now,
+    )
+    .await;
     assert_eq!(t.metadata.generation, Some(generation + 1));
     assert_eq!(
         t.status.as_ref().unwrap().observed_generation,
@@ -296,13 +328,20 @@ async fn the_count_covers_the_watched_namespaces() {
     let (op, _model) = start(&["team-a", "team-c"]).await;
     let client = op.client.clone();
     let name = create_template(&client, "scoped", json!({"document": DOCUMENT})).await;
-    let t = wait_template(&client, &name, "Ready", ready_now).await;
+    let t = wait_for(
+        &templates(&client),
+        &name,
+        FOLLOWS_WITHIN,
+        "Ready",
+        ready_now,
+    )
+    .await;
     assert_eq!(keys(&t), Some(0));
     create_key_using(&client, "team-a", "orders", &name).await;
     create_key_using(&client, "team-b", "orders", &name).await;
     create_key_using(&client, "team-c", "orders", &name).await;
     create_replica_using(&client, "team-c", "orders-eu", "orders", &name).await;
-    let t = wait_template(&client, &name, "3 keys", |t| {
+    let t = wait_for(&templates(&client), &name, FOLLOWS_WITHIN, "3 keys", |t| {
         ready_now(t) && keys(t) == Some(3)
     })
     .await;

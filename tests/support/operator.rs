@@ -482,6 +482,15 @@ impl Operator {
         wait_log_lines(&[&object, "requeue_in_s="], since + more).await
     }
 
+    /// Deletes the AwsKey `name` and waits until it is gone (its cleanup ran).
+    pub async fn delete_key(&self, namespace: &str, name: &str) {
+        self.keys(namespace)
+            .delete(name, &kube::api::DeleteParams::default())
+            .await
+            .expect("delete the AwsKey");
+        wait_gone(&self.keys(namespace), name).await;
+    }
+
     /// Makes the controller reconcile the AwsKey `name` again (an annotation changes) and waits
     /// until it did.
     pub async fn reconcile_again(&self, namespace: &str, name: &str) {
