@@ -30,6 +30,9 @@ pub struct Dereferenced<'a> {
     pub template: Option<AwsKeyPolicyTemplate>,
     /// The checked key material (zeroized on drop; never printed).
     pub material: Box<dyn ImportableMaterial>,
+    /// Where the material was read, for its KeyMaterialDescription: `Secret <ns>/<name> rv
+    /// <resourceVersion>` or `Pkcs11Token <token> label <label>` (never the material).
+    pub material_source: String,
 }
 
 /// Reads the inputs of `obj` in a fixed order; the first missing or unusable one stops the
@@ -58,13 +61,24 @@ pub async fn dereference<'a, K: ManagedKey>(
     let template = policy_template(ctx, obj.policy()).await?;
     let spec = source.spec();
     // The one place that chooses where material lives: a Secret or a PKCS#11 token.
-    let material: Box<dyn ImportableMaterial> = match &spec.key_material.pkcs11 {
-        Some(key_ref) => Box::new(
-            super::pkcs11::load_hsm_material(ctx, &namespace, key_ref, spec.key_spec).await?,
+    let (material, material_source): (Box<dyn ImportableMaterial>, String) = match &spec
+        .key_material
+        .pkcs11
+    {
+        Some(key_ref) => (
+            Box::new(
+                super::pkcs11::load_hsm_material(ctx, &namespace, key_ref, spec.key_spec).await?,
+            ),
+            format!(
+                "Pkcs11Token {} label {}",
+                key_ref.token_ref.name, key_ref.key_label
+            ),
         ),
-        None => Box::new(
-            load_material(&ctx.client, &namespace, &spec.key_material, spec.key_spec).await?,
-        ),
+        None => {
+            let (material, source) =
+                load_material(&ctx.client, &namespace, &spec.key_material, spec.key_spec).await?;
+            (Box::new(material), source)
+        }
     };
     Ok(Dereferenced {
         source,
@@ -72,6 +86,7 @@ pub async fn dereference<'a, K: ManagedKey>(
         namespace: facts,
         template,
         material,
+        material_source,
     })
 }
 
@@ -139,14 +154,15 @@ async fn policy_template(
     api.get_opt(&template_ref.name).await.map_err(Failure::kube)
 }
 
-/// Reads and checks the material. The Secret is fetched from `namespace` only — an object can
-/// never reach another namespace's Secrets — and its data is zeroized once parsed.
+/// Reads and checks the material, and says where it came from (`Secret <ns>/<name> rv <n>`).
+/// The Secret is fetched from `namespace` only — an object can never reach another
+/// namespace's Secrets — and its data is zeroized once parsed.
 async fn load_material(
     client: &kube::Client,
     namespace: &str,
     source: &KeyMaterialSource,
     spec: KeySpec,
-) -> Result<KeyMaterial, Failure> {
+) -> Result<(KeyMaterial, String), Failure> {
     let Some(secret_ref) = &source.secret_ref else {
         return Err(Failure::blocked(
             "MaterialSourceMissing",
@@ -189,5 +205,6 @@ async fn load_material(
     for value in data.values_mut() {
         value.0.zeroize();
     }
-    result
+    let version = secret.metadata.resource_version.unwrap_or_default();
+    result.map(|m| (m, format!("Secret {namespace}/{name} rv {version}")))
 }

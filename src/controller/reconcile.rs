@@ -177,6 +177,13 @@ async fn converge<K: ManagedKey>(
 
     let deep_read =
         ctx.deep_read_due(&owner.uid, meta.generation) || policy_changed(&desired, status);
+    let description = desired::material_description(
+        inputs.material.fingerprint().as_str(),
+        &inputs.material_source,
+        K::KIND,
+        &owner.namespace,
+        &owner.name,
+    );
     let sync = KeySync {
         client: &client,
         key_id: &located.key_id,
@@ -186,6 +193,7 @@ async fn converge<K: ManagedKey>(
             material: &*inputs.material,
             algorithm: import.algorithm,
             wrapping_key_spec: import.wrapping_key_spec,
+            description: Some(&description),
         },
         restore: located.restore,
         owner: &owner,

@@ -4,6 +4,7 @@
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::inventory::{self, Listing};
 use super::managed_key::Source;
 use super::{Error, Failure, status, verification};
 use crate::api::{KmsKeyStatus, MaterialChangePolicy};
@@ -110,6 +111,9 @@ pub async fn sync(
     };
     let mut restore = key.restore;
     let mut imported = false;
+    // An import, rotation or retirement happened in an earlier round: read the inventory.
+    let mut materials_changed = false;
+    let family = key.desired.key_spec.family();
     for _ in 0..MAX_ROUNDS {
         let Some(mut observed) = observe::observe(key.client, key.key_id, depth)
             .await
@@ -123,12 +127,23 @@ pub async fn sync(
                 ),
             ));
         };
+        let listing = if inventory::due(key.deep_read, materials_changed, status) {
+            Some(inventory::read(key.client, key.key_id, family).await?)
+        } else {
+            None
+        };
+        if let Some(Listing::Listed(materials)) = &listing {
+            observed.materials = Some(materials.clone());
+        }
         if observed.material_expires && observed.valid_to.is_none() {
             // Some KMS implementations (LocalStack) report the expiration model without the
             // date: fall back to the expiry keyfleet imported with.
             observed.valid_to = status.material_valid_to.as_ref().map(|t| t.0);
         }
         status::record_observed(status, &observed, key.region);
+        if let Some(listing) = &listing {
+            inventory::record(status, &observed, family, listing, &key.desired.retire);
+        }
         if status.material_fingerprint.is_none() && observed.state != KeyState::PendingImport {
             // An adopted or recovered key that already holds material: remember what the
             // Secret holds now, so a later change of the Secret is caught.
@@ -172,6 +187,7 @@ pub async fn sync(
                     | Action::ImportNewMaterial { .. }
                     | Action::ImportRotationMaterial { .. }
             );
+            materials_changed |= action.changes_materials();
             synced.executed.push(action.clone());
         }
     }

@@ -239,6 +239,7 @@ pub fn desired_key(
         valid_to,
         rolling_validity,
         on_change: spec.key_material.on_change,
+        retire: spec.key_material.retire.clone(),
         enabled: spec.enabled,
     })
 }

@@ -43,6 +43,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// Whether the action changes which materials the key holds (an import, a rotation, a
+    /// retirement): the inventory is read again after it.
+    pub fn changes_materials(&self) -> bool {
+        matches!(
+            self,
+            Action::ImportMaterial { .. }
+                | Action::ImportNewMaterial { .. }
+                | Action::ImportRotationMaterial { .. }
+                | Action::RotateOnDemand
+        )
+    }
+
     /// Stable CamelCase name, used for events and metrics.
     pub fn name(&self) -> &'static str {
         match self {

@@ -16,7 +16,7 @@ mod tests;
 
 pub use action::{Action, Blocker};
 pub use facts::{MaterialFacts, RotationFacts, import_valid_to, renew_threshold};
-pub use key::{DesiredKey, KeyState, ObservedKey};
+pub use key::{DesiredKey, KeyState, MaterialState, ObservedKey, ObservedMaterial};
 pub use metadata::AliasTarget;
 pub use ownership::{
     CLUSTER_TAG, OWNER_TAG, OWNER_UID_TAG, Owner, Ownership, is_keyfleet_tag, ownership,

@@ -32,6 +32,7 @@ fn desired() -> DesiredKey {
         valid_to: None,
         rolling_validity: None,
         on_change: MaterialChangePolicy::Refuse,
+        retire: vec![],
         enabled: true,
     }
 }
@@ -55,6 +56,7 @@ fn converged_observed() -> ObservedKey {
         policy: None,
         replicas: vec![],
         current_key_material_id: None,
+        materials: None,
         metadata_read: true,
         policy_read: true,
     }

@@ -115,6 +115,7 @@ fn input(m: &KeyMaterial) -> ImportInput<'_> {
         material: m,
         algorithm,
         wrapping_key_spec: WrappingKeySpec::Rsa2048,
+        description: None,
     }
 }
 
@@ -387,6 +388,7 @@ async fn keyfleet_imports_symmetric_material_with_every_wrapping_algorithm() {
                     material: &m,
                     algorithm,
                     wrapping_key_spec,
+                    description: None,
                 },
                 None,
                 ImportKind::Default,
@@ -1300,6 +1302,7 @@ async fn asymmetric_keys_sign_and_publish_the_imported_public_key() {
             material: &m,
             algorithm,
             wrapping_key_spec,
+            description: None,
         };
         import_material_as(&c, &key, &import, None, ImportKind::Default)
             .await
@@ -2265,6 +2268,7 @@ async fn rolling_validity_after_a_rotation_plans_an_import_on_every_reconcile() 
         valid_to: None,
         rolling_validity: Some(rolling),
         on_change: keyfleet::api::MaterialChangePolicy::Rotate,
+        retire: vec![],
         enabled: true,
     };
     let first = material(KeySpec::SymmetricDefault);
