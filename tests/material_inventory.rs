@@ -1,7 +1,8 @@
-//! Every material KMS holds is known and traceable, on the strict KMS model (crates/kms-model;
-//! LocalStack reports no material ids and cannot rotate imported keys): `status.materials`
-//! after import and rotation, and the `KeyMaterialDescription` of every import naming its
-//! source.
+//! Every material KMS holds is known, traceable and retired on purpose only, on the strict KMS
+//! model (crates/kms-model; LocalStack reports no material ids and cannot rotate imported
+//! keys): `status.materials` after import, rotation and retirement, the
+//! `KeyMaterialDescription` of every import naming its source, and `keyMaterial.retire`
+//! deleting NON_CURRENT material on the primary and its replica (never the current one).
 
 mod support;
 
@@ -11,9 +12,11 @@ use k8s_openapi::api::core::v1::Secret;
 use keyfleet::api::{AwsKey, KeyMaterialEntry, KeySpec};
 use keyfleet::material::KeyMaterial;
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use support::localstack::unique;
+use support::localstack::{DEFAULT_REGION, unique};
 use support::operator::*;
+use support::replicas::*;
 
 const NS: &str = "team-a";
 const REGION: &str = "eu-west-1";
@@ -173,4 +176,106 @@ async fn keys_other_than_symmetric_list_their_one_material_without_an_id() {
     assert_eq!(imports.len(), 1);
     assert_eq!(imports[0].error, None);
     assert_eq!(imports[0].params.get("KeyMaterialDescription"), None);
+}
+
+/// Sets `keyMaterial.retire` of the AwsKey `name`.
+async fn retire(api: &Api<AwsKey>, name: &str, ids: &[&str]) {
+    let patch = json!({"spec": {"keyMaterial": {"retire": ids}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}
+
+/// A multi-Region key rotated once, with a replica: retiring the current material is refused
+/// (nothing deleted); retiring the old one deletes it with DeleteImportedKeyMaterial and its
+/// KeyMaterialId in both Regions, an event each, and status shows it retired. KMS then keeps
+/// both keys PendingImport (a key works only while it holds every material it was rotated
+/// through): Ready=False MaterialRetired, and no import is attempted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retire_deletes_non_current_material_everywhere_and_never_the_current_one() {
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
+    let primary = unique("retire");
+    let replica_name = format!("{primary}-eu");
+    let rotate = json!({"keyMaterial": {"secretRef": {"name": primary, "key": "material"}, "onChange": "Rotate"}});
+    let scenario = ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, rotate).await;
+    let arn = scenario.primary_arn().await;
+    let key_id = arn.rsplit('/').next().unwrap().to_string();
+    scenario.add_replica(&replica_name, REGION, json!({})).await;
+    wait_replica_ready(&op.client, NS, &replica_name).await;
+    let api = op.keys(NS);
+    let old_id = api
+        .get(&primary)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .key
+        .key_material_id
+        .unwrap();
+
+    let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
+    let new_id = kms_model::key_material_id(&key_id, &new);
+    update_material_secret(&op.client, NS, &primary, &new).await;
+    scenario
+        .wait_replica_status(&replica_name, "replica rotated", |s| {
+            s.key_material_id.as_deref() == Some(new_id.as_str()) && s.materials.len() == 2
+        })
+        .await;
+
+    // The current material: refused, nothing deleted.
+    retire(&api, &primary, &[&new_id]).await;
+    let refused = wait_reason(&api, &primary, "MaterialRetirementRefused").await;
+    assert!(
+        ready_message(&refused).contains(&new_id) && ready_message(&refused).contains("CURRENT"),
+        "{}",
+        ready_message(&refused)
+    );
+    assert!(model.requests_of("DeleteImportedKeyMaterial").is_empty());
+
+    // The old material: deleted in both Regions.
+    retire(&api, &primary, &[&old_id]).await;
+    let retired = wait_reason(&api, &primary, "MaterialRetired").await;
+    assert!(ready_message(&retired).contains(&old_id));
+    let replica = wait_replica_reason(&op.client, NS, &replica_name, "MaterialRetired").await;
+    let deletions: Vec<_> = model
+        .requests_of("DeleteImportedKeyMaterial")
+        .into_iter()
+        .map(|r| (r.region, r.params["KeyMaterialId"].clone(), r.error))
+        .collect();
+    let mut regions: Vec<_> = deletions.iter().map(|(r, _, _)| r.clone()).collect();
+    regions.sort();
+    let mut expected = vec![DEFAULT_REGION.to_string(), REGION.to_string()];
+    expected.sort();
+    assert_eq!(regions, expected, "{deletions:?}");
+    assert!(
+        deletions
+            .iter()
+            .all(|(_, id, error)| id == &json!(old_id) && error.is_none()),
+        "{deletions:?}"
+    );
+    op.wait_events(&primary, &["MaterialRetired"]).await;
+    op.wait_events(&replica_name, &["MaterialRetired"]).await;
+    for status in [retired.status.unwrap().key, replica.status.unwrap().key] {
+        let old = status
+            .materials
+            .iter()
+            .find(|m| m.key_material_id.as_deref() == Some(old_id.as_str()))
+            .unwrap();
+        assert!(old.retired, "{:#?}", status.materials);
+        assert_eq!(old.import_state.as_deref(), Some("PENDING_IMPORT"));
+        assert_eq!(status.key_state.as_deref(), Some("PendingImport"));
+    }
+    for region in [DEFAULT_REGION, REGION] {
+        let k = model.key(region, &key_id).unwrap();
+        assert_eq!(k.key_state, "PendingImport", "{region}");
+        assert_eq!(
+            k.imported.keys().collect::<Vec<_>>(),
+            vec![&new_id],
+            "{region}"
+        );
+    }
+    // No import is attempted for a key that lacks only retired material.
+    let imports = model.requests_of("ImportKeyMaterial").len();
+    op.reconcile_again(NS, &primary).await;
+    assert_eq!(model.requests_of("ImportKeyMaterial").len(), imports);
 }

@@ -7,8 +7,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::Failure;
 use crate::api::{KeyFamily, KeyMaterialEntry, KmsKeyStatus};
 use crate::desired::described_fingerprint;
+use crate::kms::execute::ImportInput;
 use crate::kms::{Client, observe};
-use crate::plan::{KeyState, MaterialState, ObservedKey, ObservedMaterial};
+use crate::plan::{KeyState, MaterialState, ObservedKey, ObservedMaterial, RetainedFacts};
 
 /// What one inventory read found.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +40,31 @@ pub async fn read(client: &Client, key_id: &str, family: KeyFamily) -> Result<Li
 /// then the earliest of them, not the current material's).
 pub fn due(deep_read: bool, changed: bool, status: &KmsKeyStatus) -> bool {
     deep_read || changed || status.materials.len() > 1
+}
+
+/// The retained Secrets' materials as planning sees them: each with the KeyMaterialId of the
+/// key's material of the same fingerprint, looked up in this key's inventory and (for a
+/// replica, which may never have held it) in its primary's.
+pub fn retained_facts(
+    retained: &[ImportInput<'_>],
+    status: &KmsKeyStatus,
+    primary: Option<&KmsKeyStatus>,
+) -> Vec<RetainedFacts> {
+    retained
+        .iter()
+        .map(|input| {
+            let fingerprint = input.material.fingerprint().as_str().to_string();
+            let key_material_id = std::iter::once(status)
+                .chain(primary)
+                .flat_map(|s| &s.materials)
+                .find(|e| e.fingerprint.as_ref() == Some(&fingerprint))
+                .and_then(|e| e.key_material_id.clone());
+            RetainedFacts {
+                fingerprint,
+                key_material_id,
+            }
+        })
+        .collect()
 }
 
 /// Records `listing` in `status.materials` (and `materialCount`).

@@ -184,6 +184,30 @@ async fn converge<K: ManagedKey>(
         &owner.namespace,
         &owner.name,
     );
+    let retained_descriptions: Vec<String> = inputs
+        .retained
+        .iter()
+        .map(|(material, source)| {
+            desired::material_description(
+                material.fingerprint().as_str(),
+                source,
+                K::KIND,
+                &owner.namespace,
+                &owner.name,
+            )
+        })
+        .collect();
+    let retained = inputs
+        .retained
+        .iter()
+        .zip(&retained_descriptions)
+        .map(|((material, _), description)| ImportInput {
+            material,
+            algorithm: import.algorithm,
+            wrapping_key_spec: import.wrapping_key_spec,
+            description: Some(description),
+        })
+        .collect();
     let sync = KeySync {
         client: &client,
         key_id: &located.key_id,
@@ -195,6 +219,7 @@ async fn converge<K: ManagedKey>(
             wrapping_key_spec: import.wrapping_key_spec,
             description: Some(&description),
         },
+        retained,
         restore: located.restore,
         owner: &owner,
         claim: located.claim.clone(),

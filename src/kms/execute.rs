@@ -245,7 +245,8 @@ pub async fn delete_material(client: &Client, key_id: &str) -> Result<DeletionOu
 }
 
 /// Performs one planned action on `key_id`; returns the KeyMaterialId of an import (when KMS
-/// reports one).
+/// reports one). `import` is the material an import action brings (a retained Secret's for
+/// [`Action::ImportRetainedMaterial`]).
 pub async fn execute(
     client: &Client,
     key_id: &str,
@@ -268,6 +269,16 @@ pub async fn execute(
             };
             import_material_as(client, key_id, import, *valid_to, kind).await
         }
+        Action::ImportRetainedMaterial {
+            key_material_id,
+            valid_to,
+            ..
+        } => {
+            let kind = ImportKind::Existing {
+                key_material_id: Some(key_material_id),
+            };
+            import_material_as(client, key_id, import, *valid_to, kind).await
+        }
         other => execute_write(client, key_id, other).await.map(|()| None),
     }
 }
@@ -278,7 +289,14 @@ async fn execute_write(client: &Client, key_id: &str, action: &Action) -> Result
     match action {
         Action::ImportMaterial { .. }
         | Action::ImportNewMaterial { .. }
-        | Action::ImportRotationMaterial { .. } => Ok(()),
+        | Action::ImportRotationMaterial { .. }
+        | Action::ImportRetainedMaterial { .. } => Ok(()),
+        Action::DeleteMaterial { key_material_id } => {
+            let request = client
+                .delete_imported_key_material()
+                .key_material_id(key_material_id);
+            sent(op, request.key_id(key_id).send()).await
+        }
         Action::RotateOnDemand => {
             sent(op, client.rotate_key_on_demand().key_id(key_id).send()).await
         }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::api::{KeySpec, KeyUsage, MaterialChangePolicy};
+use crate::api::{ExpiringMaterialPolicy, KeySpec, KeyUsage, MaterialChangePolicy};
 use crate::policy::DesiredPolicy;
 
 /// KMS key states (KMS `KeyState`).
@@ -157,5 +157,7 @@ pub struct DesiredKey {
     /// KeyMaterialIds of NON_CURRENT materials to delete (`keyMaterial.retire`; a replica
     /// takes its primary's).
     pub retire: Vec<String>,
+    /// What a rotation does when the material it rotates away from expires unretained.
+    pub expiring_previous_material: ExpiringMaterialPolicy,
     pub enabled: bool,
 }
