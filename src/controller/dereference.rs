@@ -12,7 +12,7 @@ use super::managed_key::{ManagedKey, Source};
 use super::{Context, Failure};
 use crate::api::{
     AwsKeyPolicyTemplate, AwsKms, DEFAULT_CONNECTION, DEFAULT_DELETION_POLICY_ANNOTATION,
-    KeyMaterialSource, KeyPolicy, KeySpec, LocalObjectRef,
+    KeyPolicy, KeySpec, LocalObjectRef, MaterialEncoding, SecretKeySelector,
 };
 use crate::kms::Connection;
 use crate::material::{ImportableMaterial, KeyMaterial};
@@ -30,6 +30,12 @@ pub struct Dereferenced<'a> {
     pub template: Option<AwsKeyPolicyTemplate>,
     /// The checked key material (zeroized on drop; never printed).
     pub material: Box<dyn ImportableMaterial>,
+    /// Where the material was read, for its KeyMaterialDescription: `Secret <ns>/<name> rv
+    /// <resourceVersion>` or `Pkcs11Token <token> label <label>` (never the material).
+    pub material_source: String,
+    /// The materials of the `keyMaterial.retained` Secrets, in order, each with where it was
+    /// read (as `material_source`).
+    pub retained: Vec<(KeyMaterial, String)>,
 }
 
 /// Reads the inputs of `obj` in a fixed order; the first missing or unusable one stops the
@@ -58,20 +64,57 @@ pub async fn dereference<'a, K: ManagedKey>(
     let template = policy_template(ctx, obj.policy()).await?;
     let spec = source.spec();
     // The one place that chooses where material lives: a Secret or a PKCS#11 token.
-    let material: Box<dyn ImportableMaterial> = match &spec.key_material.pkcs11 {
-        Some(key_ref) => Box::new(
-            super::pkcs11::load_hsm_material(ctx, &namespace, key_ref, spec.key_spec).await?,
-        ),
-        None => Box::new(
-            load_material(&ctx.client, &namespace, &spec.key_material, spec.key_spec).await?,
-        ),
-    };
+    let key_material = &spec.key_material;
+    let (material, material_source): (Box<dyn ImportableMaterial>, String) =
+        match (&key_material.pkcs11, &key_material.secret_ref) {
+            (Some(key_ref), _) => (
+                Box::new(
+                    super::pkcs11::load_hsm_material(ctx, &namespace, key_ref, spec.key_spec)
+                        .await?,
+                ),
+                format!(
+                    "Pkcs11Token {} label {}",
+                    key_ref.token_ref.name, key_ref.key_label
+                ),
+            ),
+            (None, Some(secret_ref)) => {
+                let (material, source) = load_material(
+                    &ctx.client,
+                    &namespace,
+                    secret_ref,
+                    key_material.encoding,
+                    spec.key_spec,
+                )
+                .await?;
+                (Box::new(material), source)
+            }
+            (None, None) => {
+                return Err(Failure::blocked(
+                    "MaterialSourceMissing",
+                    super::Category::Spec,
+                    "keyMaterial names neither secretRef nor pkcs11",
+                ));
+            }
+        };
+    let mut retained = Vec::with_capacity(key_material.retained.len());
+    for r in &key_material.retained {
+        let loaded = load_material(
+            &ctx.client,
+            &namespace,
+            &r.secret_ref,
+            r.encoding,
+            spec.key_spec,
+        );
+        retained.push(loaded.await?);
+    }
     Ok(Dereferenced {
         source,
         connection,
         namespace: facts,
         template,
         material,
+        material_source,
+        retained,
     })
 }
 
@@ -139,21 +182,16 @@ async fn policy_template(
     api.get_opt(&template_ref.name).await.map_err(Failure::kube)
 }
 
-/// Reads and checks the material. The Secret is fetched from `namespace` only — an object can
-/// never reach another namespace's Secrets — and its data is zeroized once parsed.
+/// Reads and checks the material, and says where it came from (`Secret <ns>/<name> rv <n>`).
+/// The Secret is fetched from `namespace` only — an object can never reach another
+/// namespace's Secrets — and its data is zeroized once parsed.
 async fn load_material(
     client: &kube::Client,
     namespace: &str,
-    source: &KeyMaterialSource,
+    secret_ref: &SecretKeySelector,
+    encoding: MaterialEncoding,
     spec: KeySpec,
-) -> Result<KeyMaterial, Failure> {
-    let Some(secret_ref) = &source.secret_ref else {
-        return Err(Failure::blocked(
-            "MaterialSourceMissing",
-            super::Category::Spec,
-            "keyMaterial names neither secretRef nor pkcs11",
-        ));
-    };
+) -> Result<(KeyMaterial, String), Failure> {
     let (name, key) = (&secret_ref.name, &secret_ref.key);
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let Some(mut secret) = api.get_opt(name).await.map_err(Failure::kube)? else {
@@ -180,14 +218,13 @@ async fn load_material(
                 ),
             ))
         }
-        Some(value) => {
-            KeyMaterial::from_secret_value(spec, source.encoding, &value.0).map_err(|e| {
-                Failure::material(&e, format!("Secret {namespace}/{name} key {key:?}: {e}"))
-            })
-        }
+        Some(value) => KeyMaterial::from_secret_value(spec, encoding, &value.0).map_err(|e| {
+            Failure::material(&e, format!("Secret {namespace}/{name} key {key:?}: {e}"))
+        }),
     };
     for value in data.values_mut() {
         value.0.zeroize();
     }
-    result
+    let version = secret.metadata.resource_version.unwrap_or_default();
+    result.map(|m| (m, format!("Secret {namespace}/{name} rv {version}")))
 }
