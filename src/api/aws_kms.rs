@@ -4,7 +4,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -26,48 +26,30 @@ pub(crate) fn region_rule() -> String {
 pub(crate) const REGION_RULE_MESSAGE: &str =
     "region must be an AWS region name, e.g. eu-west-1 or us-gov-west-1";
 
+keyfleet_kind! {
+kube(
+    kind = "AwsKms",
+    plural = "awskmses",
+    singular = "awskms",
+    shortname = "akms",
+    doc = "An AWS KMS connection: the role keyfleet assumes and the regions keys may live in.",
+    status = "AwsKmsStatus",
+),
+columns_before(
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.roleArn"),
+    printcolumn(name = "Namespaces", type_ = "string", json_path = ".spec.allowedNamespaces.from"),
+    printcolumn(name = "Regions", type_ = "string", json_path = ".spec.regions"),
+),
+columns_between(
+    printcolumn(name = "Account", type_ = "string", json_path = ".status.accountId"),
+),
+columns_after(),
 /// An AWS KMS connection (CCKM `kms`): which credentials keyfleet uses, in which regions, and
 /// which namespaces may use it.
 ///
 /// An `AwsKey` that names no `AwsKms` uses the one named `default`, when it exists and admits
 /// the key's namespace. Write access to an AwsKms is access to every key material imported
 /// through it: grant it like a cluster-admin permission.
-#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[kube(
-    group = "kms.keyfleet.dev",
-    version = "v1alpha1",
-    kind = "AwsKms",
-    plural = "awskmses",
-    singular = "awskms",
-    shortname = "akms",
-    category = "keyfleet",
-    doc = "An AWS KMS connection: the role keyfleet assumes and the regions keys may live in.",
-    status = "AwsKmsStatus",
-    printcolumn(name = "Role", type_ = "string", json_path = ".spec.roleArn"),
-    printcolumn(
-        name = "Namespaces",
-        type_ = "string",
-        json_path = ".spec.allowedNamespaces.from"
-    ),
-    printcolumn(name = "Regions", type_ = "string", json_path = ".spec.regions"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(name = "Account", type_ = "string", json_path = ".status.accountId"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    cel
-)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsKmsSpec {
     /// The namespaces whose AwsKeys and AwsReplicaKeys may use this connection (required):
@@ -119,6 +101,7 @@ pub struct AwsKmsSpec {
     /// Limits on the key policies of keys using this connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_policy: Option<KeyPolicyLimits>,
+}
 }
 
 /// Adoption of KMS keys keyfleet did not create.
