@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deletion::DeletionPolicy;
 use super::expiration::Expiration;
+use super::generated_material::GenerateMaterial;
 use super::key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 use super::key_policy::KeyPolicy;
 use super::key_spec::{KeySpec, KeyUsage};
@@ -165,6 +166,7 @@ pub struct AwsKeySpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.secretRef) != has(self.pkcs11)").message("keyMaterial needs exactly one of secretRef and pkcs11"))]
+#[x_kube(validation = Rule::new("!has(self.generate) || has(self.secretRef)").message("keyMaterial.generate needs secretRef: the Secret keyfleet creates when it does not exist (a PKCS#11 key is generated with pkcs11.generate)").field_path(".generate"))]
 pub struct KeyMaterialSource {
     /// The Secret key holding the material, in this resource's namespace. Symmetric keys: exactly
     /// 32 bytes. HMAC keys: raw bytes (HMAC_224: 28-64, HMAC_256: 32-64, HMAC_384: 48-128,
@@ -200,6 +202,15 @@ pub struct KeyMaterialSource {
     /// material.
     #[serde(default)]
     pub on_change: MaterialChangePolicy,
+
+    /// `{}`: keyfleet generates the material. When the Secret of `secretRef` does not exist and
+    /// the key holds no material yet, keyfleet creates it (immutable, labelled
+    /// `app.kubernetes.io/managed-by: keyfleet`, without owner reference: deleting this object
+    /// never deletes the material) with fresh material of `keySpec` in `encoding`, then imports
+    /// it. A Secret that exists is never overwritten. Needs `secretRef`, and the chart's
+    /// `rbac.secretCreation` grant (else `SecretCreateForbidden`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<GenerateMaterial>,
 }
 
 /// A key object in a `Pkcs11Token`.

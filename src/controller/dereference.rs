@@ -8,11 +8,12 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
 use zeroize::Zeroize;
 
+use super::generated_secret::{self, Generation};
 use super::managed_key::{ManagedKey, Source};
 use super::{Context, Failure};
 use crate::api::{
     AwsKeyPolicyTemplate, AwsKms, DEFAULT_CONNECTION, DEFAULT_DELETION_POLICY_ANNOTATION,
-    KeyMaterialSource, KeyPolicy, KeySpec, LocalObjectRef,
+    KeyPolicy, LocalObjectRef,
 };
 use crate::kms::Connection;
 use crate::material::{ImportableMaterial, KeyMaterial};
@@ -62,9 +63,7 @@ pub async fn dereference<'a, K: ManagedKey>(
         Some(key_ref) => Box::new(
             super::pkcs11::load_hsm_material(ctx, &namespace, key_ref, spec.key_spec).await?,
         ),
-        None => Box::new(
-            load_material(&ctx.client, &namespace, &spec.key_material, spec.key_spec).await?,
-        ),
+        None => Box::new(load_material(ctx, obj, &source, &namespace).await?),
     };
     Ok(Dereferenced {
         source,
@@ -140,13 +139,19 @@ async fn policy_template(
 }
 
 /// Reads and checks the material. The Secret is fetched from `namespace` only — an object can
-/// never reach another namespace's Secrets — and its data is zeroized once parsed.
-async fn load_material(
-    client: &kube::Client,
+/// never reach another namespace's Secrets — and its data is zeroized once parsed. An AwsKey
+/// with `keyMaterial.generate` creates its missing Secret first.
+async fn load_material<K: ManagedKey>(
+    ctx: &Context,
+    obj: &K,
+    key_source: &Source<'_>,
     namespace: &str,
-    source: &KeyMaterialSource,
-    spec: KeySpec,
 ) -> Result<KeyMaterial, Failure> {
+    let (source, spec) = (&key_source.spec().key_material, key_source.spec().key_spec);
+    // The fingerprint of the material the key was given, when it holds some.
+    let imported = obj
+        .status()
+        .and_then(|status| status.material_fingerprint.as_deref());
     let Some(secret_ref) = &source.secret_ref else {
         return Err(Failure::blocked(
             "MaterialSourceMissing",
@@ -155,14 +160,39 @@ async fn load_material(
         ));
     };
     let (name, key) = (&secret_ref.name, &secret_ref.key);
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let Some(mut secret) = api.get_opt(name).await.map_err(Failure::kube)? else {
-        return Err(Failure::reference(
-            "SecretNotFound",
-            format!(
-                "Secret {namespace}/{name} does not exist; create it with the key material under key {key:?}"
-            ),
-        ));
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut secret = match api.get_opt(name).await.map_err(Failure::kube)? {
+        Some(secret) => secret,
+        // Only the AwsKey generates, and only while it holds no material yet (a lost Secret of
+        // a key in use is restored from backup, not replaced); its replicas wait for it
+        // (PrimaryNotReady) before reading.
+        None if source.generate.is_some()
+            && matches!(key_source, Source::Own(_))
+            && imported.is_none() =>
+        {
+            let generation = Generation {
+                namespace,
+                secret: name,
+                key,
+                spec,
+                encoding: source.encoding,
+                for_key: obj.meta().name.as_deref().unwrap_or_default(),
+            };
+            generated_secret::create(ctx, obj, &generation).await?
+        }
+        None => {
+            let advice = match imported {
+                Some(fingerprint) if source.generate.is_some() => format!(
+                    "keyfleet generates material only for a key that holds none yet, and this \
+                     key holds material {fingerprint}: restore the Secret from its backup"
+                ),
+                _ => format!("create it with the key material under key {key:?}"),
+            };
+            return Err(Failure::reference(
+                "SecretNotFound",
+                format!("Secret {namespace}/{name} does not exist; {advice}"),
+            ));
+        }
     };
     let mut data = secret.data.take().unwrap_or_default();
     let result = match data.get(key) {

@@ -10,6 +10,7 @@ pub mod connection_status;
 mod context;
 mod dereference;
 mod failure;
+mod generated_secret;
 mod managed_key;
 mod pkcs11;
 mod pkcs11_token;
