@@ -531,3 +531,23 @@ fn generated_material_names_the_secret_to_create() {
     );
     assert_eq!(update_errors(generated, plain), Vec::<String>::new());
 }
+
+#[test]
+fn scheduled_rotation_needs_a_generated_symmetric_key_that_rotates() {
+    let rotating = |key_spec: &str, on_change: &str| {
+        json!({"keySpec": key_spec, "keyMaterial": {
+            "secretRef": {"name": "m", "key": "k"},
+            "onChange": on_change,
+            "generate": {"rotation": {"every": "90d"}}}})
+    };
+    assert_eq!(
+        create_errors(rotating("SYMMETRIC_DEFAULT", "Rotate")),
+        Vec::<String>::new()
+    );
+    let needs = "keyMaterial.generate.rotation needs keySpec SYMMETRIC_DEFAULT and keyMaterial.onChange: Rotate";
+    assert_refused(
+        create_errors(rotating("SYMMETRIC_DEFAULT", "Refuse")),
+        needs,
+    );
+    assert_refused(create_errors(rotating("HMAC_256", "Refuse")), needs);
+}

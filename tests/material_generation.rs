@@ -16,6 +16,7 @@ use memkube::MemKube;
 use serde_json::json;
 
 use support::chart_rbac::{SecretCreation, operator_rules};
+use support::generated_secrets::{generated_material, material_of};
 use support::kms_use::{decrypt, encrypt, generate_mac, public_key};
 use support::localstack::{self, DEFAULT_REGION};
 use support::operator::{
@@ -58,19 +59,6 @@ fn generated_key(
         f.extend(u.clone());
     }
     aws_key(name, DEFAULT_REGION, secret, fields)
-}
-
-/// The value under `material` of a Secret (remembered for the leak scan of the operator).
-fn material_value(secret: &Secret) -> Vec<u8> {
-    let value = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("material"))
-        .expect("key material")
-        .0
-        .clone();
-    keyfleet_testkit::leak::remember(&value);
-    value
 }
 
 /// KMS holds exactly the Secret's material: the same public key (RSA/ECC), the same MAC
@@ -142,24 +130,7 @@ async fn generated_material_of_every_key_spec_is_created_imported_and_used_by_km
             .get(&format!("{name}-material"))
             .await
             .expect("the generated Secret");
-        assert_eq!(secret.immutable, Some(true), "{name}: immutable");
-        let labels = secret.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(
-            labels
-                .get("app.kubernetes.io/managed-by")
-                .map(String::as_str),
-            Some("keyfleet")
-        );
-        assert_eq!(labels.get("keyfleet.dev/generated-for"), Some(name));
-        assert!(
-            secret
-                .metadata
-                .owner_references
-                .as_ref()
-                .is_none_or(Vec::is_empty),
-            "{name}: deleting the AwsKey must never delete the material"
-        );
-        let value = material_value(&secret);
+        let value = generated_material(&secret, name);
         let material =
             KeyMaterial::from_secret_value(*spec, *encoding, &value).unwrap_or_else(|e| {
                 panic!("{name}: the generated Secret reads as {spec} material: {e}")
@@ -206,7 +177,7 @@ async fn an_existing_secret_is_never_overwritten() {
         before.metadata.resource_version
     );
     assert_eq!(
-        material_value(&after),
+        material_of(&after),
         value.to_vec(),
         "the Secret holds what its author put there"
     );
@@ -276,7 +247,7 @@ async fn no_secret_is_written_without_the_charts_grant() {
         .get("refused-material")
         .await
         .expect("created in team-a");
-    material_value(&created);
+    generated_material(&created, "refused");
     wait_reason(&elsewhere, "outside", "SecretCreateForbidden").await;
     let other: Api<Secret> = Api::namespaced(op.client.clone(), "team-b");
     assert!(other.get_opt("outside-material").await.unwrap().is_none());
@@ -300,7 +271,7 @@ async fn a_lost_secret_of_a_key_in_use_is_not_regenerated() {
     .await;
     ready_key_id(&api, "in-use").await;
     let secrets: Api<Secret> = Api::namespaced(op.client.clone(), NAMESPACE);
-    material_value(&secrets.get("in-use-material").await.unwrap());
+    generated_material(&secrets.get("in-use-material").await.unwrap(), "in-use");
     secrets
         .delete("in-use-material", &Default::default())
         .await

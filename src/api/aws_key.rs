@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deletion::DeletionPolicy;
 use super::expiration::Expiration;
-use super::generated_material::GenerateMaterial;
+use super::generated_material::{GenerateMaterial, GeneratedMaterialStatus};
 use super::key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 use super::key_policy::KeyPolicy;
 use super::key_spec::{KeySpec, KeyUsage};
@@ -58,6 +58,12 @@ use super::refs::{LocalObjectRef, SecretKeySelector};
         json_path = ".status.arn",
         priority = 1
     ),
+    printcolumn(
+        name = "Next-Rotation",
+        type_ = "string",
+        json_path = ".status.nextRotationTime",
+        priority = 1
+    ),
     cel
 )]
 #[serde(rename_all = "camelCase")]
@@ -66,6 +72,7 @@ use super::refs::{LocalObjectRef, SecretKeySelector};
 #[x_kube(validation = Rule::new("has(self.keyUsage) == has(oldSelf.keyUsage) && (!has(self.keyUsage) || self.keyUsage == oldSelf.keyUsage)").message("keyUsage is immutable once the key exists").field_path(".keyUsage"))]
 #[x_kube(validation = Rule::new("has(self.kmsRef) == has(oldSelf.kmsRef) && (!has(self.kmsRef) || self.kmsRef == oldSelf.kmsRef)").message("kmsRef is immutable: the key lives in the account of its connection").field_path(".kmsRef"))]
 #[x_kube(validation = Rule::new("!has(self.keyMaterial.onChange) || self.keyMaterial.onChange != 'Rotate' || self.keySpec == 'SYMMETRIC_DEFAULT'").message("keyMaterial.onChange: Rotate needs keySpec SYMMETRIC_DEFAULT: KMS cannot rotate the material of RSA, ECC or HMAC keys").field_path(".keyMaterial.onChange"))]
+#[x_kube(validation = Rule::new("!has(self.keyMaterial.generate) || !has(self.keyMaterial.generate.rotation) || (self.keySpec == 'SYMMETRIC_DEFAULT' && has(self.keyMaterial.onChange) && self.keyMaterial.onChange == 'Rotate')").message("keyMaterial.generate.rotation needs keySpec SYMMETRIC_DEFAULT and keyMaterial.onChange: Rotate: the schedule rotates through the Rotate path, and KMS rotates only symmetric keys").field_path(".keyMaterial.generate.rotation"))]
 #[x_kube(validation = Rule::new("!has(self.deletionPolicy) || self.deletionPolicy != 'DeleteMaterial' || has(self.alias) || has(self.adoptKeyArn)").message("deletionPolicy DeleteMaterial needs an alias or adoptKeyArn, so that re-applying the AwsKey finds the key again").field_path(".deletionPolicy"))]
 #[x_kube(validation = Rule::new("has(self.adoptKeyArn) == has(oldSelf.adoptKeyArn) && (!has(self.adoptKeyArn) || self.adoptKeyArn == oldSelf.adoptKeyArn)").message("adoptKeyArn is immutable").field_path(".adoptKeyArn"))]
 pub struct AwsKeySpec {
@@ -260,6 +267,14 @@ pub struct AwsKeyStatus {
     /// Replicas of this multi-region key, as seen in KMS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<ReplicaRef>,
+    /// When the scheduled rotation (`keyMaterial.generate.rotation`) generates the next
+    /// material; unset without a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+    /// The Secrets of generated material that rotates on a schedule: the current one and
+    /// those retained from earlier rotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_material: Option<GeneratedMaterialStatus>,
 }
 
 /// A replica of a multi-region key.

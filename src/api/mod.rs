@@ -33,7 +33,9 @@ pub use aws_kms::{
 pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};
 pub use deletion::{DEFAULT_DELETION_POLICY_ANNOTATION, DeletionPolicy, effective_deletion_policy};
 pub use expiration::Expiration;
-pub use generated_material::GenerateMaterial;
+pub use generated_material::{
+    GenerateMaterial, GeneratedMaterialStatus, RetainedSecret, ScheduledRotation,
+};
 pub use key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 pub use key_policy::{KeyPolicy, KeyPolicyForm, PolicyShortcuts};
 pub use key_settings::KeySettings;

@@ -5,15 +5,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use zeroize::Zeroize;
 
 use super::generated_secret::{self, Generation};
 use super::managed_key::{ManagedKey, Source};
+use super::scheduled_rotation;
 use super::{Context, Failure};
 use crate::api::{
     AwsKeyPolicyTemplate, AwsKms, DEFAULT_CONNECTION, DEFAULT_DELETION_POLICY_ANNOTATION,
-    KeyPolicy, LocalObjectRef,
+    GeneratedMaterialStatus, KeyPolicy, LocalObjectRef,
 };
 use crate::kms::Connection;
 use crate::material::{ImportableMaterial, KeyMaterial};
@@ -31,6 +33,17 @@ pub struct Dereferenced<'a> {
     pub template: Option<AwsKeyPolicyTemplate>,
     /// The checked key material (zeroized on drop; never printed).
     pub material: Box<dyn ImportableMaterial>,
+    /// An AwsKey's rotation schedule: `status.generatedMaterial` and `status.nextRotationTime`.
+    pub schedule: Schedule,
+}
+
+/// What a rotation schedule records in an AwsKey's status (both None without one).
+#[derive(Clone, Debug, Default)]
+pub struct Schedule {
+    /// `status.generatedMaterial`.
+    pub generated: Option<GeneratedMaterialStatus>,
+    /// `status.nextRotationTime`.
+    pub next_rotation: Option<Time>,
 }
 
 /// Reads the inputs of `obj` in a fixed order; the first missing or unusable one stops the
@@ -59,11 +72,16 @@ pub async fn dereference<'a, K: ManagedKey>(
     let template = policy_template(ctx, obj.policy()).await?;
     let spec = source.spec();
     // The one place that chooses where material lives: a Secret or a PKCS#11 token.
+    let mut schedule = Schedule::default();
     let material: Box<dyn ImportableMaterial> = match &spec.key_material.pkcs11 {
         Some(key_ref) => Box::new(
             super::pkcs11::load_hsm_material(ctx, &namespace, key_ref, spec.key_spec).await?,
         ),
-        None => Box::new(load_material(ctx, obj, &source, &namespace).await?),
+        None => {
+            let (material, scheduled) = load_material(ctx, obj, &source, &namespace).await?;
+            schedule = scheduled;
+            Box::new(material)
+        }
     };
     Ok(Dereferenced {
         source,
@@ -71,6 +89,7 @@ pub async fn dereference<'a, K: ManagedKey>(
         namespace: facts,
         template,
         material,
+        schedule,
     })
 }
 
@@ -146,7 +165,7 @@ async fn load_material<K: ManagedKey>(
     obj: &K,
     key_source: &Source<'_>,
     namespace: &str,
-) -> Result<KeyMaterial, Failure> {
+) -> Result<(KeyMaterial, Schedule), Failure> {
     let (source, spec) = (&key_source.spec().key_material, key_source.spec().key_spec);
     // The fingerprint of the material the key was given, when it holds some.
     let imported = obj
@@ -159,7 +178,10 @@ async fn load_material<K: ManagedKey>(
             "keyMaterial names neither secretRef nor pkcs11",
         ));
     };
-    let (name, key) = (&secret_ref.name, &secret_ref.key);
+    // A rotation schedule reads (and, when due, generates) the Secret of its latest rotation.
+    let current =
+        scheduled_rotation::material_secret(ctx, obj, key_source, secret_ref, namespace).await?;
+    let (name, key) = (&current.name, &secret_ref.key);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let mut secret = match api.get_opt(name).await.map_err(Failure::kube)? {
         Some(secret) => secret,
@@ -219,5 +241,9 @@ async fn load_material<K: ManagedKey>(
     for value in data.values_mut() {
         value.0.zeroize();
     }
-    result
+    let schedule = Schedule {
+        generated: current.generated,
+        next_rotation: current.next_rotation,
+    };
+    result.map(|material| (material, schedule))
 }

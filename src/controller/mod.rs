@@ -17,6 +17,7 @@ mod pkcs11_token;
 mod reconcile;
 mod report;
 mod run;
+mod scheduled_rotation;
 mod status;
 mod sync;
 mod template_status;

@@ -5,6 +5,7 @@
 pub mod chart_rbac;
 pub mod clock;
 pub mod fleet;
+pub mod generated_secrets;
 pub mod kms_recorder;
 pub mod kms_use;
 pub mod leaks;
