@@ -197,6 +197,58 @@ async fn an_existing_secret_is_never_overwritten() {
     );
 }
 
+/// The Secret appears between keyfleet's read (it was absent) and its create: the create is
+/// refused as AlreadyExists, and keyfleet reads what the other writer made as hand-made
+/// material instead of replacing it. (The race is staged by answering keyfleet's first read of
+/// the Secret with 404.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_made_by_someone_else_meanwhile_is_read_not_replaced() {
+    let op = operator(SecretCreation::Cluster).await;
+    let kms = localstack::kms_client(DEFAULT_REGION).await;
+    let api = op.keys(NAMESPACE);
+    let spec = KeySpec::EccNistP256;
+    let value = create_material_secret(&op.client, NAMESPACE, "raced", spec).await;
+    let secrets: Api<Secret> = Api::namespaced(op.client.clone(), NAMESPACE);
+    let before = secrets.get("raced").await.unwrap();
+    op.kube.inject_fault(memkube::Fault::new(
+        http::Method::GET,
+        format!("/namespaces/{NAMESPACE}/secrets/raced"),
+        404,
+        1,
+    ));
+    create_key(
+        &api,
+        &generated_key("raced", "raced", spec, MaterialEncoding::Raw),
+    )
+    .await;
+    let key_id = ready_key_id(&api, "raced").await;
+
+    let creates: Vec<u16> = op
+        .kube
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == http::Method::POST && r.path.contains("/secrets"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        creates,
+        vec![201, 409],
+        "the test's create, then keyfleet's refused one"
+    );
+    let after = secrets.get("raced").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    let material = KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, &value).unwrap();
+    assert_kms_agrees(&kms, &key_id, &material).await;
+    assert!(
+        op.events_for("raced")
+            .iter()
+            .all(|(_, reason, _)| reason != "MaterialGenerated")
+    );
+}
+
 /// Without the grant: Ready=False SecretCreateForbidden with a Warning event, one refused
 /// create and no retry loop. With the grant limited to one namespace, keyfleet creates the
 /// Secret there and is still refused in any other.
