@@ -5,17 +5,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use zeroize::Zeroize;
 
-use super::generated_secret::{self, Generation};
+use super::generated_secret;
 use super::managed_key::{ManagedKey, Source};
-use super::scheduled_rotation;
+use super::scheduled_rotation::{self, Schedule};
 use super::{Context, Failure};
 use crate::api::{
     AwsKeyPolicyTemplate, AwsKms, DEFAULT_CONNECTION, DEFAULT_DELETION_POLICY_ANNOTATION,
-    GeneratedMaterialStatus, KeyPolicy, LocalObjectRef,
+    KeyPolicy, KeySpec, LocalObjectRef, MaterialEncoding, SecretKeySelector,
 };
 use crate::kms::Connection;
 use crate::material::{ImportableMaterial, KeyMaterial};
@@ -35,15 +34,6 @@ pub struct Dereferenced<'a> {
     pub material: Box<dyn ImportableMaterial>,
     /// An AwsKey's rotation schedule: `status.generatedMaterial` and `status.nextRotationTime`.
     pub schedule: Schedule,
-}
-
-/// What a rotation schedule records in an AwsKey's status (both None without one).
-#[derive(Clone, Debug, Default)]
-pub struct Schedule {
-    /// `status.generatedMaterial`.
-    pub generated: Option<GeneratedMaterialStatus>,
-    /// `status.nextRotationTime`.
-    pub next_rotation: Option<Time>,
 }
 
 /// Reads the inputs of `obj` in a fixed order; the first missing or unusable one stops the
@@ -72,17 +62,46 @@ pub async fn dereference<'a, K: ManagedKey>(
     let template = policy_template(ctx, obj.policy()).await?;
     let spec = source.spec();
     // The one place that chooses where material lives: a Secret or a PKCS#11 token.
+    let key_material = &spec.key_material;
     let mut schedule = Schedule::default();
-    let material: Box<dyn ImportableMaterial> = match &spec.key_material.pkcs11 {
-        Some(key_ref) => Box::new(
-            super::pkcs11::load_hsm_material(ctx, &namespace, key_ref, spec.key_spec).await?,
-        ),
-        None => {
-            let (material, scheduled) = load_material(ctx, obj, &source, &namespace).await?;
-            schedule = scheduled;
-            Box::new(material)
-        }
-    };
+    let material: Box<dyn ImportableMaterial> =
+        match (&key_material.pkcs11, &key_material.secret_ref) {
+            (Some(key_ref), _) => Box::new(
+                super::pkcs11::load_hsm_material(ctx, &namespace, key_ref, spec.key_spec).await?,
+            ),
+            (None, Some(secret_ref)) => {
+                // A rotation schedule reads (and, when due, generates) the Secret of its latest
+                // rotation; `keyMaterial.generate` creates a missing Secret.
+                let current =
+                    scheduled_rotation::material_secret(ctx, obj, &source, secret_ref, &namespace)
+                        .await?;
+                let secret_ref = SecretKeySelector {
+                    name: current.name,
+                    key: secret_ref.key.clone(),
+                };
+                generated_secret::create_if_missing(ctx, obj, &source, &namespace, &secret_ref)
+                    .await?;
+                schedule = current.schedule;
+                let encoding = key_material.encoding;
+                Box::new(
+                    load_material(
+                        &ctx.client,
+                        &namespace,
+                        &secret_ref,
+                        encoding,
+                        spec.key_spec,
+                    )
+                    .await?,
+                )
+            }
+            (None, None) => {
+                return Err(Failure::blocked(
+                    "MaterialSourceMissing",
+                    super::Category::Spec,
+                    "keyMaterial names neither secretRef nor pkcs11",
+                ));
+            }
+        };
     Ok(Dereferenced {
         source,
         connection,
@@ -158,63 +177,23 @@ async fn policy_template(
 }
 
 /// Reads and checks the material. The Secret is fetched from `namespace` only — an object can
-/// never reach another namespace's Secrets — and its data is zeroized once parsed. An AwsKey
-/// with `keyMaterial.generate` creates its missing Secret first.
-async fn load_material<K: ManagedKey>(
-    ctx: &Context,
-    obj: &K,
-    key_source: &Source<'_>,
+/// never reach another namespace's Secrets — and its data is zeroized once parsed.
+async fn load_material(
+    client: &kube::Client,
     namespace: &str,
-) -> Result<(KeyMaterial, Schedule), Failure> {
-    let (source, spec) = (&key_source.spec().key_material, key_source.spec().key_spec);
-    // The fingerprint of the material the key was given, when it holds some.
-    let imported = obj
-        .status()
-        .and_then(|status| status.material_fingerprint.as_deref());
-    let Some(secret_ref) = &source.secret_ref else {
-        return Err(Failure::blocked(
-            "MaterialSourceMissing",
-            super::Category::Spec,
-            "keyMaterial names neither secretRef nor pkcs11",
+    secret_ref: &SecretKeySelector,
+    encoding: MaterialEncoding,
+    spec: KeySpec,
+) -> Result<KeyMaterial, Failure> {
+    let (name, key) = (&secret_ref.name, &secret_ref.key);
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let Some(mut secret) = api.get_opt(name).await.map_err(Failure::kube)? else {
+        return Err(Failure::reference(
+            "SecretNotFound",
+            format!(
+                "Secret {namespace}/{name} does not exist; create it with the key material under key {key:?}"
+            ),
         ));
-    };
-    // A rotation schedule reads (and, when due, generates) the Secret of its latest rotation.
-    let current =
-        scheduled_rotation::material_secret(ctx, obj, key_source, secret_ref, namespace).await?;
-    let (name, key) = (&current.name, &secret_ref.key);
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let mut secret = match api.get_opt(name).await.map_err(Failure::kube)? {
-        Some(secret) => secret,
-        // Only the AwsKey generates, and only while it holds no material yet (a lost Secret of
-        // a key in use is restored from backup, not replaced); its replicas wait for it
-        // (PrimaryNotReady) before reading.
-        None if source.generate.is_some()
-            && matches!(key_source, Source::Own(_))
-            && imported.is_none() =>
-        {
-            let generation = Generation {
-                namespace,
-                secret: name,
-                key,
-                spec,
-                encoding: source.encoding,
-                for_key: obj.meta().name.as_deref().unwrap_or_default(),
-            };
-            generated_secret::create(ctx, obj, &generation).await?
-        }
-        None => {
-            let advice = match imported {
-                Some(fingerprint) if source.generate.is_some() => format!(
-                    "keyfleet generates material only for a key that holds none yet, and this \
-                     key holds material {fingerprint}: restore the Secret from its backup"
-                ),
-                _ => format!("create it with the key material under key {key:?}"),
-            };
-            return Err(Failure::reference(
-                "SecretNotFound",
-                format!("Secret {namespace}/{name} does not exist; {advice}"),
-            ));
-        }
     };
     let mut data = secret.data.take().unwrap_or_default();
     let result = match data.get(key) {
@@ -232,18 +211,12 @@ async fn load_material<K: ManagedKey>(
                 ),
             ))
         }
-        Some(value) => {
-            KeyMaterial::from_secret_value(spec, source.encoding, &value.0).map_err(|e| {
-                Failure::material(&e, format!("Secret {namespace}/{name} key {key:?}: {e}"))
-            })
-        }
+        Some(value) => KeyMaterial::from_secret_value(spec, encoding, &value.0).map_err(|e| {
+            Failure::material(&e, format!("Secret {namespace}/{name} key {key:?}: {e}"))
+        }),
     };
     for value in data.values_mut() {
         value.0.zeroize();
     }
-    let schedule = Schedule {
-        generated: current.generated,
-        next_rotation: current.next_rotation,
-    };
-    result.map(|material| (material, schedule))
+    result
 }

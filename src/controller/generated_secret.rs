@@ -10,13 +10,60 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource};
 use zeroize::Zeroize;
 
-use super::{Context, Error, Failure};
+use super::managed_key::{ManagedKey, Source};
+use super::{Context, Failure};
 use crate::api::generated_material::{GENERATED_FOR, MANAGED_BY, MANAGED_BY_LABEL};
-use crate::api::{KeySpec, MaterialEncoding};
-use crate::material::generate_secret_value;
+use crate::api::{KeySpec, MaterialEncoding, SecretKeySelector};
+use crate::material::{MaterialError, generate_secret_value};
 
 /// Event reason of a Secret keyfleet created with generated material.
 pub const MATERIAL_GENERATED: &str = "MaterialGenerated";
+
+/// `keyMaterial.generate` of an AwsKey: creates the Secret `secret_ref` with fresh material
+/// when it does not exist and the key holds no material yet. A lost Secret of a key in use is
+/// not replaced (`SecretNotFound`: restore it from its backup); replicas never generate (they
+/// wait for their primary, `PrimaryNotReady`, before reading).
+pub async fn create_if_missing<K: ManagedKey>(
+    ctx: &Context,
+    obj: &K,
+    source: &Source<'_>,
+    namespace: &str,
+    secret_ref: &SecretKeySelector,
+) -> Result<(), Failure> {
+    let spec = source.spec();
+    if spec.key_material.generate.is_none() || !matches!(source, Source::Own(_)) {
+        return Ok(());
+    }
+    let name = secret_ref.name.as_str();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    if api
+        .get_metadata_opt(name)
+        .await
+        .map_err(Failure::kube)?
+        .is_some()
+    {
+        return Ok(());
+    }
+    if let Some(fingerprint) = obj.status().and_then(|s| s.material_fingerprint.as_deref()) {
+        return Err(Failure::reference(
+            "SecretNotFound",
+            format!(
+                "Secret {namespace}/{name} does not exist; keyfleet generates material only for \
+                 a key that holds none yet, and this key holds material {fingerprint}: restore \
+                 the Secret from its backup"
+            ),
+        ));
+    }
+    let generation = Generation {
+        namespace,
+        secret: name,
+        key: &secret_ref.key,
+        spec: spec.key_spec,
+        encoding: spec.key_material.encoding,
+        for_key: obj.meta().name.as_deref().unwrap_or_default(),
+    };
+    create(ctx, obj, &generation).await
+}
 
 /// What to generate, and where.
 pub struct Generation<'a> {
@@ -30,14 +77,14 @@ pub struct Generation<'a> {
     pub for_key: &'a str,
 }
 
-/// Creates the Secret with fresh material and returns it as the API server stored it. When the
-/// Secret appeared meanwhile (`AlreadyExists`), someone else made it: it is returned as it is,
-/// to be read as any Secret. Without RBAC permission to create it, `SecretCreateForbidden`.
+/// Creates the Secret with fresh material. When the Secret appeared meanwhile (`AlreadyExists`),
+/// someone else made it: it is left as it is, to be read as any Secret. Without RBAC permission
+/// to create it, `SecretCreateForbidden`.
 pub async fn create<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     obj: &K,
     generation: &Generation<'_>,
-) -> Result<Secret, Failure> {
+) -> Result<(), Failure> {
     let Generation {
         namespace,
         secret: name,
@@ -46,7 +93,12 @@ pub async fn create<K: Resource<DynamicType = ()>>(
         encoding,
         for_key,
     } = *generation;
-    let mut value = generate_secret_value(spec, encoding)
+    // RSA key generation takes a while: off the async workers.
+    let mut value = tokio::task::spawn_blocking(move || generate_secret_value(spec, encoding))
+        .await
+        .unwrap_or(Err(MaterialError::GenerationFailed {
+            detail: "the generation task did not finish",
+        }))
         .map_err(|e| Failure::material(&e, format!("Secret {namespace}/{name}: {e}")))?;
     let mut labels = BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())]);
     if for_key.len() <= 63 {
@@ -77,7 +129,7 @@ pub async fn create<K: Resource<DynamicType = ()>>(
         value.0.zeroize();
     }
     match created {
-        Ok(secret) => {
+        Ok(_) => {
             ctx.publish(
                 obj,
                 EventType::Normal,
@@ -88,13 +140,9 @@ pub async fn create<K: Resource<DynamicType = ()>>(
                 "GenerateMaterial",
             )
             .await;
-            Ok(secret)
+            Ok(())
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(name).await {
-            Ok(Some(secret)) => Ok(secret),
-            Ok(None) => Err(Failure::Transient(Error::Kube(kube::Error::Api(e)))),
-            Err(e) => Err(Failure::kube(e)),
-        },
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 403 => Err(Failure::reference(
             "SecretCreateForbidden",
             format!(

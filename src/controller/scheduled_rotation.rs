@@ -13,6 +13,21 @@ use crate::api::{KmsKeyStatus, SecretKeySelector};
 /// The Secret to read the material from, and the schedule's bookkeeping for an AwsKey's status.
 pub struct MaterialSecret {
     pub name: String,
+    pub schedule: Schedule,
+}
+
+impl MaterialSecret {
+    fn unscheduled(name: &str) -> MaterialSecret {
+        MaterialSecret {
+            name: name.to_string(),
+            schedule: Schedule::default(),
+        }
+    }
+}
+
+/// What a rotation schedule records in an AwsKey's status (both None without one).
+#[derive(Clone, Debug, Default)]
+pub struct Schedule {
     /// `status.generatedMaterial`: the Secrets of a schedule (kept after the schedule is
     /// removed, so the key goes on reading the Secret of its current material).
     pub generated: Option<GeneratedMaterialStatus>,
@@ -34,21 +49,18 @@ pub async fn material_secret<K: ManagedKey>(
 ) -> Result<MaterialSecret, Failure> {
     let spec = source.spec();
     let base = secret_ref.name.as_str();
-    let (own, key_status): (Option<&GeneratedMaterialStatus>, Option<&KmsKeyStatus>) = match source
-    {
-        Source::Primary { status, .. } => {
-            let current = status
-                .generated_material
-                .as_ref()
-                .filter(|g| g.series == base);
-            return Ok(MaterialSecret {
-                name: current.map_or(base, |g| g.secret.as_str()).to_string(),
-                generated: None,
-                next_rotation: None,
-            });
-        }
-        Source::Own(_) => (obj.generated_material(), obj.status().map(|s| &**s)),
-    };
+    if let Source::Primary { status, .. } = source {
+        // A replica reads the Secret of its primary's current material.
+        let current = status
+            .generated_material
+            .as_ref()
+            .filter(|g| g.series == base);
+        return Ok(MaterialSecret::unscheduled(
+            current.map_or(base, |g| g.secret.as_str()),
+        ));
+    }
+    let own = obj.generated_material();
+    let key_status: Option<&KmsKeyStatus> = obj.status().map(|s| &**s);
     let every = spec
         .key_material
         .generate
@@ -60,20 +72,16 @@ pub async fn material_secret<K: ManagedKey>(
         (Some(state), _) if state.series == base => state.clone(),
         (own, Some(_)) => new_series(base, own, key_status, now),
         // No schedule, and none that rotated this series: the Secret of `secretRef`.
-        (_, None) => {
-            return Ok(MaterialSecret {
-                name: base.to_string(),
-                generated: None,
-                next_rotation: None,
-            });
-        }
+        (_, None) => return Ok(MaterialSecret::unscheduled(base)),
     };
     let Some(every) = every else {
         // The schedule was removed: the key keeps the material of its last rotation.
         return Ok(MaterialSecret {
             name: state.secret.clone(),
-            generated: Some(state),
-            next_rotation: None,
+            schedule: Schedule {
+                generated: Some(state),
+                next_rotation: None,
+            },
         });
     };
     let imported = key_status.and_then(|s| s.material_fingerprint.clone());
@@ -100,8 +108,10 @@ pub async fn material_secret<K: ManagedKey>(
     }
     Ok(MaterialSecret {
         name: state.secret.clone(),
-        next_rotation: Some(Time(state.since.0 + every)),
-        generated: Some(state),
+        schedule: Schedule {
+            next_rotation: Some(Time(state.since.0 + every)),
+            generated: Some(state),
+        },
     })
 }
 
