@@ -96,6 +96,26 @@ async fn assert_kms_agrees(kms: &aws_sdk_kms::Client, key_id: &str, material: &K
     }
 }
 
+/// The key `name` holds the hand-made material `value` (Raw) of its Secret: KMS agrees with it,
+/// and keyfleet generated nothing for it.
+async fn assert_hand_made_material_imported(
+    op: &Operator,
+    kms: &aws_sdk_kms::Client,
+    name: &str,
+    key_id: &str,
+    spec: KeySpec,
+    value: &[u8],
+) {
+    let material = KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, value).unwrap();
+    assert_kms_agrees(kms, key_id, &material).await;
+    assert!(
+        op.events_for(name)
+            .iter()
+            .all(|(_, reason, _)| reason != "MaterialGenerated"),
+        "{name}: nothing generated"
+    );
+}
+
 /// Every key spec (in the three encodings, in turn): the Secret appears, immutable, labelled
 /// and without owner reference; the key is Ready; KMS agrees with the Secret.
 #[tokio::test(flavor = "multi_thread")]
@@ -188,13 +208,7 @@ async fn an_existing_secret_is_never_overwritten() {
         .filter(|r| r.path.contains("/secrets") && r.method != http::Method::GET)
         .count();
     assert_eq!(secret_writes, 1, "only the test's own create");
-    let material = KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, &value).unwrap();
-    assert_kms_agrees(&kms, &key_id, &material).await;
-    assert!(
-        op.events_for("kept")
-            .iter()
-            .all(|(_, reason, _)| reason != "MaterialGenerated")
-    );
+    assert_hand_made_material_imported(&op, &kms, "kept", &key_id, spec, &value).await;
 }
 
 /// The Secret appears between keyfleet's read (it was absent) and its create: the create is
@@ -240,13 +254,7 @@ async fn a_secret_made_by_someone_else_meanwhile_is_read_not_replaced() {
         after.metadata.resource_version,
         before.metadata.resource_version
     );
-    let material = KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, &value).unwrap();
-    assert_kms_agrees(&kms, &key_id, &material).await;
-    assert!(
-        op.events_for("raced")
-            .iter()
-            .all(|(_, reason, _)| reason != "MaterialGenerated")
-    );
+    assert_hand_made_material_imported(&op, &kms, "raced", &key_id, spec, &value).await;
 }
 
 /// Without the grant: Ready=False SecretCreateForbidden with a Warning event, one refused
