@@ -59,6 +59,12 @@ use super::refs::{LocalObjectRef, SecretKeySelector};
         priority = 1
     ),
     printcolumn(
+        name = "Materials",
+        type_ = "integer",
+        json_path = ".status.materialCount",
+        priority = 1
+    ),
+    printcolumn(
         name = "Next-Rotation",
         type_ = "string",
         json_path = ".status.nextRotationTime",
@@ -209,6 +215,32 @@ pub struct KeyMaterialSource {
     /// material.
     #[serde(default)]
     pub on_change: MaterialChangePolicy,
+
+    /// KeyMaterialIds (see `status.materials`) of NON_CURRENT materials to delete with
+    /// DeleteImportedKeyMaterial, on the key and on every replica, so that what they encrypted
+    /// can no longer be decrypted. The current material is never deleted (refused as
+    /// `CurrentMaterialRetirementRefused`). KMS then keeps the key PendingImport: a key
+    /// decrypts only while it holds every material it was rotated through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.size() <= 25").message("at most 25 materials (KMS rotates a key on demand at most 25 times)"))]
+    #[x_kube(validation = Rule::new("self.all(id, id.matches('^[0-9a-f]{64}$'))").message("retire lists KeyMaterialIds: 64 lowercase hex characters, as status.materials shows them"))]
+    pub retire: Vec<String>,
+
+    /// Secrets holding earlier materials of this key (the ones it was rotated away from), in
+    /// this resource's namespace. keyfleet matches each to its KeyMaterialId by fingerprint
+    /// (`status.materials`; KMS checks the match on import) and imports it again
+    /// (EXISTING_KEY_MATERIAL) whenever the current material is renewed, on the key and on
+    /// every replica, and wherever KMS lacks it (a new replica, expired material). A
+    /// NON_CURRENT material that expires without a Secret here raises `MaterialWillExpire`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.size() <= 25").message("at most 25 retained materials (KMS rotates a key on demand at most 25 times)"))]
+    pub retained: Vec<super::material_retention::RetainedMaterial>,
+
+    /// A rotation (`onChange: Rotate`) of a key whose material expires leaves the previous
+    /// material to expire unless its Secret is in `retained`: `Refuse` (default) does not
+    /// rotate until it is (`PreviousMaterialNotRetained`); `Accept` rotates anyway.
+    #[serde(default)]
+    pub expiring_previous_material: super::material_retention::ExpiringMaterialPolicy,
 
     /// `{}`: keyfleet generates the material. When the Secret of `secretRef` does not exist and
     /// the key holds no material yet, keyfleet creates it (immutable, labelled

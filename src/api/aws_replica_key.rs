@@ -60,6 +60,12 @@ use super::refs::LocalObjectRef;
         json_path = ".status.arn",
         priority = 1
     ),
+    printcolumn(
+        name = "Materials",
+        type_ = "integer",
+        json_path = ".status.materialCount",
+        priority = 1
+    ),
     cel
 )]
 #[serde(rename_all = "camelCase")]

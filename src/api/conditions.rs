@@ -1,4 +1,5 @@
-//! Status conditions keyfleet writes (`Ready`, `Stalled`, `Reconciling`, `MaterialVerified`)
+//! Status conditions keyfleet writes (`Ready`, `Stalled`, `Reconciling`, `MaterialVerified`,
+//! `MaterialWillExpire`)
 //! and how they are updated.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -17,6 +18,10 @@ pub const RECONCILING: &str = "Reconciling";
 /// the method (`PublicKeyMatches`, `MacMatches`, `KeyMaterialIdMatches`), a mismatch
 /// (`MaterialVerificationFailed`) or `Unverified` (no permission, not supported).
 pub const MATERIAL_VERIFIED: &str = "MaterialVerified";
+/// `True` (reason `MaterialWillExpire`) from the renewal threshold on while a NON_CURRENT
+/// material of the key expires and no `keyMaterial.retained` Secret lets keyfleet renew it;
+/// the message names each material id and its ValidTo. Absent otherwise.
+pub const MATERIAL_WILL_EXPIRE: &str = "MaterialWillExpire";
 
 /// Replaces (or adds) the condition of the same type, keeping `lastTransitionTime` when the
 /// status did not change.

@@ -65,6 +65,14 @@ pub struct KmsKeyStatus {
     /// When keyfleet last rotated the key to new material.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<Time>,
+    /// Every key material KMS holds for this key (in this Region), read with ListKeyRotations
+    /// (`IncludeKeyMaterial=ALL_KEY_MATERIAL`) on deep reads and after every import, rotation
+    /// and retirement.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub materials: Vec<super::KeyMaterialEntry>,
+    /// How many materials `materials` lists (the `Materials` column of `kubectl get -o wide`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub material_count: Option<i64>,
     /// The AwsKms this key is managed through, recorded when the key was located or created;
     /// cleanup uses exactly this connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -16,6 +16,8 @@ pub mod key_policy;
 pub mod key_settings;
 pub mod key_spec;
 pub mod key_status;
+pub mod material_inventory;
+pub mod material_retention;
 pub mod pkcs11_token;
 pub mod refs;
 
@@ -41,6 +43,8 @@ pub use key_policy::{KeyPolicy, KeyPolicyForm, PolicyShortcuts};
 pub use key_settings::KeySettings;
 pub use key_spec::{KeyFamily, KeySpec, KeyUsage};
 pub use key_status::KmsKeyStatus;
+pub use material_inventory::KeyMaterialEntry;
+pub use material_retention::{ExpiringMaterialPolicy, RetainedMaterial};
 pub use pkcs11_token::{
     NamespacedSecretKeySelector, Pkcs11Token, Pkcs11TokenSpec, Pkcs11TokenStatus, TokenWrapping,
 };

@@ -7,6 +7,7 @@ use tracing::info;
 use super::dereference::Dereferenced;
 use super::managed_key::{Located, ManagedKey, Scope, Source, owned_key};
 use super::{Context, Failure, status};
+use crate::api::conditions;
 use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsReplicaKey, AwsReplicaKeyStatus};
 use crate::desired::{self, SpecError};
 use crate::kms::observe::{self, ReadDepth};
@@ -32,7 +33,11 @@ impl ManagedKey for AwsReplicaKey {
             ));
         };
         let status = primary.status.take().unwrap_or_default();
-        if status.arn.is_none() || status.key_state.as_deref() != Some("Enabled") {
+        // A primary that lacks only retired material is PendingImport for good: its replicas
+        // retire that material too.
+        let retired = conditions::find_condition(&status.conditions, conditions::READY)
+            .is_some_and(|c| c.reason == "MaterialRetired");
+        if status.arn.is_none() || (status.key_state.as_deref() != Some("Enabled") && !retired) {
             return Err(Failure::blocked(
                 "PrimaryNotReady",
                 super::Category::Waiting,

@@ -32,6 +32,12 @@ pub struct Dereferenced<'a> {
     pub template: Option<AwsKeyPolicyTemplate>,
     /// The checked key material (zeroized on drop; never printed).
     pub material: Box<dyn ImportableMaterial>,
+    /// Where the material was read, for its KeyMaterialDescription: `Secret <ns>/<name> rv
+    /// <resourceVersion>` or `Pkcs11Token <token> label <label>` (never the material).
+    pub material_source: String,
+    /// The materials of the `keyMaterial.retained` Secrets, in order, each with where it was
+    /// read (as `material_source`).
+    pub retained: Vec<(KeyMaterial, String)>,
     /// An AwsKey's rotation schedule: `status.generatedMaterial` and `status.nextRotationTime`.
     pub schedule: Schedule,
 }
@@ -64,10 +70,17 @@ pub async fn dereference<'a, K: ManagedKey>(
     // The one place that chooses where material lives: a Secret or a PKCS#11 token.
     let key_material = &spec.key_material;
     let mut schedule = Schedule::default();
-    let material: Box<dyn ImportableMaterial> =
+    let (material, material_source): (Box<dyn ImportableMaterial>, String) =
         match (&key_material.pkcs11, &key_material.secret_ref) {
-            (Some(key_ref), _) => Box::new(
-                super::pkcs11::load_hsm_material(ctx, &namespace, key_ref, spec.key_spec).await?,
+            (Some(key_ref), _) => (
+                Box::new(
+                    super::pkcs11::load_hsm_material(ctx, &namespace, key_ref, spec.key_spec)
+                        .await?,
+                ),
+                format!(
+                    "Pkcs11Token {} label {}",
+                    key_ref.token_ref.name, key_ref.key_label
+                ),
             ),
             (None, Some(secret_ref)) => {
                 // A rotation schedule reads (and, when due, generates) the Secret of its latest
@@ -82,17 +95,15 @@ pub async fn dereference<'a, K: ManagedKey>(
                 generated_secret::create_if_missing(ctx, obj, &source, &namespace, &secret_ref)
                     .await?;
                 schedule = current.schedule;
-                let encoding = key_material.encoding;
-                Box::new(
-                    load_material(
-                        &ctx.client,
-                        &namespace,
-                        &secret_ref,
-                        encoding,
-                        spec.key_spec,
-                    )
-                    .await?,
+                let (material, source) = load_material(
+                    &ctx.client,
+                    &namespace,
+                    &secret_ref,
+                    key_material.encoding,
+                    spec.key_spec,
                 )
+                .await?;
+                (Box::new(material), source)
             }
             (None, None) => {
                 return Err(Failure::blocked(
@@ -102,12 +113,25 @@ pub async fn dereference<'a, K: ManagedKey>(
                 ));
             }
         };
+    let mut retained = Vec::with_capacity(key_material.retained.len());
+    for r in &key_material.retained {
+        let loaded = load_material(
+            &ctx.client,
+            &namespace,
+            &r.secret_ref,
+            r.encoding,
+            spec.key_spec,
+        );
+        retained.push(loaded.await?);
+    }
     Ok(Dereferenced {
         source,
         connection,
         namespace: facts,
         template,
         material,
+        material_source,
+        retained,
         schedule,
     })
 }
@@ -176,15 +200,16 @@ async fn policy_template(
     api.get_opt(&template_ref.name).await.map_err(Failure::kube)
 }
 
-/// Reads and checks the material. The Secret is fetched from `namespace` only — an object can
-/// never reach another namespace's Secrets — and its data is zeroized once parsed.
+/// Reads and checks the material, and says where it came from (`Secret <ns>/<name> rv <n>`).
+/// The Secret is fetched from `namespace` only — an object can never reach another
+/// namespace's Secrets — and its data is zeroized once parsed.
 async fn load_material(
     client: &kube::Client,
     namespace: &str,
     secret_ref: &SecretKeySelector,
     encoding: MaterialEncoding,
     spec: KeySpec,
-) -> Result<KeyMaterial, Failure> {
+) -> Result<(KeyMaterial, String), Failure> {
     let (name, key) = (&secret_ref.name, &secret_ref.key);
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let Some(mut secret) = api.get_opt(name).await.map_err(Failure::kube)? else {
@@ -218,5 +243,6 @@ async fn load_material(
     for value in data.values_mut() {
         value.0.zeroize();
     }
-    result
+    let version = secret.metadata.resource_version.unwrap_or_default();
+    result.map(|m| (m, format!("Secret {namespace}/{name} rv {version}")))
 }

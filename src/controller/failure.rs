@@ -93,7 +93,12 @@ impl Failure {
             | Blocker::MaterialMismatch
             | Blocker::KeyIncompatible(_)
             | Blocker::AliasInUse(_)
-            | Blocker::MaterialVerificationFailed(_) => Category::Conflict,
+            | Blocker::MaterialVerificationFailed(_)
+            | Blocker::MaterialRetired(_)
+            | Blocker::NonCurrentMaterialMissing(_) => Category::Conflict,
+            Blocker::MaterialRetirementRefused { .. } | Blocker::PreviousMaterialNotRetained => {
+                Category::Spec
+            }
         };
         Failure::blocked(blocker.reason(), category, blocker.message())
     }

@@ -11,6 +11,7 @@ mod context;
 mod dereference;
 mod failure;
 mod generated_secret;
+mod inventory;
 mod managed_key;
 mod pkcs11;
 mod pkcs11_token;

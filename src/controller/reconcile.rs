@@ -177,6 +177,37 @@ async fn converge<K: ManagedKey>(
 
     let deep_read =
         ctx.deep_read_due(&owner.uid, meta.generation) || policy_changed(&desired, status);
+    let description = desired::material_description(
+        inputs.material.fingerprint().as_str(),
+        &inputs.material_source,
+        K::KIND,
+        &owner.namespace,
+        &owner.name,
+    );
+    let retained_descriptions: Vec<String> = inputs
+        .retained
+        .iter()
+        .map(|(material, source)| {
+            desired::material_description(
+                material.fingerprint().as_str(),
+                source,
+                K::KIND,
+                &owner.namespace,
+                &owner.name,
+            )
+        })
+        .collect();
+    let retained = inputs
+        .retained
+        .iter()
+        .zip(&retained_descriptions)
+        .map(|((material, _), description)| ImportInput {
+            material,
+            algorithm: import.algorithm,
+            wrapping_key_spec: import.wrapping_key_spec,
+            description: Some(description),
+        })
+        .collect();
     let sync = KeySync {
         client: &client,
         key_id: &located.key_id,
@@ -186,7 +217,9 @@ async fn converge<K: ManagedKey>(
             material: &*inputs.material,
             algorithm: import.algorithm,
             wrapping_key_spec: import.wrapping_key_spec,
+            description: Some(&description),
         },
+        retained,
         restore: located.restore,
         owner: &owner,
         claim: located.claim.clone(),

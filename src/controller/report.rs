@@ -136,11 +136,29 @@ pub async fn finish<K: ManagedKey>(
         &verdict.message,
         obj.meta().generation,
     );
+    let warn = synced
+        .expiring
+        .as_deref()
+        .and_then(|expiring| status::set_expiring(&mut status, expiring, obj.meta().generation));
+    let written = obj.status() != Some(&status);
     status::write(api, &name, obj.status(), &status)
         .await
         .map_err(Error::Kube)?;
+    // Where each reconcile ends and when the next comes: tests read it as the proof that a
+    // refused object rests instead of looping.
+    tracing::debug!(
+        reason = verdict.reason,
+        status_written = written,
+        requeue_in_s = verdict.requeue.as_secs(),
+        "reconciled"
+    );
     if changed {
         publish_verdict(ctx, obj, &verdict).await;
+    }
+    if let Some(message) = warn {
+        let reason = crate::api::conditions::MATERIAL_WILL_EXPIRE;
+        ctx.publish(obj, EventType::Warning, reason, message, "Reconcile")
+            .await;
     }
     let outcome = if verdict.ready {
         Outcome::Ready
@@ -233,6 +251,27 @@ fn describe_action(action: &Action) -> (&'static str, String) {
             "KeyRotated",
             "rotated the key to the new material (RotateKeyOnDemand); older material still decrypts"
                 .into(),
+        ),
+        Action::ImportRetainedMaterial {
+            key_material_id,
+            valid_to,
+            ..
+        } => (
+            "RetainedMaterialImported",
+            match valid_to {
+                Some(t) => format!(
+                    "imported retained material {key_material_id} (EXISTING_KEY_MATERIAL), valid to {t}"
+                ),
+                None => format!(
+                    "imported retained material {key_material_id} (EXISTING_KEY_MATERIAL; does not expire)"
+                ),
+            },
+        ),
+        Action::DeleteMaterial { key_material_id } => (
+            "MaterialRetired",
+            format!(
+                "deleted NON_CURRENT material {key_material_id} (keyMaterial.retire): what it encrypted no longer decrypts, and KMS keeps the key PendingImport without it"
+            ),
         ),
     }
 }

@@ -65,6 +65,44 @@ pub fn set_ready(
     before != after
 }
 
+/// Sets `MaterialWillExpire` for NON_CURRENT materials about to expire unrenewed (removes it
+/// when there are none); returns its message when it is new or says something new (the
+/// Warning event's note).
+pub fn set_expiring(
+    status: &mut KmsKeyStatus,
+    expiring: &[crate::plan::ExpiringMaterial],
+    generation: Option<i64>,
+) -> Option<String> {
+    use crate::api::conditions::MATERIAL_WILL_EXPIRE;
+    if expiring.is_empty() {
+        status
+            .conditions
+            .retain(|c| c.type_ != MATERIAL_WILL_EXPIRE);
+        return None;
+    }
+    let materials: Vec<String> = expiring
+        .iter()
+        .map(|m| format!("{} on {}", m.key_material_id, m.valid_to))
+        .collect();
+    let message = format!(
+        "NON_CURRENT material {} expires and no keyMaterial.retained Secret holds it, so keyfleet cannot renew it: then everything it encrypted becomes undecryptable and KMS puts the key in PendingImport. List a Secret holding it in keyMaterial.retained (or retire it on purpose)",
+        materials.join(", ")
+    );
+    let before =
+        find_condition(&status.conditions, MATERIAL_WILL_EXPIRE).map(|c| c.message.clone());
+    set_condition(
+        &mut status.conditions,
+        condition(
+            MATERIAL_WILL_EXPIRE,
+            true,
+            MATERIAL_WILL_EXPIRE,
+            message.clone(),
+            generation,
+        ),
+    );
+    (before.as_deref() != Some(message.as_str())).then_some(message)
+}
+
 /// Sets the kstatus conditions that go with a Ready verdict: `Stalled` and `Reconciling`, each
 /// True (with the Ready reason and message) or False.
 pub fn set_progress(

@@ -4,16 +4,18 @@
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::inventory::{self, Listing};
 use super::managed_key::Source;
 use super::{Error, Failure, status, verification};
 use crate::api::{KmsKeyStatus, MaterialChangePolicy};
+use crate::desired;
 use crate::kms::execute::{self, ExecuteError, ImportInput};
 use crate::kms::observe::{self, ReadDepth};
 use crate::kms::verify::Verification;
 use crate::kms::{Client, Connection, KmsError};
 use crate::plan::{
-    self, Action, AliasTarget, Blocker, DesiredKey, KeyState, MaterialFacts, ObservedKey, Owner,
-    RotationFacts,
+    self, Action, AliasTarget, Blocker, DesiredKey, KeyState, MaterialFacts, MaterialState,
+    ObservedKey, Owner, RotationFacts,
 };
 use crate::policy;
 use crate::tenancy::{self, Claim};
@@ -29,6 +31,8 @@ pub struct KeySync<'a> {
     pub region: &'a str,
     pub desired: &'a DesiredKey,
     pub import: ImportInput<'a>,
+    /// The materials of the `keyMaterial.retained` Secrets, in their order.
+    pub retained: Vec<ImportInput<'a>>,
     /// Allow cancelling a pending deletion (the resource was applied again).
     pub restore: bool,
     /// The object, as KMS tags name it.
@@ -78,6 +82,14 @@ impl<'a> Role<'a> {
 
     /// The fingerprint the key must hold when it is not the one recorded in its own status (a
     /// replica must hold its primary's material).
+    /// The primary's status, for a replica.
+    fn primary(self) -> Option<&'a KmsKeyStatus> {
+        match self {
+            Role::Primary => None,
+            Role::Replica { primary, .. } => Some(primary),
+        }
+    }
+
     fn expected_fingerprint(self) -> Option<&'a str> {
         match self {
             Role::Primary => None,
@@ -94,6 +106,9 @@ pub struct Synced {
     pub observed: Option<ObservedKey>,
     /// The material verification of this reconcile, when one ran.
     pub verification: Option<Verification>,
+    /// NON_CURRENT materials about to expire that keyfleet cannot renew; None when the
+    /// inventory was not read.
+    pub expiring: Option<Vec<plan::ExpiringMaterial>>,
 }
 
 /// Runs observe → plan → execute until nothing is left to do (or a blocker), recording what KMS
@@ -110,6 +125,9 @@ pub async fn sync(
     };
     let mut restore = key.restore;
     let mut imported = false;
+    // An import, rotation or retirement happened in an earlier round: read the inventory.
+    let mut materials_changed = false;
+    let family = key.desired.key_spec.family();
     for _ in 0..MAX_ROUNDS {
         let Some(mut observed) = observe::observe(key.client, key.key_id, depth)
             .await
@@ -123,12 +141,32 @@ pub async fn sync(
                 ),
             ));
         };
+        let listing = if inventory::due(key.deep_read, materials_changed, status) {
+            Some(inventory::read(key.client, key.key_id, family).await?)
+        } else {
+            None
+        };
+        if let Some(Listing::Listed(materials)) = &listing {
+            // DescribeKey's ValidTo is the earliest of every material's; the current
+            // material's own expiry is what its renewal follows.
+            if let Some(current) = materials
+                .iter()
+                .find(|m| m.state == MaterialState::Current && m.imported)
+            {
+                observed.valid_to = current.valid_to;
+                observed.material_expires = current.expires;
+            }
+            observed.materials = Some(materials.clone());
+        }
         if observed.material_expires && observed.valid_to.is_none() {
             // Some KMS implementations (LocalStack) report the expiration model without the
             // date: fall back to the expiry keyfleet imported with.
             observed.valid_to = status.material_valid_to.as_ref().map(|t| t.0);
         }
         status::record_observed(status, &observed, key.region);
+        if let Some(listing) = &listing {
+            inventory::record(status, &observed, family, listing, &key.desired.retire);
+        }
         if status.material_fingerprint.is_none() && observed.state != KeyState::PendingImport {
             // An adopted or recovered key that already holds material: remember what the
             // Secret holds now, so a later change of the Secret is caught.
@@ -139,7 +177,9 @@ pub async fn sync(
         }
         let alias_target = alias_target(key.client, key.desired, &observed).await?;
         let rotation = rotation_facts(&key, status, &observed, fingerprint.as_str()).await?;
+        let retained = inventory::retained_facts(&key.retained, status, key.role.primary());
         let facts = MaterialFacts {
+            retained: &retained,
             secret_fingerprint: fingerprint.as_str(),
             imported_fingerprint: key
                 .role
@@ -159,6 +199,9 @@ pub async fn sync(
         record_policy_hash(status, key.desired, &observed);
         synced.observed = Some(observed);
         restore = false;
+        if plan.expiring.is_some() {
+            synced.expiring = plan.expiring.clone();
+        }
         if plan.actions.is_empty() {
             synced.blocker = plan.blocker;
             return verification::verify_material(&key, depth, imported, status, synced).await;
@@ -172,6 +215,7 @@ pub async fn sync(
                     | Action::ImportNewMaterial { .. }
                     | Action::ImportRotationMaterial { .. }
             );
+            materials_changed |= action.changes_materials();
             synced.executed.push(action.clone());
         }
     }
@@ -229,9 +273,18 @@ async fn run_action(
     action: &Action,
     status: &mut KmsKeyStatus,
 ) -> Result<(), Failure> {
-    let key_material_id = match execute::execute(key.client, key.key_id, action, &key.import).await
-    {
+    let input = match action {
+        Action::ImportRetainedMaterial { retained, .. } => &key.retained[*retained],
+        _ => &key.import,
+    };
+    let key_material_id = match execute::execute(key.client, key.key_id, action, input).await {
         Ok(id) => id,
+        Err(ExecuteError::Kms(e)) if recoverable(action, &e) => {
+            match recover_lost_answer(key, action, status).await? {
+                Some(id) => id,
+                None => return Err(Failure::kms(e)),
+            }
+        }
         Err(ExecuteError::Material(e)) => {
             let message = e.to_string();
             return Err(Failure::material(&e, message));
@@ -279,6 +332,56 @@ async fn run_action(
         _ => {}
     }
     Ok(())
+}
+
+/// A refusal that may answer a retry of a call whose first answer was lost (a 500 after the
+/// call took effect, retried by the SDK): KMS refuses to import the same new material twice,
+/// and to rotate once more.
+fn recoverable(action: &Action, e: &KmsError) -> bool {
+    matches!(
+        (action, e),
+        (
+            Action::ImportNewMaterial { .. },
+            KmsError::IncorrectKeyMaterial { .. }
+        ) | (Action::RotateOnDemand, KmsError::InvalidState { .. })
+    )
+}
+
+/// Whether a refused rotation step had in fact been done by an earlier attempt: the Secret's
+/// material is pending rotation (its KeyMaterialDescription names its fingerprint), or the key
+/// already rotated to the pending material. `Some(key material id)` when it was.
+async fn recover_lost_answer(
+    key: &KeySync<'_>,
+    action: &Action,
+    status: &KmsKeyStatus,
+) -> Result<Option<Option<String>>, Failure> {
+    match action {
+        Action::ImportNewMaterial { .. } => {
+            let fingerprint = key.import.material.fingerprint();
+            let listing = inventory::read(key.client, key.key_id, key.desired.key_spec.family());
+            let Listing::Listed(materials) = listing.await? else {
+                return Ok(None);
+            };
+            Ok(materials
+                .into_iter()
+                .find(|m| {
+                    matches!(m.state, MaterialState::PendingRotation { .. })
+                        && m.description
+                            .as_deref()
+                            .and_then(desired::described_fingerprint)
+                            == Some(fingerprint.as_str())
+                })
+                .map(|m| Some(m.key_material_id)))
+        }
+        Action::RotateOnDemand => {
+            let observed = observe::observe(key.client, key.key_id, ReadDepth::DESCRIBE)
+                .await
+                .map_err(Failure::kms)?;
+            let current = observed.and_then(|o| o.current_key_material_id);
+            Ok((current.is_some() && current == status.pending_key_material_id).then_some(None))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// A replica that imported its primary's pending material takes it as current once the

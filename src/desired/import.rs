@@ -34,3 +34,43 @@ pub fn import_settings(
         wrapping_key_spec,
     })
 }
+
+/// The longest `KeyMaterialDescription` keyfleet sends (KMS's limit is 256 characters).
+pub const MAX_MATERIAL_DESCRIPTION: usize = 256;
+
+/// The `KeyMaterialDescription` of an import: `keyfleet <fingerprint> <source> for <kind>
+/// <namespace>/<name>`, e.g. `keyfleet hmac-sha256:1f2e… Secret team-a/orders rv 4711 for
+/// AwsKey team-a/orders`. Only non-secret facts: the material's fingerprint, where it was read
+/// (a Secret and its resourceVersion, or a PKCS#11 token and label) and the object importing it.
+/// Characters outside letters, digits and `: / _ . -` become `-`, runs of spaces collapse, and
+/// the text is cut at [`MAX_MATERIAL_DESCRIPTION`] (the fingerprint comes first, so it always
+/// survives).
+pub fn material_description(
+    fingerprint: &str,
+    source: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> String {
+    let text = format!("keyfleet {fingerprint} {source} for {kind} {namespace}/{name}");
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let c = match c {
+            c if c.is_ascii_alphanumeric() || ":/_.-".contains(c) => c,
+            c if c.is_whitespace() => ' ',
+            _ => '-',
+        };
+        if c == ' ' && out.ends_with(' ') {
+            continue;
+        }
+        out.push(c);
+    }
+    out.truncate(MAX_MATERIAL_DESCRIPTION);
+    out.trim_end().to_string()
+}
+
+/// The fingerprint a [`material_description`] starts with, if `description` is one of
+/// keyfleet's.
+pub fn described_fingerprint(description: &str) -> Option<&str> {
+    description.strip_prefix("keyfleet ")?.split(' ').next()
+}

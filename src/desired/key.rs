@@ -239,6 +239,8 @@ pub fn desired_key(
         valid_to,
         rolling_validity,
         on_change: spec.key_material.on_change,
+        retire: spec.key_material.retire.clone(),
+        expiring_previous_material: spec.key_material.expiring_previous_material,
         enabled: spec.enabled,
     })
 }

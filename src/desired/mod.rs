@@ -14,7 +14,10 @@ mod replica;
 #[cfg(test)]
 mod tests;
 
-pub use import::{ImportSettings, import_settings};
+pub use import::{
+    ImportSettings, MAX_MATERIAL_DESCRIPTION, described_fingerprint, import_settings,
+    material_description,
+};
 pub use key::{adopt_key_region, desired_key, key_usage, spec_errors};
 pub use policy::{desired_policy, render_template_sample, sample_key, template_errors};
 pub use replica::{desired_replica, replica_relation, replica_spec_errors};

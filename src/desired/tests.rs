@@ -326,3 +326,26 @@ fn a_replica_renders_its_own_template_for_the_primary_usage() {
         Some("replicas")
     );
 }
+
+#[test]
+fn material_descriptions_name_the_source_fit_kms_and_keep_the_fingerprint() {
+    let fp = "hmac-sha256:00112233445566778899aabbccddeeff";
+    let d = material_description(fp, "Secret ns/orders rv 4711", "AwsKey", "ns", "orders");
+    assert_eq!(
+        d,
+        "keyfleet hmac-sha256:00112233445566778899aabbccddeeff Secret ns/orders rv 4711 for AwsKey ns/orders"
+    );
+    assert_eq!(described_fingerprint(&d), Some(fp));
+    assert_eq!(described_fingerprint("someone else's"), None);
+    // Long names are cut at KMS's limit; odd characters are replaced; the fingerprint stays.
+    let long = "n".repeat(300);
+    let d = material_description(fp, "Secret ns/x rv {\"a\"}", "AwsKey", "ns", &long);
+    assert_eq!(d.len(), MAX_MATERIAL_DESCRIPTION);
+    assert!(d.contains("rv --a--"), "{d}");
+    assert!(
+        d.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ": /_.-".contains(c)),
+        "{d}"
+    );
+    assert_eq!(described_fingerprint(&d), Some(fp));
+}

@@ -5,16 +5,15 @@ use std::collections::BTreeMap;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::{Blob, DateTime};
 use aws_sdk_kms::types::{
-    AlgorithmSpec, ExpirationModelType, ImportType, IncludeKeyMaterial, KeyMaterialState,
-    KeyMetadata, KeySpec as SdkKeySpec, KeyUsageType, OriginType, Tag,
-    WrappingKeySpec as SdkWrappingKeySpec,
+    AlgorithmSpec, ExpirationModelType, ImportType, KeyMetadata, KeySpec as SdkKeySpec,
+    KeyUsageType, OriginType, Tag, WrappingKeySpec as SdkWrappingKeySpec,
 };
 use jiff::Timestamp;
 
 use super::{Client, KmsError};
-use crate::api::{WrappingAlgorithm, WrappingKeySpec};
+use crate::api::{KeyFamily, WrappingAlgorithm, WrappingKeySpec};
 use crate::material::{ImportableMaterial, MaterialError};
-use crate::plan::{Action, DesiredKey};
+use crate::plan::{Action, DesiredKey, MaterialState};
 
 /// A failed write: KMS refused it, or the material could not be wrapped.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +29,9 @@ pub struct ImportInput<'a> {
     pub material: &'a dyn ImportableMaterial,
     pub algorithm: WrappingAlgorithm,
     pub wrapping_key_spec: WrappingKeySpec,
+    /// `KeyMaterialDescription`: where the material came from (never the material). KMS takes
+    /// it for symmetric keys only; it is left out for the others.
+    pub description: Option<&'a str>,
 }
 
 /// The key a CreateKey produced.
@@ -190,6 +192,9 @@ pub async fn import_material_as(
             .valid_to(DateTime::from_secs(t.as_second())),
         None => request.expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire),
     };
+    if input.material.spec().family() == KeyFamily::Symmetric {
+        request = request.set_key_material_description(input.description.map(str::to_string));
+    }
     request = match kind {
         ImportKind::Default => request,
         ImportKind::New => request.import_type(ImportType::NewKeyMaterial),
@@ -220,28 +225,11 @@ pub async fn rotation_ready(
     key_id: &str,
     key_material_id: &str,
 ) -> Result<bool, KmsError> {
-    let mut marker = None;
-    loop {
-        let page = client
-            .list_key_rotations()
-            .key_id(key_id)
-            .include_key_material(IncludeKeyMaterial::AllKeyMaterial)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| KmsError::from_sdk("ListKeyRotations", e))?;
-        if let Some(entry) = page
-            .rotations()
-            .iter()
-            .find(|r| r.key_material_id() == Some(key_material_id))
-        {
-            return Ok(entry.key_material_state() == Some(&KeyMaterialState::PendingRotation));
-        }
-        match page.next_marker {
-            Some(next) if page.truncated => marker = Some(next),
-            _ => return Ok(false),
-        }
-    }
+    let materials = super::observe::materials(client, key_id).await?;
+    Ok(materials.unwrap_or_default().iter().any(|m| {
+        m.key_material_id == key_material_id
+            && m.state == MaterialState::PendingRotation { every_region: true }
+    }))
 }
 
 /// DeleteImportedKeyMaterial of the current material: the key goes to PendingImport and cannot
@@ -257,7 +245,8 @@ pub async fn delete_material(client: &Client, key_id: &str) -> Result<DeletionOu
 }
 
 /// Performs one planned action on `key_id`; returns the KeyMaterialId of an import (when KMS
-/// reports one).
+/// reports one). `import` is the material an import action brings (a retained Secret's for
+/// [`Action::ImportRetainedMaterial`]).
 pub async fn execute(
     client: &Client,
     key_id: &str,
@@ -280,6 +269,16 @@ pub async fn execute(
             };
             import_material_as(client, key_id, import, *valid_to, kind).await
         }
+        Action::ImportRetainedMaterial {
+            key_material_id,
+            valid_to,
+            ..
+        } => {
+            let kind = ImportKind::Existing {
+                key_material_id: Some(key_material_id),
+            };
+            import_material_as(client, key_id, import, *valid_to, kind).await
+        }
         other => execute_write(client, key_id, other).await.map(|()| None),
     }
 }
@@ -290,7 +289,14 @@ async fn execute_write(client: &Client, key_id: &str, action: &Action) -> Result
     match action {
         Action::ImportMaterial { .. }
         | Action::ImportNewMaterial { .. }
-        | Action::ImportRotationMaterial { .. } => Ok(()),
+        | Action::ImportRotationMaterial { .. }
+        | Action::ImportRetainedMaterial { .. } => Ok(()),
+        Action::DeleteMaterial { key_material_id } => {
+            let request = client
+                .delete_imported_key_material()
+                .key_material_id(key_material_id);
+            sent(op, request.key_id(key_id).send()).await
+        }
         Action::RotateOnDemand => {
             sent(op, client.rotate_key_on_demand().key_id(key_id).send()).await
         }

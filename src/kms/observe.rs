@@ -2,11 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_kms::types::KeyMetadata;
+use aws_sdk_kms::types::{IncludeKeyMaterial, KeyMetadata};
 
 use super::{Client, KmsError};
 use crate::api::{KeySpec, KeyUsage};
-use crate::plan::{KeyState, OWNER_UID_TAG, ObservedKey};
+use crate::plan::{KeyState, MaterialState, OWNER_UID_TAG, ObservedKey, ObservedMaterial};
 
 /// How much of a key to read. A resync of a converged key only describes it; a deep drift read
 /// (`metadata`) happens after a spec change, until the key is Ready, and every drift interval.
@@ -106,6 +106,7 @@ pub fn from_metadata(meta: &KeyMetadata) -> ObservedKey {
         tags: BTreeMap::new(),
         aliases: BTreeSet::new(),
         policy: None,
+        materials: None,
         metadata_read: false,
         policy_read: false,
         replicas: mr
@@ -122,6 +123,62 @@ pub fn from_metadata(meta: &KeyMetadata) -> ObservedKey {
             })
             .unwrap_or_default(),
         current_key_material_id: meta.current_key_material_id().map(str::to_string),
+    }
+}
+
+/// Every material of a symmetric key with imported material, per ListKeyRotations
+/// `IncludeKeyMaterial=ALL_KEY_MATERIAL` (paged). `Ok(None)` when KMS lists none with ids or
+/// does not implement the call (LocalStack).
+pub async fn materials(
+    client: &Client,
+    key_id: &str,
+) -> Result<Option<Vec<ObservedMaterial>>, KmsError> {
+    let mut out = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = match client
+            .list_key_rotations()
+            .key_id(key_id)
+            .include_key_material(IncludeKeyMaterial::AllKeyMaterial)
+            .set_marker(marker)
+            .send()
+            .await
+        {
+            Ok(page) => page,
+            // An endpoint that does not implement the call (LocalStack answers 501 Not
+            // Implemented; AWS never does) has no inventory to give.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 501) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(KmsError::from_sdk("ListKeyRotations", e)),
+        };
+        for entry in page.rotations() {
+            let (Some(id), Some(state)) = (
+                entry.key_material_id(),
+                entry
+                    .key_material_state()
+                    .and_then(|s| MaterialState::from_kms(s.as_str())),
+            ) else {
+                return Ok(None);
+            };
+            let time = |t: Option<&aws_sdk_kms::primitives::DateTime>| {
+                t.and_then(|t| jiff::Timestamp::from_second(t.secs()).ok())
+            };
+            out.push(ObservedMaterial {
+                key_material_id: id.to_string(),
+                state,
+                imported: entry.import_state().map(|s| s.as_str()) != Some("PENDING_IMPORT"),
+                expires: entry.expiration_model().map(|m| m.as_str())
+                    == Some("KEY_MATERIAL_EXPIRES"),
+                valid_to: time(entry.valid_to()),
+                description: entry.key_material_description().map(str::to_string),
+                rotation_date: time(entry.rotation_date()),
+            });
+        }
+        match page.next_marker {
+            Some(next) if page.truncated => marker = Some(next),
+            _ => return Ok(Some(out).filter(|m| !m.is_empty())),
+        }
     }
 }
 

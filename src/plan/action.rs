@@ -40,9 +40,35 @@ pub enum Action {
     /// RotateKeyOnDemand: the pending material becomes current (on the primary and, through
     /// AWS, on its replicas).
     RotateOnDemand,
+    /// DeleteImportedKeyMaterial of one NON_CURRENT material (`keyMaterial.retire`).
+    DeleteMaterial {
+        key_material_id: String,
+    },
+    /// Import of the material of the `retained`-th `keyMaterial.retained` Secret (ImportType
+    /// EXISTING_KEY_MATERIAL with its KeyMaterialId): renews its expiry, or brings it back
+    /// where KMS lacks it.
+    ImportRetainedMaterial {
+        retained: usize,
+        key_material_id: String,
+        valid_to: Option<Timestamp>,
+    },
 }
 
 impl Action {
+    /// Whether the action changes which materials the key holds (an import, a rotation, a
+    /// retirement): the inventory is read again after it.
+    pub fn changes_materials(&self) -> bool {
+        matches!(
+            self,
+            Action::ImportMaterial { .. }
+                | Action::ImportNewMaterial { .. }
+                | Action::ImportRotationMaterial { .. }
+                | Action::RotateOnDemand
+                | Action::DeleteMaterial { .. }
+                | Action::ImportRetainedMaterial { .. }
+        )
+    }
+
     /// Stable CamelCase name, used for events and metrics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -59,6 +85,8 @@ impl Action {
             Action::ImportNewMaterial { .. } => "ImportNewMaterial",
             Action::ImportRotationMaterial { .. } => "ImportRotationMaterial",
             Action::RotateOnDemand => "RotateKeyOnDemand",
+            Action::DeleteMaterial { .. } => "DeleteImportedKeyMaterial",
+            Action::ImportRetainedMaterial { .. } => "ImportRetainedMaterial",
         }
     }
 }
@@ -88,6 +116,20 @@ pub enum Blocker {
     /// KMS holds other material than the Secret (found by verification); the message says
     /// where and how it was found.
     MaterialVerificationFailed(String),
+    /// `keyMaterial.retire` lists a material that is not NON_CURRENT (the current one, or one
+    /// pending rotation); nothing is deleted.
+    MaterialRetirementRefused {
+        key_material_id: String,
+        state: &'static str,
+    },
+    /// Retired materials are gone, and KMS keeps the key PendingImport without them.
+    MaterialRetired(Vec<String>),
+    /// NON_CURRENT materials are gone (expired, deleted, never imported into this replica) and
+    /// no `retained` Secret holds them: KMS keeps the key PendingImport.
+    NonCurrentMaterialMissing(Vec<String>),
+    /// `onChange: Rotate` would leave the expiring previous material to expire: its Secret is
+    /// not in `retained` and `expiringPreviousMaterial` is not Accept.
+    PreviousMaterialNotRetained,
 }
 
 impl Blocker {
@@ -104,6 +146,10 @@ impl Blocker {
             Blocker::RotationUnsupported(_) => "RotationUnsupported",
             Blocker::RotationPending => "RotationPending",
             Blocker::MaterialVerificationFailed(_) => "MaterialVerificationFailed",
+            Blocker::MaterialRetirementRefused { .. } => "MaterialRetirementRefused",
+            Blocker::MaterialRetired(_) => "MaterialRetired",
+            Blocker::NonCurrentMaterialMissing(_) => "NonCurrentMaterialMissing",
+            Blocker::PreviousMaterialNotRetained => "PreviousMaterialNotRetained",
         }
     }
 
@@ -119,6 +165,10 @@ impl Blocker {
             Blocker::RotationUnsupported(spec) => format!("the Secret holds new material and keyMaterial.onChange is Rotate, but KMS cannot rotate the material of {spec} keys (only SYMMETRIC_DEFAULT keys rotate); restore the original material, or create a new AwsKey for the new material"),
             Blocker::RotationPending => "the Secret holds new key material and the key rotates to it (onChange: Rotate): the primary imports it, every replica imports it, then the primary rotates; old material keeps working meanwhile".into(),
             Blocker::MaterialVerificationFailed(why) => format!("KMS does not hold the Secret's key material: {why}"),
+            Blocker::MaterialRetirementRefused { key_material_id, state } => format!("keyMaterial.retire lists {key_material_id}, which is {state}: only NON_CURRENT material is retired (the current material encrypts everything new; material pending rotation is about to). Nothing was deleted; remove it from retire"),
+            Blocker::MaterialRetired(ids) => format!("KMS keeps the key PendingImport, unusable for encryption and decryption, because retired material {} is deleted (a key works only while it holds every material it was rotated through). To use the key again, remove the id from keyMaterial.retire and list a Secret holding that material in keyMaterial.retained", ids.join(", ")),
+            Blocker::NonCurrentMaterialMissing(ids) => format!("KMS keeps the key PendingImport, unusable, because NON_CURRENT material {} is missing here (expired, deleted, or never imported into this replica) and no keyMaterial.retained Secret holds it; list a Secret holding it in keyMaterial.retained", ids.join(", ")),
+            Blocker::PreviousMaterialNotRetained => "the Secret holds new material and onChange is Rotate, but the key's material expires and the material it would rotate away from is not in keyMaterial.retained: once only NON_CURRENT, nobody would renew it, and at its ValidTo everything it encrypted would become undecryptable. Nothing was imported; list a Secret holding the current material in keyMaterial.retained, or set keyMaterial.expiringPreviousMaterial: Accept".into(),
         }
     }
 }

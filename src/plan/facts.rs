@@ -3,7 +3,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{DesiredKey, ObservedKey};
+use super::DesiredKey;
 
 /// Facts about the material and history that planning needs besides spec and KMS state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +19,18 @@ pub struct MaterialFacts<'a> {
     pub renew_before: SignedDuration,
     /// Where a rotation to the Secret's material stands.
     pub rotation: RotationFacts<'a>,
+    /// The materials of `keyMaterial.retained` Secrets, in their order (an action names one
+    /// by its index).
+    pub retained: &'a [RetainedFacts],
+}
+
+/// One `keyMaterial.retained` Secret's material, as far as planning needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetainedFacts {
+    pub fingerprint: String,
+    /// The KeyMaterialId of the key's material with this fingerprint (None: no material of
+    /// the key has it, as far as keyfleet knows).
+    pub key_material_id: Option<String>,
 }
 
 impl MaterialFacts<'_> {
@@ -69,21 +81,31 @@ pub fn import_valid_to(desired: &DesiredKey, now: Timestamp) -> Option<Timestamp
     })
 }
 
-/// Whether the material the key holds must be imported again for its expiry: a fixed expiry
-/// that differs, or rolling-validity material close to (or past) its renewal threshold.
+/// Whether a material the key holds, valid to `valid_to`, must be imported again for its
+/// expiry: a fixed expiry that differs, or rolling-validity material close to (or past) its
+/// renewal threshold.
 pub(super) fn expiry_needs_import(
     desired: &DesiredKey,
-    observed: &ObservedKey,
+    valid_to: Option<Timestamp>,
     material: &MaterialFacts<'_>,
 ) -> bool {
     match desired.rolling_validity {
-        None => !same_second(observed.valid_to, desired.valid_to),
-        Some(rolling) => match observed.valid_to {
+        None => !same_second(valid_to, desired.valid_to),
+        Some(rolling) => match valid_to {
             None => true,
             Some(t) => {
                 t.duration_since(material.now) < renew_threshold(rolling, material.renew_before)
             }
         },
+    }
+}
+
+/// How long before its ValidTo a material keyfleet cannot renew is reported
+/// (`MaterialWillExpire`): the renewal threshold of the key's own material.
+pub(super) fn expiry_warning(desired: &DesiredKey, renew_before: SignedDuration) -> SignedDuration {
+    match desired.rolling_validity {
+        Some(rolling) => renew_threshold(rolling, renew_before),
+        None => renew_before,
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::api::{KeySpec, KeyUsage, MaterialChangePolicy};
+use crate::api::{ExpiringMaterialPolicy, KeySpec, KeyUsage, MaterialChangePolicy};
 use crate::policy::DesiredPolicy;
 
 /// KMS key states (KMS `KeyState`).
@@ -76,11 +76,66 @@ pub struct ObservedKey {
     pub replicas: Vec<(String, String)>,
     /// KMS `CurrentKeyMaterialId` (symmetric keys; None when KMS does not report it).
     pub current_key_material_id: Option<String>,
+    /// Every material KMS holds for the key (ListKeyRotations ALL_KEY_MATERIAL); None when it
+    /// was not read in this round, or KMS does not list materials with ids (LocalStack, keys
+    /// other than SYMMETRIC_DEFAULT).
+    pub materials: Option<Vec<ObservedMaterial>>,
     /// `tags` and `aliases` were read (a drift read); otherwise they are empty and not planned.
     pub metadata_read: bool,
     /// `policy` was read; otherwise the policy is not planned.
     pub policy_read: bool,
 }
+/// KMS `KeyMaterialState` of one material.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaterialState {
+    Current,
+    NonCurrent,
+    /// Imported for a rotation that has not happened (PENDING_ROTATION, or
+    /// PENDING_MULTI_REGION_IMPORT_AND_ROTATION while a replica lacks it).
+    PendingRotation {
+        every_region: bool,
+    },
+}
+
+impl MaterialState {
+    pub fn from_kms(name: &str) -> Option<MaterialState> {
+        Some(match name {
+            "CURRENT" => MaterialState::Current,
+            "NON_CURRENT" => MaterialState::NonCurrent,
+            "PENDING_ROTATION" => MaterialState::PendingRotation { every_region: true },
+            "PENDING_MULTI_REGION_IMPORT_AND_ROTATION" => MaterialState::PendingRotation {
+                every_region: false,
+            },
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaterialState::Current => "CURRENT",
+            MaterialState::NonCurrent => "NON_CURRENT",
+            MaterialState::PendingRotation { every_region: true } => "PENDING_ROTATION",
+            MaterialState::PendingRotation {
+                every_region: false,
+            } => "PENDING_MULTI_REGION_IMPORT_AND_ROTATION",
+        }
+    }
+}
+
+/// One key material as ListKeyRotations reports it for the key of one Region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedMaterial {
+    pub key_material_id: String,
+    pub state: MaterialState,
+    /// ImportState IMPORTED in this Region (false: PENDING_IMPORT).
+    pub imported: bool,
+    /// ExpirationModel KEY_MATERIAL_EXPIRES.
+    pub expires: bool,
+    pub valid_to: Option<Timestamp>,
+    pub description: Option<String>,
+    pub rotation_date: Option<Timestamp>,
+}
+
 /// The desired key, validated from an AwsKey spec.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredKey {
@@ -99,5 +154,10 @@ pub struct DesiredKey {
     pub rolling_validity: Option<SignedDuration>,
     /// What to do when the Secret holds other material (replicas never rotate on their own).
     pub on_change: MaterialChangePolicy,
+    /// KeyMaterialIds of NON_CURRENT materials to delete (`keyMaterial.retire`; a replica
+    /// takes its primary's).
+    pub retire: Vec<String>,
+    /// What a rotation does when the material it rotates away from expires unretained.
+    pub expiring_previous_material: ExpiringMaterialPolicy,
     pub enabled: bool,
 }

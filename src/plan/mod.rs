@@ -8,6 +8,7 @@
 mod action;
 mod facts;
 mod key;
+mod materials;
 mod metadata;
 mod ownership;
 mod policy;
@@ -15,8 +16,8 @@ mod policy;
 mod tests;
 
 pub use action::{Action, Blocker};
-pub use facts::{MaterialFacts, RotationFacts, import_valid_to, renew_threshold};
-pub use key::{DesiredKey, KeyState, ObservedKey};
+pub use facts::{MaterialFacts, RetainedFacts, RotationFacts, import_valid_to, renew_threshold};
+pub use key::{DesiredKey, KeyState, MaterialState, ObservedKey, ObservedMaterial};
 pub use metadata::AliasTarget;
 pub use ownership::{
     CLUSTER_TAG, OWNER_TAG, OWNER_UID_TAG, Owner, Ownership, is_keyfleet_tag, ownership,
@@ -33,6 +34,16 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Set when the key cannot become Ready by these actions alone.
     pub blocker: Option<Blocker>,
+    /// NON_CURRENT materials that expire within the renewal threshold and that keyfleet cannot
+    /// renew (no `retained` Secret holds them); None when the inventory was not read.
+    pub expiring: Option<Vec<ExpiringMaterial>>,
+}
+
+/// A material about to expire that keyfleet cannot renew (`MaterialWillExpire`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiringMaterial {
+    pub key_material_id: String,
+    pub valid_to: jiff::Timestamp,
 }
 
 impl Plan {
@@ -44,6 +55,7 @@ impl Plan {
         Plan {
             actions: vec![],
             blocker: Some(blocker),
+            expiring: None,
         }
     }
 
@@ -73,6 +85,7 @@ pub fn plan_key(
     }
     let mut plan = Plan::default();
     plan_material(desired, observed, material, &mut plan);
+    materials::plan_materials(desired, observed, material, &mut plan);
     plan_enabled_state(desired, observed, material.mismatch(), &mut plan);
     if observed.description != desired.description {
         plan.actions
@@ -98,6 +111,7 @@ fn import_last(plan: &mut Plan) {
             Action::ImportMaterial { .. }
                 | Action::ImportNewMaterial { .. }
                 | Action::ImportRotationMaterial { .. }
+                | Action::ImportRetainedMaterial { .. }
         )
     };
     let is_state = |a: &Action| matches!(a, Action::EnableKey | Action::DisableKey);
@@ -125,6 +139,7 @@ fn settle_key_state(observed: &ObservedKey, restore: bool) -> Option<Plan> {
             Some(Plan {
                 actions: vec![Action::CancelKeyDeletion],
                 blocker: None,
+                expiring: None,
             })
         }
         KeyState::PendingDeletion | KeyState::PendingReplicaDeletion => {
@@ -150,8 +165,10 @@ fn plan_material(
     let valid_to = import_valid_to(desired, material.now);
     if !material.mismatch() {
         let needs_import = match observed.state {
-            KeyState::PendingImport => true,
-            _ => expiry_needs_import(desired, observed, material),
+            // A key that holds its current material but lacks another one stays PendingImport
+            // whatever is imported again; the materials step says what is missing.
+            KeyState::PendingImport => materials::current_imported(observed) != Some(true),
+            _ => expiry_needs_import(desired, observed.valid_to, material),
         };
         if needs_import {
             plan.actions.push(Action::ImportMaterial { valid_to });
@@ -193,6 +210,8 @@ fn plan_material(
             } else if !holds_material {
                 // New material needs the current one in place; KMS has none to rotate from.
                 plan.block(Blocker::MaterialMismatch);
+            } else if materials::rotation_loses_material(desired, observed, material) {
+                plan.block(Blocker::PreviousMaterialNotRetained);
             } else {
                 plan.actions.push(Action::ImportNewMaterial { valid_to });
             }

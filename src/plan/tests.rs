@@ -32,6 +32,8 @@ fn desired() -> DesiredKey {
         valid_to: None,
         rolling_validity: None,
         on_change: MaterialChangePolicy::Refuse,
+        retire: vec![],
+        expiring_previous_material: Default::default(),
         enabled: true,
     }
 }
@@ -55,6 +57,7 @@ fn converged_observed() -> ObservedKey {
         policy: None,
         replicas: vec![],
         current_key_material_id: None,
+        materials: None,
         metadata_read: true,
         policy_read: true,
     }
@@ -66,6 +69,7 @@ const FP: MaterialFacts<'static> = MaterialFacts {
     now: Timestamp::UNIX_EPOCH,
     renew_before: SignedDuration::from_hours(30 * 24),
     rotation: RotationFacts::None,
+    retained: &[],
 };
 
 fn plan(d: &DesiredKey, o: &ObservedKey) -> Plan {
@@ -624,6 +628,145 @@ fn a_key_without_material_gets_its_policy_and_alias_before_the_import() {
         !p.actions
             .iter()
             .any(|a| matches!(a, Action::ImportMaterial { .. })),
+        "{p:?}"
+    );
+}
+
+fn listed(
+    id: &str,
+    state: MaterialState,
+    imported: bool,
+    valid_to: Option<i64>,
+) -> ObservedMaterial {
+    ObservedMaterial {
+        key_material_id: id.into(),
+        state,
+        imported,
+        expires: valid_to.is_some(),
+        valid_to: valid_to.map(|s| Timestamp::from_second(s).unwrap()),
+        description: None,
+        rotation_date: None,
+    }
+}
+
+#[test]
+fn other_materials_are_retired_renewed_brought_back_or_reported() {
+    let day = 86_400;
+    let mut d = desired();
+    d.rolling_validity = Some(SignedDuration::from_hours(24 * 30));
+    let now = Timestamp::from_second(100 * day).unwrap();
+    let retained = [RetainedFacts {
+        fingerprint: "fp-old".into(),
+        key_material_id: Some("old".into()),
+    }];
+    let facts = MaterialFacts {
+        now,
+        retained: &retained,
+        ..FP
+    };
+    let mut o = converged_observed();
+    let current = listed("cur", MaterialState::Current, true, Some(125 * day));
+    let renew_at = Some(now + SignedDuration::from_hours(24 * 30));
+    // A retained NON_CURRENT material under the threshold (10 days of 30) is renewed.
+    o.materials = Some(vec![
+        listed("old", MaterialState::NonCurrent, true, Some(105 * day)),
+        current.clone(),
+    ]);
+    o.valid_to = current.valid_to;
+    let p = plan_key(&d, &o, &facts, None, false);
+    let renew = Action::ImportRetainedMaterial {
+        retained: 0,
+        key_material_id: "old".into(),
+        valid_to: renew_at,
+    };
+    assert_eq!(p.actions, vec![renew.clone()]);
+    assert_eq!(p.expiring, Some(vec![]));
+    // Without a retained Secret it is reported instead, and the key stays as it is.
+    let unretained = MaterialFacts {
+        retained: &[],
+        ..facts
+    };
+    let p = plan_key(&d, &o, &unretained, None, false);
+    assert!(p.actions.is_empty(), "{p:?}");
+    assert_eq!(
+        p.expiring,
+        Some(vec![ExpiringMaterial {
+            key_material_id: "old".into(),
+            valid_to: Timestamp::from_second(105 * day).unwrap(),
+        }])
+    );
+    // Gone (PendingImport): brought back from the retained Secret, else the reason.
+    o.state = KeyState::PendingImport;
+    o.materials = Some(vec![
+        listed("old", MaterialState::NonCurrent, false, None),
+        current,
+    ]);
+    let p = plan_key(&d, &o, &facts, None, false);
+    assert_eq!(p.actions, vec![renew]);
+    let p = plan_key(&d, &o, &unretained, None, false);
+    assert_eq!(
+        p.blocker,
+        Some(Blocker::NonCurrentMaterialMissing(vec!["old".into()]))
+    );
+    assert!(
+        p.actions.is_empty(),
+        "the current material is not imported again: {p:?}"
+    );
+    // Retired: deleted while imported; its absence is the reason; the current one is refused.
+    d.retire = vec!["old".into(), "cur".into()];
+    let p = plan_key(&d, &o, &facts, None, false);
+    assert_eq!(
+        p.blocker.as_ref().map(Blocker::reason),
+        Some("MaterialRetirementRefused")
+    );
+    d.retire = vec!["old".into()];
+    let p = plan_key(&d, &o, &facts, None, false);
+    assert_eq!(
+        p.blocker,
+        Some(Blocker::MaterialRetired(vec!["old".into()]))
+    );
+    o.state = KeyState::Enabled;
+    o.materials.as_mut().unwrap()[0].imported = true;
+    let p = plan_key(&d, &o, &facts, None, false);
+    assert_eq!(
+        p.actions,
+        vec![Action::DeleteMaterial {
+            key_material_id: "old".into()
+        }]
+    );
+}
+
+#[test]
+fn a_rotation_of_expiring_material_waits_until_the_previous_material_is_retained() {
+    let mut d = desired();
+    d.on_change = MaterialChangePolicy::Rotate;
+    d.rolling_validity = Some(SignedDuration::from_hours(24 * 30));
+    let mut o = converged_observed();
+    o.valid_to = Some(Timestamp::from_second(40 * 86_400).unwrap());
+    let changed = MaterialFacts {
+        secret_fingerprint: "fp-b",
+        ..FP
+    };
+    let p = plan_key(&d, &o, &changed, None, false);
+    assert_eq!(p.blocker, Some(Blocker::PreviousMaterialNotRetained));
+    assert!(p.actions.is_empty());
+    let retained = [RetainedFacts {
+        fingerprint: "fp-a".into(),
+        key_material_id: None,
+    }];
+    let with_retained = MaterialFacts {
+        retained: &retained,
+        ..changed
+    };
+    let p = plan_key(&d, &o, &with_retained, None, false);
+    assert!(
+        matches!(p.actions.as_slice(), [Action::ImportNewMaterial { .. }]),
+        "{p:?}"
+    );
+    d.expiring_previous_material = crate::api::ExpiringMaterialPolicy::Accept;
+    let p = plan_key(&d, &o, &changed, None, false);
+    assert!(
+        matches!(p.actions.as_slice(), [Action::ImportNewMaterial { .. }]),
         "{p:?}"
     );
 }

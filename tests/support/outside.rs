@@ -54,6 +54,7 @@ pub async fn import_other_material(kms: &Client, key_id: &str, spec: KeySpec) {
         material: &material,
         algorithm,
         wrapping_key_spec,
+        description: None,
     };
     import_material(kms, key_id, &input, None).await.unwrap();
 }

@@ -115,6 +115,7 @@ fn input(m: &KeyMaterial) -> ImportInput<'_> {
         material: m,
         algorithm,
         wrapping_key_spec: WrappingKeySpec::Rsa2048,
+        description: None,
     }
 }
 
@@ -387,6 +388,7 @@ async fn keyfleet_imports_symmetric_material_with_every_wrapping_algorithm() {
                     material: &m,
                     algorithm,
                     wrapping_key_spec,
+                    description: None,
                 },
                 None,
                 ImportKind::Default,
@@ -1300,6 +1302,7 @@ async fn asymmetric_keys_sign_and_publish_the_imported_public_key() {
             material: &m,
             algorithm,
             wrapping_key_spec,
+            description: None,
         };
         import_material_as(&c, &key, &import, None, ImportKind::Default)
             .await
@@ -2080,10 +2083,11 @@ async fn update_primary_region_swaps_primary_and_replica() {
     );
 }
 
-/// keyfleet finding: when the answer of an ImportKeyMaterial(NEW_KEY_MATERIAL) is lost,
-/// keyfleet records no pending material, plans the same NEW import again, and KMS refuses
-/// it (the material is already associated with the key) with IncorrectKeyMaterialException,
-/// which keyfleet's controller turns into a permanent `MaterialMismatch`.
+/// keyfleet finding: when the answer of an ImportKeyMaterial(NEW_KEY_MATERIAL) is lost, a
+/// retry of the same NEW import is refused (the material is already associated with the key)
+/// with IncorrectKeyMaterialException. keyfleet now recognises its own pending material by its
+/// KeyMaterialDescription and goes on (tests/material_retention.rs,
+/// `a_rotation_whose_answers_are_lost_completes_once`).
 #[tokio::test]
 async fn a_lost_new_material_answer_makes_keyfleets_retry_fail() {
     let model = KmsModel::start().await.unwrap();
@@ -2113,8 +2117,9 @@ async fn a_lost_new_material_answer_makes_keyfleets_retry_fail() {
 
 /// keyfleet finding: with expiring material (validTo / rollingValidity) and rotation, the
 /// material that became NON_CURRENT keeps its ValidTo; when it passes, KMS deletes it and the
-/// key goes to PendingImport although the current material is valid. keyfleet renews only
-/// the current material (the Secret holds no other), so such a key becomes unusable.
+/// key goes to PendingImport although the current material is valid. keyfleet now renews it
+/// from a `keyMaterial.retained` Secret, raises `MaterialWillExpire` when none holds it, and
+/// refuses such a rotation until the old material is retained (tests/material_retention.rs).
 #[tokio::test]
 async fn expiry_of_non_current_material_makes_a_rotated_key_pending_import() {
     let model = KmsModel::start().await.unwrap();
@@ -2231,10 +2236,12 @@ async fn keyfleets_deletion_of_a_primary_with_replicas_is_done_once_scheduled() 
     );
 }
 
-/// keyfleet finding, end to end through keyfleet's planner: with `rollingValidity` and a
-/// rotation, DescribeKey's ValidTo stays the NON_CURRENT material's (the earliest), so every
-/// reconcile plans another import of the current material, and the key still goes to
-/// PendingImport when the old material's ValidTo passes.
+/// keyfleet finding, through keyfleet's planner fed by DescribeKey alone: with
+/// `rollingValidity` and a rotation, DescribeKey's ValidTo stays the NON_CURRENT material's
+/// (the earliest), so every plan asks for another import of the current material, and the key
+/// still goes to PendingImport when the old material's ValidTo passes. The controller now
+/// reads the inventory of such a key and renews the current material by its own ValidTo
+/// (tests/material_retention.rs, `unretained_material_raises_material_will_expire_...`).
 #[tokio::test]
 async fn rolling_validity_after_a_rotation_plans_an_import_on_every_reconcile() {
     use keyfleet::plan::{DesiredKey, MaterialFacts, RotationFacts, plan_key};
@@ -2265,6 +2272,8 @@ async fn rolling_validity_after_a_rotation_plans_an_import_on_every_reconcile() 
         valid_to: None,
         rolling_validity: Some(rolling),
         on_change: keyfleet::api::MaterialChangePolicy::Rotate,
+        retire: vec![],
+        expiring_previous_material: Default::default(),
         enabled: true,
     };
     let first = material(KeySpec::SymmetricDefault);
@@ -2297,6 +2306,7 @@ async fn rolling_validity_after_a_rotation_plans_an_import_on_every_reconcile() 
             now: now(),
             renew_before: day * 7,
             rotation: RotationFacts::None,
+            retained: &[],
         };
         plan_key(&desired, observed, &facts, None, false)
     };
@@ -2348,8 +2358,9 @@ async fn rolling_validity_after_a_rotation_plans_an_import_on_every_reconcile() 
 
 /// keyfleet finding: a replica added after its primary rotated must hold every material of
 /// the key (AWS: "import all of the key materials associated with the KMS key to change its
-/// state to Enabled"); keyfleet imports only the Secret's (current) material, so the replica
-/// stays PendingImport and keyfleet plans the same import on every reconcile.
+/// state to Enabled"). keyfleet now imports the old material from a `keyMaterial.retained`
+/// Secret (and without one says so: `NonCurrentMaterialMissing`); tests/material_retention.rs,
+/// `retained_material_keeps_a_rotated_key_whole_on_the_primary_and_a_later_replica`.
 #[tokio::test]
 async fn a_replica_added_after_a_rotation_needs_every_material() {
     let model = KmsModel::start().await.unwrap();
@@ -2403,7 +2414,9 @@ async fn a_replica_added_after_a_rotation_needs_every_material() {
 /// and KMS answers IncorrectKeyMaterialException (keyfleet: permanent MaterialMismatch);
 /// it resends RotateKeyOnDemand and KMS answers KMSInvalidStateException although the
 /// rotation happened — and `rotation_ready` then says "not ready" for good, because the
-/// material is CURRENT, not PENDING_ROTATION.
+/// material is CURRENT, not PENDING_ROTATION. keyfleet's controller now checks the key's
+/// CurrentKeyMaterialId after such a refusal (tests/material_retention.rs,
+/// `a_rotation_whose_answers_are_lost_completes_once`).
 #[tokio::test]
 async fn lost_answers_with_keyfleets_retries_turn_rotation_steps_into_refusals() {
     let model = KmsModel::start().await.unwrap();
