@@ -500,3 +500,54 @@ fn regions_are_aws_region_names() {
         );
     }
 }
+
+#[test]
+fn generated_material_names_the_secret_to_create() {
+    assert_eq!(
+        create_errors(
+            json!({"keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "generate": {}}})
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        create_errors(json!({"keySpec": "RSA_2048", "keyUsage": "SIGN_VERIFY",
+            "keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "encoding": "Hex", "generate": {}}})),
+        Vec::<String>::new()
+    );
+    // A PKCS#11 key is generated in its token (pkcs11.generate), never into a Secret.
+    assert_refused(
+        create_errors(json!({"keyMaterial": {
+            "pkcs11": {"tokenRef": {"name": "hsm"}, "keyLabel": "k"}, "generate": {}}})),
+        "keyMaterial.generate needs secretRef",
+    );
+    // generate may be added to or dropped from an existing key (a Secret that exists is never
+    // replaced either way).
+    let plain = json!({"keyMaterial": {"secretRef": {"name": "m", "key": "k"}}});
+    let generated =
+        json!({"keyMaterial": {"secretRef": {"name": "m", "key": "k"}, "generate": {}}});
+    assert_eq!(
+        update_errors(plain.clone(), generated.clone()),
+        Vec::<String>::new()
+    );
+    assert_eq!(update_errors(generated, plain), Vec::<String>::new());
+}
+
+#[test]
+fn scheduled_rotation_needs_a_generated_symmetric_key_that_rotates() {
+    let rotating = |key_spec: &str, on_change: &str| {
+        json!({"keySpec": key_spec, "keyMaterial": {
+            "secretRef": {"name": "m", "key": "k"},
+            "onChange": on_change,
+            "generate": {"rotation": {"every": "90d"}}}})
+    };
+    assert_eq!(
+        create_errors(rotating("SYMMETRIC_DEFAULT", "Rotate")),
+        Vec::<String>::new()
+    );
+    let needs = "keyMaterial.generate.rotation needs keySpec SYMMETRIC_DEFAULT and keyMaterial.onChange: Rotate";
+    assert_refused(
+        create_errors(rotating("SYMMETRIC_DEFAULT", "Refuse")),
+        needs,
+    );
+    assert_refused(create_errors(rotating("HMAC_256", "Refuse")), needs);
+}

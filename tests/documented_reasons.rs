@@ -83,6 +83,11 @@ const NOT_DOCUMENTED: &[(&str, &str)] = &[
         "WrappingFailed",
         "only if aws-lc failed to set up RSA-OAEP or AES key wrap; nothing a user can act on",
     ),
+    (
+        "GenerationFailed",
+        "only if aws-lc's random generator or key generation failed (keyMaterial.generate); \
+         nothing a user can act on",
+    ),
 ];
 
 /// The repository root.

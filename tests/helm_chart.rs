@@ -423,6 +423,11 @@ fn cluster_rules() -> Vec<Rule> {
     rules
 }
 
+/// rbac.secretCreation: create on Secrets, and nothing else.
+fn secret_creation_rule() -> Rule {
+    rule(&[""], &["secrets"], &[], &["create"])
+}
+
 fn lease_rules(lease: &str) -> Vec<Rule> {
     vec![
         rule(&["coordination.k8s.io"], &["leases"], &[], &["create"]),
@@ -458,9 +463,11 @@ fn check_rbac_hygiene(r: &Rendered) {
                 );
             }
             if rule.resources.contains("secrets") {
+                // Reads, or (rbac.secretCreation) create alone in a rule of its own: never
+                // update, patch or delete.
                 let read: BTreeSet<String> = ["get", "list", "watch"].map(String::from).into();
                 assert!(
-                    rule.verbs.is_subset(&read),
+                    rule.verbs.is_subset(&read) || rule == secret_creation_rule(),
                     "Secrets write verb in {rule:?}"
                 );
             }
@@ -634,6 +641,100 @@ fn watch_namespaces_uses_roles_in_each_listed_namespace() {
             .env()
             .contains_key("KEYFLEET_WATCH_NAMESPACES")
     );
+}
+
+/// rbac.secretCreation adds create on Secrets where keyfleet watches (the ClusterRole, or each
+/// watched namespace's Role), or only in the listed namespaces (a Role of its own in each);
+/// without it no rule lets keyfleet create a Secret.
+#[test]
+fn secret_creation_is_opt_in_cluster_wide_or_in_chosen_namespaces() {
+    let Some(helm) = helm("secret_creation_is_opt_in_cluster_wide_or_in_chosen_namespaces") else {
+        return;
+    };
+    let creation_role = format!("{FULLNAME}-secret-creation");
+    let creates_secrets = |role: &Value| rules_of(role).contains(&secret_creation_rule());
+    let with_creation = |rules: Vec<Rule>| {
+        let mut rules = rules;
+        rules.push(secret_creation_rule());
+        sorted(rules)
+    };
+
+    // Off (the default), in both shapes: no role creates Secrets.
+    for extra in [vec![], vec!["--set", "watchNamespaces={team-a,team-b}"]] {
+        let r = helm.template(&extra);
+        assert!(
+            r.of_kind("ClusterRole")
+                .into_iter()
+                .chain(r.of_kind("Role"))
+                .all(|role| !creates_secrets(role)),
+            "{extra:?}: create on Secrets without rbac.secretCreation"
+        );
+    }
+
+    // Cluster-wide install: the ClusterRole.
+    let r = helm.template(&["--set", "rbac.secretCreation.enabled=true"]);
+    check_rbac_hygiene(&r);
+    let mut everything = cluster_rules();
+    everything.extend(namespaced_rules());
+    assert_eq!(
+        rules_of(r.operator_cluster_role()),
+        with_creation(everything.clone())
+    );
+    assert!(r.named("Role", Some("team-a"), &creation_role).is_none());
+
+    // watchNamespaces: each watched namespace's Role, never the ClusterRole.
+    let r = helm.template(&[
+        "--set",
+        "rbac.secretCreation.enabled=true",
+        "--set",
+        "watchNamespaces={team-a,team-b}",
+    ]);
+    check_rbac_hygiene(&r);
+    assert_eq!(rules_of(r.operator_cluster_role()), sorted(cluster_rules()));
+    for ns in ["team-a", "team-b"] {
+        let role = r.named("Role", Some(ns), FULLNAME).unwrap();
+        assert_eq!(rules_of(role), with_creation(namespaced_rules()), "{ns}");
+    }
+
+    // Listed namespaces only, in either shape: a Role (create alone) and its binding there,
+    // and no create anywhere else.
+    for extra in [vec![], vec!["--set", "watchNamespaces={team-a,team-b}"]] {
+        let mut args = vec![
+            "--set",
+            "rbac.secretCreation.enabled=true",
+            "--set",
+            "rbac.secretCreation.namespaces={team-b}",
+        ];
+        args.extend(extra.iter().copied());
+        let r = helm.template(&args);
+        check_rbac_hygiene(&r);
+        let role = r
+            .named("Role", Some("team-b"), &creation_role)
+            .unwrap_or_else(|| panic!("{extra:?}: no Secret creation Role in team-b"));
+        assert_eq!(rules_of(role), vec![secret_creation_rule()]);
+        let binding = r
+            .named("RoleBinding", Some("team-b"), &creation_role)
+            .unwrap();
+        check_binding(binding, "Role", &creation_role, FULLNAME);
+        let creating: Vec<String> = r
+            .of_kind("ClusterRole")
+            .into_iter()
+            .chain(r.of_kind("Role"))
+            .filter(|role| creates_secrets(role))
+            .map(|role| {
+                format!(
+                    "{}/{}",
+                    role["metadata"]["namespace"].as_str().unwrap_or("-"),
+                    role["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(creating, [format!("team-b/{creation_role}")], "{extra:?}");
+    }
+
+    // Listed namespaces without `enabled`: nothing.
+    let r = helm.template(&["--set", "rbac.secretCreation.namespaces={team-b}"]);
+    assert!(r.named("Role", Some("team-b"), &creation_role).is_none());
 }
 
 #[test]

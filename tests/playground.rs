@@ -23,7 +23,13 @@ async fn the_examples_become_ready_in_the_playground() {
         out.status.success(),
         "playground failed:\n{stdout}\n{stderr}"
     );
-    let keys = ["orders", "invoice-signing", "webhook-hmac", "ledger"];
+    let keys = [
+        "orders",
+        "invoice-signing",
+        "webhook-hmac",
+        "ledger",
+        "archive",
+    ];
     for key in keys {
         let line = stdout
             .lines()

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deletion::DeletionPolicy;
 use super::expiration::Expiration;
+use super::generated_material::{GenerateMaterial, GeneratedMaterialStatus};
 use super::key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 use super::key_policy::KeyPolicy;
 use super::key_spec::{KeySpec, KeyUsage};
@@ -37,6 +38,7 @@ columns_between(),
 columns_after(
     printcolumn(name = "ARN", type_ = "string", json_path = ".status.arn", priority = 1),
     printcolumn(name = "Materials", type_ = "integer", json_path = ".status.materialCount", priority = 1),
+    printcolumn(name = "Next-Rotation", type_ = "string", json_path = ".status.nextRotationTime", priority = 1),
 ),
 /// A KMS key whose material you bring: keyfleet creates an EXTERNAL-origin key in AWS KMS,
 /// imports the material held in a Secret, and keeps alias, description, tags, policy and
@@ -47,6 +49,7 @@ columns_after(
 #[x_kube(validation = Rule::new("has(self.keyUsage) == has(oldSelf.keyUsage) && (!has(self.keyUsage) || self.keyUsage == oldSelf.keyUsage)").message("keyUsage is immutable once the key exists").field_path(".keyUsage"))]
 #[x_kube(validation = Rule::new("has(self.kmsRef) == has(oldSelf.kmsRef) && (!has(self.kmsRef) || self.kmsRef == oldSelf.kmsRef)").message("kmsRef is immutable: the key lives in the account of its connection").field_path(".kmsRef"))]
 #[x_kube(validation = Rule::new("!has(self.keyMaterial.onChange) || self.keyMaterial.onChange != 'Rotate' || self.keySpec == 'SYMMETRIC_DEFAULT'").message("keyMaterial.onChange: Rotate needs keySpec SYMMETRIC_DEFAULT: KMS cannot rotate the material of RSA, ECC or HMAC keys").field_path(".keyMaterial.onChange"))]
+#[x_kube(validation = Rule::new("!has(self.keyMaterial.generate) || !has(self.keyMaterial.generate.rotation) || (self.keySpec == 'SYMMETRIC_DEFAULT' && has(self.keyMaterial.onChange) && self.keyMaterial.onChange == 'Rotate')").message("keyMaterial.generate.rotation needs keySpec SYMMETRIC_DEFAULT and keyMaterial.onChange: Rotate: the schedule rotates through the Rotate path, and KMS rotates only symmetric keys").field_path(".keyMaterial.generate.rotation"))]
 #[x_kube(validation = Rule::new("!has(self.deletionPolicy) || self.deletionPolicy != 'DeleteMaterial' || has(self.alias) || has(self.adoptKeyArn)").message("deletionPolicy DeleteMaterial needs an alias or adoptKeyArn, so that re-applying the AwsKey finds the key again").field_path(".deletionPolicy"))]
 #[x_kube(validation = Rule::new("has(self.adoptKeyArn) == has(oldSelf.adoptKeyArn) && (!has(self.adoptKeyArn) || self.adoptKeyArn == oldSelf.adoptKeyArn)").message("adoptKeyArn is immutable").field_path(".adoptKeyArn"))]
 pub struct AwsKeySpec {
@@ -148,6 +151,7 @@ pub struct AwsKeySpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.secretRef) != has(self.pkcs11)").message("keyMaterial needs exactly one of secretRef and pkcs11"))]
+#[x_kube(validation = Rule::new("!has(self.generate) || has(self.secretRef)").message("keyMaterial.generate needs secretRef: the Secret keyfleet creates when it does not exist (a PKCS#11 key is generated with pkcs11.generate)").field_path(".generate"))]
 pub struct KeyMaterialSource {
     /// The Secret key holding the material, in this resource's namespace. Symmetric keys: exactly
     /// 32 bytes. HMAC keys: raw bytes (HMAC_224: 28-64, HMAC_256: 32-64, HMAC_384: 48-128,
@@ -209,6 +213,15 @@ pub struct KeyMaterialSource {
     /// rotate until it is (`PreviousMaterialNotRetained`); `Accept` rotates anyway.
     #[serde(default)]
     pub expiring_previous_material: super::material_retention::ExpiringMaterialPolicy,
+
+    /// `{}`: keyfleet generates the material. When the Secret of `secretRef` does not exist and
+    /// the key holds no material yet, keyfleet creates it (immutable, labelled
+    /// `app.kubernetes.io/managed-by: keyfleet`, without owner reference: deleting this object
+    /// never deletes the material) with fresh material of `keySpec` in `encoding`, then imports
+    /// it. A Secret that exists is never overwritten. Needs `secretRef`, and the chart's
+    /// `rbac.secretCreation` grant (else `SecretCreateForbidden`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<GenerateMaterial>,
 }
 
 /// A key object in a `Pkcs11Token`.
@@ -258,6 +271,14 @@ pub struct AwsKeyStatus {
     /// Replicas of this multi-region key, as seen in KMS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<ReplicaRef>,
+    /// When the scheduled rotation (`keyMaterial.generate.rotation`) generates the next
+    /// material; unset without a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+    /// The Secrets of generated material that rotates on a schedule: the current one and
+    /// those retained from earlier rotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_material: Option<GeneratedMaterialStatus>,
 }
 
 /// A replica of a multi-region key.

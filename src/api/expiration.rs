@@ -32,18 +32,22 @@ impl Expiration {
     /// `<n>h` (the CRD schema admits nothing else).
     pub fn rolling_validity(&self) -> Option<Result<jiff::SignedDuration, String>> {
         let text = self.rolling_validity.as_deref()?;
-        let parsed = if let Some(days) = text.strip_suffix('d') {
-            days.parse::<i64>().ok().map(|d| d * 24)
-        } else if let Some(hours) = text.strip_suffix('h') {
-            hours.parse::<i64>().ok()
-        } else {
-            None
-        };
-        Some(match parsed {
+        Some(match days_or_hours(text) {
             Some(h) if (1..=365 * 24).contains(&h) => Ok(jiff::SignedDuration::from_hours(h)),
             _ => Err(format!(
                 "rollingValidity {text:?} is not a duration of 1d-365d (or 1h-8760h)"
             )),
         })
+    }
+}
+
+/// Hours in a duration written as days (`90d`) or hours (`720h`); None for anything else.
+pub(crate) fn days_or_hours(text: &str) -> Option<i64> {
+    if let Some(days) = text.strip_suffix('d') {
+        days.parse::<i64>().ok()?.checked_mul(24)
+    } else if let Some(hours) = text.strip_suffix('h') {
+        hours.parse::<i64>().ok()
+    } else {
+        None
     }
 }

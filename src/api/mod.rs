@@ -13,6 +13,7 @@ pub mod aws_replica_key;
 pub mod conditions;
 pub mod deletion;
 pub mod expiration;
+pub mod generated_material;
 pub mod key_material;
 pub mod key_policy;
 pub mod key_settings;
@@ -37,6 +38,9 @@ pub use aws_kms::{
 pub use aws_replica_key::{AwsReplicaKey, AwsReplicaKeySpec, AwsReplicaKeyStatus};
 pub use deletion::{DEFAULT_DELETION_POLICY_ANNOTATION, DeletionPolicy, effective_deletion_policy};
 pub use expiration::Expiration;
+pub use generated_material::{
+    GenerateMaterial, GeneratedMaterialStatus, RetainedSecret, ScheduledRotation,
+};
 pub use key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 pub use key_policy::{KeyPolicy, KeyPolicyForm, PolicyShortcuts};
 pub use key_settings::KeySettings;

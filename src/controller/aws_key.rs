@@ -6,9 +6,10 @@ use kube::ResourceExt;
 use tracing::info;
 
 use super::Failure;
+use super::dereference::Dereferenced;
 use super::managed_key::{Located, ManagedKey, Scope, Source, owned_key};
 use super::status;
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKeyStatus};
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKeyStatus, GeneratedMaterialStatus};
 use crate::desired::{self, SpecError};
 use crate::kms::KmsError;
 use crate::kms::execute;
@@ -51,6 +52,16 @@ impl ManagedKey for AwsKey {
 
     fn created_note(arn: &str) -> String {
         format!("created KMS key {arn} (origin EXTERNAL)")
+    }
+
+    fn generated_material(&self) -> Option<&GeneratedMaterialStatus> {
+        self.status.as_ref()?.generated_material.as_ref()
+    }
+
+    /// The rotation schedule's bookkeeping (cleared when the spec has no schedule).
+    fn record_inputs(status: &mut AwsKeyStatus, inputs: &Dereferenced<'_>) {
+        status.generated_material = inputs.schedule.generated.clone();
+        status.next_rotation_time = inputs.schedule.next_rotation.clone();
     }
 
     fn record_observed(status: &mut AwsKeyStatus, observed: &ObservedKey) {

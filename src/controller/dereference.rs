@@ -8,7 +8,9 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
 use zeroize::Zeroize;
 
+use super::generated_secret;
 use super::managed_key::{ManagedKey, Source};
+use super::scheduled_rotation::{self, Schedule};
 use super::{Context, Failure};
 use crate::api::{
     AwsKeyPolicyTemplate, AwsKms, DEFAULT_CONNECTION, DEFAULT_DELETION_POLICY_ANNOTATION,
@@ -36,6 +38,8 @@ pub struct Dereferenced<'a> {
     /// The materials of the `keyMaterial.retained` Secrets, in order, each with where it was
     /// read (as `material_source`).
     pub retained: Vec<(KeyMaterial, String)>,
+    /// An AwsKey's rotation schedule: `status.generatedMaterial` and `status.nextRotationTime`.
+    pub schedule: Schedule,
 }
 
 /// Reads the inputs of `obj` in a fixed order; the first missing or unusable one stops the
@@ -65,6 +69,7 @@ pub async fn dereference<'a, K: ManagedKey>(
     let spec = source.spec();
     // The one place that chooses where material lives: a Secret or a PKCS#11 token.
     let key_material = &spec.key_material;
+    let mut schedule = Schedule::default();
     let (material, material_source): (Box<dyn ImportableMaterial>, String) =
         match (&key_material.pkcs11, &key_material.secret_ref) {
             (Some(key_ref), _) => (
@@ -78,10 +83,22 @@ pub async fn dereference<'a, K: ManagedKey>(
                 ),
             ),
             (None, Some(secret_ref)) => {
+                // A rotation schedule reads (and, when due, generates) the Secret of its latest
+                // rotation; `keyMaterial.generate` creates a missing Secret.
+                let current =
+                    scheduled_rotation::material_secret(ctx, obj, &source, secret_ref, &namespace)
+                        .await?;
+                let secret_ref = SecretKeySelector {
+                    name: current.name,
+                    key: secret_ref.key.clone(),
+                };
+                generated_secret::create_if_missing(ctx, obj, &source, &namespace, &secret_ref)
+                    .await?;
+                schedule = current.schedule;
                 let (material, source) = load_material(
                     &ctx.client,
                     &namespace,
-                    secret_ref,
+                    &secret_ref,
                     key_material.encoding,
                     spec.key_spec,
                 )
@@ -115,6 +132,7 @@ pub async fn dereference<'a, K: ManagedKey>(
         material,
         material_source,
         retained,
+        schedule,
     })
 }
 

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use super::dereference::Dereferenced;
 use super::{Context, Failure};
 use crate::api::{
-    AwsKey, AwsKeyPolicyTemplate, AwsKeySpec, AwsKeyStatus, DeletionPolicy, KeyPolicy, KeySettings,
-    KmsKeyStatus,
+    AwsKey, AwsKeyPolicyTemplate, AwsKeySpec, AwsKeyStatus, DeletionPolicy,
+    GeneratedMaterialStatus, KeyPolicy, KeySettings, KmsKeyStatus,
 };
 use crate::desired::SpecError;
 use crate::kms::Client;
@@ -127,6 +127,12 @@ pub trait ManagedKey:
         template: Option<&AwsKeyPolicyTemplate>,
         now: Timestamp,
     ) -> Result<DesiredKey, SpecError>;
+
+    /// The Secrets of the key's generated material on a rotation schedule, as its status
+    /// records them (an AwsKey's; None for other kinds).
+    fn generated_material(&self) -> Option<&GeneratedMaterialStatus> {
+        None
+    }
 
     /// Records what the dereferenced inputs say in the kind's own status fields.
     fn record_inputs(_status: &mut Self::Status, _inputs: &Dereferenced<'_>) {}

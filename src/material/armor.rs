@@ -253,3 +253,24 @@ pub(super) fn select_private_key(input: &[u8]) -> Result<SecretBytes, MaterialEr
         _ => Ok(key.der),
     }
 }
+
+/// A PKCS#8 private key as PEM text (`PRIVATE KEY`, 64 base64 characters a line), written into
+/// a zeroized buffer.
+pub(super) fn private_key_pem(der: &[u8]) -> SecretBytes {
+    const BEGIN: &[u8] = b"-----BEGIN PRIVATE KEY-----\n";
+    const END: &[u8] = b"-----END PRIVATE KEY-----\n";
+    let engine = GeneralPurpose::new(&base64::alphabet::STANDARD, GeneralPurposeConfig::new());
+    let mut out = SecretBytes::with_capacity(BEGIN.len() + END.len() + der.len() * 2 + 64);
+    out.extend_from(BEGIN);
+    // 48 bytes of DER are exactly one line of 64 base64 characters.
+    let mut line = SecretBytes::zeroed(64);
+    for chunk in der.chunks(48) {
+        let n = engine
+            .encode_slice(chunk, &mut line[..])
+            .unwrap_or_default();
+        out.extend_from(&line[..n]);
+        out.extend_from(b"\n");
+    }
+    out.extend_from(END);
+    out
+}

@@ -30,15 +30,26 @@ impl SecretBytes {
         out
     }
 
-    /// Appends the bytes of `part` that are not ASCII whitespace.
-    pub(crate) fn extend_compact(&mut self, part: &[u8]) {
-        if self.0.len() + part.len() > self.0.capacity() {
-            let mut grown = SecretBytes::with_capacity((self.0.len() + part.len()).max(64) * 2);
+    /// Grows (by copying into a new buffer, the old one zeroized) so that `extra` more bytes fit.
+    fn make_room(&mut self, extra: usize) {
+        if self.0.len() + extra > self.0.capacity() {
+            let mut grown = SecretBytes::with_capacity((self.0.len() + extra).max(64) * 2);
             grown.0.extend_from_slice(&self.0);
             *self = grown;
         }
+    }
+
+    /// Appends the bytes of `part` that are not ASCII whitespace.
+    pub(crate) fn extend_compact(&mut self, part: &[u8]) {
+        self.make_room(part.len());
         self.0
             .extend(part.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+    }
+
+    /// Appends `part` as it is.
+    pub(crate) fn extend_from(&mut self, part: &[u8]) {
+        self.make_room(part.len());
+        self.0.extend_from_slice(part);
     }
 
     /// Shortens the buffer to `len` bytes (the rest is zeroized when the buffer is dropped).

@@ -13,6 +13,7 @@ mod buffer;
 mod der;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
+mod generate;
 mod parse;
 pub mod pkcs11;
 mod source;
@@ -20,6 +21,7 @@ mod source;
 mod tests;
 mod wrap;
 
+pub use generate::generate_secret_value;
 pub use source::ImportableMaterial;
 
 use crate::api::{KeyFamily, KeySpec, MaterialEncoding, WrappingAlgorithm};
@@ -136,6 +138,9 @@ pub enum MaterialError {
     /// A cryptographic primitive failed (should not happen).
     #[error("wrapping the key material failed: {detail}")]
     WrapFailed { detail: &'static str },
+    /// Generating material for `keyMaterial.generate` failed (should not happen).
+    #[error("generating key material failed: {detail}")]
+    GenerationFailed { detail: &'static str },
     /// The PKCS#11 token refused or failed (material kept in an HSM).
     #[error(transparent)]
     Pkcs11(#[from] pkcs11::Pkcs11Error),
@@ -167,6 +172,7 @@ impl MaterialError {
             MaterialError::WrappingKeyTooSmall { .. } => "WrappingKeyTooSmall",
             MaterialError::InvalidWrappingKey { .. } => "WrappingKeyInvalid",
             MaterialError::WrapFailed { .. } => "WrappingFailed",
+            MaterialError::GenerationFailed { .. } => "GenerationFailed",
             MaterialError::Pkcs11(e) => e.reason(),
         }
     }

@@ -198,7 +198,8 @@ fn check_secret(
                     elsewhere.join(", ")
                 ),
             );
-        } else if bundle.options.require_refs {
+        } else if bundle.options.require_refs && source.generate.is_none() {
+            // With keyMaterial.generate, keyfleet creates the missing Secret.
             out.add_at(
                 Check::Reference,
                 "/spec/keyMaterial/secretRef/name",

@@ -101,12 +101,35 @@ impl Operator {
         settings: Settings,
         clock: keyfleet::clock::Clock,
     ) -> Operator {
+        let controller_client = kube.client();
+        Operator::launch(kube, controller_client, kms, settings, clock)
+    }
+
+    /// Starts the controller with a client that may do only what `rules` allow (RBAC, see
+    /// [`super::chart_rbac`]); the test's own client (`op.client`) stays cluster-admin.
+    pub fn start_restricted(
+        kube: MemKube,
+        kms: KmsClients,
+        rules: Vec<memkube::Rule>,
+        clock: keyfleet::clock::Clock,
+    ) -> Operator {
+        let controller_client = kube.restricted(rules).client();
+        Operator::launch(kube, controller_client, kms, settings(), clock)
+    }
+
+    fn launch(
+        kube: MemKube,
+        controller_client: kube::Client,
+        kms: KmsClients,
+        settings: Settings,
+        clock: keyfleet::clock::Clock,
+    ) -> Operator {
         // RUST_LOG=keyfleet=debug shows the controller's logs in failing tests; they are
         // captured for the leak scan whatever it says.
         super::leaks::capture_logs();
         seed_default_connection(&kube);
         let client = kube.client();
-        let ctx = Arc::new(Context::new(client.clone(), kms, settings).with_clock(clock));
+        let ctx = Arc::new(Context::new(controller_client, kms, settings).with_clock(clock));
         let metrics = ctx.metrics.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(ctx, async move {

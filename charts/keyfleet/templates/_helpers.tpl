@@ -116,15 +116,28 @@ why it is there; nothing here may use "*" or write Secrets.
   verbs: ["update"]
 # Secrets: a metadata-only watch (list/watch) maps a changed Secret to the AwsKeys that use
 # it; each reconcile reads the one Secret its AwsKey names, in the AwsKey's namespace (get).
-# Read-only: keyfleet never creates, changes or deletes a Secret.
+# keyfleet never changes or deletes a Secret (it creates one only with rbac.secretCreation).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
+{{- if and .Values.rbac.secretCreation.enabled (not .Values.rbac.secretCreation.namespaces) }}
+{{ include "keyfleet.secretCreationRule" . }}
+{{- end }}
 # Events about AwsKeys (events.k8s.io/v1, in the AwsKey's namespace): created once, then
 # patched when the same event repeats (the recorder folds repeats into a series).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end }}
+
+{{/* rbac.secretCreation: the Secrets of keyMaterial.generate. */}}
+{{- define "keyfleet.secretCreationRule" -}}
+# Secrets of keyMaterial.generate (rbac.secretCreation): created when missing, with generated
+# material, immutable and without owner reference. create only: an existing Secret is never
+# replaced (create cannot be limited by resourceNames).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
 {{- end }}
 
 {{/* Cluster-scoped rules, needed in every mode. */}}

@@ -23,7 +23,11 @@
 //! - Secret `stringData` folding and `type` default, immutable ConfigMaps/Secrets;
 //! - minimal discovery (`/version`, `/api`, `/apis`, group resource lists) of what was seen.
 //!
-//! Not supported: schemas, validation and defaulting of other types, admission, RBAC,
+//! - RBAC for the clients of a [`MemKube::restricted`] handle (rules of Roles and
+//!   ClusterRoles by verb, group, resource/subresource and namespace; 403 Forbidden otherwise).
+//!
+//! Not supported: schemas, validation and defaulting of other types, admission, resourceNames
+//! in RBAC rules,
 //! managed fields and apply conflicts (`force` is irrelevant), removal of fields a manager
 //! stopped applying, strategic-merge list directives, reads at an older resourceVersion,
 //! periodic bookmarks, foreground-deletion ordering, graceful pod deletion, and subresources
@@ -46,6 +50,7 @@
 //! ```
 
 mod patch;
+mod rbac;
 mod route;
 mod select;
 mod server;
@@ -56,6 +61,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use rbac::Rule;
 pub use status::ApiError;
 
 use bytes::Bytes;
@@ -181,6 +187,8 @@ impl Shared {
 #[derive(Clone)]
 pub struct MemKube {
     shared: Arc<Shared>,
+    /// The RBAC rules of this handle's clients; `None`: cluster-admin.
+    rules: Option<Arc<Vec<Rule>>>,
 }
 
 impl Default for MemKube {
@@ -214,6 +222,18 @@ impl MemKube {
                 closer,
                 active_watches: AtomicUsize::new(0),
             }),
+            rules: None,
+        }
+    }
+
+    /// A handle on the same objects whose clients may do only what `rules` allow (RBAC; every
+    /// other request is answered 403 Forbidden as kube-apiserver does). Handles from
+    /// [`MemKube::new`] and their clients stay cluster-admin, so a test can restrict the
+    /// operator's client and still set up objects with its own.
+    pub fn restricted(&self, rules: Vec<Rule>) -> MemKube {
+        MemKube {
+            shared: Arc::clone(&self.shared),
+            rules: Some(Arc::new(rules)),
         }
     }
 

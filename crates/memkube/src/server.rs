@@ -1,5 +1,6 @@
 //! Request handling: decoding, fault injection, dispatch to the store, response encoding.
 
+use super::rbac;
 use super::route::{self, Route, Target};
 use super::select::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -160,6 +161,9 @@ fn dispatch(
         ));
     };
     if let Route::Resource(t) = route {
+        if let Some(rules) = &mk.rules {
+            rbac::authorize(rules, method, &t, q.flag("watch"))?;
+        }
         return resource(mk, method, &t, q, body, content_type, metadata_only);
     }
     if method != Method::GET {

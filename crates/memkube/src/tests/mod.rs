@@ -2,6 +2,7 @@
 
 mod controller;
 mod crud;
+mod rbac;
 mod watch;
 
 use super::MemKube;
