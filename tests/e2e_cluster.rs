@@ -57,7 +57,19 @@ async fn keys_become_ready_and_are_deleted_on_a_real_cluster() {
         .await
         .unwrap();
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The API server serves a CRD's kind once it is Established.
+    for crd in keyfleet::crds::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        let established = kube::runtime::wait::await_condition(
+            crds.clone(),
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .expect("the CRD is Established within 30 s")
+            .unwrap();
+    }
 
     let ns = unique("keyfleet-e2e");
     let namespaces: Api<Namespace> = Api::all(client.clone());

@@ -403,17 +403,16 @@ async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced(
 
 // What LocalStack does not do like AWS, on the strict KMS model (faults injected into it).
 
-/// The requests of `operation` the model has seen, once no new ones come within 3 s.
-async fn settled(model: &kms_model::KmsModel, operation: &str) -> Vec<kms_model::RecordedRequest> {
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let calls = model.requests_of(operation);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        model.requests_of(operation).len(),
-        calls.len(),
-        "{operation} kept being called: a hot loop"
-    );
-    calls
+/// The requests of `operation` the model has seen once the AwsKey `name` rests (a reconcile
+/// wrote nothing and waits for a change): no loop goes on.
+async fn settled(
+    op: &Operator,
+    model: &kms_model::KmsModel,
+    name: &str,
+    operation: &str,
+) -> Vec<kms_model::RecordedRequest> {
+    op.wait_resting("AwsKey", NS, name).await;
+    model.requests_of(operation)
 }
 
 /// An AccessDeniedException injected into every CreateKey of the strict KMS model.
@@ -435,7 +434,7 @@ async fn access_denied_is_reported_precisely_and_not_retried_in_a_loop() {
         "{message}"
     );
     op.wait_events(&name, &["AccessDenied"]).await;
-    let calls = settled(&model, "CreateKey").await;
+    let calls = settled(&op, &model, &name, "CreateKey").await;
     assert!(!calls.is_empty());
     // What the refused request carried: an EXTERNAL key in the AwsKey's Region, owned by it.
     for call in &calls {
@@ -473,7 +472,7 @@ async fn a_key_deleted_outside_keyfleet_is_reported_as_key_gone_and_never_replac
         "the ARN consumers hold was dropped"
     );
     op.wait_events(&name, &["KeyGone"]).await;
-    settled(&model, "DescribeKey").await;
+    settled(&op, &model, &name, "DescribeKey").await;
     assert_eq!(
         model.requests_of("CreateKey").len(),
         1,
@@ -503,7 +502,7 @@ async fn incorrect_key_material_from_kms_is_material_mismatch() {
     .await;
     wait_reason(&op.keys(NS), &name, "MaterialMismatch").await;
     op.wait_events(&name, &["MaterialMismatch"]).await;
-    let imports = settled(&model, "ImportKeyMaterial").await;
+    let imports = settled(&op, &model, &name, "ImportKeyMaterial").await;
     let refused = &imports[before..];
     assert!(!refused.is_empty());
     assert!(

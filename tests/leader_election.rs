@@ -145,8 +145,26 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let mut a = instance(&kube, "replica-a").await;
     wait_leader(&a, Duration::from_secs(10)).await;
     let b = instance(&kube, "replica-b").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!b.ctx.readiness.is_leader(), "two leaders");
+    // Proof that the standby had its chance: a renewed the Lease a whole lease period after b
+    // started, and b never led meanwhile.
+    let b_started = SystemTime::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(!b.ctx.readiness.is_leader(), "two leaders");
+        let (holder, renewed, period) = lease_renewal(&kube);
+        assert_eq!(
+            holder, "replica-a",
+            "the standby took the Lease from a live leader"
+        );
+        if renewed >= b_started + period {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a did not renew the Lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(b.ctx.readiness.is_ready(), "a standby must report ready");
 
     let client = kube.client();

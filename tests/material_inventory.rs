@@ -178,6 +178,39 @@ async fn keys_other_than_symmetric_list_their_one_material_without_an_id() {
     assert_eq!(imports[0].params.get("KeyMaterialDescription"), None);
 }
 
+/// LocalStack does not implement ListKeyRotations (it answers 501) and reports no material
+/// ids: the inventory holds the one material keyfleet imported, with its fingerprint, marked
+/// as not confirmed by KMS, and the key is Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_kms_inventory_the_list_holds_what_keyfleet_imported_unconfirmed() {
+    let op = Operator::start(memkube::MemKube::new()).await;
+    let name = unique("unconfirmed");
+    let value = create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
+    create_key(
+        &op.keys(NS),
+        &aws_key(&name, DEFAULT_REGION, &name, json!({})),
+    )
+    .await;
+    let k = wait_for(
+        &op.keys(NS),
+        &name,
+        Duration::from_secs(60),
+        "Ready with one material",
+        |k| ready(k) == Some(("True".into(), "KeyReady".into())) && materials(k).len() == 1,
+    )
+    .await;
+    let m = &materials(&k)[0];
+    assert!(!m.confirmed, "{m:?}");
+    assert_eq!(m.fingerprint.as_deref(), Some(fingerprint(&value).as_str()));
+    assert_eq!(k.status.as_ref().unwrap().material_count, Some(1));
+    // Later resyncs keep it so: the 501 is not retried as a failure.
+    let seen = op.wait_own_reconciles("AwsKey", NS, &name, 0, 0).await;
+    op.wait_own_reconciles("AwsKey", NS, &name, seen, 2).await;
+    let again = op.keys(NS).get(&name).await.unwrap();
+    assert_eq!(ready(&again), Some(("True".into(), "KeyReady".into())));
+    assert_eq!(materials(&again), materials(&k));
+}
+
 /// Sets `keyMaterial.retire` of the AwsKey `name`.
 async fn retire(api: &Api<AwsKey>, name: &str, ids: &[&str]) {
     let patch = json!({"spec": {"keyMaterial": {"retire": ids}}});

@@ -21,7 +21,6 @@ use keyfleet::api::{
 };
 use keyfleet::material::KeyMaterial;
 use kube::Api;
-use kube::api::DeleteParams;
 use kube::api::PostParams;
 use memkube::MemKube;
 use serde_json::json;
@@ -282,11 +281,7 @@ async fn delete_material_shreds_the_key_and_reapplying_restores_it() {
     let first_public_key = public_key(&kms, &key_id).await;
     assert!(first_public_key.is_some());
 
-    op.keys(NS)
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(&op.keys(NS), &name).await;
+    op.delete_key(NS, &name).await;
     assert_eq!(key_state(&kms, &key_id).await, "PendingImport");
     // PendingImport: AWS refuses every cryptographic operation (LocalStack does not enforce
     // the state for Sign, so the test checks the state KMS reports).
@@ -452,7 +447,8 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
     op.wait_events(&name, &["RotationMaterialImported", "KeyRotated"])
         .await;
     // Later resyncs (deep reads) verify the new KeyMaterialId and never rotate again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = op.wait_own_reconciles("AwsKey", NS, &name, 0, 0).await;
+    op.wait_own_reconciles("AwsKey", NS, &name, seen, 2).await;
     wait_for(
         &api,
         &name,
@@ -692,7 +688,13 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         .await;
 
     // Later resyncs verify the new material on both and never rotate or import again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = op.wait_own_reconciles("AwsKey", NS, &name, 0, 0).await;
+    op.wait_own_reconciles("AwsKey", NS, &name, seen, 2).await;
+    let seen = op
+        .wait_own_reconciles("AwsReplicaKey", NS, &replica_name, 0, 0)
+        .await;
+    op.wait_own_reconciles("AwsReplicaKey", NS, &replica_name, seen, 2)
+        .await;
     both_verified(
         "primary verified on the new material",
         "replica verified on the new material",

@@ -373,21 +373,11 @@ async fn a_replica_refusing_the_material_is_material_mismatch() {
         model.key("eu-west-1", key_id_of(&arn)).unwrap().key_state,
         "PendingImport"
     );
-    // The reconcile that the condition's own status write triggers tries once more (on a busy
-    // machine a few seconds later); then the replica waits for a change (blocked recheck: ten
-    // minutes).
-    let second_try_by = tokio::time::Instant::now() + Duration::from_secs(6);
-    while imports_in(&model, "eu-west-1").len() < 2 && tokio::time::Instant::now() < second_try_by {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The reconcile that the condition's own status write triggers may try once more; then the
+    // replica rests until something changes (blocked recheck: ten minutes).
+    op.wait_resting("AwsReplicaKey", NS, &name).await;
     let settled = imports_in(&model, "eu-west-1").len();
     assert!(settled <= 2, "{settled} imports refused");
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(
-        imports_in(&model, "eu-west-1").len(),
-        settled,
-        "the refused import is retried in a loop"
-    );
 }
 
 /// Two AwsReplicaKeys of one primary in one region: KMS holds one replica per region, so one of
@@ -423,8 +413,8 @@ async fn a_second_replica_of_a_primary_in_one_region_is_refused_not_shared() {
         .clone();
     assert!(message.contains(&first), "{message}");
     let replicas: Api<AwsReplicaKey> = Api::namespaced(op.client.clone(), NS);
-    // It stays that way: the winner keeps its replica and its tags.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // It stays that way: the loser rests, the winner keeps its replica and its tags.
+    op.wait_resting("AwsReplicaKey", NS, &second).await;
     let winner_now = replicas.get(&winner.name_any()).await.unwrap();
     assert_eq!(
         replica_ready(&winner_now).map(|(s, _)| s).as_deref(),

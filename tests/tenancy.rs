@@ -270,11 +270,7 @@ async fn keys_keyfleet_did_not_create_are_adopted_only_with_consent_and_retained
         adopted.deletion_policy,
         Some(keyfleet::api::DeletionPolicy::Retain)
     );
-    op.keys(&ns)
-        .delete("adopted", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(&op.keys(&ns), "adopted").await;
+    op.delete_key(&ns, "adopted").await;
     assert_eq!(key_state(&kms, &consenting).await, "Enabled");
     op.wait_events("adopted", &["KeyRetained"]).await;
 
@@ -345,11 +341,7 @@ async fn a_key_that_is_no_longer_ours_is_left_alone() {
     assert_eq!(describe(&kms, &arn).await.description(), Some("before"));
 
     // Deleting the AwsKey releases it without scheduling the key's deletion.
-    op.keys(&ns)
-        .delete("taken", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(&op.keys(&ns), "taken").await;
+    op.delete_key(&ns, "taken").await;
     assert_eq!(key_state(&kms, &arn).await, "Enabled");
 }
 
@@ -480,11 +472,7 @@ async fn replica_cleanup_uses_the_recorded_connection_and_never_mistakes_another
     );
 
     // The primary goes first (Retain): the replica now has nothing to follow but its status.
-    let keys = op.keys(&ns);
-    keys.delete(&primary, &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(&keys, &primary).await;
+    op.delete_key(&ns, &primary).await;
 
     // The recorded connection is repointed to account A, where the replica does not exist.
     repoint("111122223333", account_a.url()).await;

@@ -140,9 +140,18 @@ pub async fn finish<K: ManagedKey>(
         .expiring
         .as_deref()
         .and_then(|expiring| status::set_expiring(&mut status, expiring, obj.meta().generation));
+    let written = obj.status() != Some(&status);
     status::write(api, &name, obj.status(), &status)
         .await
         .map_err(Error::Kube)?;
+    // Where each reconcile ends and when the next comes: tests read it as the proof that a
+    // refused object rests instead of looping.
+    tracing::debug!(
+        reason = verdict.reason,
+        status_written = written,
+        requeue_in_s = verdict.requeue.as_secs(),
+        "reconciled"
+    );
     if changed {
         publish_verdict(ctx, obj, &verdict).await;
     }

@@ -15,7 +15,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Context;
 use super::managed_key::ManagedKey;
@@ -130,7 +130,10 @@ async fn reconcile(
     // Written only when it changed; the write does not trigger this controller again (its
     // watch passes spec changes only).
     let api: Api<AwsKeyPolicyTemplate> = Api::all(tc.ctx.client.clone());
+    let written = old != Some(&new);
     status::write(&api, &name, old, &new).await?;
+    let requeue = tc.ctx.settings.resync_interval;
+    debug!(template = %name, keys, status_written = written, requeue_in_s = requeue.as_secs(), "template reconciled");
     if event_worthy(old) != event_worthy(Some(&new)) {
         let type_ = if verdict.ready {
             info!(template = %name, message = %verdict.message, "policy template renders");
@@ -143,7 +146,7 @@ async fn reconcile(
             .publish(&*template, type_, verdict.reason, verdict.message, "Render")
             .await;
     }
-    Ok(Requeue::requeue(tc.ctx.settings.resync_interval))
+    Ok(Requeue::requeue(requeue))
 }
 
 fn error_policy(

@@ -127,8 +127,8 @@ pub fn from_metadata(meta: &KeyMetadata) -> ObservedKey {
 }
 
 /// Every material of a symmetric key with imported material, per ListKeyRotations
-/// `IncludeKeyMaterial=ALL_KEY_MATERIAL` (paged). `Ok(None)` when KMS lists none with ids, or
-/// does not implement the call (LocalStack answers 501).
+/// `IncludeKeyMaterial=ALL_KEY_MATERIAL` (paged). `Ok(None)` when KMS lists none with ids or
+/// does not implement the call (LocalStack).
 pub async fn materials(
     client: &Client,
     key_id: &str,
@@ -141,18 +141,12 @@ pub async fn materials(
             .key_id(key_id)
             .include_key_material(IncludeKeyMaterial::AllKeyMaterial)
             .set_marker(marker)
-            // Not retried by the SDK: LocalStack answers 501 (retried as a 5xx it would cost
-            // seconds of backoff on every read); a throttle or 5xx from AWS fails the reconcile,
-            // which the controller retries with its own backoff.
-            .customize()
-            .config_override(aws_sdk_kms::config::Builder::default().retry_config(
-                aws_sdk_kms::config::retry::RetryConfig::standard().with_max_attempts(1),
-            ))
             .send()
             .await
         {
             Ok(page) => page,
-            // 501 Not Implemented (LocalStack): nothing is listed, and asking again won't help.
+            // An endpoint that does not implement the call (LocalStack answers 501 Not
+            // Implemented; AWS never does) has no inventory to give.
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 501) => {
                 return Ok(None);
             }

@@ -91,3 +91,19 @@ pub fn assert_none_leaked(kube: &MemKube, metrics: &str) {
 pub fn captured_log_bytes() -> usize {
     LOGS.lock().unwrap_or_else(|p| p.into_inner()).len()
 }
+
+/// The captured logs' lines that contain every one of `needles`; panics when this process's
+/// logs are not captured (another subscriber was installed first), since a wait on them could
+/// never succeed.
+pub fn captured_lines_with(needles: &[&str]) -> Vec<String> {
+    assert!(
+        *CAPTURING.lock().unwrap_or_else(|p| p.into_inner()),
+        "the controller's logs are not captured in this process"
+    );
+    let logs = LOGS.lock().unwrap_or_else(|p| p.into_inner());
+    String::from_utf8_lossy(&logs)
+        .lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .map(str::to_string)
+        .collect()
+}

@@ -457,6 +457,40 @@ impl Operator {
         }
     }
 
+    /// Waits until the newest reconcile of `kind/namespace/name` scheduled its next run at least
+    /// a minute away (the controller's `reconciled` debug line). The controllers' watches ignore
+    /// their own status writes (a generation predicate), so such an object rests until something
+    /// changes: the proof a "nothing is retried" check needs, instead of watching a fixed window.
+    /// Returns how many reconciles of the object had finished by then.
+    pub async fn wait_resting(&self, kind: &str, namespace: &str, name: &str) -> usize {
+        let object = format!("object={kind}/{namespace}/{name}}}");
+        wait_resting_lines(&[&object]).await
+    }
+
+    /// Waits until `more` reconciles of `kind/namespace/name` finished after `since` (a count
+    /// [`Self::wait_resting`] or this returned; 0 for all): the proof that resyncs ran before a
+    /// check that they changed nothing. Returns the new count.
+    pub async fn wait_own_reconciles(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        since: usize,
+        more: usize,
+    ) -> usize {
+        let object = format!("object={kind}/{namespace}/{name}}}");
+        wait_log_lines(&[&object, "requeue_in_s="], since + more).await
+    }
+
+    /// Deletes the AwsKey `name` and waits until it is gone (its cleanup ran).
+    pub async fn delete_key(&self, namespace: &str, name: &str) {
+        self.keys(namespace)
+            .delete(name, &kube::api::DeleteParams::default())
+            .await
+            .expect("delete the AwsKey");
+        wait_gone(&self.keys(namespace), name).await;
+    }
+
     /// Makes the controller reconcile the AwsKey `name` again (an annotation changes) and waits
     /// until it did.
     pub async fn reconcile_again(&self, namespace: &str, name: &str) {
@@ -473,6 +507,47 @@ impl Operator {
             .await
             .expect("annotate the AwsKey");
         self.wait_reconciles("AwsKey", since, 1).await;
+    }
+}
+
+/// Waits until the newest of the captured reconcile lines with every one of `needles` scheduled
+/// the next reconcile at least a minute away (`requeue_in_s=`; 30 s at most); returns how many
+/// such lines there are.
+pub async fn wait_resting_lines(needles: &[&str]) -> usize {
+    let needles: Vec<&str> = needles.iter().copied().chain(["requeue_in_s="]).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines = super::leaks::captured_lines_with(&needles);
+        let resting = lines.last().is_some_and(|l| {
+            l.rsplit_once("requeue_in_s=")
+                .and_then(|(_, s)| s.split_whitespace().next()?.parse::<u64>().ok())
+                .is_some_and(|s| s >= 60)
+        });
+        if resting {
+            return lines.len();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{needles:?} did not come to rest within 30 s: {lines:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the controller's captured logs hold at least `count` lines with every one of
+/// `needles` (30 s at most); returns how many they hold.
+pub async fn wait_log_lines(needles: &[&str], count: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = super::leaks::captured_lines_with(needles).len();
+        if found >= count {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{found} of {count} log lines with {needles:?} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
