@@ -209,6 +209,16 @@ async fn without_a_kms_inventory_the_list_holds_what_keyfleet_imported_unconfirm
     let again = op.keys(NS).get(&name).await.unwrap();
     assert_eq!(ready(&again), Some(("True".into(), "KeyReady".into())));
     assert_eq!(materials(&again), materials(&k));
+
+    // Without ids nothing can be retired: said precisely, nothing deleted.
+    let id = "0".repeat(64);
+    retire(&op.keys(NS), &name, &[&id]).await;
+    let refused = wait_reason(&op.keys(NS), &name, "MaterialInventoryUnavailable").await;
+    assert!(ready_message(&refused).contains("kms:ListKeyRotations"));
+    assert_eq!(
+        refused.status.unwrap().key.key_state.as_deref(),
+        Some("Enabled")
+    );
 }
 
 /// Sets `keyMaterial.retire` of the AwsKey `name`.

@@ -149,6 +149,16 @@ async fn retained_material_keeps_a_rotated_key_whole_on_the_primary_and_a_later_
         "EXISTING_KEY_MATERIAL"
     );
     assert_eq!(retained_import.error, None);
+    // Described like every import: the retained Secret, and the replica importing it.
+    let description = retained_import.params["KeyMaterialDescription"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        description.contains(&format!("Secret {NS}/{name} rv "))
+            && description.ends_with(&format!("for AwsReplicaKey {NS}/{replica}")),
+        "{description}"
+    );
     op.wait_events(&replica, &["RetainedMaterialImported"])
         .await;
 

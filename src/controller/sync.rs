@@ -185,6 +185,7 @@ pub async fn sync(
             && observed.current_key_material_id.is_some();
         let facts = MaterialFacts {
             unproven,
+            unlisted: matches!(listing, Some(Listing::Unlisted)),
             retained: &retained,
             secret_fingerprint: fingerprint.as_str(),
             imported_fingerprint: key

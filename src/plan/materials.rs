@@ -21,6 +21,9 @@ pub(super) fn plan_materials(
     plan: &mut Plan,
 ) {
     let Some(listed) = &observed.materials else {
+        if material.unlisted && !desired.retire.is_empty() {
+            plan.block(Blocker::MaterialInventoryUnavailable);
+        }
         return;
     };
     let valid_to = import_valid_to(desired, material.now);

@@ -71,6 +71,7 @@ const FP: MaterialFacts<'static> = MaterialFacts {
     rotation: RotationFacts::None,
     retained: &[],
     unproven: false,
+    unlisted: false,
 };
 
 fn plan(d: &DesiredKey, o: &ObservedKey) -> Plan {

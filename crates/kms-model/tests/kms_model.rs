@@ -2308,6 +2308,7 @@ async fn rolling_validity_after_a_rotation_plans_an_import_on_every_reconcile() 
             rotation: RotationFacts::None,
             retained: &[],
             unproven: false,
+            unlisted: false,
         };
         plan_key(&desired, observed, &facts, None, false)
     };
