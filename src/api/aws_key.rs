@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{CustomResource, KubeSchema};
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -18,53 +18,29 @@ use super::key_spec::{KeySpec, KeyUsage};
 use super::key_status::KmsKeyStatus;
 use super::refs::{LocalObjectRef, SecretKeySelector};
 
-/// A KMS key whose material you bring: keyfleet creates an EXTERNAL-origin key in AWS KMS,
-/// imports the material held in a Secret, and keeps alias, description, tags, policy and
-/// enabled state as declared here.
-#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[kube(
-    group = "kms.keyfleet.dev",
-    version = "v1alpha1",
+keyfleet_kind! {
+kube(
     kind = "AwsKey",
     plural = "awskeys",
     singular = "awskey",
     shortname = "ak",
-    category = "keyfleet",
     namespaced,
     status = "AwsKeyStatus",
     doc = "A BYOK key in AWS KMS whose material is imported from a Secret.",
+),
+columns_before(
     printcolumn(name = "Alias", type_ = "string", json_path = ".spec.alias"),
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.keyState"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    printcolumn(
-        name = "ARN",
-        type_ = "string",
-        json_path = ".status.arn",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Materials",
-        type_ = "integer",
-        json_path = ".status.materialCount",
-        priority = 1
-    ),
-    cel
-)]
+),
+columns_between(),
+columns_after(
+    printcolumn(name = "ARN", type_ = "string", json_path = ".status.arn", priority = 1),
+    printcolumn(name = "Materials", type_ = "integer", json_path = ".status.materialCount", priority = 1),
+),
+/// A KMS key whose material you bring: keyfleet creates an EXTERNAL-origin key in AWS KMS,
+/// imports the material held in a Secret, and keeps alias, description, tags, policy and
+/// enabled state as declared here.
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.keySpec.startsWith('RSA_') || has(self.keyUsage)").message("keyUsage is required for RSA keys: ENCRYPT_DECRYPT or SIGN_VERIFY").field_path(".keyUsage").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("!has(self.keyUsage) || (self.keySpec == 'SYMMETRIC_DEFAULT' && self.keyUsage == 'ENCRYPT_DECRYPT') || (self.keySpec.startsWith('HMAC_') && self.keyUsage == 'GENERATE_VERIFY_MAC') || (self.keySpec.startsWith('ECC_') && self.keyUsage == 'SIGN_VERIFY') || (self.keySpec.startsWith('RSA_') && self.keyUsage in ['ENCRYPT_DECRYPT', 'SIGN_VERIFY'])").message("keyUsage does not fit keySpec: SYMMETRIC_DEFAULT takes ENCRYPT_DECRYPT, HMAC_* takes GENERATE_VERIFY_MAC, ECC_* takes SIGN_VERIFY, RSA_* takes ENCRYPT_DECRYPT or SIGN_VERIFY").field_path(".keyUsage"))]
@@ -165,6 +141,7 @@ pub struct AwsKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/.+$"))]
     pub adopt_key_arn: Option<String>,
+}
 }
 
 /// Where the key material is read from and how it is wrapped for import.

@@ -4,49 +4,30 @@
 #![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::key_policy::PolicyShortcuts;
 
-/// A key policy shared by many keys (CCKM policy templates). An `AwsKey` or `AwsReplicaKey`
-/// names it in `spec.policy.templateRef`; keyfleet renders it for each key (its account, region
-/// and ARN) and re-applies it to every such key when the template changes. Its status says
-/// whether it renders and how many keys use it.
-#[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[kube(
-    group = "kms.keyfleet.dev",
-    version = "v1alpha1",
+keyfleet_kind! {
+kube(
     kind = "AwsKeyPolicyTemplate",
     plural = "awskeypolicytemplates",
     singular = "awskeypolicytemplate",
     shortname = "akpt",
-    category = "keyfleet",
     doc = "A reusable AWS KMS key policy: a document with placeholders, or principal shortcuts.",
     status = "AwsKeyPolicyTemplateStatus",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
+),
+columns_before(),
+columns_between(
     printcolumn(name = "Keys", type_ = "integer", json_path = ".status.keys"),
-    printcolumn(
-        name = "Description",
-        type_ = "string",
-        json_path = ".spec.description"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    cel
-)]
+    printcolumn(name = "Description", type_ = "string", json_path = ".spec.description"),
+),
+columns_after(),
+/// A key policy shared by many keys (CCKM policy templates). An `AwsKey` or `AwsReplicaKey`
+/// names it in `spec.policy.templateRef`; keyfleet renders it for each key (its account, region
+/// and ARN) and re-applies it to every such key when the template changes. Its status says
+/// whether it renders and how many keys use it.
+#[derive(Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(format!("[has(self.document), {}].filter(x, x).size() == 1", super::key_policy::HAS_SHORTCUTS)).message("a policy template takes exactly one of: document, or the shortcuts (keyAdmins, keyAdminsRoles, keyUsers, keyUsersRoles, externalAccounts)"))]
 pub struct AwsKeyPolicyTemplateSpec {
@@ -63,6 +44,7 @@ pub struct AwsKeyPolicyTemplateSpec {
     /// Principal shortcuts, rendered for each key like `spec.policy` shortcuts of an AwsKey.
     #[serde(flatten)]
     pub shortcuts: PolicyShortcuts,
+}
 }
 
 /// Whether the template renders, and how many keys use it.

@@ -4,70 +4,57 @@
 #![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::allowed_namespaces::AllowedNamespaces;
 
-/// The grammar of an AWS region name: a partition's area prefix, a direction and a number, e.g.
-/// `eu-west-1`, `us-gov-west-1`, `cn-northwest-1`, `eusc-de-east-1`. The prefixes are those of
-/// the partitions' `regionRegex` in the AWS SDKs' `partitions.json` (aws, aws-cn, aws-us-gov,
-/// aws-iso, aws-iso-b, aws-iso-e, aws-iso-f, aws-eusc); the directions are the ones AWS uses,
-/// spelled out so that a typo such as `eu-wset-1` is refused.
-pub const AWS_REGION_PATTERN: &str = "^(af|ap|ca|cn|eu|il|me|mx|sa|us|us-gov|us-iso|us-isob|us-isof|eu-isoe|eusc-de)-(central|north|south|east|west|northeast|northwest|southeast|southwest)-[1-9][0-9]?$";
+/// The grammar of an AWS region name as a regular expression: a partition's area prefix, a
+/// direction and a number, e.g. `eu-west-1`, `us-gov-west-1`, `cn-northwest-1`,
+/// `eusc-de-east-1` (from [`REGION_PREFIXES`] and [`REGION_DIRECTIONS`], which
+/// [`is_region_name`] reads too).
+pub fn aws_region_pattern() -> String {
+    format!(
+        "^({})-({})-[1-9][0-9]?$",
+        REGION_PREFIXES.join("|"),
+        REGION_DIRECTIONS.join("|")
+    )
+}
 
-/// The CEL rule that holds a `region` field to [`AWS_REGION_PATTERN`].
+/// The CEL rule that holds a `region` field to [`aws_region_pattern`].
 pub(crate) fn region_rule() -> String {
-    format!("self.matches('{AWS_REGION_PATTERN}')")
+    format!("self.matches('{}')", aws_region_pattern())
 }
 
 /// The message of [`region_rule`].
 pub(crate) const REGION_RULE_MESSAGE: &str =
     "region must be an AWS region name, e.g. eu-west-1 or us-gov-west-1";
 
+keyfleet_kind! {
+kube(
+    kind = "AwsKms",
+    plural = "awskmses",
+    singular = "awskms",
+    shortname = "akms",
+    doc = "An AWS KMS connection: the role keyfleet assumes and the regions keys may live in.",
+    status = "AwsKmsStatus",
+),
+columns_before(
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.roleArn"),
+    printcolumn(name = "Namespaces", type_ = "string", json_path = ".spec.allowedNamespaces.from"),
+    printcolumn(name = "Regions", type_ = "string", json_path = ".spec.regions"),
+),
+columns_between(
+    printcolumn(name = "Account", type_ = "string", json_path = ".status.accountId"),
+),
+columns_after(),
 /// An AWS KMS connection (CCKM `kms`): which credentials keyfleet uses, in which regions, and
 /// which namespaces may use it.
 ///
 /// An `AwsKey` that names no `AwsKms` uses the one named `default`, when it exists and admits
 /// the key's namespace. Write access to an AwsKms is access to every key material imported
 /// through it: grant it like a cluster-admin permission.
-#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[kube(
-    group = "kms.keyfleet.dev",
-    version = "v1alpha1",
-    kind = "AwsKms",
-    plural = "awskmses",
-    singular = "awskms",
-    shortname = "akms",
-    category = "keyfleet",
-    doc = "An AWS KMS connection: the role keyfleet assumes and the regions keys may live in.",
-    status = "AwsKmsStatus",
-    printcolumn(name = "Role", type_ = "string", json_path = ".spec.roleArn"),
-    printcolumn(
-        name = "Namespaces",
-        type_ = "string",
-        json_path = ".spec.allowedNamespaces.from"
-    ),
-    printcolumn(name = "Regions", type_ = "string", json_path = ".spec.regions"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(name = "Account", type_ = "string", json_path = ".status.accountId"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    cel
-)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsKmsSpec {
     /// The namespaces whose AwsKeys and AwsReplicaKeys may use this connection (required):
@@ -90,7 +77,7 @@ pub struct AwsKmsSpec {
     /// Regions in which keys may be created through this connection, e.g. `[eu-west-1]`.
     /// Empty: any region. A key in another region is refused with reason `RegionNotAllowed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new(format!("self.all(r, r.matches('{AWS_REGION_PATTERN}'))")).message("regions entries must be AWS region names, e.g. eu-west-1 or us-gov-west-1"))]
+    #[x_kube(validation = Rule::new(format!("self.all(r, r.matches('{}'))", aws_region_pattern())).message("regions entries must be AWS region names, e.g. eu-west-1 or us-gov-west-1"))]
     #[schemars(length(max = 64), inner(length(min = 1, max = 32)))]
     pub regions: Vec<String>,
 
@@ -119,6 +106,7 @@ pub struct AwsKmsSpec {
     /// Limits on the key policies of keys using this connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_policy: Option<KeyPolicyLimits>,
+}
 }
 
 /// Adoption of KMS keys keyfleet did not create.
@@ -194,13 +182,16 @@ pub struct AwsKmsStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// The area prefixes of [`AWS_REGION_PATTERN`].
+/// The area prefixes of AWS region names: those of the partitions' `regionRegex` in the AWS
+/// SDKs' `partitions.json` (aws, aws-cn, aws-us-gov, aws-iso, aws-iso-b, aws-iso-e, aws-iso-f,
+/// aws-eusc).
 const REGION_PREFIXES: [&str; 16] = [
     "af", "ap", "ca", "cn", "eu", "il", "me", "mx", "sa", "us", "us-gov", "us-iso", "us-isob",
     "us-isof", "eu-isoe", "eusc-de",
 ];
 
-/// The directions of [`AWS_REGION_PATTERN`].
+/// The directions AWS region names use, spelled out so that a typo such as `eu-wset-1` is
+/// refused.
 const REGION_DIRECTIONS: [&str; 9] = [
     "central",
     "north",
@@ -213,7 +204,7 @@ const REGION_DIRECTIONS: [&str; 9] = [
     "southwest",
 ];
 
-/// Whether `region` is an AWS region name by [`AWS_REGION_PATTERN`] (the admission rule), for
+/// Whether `region` is an AWS region name by [`aws_region_pattern`] (the admission rule), for
 /// objects admitted before the rule existed: `<prefix>-<direction>-<1..99>`.
 pub fn is_region_name(region: &str) -> bool {
     let Some((rest, number)) = region.rsplit_once('-') else {

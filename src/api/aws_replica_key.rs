@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -16,58 +15,30 @@ use super::key_policy::KeyPolicy;
 use super::key_status::KmsKeyStatus;
 use super::refs::LocalObjectRef;
 
-/// A replica of a multi-region `AwsKey` in another region (CCKM "replicate multi-region key").
-/// AWS never copies imported material to a replica: keyfleet imports the primary's material
-/// into it after ReplicateKey and again whenever it falls back to PendingImport (expired or
-/// deleted material).
-#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[kube(
-    group = "kms.keyfleet.dev",
-    version = "v1alpha1",
+keyfleet_kind! {
+kube(
     kind = "AwsReplicaKey",
     plural = "awsreplicakeys",
     singular = "awsreplicakey",
     shortname = "ark",
-    category = "keyfleet",
     namespaced,
     status = "AwsReplicaKeyStatus",
     doc = "A replica of a multi-region AwsKey in another region, kept holding the primary's material.",
-    printcolumn(
-        name = "Primary",
-        type_ = "string",
-        json_path = ".spec.primaryKeyRef.name"
-    ),
+),
+columns_before(
+    printcolumn(name = "Primary", type_ = "string", json_path = ".spec.primaryKeyRef.name"),
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.keyState"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    printcolumn(
-        name = "ARN",
-        type_ = "string",
-        json_path = ".status.arn",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Materials",
-        type_ = "integer",
-        json_path = ".status.materialCount",
-        priority = 1
-    ),
-    cel
-)]
+),
+columns_between(),
+columns_after(
+    printcolumn(name = "ARN", type_ = "string", json_path = ".status.arn", priority = 1),
+    printcolumn(name = "Materials", type_ = "integer", json_path = ".status.materialCount", priority = 1),
+),
+/// A replica of a multi-region `AwsKey` in another region (CCKM "replicate multi-region key").
+/// AWS never copies imported material to a replica: keyfleet imports the primary's material
+/// into it after ReplicateKey and again whenever it falls back to PendingImport (expired or
+/// deleted material).
 #[serde(rename_all = "camelCase")]
 pub struct AwsReplicaKeySpec {
     /// The primary: an `AwsKey` in this namespace with `multiRegion: true`. Its Secret is the
@@ -124,6 +95,7 @@ pub struct AwsReplicaKeySpec {
     #[serde(default = "super::key_settings::default_pending_window_days")]
     #[schemars(range(min = 7, max = 30))]
     pub pending_window_days: i32,
+}
 }
 
 /// Observed state of an AwsReplicaKey, as seen in KMS.

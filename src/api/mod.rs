@@ -2,6 +2,9 @@
 //! topic of the vocabulary they share (key specs, key material, policy, references, deletion,
 //! expiration, status and conditions).
 
+#[macro_use]
+mod kind;
+
 pub mod allowed_namespaces;
 pub mod aws_key;
 pub mod aws_key_policy_template;

@@ -4,44 +4,29 @@
 #![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::allowed_namespaces::AllowedNamespaces;
 
-/// A PKCS#11 token keyfleet logs in to, to export keys to KMS wrapped (`C_WrapKey`): key
-/// material that never exists in plaintext outside the HSM.
-#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[kube(
-    group = "kms.keyfleet.dev",
-    version = "v1alpha1",
+keyfleet_kind! {
+kube(
     kind = "Pkcs11Token",
     plural = "pkcs11tokens",
     singular = "pkcs11token",
     shortname = "p11",
-    category = "keyfleet",
     status = "Pkcs11TokenStatus",
     doc = "A PKCS#11 token (HSM) whose keys AwsKeys import without their plaintext leaving it.",
+),
+columns_before(
     printcolumn(name = "Token", type_ = "string", json_path = ".spec.tokenLabel"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    printcolumn(
-        name = "Module",
-        type_ = "string",
-        json_path = ".spec.module",
-        priority = 1
-    ),
-    cel
-)]
+),
+columns_between(),
+columns_after(
+    printcolumn(name = "Module", type_ = "string", json_path = ".spec.module", priority = 1),
+),
+/// A PKCS#11 token keyfleet logs in to, to export keys to KMS wrapped (`C_WrapKey`): key
+/// material that never exists in plaintext outside the HSM.
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.tokenLabel) != has(self.slot)").message("set exactly one of tokenLabel and slot"))]
 pub struct Pkcs11TokenSpec {
@@ -76,6 +61,7 @@ pub struct Pkcs11TokenSpec {
     #[serde(default = "default_max_sessions")]
     #[schemars(range(min = 1, max = 64))]
     pub max_sessions: u32,
+}
 }
 
 fn default_max_sessions() -> u32 {
