@@ -209,6 +209,16 @@ async fn without_a_kms_inventory_the_list_holds_what_keyfleet_imported_unconfirm
     let again = op.keys(NS).get(&name).await.unwrap();
     assert_eq!(ready(&again), Some(("True".into(), "KeyReady".into())));
     assert_eq!(materials(&again), materials(&k));
+
+    // Without ids nothing can be retired: said precisely, nothing deleted.
+    let id = "0".repeat(64);
+    retire(&op.keys(NS), &name, &[&id]).await;
+    let refused = wait_reason(&op.keys(NS), &name, "MaterialInventoryUnavailable").await;
+    assert!(ready_message(&refused).contains("kms:ListKeyRotations"));
+    assert_eq!(
+        refused.status.unwrap().key.key_state.as_deref(),
+        Some("Enabled")
+    );
 }
 
 /// Sets `keyMaterial.retire` of the AwsKey `name`.
@@ -236,15 +246,7 @@ async fn retire_deletes_non_current_material_everywhere_and_never_the_current_on
     scenario.add_replica(&replica_name, REGION, json!({})).await;
     wait_replica_ready(&op.client, NS, &replica_name).await;
     let api = op.keys(NS);
-    let old_id = api
-        .get(&primary)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .key
-        .key_material_id
-        .unwrap();
+    let old_id = recorded_key_material_id(&api, &primary).await;
 
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
     let new_id = kms_model::key_material_id(&key_id, &new);
@@ -308,7 +310,74 @@ async fn retire_deletes_non_current_material_everywhere_and_never_the_current_on
         );
     }
     // No import is attempted for a key that lacks only retired material.
-    let imports = model.requests_of("ImportKeyMaterial").len();
-    op.reconcile_again(NS, &primary).await;
-    assert_eq!(model.requests_of("ImportKeyMaterial").len(), imports);
+    reconcile_imports_nothing(&op, &model, NS, &primary).await;
+}
+
+/// Imports the Secret value `value` into `key_id` behind keyfleet's back.
+async fn import_outside(kms: &aws_sdk_kms::Client, key_id: &str, value: &[u8]) {
+    let material = KeyMaterial::from_secret_value(
+        KeySpec::SymmetricDefault,
+        keyfleet::api::MaterialEncoding::Raw,
+        value,
+    )
+    .unwrap();
+    let (algorithm, wrapping_key_spec) =
+        keyfleet::api::WrappingAlgorithm::default_for(KeySpec::SymmetricDefault);
+    let input = keyfleet::kms::execute::ImportInput {
+        material: &material,
+        algorithm,
+        wrapping_key_spec,
+        description: None,
+    };
+    keyfleet::kms::execute::import_material(kms, key_id, &input, None)
+        .await
+        .unwrap();
+}
+
+/// keyfleet finding: an adopted symmetric key holds material keyfleet never imported, and its
+/// KeyMaterialId was taken on trust (verification then compared KMS with itself). keyfleet now
+/// proves it by importing the Secret's material once (KMS refuses other material) and records
+/// the KeyMaterialId of that import: a key holding the Secret's material is Ready and
+/// verified, one holding other material is MaterialMismatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_adopted_keys_material_is_proven_by_an_import_not_taken_on_trust() {
+    use support::outside::{adopt_by, external_key, import_other_material};
+    let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
+    let api = op.keys(NS);
+    for holds_secret in [true, false] {
+        let name = unique("adopted");
+        let arn = external_key(&kms, vec![adopt_by(NS, &name)]).await;
+        let key_id = arn.rsplit('/').next().unwrap().to_string();
+        let value = create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
+        if holds_secret {
+            import_outside(&kms, &key_id, &value).await;
+        } else {
+            import_other_material(&kms, &key_id, KeySpec::SymmetricDefault).await;
+        }
+        let before = model.requests_of("ImportKeyMaterial").len();
+        let adopt = json!({"adoptKeyArn": arn});
+        create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, adopt)).await;
+        if holds_secret {
+            let k = wait_for(&api, &name, Duration::from_secs(30), "verified", |k| {
+                ready(k) == Some(("True".into(), "KeyReady".into()))
+                    && condition_of(&k.status.as_ref().unwrap().conditions, "MaterialVerified")
+                        == Some(("True".into(), "KeyMaterialIdMatches".into()))
+            })
+            .await;
+            let id = kms_model::key_material_id(&key_id, &value);
+            assert_eq!(k.status.unwrap().key.key_material_id, Some(id));
+        } else {
+            wait_reason(&api, &name, "MaterialMismatch").await;
+        }
+        let imports: Vec<_> = model.requests_of("ImportKeyMaterial")[before..]
+            .iter()
+            .map(|r| r.error.clone())
+            .collect();
+        let expected = if holds_secret {
+            None
+        } else {
+            Some("IncorrectKeyMaterialException".to_string())
+        };
+        assert_eq!(imports.first(), Some(&expected), "{imports:?}");
+    }
 }

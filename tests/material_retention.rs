@@ -74,6 +74,14 @@ async fn patch_spec(api: &Api<AwsKey>, name: &str, spec: serde_json::Value) {
     .unwrap();
 }
 
+/// Waits until the AwsKey `name` is Ready on the material `id`.
+async fn wait_rotated_to(api: &Api<AwsKey>, name: &str, id: &str) -> AwsKey {
+    wait_for(api, name, Duration::from_secs(30), "rotated, Ready", |k| {
+        key_ready(k) && k.status.as_ref().and_then(|s| s.key_material_id.as_deref()) == Some(id)
+    })
+    .await
+}
+
 fn key_ready(k: &AwsKey) -> bool {
     ready(k) == Some(("True".into(), "KeyReady".into()))
 }
@@ -101,15 +109,7 @@ async fn retained_material_keeps_a_rotated_key_whole_on_the_primary_and_a_later_
     let scenario = ReplicaScenario::new(op, NS, &name, KeySpec::SymmetricDefault, spec).await;
     let arn = scenario.primary_arn().await;
     let key_id = arn.rsplit('/').next().unwrap().to_string();
-    let old_id = api
-        .get(&name)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .key
-        .key_material_id
-        .unwrap();
+    let old_id = recorded_key_material_id(&api, &name).await;
 
     // A new Secret for expiring material, the old one not retained: refused, nothing imported.
     let new = new_secret(op, &name).await;
@@ -124,13 +124,7 @@ async fn retained_material_keeps_a_rotated_key_whole_on_the_primary_and_a_later_
     let mut retained = rotate_to_new.clone();
     retained["retained"] = json!([{"secretRef": {"name": name, "key": "material"}}]);
     patch_spec(&api, &name, json!({"keyMaterial": retained})).await;
-    wait_for(&api, &name, Duration::from_secs(30), "rotated", |k| {
-        key_ready(k)
-            && k.status
-                .as_ref()
-                .is_some_and(|s| s.key_material_id.as_deref() == Some(new_id.as_str()))
-    })
-    .await;
+    wait_rotated_to(&api, &name, &new_id).await;
 
     // A replica added after the rotation needs both materials: the current one and, from the
     // retained Secret, the old one (EXISTING_KEY_MATERIAL with its id).
@@ -155,6 +149,16 @@ async fn retained_material_keeps_a_rotated_key_whole_on_the_primary_and_a_later_
         "EXISTING_KEY_MATERIAL"
     );
     assert_eq!(retained_import.error, None);
+    // Described like every import: the retained Secret, and the replica importing it.
+    let description = retained_import.params["KeyMaterialDescription"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        description.contains(&format!("Secret {NS}/{name} rv "))
+            && description.ends_with(&format!("for AwsReplicaKey {NS}/{replica}")),
+        "{description}"
+    );
     op.wait_events(&replica, &["RetainedMaterialImported"])
         .await;
 
@@ -189,9 +193,7 @@ async fn retained_material_keeps_a_rotated_key_whole_on_the_primary_and_a_later_
         status.conditions
     );
     // Later resyncs do not import again (the renewed materials are far from their threshold).
-    let imports = bed.model.requests_of("ImportKeyMaterial").len();
-    op.reconcile_again(NS, &name).await;
-    assert_eq!(bed.model.requests_of("ImportKeyMaterial").len(), imports);
+    reconcile_imports_nothing(op, &bed.model, NS, &name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -215,19 +217,7 @@ async fn unretained_material_raises_material_will_expire_and_a_retained_secret_b
         json!({"keyMaterial": {"secretRef": {"name": format!("{name}-2"), "key": "material"}}}),
     )
     .await;
-    wait_for(
-        &api,
-        &name,
-        Duration::from_secs(30),
-        "rotated (accepted)",
-        |k| {
-            key_ready(k)
-                && k.status
-                    .as_ref()
-                    .is_some_and(|s| s.key_material_id.as_deref() == Some(new_id.as_str()))
-        },
-    )
-    .await;
+    wait_rotated_to(&api, &name, &new_id).await;
     let old_valid_to = bed.valid_to(DEFAULT_REGION, &key_id, &old_id).unwrap();
 
     // 21 days on: the current material is renewed, the old one cannot be.

@@ -339,9 +339,9 @@ async fn a_replica_born_pending_import_gets_the_primarys_material() {
 }
 
 /// A multi-Region key imported outside keyfleet (material A) and adopted by an AwsKey whose
-/// Secret holds other material (B): a symmetric key cannot prove its material without a
-/// recorded KeyMaterialId, so the primary is Ready; KMS refuses B for the replica
-/// (IncorrectKeyMaterialException), which is reported as MaterialMismatch, not retried.
+/// Secret holds other material (B): the primary proves its material by importing B, which KMS
+/// refuses (MaterialMismatch), and so does the replica's import (IncorrectKeyMaterialException),
+/// reported as MaterialMismatch, not retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_refusing_the_material_is_material_mismatch() {
     let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
@@ -356,7 +356,7 @@ async fn a_replica_refusing_the_material_is_material_mismatch() {
         json!({"adoptKeyArn": arn}),
     )
     .await;
-    scenario.ready_primary().await;
+    wait_reason(&scenario.keys(), &primary, "MaterialMismatch").await;
     let name = format!("{primary}-eu");
     scenario.add_replica(&name, "eu-west-1", json!({})).await;
     wait_replica_reason(&op.client, NS, &name, "MaterialMismatch").await;

@@ -296,6 +296,12 @@ impl KeyMaterialSource {
     pub fn secret_name(&self) -> Option<&str> {
         self.secret_ref.as_ref().map(|r| r.name.as_str())
     }
+
+    /// Whether the Secret `name` (in the resource's namespace) holds material of this key: the
+    /// current material, or a `retained` one.
+    pub fn reads_secret(&self, name: &str) -> bool {
+        self.secret_name() == Some(name) || self.retained.iter().any(|r| r.secret_ref.name == name)
+    }
 }
 
 impl AwsKeySpec {

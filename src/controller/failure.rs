@@ -99,6 +99,7 @@ impl Failure {
             Blocker::MaterialRetirementRefused { .. } | Blocker::PreviousMaterialNotRetained => {
                 Category::Spec
             }
+            Blocker::MaterialInventoryUnavailable => Category::Kms,
         };
         Failure::blocked(blocker.reason(), category, blocker.message())
     }

@@ -225,7 +225,7 @@ async fn run_keys(
         .watches_stream(secrets, move |secret| {
             let (ns, name) = (secret.namespace(), secret.name_any());
             refs_where(&by_secret, |k| {
-                k.namespace() == ns && k.spec.key_material.secret_name() == Some(name.as_str())
+                k.namespace() == ns && k.spec.key_material.reads_secret(&name)
             })
         })
         .watches_stream(connection_changes(&client), move |kms| {
@@ -350,9 +350,7 @@ async fn run_replicas(
                 .state()
                 .into_iter()
                 .filter_map(|k| k.0.as_ref().ok().cloned())
-                .filter(|k| {
-                    k.namespace() == ns && k.spec.key_material.secret_name() == Some(name.as_str())
-                })
+                .filter(|k| k.namespace() == ns && k.spec.key_material.reads_secret(&name))
                 .flat_map(|k| replicas_of(&by_secret, ns.clone(), k.name_any()))
                 .collect::<Vec<_>>()
         })

@@ -178,7 +178,14 @@ pub async fn sync(
         let alias_target = alias_target(key.client, key.desired, &observed).await?;
         let rotation = rotation_facts(&key, status, &observed, fingerprint.as_str()).await?;
         let retained = inventory::retained_facts(&key.retained, status, key.role.primary());
+        // An adopted symmetric key: what KMS holds is proven by importing the Secret's material
+        // (the KeyMaterialId of that import is recorded), not taken on trust.
+        let unproven = matches!(key.role, Role::Primary)
+            && status.key_material_id.is_none()
+            && observed.current_key_material_id.is_some();
         let facts = MaterialFacts {
+            unproven,
+            unlisted: matches!(listing, Some(Listing::Unlisted)),
             retained: &retained,
             secret_fingerprint: fingerprint.as_str(),
             imported_fingerprint: key

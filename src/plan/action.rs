@@ -127,6 +127,9 @@ pub enum Blocker {
     /// NON_CURRENT materials are gone (expired, deleted, never imported into this replica) and
     /// no `retained` Secret holds them: KMS keeps the key PendingImport.
     NonCurrentMaterialMissing(Vec<String>),
+    /// `keyMaterial.retire` lists materials, but KMS lists none with ids for this key, so
+    /// nothing can be matched or retired.
+    MaterialInventoryUnavailable,
     /// `onChange: Rotate` would leave the expiring previous material to expire: its Secret is
     /// not in `retained` and `expiringPreviousMaterial` is not Accept.
     PreviousMaterialNotRetained,
@@ -150,6 +153,7 @@ impl Blocker {
             Blocker::MaterialRetired(_) => "MaterialRetired",
             Blocker::NonCurrentMaterialMissing(_) => "NonCurrentMaterialMissing",
             Blocker::PreviousMaterialNotRetained => "PreviousMaterialNotRetained",
+            Blocker::MaterialInventoryUnavailable => "MaterialInventoryUnavailable",
         }
     }
 
@@ -168,6 +172,7 @@ impl Blocker {
             Blocker::MaterialRetirementRefused { key_material_id, state } => format!("keyMaterial.retire lists {key_material_id}, which is {state}: only NON_CURRENT material is retired (the current material encrypts everything new; material pending rotation is about to). Nothing was deleted; remove it from retire"),
             Blocker::MaterialRetired(ids) => format!("KMS keeps the key PendingImport, unusable for encryption and decryption, because retired material {} is deleted (a key works only while it holds every material it was rotated through). To use the key again, remove the id from keyMaterial.retire and list a Secret holding that material in keyMaterial.retained", ids.join(", ")),
             Blocker::NonCurrentMaterialMissing(ids) => format!("KMS keeps the key PendingImport, unusable, because NON_CURRENT material {} is missing here (expired, deleted, or never imported into this replica) and no keyMaterial.retained Secret holds it; list a Secret holding it in keyMaterial.retained", ids.join(", ")),
+            Blocker::MaterialInventoryUnavailable => "keyMaterial.retire lists key materials, but KMS lists no materials with ids for this key (ListKeyRotations refused or not implemented, or a key other than SYMMETRIC_DEFAULT), so nothing was retired; grant kms:ListKeyRotations, or remove retire".into(),
             Blocker::PreviousMaterialNotRetained => "the Secret holds new material and onChange is Rotate, but the key's material expires and the material it would rotate away from is not in keyMaterial.retained: once only NON_CURRENT, nobody would renew it, and at its ValidTo everything it encrypted would become undecryptable. Nothing was imported; list a Secret holding the current material in keyMaterial.retained, or set keyMaterial.expiringPreviousMaterial: Accept".into(),
         }
     }

@@ -22,6 +22,12 @@ pub struct MaterialFacts<'a> {
     /// The materials of `keyMaterial.retained` Secrets, in their order (an action names one
     /// by its index).
     pub retained: &'a [RetainedFacts],
+    /// KMS reports a current KeyMaterialId that keyfleet never recorded (an adopted key): the
+    /// Secret's material is proven by importing it again, which KMS refuses for other material.
+    pub unproven: bool,
+    /// The inventory was read this round and KMS listed no materials with ids (LocalStack, no
+    /// `kms:ListKeyRotations`, a key other than SYMMETRIC_DEFAULT).
+    pub unlisted: bool,
 }
 
 /// One `keyMaterial.retained` Secret's material, as far as planning needs it.

@@ -21,6 +21,9 @@ pub(super) fn plan_materials(
     plan: &mut Plan,
 ) {
     let Some(listed) = &observed.materials else {
+        if material.unlisted && !desired.retire.is_empty() {
+            plan.block(Blocker::MaterialInventoryUnavailable);
+        }
         return;
     };
     let valid_to = import_valid_to(desired, material.now);
@@ -82,11 +85,19 @@ pub(super) fn plan_materials(
     }
 }
 
-/// Whether KMS holds the key's current material in this Region; None without an inventory.
-pub(super) fn current_imported(observed: &ObservedKey) -> Option<bool> {
-    let listed = observed.materials.as_ref()?;
-    let current = listed.iter().find(|m| m.state == MaterialState::Current)?;
-    Some(current.imported)
+/// Whether a PendingImport key holds its current material and lacks only NON_CURRENT ones (per
+/// the inventory): importing the current material again cannot make it usable.
+pub(super) fn lacks_only_other_material(observed: &ObservedKey) -> bool {
+    let Some(listed) = &observed.materials else {
+        return false;
+    };
+    let current_imported = listed
+        .iter()
+        .any(|m| m.state == MaterialState::Current && m.imported);
+    let other_missing = listed
+        .iter()
+        .any(|m| m.state == MaterialState::NonCurrent && !m.imported);
+    current_imported && other_missing
 }
 
 /// Whether rotating now would leave the material the key rotates away from to expire: the

@@ -167,8 +167,8 @@ fn plan_material(
         let needs_import = match observed.state {
             // A key that holds its current material but lacks another one stays PendingImport
             // whatever is imported again; the materials step says what is missing.
-            KeyState::PendingImport => materials::current_imported(observed) != Some(true),
-            _ => expiry_needs_import(desired, observed.valid_to, material),
+            KeyState::PendingImport => !materials::lacks_only_other_material(observed),
+            _ => expiry_needs_import(desired, observed.valid_to, material) || material.unproven,
         };
         if needs_import {
             plan.actions.push(Action::ImportMaterial { valid_to });

@@ -70,6 +70,8 @@ const FP: MaterialFacts<'static> = MaterialFacts {
     renew_before: SignedDuration::from_hours(30 * 24),
     rotation: RotationFacts::None,
     retained: &[],
+    unproven: false,
+    unlisted: false,
 };
 
 fn plan(d: &DesiredKey, o: &ObservedKey) -> Plan {

@@ -12,7 +12,9 @@ use super::finding::{Check, Finding, ObjectRef};
 use super::kind::{Bundle, Kind, KindContext, Typed, report};
 use super::object::{Object, ObjectFindings};
 use super::secret::{SecretDoc, SecretValue};
-use crate::api::{AwsKey, AwsKms, DEFAULT_CONNECTION, Pkcs11Token};
+use crate::api::{
+    AwsKey, AwsKms, DEFAULT_CONNECTION, KeySpec, MaterialEncoding, Pkcs11Token, SecretKeySelector,
+};
 use crate::desired;
 use crate::material::KeyMaterial;
 use crate::tenancy;
@@ -154,8 +156,8 @@ fn check_token_ref(
     );
 }
 
-/// The referenced Secret: present in the key's namespace (then its material is checked),
-/// present only in other namespaces (never readable), or absent (only with `require_refs`).
+/// The Secrets a key reads: its `secretRef` (whose material must also fit the wrapping) and
+/// every `retained` one.
 fn check_secret(
     bundle: &Bundle<'_>,
     object: &Object,
@@ -164,111 +166,155 @@ fn check_secret(
     findings: &mut Vec<Finding>,
     secrets_reported: &mut HashSet<usize>,
 ) {
-    let namespace = object.namespace();
     let source = &key.spec.key_material;
+    let mut checks = SecretChecks {
+        bundle,
+        object,
+        spec: key.spec.key_spec,
+        out,
+        findings,
+        secrets_reported,
+    };
     // A PKCS#11 key has no Secret to check offline (the token is checked at run time).
-    let Some(secret_ref) = &source.secret_ref else {
-        return;
-    };
-    let named: Vec<(usize, &SecretDoc)> = bundle
-        .secrets
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.object.name() == secret_ref.name)
-        .collect();
-    // Of duplicates, the last is what would be applied.
-    let Some(&(index, secret)) = named
-        .iter()
-        .rev()
-        .find(|(_, s)| s.object.namespace() == namespace)
-    else {
-        let mut elsewhere: Vec<&str> = named.iter().map(|(_, s)| s.object.namespace()).collect();
-        elsewhere.sort_unstable();
-        elsewhere.dedup();
-        if !elsewhere.is_empty() {
-            out.add_at(
-                Check::Reference,
-                "/spec/keyMaterial/secretRef/name",
-                "SecretNotFound",
-                format!(
-                    "Secret {:?} is in namespace {}, not in {namespace}: an AwsKey reads its \
-                     Secret only from its own namespace (secretRef has no namespace); move the \
-                     Secret (or the AwsKey) so they share a namespace",
-                    secret_ref.name,
-                    elsewhere.join(", ")
-                ),
+    if let Some(secret_ref) = &source.secret_ref {
+        let base = "/spec/keyMaterial/secretRef";
+        // With keyMaterial.generate, keyfleet creates the Secret when it is missing.
+        let created_if_missing = source.generate.is_some();
+        if let Some(material) =
+            checks.material(secret_ref, source.encoding, base, created_if_missing)
+            && let Ok(settings) = desired::import_settings(source, key.spec.key_spec)
+            && let Err(e) = material.check_wrapping(settings.algorithm, settings.wrapping_key_spec)
+        {
+            checks.out.add_at(
+                Check::Material,
+                "/spec/keyMaterial/wrappingKeySpec",
+                e.reason(),
+                e.to_string(),
             );
-        } else if bundle.options.require_refs && source.generate.is_none() {
-            // With keyMaterial.generate, keyfleet creates the missing Secret.
-            out.add_at(
-                Check::Reference,
-                "/spec/keyMaterial/secretRef/name",
-                "SecretNotFound",
-                format!(
-                    "Secret {namespace}/{} is not in the validated manifests (--require-refs)",
-                    secret_ref.name
-                ),
-            );
-        }
-        return;
-    };
-
-    let mut on_secret = bundle.findings_for(&secret.object);
-    if secrets_reported.insert(index) {
-        for (pointer, reason, message) in secret.problems() {
-            on_secret.add_at(Check::Material, &pointer, reason, message);
         }
     }
-    match secret.value(&secret_ref.key) {
-        SecretValue::Missing => {
-            let keys = secret.keys();
-            out.add_at(
-                Check::Reference,
-                "/spec/keyMaterial/secretRef/key",
-                "SecretKeyMissing",
-                format!(
-                    "Secret {namespace}/{} has no key {:?} (it has: {}); put the key material \
-                     under that key, or fix secretRef.key",
-                    secret_ref.name,
-                    secret_ref.key,
-                    if keys.is_empty() {
-                        "no keys".to_string()
-                    } else {
-                        keys.join(", ")
-                    }
-                ),
-            );
-        }
-        SecretValue::Invalid => {} // reported on the Secret by `problems`
-        SecretValue::Bytes { bytes, pointer } => {
-            let spec = key.spec.key_spec;
-            match KeyMaterial::from_secret_value(spec, source.encoding, &bytes) {
-                Err(e) => on_secret.add_at(
-                    Check::Material,
-                    &pointer,
-                    e.reason(),
+    for (i, retained) in source.retained.iter().enumerate() {
+        let base = format!("/spec/keyMaterial/retained/{i}/secretRef");
+        checks.material(&retained.secret_ref, retained.encoding, &base, false);
+    }
+}
+
+/// What checking the Secrets of one key needs.
+struct SecretChecks<'a, 'b, 'o> {
+    bundle: &'a Bundle<'b>,
+    object: &'a Object,
+    spec: KeySpec,
+    out: &'a mut ObjectFindings<'o>,
+    findings: &'a mut Vec<Finding>,
+    secrets_reported: &'a mut HashSet<usize>,
+}
+
+impl SecretChecks<'_, '_, '_> {
+    /// One referenced Secret (`base`: the JSON pointer of the reference): present in the key's
+    /// namespace (then its material is checked, and returned when it fits the key spec),
+    /// present only in other namespaces (never readable), or absent (only with
+    /// `require_refs`, and not for a Secret keyfleet creates when missing).
+    fn material(
+        &mut self,
+        secret_ref: &SecretKeySelector,
+        encoding: MaterialEncoding,
+        base: &str,
+        created_if_missing: bool,
+    ) -> Option<KeyMaterial> {
+        let (bundle, object) = (self.bundle, self.object);
+        let namespace = object.namespace();
+        let named: Vec<(usize, &SecretDoc)> = bundle
+            .secrets
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.object.name() == secret_ref.name)
+            .collect();
+        // Of duplicates, the last is what would be applied.
+        let Some(&(index, secret)) = named
+            .iter()
+            .rev()
+            .find(|(_, s)| s.object.namespace() == namespace)
+        else {
+            let mut elsewhere: Vec<&str> =
+                named.iter().map(|(_, s)| s.object.namespace()).collect();
+            elsewhere.sort_unstable();
+            elsewhere.dedup();
+            if !elsewhere.is_empty() {
+                self.out.add_at(
+                    Check::Reference,
+                    &format!("{base}/name"),
+                    "SecretNotFound",
                     format!(
-                        "key material for {} ({spec}, encoding {}): {e}",
-                        object.id, source.encoding
+                        "Secret {:?} is in namespace {}, not in {namespace}: an AwsKey reads its \
+                         Secret only from its own namespace (secretRef has no namespace); move the \
+                         Secret (or the AwsKey) so they share a namespace",
+                        secret_ref.name,
+                        elsewhere.join(", ")
                     ),
-                ),
-                Ok(material) => {
-                    if let Ok(settings) = desired::import_settings(source, spec)
-                        && let Err(e) =
-                            material.check_wrapping(settings.algorithm, settings.wrapping_key_spec)
-                    {
-                        out.add_at(
-                            Check::Material,
-                            "/spec/keyMaterial/wrappingKeySpec",
-                            e.reason(),
-                            e.to_string(),
-                        );
-                    }
-                }
+                );
+            } else if bundle.options.require_refs && !created_if_missing {
+                self.out.add_at(
+                    Check::Reference,
+                    &format!("{base}/name"),
+                    "SecretNotFound",
+                    format!(
+                        "Secret {namespace}/{} is not in the validated manifests (--require-refs)",
+                        secret_ref.name
+                    ),
+                );
+            }
+            return None;
+        };
+
+        let mut on_secret = bundle.findings_for(&secret.object);
+        if self.secrets_reported.insert(index) {
+            for (pointer, reason, message) in secret.problems() {
+                on_secret.add_at(Check::Material, &pointer, reason, message);
             }
         }
+        let material = match secret.value(&secret_ref.key) {
+            SecretValue::Missing => {
+                let keys = secret.keys();
+                self.out.add_at(
+                    Check::Reference,
+                    &format!("{base}/key"),
+                    "SecretKeyMissing",
+                    format!(
+                        "Secret {namespace}/{} has no key {:?} (it has: {}); put the key material \
+                         under that key, or fix secretRef.key",
+                        secret_ref.name,
+                        secret_ref.key,
+                        if keys.is_empty() {
+                            "no keys".to_string()
+                        } else {
+                            keys.join(", ")
+                        }
+                    ),
+                );
+                None
+            }
+            SecretValue::Invalid => None, // reported on the Secret by `problems`
+            SecretValue::Bytes { bytes, pointer } => {
+                match KeyMaterial::from_secret_value(self.spec, encoding, &bytes) {
+                    Err(e) => {
+                        on_secret.add_at(
+                            Check::Material,
+                            &pointer,
+                            e.reason(),
+                            format!(
+                                "key material for {} ({}, encoding {encoding}): {e}",
+                                object.id, self.spec
+                            ),
+                        );
+                        None
+                    }
+                    Ok(material) => Some(material),
+                }
+            }
+        };
+        self.findings.extend(on_secret.finish());
+        material
     }
-    findings.extend(on_secret.finish());
 }
 
 /// Who a key's alias is unique for: an alias names one key per AWS account and region.

@@ -688,3 +688,27 @@ pub async fn eventually(
         tokio::time::sleep(every).await;
     }
 }
+
+/// `status.keyMaterialId` of the AwsKey `name` (it must have recorded one).
+pub async fn recorded_key_material_id(api: &Api<AwsKey>, name: &str) -> String {
+    let key = api.get(name).await.expect("get AwsKey");
+    key.status
+        .and_then(|s| s.key.key_material_id)
+        .expect("status.keyMaterialId")
+}
+
+/// One more reconcile of the AwsKey `name` sends no ImportKeyMaterial to the KMS model.
+pub async fn reconcile_imports_nothing(
+    op: &Operator,
+    model: &kms_model::KmsModel,
+    namespace: &str,
+    name: &str,
+) {
+    let imports = model.requests_of("ImportKeyMaterial").len();
+    op.reconcile_again(namespace, name).await;
+    assert_eq!(
+        model.requests_of("ImportKeyMaterial").len(),
+        imports,
+        "a reconcile imported again"
+    );
+}

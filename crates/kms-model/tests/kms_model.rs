@@ -2307,6 +2307,8 @@ async fn rolling_validity_after_a_rotation_plans_an_import_on_every_reconcile() 
             renew_before: day * 7,
             rotation: RotationFacts::None,
             retained: &[],
+            unproven: false,
+            unlisted: false,
         };
         plan_key(&desired, observed, &facts, None, false)
     };
