@@ -190,7 +190,8 @@ async fn generated_material_rotates_on_its_schedule_into_a_new_secret() {
         .await;
 
     // Resyncs within the new period rotate nothing more.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = op.wait_own_reconciles("AwsKey", NS, "sched", 0, 0).await;
+    op.wait_own_reconciles("AwsKey", NS, "sched", seen, 2).await;
     op.reconcile_again(NS, "sched").await;
     assert_eq!(rotations(&api.get("sched").await.unwrap()), 1);
     assert!(secrets.get_opt("sched-material-2").await.unwrap().is_none());
@@ -335,4 +336,77 @@ async fn a_scheduled_rotation_brings_the_replica_along_first() {
             "{region}: the previous material stays"
         );
     }
+}
+
+/// A schedule on a key whose material expires (`rollingValidity`): the Secret a rotation moves
+/// away from counts as retained without being listed, so the rotation goes ahead (no
+/// `PreviousMaterialNotRetained`), and the previous material is renewed within its renewal
+/// window: it outlives its first ValidTo, and the key never falls back to PendingImport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expiring_schedule_keeps_the_materials_it_rotated_away_from_alive() {
+    let World {
+        model, clock, op, ..
+    } = World::start().await;
+    let api = op.keys(NS);
+    let expiring = json!({"expiration": {"rollingValidity": "90d"}});
+    create_key(&api, &rotating_key("expiring", expiring)).await;
+    let k = wait_ready(&api, "expiring").await;
+    let key_id = status(&k).key.key_id.clone().unwrap();
+    let old = secret_material(&op.client, "expiring-material", "expiring").await;
+    let old_id = kms_model::key_material_id(&key_id, &old);
+    // Both clocks move together: keyfleet's (schedule, ValidTo) and KMS's (expiry).
+    let advance = |days: i32| {
+        clock.advance(DAY * days);
+        model.advance(Duration::from_secs(86_400 * days as u64));
+    };
+
+    // Day 31: due. The rotation does not wait for the previous Secret to be listed.
+    advance(31);
+    op.reconcile_again(NS, "expiring").await;
+    let k = wait_rotated(&api, "expiring", 1).await;
+    let events = op.events_for("expiring");
+    assert!(
+        !events
+            .iter()
+            .any(|(_, reason, _)| reason == "PreviousMaterialNotRetained"),
+        "{events:?}"
+    );
+    let previous = status(&k)
+        .key
+        .materials
+        .iter()
+        .find(|m| m.key_material_id.as_deref() == Some(old_id.as_str()))
+        .cloned()
+        .expect("the previous material in status.materials");
+    assert_eq!(previous.state.as_deref(), Some("NON_CURRENT"));
+
+    // Day 61: the previous material (ValidTo day 90) is inside its 30-day renewal window and is
+    // imported again with its own KeyMaterialId.
+    advance(30);
+    op.reconcile_again(NS, "expiring").await;
+    let renewed = |model: &kms_model::KmsModel| {
+        model.requests_of("ImportKeyMaterial").iter().any(|r| {
+            r.error.is_none()
+                && r.params["ImportType"] == "EXISTING_KEY_MATERIAL"
+                && r.params["KeyMaterialId"].as_str() == Some(old_id.as_str())
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !renewed(&model) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the previous material was not renewed: {:#?}",
+            model.requests_of("ImportKeyMaterial")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Day 96: past the previous material's first ValidTo, KMS still holds both materials.
+    advance(35);
+    let in_kms = model.key(DEFAULT_REGION, &key_id).unwrap();
+    assert_eq!(in_kms.key_state, "Enabled", "{in_kms:?}");
+    assert!(
+        in_kms.materials.iter().any(|(id, _)| id == &old_id),
+        "{in_kms:?}"
+    );
 }

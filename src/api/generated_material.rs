@@ -22,7 +22,8 @@ pub struct GenerateMaterial {
     /// keyfleet generates the next material into a new Secret `<secretRef.name>-<n>` (same rules:
     /// created only when missing, immutable, labelled, no owner reference) and rotates the key
     /// to it through the Rotate path (replicas first). The earlier Secrets are kept and listed
-    /// in `status.generatedMaterial.retained`: KMS still decrypts with their material.
+    /// in `status.generatedMaterial.retained`: KMS still decrypts with their material, and
+    /// they count as `keyMaterial.retained` (renewed with an expiring key's current material).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<ScheduledRotation>,
 }

@@ -35,8 +35,9 @@ pub struct Dereferenced<'a> {
     /// Where the material was read, for its KeyMaterialDescription: `Secret <ns>/<name> rv
     /// <resourceVersion>` or `Pkcs11Token <token> label <label>` (never the material).
     pub material_source: String,
-    /// The materials of the `keyMaterial.retained` Secrets, in order, each with where it was
-    /// read (as `material_source`).
+    /// The materials of the `keyMaterial.retained` Secrets, in order, then those of the Secrets
+    /// a rotation schedule rotated away from, each with where it was read (as
+    /// `material_source`).
     pub retained: Vec<(KeyMaterial, String)>,
     /// An AwsKey's rotation schedule: `status.generatedMaterial` and `status.nextRotationTime`.
     pub schedule: Schedule,
@@ -123,6 +124,37 @@ pub async fn dereference<'a, K: ManagedKey>(
             spec.key_spec,
         );
         retained.push(loaded.await?);
+    }
+    // The Secrets a rotation schedule generated and rotated away from hold earlier materials of
+    // this key just as listed ones do: they count as retained without being listed (their
+    // expiry is renewed, a rotation does not wait for them to be listed). One deleted since is
+    // skipped, not a failure: whoever deleted it let its material go.
+    if let Some(secret_ref) = &key_material.secret_ref {
+        for earlier in scheduled_rotation::generated_retained(&source, &schedule) {
+            if key_material
+                .retained
+                .iter()
+                .any(|r| r.secret_ref.name == earlier)
+            {
+                continue;
+            }
+            let selector = SecretKeySelector {
+                name: earlier,
+                key: secret_ref.key.clone(),
+            };
+            let loaded = load_material(
+                &ctx.client,
+                &namespace,
+                &selector,
+                key_material.encoding,
+                spec.key_spec,
+            );
+            match loaded.await {
+                Ok(loaded) => retained.push(loaded),
+                Err(Failure::Blocked(b)) if b.reason == "SecretNotFound" => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(Dereferenced {
         source,

@@ -35,6 +35,19 @@ pub struct Schedule {
     pub next_rotation: Option<Time>,
 }
 
+/// The Secrets of earlier generated materials of the key: an AwsKey's own schedule (as this
+/// reconcile left it: a rotation due now has just retained its previous Secret), a replica's
+/// primary's.
+pub fn generated_retained(source: &Source<'_>, schedule: &Schedule) -> Vec<String> {
+    let generated = match source {
+        Source::Primary { status, .. } => status.generated_material.as_ref(),
+        Source::Own(_) => schedule.generated.as_ref(),
+    };
+    generated
+        .map(|g| g.retained.iter().map(|r| r.secret.clone()).collect())
+        .unwrap_or_default()
+}
+
 /// The Secret holding the current material of a key: `secretRef`, or after a scheduled
 /// rotation the Secret that rotation generated (`<name>-<n>`, recorded in the AwsKey's status;
 /// a replica reads its primary's). When the schedule is due — `every` after the current
