@@ -408,6 +408,17 @@ fn material_lifecycle_rules() {
         ),
         Vec::<String>::new()
     );
+    // Retiring a material makes the whole key unusable in AWS: only when confirmed.
+    let id = "0".repeat(64);
+    let retire = json!({"keyMaterial": {"secretRef": {"name": "m", "key": "k"},
+        "onChange": "Rotate", "retire": [id]}});
+    assert_refused(
+        create_errors(retire.clone()),
+        "set keyMaterial.retireMakesKeyUnusable: true to confirm",
+    );
+    let mut confirmed = retire;
+    confirmed["keyMaterial"]["retireMakesKeyUnusable"] = json!(true);
+    assert_eq!(create_errors(confirmed), Vec::<String>::new());
     // DeleteMaterial must be able to find the key again.
     assert_refused(
         create_errors(json!({"deletionPolicy": "DeleteMaterial"})),

@@ -223,7 +223,7 @@ async fn without_a_kms_inventory_the_list_holds_what_keyfleet_imported_unconfirm
 
 /// Sets `keyMaterial.retire` of the AwsKey `name`.
 async fn retire(api: &Api<AwsKey>, name: &str, ids: &[&str]) {
-    let patch = json!({"spec": {"keyMaterial": {"retire": ids}}});
+    let patch = json!({"spec": {"keyMaterial": {"retire": ids, "retireMakesKeyUnusable": true}}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .unwrap();

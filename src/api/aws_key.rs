@@ -151,6 +151,7 @@ pub struct AwsKeySpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.secretRef) != has(self.pkcs11)").message("keyMaterial needs exactly one of secretRef and pkcs11"))]
+#[x_kube(validation = Rule::new("!has(self.retire) || self.retire.size() == 0 || (has(self.retireMakesKeyUnusable) && self.retireMakesKeyUnusable)").message("keyMaterial.retire makes the whole key unusable in AWS (PendingImport: a key decrypts only while it holds every material it was rotated through), not only what the retired material encrypted; set keyMaterial.retireMakesKeyUnusable: true to confirm").field_path(".retire"))]
 #[x_kube(validation = Rule::new("!has(self.generate) || has(self.secretRef)").message("keyMaterial.generate needs secretRef: the Secret keyfleet creates when it does not exist (a PKCS#11 key is generated with pkcs11.generate)").field_path(".generate"))]
 pub struct KeyMaterialSource {
     /// The Secret key holding the material, in this resource's namespace. Symmetric keys: exactly
@@ -189,14 +190,20 @@ pub struct KeyMaterialSource {
     pub on_change: MaterialChangePolicy,
 
     /// KeyMaterialIds (see `status.materials`) of NON_CURRENT materials to delete with
-    /// DeleteImportedKeyMaterial, on the key and on every replica, so that what they encrypted
-    /// can no longer be decrypted. The current material is never deleted (refused as
-    /// `CurrentMaterialRetirementRefused`). KMS then keeps the key PendingImport: a key
-    /// decrypts only while it holds every material it was rotated through.
+    /// DeleteImportedKeyMaterial, on the key and on every replica. The current material is
+    /// never deleted (refused as `MaterialRetirementRefused`). KMS then keeps the whole key
+    /// PendingImport: a key decrypts only while it holds every material it was rotated through,
+    /// so retiring crypto-shreds everything the key protects; it needs
+    /// `retireMakesKeyUnusable: true`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(validation = Rule::new("self.size() <= 25").message("at most 25 materials (KMS rotates a key on demand at most 25 times)"))]
     #[x_kube(validation = Rule::new("self.all(id, id.matches('^[0-9a-f]{64}$'))").message("retire lists KeyMaterialIds: 64 lowercase hex characters, as status.materials shows them"))]
     pub retire: Vec<String>,
+
+    /// Confirms that `retire` makes the key unusable (PendingImport in every region) until the
+    /// retired material is imported again: required whenever `retire` lists a material.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retire_makes_key_unusable: bool,
 
     /// Secrets holding earlier materials of this key (the ones it was rotated away from), in
     /// this resource's namespace. keyfleet matches each to its KeyMaterialId by fingerprint
