@@ -30,8 +30,11 @@ pub(super) type Guarded<K> = DeserializeGuard<K>;
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     // kube's graceful shutdown wants a Sync future; a oneshot receiver is one.
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let stopping = ctx.clone();
     let signal = tokio::spawn(async move {
         shutdown.await;
+        // In-flight reconciles finish before the controller stops: none may wait out a quota.
+        stopping.kms.stop_waiting();
         let _ = tx.send(());
     });
     let shutdown = futures::FutureExt::shared(async move {
