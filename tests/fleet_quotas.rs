@@ -1,7 +1,9 @@
 //! A fleet under strict KMS request quotas (issue 16), on the strict KMS model: a paced call
 //! that AWS throttles anyway waits for its bucket's next slot (the SDK never sees the throttle);
-//! a stopping operator ends its waits for rate-limit slots at once, leaves no key half-created
-//! and the next instance finishes the roll-out.
+//! keys waiting for an import slot are not read again (at most 3 KMS reads per key from create
+//! to Ready), and a key waiting for KMS looks again less and less often; a stopping operator
+//! ends its waits for rate-limit slots at once, leaves no key half-created and the next
+//! instance finishes the roll-out.
 
 mod support;
 
@@ -18,6 +20,7 @@ use memkube::MemKube;
 use serde_json::json;
 use support::localstack::unique;
 use support::operator::*;
+use support::replicas::{ReplicaScenario, wait_replica_reason};
 
 const NS: &str = "quotas";
 
@@ -155,4 +158,81 @@ async fn shutdown_ends_waits_for_rate_limit_slots_and_the_next_instance_resumes(
         );
     }
     assert_eq!(answers(&model, "CreateKey").1, 3, "no key created twice");
+}
+
+/// KMS reads (DescribeKey, ListAliases, ListResourceTags, GetKeyPolicy, ...) the model answered
+/// about the key `key_id` or its alias.
+fn reads_of(model: &KmsModel, key_id: &str, alias: &str) -> usize {
+    model
+        .requests()
+        .iter()
+        .filter(|r| !support::fleet::KMS_WRITES.contains(&r.operation.as_str()))
+        .filter(|r| {
+            let about = r.params.get("KeyId").and_then(|k| k.as_str());
+            about.is_some_and(|k| k == alias || k == key_id || k.ends_with(key_id))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_waiting_for_an_import_slot_are_not_read_again() {
+    let model = KmsModel::start().await.unwrap();
+    // Eight keys, imports at 2/s: the last waits about 4 s for its slot while the others
+    // import.
+    let mut quotas = KmsQuotas::aws_defaults();
+    quotas.set("GetParametersForImport", 2.0);
+    let (clients, _) = paced_clients(&model, quotas);
+    let op = Operator::start_with(MemKube::new(), clients, quiet_settings());
+    op.connection_checked().await;
+    let names: Vec<String> = (0..8).map(|i| unique(&format!("slot{i}"))).collect();
+    for name in &names {
+        let alias = json!({"alias": format!("alias/{name}"), "tags": {"team": "quotas"}});
+        create_key_with_material(&op, NS, name, KeySpec::SymmetricDefault, alias).await;
+    }
+    let mut reads = Vec::new();
+    for name in &names {
+        let key_id = ready_key_id(&op.keys(NS), name).await;
+        reads.push(reads_of(&model, &key_id, &format!("alias/{name}")));
+    }
+    let imports = model.requests_of("GetParametersForImport");
+    assert_eq!(
+        imports.len(),
+        names.len(),
+        "one import each, none throttled"
+    );
+    // The alias looked up before the creation, the key described once its material is in:
+    // the creation's answer and keyfleet's own writes tell the rest.
+    assert!(
+        reads.iter().all(|n| (1..=3).contains(n)),
+        "KMS reads per key from create to Ready: {reads:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_waiting_for_kms_looks_again_less_and_less_often() {
+    let model = KmsModel::start().await.unwrap();
+    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    let mut waiting = quiet_settings();
+    waiting.waiting_recheck_interval = Duration::from_millis(200);
+    let op = Operator::start_with(MemKube::new(), clients, waiting);
+    op.connection_checked().await;
+    // The replica stays Creating in KMS for an hour: KeyNotReady, a wait that clears by itself.
+    model.set_replica_creation_delay(Duration::from_secs(3600));
+    let primary = unique("waits");
+    let scenario =
+        ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
+    scenario.primary_arn().await;
+    let name = format!("{primary}-eu");
+    scenario.add_replica(&name, "eu-west-1", json!({})).await;
+    wait_replica_reason(&op.client, NS, &name, "KeyNotReady").await;
+
+    // Rechecks after 0.2, 0.4, 0.8, 1.6 and 3.2 s: five in the next six seconds, where a fixed
+    // 0.2 s recheck would make about thirty.
+    let since = op.reconciles("AwsReplicaKey");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let rechecks = op.reconciles("AwsReplicaKey") - since;
+    assert!(
+        (2..=7).contains(&rechecks),
+        "{rechecks} rechecks in 6 s while KMS creates the replica"
+    );
 }

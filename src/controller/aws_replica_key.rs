@@ -89,6 +89,7 @@ impl ManagedKey for AwsReplicaKey {
                 claim: Claim::ReplicaOf(primary_uid),
                 restore: false,
                 created: None,
+                alias_free: false,
             });
         }
         // KMS holds one replica of a key per region: of the AwsReplicaKeys asking for it, the
@@ -127,6 +128,7 @@ impl ManagedKey for AwsReplicaKey {
                 claim,
                 restore: true,
                 created: None,
+                alias_free: false,
             });
         }
         let region = &scope.obj.spec.region;
@@ -149,10 +151,11 @@ impl ManagedKey for AwsReplicaKey {
         // Some KMS implementations (LocalStack) give a new replica its primary's tags rather
         // than the ones ReplicateKey asked for: its first sync retags it.
         Ok(Located {
-            key_id: created.key_id,
+            key_id: created.key_id.clone(),
             claim: Claim::ReplicaOf(primary_uid),
             restore: false,
-            created: Some(created.arn),
+            created: Some(created),
+            alias_free: false,
         })
     }
 

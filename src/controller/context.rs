@@ -28,6 +28,9 @@ pub struct Settings {
     pub drift_interval: Duration,
     /// How long a key that waits for a change (invalid spec, missing Secret) waits at most.
     pub blocked_recheck_interval: Duration,
+    /// First recheck of a key waiting for something that clears on its own (a key state, a
+    /// rotation); each further one waits twice as long, up to `blocked_recheck_interval`.
+    pub waiting_recheck_interval: Duration,
     /// Parallel reconciles.
     pub concurrency: u16,
     /// Name reported in events.
@@ -50,6 +53,7 @@ impl Settings {
             resync_interval: Duration::from_secs(300),
             drift_interval: Duration::from_secs(600),
             blocked_recheck_interval: Duration::from_secs(600),
+            waiting_recheck_interval: Duration::from_secs(10),
             concurrency: 8,
             reporter: "keyfleet".into(),
             watch_namespaces: vec![],
@@ -73,6 +77,8 @@ pub struct Context {
     pub pkcs11: super::pkcs11::TokenPools,
     recorder: Recorder,
     backoff: Backoff,
+    /// Rechecks in a row of each object that waits for something outside keyfleet.
+    waiting: Backoff,
     /// Per object uid: the generation and time of the last deep drift read that found the key
     /// converged. In memory: a restarted operator reads every key deeply once.
     deep_reads: Mutex<HashMap<String, (Option<i64>, Instant)>>,
@@ -97,6 +103,7 @@ impl Context {
             pkcs11: Default::default(),
             recorder,
             backoff: Backoff::default(),
+            waiting: Backoff::default(),
             deep_reads: Mutex::new(HashMap::new()),
         }
     }
@@ -174,6 +181,21 @@ impl Context {
     pub(super) fn reset_backoff(&self, key: &str) {
         self.backoff.reset(key);
     }
+
+    /// When an object waiting for something outside keyfleet looks again: the waiting recheck
+    /// interval, doubled at each recheck in a row, up to the blocked recheck interval.
+    pub(super) fn next_wait(&self, key: &str) -> Duration {
+        let n = self.waiting.bump(key.to_string());
+        let first = self.settings.waiting_recheck_interval;
+        first
+            .saturating_mul(1u32 << (n - 1).min(16))
+            .min(self.settings.blocked_recheck_interval.max(first))
+    }
+
+    /// The object no longer waits: its next wait starts from the first interval again.
+    pub(super) fn stop_waiting(&self, key: &str) {
+        self.waiting.reset(key);
+    }
 }
 
 /// Exponential backoff per object for transient failures: 2 s, 4 s, ... up to 256 s.
@@ -188,10 +210,16 @@ impl Backoff {
     }
 
     pub(super) fn next(&self, key: String) -> Duration {
+        let n = self.bump(key);
+        Duration::from_secs(1u64 << n.min(8)).min(Duration::from_secs(300))
+    }
+
+    /// Counts one more in a row for `key`; returns the count (1 the first time).
+    fn bump(&self, key: String) -> u32 {
         let mut failures = self.failures();
         let n = failures.entry(key).or_insert(0);
         *n = n.saturating_add(1);
-        Duration::from_secs(1u64 << (*n).min(8)).min(Duration::from_secs(300))
+        *n
     }
 
     pub(super) fn reset(&self, key: &str) {

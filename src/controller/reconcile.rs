@@ -166,7 +166,7 @@ async fn converge<K: ManagedKey>(
         now,
     };
     let located = K::locate(&scope, status).await?;
-    created.clone_from(&located.created);
+    *created = located.created.as_ref().map(|c| c.arn.clone());
     status.connection = Some(inputs.connection.name.clone());
     status.deletion_policy = Some(effective_deletion_policy(
         obj.deletion_policy(),
@@ -193,6 +193,8 @@ async fn converge<K: ManagedKey>(
         connection: &inputs.connection,
         gone_advice: K::GONE_ADVICE,
         deep_read,
+        created: located.created.as_ref().map(|c| &c.observed),
+        alias_free: located.alias_free,
         now,
         renew_before: ctx.renew_before(),
         role: Role::of(&inputs.source),

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use super::{Client, KmsError};
 use crate::api::{WrappingAlgorithm, WrappingKeySpec};
 use crate::material::{ImportableMaterial, MaterialError};
-use crate::plan::{Action, DesiredKey};
+use crate::plan::{Action, DesiredKey, ObservedKey};
 
 /// A failed write: KMS refused it, or the material could not be wrapped.
 #[derive(Debug, thiserror::Error)]
@@ -33,25 +33,36 @@ pub struct ImportInput<'a> {
 }
 
 /// The key a CreateKey produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct KeyCreation {
     pub key_id: String,
     pub arn: String,
+    /// The new key as the answer describes it, with the tags it was made with, no alias and
+    /// KMS's default policy (never a desired one): what a first observation would read, known
+    /// without reading it.
+    pub observed: ObservedKey,
 }
 
 impl KeyCreation {
-    /// The key `operation` (CreateKey, ReplicateKey) reports in its answer.
+    /// The key `operation` (CreateKey, ReplicateKey) reports in its answer, made with `tags`.
     fn from_metadata(
         operation: &'static str,
         metadata: Option<KeyMetadata>,
+        tags: BTreeMap<String, String>,
     ) -> Result<KeyCreation, KmsError> {
         let meta = metadata.ok_or_else(|| KmsError::Unavailable {
             operation,
             message: "response without key metadata".into(),
         })?;
+        let mut observed = super::observe::from_metadata(&meta);
+        observed.tags = tags;
+        observed.metadata_read = true;
+        observed.policy = None;
+        observed.policy_read = true;
         Ok(KeyCreation {
-            key_id: meta.key_id().to_string(),
-            arn: meta.arn().unwrap_or_default().to_string(),
+            key_id: observed.key_id.clone(),
+            arn: observed.arn.clone(),
+            observed,
         })
     }
 }
@@ -105,7 +116,7 @@ pub async fn create_key(client: &Client, desired: &DesiredKey) -> Result<KeyCrea
         .multi_region(desired.multi_region)
         .set_tags(Some(sdk_tags(&desired.tags)?));
     let out = send_once!(request, "CreateKey")?;
-    KeyCreation::from_metadata("CreateKey", out.key_metadata)
+    KeyCreation::from_metadata("CreateKey", out.key_metadata, desired.tags.clone())
 }
 
 /// ReplicateKey of a multi-region primary into `replica_region`, with the replica's own
@@ -124,7 +135,13 @@ pub async fn replicate_key(
         .description(&desired.description)
         .set_tags(Some(sdk_tags(&desired.tags)?));
     let out = send_once!(request, "ReplicateKey")?;
-    KeyCreation::from_metadata("ReplicateKey", out.replica_key_metadata)
+    // The replica's tags as KMS reports them (some implementations copy the primary's).
+    let tags = out
+        .replica_tags()
+        .iter()
+        .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
+        .collect();
+    KeyCreation::from_metadata("ReplicateKey", out.replica_key_metadata, tags)
 }
 
 /// Which material an import brings (KMS `ImportType`).
