@@ -1,7 +1,8 @@
 //! A fleet under strict KMS request quotas (issue 16), on the strict KMS model: a paced call
 //! that AWS throttles anyway waits for its bucket's next slot (the SDK never sees the throttle);
 //! keys waiting for an import slot are not read again (at most 3 KMS reads per key from create
-//! to Ready), and a key waiting for KMS looks again less and less often; a stopping operator
+//! to Ready), and a key waiting for KMS looks again less and less often; a restarted operator
+//! describes converged keys once and leaves their deep reads for later; a stopping operator
 //! ends its waits for rate-limit slots at once, leaves no key half-created and the next
 //! instance finishes the roll-out.
 
@@ -235,4 +236,51 @@ async fn a_key_waiting_for_kms_looks_again_less_and_less_often() {
         (2..=7).contains(&rechecks),
         "{rechecks} rechecks in 6 s while KMS creates the replica"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_describes_converged_keys_once_without_deep_reads() {
+    let model = KmsModel::start().await.unwrap();
+    let kube = MemKube::new();
+    let clients = || KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    let mut first = Operator::start_with(kube.clone(), clients(), quiet_settings());
+    let names: Vec<String> = (0..6).map(|i| unique(&format!("restart{i}"))).collect();
+    for name in &names {
+        let spec = json!({"alias": format!("alias/{name}"), "tags": {"team": "quotas"}});
+        create_key_with_material(&first, NS, name, KeySpec::SymmetricDefault, spec).await;
+    }
+    let mut key_ids = Vec::new();
+    for name in &names {
+        key_ids.push(ready_key_id(&first.keys(NS), name).await);
+    }
+    first.stop().await;
+
+    // The next instance (a rolling update): its drift interval is ten minutes, so the deep reads
+    // of the converged keys are spread over ten minutes, not made at start.
+    let seen = model.requests().len();
+    let second = Operator::start_with(kube.clone(), clients(), quiet_settings());
+    second
+        .wait_reconciles("AwsKey", 0, names.len() as u64)
+        .await;
+    // Whatever else wakes the keys at start (their connection's first look) comes within this.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after: Vec<_> = model.requests().into_iter().skip(seen).collect();
+    for key_id in &key_ids {
+        let reads: Vec<&str> = after
+            .iter()
+            .filter(|r| r.params.get("KeyId").and_then(|k| k.as_str()) == Some(key_id.as_str()))
+            .map(|r| r.operation.as_str())
+            .collect();
+        assert_eq!(
+            reads,
+            ["DescribeKey"],
+            "KMS calls about {key_id} after the restart"
+        );
+    }
+    let deep: Vec<&str> = after
+        .iter()
+        .map(|r| r.operation.as_str())
+        .filter(|op| ["ListAliases", "ListResourceTags", "GetKeyPolicy"].contains(op))
+        .collect();
+    assert!(deep.is_empty(), "deep reads at start: {deep:?}");
 }

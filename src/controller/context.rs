@@ -79,8 +79,9 @@ pub struct Context {
     backoff: Backoff,
     /// Rechecks in a row of each object that waits for something outside keyfleet.
     waiting: Backoff,
-    /// Per object uid: the generation and time of the last deep drift read that found the key
-    /// converged. In memory: a restarted operator reads every key deeply once.
+    /// Per object uid: the generation of the last deep drift read that found the key converged,
+    /// and when the next one is due. In memory: a restarted operator spreads the first deep
+    /// reads of keys that were Ready over the drift interval ([`deep_read_offset`]).
     deep_reads: Mutex<HashMap<String, (Option<i64>, Instant)>>,
 }
 
@@ -153,19 +154,30 @@ impl Context {
     }
 
     /// Whether this reconcile of object `uid` at `generation` must read tags, aliases and the
-    /// policy: never done since the operator started, the spec changed since, or the drift
-    /// interval elapsed.
-    pub fn deep_read_due(&self, uid: &str, generation: Option<i64>) -> bool {
-        match self.deep_reads().get(uid) {
-            Some((g, at)) => *g != generation || at.elapsed() >= self.settings.drift_interval,
+    /// policy: the spec changed since the last one, or the drift interval elapsed. An object
+    /// this operator has not read deeply yet is read now, unless its status says it was Ready
+    /// at this generation (`was_ready`: a restart finds a converged fleet): its first deep read
+    /// comes [`deep_read_offset`] later, so that a restart spreads them over the drift interval
+    /// instead of reading every key at once.
+    pub fn deep_read_due(&self, uid: &str, generation: Option<i64>, was_ready: bool) -> bool {
+        let now = Instant::now();
+        let mut reads = self.deep_reads();
+        match reads.get(uid) {
+            Some((g, due)) => *g != generation || now >= *due,
+            None if was_ready => {
+                let offset = deep_read_offset(uid, self.settings.drift_interval);
+                reads.insert(uid.to_string(), (generation, now + offset));
+                offset.is_zero()
+            }
             None => true,
         }
     }
 
-    /// Records a deep read that found object `uid` converged (Ready).
+    /// Records a deep read that found object `uid` converged (Ready): the next is due a drift
+    /// interval later.
     pub fn deep_read_done(&self, uid: &str, generation: Option<i64>) {
-        self.deep_reads()
-            .insert(uid.to_string(), (generation, Instant::now()));
+        let due = Instant::now() + self.settings.drift_interval;
+        self.deep_reads().insert(uid.to_string(), (generation, due));
     }
 
     /// Forgets an object (deleted, or not converged: its next reconcile reads deeply).
@@ -196,6 +208,17 @@ impl Context {
     pub(super) fn stop_waiting(&self, key: &str) {
         self.waiting.reset(key);
     }
+}
+
+/// Where in the drift interval the first deep read of a converged object falls after a
+/// restart: fixed per object (a hash of its uid), spread evenly over `[0, drift)`.
+pub fn deep_read_offset(uid: &str, drift: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same uid gets the same offset in every process.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    uid.hash(&mut h);
+    let millis = drift.as_millis().max(1) as u64;
+    Duration::from_millis(h.finish() % millis)
 }
 
 /// Exponential backoff per object for transient failures: 2 s, 4 s, ... up to 256 s.
@@ -232,6 +255,24 @@ mod tests {
     use super::*;
     use crate::api::{AwsKey, AwsReplicaKey};
     use crate::controller::reconcile::object_key;
+
+    #[test]
+    fn deep_read_offsets_are_fixed_per_object_and_spread_over_the_drift_interval() {
+        let drift = Duration::from_secs(600);
+        let offsets: Vec<Duration> = (0..1000)
+            .map(|i| deep_read_offset(&format!("uid-{i}"), drift))
+            .collect();
+        assert_eq!(offsets[7], deep_read_offset("uid-7", drift));
+        assert!(offsets.iter().all(|o| *o < drift));
+        // Every tenth of the interval gets some of them, none more than twice its share.
+        for tenth in 0..10u32 {
+            let n = offsets
+                .iter()
+                .filter(|o| (o.as_secs() / 60) as u32 == tenth)
+                .count();
+            assert!((50..=200).contains(&n), "tenth {tenth}: {n} of 1000");
+        }
+    }
 
     #[test]
     fn an_awskey_and_an_awsreplicakey_of_one_name_back_off_separately() {

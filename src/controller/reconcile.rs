@@ -139,9 +139,10 @@ async fn converge<K: ManagedKey>(
     synced: &mut Synced,
     created: &mut Option<String>,
 ) -> Result<(), Failure> {
+    let meta = obj.meta();
+    let was_ready = ready_at(status, meta.generation);
     let inputs = dereference(obj, ctx).await?;
     K::record_inputs(status, &inputs);
-    let meta = obj.meta();
     let owner = Owner {
         cluster: ctx.settings.cluster_id.clone(),
         namespace: meta.namespace.clone().unwrap_or_default(),
@@ -175,8 +176,8 @@ async fn converge<K: ManagedKey>(
         ctx.settings.default_deletion_policy,
     ));
 
-    let deep_read =
-        ctx.deep_read_due(&owner.uid, meta.generation) || policy_changed(&desired, status);
+    let deep_read = ctx.deep_read_due(&owner.uid, meta.generation, was_ready)
+        || policy_changed(&desired, status);
     let sync = KeySync {
         client: &client,
         key_id: &located.key_id,
@@ -364,4 +365,10 @@ fn record_read(
         (Ok(()), None) => {}
         _ => ctx.forget_deep_read(uid),
     }
+}
+
+/// Whether a status says its key was Ready at `generation` (the spec it has now).
+fn ready_at(status: &KmsKeyStatus, generation: Option<i64>) -> bool {
+    crate::api::conditions::find_condition(&status.conditions, crate::api::conditions::READY)
+        .is_some_and(|c| c.status == "True" && c.observed_generation == generation)
 }
