@@ -54,8 +54,8 @@ pub struct Located {
     pub claim: Claim,
     /// The object was (re)applied over an existing key: a pending deletion may be cancelled.
     pub restore: bool,
-    /// The key this reconcile created (or replicated), as KMS answered: its first sync round
-    /// reads nothing.
+    /// The key this reconcile created (or replicated), as KMS answered: the first sync round
+    /// of a created key reads nothing.
     pub created: Option<KeyCreation>,
     /// The desired alias was looked up by this reconcile and points at no key.
     pub alias_free: bool,

@@ -194,7 +194,7 @@ async fn converge<K: ManagedKey>(
         connection: &inputs.connection,
         gone_advice: K::GONE_ADVICE,
         deep_read,
-        created: located.created.as_ref().map(|c| &c.observed),
+        created: located.created.as_ref().and_then(|c| c.observed.as_ref()),
         alias_free: located.alias_free,
         now,
         renew_before: ctx.renew_before(),

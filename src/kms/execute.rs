@@ -37,31 +37,35 @@ pub struct ImportInput<'a> {
 pub struct KeyCreation {
     pub key_id: String,
     pub arn: String,
-    /// The new key as the answer describes it, with the tags it was made with, no alias and
-    /// KMS's default policy (never a desired one): what a first observation would read, known
-    /// without reading it.
-    pub observed: ObservedKey,
+    /// A new key as CreateKey's answer describes it, with the tags it was made with, no alias
+    /// and KMS's default policy (never a desired one): what a first observation would read,
+    /// known without reading it. None for a replica: its tags are not reliably in the answer
+    /// (some implementations copy the primary's and report none).
+    pub observed: Option<ObservedKey>,
 }
 
 impl KeyCreation {
-    /// The key `operation` (CreateKey, ReplicateKey) reports in its answer, made with `tags`.
+    /// The key `operation` (CreateKey, ReplicateKey) reports in its answer; made with `tags`
+    /// when they are known.
     fn from_metadata(
         operation: &'static str,
         metadata: Option<KeyMetadata>,
-        tags: BTreeMap<String, String>,
+        tags: Option<BTreeMap<String, String>>,
     ) -> Result<KeyCreation, KmsError> {
         let meta = metadata.ok_or_else(|| KmsError::Unavailable {
             operation,
             message: "response without key metadata".into(),
         })?;
-        let mut observed = super::observe::from_metadata(&meta);
-        observed.tags = tags;
-        observed.metadata_read = true;
-        observed.policy = None;
-        observed.policy_read = true;
+        let observed = tags.map(|tags| ObservedKey {
+            tags,
+            metadata_read: true,
+            policy: None,
+            policy_read: true,
+            ..super::observe::from_metadata(&meta)
+        });
         Ok(KeyCreation {
-            key_id: observed.key_id.clone(),
-            arn: observed.arn.clone(),
+            key_id: meta.key_id().to_string(),
+            arn: meta.arn().unwrap_or_default().to_string(),
             observed,
         })
     }
@@ -116,7 +120,7 @@ pub async fn create_key(client: &Client, desired: &DesiredKey) -> Result<KeyCrea
         .multi_region(desired.multi_region)
         .set_tags(Some(sdk_tags(&desired.tags)?));
     let out = send_once!(request, "CreateKey")?;
-    KeyCreation::from_metadata("CreateKey", out.key_metadata, desired.tags.clone())
+    KeyCreation::from_metadata("CreateKey", out.key_metadata, Some(desired.tags.clone()))
 }
 
 /// ReplicateKey of a multi-region primary into `replica_region`, with the replica's own
@@ -135,13 +139,7 @@ pub async fn replicate_key(
         .description(&desired.description)
         .set_tags(Some(sdk_tags(&desired.tags)?));
     let out = send_once!(request, "ReplicateKey")?;
-    // The replica's tags as KMS reports them (some implementations copy the primary's).
-    let tags = out
-        .replica_tags()
-        .iter()
-        .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
-        .collect();
-    KeyCreation::from_metadata("ReplicateKey", out.replica_key_metadata, tags)
+    KeyCreation::from_metadata("ReplicateKey", out.replica_key_metadata, None)
 }
 
 /// Which material an import brings (KMS `ImportType`).
