@@ -43,9 +43,20 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let mut controllers = scopes(&ctx.settings)
         .into_iter()
         .flat_map(|ns| {
+            // One AwsKey watch and cache per scope, shared by the key and replica controllers.
+            let (keys, writer) = reflector::store_shared(SHARED_BUFFER);
+            let (for_keys, for_replicas) = (subscribe(&writer), subscribe(&writer));
             [
-                run_keys(ctx.clone(), ns.clone(), shutdown.clone()).boxed(),
-                run_replicas(ctx.clone(), ns, shutdown.clone()).boxed(),
+                watch_keys(ctx.clone(), ns.clone(), writer, shutdown.clone()).boxed(),
+                run_keys(
+                    ctx.clone(),
+                    ns.clone(),
+                    keys.clone(),
+                    for_keys,
+                    shutdown.clone(),
+                )
+                .boxed(),
+                run_replicas(ctx.clone(), ns, keys, for_replicas, shutdown.clone()).boxed(),
             ]
         })
         .chain([super::pkcs11_token::run_tokens(ctx.clone(), shutdown.clone()).boxed()])
@@ -56,6 +67,62 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     signal.abort();
     ctx.readiness.set_controller_running(false);
     info!("controller stopped");
+}
+
+/// Changes of the shared AwsKey cache a controller has not taken yet (object references; the
+/// watch waits while a controller is this far behind).
+const SHARED_BUFFER: usize = 1024;
+
+/// The last-applied annotation `kubectl apply` leaves on an object: a copy of its manifest.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no controller reads before an object enters a cache or a trigger:
+/// `managedFields` and the last-applied annotation (together often larger than the object).
+fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// A subscription to the shared AwsKey cache's changes, as a trigger stream.
+fn subscribe(
+    writer: &reflector::store::Writer<Guarded<AwsKey>>,
+) -> impl futures::Stream<Item = Result<Guarded<AwsKey>, watcher::Error>> + Send + 'static {
+    // A shared store's writer always has subscriptions to give.
+    futures::stream::iter(writer.subscribe())
+        .flatten()
+        .map(|key| Ok(Guarded::clone(&key)))
+}
+
+/// The AwsKey watch of one scope: fills the shared cache and hands each change to both
+/// controllers' subscriptions, until `shutdown`. The operator is ready once the initial list is
+/// in the cache (the watcher's InitDone; not `Store::wait_until_ready`, which wakes one waiter).
+async fn watch_keys(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    writer: reflector::store::Writer<Guarded<AwsKey>>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let keys: Api<Guarded<AwsKey>> = scoped(&ctx.client, &namespace);
+    let readiness = ctx.readiness.clone();
+    watcher(keys, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(slim)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                info!("watch cache synced: reconciling");
+                readiness.set_controller_running(true);
+            }
+        })
+        .reflect_shared(writer)
+        .take_until(shutdown)
+        .for_each(|_| async {})
+        .await;
 }
 
 /// The namespaces watched: each of `watch_namespaces`, or all (None).
@@ -188,36 +255,23 @@ fn uses_template(policy: Option<&KeyPolicy>, name: &str) -> bool {
     policy.and_then(KeyPolicy::template_name) == Some(name)
 }
 
-/// The AwsKey controller of one scope: keys, their Secrets (metadata only), connections,
-/// policy templates and replicas (a new, changed or deleted replica updates its primary's
-/// replica list at once).
+/// The AwsKey controller of one scope: keys (from the shared cache `store` and its
+/// subscription `changes`), their Secrets (metadata only), connections, policy templates and
+/// replicas (a new, changed or deleted replica updates its primary's replica list at once).
 async fn run_keys(
     ctx: Arc<Context>,
     namespace: Option<String>,
+    store: reflector::Store<Guarded<AwsKey>>,
+    changes: impl futures::Stream<Item = Result<Guarded<AwsKey>, watcher::Error>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let keys: Api<Guarded<AwsKey>> = scoped(&client, &namespace);
     let secrets: Api<PartialObjectMeta<Secret>> = scoped(&client, &namespace);
     let replicas: Api<Guarded<AwsReplicaKey>> = scoped(&client, &namespace);
-    let (store, writer) = reflector::store();
     // Only changes of the spec, finalizers, deletion or annotations trigger a reconcile: the
     // controller's own status writes do not (no self-triggered loops), resyncs come from the
     // requeue, and Secrets and connections have their own watches below.
-    // Ready once the initial list is in the cache (the watcher's InitDone). Not through
-    // `Store::wait_until_ready`: it wakes only one waiter, and the controller waits on it too.
-    let readiness = ctx.readiness.clone();
-    let triggers = watcher(keys, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .inspect(move |event| {
-            if let Ok(watcher::Event::InitDone) = event {
-                info!("watch cache synced: reconciling");
-                readiness.set_controller_running(true);
-            }
-        })
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(reconcile_relevant, PredicateConfig::default());
+    let triggers = changes.predicate_filter(reconcile_relevant, PredicateConfig::default());
     let controller = Controller::for_stream(triggers, store.clone());
     let (by_secret, by_kms, by_template) = (store.clone(), store.clone(), store.clone());
     let by_namespace = store.clone();
@@ -296,29 +350,28 @@ async fn run_keys(
         .await;
 }
 
-/// The AwsReplicaKey controller of one scope: replicas, their primaries (status included: a
-/// primary becoming Enabled releases its replicas), the primaries' Secrets and the policy
-/// templates.
+/// The AwsReplicaKey controller of one scope: replicas, their primaries (the shared AwsKey
+/// cache `primaries` and its subscription `primary_changes`, status included: a primary
+/// becoming Enabled releases its replicas), the primaries' Secrets and the policy templates.
 async fn run_replicas(
     ctx: Arc<Context>,
     namespace: Option<String>,
+    primaries: reflector::Store<Guarded<AwsKey>>,
+    primary_changes: impl futures::Stream<Item = Result<Guarded<AwsKey>, watcher::Error>>
+    + Send
+    + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
     let replicas: Api<Guarded<AwsReplicaKey>> = scoped(&client, &namespace);
-    let keys: Api<Guarded<AwsKey>> = scoped(&client, &namespace);
     let secrets: Api<PartialObjectMeta<Secret>> = scoped(&client, &namespace);
     let (store, writer) = reflector::store();
     let triggers = watcher(replicas, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(slim)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(reconcile_relevant, PredicateConfig::default());
-    let (primaries, primaries_writer) = reflector::store::<Guarded<AwsKey>>();
-    let primary_changes = watcher(keys, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(primaries_writer)
-        .touched_objects();
     let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
     let (by_primary, by_secret, by_template) = (store.clone(), store.clone(), store.clone());
     let by_namespace = store.clone();
@@ -351,8 +404,8 @@ async fn run_replicas(
             let name = secret.name_any();
             primaries
                 .state()
-                .into_iter()
-                .filter_map(|k| k.0.as_ref().ok().cloned())
+                .iter()
+                .filter_map(|k| k.0.as_ref().ok())
                 .filter(|k| {
                     k.namespace() == ns && k.spec.key_material.secret_name() == Some(name.as_str())
                 })
