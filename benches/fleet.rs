@@ -10,6 +10,10 @@
 //! `benches/results/latest.md` (`KEYFLEET_BENCH_OUT` to change) and exits non-zero when a target
 //! is missed.
 //!
+//! `KEYFLEET_BENCH_MODE=strict` runs the strict mode instead (`fleet/strict.rs`): one-request
+//! buckets at the proxy, the image's binary, roll-out, restart, steady state and a shutdown in
+//! the middle of a roll-out, over one or two accounts.
+//!
 //! Layout: this process runs the API server (memkube, served over HTTP) and the KMS proxy; the
 //! operator is `keyfleet run` in a child process with a kubeconfig for that server and
 //! `AWS_ENDPOINT_URL_KMS` at the proxy, as it runs in a cluster. Peak RSS is the child's VmHWM
@@ -17,6 +21,9 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+#[path = "fleet/strict.rs"]
+mod strict;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -123,22 +130,51 @@ struct Operator {
 }
 
 impl Operator {
+    /// `binary run` with `args`, its kubeconfig and AWS environment `env`, logs to `log`.
+    fn spawn(
+        binary: &std::path::Path,
+        args: &[String],
+        kubeconfig: &std::path::Path,
+        env: &[(String, String)],
+        log: std::path::PathBuf,
+    ) -> Operator {
+        let log_file = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(binary)
+            .arg("run")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("KUBECONFIG", kubeconfig)
+            .envs(env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start keyfleet run");
+        Operator { child, log }
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGTERM, then waits up to 30 s for a clean exit.
-    fn stop(mut self) -> bool {
+    fn stop(self) -> bool {
+        self.stop_timed().is_some()
+    }
+
+    /// SIGTERM, then waits up to 30 s for a clean exit; how long it took (None: no clean exit).
+    fn stop_timed(mut self) -> Option<Duration> {
         let pid = self.pid().to_string();
+        let sent = Instant::now();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = sent + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
+                return status.success().then(|| sent.elapsed());
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(10));
         }
-        false
+        None
     }
 
     /// The last lines of its log, for a failure message.
@@ -158,34 +194,43 @@ impl Drop for Operator {
     }
 }
 
-/// The least time the quotas allow for the calls the fleet cannot do without, per region and
-/// operation: one CreateKey, GetParametersForImport, ImportKeyMaterial and CreateAlias per
-/// AwsKey; one ReplicateKey (primary region) and two CreateKey (replica region) per replica.
-/// A bucket starts with one token, so n calls take (n - 1) / rate.
+/// The least time the quotas allow for the calls the fleet cannot do without, per account
+/// (connection), region and operation: one CreateKey, GetParametersForImport, ImportKeyMaterial
+/// and CreateAlias per AwsKey; one ReplicateKey (primary region) and two CreateKey (replica
+/// region) per replica. A bucket starts with one token, so n calls take (n - 1) / rate.
 fn quota_bound(fleet: &Fleet, quotas: &KmsQuotas) -> (f64, String) {
-    let mut need: BTreeMap<(String, &str), f64> = BTreeMap::new();
-    for (_, region) in &fleet.keys {
+    let account = |key: &str| fleet.connections.get(key).cloned().unwrap_or_default();
+    let mut need: BTreeMap<(String, String, &str), f64> = BTreeMap::new();
+    for (name, region) in &fleet.keys {
         for op in [
             "CreateKey",
             "GetParametersForImport",
             "ImportKeyMaterial",
             "CreateAlias",
         ] {
-            *need.entry((region.clone(), op)).or_default() += 1.0;
+            *need.entry((account(name), region.clone(), op)).or_default() += 1.0;
         }
     }
-    for (_, region) in &fleet.replicas {
+    for (name, region) in &fleet.replicas {
+        let primary = name.strip_suffix("-r").unwrap_or(name);
         let primary_region = REGIONS.iter().find(|r| *r != region).copied().unwrap_or("");
         *need
-            .entry((primary_region.to_string(), "ReplicateKey"))
+            .entry((account(primary), primary_region.to_string(), "ReplicateKey"))
             .or_default() += 1.0;
-        *need.entry((region.clone(), "CreateKey")).or_default() += 2.0;
+        *need
+            .entry((account(primary), region.clone(), "CreateKey"))
+            .or_default() += 2.0;
     }
     need.into_iter()
-        .map(|((region, op), n)| {
+        .map(|((account, region, op), n)| {
+            let through = if account.is_empty() {
+                String::new()
+            } else {
+                format!(" through AwsKms/{account}")
+            };
             (
                 (n - 1.0).max(0.0) / quotas.rate(op),
-                format!("{n} {op} in {region} at {}/s", quotas.rate(op)),
+                format!("{n} {op} in {region}{through} at {}/s", quotas.rate(op)),
             )
         })
         .fold((0.0, String::new()), |a, b| if b.0 > a.0 { b } else { a })
@@ -359,6 +404,9 @@ fn report(f: &Figures) -> (String, bool) {
 }
 
 fn main() {
+    if std::env::var("KEYFLEET_BENCH_MODE").as_deref() == Ok("strict") {
+        return strict::main();
+    }
     let n: usize = env_or("KEYFLEET_BENCH_KEYS", 100);
     let resync_seconds: u64 = env_or("KEYFLEET_BENCH_RESYNC_SECONDS", 20);
     let resync = Duration::from_secs(resync_seconds);
@@ -407,34 +455,29 @@ fn main() {
     // (KMS through the proxy) and default settings but the resync period; JSON logs to a file.
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, MemKube::kubeconfig(kube_addr)).expect("write kubeconfig");
-    let log = dir.path().join("keyfleet.log");
-    let log_file = std::fs::File::create(&log).expect("create log file");
     let port = free_port();
     let mut env = localstack::operator_env(&proxy.url());
     env.retain(|(k, _)| k != "AWS_ENDPOINT_URL_STS");
     env.push(("AWS_ENDPOINT_URL_STS".into(), endpoint.clone()));
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_keyfleet"))
-        .args([
-            "run",
-            "--cluster-id",
-            "bench-cluster",
-            "--http-addr",
-            &format!("127.0.0.1:{port}"),
-            "--resync-seconds",
-            &resync_seconds.to_string(),
-            "--log-format",
-            "json",
-        ])
-        .env_remove("RUST_LOG")
-        .env("KUBECONFIG", &kubeconfig)
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("log file"))
-        .stderr(log_file)
-        .spawn()
-        .expect("start keyfleet run");
-    let operator = Operator { child, log };
+    let args = [
+        "--cluster-id",
+        "bench-cluster",
+        "--http-addr",
+        &format!("127.0.0.1:{port}"),
+        "--resync-seconds",
+        &resync_seconds.to_string(),
+        "--log-format",
+        "json",
+    ]
+    .map(String::from);
+    let operator = Operator::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_keyfleet")),
+        &args,
+        &kubeconfig,
+        &env,
+        dir.path().join("keyfleet.log"),
+    );
     let pid = operator.pid();
     eprintln!("fleet bench: keyfleet run started (pid {pid})");
 

@@ -35,6 +35,9 @@ pub struct ProxyConfig {
     pub upstream: String,
     /// Rates per operation, enforced per region.
     pub quotas: KmsQuotas,
+    /// Buckets that hold one request (no burst, the strictest reading of a quota AWS does not
+    /// promise a burst for) instead of one second of requests.
+    pub one_request_buckets: bool,
     /// Fraction of requests (0..=1) that fail on purpose, split evenly between a 500 before
     /// forwarding, a ThrottlingException, and a 500 after forwarding.
     pub fault_rate: f64,
@@ -51,6 +54,7 @@ impl ProxyConfig {
         ProxyConfig {
             upstream: upstream.into().trim_end_matches('/').to_string(),
             quotas,
+            one_request_buckets: false,
             fault_rate: 0.0,
             seed: 1,
             lose_answers: Vec::new(),
@@ -210,10 +214,15 @@ pub fn sigv4_region(authorization: &str) -> Option<&str> {
 }
 
 /// AWS's bucket of a quota: refills at the rate and holds one second of requests (at least 2,
-/// as a one-second window lets two requests through across its boundary).
-fn aws_quota(rate: f64) -> Quota {
+/// as a one-second window lets two requests through across its boundary); with
+/// `one_request`, one request.
+fn aws_quota(rate: f64, one_request: bool) -> Quota {
     let period = Duration::from_secs_f64(1.0 / rate.max(1e-6)).max(Duration::from_nanos(1));
-    let burst = NonZeroU32::new((rate.ceil() as u32).max(2)).unwrap_or(NonZeroU32::MIN);
+    let burst = if one_request {
+        NonZeroU32::MIN
+    } else {
+        NonZeroU32::new((rate.ceil() as u32).max(2)).unwrap_or(NonZeroU32::MIN)
+    };
     Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(burst)
@@ -221,10 +230,13 @@ fn aws_quota(rate: f64) -> Quota {
 
 impl Shared {
     fn bucket(&self, region: &str, op: &str) -> Arc<DefaultDirectRateLimiter> {
-        let rate = lock(&self.config).quotas.rate(op);
+        let (rate, one_request) = {
+            let config = lock(&self.config);
+            (config.quotas.rate(op), config.one_request_buckets)
+        };
         lock(&self.buckets)
             .entry((region.to_string(), op.to_string()))
-            .or_insert_with(|| Arc::new(RateLimiter::direct(aws_quota(rate))))
+            .or_insert_with(|| Arc::new(RateLimiter::direct(aws_quota(rate, one_request))))
             .clone()
     }
 
@@ -397,13 +409,16 @@ mod tests {
 
     #[test]
     fn buckets_hold_one_second_and_at_least_two() {
-        let one = RateLimiter::direct(aws_quota(1.0));
+        let one = RateLimiter::direct(aws_quota(1.0, false));
         assert!(one.check().is_ok() && one.check().is_ok());
         assert!(one.check().is_err());
-        let five = RateLimiter::direct(aws_quota(5.0));
+        let five = RateLimiter::direct(aws_quota(5.0, false));
         for _ in 0..5 {
             assert!(five.check().is_ok());
         }
         assert!(five.check().is_err());
+        let strict = RateLimiter::direct(aws_quota(5.0, true));
+        assert!(strict.check().is_ok());
+        assert!(strict.check().is_err(), "one-request buckets hold no burst");
     }
 }
