@@ -66,6 +66,15 @@ fn process_cpu(pid: u32, ticks_per_second: f64) -> f64 {
     (ticks(11) + ticks(12)) as f64 / ticks_per_second
 }
 
+/// The benchmark process's runtime (API server, proxy, polls): two worker threads.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("benchmark runtime")
+}
+
 fn clock_ticks() -> f64 {
     let output = Command::new("getconf")
         .arg("CLK_TCK")
@@ -281,6 +290,32 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM, Linux; LocalStack 4 on the same machine")
 }
 
+/// Writes the machine (with `note`), the date and the table of targets; whether every target
+/// was met.
+fn targets_table<W: std::fmt::Display>(
+    out: &mut String,
+    note: &str,
+    checks: &[(W, bool, String)],
+) -> bool {
+    let _ = writeln!(out, "Machine: {}{note}  ", machine());
+    let _ = writeln!(
+        out,
+        "Taken: {}\n",
+        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC")
+    );
+    let _ = writeln!(out, "| target | result | met |\n| --- | --- | --- |");
+    let mut all = true;
+    for (what, ok, value) in checks {
+        all &= ok;
+        let _ = writeln!(
+            out,
+            "| {what} | {value} | {} |",
+            if *ok { "yes" } else { "NO" }
+        );
+    }
+    all
+}
+
 fn report(f: &Figures) -> (String, bool) {
     let ratio = f.ready_seconds / f.bound_seconds.max(1e-9);
     let surfaced: usize = f
@@ -329,22 +364,7 @@ fn report(f: &Figures) -> (String, bool) {
         "{} AwsKeys over {} and {} ({} multi-region with an AwsReplicaKey in the other region), each with its own Secret, tags and an alias; AWS default KMS quotas enforced by the proxy.\n",
         f.keys, REGIONS[0], REGIONS[1], f.replicas
     );
-    let _ = writeln!(out, "Machine: {}  ", machine());
-    let _ = writeln!(
-        out,
-        "Taken: {}\n",
-        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC")
-    );
-    let _ = writeln!(out, "| target | result | met |\n| --- | --- | --- |");
-    let mut all = true;
-    for (what, ok, value) in &checks {
-        all &= ok;
-        let _ = writeln!(
-            out,
-            "| {what} | {value} | {} |",
-            if *ok { "yes" } else { "NO" }
-        );
-    }
+    let all = targets_table(&mut out, "", &checks);
     let _ = writeln!(out, "\n## Roll-out\n");
     let _ = writeln!(
         out,
@@ -412,11 +432,7 @@ fn main() {
     let resync = Duration::from_secs(resync_seconds);
     let out_path = std::env::var("KEYFLEET_BENCH_OUT")
         .unwrap_or_else(|_| format!("{}/benches/results/latest.md", env!("CARGO_MANIFEST_DIR")));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("benchmark runtime");
+    let rt = runtime();
     let ticks = clock_ticks();
     let dir = tempfile::tempdir().expect("temporary directory");
 
@@ -570,15 +586,20 @@ fn main() {
         eprintln!("fleet bench: keyfleet run did not exit cleanly on SIGTERM; log:\n{tail}");
     }
     let (text, all_met) = report(&figures);
+    drop(proxy);
+    publish(&text, &out_path, all_met);
+}
+
+/// Prints the report, writes it to `out_path` and exits non-zero when a target was missed.
+fn publish(text: &str, out_path: &str, all_met: bool) {
     print!("{text}");
-    if let Some(dir) = std::path::Path::new(&out_path).parent() {
+    if let Some(dir) = std::path::Path::new(out_path).parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    match std::fs::write(&out_path, &text) {
+    match std::fs::write(out_path, text) {
         Ok(()) => eprintln!("fleet bench: figures written to {out_path}"),
-        Err(e) => eprintln!("fleet bench: cannot write {out_path}: {e}"),
+        Err(e) => panic!("cannot write {out_path}: {e}"),
     }
-    drop(proxy);
     if !all_met {
         eprintln!("fleet bench: a target was missed");
         std::process::exit(1);

@@ -30,8 +30,8 @@ use memkube::MemKube;
 use super::support::fleet::{self, KMS_WRITES, REGIONS};
 use super::support::localstack;
 use super::{
-    Operator, clock_ticks, env_or, free_port, machine, process_cpu, quota_bound, reconciles,
-    status_kib,
+    Operator, clock_ticks, env_or, free_port, process_cpu, publish, quota_bound, reconciles,
+    runtime, status_kib, targets_table,
 };
 
 /// The connections of the two-account case: (AwsKms name, account id).
@@ -67,28 +67,31 @@ fn stats(proxies: &[KmsProxy]) -> ProxyStats {
     let mut out = ProxyStats::new();
     for proxy in proxies {
         for (key, c) in proxy.stats() {
-            let e = out.entry(key).or_default();
-            e.forwarded += c.forwarded;
-            e.throttled += c.throttled;
-            e.injected_errors += c.injected_errors;
-            e.injected_throttles += c.injected_throttles;
-            e.lost_answers += c.lost_answers;
+            *out.entry(key).or_default() += c;
         }
     }
     out
 }
 
-/// (reads, writes, throttled) the proxies received between `before` and `after`.
-fn calls(after: &ProxyStats, before: &ProxyStats) -> (u64, u64, u64) {
-    let by_op = kms_proxy::by_operation(&kms_proxy::delta(after, before));
-    let mut out = (0, 0, 0);
-    for (op, c) in by_op {
+/// What the proxies received between two snapshots.
+#[derive(Default)]
+struct Calls {
+    reads: u64,
+    writes: u64,
+    throttled: u64,
+    by_operation: BTreeMap<String, u64>,
+}
+
+fn calls(after: &ProxyStats, before: &ProxyStats) -> Calls {
+    let mut out = Calls::default();
+    for (op, c) in kms_proxy::by_operation(&kms_proxy::delta(after, before)) {
         if KMS_WRITES.contains(&op.as_str()) {
-            out.1 += c.received();
+            out.writes += c.received();
         } else {
-            out.0 += c.received();
+            out.reads += c.received();
         }
-        out.2 += c.throttled;
+        out.throttled += c.throttled;
+        out.by_operation.insert(op, c.received());
     }
     out
 }
@@ -248,26 +251,11 @@ fn report(r: &Run) -> (String, bool) {
             ""
         }
     );
-    let _ = writeln!(
-        out,
-        "Machine: {} (shared with other builds while it ran: wall-time figures are upper bounds)  ",
-        machine()
+    let all = targets_table(
+        &mut out,
+        " (shared with other builds while it ran: wall-time figures are upper bounds)",
+        &checks,
     );
-    let _ = writeln!(
-        out,
-        "Taken: {}\n",
-        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC")
-    );
-    let _ = writeln!(out, "| target | result | met |\n| --- | --- | --- |");
-    let mut all = true;
-    for (what, ok, value) in &checks {
-        all &= ok;
-        let _ = writeln!(
-            out,
-            "| {what} | {value} | {} |",
-            if *ok { "yes" } else { "NO" }
-        );
-    }
     let _ = writeln!(out, "\n## Details\n");
     let _ = writeln!(
         out,
@@ -324,11 +312,7 @@ pub fn main() {
     let binary_bytes = std::fs::metadata(&binary)
         .map(|m| m.len())
         .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("benchmark runtime");
+    let rt = runtime();
     let ticks = clock_ticks();
     let dir = tempfile::tempdir().expect("temporary directory");
     let quotas = KmsQuotas::aws_defaults().scaled(scale);
@@ -419,23 +403,18 @@ pub fn main() {
         // 1. Roll-out.
         let before = stats(&proxies);
         let started = Instant::now();
-        let (rollout, _) = start("rollout", &["--resync-seconds", "3600"]);
+        let (rollout_operator, _) = start("rollout", &["--resync-seconds", "3600"]);
         let timeout = Duration::from_secs(120 + 3 * n as u64);
-        let reasons = wait_ready(&client, namespace, objects, timeout, &rollout).await;
+        let reasons = wait_ready(&client, namespace, objects, timeout, &rollout_operator).await;
         let ready_seconds = started.elapsed().as_secs_f64();
-        let after = stats(&proxies);
-        let (reads, _, proxy_throttles) = calls(&after, &before);
-        let rollout_calls = kms_proxy::by_operation(&kms_proxy::delta(&after, &before))
-            .into_iter()
-            .map(|(op, c)| (op, c.received()))
-            .collect();
+        let rollout = calls(&stats(&proxies), &before);
         let status_throttles = reasons
             .iter()
             .filter(|(r, _)| r.contains("Throttl") || r.as_str() == "KmsUnavailable")
             .map(|(_, n)| *n)
             .sum::<usize>()
             + throttle_events(&kube);
-        let pid = rollout.pid().to_string();
+        let pid = rollout_operator.pid().to_string();
         let (peak_rss_kib, rss_anon_kib, rss_file_kib) = (
             status_kib(&pid, "VmHWM"),
             status_kib(&pid, "RssAnon"),
@@ -443,18 +422,16 @@ pub fn main() {
         );
         let (bound_seconds, bound_by) = quota_bound(&fleet, &quotas);
         eprintln!("fleet bench: all {objects} Ready after {ready_seconds:.1} s (bound {bound_seconds:.1} s)");
-        assert!(rollout.stop(), "the roll-out operator did not stop cleanly");
+        assert!(
+            rollout_operator.stop(),
+            "the roll-out operator did not stop cleanly"
+        );
 
         // 2. Restart with the default settings: the first minute.
         let before = stats(&proxies);
         let (restarted, _) = start("restart", &[]);
         tokio::time::sleep(Duration::from_secs(60)).await;
-        let after = stats(&proxies);
-        let (restart_reads, restart_writes, _) = calls(&after, &before);
-        let restart_calls = kms_proxy::by_operation(&kms_proxy::delta(&after, &before))
-            .into_iter()
-            .map(|(op, c)| (op, c.received()))
-            .collect();
+        let restart = calls(&stats(&proxies), &before);
         assert!(restarted.stop(), "the restarted operator did not stop cleanly");
 
         // 3. Steady state with 20 s resyncs, after the start-up pass.
@@ -472,7 +449,7 @@ pub fn main() {
         let cpu = process_cpu(steady.pid(), ticks) - cpu_before;
         let steady_reconciles = reconciles(port) - rec_before;
         assert!(steady_reconciles > 0, "no reconcile in two resync periods");
-        let (_, steady_writes, _) = calls(&stats(&proxies), &before);
+        let steady_writes = calls(&stats(&proxies), &before).writes;
 
         // 4. A second batch; SIGTERM once a quarter of it is Ready.
         let batch = (n / 10).clamp(8, 50);
@@ -506,17 +483,17 @@ pub fn main() {
             ready_seconds,
             bound_seconds,
             bound_by,
-            proxy_throttles,
+            proxy_throttles: rollout.throttled,
             status_throttles,
-            rollout_reads_per_object: reads as f64 / objects as f64,
-            rollout_calls,
+            rollout_reads_per_object: rollout.reads as f64 / objects as f64,
+            rollout_calls: rollout.by_operation,
             peak_rss_kib,
             rss_anon_kib,
             rss_file_kib,
             binary_bytes,
-            restart_reads_per_object: restart_reads as f64 / objects as f64,
-            restart_writes,
-            restart_calls,
+            restart_reads_per_object: restart.reads as f64 / objects as f64,
+            restart_writes: restart.writes,
+            restart_calls: restart.by_operation,
             steady_reconciles,
             steady_writes,
             cpu_ms_per_reconcile: cpu * 1000.0 / steady_reconciles as f64,
@@ -527,14 +504,6 @@ pub fn main() {
         }
     });
     let (text, all_met) = report(&run);
-    print!("{text}");
-    match std::fs::write(&out_path, &text) {
-        Ok(()) => eprintln!("fleet bench: figures written to {out_path}"),
-        Err(e) => panic!("cannot write {out_path}: {e}"),
-    }
     drop(proxies);
-    if !all_met {
-        eprintln!("fleet bench: a target was missed");
-        std::process::exit(1);
-    }
+    publish(&text, &out_path, all_met);
 }

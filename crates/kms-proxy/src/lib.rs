@@ -93,6 +93,16 @@ impl OpCounts {
     }
 }
 
+impl std::ops::AddAssign for OpCounts {
+    fn add_assign(&mut self, c: OpCounts) {
+        self.forwarded += c.forwarded;
+        self.throttled += c.throttled;
+        self.injected_errors += c.injected_errors;
+        self.injected_throttles += c.injected_throttles;
+        self.lost_answers += c.lost_answers;
+    }
+}
+
 /// Counts by (region, operation).
 pub type ProxyStats = BTreeMap<(String, String), OpCounts>;
 
@@ -178,12 +188,7 @@ impl KmsProxy {
 pub fn by_operation(stats: &ProxyStats) -> BTreeMap<String, OpCounts> {
     let mut out: BTreeMap<String, OpCounts> = BTreeMap::new();
     for ((_, op), c) in stats {
-        let e = out.entry(op.clone()).or_default();
-        e.forwarded += c.forwarded;
-        e.throttled += c.throttled;
-        e.injected_errors += c.injected_errors;
-        e.injected_throttles += c.injected_throttles;
-        e.lost_answers += c.lost_answers;
+        *out.entry(op.clone()).or_default() += *c;
     }
     out
 }
