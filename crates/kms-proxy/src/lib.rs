@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -109,6 +109,8 @@ pub type ProxyStats = BTreeMap<(String, String), OpCounts>;
 struct Shared {
     config: Mutex<ProxyConfig>,
     buckets: Mutex<HashMap<(String, String), Arc<DefaultDirectRateLimiter>>>,
+    /// One-request buckets: when each (region, operation) is free again.
+    free_at: Mutex<HashMap<(String, String), Instant>>,
     stats: Mutex<ProxyStats>,
     dice: Mutex<StdRng>,
     http: HttpClient<HttpConnector, Full<Bytes>>,
@@ -152,6 +154,7 @@ impl KmsProxy {
             dice: Mutex::new(StdRng::seed_from_u64(config.seed)),
             config: Mutex::new(config),
             buckets: Mutex::new(HashMap::new()),
+            free_at: Mutex::new(HashMap::new()),
             stats: Mutex::new(BTreeMap::new()),
             http,
         });
@@ -247,6 +250,9 @@ impl Shared {
 
     /// Takes the request's tokens; false when it is over the quota.
     fn admit(&self, region: &str, op: &str, replica: Option<&str>) -> bool {
+        if lock(&self.config).one_request_buckets {
+            return self.admit_one_request(region, op, replica);
+        }
         if self.bucket(region, op).check().is_err() {
             return false;
         }
@@ -257,6 +263,33 @@ impl Shared {
             }
             None => true,
         }
+    }
+
+    /// One-request buckets: a bucket is free again one period after the request it admitted;
+    /// a ReplicateKey's two CreateKey in the replica region need that bucket to have been free
+    /// for one more period (the two slots it takes there, as the operator waits for them).
+    fn admit_one_request(&self, region: &str, op: &str, replica: Option<&str>) -> bool {
+        let now = Instant::now();
+        let config = lock(&self.config);
+        let period = |op: &str| Duration::from_secs_f64(1.0 / config.quotas.rate(op).max(1e-6));
+        let mut free_at = lock(&self.free_at);
+        let free = |region: &str, op: &str, cost: u32| {
+            free_at
+                .get(&(region.to_string(), op.to_string()))
+                .is_none_or(|at| now >= *at + period(op) * (cost - 1))
+        };
+        let replica_free = replica.is_none_or(|r| free(r, "CreateKey", REPLICATE_KEY_CREATE_COST));
+        if !free(region, op, 1) || !replica_free {
+            return false;
+        }
+        free_at.insert((region.to_string(), op.to_string()), now + period(op));
+        if let Some(r) = replica {
+            free_at.insert(
+                (r.to_string(), "CreateKey".into()),
+                now + period("CreateKey"),
+            );
+        }
+        true
     }
 
     fn count(&self, region: &str, op: &str, f: impl FnOnce(&mut OpCounts)) {
