@@ -192,12 +192,21 @@ pub enum SlotError {
     ShuttingDown { operation: String },
 }
 
+/// One (identity, region, operation)'s token bucket, and the queue of requests waiting for it:
+/// first come, first served, and a request that needs two slots (a ReplicateKey's CreateKey in
+/// the replica region) takes them back to back, with no other request in between.
+#[derive(Debug)]
+struct Bucket {
+    queue: tokio::sync::Mutex<()>,
+    tokens: DefaultDirectRateLimiter,
+}
+
 /// The token buckets of every (identity, region, operation), shared by all reconciles.
 #[derive(Debug)]
 pub struct RateLimits {
     quotas: KmsQuotas,
     max_wait: Duration,
-    buckets: Mutex<HashMap<BucketKey, Arc<DefaultDirectRateLimiter>>>,
+    buckets: Mutex<HashMap<BucketKey, Arc<Bucket>>>,
     /// True once the operator stops: every wait for a slot ends at once.
     closed: tokio::sync::watch::Sender<bool>,
 }
@@ -226,12 +235,7 @@ impl RateLimits {
         &self.quotas
     }
 
-    fn bucket(
-        &self,
-        identity: &str,
-        region: &str,
-        operation: &str,
-    ) -> Arc<DefaultDirectRateLimiter> {
+    fn bucket(&self, identity: &str, region: &str, operation: &str) -> Arc<Bucket> {
         let key = BucketKey {
             identity: identity.to_string(),
             region: region.to_string(),
@@ -240,7 +244,12 @@ impl RateLimits {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         buckets
             .entry(key)
-            .or_insert_with(|| Arc::new(RateLimiter::direct(quota(self.quotas.rate(operation)))))
+            .or_insert_with(|| {
+                Arc::new(Bucket {
+                    queue: tokio::sync::Mutex::new(()),
+                    tokens: RateLimiter::direct(quota(self.quotas.rate(operation))),
+                })
+            })
             .clone()
     }
 
@@ -262,8 +271,9 @@ impl RateLimits {
         }
         let bucket = self.bucket(identity, region, operation);
         let wait = async {
+            let _turn = bucket.queue.lock().await;
             for _ in 0..n {
-                bucket.until_ready().await;
+                bucket.tokens.until_ready().await;
             }
         };
         tokio::select! {
