@@ -208,15 +208,40 @@ where
         .collect()
 }
 
+/// The objects a watch of `api` touches, except those of its first listing: at start every
+/// key is reconciled by its own watch, and a trigger from each Secret, namespace or replica
+/// listed then would reconcile it a second time (a second DescribeKey per key after every
+/// restart). A later re-list (after the watch lost track) passes: it may carry missed changes.
+fn changes_after_start<K>(
+    api: Api<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    use futures::TryStreamExt;
+    let mut listed = false;
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .try_filter_map(move |event| {
+            let touched = match event {
+                watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => Some(obj),
+                watcher::Event::InitApply(obj) => listed.then_some(obj),
+                watcher::Event::InitDone => {
+                    listed = true;
+                    None
+                }
+                watcher::Event::Init => None,
+            };
+            futures::future::ready(Ok(touched))
+        })
+}
+
 /// Namespaces as they change (metadata only: labels and annotations).
 fn namespace_changes(
     client: &kube::Client,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>> + Send + 'static
 {
-    let api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-    watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .touched_objects()
+    changes_after_start(Api::<PartialObjectMeta<Namespace>>::all(client.clone()))
 }
 
 /// The AwsKms changes that matter to keys: a new object (uid), a new spec (generation) or a
@@ -228,6 +253,9 @@ fn connection_changes(
     use futures::TryStreamExt;
     let mut seen: std::collections::HashMap<String, (Option<String>, Option<i64>)> =
         std::collections::HashMap::new();
+    // The connections of the first listing are only remembered: every key is reconciled at
+    // start anyway.
+    let mut listed = false;
     watcher(
         Api::<AwsKms>::all(client.clone()),
         watcher::Config::default().any_semantic(),
@@ -238,13 +266,17 @@ fn connection_changes(
             watcher::Event::Apply(kms) | watcher::Event::InitApply(kms) => {
                 let identity = (kms.uid(), kms.metadata.generation);
                 let new = seen.insert(kms.name_any(), identity.clone()) != Some(identity);
-                new.then_some(kms)
+                (new && listed).then_some(kms)
             }
             watcher::Event::Delete(kms) => {
                 seen.remove(&kms.name_any());
                 Some(kms)
             }
-            watcher::Event::Init | watcher::Event::InitDone => None,
+            watcher::Event::InitDone => {
+                listed = true;
+                None
+            }
+            watcher::Event::Init => None,
         };
         futures::future::ready(Ok(changed))
     })
@@ -277,7 +309,7 @@ async fn run_keys(
     let by_namespace = store.clone();
     let by_token = store.clone();
     // Metadata only: Secret data never enters the operator's caches.
-    let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
+    let secrets = changes_after_start(secrets);
     controller
         .watches_stream(secrets, move |secret| {
             let (ns, name) = (secret.namespace(), secret.name_any());
@@ -318,15 +350,11 @@ async fn run_keys(
         )
         // A replica that appears, changes or goes away: its primary lists its replicas from
         // KMS at once (and rotates as soon as every replica holds pending material).
-        .watches(
-            replicas,
-            watcher::Config::default().any_semantic(),
-            |replica| {
-                let replica = replica.0.ok()?;
-                let namespace = replica.namespace().unwrap_or_default();
-                Some(ObjectRef::new(&replica.spec.primary_key_ref.name).within(&namespace))
-            },
-        )
+        .watches_stream(changes_after_start(replicas), |replica| {
+            let replica = replica.0.ok()?;
+            let namespace = replica.namespace().unwrap_or_default();
+            Some(ObjectRef::new(&replica.spec.primary_key_ref.name).within(&namespace))
+        })
         // A template's change (or deletion) re-renders the policy of every key using it.
         .watches(
             Api::<AwsKeyPolicyTemplate>::all(client),
@@ -372,7 +400,7 @@ async fn run_replicas(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(reconcile_relevant, PredicateConfig::default());
-    let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
+    let secrets = changes_after_start(secrets);
     let (by_primary, by_secret, by_template) = (store.clone(), store.clone(), store.clone());
     let by_namespace = store.clone();
     let replicas_of =
