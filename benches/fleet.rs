@@ -10,6 +10,10 @@
 //! `benches/results/latest.md` (`KEYFLEET_BENCH_OUT` to change) and exits non-zero when a target
 //! is missed.
 //!
+//! `KEYFLEET_BENCH_MODE=strict` runs the strict mode instead (`fleet/strict.rs`): one-request
+//! buckets at the proxy, the image's binary, roll-out, restart, steady state and a shutdown in
+//! the middle of a roll-out, over one or two accounts.
+//!
 //! Layout: this process runs the API server (memkube, served over HTTP) and the KMS proxy; the
 //! operator is `keyfleet run` in a child process with a kubeconfig for that server and
 //! `AWS_ENDPOINT_URL_KMS` at the proxy, as it runs in a cluster. Peak RSS is the child's VmHWM
@@ -17,6 +21,9 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+#[path = "fleet/strict.rs"]
+mod strict;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -57,6 +64,15 @@ fn process_cpu(pid: u32, ticks_per_second: f64) -> f64 {
             .unwrap_or_else(|| panic!("/proc/{pid}/stat field {} unreadable: {stat:?}", i + 3))
     };
     (ticks(11) + ticks(12)) as f64 / ticks_per_second
+}
+
+/// The benchmark process's runtime (API server, proxy, polls): two worker threads.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("benchmark runtime")
 }
 
 fn clock_ticks() -> f64 {
@@ -123,22 +139,51 @@ struct Operator {
 }
 
 impl Operator {
+    /// `binary run` with `args`, its kubeconfig and AWS environment `env`, logs to `log`.
+    fn spawn(
+        binary: &std::path::Path,
+        args: &[String],
+        kubeconfig: &std::path::Path,
+        env: &[(String, String)],
+        log: std::path::PathBuf,
+    ) -> Operator {
+        let log_file = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(binary)
+            .arg("run")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("KUBECONFIG", kubeconfig)
+            .envs(env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start keyfleet run");
+        Operator { child, log }
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGTERM, then waits up to 30 s for a clean exit.
-    fn stop(mut self) -> bool {
+    fn stop(self) -> bool {
+        self.stop_timed().is_some()
+    }
+
+    /// SIGTERM, then waits up to 30 s for a clean exit; how long it took (None: no clean exit).
+    fn stop_timed(mut self) -> Option<Duration> {
         let pid = self.pid().to_string();
+        let sent = Instant::now();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = sent + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
+                return status.success().then(|| sent.elapsed());
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(10));
         }
-        false
+        None
     }
 
     /// The last lines of its log, for a failure message.
@@ -158,34 +203,43 @@ impl Drop for Operator {
     }
 }
 
-/// The least time the quotas allow for the calls the fleet cannot do without, per region and
-/// operation: one CreateKey, GetParametersForImport, ImportKeyMaterial and CreateAlias per
-/// AwsKey; one ReplicateKey (primary region) and two CreateKey (replica region) per replica.
-/// A bucket starts with one token, so n calls take (n - 1) / rate.
+/// The least time the quotas allow for the calls the fleet cannot do without, per account
+/// (connection), region and operation: one CreateKey, GetParametersForImport, ImportKeyMaterial
+/// and CreateAlias per AwsKey; one ReplicateKey (primary region) and two CreateKey (replica
+/// region) per replica. A bucket starts with one token, so n calls take (n - 1) / rate.
 fn quota_bound(fleet: &Fleet, quotas: &KmsQuotas) -> (f64, String) {
-    let mut need: BTreeMap<(String, &str), f64> = BTreeMap::new();
-    for (_, region) in &fleet.keys {
+    let account = |key: &str| fleet.connections.get(key).cloned().unwrap_or_default();
+    let mut need: BTreeMap<(String, String, &str), f64> = BTreeMap::new();
+    for (name, region) in &fleet.keys {
         for op in [
             "CreateKey",
             "GetParametersForImport",
             "ImportKeyMaterial",
             "CreateAlias",
         ] {
-            *need.entry((region.clone(), op)).or_default() += 1.0;
+            *need.entry((account(name), region.clone(), op)).or_default() += 1.0;
         }
     }
-    for (_, region) in &fleet.replicas {
+    for (name, region) in &fleet.replicas {
+        let primary = name.strip_suffix("-r").unwrap_or(name);
         let primary_region = REGIONS.iter().find(|r| *r != region).copied().unwrap_or("");
         *need
-            .entry((primary_region.to_string(), "ReplicateKey"))
+            .entry((account(primary), primary_region.to_string(), "ReplicateKey"))
             .or_default() += 1.0;
-        *need.entry((region.clone(), "CreateKey")).or_default() += 2.0;
+        *need
+            .entry((account(primary), region.clone(), "CreateKey"))
+            .or_default() += 2.0;
     }
     need.into_iter()
-        .map(|((region, op), n)| {
+        .map(|((account, region, op), n)| {
+            let through = if account.is_empty() {
+                String::new()
+            } else {
+                format!(" through AwsKms/{account}")
+            };
             (
                 (n - 1.0).max(0.0) / quotas.rate(op),
-                format!("{n} {op} in {region} at {}/s", quotas.rate(op)),
+                format!("{n} {op} in {region}{through} at {}/s", quotas.rate(op)),
             )
         })
         .fold((0.0, String::new()), |a, b| if b.0 > a.0 { b } else { a })
@@ -236,6 +290,32 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM, Linux; LocalStack 4 on the same machine")
 }
 
+/// Writes the machine (with `note`), the date and the table of targets; whether every target
+/// was met.
+fn targets_table<W: std::fmt::Display>(
+    out: &mut String,
+    note: &str,
+    checks: &[(W, bool, String)],
+) -> bool {
+    let _ = writeln!(out, "Machine: {}{note}  ", machine());
+    let _ = writeln!(
+        out,
+        "Taken: {}\n",
+        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC")
+    );
+    let _ = writeln!(out, "| target | result | met |\n| --- | --- | --- |");
+    let mut all = true;
+    for (what, ok, value) in checks {
+        all &= ok;
+        let _ = writeln!(
+            out,
+            "| {what} | {value} | {} |",
+            if *ok { "yes" } else { "NO" }
+        );
+    }
+    all
+}
+
 fn report(f: &Figures) -> (String, bool) {
     let ratio = f.ready_seconds / f.bound_seconds.max(1e-9);
     let surfaced: usize = f
@@ -284,22 +364,7 @@ fn report(f: &Figures) -> (String, bool) {
         "{} AwsKeys over {} and {} ({} multi-region with an AwsReplicaKey in the other region), each with its own Secret, tags and an alias; AWS default KMS quotas enforced by the proxy.\n",
         f.keys, REGIONS[0], REGIONS[1], f.replicas
     );
-    let _ = writeln!(out, "Machine: {}  ", machine());
-    let _ = writeln!(
-        out,
-        "Taken: {}\n",
-        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC")
-    );
-    let _ = writeln!(out, "| target | result | met |\n| --- | --- | --- |");
-    let mut all = true;
-    for (what, ok, value) in &checks {
-        all &= ok;
-        let _ = writeln!(
-            out,
-            "| {what} | {value} | {} |",
-            if *ok { "yes" } else { "NO" }
-        );
-    }
+    let all = targets_table(&mut out, "", &checks);
     let _ = writeln!(out, "\n## Roll-out\n");
     let _ = writeln!(
         out,
@@ -359,16 +424,15 @@ fn report(f: &Figures) -> (String, bool) {
 }
 
 fn main() {
+    if std::env::var("KEYFLEET_BENCH_MODE").as_deref() == Ok("strict") {
+        return strict::main();
+    }
     let n: usize = env_or("KEYFLEET_BENCH_KEYS", 100);
     let resync_seconds: u64 = env_or("KEYFLEET_BENCH_RESYNC_SECONDS", 20);
     let resync = Duration::from_secs(resync_seconds);
     let out_path = std::env::var("KEYFLEET_BENCH_OUT")
         .unwrap_or_else(|_| format!("{}/benches/results/latest.md", env!("CARGO_MANIFEST_DIR")));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("benchmark runtime");
+    let rt = runtime();
     let ticks = clock_ticks();
     let dir = tempfile::tempdir().expect("temporary directory");
 
@@ -407,34 +471,29 @@ fn main() {
     // (KMS through the proxy) and default settings but the resync period; JSON logs to a file.
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, MemKube::kubeconfig(kube_addr)).expect("write kubeconfig");
-    let log = dir.path().join("keyfleet.log");
-    let log_file = std::fs::File::create(&log).expect("create log file");
     let port = free_port();
     let mut env = localstack::operator_env(&proxy.url());
     env.retain(|(k, _)| k != "AWS_ENDPOINT_URL_STS");
     env.push(("AWS_ENDPOINT_URL_STS".into(), endpoint.clone()));
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_keyfleet"))
-        .args([
-            "run",
-            "--cluster-id",
-            "bench-cluster",
-            "--http-addr",
-            &format!("127.0.0.1:{port}"),
-            "--resync-seconds",
-            &resync_seconds.to_string(),
-            "--log-format",
-            "json",
-        ])
-        .env_remove("RUST_LOG")
-        .env("KUBECONFIG", &kubeconfig)
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("log file"))
-        .stderr(log_file)
-        .spawn()
-        .expect("start keyfleet run");
-    let operator = Operator { child, log };
+    let args = [
+        "--cluster-id",
+        "bench-cluster",
+        "--http-addr",
+        &format!("127.0.0.1:{port}"),
+        "--resync-seconds",
+        &resync_seconds.to_string(),
+        "--log-format",
+        "json",
+    ]
+    .map(String::from);
+    let operator = Operator::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_keyfleet")),
+        &args,
+        &kubeconfig,
+        &env,
+        dir.path().join("keyfleet.log"),
+    );
     let pid = operator.pid();
     eprintln!("fleet bench: keyfleet run started (pid {pid})");
 
@@ -527,15 +586,20 @@ fn main() {
         eprintln!("fleet bench: keyfleet run did not exit cleanly on SIGTERM; log:\n{tail}");
     }
     let (text, all_met) = report(&figures);
+    drop(proxy);
+    publish(&text, &out_path, all_met);
+}
+
+/// Prints the report, writes it to `out_path` and exits non-zero when a target was missed.
+fn publish(text: &str, out_path: &str, all_met: bool) {
     print!("{text}");
-    if let Some(dir) = std::path::Path::new(&out_path).parent() {
+    if let Some(dir) = std::path::Path::new(out_path).parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    match std::fs::write(&out_path, &text) {
+    match std::fs::write(out_path, text) {
         Ok(()) => eprintln!("fleet bench: figures written to {out_path}"),
-        Err(e) => eprintln!("fleet bench: cannot write {out_path}: {e}"),
+        Err(e) => panic!("cannot write {out_path}: {e}"),
     }
-    drop(proxy);
     if !all_met {
         eprintln!("fleet bench: a target was missed");
         std::process::exit(1);

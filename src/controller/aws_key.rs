@@ -106,6 +106,7 @@ async fn resolve(scope: &Scope<'_, AwsKey>) -> Result<Option<Located>, Failure> 
             claim,
             restore,
             created: None,
+            alias_free: false,
         }))
     };
     let status = key.status.clone().unwrap_or_default();
@@ -219,8 +220,9 @@ async fn create(scope: &Scope<'_, AwsKey>, status: &mut AwsKeyStatus) -> Result<
     let created = match execute::create_key(scope.client, scope.desired).await {
         Ok(created) => created,
         Err(e) => {
-            // KMS answered with an error: nothing was created, so there is nothing to find
-            // later. Only a timeout or 5xx leaves it open whether the key exists.
+            // KMS answered with an error, or the request was never sent (shutdown): nothing
+            // was created, so there is nothing to find later. Only a timeout or 5xx leaves it
+            // open whether the key exists.
             if !matches!(e, KmsError::Unavailable { .. }) {
                 status.create_started_at = None;
             }
@@ -235,9 +237,11 @@ async fn create(scope: &Scope<'_, AwsKey>, status: &mut AwsKeyStatus) -> Result<
         .map_err(Failure::kube)?;
     info!(key_id = %created.key_id, "created KMS key");
     Ok(Located {
-        key_id: created.key_id,
+        key_id: created.key_id.clone(),
         claim: Claim::Recorded,
         restore: false,
-        created: Some(created.arn),
+        created: Some(created),
+        // `resolve` looked the alias up before the creation and found no key behind it.
+        alias_free: key.spec.alias.is_some(),
     })
 }

@@ -94,6 +94,7 @@ impl ManagedKey for AwsReplicaKey {
                 claim: Claim::ReplicaOf(primary_uid),
                 restore: false,
                 created: None,
+                alias_free: false,
             });
         }
         // KMS holds one replica of a key per region: of the AwsReplicaKeys asking for it, the
@@ -132,6 +133,7 @@ impl ManagedKey for AwsReplicaKey {
                 claim,
                 restore: true,
                 created: None,
+                alias_free: false,
             });
         }
         let region = &scope.obj.spec.region;
@@ -154,10 +156,11 @@ impl ManagedKey for AwsReplicaKey {
         // Some KMS implementations (LocalStack) give a new replica its primary's tags rather
         // than the ones ReplicateKey asked for: its first sync retags it.
         Ok(Located {
-            key_id: created.key_id,
+            key_id: created.key_id.clone(),
             claim: Claim::ReplicaOf(primary_uid),
             restore: false,
-            created: Some(created.arn),
+            created: Some(created),
+            alias_free: false,
         })
     }
 

@@ -28,6 +28,9 @@ pub struct Settings {
     pub drift_interval: Duration,
     /// How long a key that waits for a change (invalid spec, missing Secret) waits at most.
     pub blocked_recheck_interval: Duration,
+    /// First recheck of a key waiting for something that clears on its own (a key state, a
+    /// rotation); each further one waits twice as long, up to `blocked_recheck_interval`.
+    pub waiting_recheck_interval: Duration,
     /// Parallel reconciles.
     pub concurrency: u16,
     /// Name reported in events.
@@ -50,6 +53,7 @@ impl Settings {
             resync_interval: Duration::from_secs(300),
             drift_interval: Duration::from_secs(600),
             blocked_recheck_interval: Duration::from_secs(600),
+            waiting_recheck_interval: Duration::from_secs(10),
             concurrency: 8,
             reporter: "keyfleet".into(),
             watch_namespaces: vec![],
@@ -73,8 +77,11 @@ pub struct Context {
     pub pkcs11: super::pkcs11::TokenPools,
     recorder: Recorder,
     backoff: Backoff,
-    /// Per object uid: the generation and time of the last deep drift read that found the key
-    /// converged. In memory: a restarted operator reads every key deeply once.
+    /// Rechecks in a row of each object that waits for something outside keyfleet.
+    waiting: Backoff,
+    /// Per object uid: the generation of the last deep drift read that found the key converged,
+    /// and when the next one is due. In memory: a restarted operator spreads the first deep
+    /// reads of keys that were Ready over the drift interval ([`deep_read_offset`]).
     deep_reads: Mutex<HashMap<String, (Option<i64>, Instant)>>,
 }
 
@@ -97,6 +104,7 @@ impl Context {
             pkcs11: Default::default(),
             recorder,
             backoff: Backoff::default(),
+            waiting: Backoff::default(),
             deep_reads: Mutex::new(HashMap::new()),
         }
     }
@@ -146,19 +154,30 @@ impl Context {
     }
 
     /// Whether this reconcile of object `uid` at `generation` must read tags, aliases and the
-    /// policy: never done since the operator started, the spec changed since, or the drift
-    /// interval elapsed.
-    pub fn deep_read_due(&self, uid: &str, generation: Option<i64>) -> bool {
-        match self.deep_reads().get(uid) {
-            Some((g, at)) => *g != generation || at.elapsed() >= self.settings.drift_interval,
+    /// policy: the spec changed since the last one, or the drift interval elapsed. An object
+    /// this operator has not read deeply yet is read now, unless its status says it was Ready
+    /// at this generation (`was_ready`: a restart finds a converged fleet): its first deep read
+    /// comes [`deep_read_offset`] later, so that a restart spreads them over the drift interval
+    /// instead of reading every key at once.
+    pub fn deep_read_due(&self, uid: &str, generation: Option<i64>, was_ready: bool) -> bool {
+        let now = Instant::now();
+        let mut reads = self.deep_reads();
+        match reads.get(uid) {
+            Some((g, due)) => *g != generation || now >= *due,
+            None if was_ready => {
+                let offset = deep_read_offset(uid, self.settings.drift_interval);
+                reads.insert(uid.to_string(), (generation, now + offset));
+                offset.is_zero()
+            }
             None => true,
         }
     }
 
-    /// Records a deep read that found object `uid` converged (Ready).
+    /// Records a deep read that found object `uid` converged (Ready): the next is due a drift
+    /// interval later.
     pub fn deep_read_done(&self, uid: &str, generation: Option<i64>) {
-        self.deep_reads()
-            .insert(uid.to_string(), (generation, Instant::now()));
+        let due = Instant::now() + self.settings.drift_interval;
+        self.deep_reads().insert(uid.to_string(), (generation, due));
     }
 
     /// Forgets an object (deleted, or not converged: its next reconcile reads deeply).
@@ -174,6 +193,32 @@ impl Context {
     pub(super) fn reset_backoff(&self, key: &str) {
         self.backoff.reset(key);
     }
+
+    /// When an object waiting for something outside keyfleet looks again: the waiting recheck
+    /// interval, doubled at each recheck in a row, up to the blocked recheck interval.
+    pub(super) fn next_wait(&self, key: &str) -> Duration {
+        let n = self.waiting.bump(key.to_string());
+        let first = self.settings.waiting_recheck_interval;
+        first
+            .saturating_mul(1u32 << (n - 1).min(16))
+            .min(self.settings.blocked_recheck_interval.max(first))
+    }
+
+    /// The object no longer waits: its next wait starts from the first interval again.
+    pub(super) fn stop_waiting(&self, key: &str) {
+        self.waiting.reset(key);
+    }
+}
+
+/// Where in the drift interval the first deep read of a converged object falls after a
+/// restart: fixed per object (a hash of its uid), spread evenly over `[0, drift)`.
+pub fn deep_read_offset(uid: &str, drift: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same uid gets the same offset in every process.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    uid.hash(&mut h);
+    let millis = drift.as_millis().max(1) as u64;
+    Duration::from_millis(h.finish() % millis)
 }
 
 /// Exponential backoff per object for transient failures: 2 s, 4 s, ... up to 256 s.
@@ -188,10 +233,16 @@ impl Backoff {
     }
 
     pub(super) fn next(&self, key: String) -> Duration {
+        let n = self.bump(key);
+        Duration::from_secs(1u64 << n.min(8)).min(Duration::from_secs(300))
+    }
+
+    /// Counts one more in a row for `key`; returns the count (1 the first time).
+    fn bump(&self, key: String) -> u32 {
         let mut failures = self.failures();
         let n = failures.entry(key).or_insert(0);
         *n = n.saturating_add(1);
-        Duration::from_secs(1u64 << (*n).min(8)).min(Duration::from_secs(300))
+        *n
     }
 
     pub(super) fn reset(&self, key: &str) {
@@ -204,6 +255,24 @@ mod tests {
     use super::*;
     use crate::api::{AwsKey, AwsReplicaKey};
     use crate::controller::reconcile::object_key;
+
+    #[test]
+    fn deep_read_offsets_are_fixed_per_object_and_spread_over_the_drift_interval() {
+        let drift = Duration::from_secs(600);
+        let offsets: Vec<Duration> = (0..1000)
+            .map(|i| deep_read_offset(&format!("uid-{i}"), drift))
+            .collect();
+        assert_eq!(offsets[7], deep_read_offset("uid-7", drift));
+        assert!(offsets.iter().all(|o| *o < drift));
+        // Every tenth of the interval gets some of them, none more than twice its share.
+        for tenth in 0..10u32 {
+            let n = offsets
+                .iter()
+                .filter(|o| (o.as_secs() / 60) as u32 == tenth)
+                .count();
+            assert!((50..=200).contains(&n), "tenth {tenth}: {n} of 1000");
+        }
+    }
 
     #[test]
     fn an_awskey_and_an_awsreplicakey_of_one_name_back_off_separately() {

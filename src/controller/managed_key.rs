@@ -19,8 +19,8 @@ use crate::api::{
     GeneratedMaterialStatus, KeyPolicy, KeySettings, KmsKeyStatus,
 };
 use crate::desired::SpecError;
-use crate::kms::Client;
 use crate::kms::observe::{self, ReadDepth};
+use crate::kms::{Client, KeyCreation};
 use crate::plan::{self, DesiredKey, ObservedKey, Owner, Ownership};
 use crate::tenancy::Claim;
 
@@ -54,8 +54,11 @@ pub struct Located {
     pub claim: Claim,
     /// The object was (re)applied over an existing key: a pending deletion may be cancelled.
     pub restore: bool,
-    /// ARN of a key created (or replicated) by this reconcile.
-    pub created: Option<String>,
+    /// The key this reconcile created (or replicated), as KMS answered: the first sync round
+    /// of a created key reads nothing.
+    pub created: Option<KeyCreation>,
+    /// The desired alias was looked up by this reconcile and points at no key.
+    pub alias_free: bool,
 }
 
 /// What one reconcile has at hand once the inputs are read and the desired key is known.

@@ -139,9 +139,10 @@ async fn converge<K: ManagedKey>(
     synced: &mut Synced,
     created: &mut Option<String>,
 ) -> Result<(), Failure> {
+    let meta = obj.meta();
+    let was_ready = ready_at(status, meta.generation);
     let inputs = dereference(obj, ctx).await?;
     K::record_inputs(status, &inputs);
-    let meta = obj.meta();
     let owner = Owner {
         cluster: ctx.settings.cluster_id.clone(),
         namespace: meta.namespace.clone().unwrap_or_default(),
@@ -166,7 +167,7 @@ async fn converge<K: ManagedKey>(
         now,
     };
     let located = K::locate(&scope, status).await?;
-    created.clone_from(&located.created);
+    *created = located.created.as_ref().map(|c| c.arn.clone());
     status.connection = Some(inputs.connection.name.clone());
     status.deletion_policy = Some(effective_deletion_policy(
         obj.deletion_policy(),
@@ -175,8 +176,8 @@ async fn converge<K: ManagedKey>(
         ctx.settings.default_deletion_policy,
     ));
 
-    let deep_read =
-        ctx.deep_read_due(&owner.uid, meta.generation) || policy_changed(&desired, status);
+    let deep_read = ctx.deep_read_due(&owner.uid, meta.generation, was_ready)
+        || policy_changed(&desired, status);
     let description = desired::material_description(
         inputs.material.fingerprint().as_str(),
         &inputs.material_source,
@@ -226,6 +227,8 @@ async fn converge<K: ManagedKey>(
         connection: &inputs.connection,
         gone_advice: K::GONE_ADVICE,
         deep_read,
+        created: located.created.as_ref().and_then(|c| c.observed.as_ref()),
+        alias_free: located.alias_free,
         now,
         renew_before: ctx.renew_before(),
         role: Role::of(&inputs.source),
@@ -395,4 +398,10 @@ fn record_read(
         (Ok(()), None) => {}
         _ => ctx.forget_deep_read(uid),
     }
+}
+
+/// Whether a status says its key was Ready at `generation` (the spec it has now).
+fn ready_at(status: &KmsKeyStatus, generation: Option<i64>) -> bool {
+    crate::api::conditions::find_condition(&status.conditions, crate::api::conditions::READY)
+        .is_some_and(|c| c.status == "True" && c.observed_generation == generation)
 }

@@ -14,10 +14,6 @@ use super::{Category, Context, Error, Failure, status};
 use crate::plan::{Action, Blocker};
 use crate::policy;
 
-/// How long a key waiting for something outside keyfleet (a key state, a rotation) waits
-/// before it looks again.
-const WAITING_RECHECK: Duration = Duration::from_secs(10);
-
 /// The Ready condition a finished reconcile leads to, and when to look again.
 pub struct Verdict {
     pub ready: bool,
@@ -37,8 +33,12 @@ fn verdict(
     synced: &Synced,
     key_state: Option<&str>,
     ctx: &Context,
+    waiter: &str,
 ) -> Result<Verdict, Error> {
     let settings = &ctx.settings;
+    if !synced.blocker.as_ref().is_some_and(waits) || outcome.is_err() {
+        ctx.stop_waiting(waiter);
+    }
     let verdict = match outcome {
         Ok(()) => match &synced.blocker {
             None if key_state == Some("Disabled") => Verdict {
@@ -65,7 +65,7 @@ fn verdict(
                 reason: blocker.reason(),
                 message: blocker.message(),
                 requeue: if waits(blocker) {
-                    WAITING_RECHECK
+                    ctx.next_wait(waiter)
                 } else {
                     settings.blocked_recheck_interval
                 },
@@ -102,7 +102,8 @@ pub async fn finish<K: ManagedKey>(
 ) -> Result<(Outcome, Requeue), Error> {
     let name = obj.meta().name.clone().unwrap_or_default();
     publish_actions(ctx, obj, &synced.executed).await;
-    let verdict = match verdict(outcome, synced, status.key_state.as_deref(), ctx) {
+    let waiter = super::reconcile::object_key(obj);
+    let verdict = match verdict(outcome, synced, status.key_state.as_deref(), ctx, &waiter) {
         Ok(verdict) => verdict,
         Err(e) => {
             status::write(api, &name, obj.status(), &status)

@@ -30,8 +30,11 @@ pub(super) type Guarded<K> = DeserializeGuard<K>;
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     // kube's graceful shutdown wants a Sync future; a oneshot receiver is one.
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let stopping = ctx.clone();
     let signal = tokio::spawn(async move {
         shutdown.await;
+        // In-flight reconciles finish before the controller stops: none may wait out a quota.
+        stopping.kms.stop_waiting();
         let _ = tx.send(());
     });
     let shutdown = futures::FutureExt::shared(async move {
@@ -40,9 +43,20 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let mut controllers = scopes(&ctx.settings)
         .into_iter()
         .flat_map(|ns| {
+            // One AwsKey watch and cache per scope, shared by the key and replica controllers.
+            let (keys, writer) = reflector::store_shared(SHARED_BUFFER);
+            let (for_keys, for_replicas) = (subscribe(&writer), subscribe(&writer));
             [
-                run_keys(ctx.clone(), ns.clone(), shutdown.clone()).boxed(),
-                run_replicas(ctx.clone(), ns, shutdown.clone()).boxed(),
+                watch_keys(ctx.clone(), ns.clone(), writer, shutdown.clone()).boxed(),
+                run_keys(
+                    ctx.clone(),
+                    ns.clone(),
+                    keys.clone(),
+                    for_keys,
+                    shutdown.clone(),
+                )
+                .boxed(),
+                run_replicas(ctx.clone(), ns, keys, for_replicas, shutdown.clone()).boxed(),
             ]
         })
         .chain([super::pkcs11_token::run_tokens(ctx.clone(), shutdown.clone()).boxed()])
@@ -53,6 +67,62 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     signal.abort();
     ctx.readiness.set_controller_running(false);
     info!("controller stopped");
+}
+
+/// Changes of the shared AwsKey cache a controller has not taken yet (object references; the
+/// watch waits while a controller is this far behind).
+const SHARED_BUFFER: usize = 1024;
+
+/// The last-applied annotation `kubectl apply` leaves on an object: a copy of its manifest.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no controller reads before an object enters a cache or a trigger:
+/// `managedFields` and the last-applied annotation (together often larger than the object).
+fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// A subscription to the shared AwsKey cache's changes, as a trigger stream.
+fn subscribe(
+    writer: &reflector::store::Writer<Guarded<AwsKey>>,
+) -> impl futures::Stream<Item = Result<Guarded<AwsKey>, watcher::Error>> + Send + 'static {
+    // A shared store's writer always has subscriptions to give.
+    futures::stream::iter(writer.subscribe())
+        .flatten()
+        .map(|key| Ok(Guarded::clone(&key)))
+}
+
+/// The AwsKey watch of one scope: fills the shared cache and hands each change to both
+/// controllers' subscriptions, until `shutdown`. The operator is ready once the initial list is
+/// in the cache (the watcher's InitDone; not `Store::wait_until_ready`, which wakes one waiter).
+async fn watch_keys(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    writer: reflector::store::Writer<Guarded<AwsKey>>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let keys: Api<Guarded<AwsKey>> = scoped(&ctx.client, &namespace);
+    let readiness = ctx.readiness.clone();
+    watcher(keys, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(slim)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                info!("watch cache synced: reconciling");
+                readiness.set_controller_running(true);
+            }
+        })
+        .reflect_shared(writer)
+        .take_until(shutdown)
+        .for_each(|_| async {})
+        .await;
 }
 
 /// The namespaces watched: each of `watch_namespaces`, or all (None).
@@ -138,15 +208,40 @@ where
         .collect()
 }
 
+/// The objects a watch of `api` touches, except those of its first listing: at start every
+/// key is reconciled by its own watch, and a trigger from each Secret, namespace or replica
+/// listed then would reconcile it a second time (a second DescribeKey per key after every
+/// restart). A later re-list (after the watch lost track) passes: it may carry missed changes.
+fn changes_after_start<K>(
+    api: Api<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    use futures::TryStreamExt;
+    let mut listed = false;
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .try_filter_map(move |event| {
+            let touched = match event {
+                watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => Some(obj),
+                watcher::Event::InitApply(obj) => listed.then_some(obj),
+                watcher::Event::InitDone => {
+                    listed = true;
+                    None
+                }
+                watcher::Event::Init => None,
+            };
+            futures::future::ready(Ok(touched))
+        })
+}
+
 /// Namespaces as they change (metadata only: labels and annotations).
 fn namespace_changes(
     client: &kube::Client,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>> + Send + 'static
 {
-    let api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-    watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .touched_objects()
+    changes_after_start(Api::<PartialObjectMeta<Namespace>>::all(client.clone()))
 }
 
 /// The AwsKms changes that matter to keys: a new object (uid), a new spec (generation) or a
@@ -158,6 +253,9 @@ fn connection_changes(
     use futures::TryStreamExt;
     let mut seen: std::collections::HashMap<String, (Option<String>, Option<i64>)> =
         std::collections::HashMap::new();
+    // The connections of the first listing are only remembered: every key is reconciled at
+    // start anyway.
+    let mut listed = false;
     watcher(
         Api::<AwsKms>::all(client.clone()),
         watcher::Config::default().any_semantic(),
@@ -168,13 +266,17 @@ fn connection_changes(
             watcher::Event::Apply(kms) | watcher::Event::InitApply(kms) => {
                 let identity = (kms.uid(), kms.metadata.generation);
                 let new = seen.insert(kms.name_any(), identity.clone()) != Some(identity);
-                new.then_some(kms)
+                (new && listed).then_some(kms)
             }
             watcher::Event::Delete(kms) => {
                 seen.remove(&kms.name_any());
                 Some(kms)
             }
-            watcher::Event::Init | watcher::Event::InitDone => None,
+            watcher::Event::InitDone => {
+                listed = true;
+                None
+            }
+            watcher::Event::Init => None,
         };
         futures::future::ready(Ok(changed))
     })
@@ -185,42 +287,29 @@ fn uses_template(policy: Option<&KeyPolicy>, name: &str) -> bool {
     policy.and_then(KeyPolicy::template_name) == Some(name)
 }
 
-/// The AwsKey controller of one scope: keys, their Secrets (metadata only), connections,
-/// policy templates and replicas (a new, changed or deleted replica updates its primary's
-/// replica list at once).
+/// The AwsKey controller of one scope: keys (from the shared cache `store` and its
+/// subscription `changes`), their Secrets (metadata only), connections, policy templates and
+/// replicas (a new, changed or deleted replica updates its primary's replica list at once).
 async fn run_keys(
     ctx: Arc<Context>,
     namespace: Option<String>,
+    store: reflector::Store<Guarded<AwsKey>>,
+    changes: impl futures::Stream<Item = Result<Guarded<AwsKey>, watcher::Error>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let keys: Api<Guarded<AwsKey>> = scoped(&client, &namespace);
     let secrets: Api<PartialObjectMeta<Secret>> = scoped(&client, &namespace);
     let replicas: Api<Guarded<AwsReplicaKey>> = scoped(&client, &namespace);
-    let (store, writer) = reflector::store();
     // Only changes of the spec, finalizers, deletion or annotations trigger a reconcile: the
     // controller's own status writes do not (no self-triggered loops), resyncs come from the
     // requeue, and Secrets and connections have their own watches below.
-    // Ready once the initial list is in the cache (the watcher's InitDone). Not through
-    // `Store::wait_until_ready`: it wakes only one waiter, and the controller waits on it too.
-    let readiness = ctx.readiness.clone();
-    let triggers = watcher(keys, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .inspect(move |event| {
-            if let Ok(watcher::Event::InitDone) = event {
-                info!("watch cache synced: reconciling");
-                readiness.set_controller_running(true);
-            }
-        })
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(reconcile_relevant, PredicateConfig::default());
+    let triggers = changes.predicate_filter(reconcile_relevant, PredicateConfig::default());
     let controller = Controller::for_stream(triggers, store.clone());
     let (by_secret, by_kms, by_template) = (store.clone(), store.clone(), store.clone());
     let by_namespace = store.clone();
     let by_token = store.clone();
     // Metadata only: Secret data never enters the operator's caches.
-    let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
+    let secrets = changes_after_start(secrets);
     controller
         .watches_stream(secrets, move |secret| {
             let (ns, name) = (secret.namespace(), secret.name_any());
@@ -261,15 +350,11 @@ async fn run_keys(
         )
         // A replica that appears, changes or goes away: its primary lists its replicas from
         // KMS at once (and rotates as soon as every replica holds pending material).
-        .watches(
-            replicas,
-            watcher::Config::default().any_semantic(),
-            |replica| {
-                let replica = replica.0.ok()?;
-                let namespace = replica.namespace().unwrap_or_default();
-                Some(ObjectRef::new(&replica.spec.primary_key_ref.name).within(&namespace))
-            },
-        )
+        .watches_stream(changes_after_start(replicas), |replica| {
+            let replica = replica.0.ok()?;
+            let namespace = replica.namespace().unwrap_or_default();
+            Some(ObjectRef::new(&replica.spec.primary_key_ref.name).within(&namespace))
+        })
         // A template's change (or deletion) re-renders the policy of every key using it.
         .watches(
             Api::<AwsKeyPolicyTemplate>::all(client),
@@ -293,30 +378,29 @@ async fn run_keys(
         .await;
 }
 
-/// The AwsReplicaKey controller of one scope: replicas, their primaries (status included: a
-/// primary becoming Enabled releases its replicas), the primaries' Secrets and the policy
-/// templates.
+/// The AwsReplicaKey controller of one scope: replicas, their primaries (the shared AwsKey
+/// cache `primaries` and its subscription `primary_changes`, status included: a primary
+/// becoming Enabled releases its replicas), the primaries' Secrets and the policy templates.
 async fn run_replicas(
     ctx: Arc<Context>,
     namespace: Option<String>,
+    primaries: reflector::Store<Guarded<AwsKey>>,
+    primary_changes: impl futures::Stream<Item = Result<Guarded<AwsKey>, watcher::Error>>
+    + Send
+    + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
     let replicas: Api<Guarded<AwsReplicaKey>> = scoped(&client, &namespace);
-    let keys: Api<Guarded<AwsKey>> = scoped(&client, &namespace);
     let secrets: Api<PartialObjectMeta<Secret>> = scoped(&client, &namespace);
     let (store, writer) = reflector::store();
     let triggers = watcher(replicas, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(slim)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(reconcile_relevant, PredicateConfig::default());
-    let (primaries, primaries_writer) = reflector::store::<Guarded<AwsKey>>();
-    let primary_changes = watcher(keys, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(primaries_writer)
-        .touched_objects();
-    let secrets = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
+    let secrets = changes_after_start(secrets);
     let (by_primary, by_secret, by_template) = (store.clone(), store.clone(), store.clone());
     let by_namespace = store.clone();
     let replicas_of =
@@ -348,8 +432,8 @@ async fn run_replicas(
             let name = secret.name_any();
             primaries
                 .state()
-                .into_iter()
-                .filter_map(|k| k.0.as_ref().ok().cloned())
+                .iter()
+                .filter_map(|k| k.0.as_ref().ok())
                 .filter(|k| k.namespace() == ns && k.spec.key_material.reads_secret(&name))
                 .flat_map(|k| replicas_of(&by_secret, ns.clone(), k.name_any()))
                 .collect::<Vec<_>>()

@@ -46,6 +46,12 @@ pub struct KeySync<'a> {
     /// Read tags, aliases and policy besides DescribeKey (see
     /// [`super::Context::deep_read_due`]).
     pub deep_read: bool,
+    /// The key as this reconcile's CreateKey or ReplicateKey answered: the first round plans
+    /// from it without reading, and later rounds describe only (tags, aliases and policy are
+    /// what this reconcile wrote).
+    pub created: Option<&'a ObservedKey>,
+    /// The desired alias was looked up by this reconcile and points at no key.
+    pub alias_free: bool,
     /// The time of this reconcile (from the controller's clock).
     pub now: Timestamp,
     /// Renew rolling-validity material when less than this remains (see
@@ -128,11 +134,22 @@ pub async fn sync(
     // An import, rotation or retirement happened in an earlier round: read the inventory.
     let mut materials_changed = false;
     let family = key.desired.key_spec.family();
-    for _ in 0..MAX_ROUNDS {
-        let Some(mut observed) = observe::observe(key.client, key.key_id, depth)
-            .await
-            .map_err(Failure::kms)?
-        else {
+    // A key this reconcile created is planned from the creation's answer, then described.
+    let mut known = key.created.cloned();
+    let later_depth = if known.is_some() {
+        ReadDepth::DESCRIBE
+    } else {
+        depth
+    };
+    for round in 0..MAX_ROUNDS {
+        let depth = if round == 0 { depth } else { later_depth };
+        let observed = match known.take() {
+            Some(created) => Some(created),
+            None => observe::observe(key.client, key.key_id, depth)
+                .await
+                .map_err(Failure::kms)?,
+        };
+        let Some(mut observed) = observed else {
             return Err(Failure::conflict(
                 "KeyGone",
                 format!(
@@ -175,7 +192,7 @@ pub async fn sync(
         if let Role::Replica { primary, .. } = key.role {
             promote_rotated_replica(status, primary);
         }
-        let alias_target = alias_target(key.client, key.desired, &observed).await?;
+        let alias_target = alias_target(&key, &observed).await?;
         let rotation = rotation_facts(&key, status, &observed, fingerprint.as_str()).await?;
         let retained = inventory::retained_facts(&key.retained, status, key.role.primary());
         // An adopted symmetric key: what KMS holds is proven by importing the Secret's material
@@ -481,20 +498,23 @@ async fn created_alias_is_ours(key: &KeySync<'_>, action: &Action) -> Result<boo
     Ok(target.as_deref() == Some(key.key_id))
 }
 
-/// Where the desired alias points, when it is not on this key already.
+/// Where the desired alias points, when it is not on this key already (known without a read
+/// when this reconcile looked it up before creating the key).
 async fn alias_target(
-    client: &Client,
-    desired: &DesiredKey,
+    key: &KeySync<'_>,
     observed: &ObservedKey,
 ) -> Result<Option<AliasTarget>, Failure> {
-    let Some(alias) = &desired.alias else {
+    let Some(alias) = &key.desired.alias else {
         return Ok(None);
     };
     if !observed.metadata_read || observed.aliases.contains(alias) {
         return Ok(None);
     }
+    if key.alias_free {
+        return Ok(Some(AliasTarget::Free));
+    }
     Ok(Some(
-        match observe::alias_target(client, alias)
+        match observe::alias_target(key.client, alias)
             .await
             .map_err(Failure::kms)?
         {

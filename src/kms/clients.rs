@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 
 use super::Client;
 use super::fence::{FencedHttpClient, WriteFence};
-use super::quota::{RateLimitedHttpClient, RateLimits};
+use super::quota::{RateLimitedHttpClient, RateLimits, is_throttling};
 use super::session::{Requester, RoleSessionCredentials};
 
 /// Which credentials and endpoint a key is managed with: an `AwsKms`.
@@ -235,6 +235,15 @@ impl KmsClients {
         self.http = Some(self.wire());
         self.limits = Some(limits);
         self
+    }
+
+    /// Ends every wait for a rate-limit slot, present and future (the operator is stopping):
+    /// requests not sent yet fail with [`super::KmsError::NotSent`] instead of waiting out the
+    /// quota.
+    pub fn stop_waiting(&self) {
+        if let Some(limits) = &self.limits {
+            limits.close();
+        }
     }
 
     /// The HTTP client that sends requests: the configuration's, else keyfleet's default.
@@ -505,18 +514,6 @@ impl Intercept for CallCounter {
         self.metrics.kms_call(&operation, outcome);
         Ok(())
     }
-}
-
-/// An AWS JSON error body of a throttling error (`ThrottlingException` and friends).
-fn is_throttling(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("__type").and_then(|t| t.as_str()).map(str::to_string))
-        .is_some_and(|t| {
-            t.contains("Throttling")
-                || t.contains("TooManyRequests")
-                || t.contains("RequestLimitExceeded")
-        })
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 
+use super::quota::SlotError;
+
 /// A failed KMS call, classified.
 #[derive(Debug, thiserror::Error)]
 pub enum KmsError {
@@ -42,6 +44,10 @@ pub enum KmsError {
         operation: &'static str,
         message: String,
     },
+    /// The request never left keyfleet: the operator is shutting down (retried by the next
+    /// instance; nothing happened in KMS).
+    #[error("KMS {operation}: not sent, keyfleet is shutting down")]
+    NotSent { operation: &'static str },
 }
 
 impl KmsError {
@@ -58,6 +64,7 @@ impl KmsError {
                 let message = e.message().unwrap_or_default().to_string();
                 Self::from_code(operation, &code, message)
             }
+            SdkError::DispatchFailure(_) if never_sent(&err) => KmsError::NotSent { operation },
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
             | SdkError::ResponseError(_) => KmsError::Unavailable {
@@ -106,7 +113,7 @@ impl KmsError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            KmsError::Throttled { .. } | KmsError::Unavailable { .. }
+            KmsError::Throttled { .. } | KmsError::Unavailable { .. } | KmsError::NotSent { .. }
         )
     }
 
@@ -119,7 +126,7 @@ impl KmsError {
             KmsError::InvalidState { .. } => "KmsInvalidState",
             KmsError::IncorrectKeyMaterial { .. } => "MaterialMismatch",
             KmsError::Rejected { .. } => "KmsRejected",
-            KmsError::Unavailable { .. } => "KmsUnavailable",
+            KmsError::Unavailable { .. } | KmsError::NotSent { .. } => "KmsUnavailable",
         }
     }
 
@@ -131,9 +138,26 @@ impl KmsError {
             | KmsError::InvalidState { operation, .. }
             | KmsError::IncorrectKeyMaterial { operation }
             | KmsError::Rejected { operation, .. }
-            | KmsError::Unavailable { operation, .. } => operation,
+            | KmsError::Unavailable { operation, .. }
+            | KmsError::NotSent { operation } => operation,
         }
     }
+}
+
+/// Whether the request was stopped before it was sent because the operator is shutting down
+/// (the rate limiter's [`SlotError::ShuttingDown`] somewhere in the chain).
+fn never_sent(err: &dyn std::error::Error) -> bool {
+    let mut source = err.source();
+    while let Some(s) = source {
+        if matches!(
+            s.downcast_ref::<SlotError>(),
+            Some(SlotError::ShuttingDown { .. })
+        ) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The error chain as one line (the SDK's Display is terse).

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use super::{Client, KmsError};
 use crate::api::{KeyFamily, WrappingAlgorithm, WrappingKeySpec};
 use crate::material::{ImportableMaterial, MaterialError};
-use crate::plan::{Action, DesiredKey, MaterialState};
+use crate::plan::{Action, DesiredKey, MaterialState, ObservedKey};
 
 /// A failed write: KMS refused it, or the material could not be wrapped.
 #[derive(Debug, thiserror::Error)]
@@ -35,25 +35,40 @@ pub struct ImportInput<'a> {
 }
 
 /// The key a CreateKey produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct KeyCreation {
     pub key_id: String,
     pub arn: String,
+    /// A new key as CreateKey's answer describes it, with the tags it was made with, no alias
+    /// and KMS's default policy (never a desired one): what a first observation would read,
+    /// known without reading it. None for a replica: its tags are not reliably in the answer
+    /// (some implementations copy the primary's and report none).
+    pub observed: Option<ObservedKey>,
 }
 
 impl KeyCreation {
-    /// The key `operation` (CreateKey, ReplicateKey) reports in its answer.
+    /// The key `operation` (CreateKey, ReplicateKey) reports in its answer; made with `tags`
+    /// when they are known.
     fn from_metadata(
         operation: &'static str,
         metadata: Option<KeyMetadata>,
+        tags: Option<BTreeMap<String, String>>,
     ) -> Result<KeyCreation, KmsError> {
         let meta = metadata.ok_or_else(|| KmsError::Unavailable {
             operation,
             message: "response without key metadata".into(),
         })?;
+        let observed = tags.map(|tags| ObservedKey {
+            tags,
+            metadata_read: true,
+            policy: None,
+            policy_read: true,
+            ..super::observe::from_metadata(&meta)
+        });
         Ok(KeyCreation {
             key_id: meta.key_id().to_string(),
             arn: meta.arn().unwrap_or_default().to_string(),
+            observed,
         })
     }
 }
@@ -107,7 +122,7 @@ pub async fn create_key(client: &Client, desired: &DesiredKey) -> Result<KeyCrea
         .multi_region(desired.multi_region)
         .set_tags(Some(sdk_tags(&desired.tags)?));
     let out = send_once!(request, "CreateKey")?;
-    KeyCreation::from_metadata("CreateKey", out.key_metadata)
+    KeyCreation::from_metadata("CreateKey", out.key_metadata, Some(desired.tags.clone()))
 }
 
 /// ReplicateKey of a multi-region primary into `replica_region`, with the replica's own
@@ -126,7 +141,7 @@ pub async fn replicate_key(
         .description(&desired.description)
         .set_tags(Some(sdk_tags(&desired.tags)?));
     let out = send_once!(request, "ReplicateKey")?;
-    KeyCreation::from_metadata("ReplicateKey", out.replica_key_metadata)
+    KeyCreation::from_metadata("ReplicateKey", out.replica_key_metadata, None)
 }
 
 /// Which material an import brings (KMS `ImportType`).

@@ -4,6 +4,9 @@
 //! The limiter sits in the SDK's HTTP client ([`RateLimitedHttpClient`]): the operation comes
 //! from the `X-Amz-Target` header, so every KMS call keyfleet makes — present and future — is
 //! paced without touching the call sites, and a retry waits for a token like a first attempt.
+//! Requests of one bucket leave [`PACING_HEADROOM`] further apart than the quota asks, so that
+//! network jitter does not bring two into one quota interval on AWS's side; a request AWS still
+//! throttles waits for its bucket's next slot and goes again, without the SDK's backoff.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -14,9 +17,11 @@ use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
     SharedHttpConnector,
 };
-use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::byte_stream::ByteStream;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 /// Default AWS KMS request quotas (requests per second, per account and region), from the
@@ -58,6 +63,16 @@ const FALLBACK_RATE: f64 = 5.0;
 
 /// A `ReplicateKey` also counts as this many `CreateKey` requests in the replica's region.
 pub const REPLICATE_KEY_CREATE_COST: u32 = 2;
+
+/// Requests of one bucket leave at least `(1 + PACING_HEADROOM) / rate` apart: a request may
+/// reach AWS up to this fraction of the period later than the one before it (network and
+/// scheduling jitter) without the two landing in one quota interval. It costs the same fraction
+/// of a roll-out's time at the quota bound (the fleet benchmark prints it).
+pub const PACING_HEADROOM: f64 = 0.02;
+
+/// How often one request that AWS throttles although it was paced waits for its bucket's next
+/// slot and goes again, before the throttle is left to the SDK's retry (with its backoff).
+pub const THROTTLE_RESLOTS: u32 = 4;
 
 /// Request quotas per KMS operation, in requests per second.
 #[derive(Clone, Debug, PartialEq)]
@@ -159,15 +174,31 @@ struct BucketKey {
     operation: String,
 }
 
-/// A wait for a token that would outlast the request's signature.
+/// Why a request got no slot.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "KMS {operation} in {region}: no request slot within {waited:?} under the configured quota; retrying later"
-)]
-pub struct QuotaWaitExceeded {
-    pub operation: String,
-    pub region: String,
-    pub waited: Duration,
+pub enum SlotError {
+    /// The wait would outlast the request's signature: the attempt fails as a timeout and is
+    /// retried.
+    #[error(
+        "KMS {operation} in {region}: no request slot within {waited:?} under the configured quota; retrying later"
+    )]
+    WaitExceeded {
+        operation: String,
+        region: String,
+        waited: Duration,
+    },
+    /// The operator is stopping ([`RateLimits::close`]): the request was never sent.
+    #[error("KMS {operation}: not sent, keyfleet is shutting down")]
+    ShuttingDown { operation: String },
+}
+
+/// One (identity, region, operation)'s token bucket, and the queue of requests waiting for it:
+/// first come, first served, and a request that needs two slots (a ReplicateKey's CreateKey in
+/// the replica region) takes them back to back, with no other request in between.
+#[derive(Debug)]
+struct Bucket {
+    queue: tokio::sync::Mutex<()>,
+    tokens: DefaultDirectRateLimiter,
 }
 
 /// The token buckets of every (identity, region, operation), shared by all reconciles.
@@ -175,7 +206,9 @@ pub struct QuotaWaitExceeded {
 pub struct RateLimits {
     quotas: KmsQuotas,
     max_wait: Duration,
-    buckets: Mutex<HashMap<BucketKey, Arc<DefaultDirectRateLimiter>>>,
+    buckets: Mutex<HashMap<BucketKey, Arc<Bucket>>>,
+    /// True once the operator stops: every wait for a slot ends at once.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl RateLimits {
@@ -187,19 +220,22 @@ impl RateLimits {
             quotas,
             max_wait,
             buckets: Mutex::new(HashMap::new()),
+            closed: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Ends every wait for a slot, present and future, with [`SlotError::ShuttingDown`]: a
+    /// stopping operator's reconciles finish at once instead of waiting out the quota, and what
+    /// they did not send stays unsent.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
     }
 
     pub fn quotas(&self) -> &KmsQuotas {
         &self.quotas
     }
 
-    fn bucket(
-        &self,
-        identity: &str,
-        region: &str,
-        operation: &str,
-    ) -> Arc<DefaultDirectRateLimiter> {
+    fn bucket(&self, identity: &str, region: &str, operation: &str) -> Arc<Bucket> {
         let key = BucketKey {
             identity: identity.to_string(),
             region: region.to_string(),
@@ -208,38 +244,74 @@ impl RateLimits {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         buckets
             .entry(key)
-            .or_insert_with(|| Arc::new(RateLimiter::direct(quota(self.quotas.rate(operation)))))
+            .or_insert_with(|| {
+                Arc::new(Bucket {
+                    queue: tokio::sync::Mutex::new(()),
+                    tokens: RateLimiter::direct(quota(self.quotas.rate(operation))),
+                })
+            })
             .clone()
     }
 
-    /// Waits for `n` request slots of `operation` (or fails after `max_wait`).
+    /// Waits for `n` request slots of `operation` (or fails after `max_wait`, or at once when
+    /// the limits are closed).
     pub async fn acquire(
         &self,
         identity: &str,
         region: &str,
         operation: &str,
         n: u32,
-    ) -> Result<(), QuotaWaitExceeded> {
+    ) -> Result<(), SlotError> {
+        let mut closed = self.closed.subscribe();
+        let shutting_down = || SlotError::ShuttingDown {
+            operation: operation.to_string(),
+        };
+        if *closed.borrow() {
+            return Err(shutting_down());
+        }
         let bucket = self.bucket(identity, region, operation);
         let wait = async {
+            let _turn = bucket.queue.lock().await;
             for _ in 0..n {
-                bucket.until_ready().await;
+                bucket.tokens.until_ready().await;
             }
         };
-        tokio::time::timeout(self.max_wait, wait)
-            .await
-            .map_err(|_| QuotaWaitExceeded {
-                operation: operation.to_string(),
-                region: region.to_string(),
-                waited: self.max_wait,
-            })
+        tokio::select! {
+            waited = tokio::time::timeout(self.max_wait, wait) => {
+                waited.map_err(|_| SlotError::WaitExceeded {
+                    operation: operation.to_string(),
+                    region: region.to_string(),
+                    waited: self.max_wait,
+                })
+            }
+            _ = closed.wait_for(|closed| *closed) => Err(shutting_down()),
+        }
+    }
+
+    /// Waits for the slots of one request: its operation's, and for a ReplicateKey two
+    /// CreateKey slots in the `replica` region.
+    async fn request_slots(
+        &self,
+        identity: &str,
+        region: &str,
+        operation: &str,
+        replica: Option<&str>,
+    ) -> Result<(), SlotError> {
+        self.acquire(identity, region, operation, 1).await?;
+        if let Some(replica) = replica {
+            // AWS counts a ReplicateKey as two CreateKey requests in the replica's region.
+            self.acquire(identity, replica, "CreateKey", REPLICATE_KEY_CREATE_COST)
+                .await?;
+        }
+        Ok(())
     }
 }
 
-/// A bucket refilling at `rate` per second that holds one token: requests are spread evenly,
-/// never bursted, so that network jitter cannot push two of them into one quota interval.
+/// A bucket refilling at `rate` per second (less [`PACING_HEADROOM`]) that holds one token:
+/// requests are spread evenly, never bursted, and a little further apart than the quota, so
+/// that network jitter cannot push two of them into one quota interval.
 fn quota(rate: f64) -> Quota {
-    let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+    let period = Duration::from_secs_f64((1.0 + PACING_HEADROOM) / rate.max(1e-6));
     Quota::with_period(period.max(Duration::from_nanos(1)))
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::MIN)
@@ -248,6 +320,18 @@ fn quota(rate: f64) -> Quota {
 /// The KMS operation of a request: `TrentService.CreateKey` in `X-Amz-Target` → `CreateKey`.
 pub fn operation_of(target: Option<&str>) -> Option<&str> {
     target.and_then(|t| t.rsplit_once('.')).map(|(_, op)| op)
+}
+
+/// An AWS JSON error body of a throttling error (`ThrottlingException` and friends).
+pub fn is_throttling(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("__type").and_then(|t| t.as_str()).map(str::to_string))
+        .is_some_and(|t| {
+            t.contains("Throttling")
+                || t.contains("TooManyRequests")
+                || t.contains("RequestLimitExceeded")
+        })
 }
 
 /// The `ReplicaRegion` of a ReplicateKey request body.
@@ -315,26 +399,62 @@ impl HttpConnector for RateLimitedConnector {
         let inner = self.inner.clone();
         let c = self.client.clone();
         HttpConnectorFuture::new(async move {
-            let limits = &c.limits;
-            limits
-                .acquire(&c.identity, &c.region, &operation, 1)
-                .await
-                .map_err(|e| ConnectorError::timeout(e.into()))?;
-            if let Some(replica) = replica {
-                // AWS counts a ReplicateKey as two CreateKey requests in the replica's region.
-                limits
-                    .acquire(
-                        &c.identity,
-                        &replica,
-                        "CreateKey",
-                        REPLICATE_KEY_CREATE_COST,
-                    )
+            let mut reslots = 0;
+            loop {
+                c.limits
+                    .request_slots(&c.identity, &c.region, &operation, replica.as_deref())
                     .await
-                    .map_err(|e| ConnectorError::timeout(e.into()))?;
+                    .map_err(slot_error)?;
+                // A request whose body cannot be replayed, or that was throttled often enough,
+                // goes once more and its answer, whatever it is, goes to the SDK.
+                let again = (reslots < THROTTLE_RESLOTS)
+                    .then(|| request.try_clone())
+                    .flatten();
+                let Some(attempt) = again else {
+                    return inner.call(request).await;
+                };
+                let response = inner.call(attempt).await?;
+                match unless_throttled(response).await? {
+                    Some(response) => return Ok(response),
+                    None => {
+                        // AWS refused it unprocessed: the next slot of the bucket, not a backoff.
+                        reslots += 1;
+                        tracing::debug!(%operation, region = %c.region, reslots, "throttled although paced; waiting for the next slot");
+                    }
+                }
             }
-            inner.call(request).await
         })
     }
+}
+
+/// How a slot error fails the attempt: a wait beyond the limit as a timeout (the SDK retries
+/// it), a shutdown as a user error (not retried; the request was never sent).
+fn slot_error(e: SlotError) -> ConnectorError {
+    match e {
+        SlotError::WaitExceeded { .. } => ConnectorError::timeout(e.into()),
+        SlotError::ShuttingDown { .. } => ConnectorError::user(e.into()),
+    }
+}
+
+/// The response, or None when it is a throttling error (its body is read to tell; a KMS error
+/// body is a small JSON document).
+async fn unless_throttled(
+    mut response: HttpResponse,
+) -> Result<Option<HttpResponse>, ConnectorError> {
+    let status = response.status().as_u16();
+    if status != 400 && status != 429 {
+        return Ok(Some(response));
+    }
+    let body = ByteStream::new(response.take_body())
+        .collect()
+        .await
+        .map_err(|e| ConnectorError::io(e.into()))?
+        .into_bytes();
+    if status == 429 || is_throttling(&body) {
+        return Ok(None);
+    }
+    *response.body_mut() = SdkBody::from(body);
+    Ok(Some(response))
 }
 
 #[cfg(test)]
@@ -415,6 +535,9 @@ mod tests {
         let limits = RateLimits::new(quotas, Duration::from_millis(100));
         limits.acquire("a", "r", "CreateKey", 1).await.unwrap();
         let err = limits.acquire("a", "r", "CreateKey", 1).await.unwrap_err();
-        assert_eq!(err.operation, "CreateKey");
+        assert!(
+            matches!(&err, SlotError::WaitExceeded { operation, .. } if operation == "CreateKey"),
+            "{err:?}"
+        );
     }
 }

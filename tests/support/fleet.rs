@@ -39,6 +39,8 @@ pub struct Fleet {
     pub namespace: String,
     pub keys: Vec<(String, String)>,
     pub replicas: Vec<(String, String)>,
+    /// The AwsKms each AwsKey names (`kmsRef`), by AwsKey name; empty: the default connection.
+    pub connections: BTreeMap<String, String>,
 }
 
 impl Fleet {
@@ -63,6 +65,19 @@ pub async fn create_fleet(
     n: usize,
     replica_every: usize,
 ) -> Fleet {
+    create_fleet_over(client, namespace, prefix, n, replica_every, |_| None).await
+}
+
+/// [`create_fleet`] with the AwsKey `i` managed through the AwsKms `connection(i)` (None: the
+/// default connection).
+pub async fn create_fleet_over(
+    client: &kube::Client,
+    namespace: &str,
+    prefix: &str,
+    n: usize,
+    replica_every: usize,
+    connection: impl Fn(usize) -> Option<String>,
+) -> Fleet {
     let keys: Api<AwsKey> = Api::namespaced(client.clone(), namespace);
     let replicas: Api<AwsReplicaKey> = Api::namespaced(client.clone(), namespace);
     let mut fleet = Fleet {
@@ -75,16 +90,16 @@ pub async fn create_fleet(
         let other = REGIONS[(i + 1) % 2];
         let multi_region = replica_every > 0 && i % replica_every == 0;
         create_material_secret(client, namespace, &name, KeySpec::SymmetricDefault).await;
-        let key = aws_key(
-            &name,
-            region,
-            &name,
-            json!({
-                "alias": format!("alias/{name}"),
-                "tags": {"fleet": prefix, "index": i.to_string()},
-                "multiRegion": multi_region,
-            }),
-        );
+        let mut spec = json!({
+            "alias": format!("alias/{name}"),
+            "tags": {"fleet": prefix, "index": i.to_string()},
+            "multiRegion": multi_region,
+        });
+        if let Some(connection) = connection(i) {
+            spec["kmsRef"] = json!({"name": connection});
+            fleet.connections.insert(name.clone(), connection);
+        }
+        let key = aws_key(&name, region, &name, spec);
         keys.create(&PostParams::default(), &key)
             .await
             .expect("create AwsKey");

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -35,6 +35,9 @@ pub struct ProxyConfig {
     pub upstream: String,
     /// Rates per operation, enforced per region.
     pub quotas: KmsQuotas,
+    /// Buckets that hold one request (no burst, the strictest reading of a quota AWS does not
+    /// promise a burst for) instead of one second of requests.
+    pub one_request_buckets: bool,
     /// Fraction of requests (0..=1) that fail on purpose, split evenly between a 500 before
     /// forwarding, a ThrottlingException, and a 500 after forwarding.
     pub fault_rate: f64,
@@ -51,6 +54,7 @@ impl ProxyConfig {
         ProxyConfig {
             upstream: upstream.into().trim_end_matches('/').to_string(),
             quotas,
+            one_request_buckets: false,
             fault_rate: 0.0,
             seed: 1,
             lose_answers: Vec::new(),
@@ -89,12 +93,24 @@ impl OpCounts {
     }
 }
 
+impl std::ops::AddAssign for OpCounts {
+    fn add_assign(&mut self, c: OpCounts) {
+        self.forwarded += c.forwarded;
+        self.throttled += c.throttled;
+        self.injected_errors += c.injected_errors;
+        self.injected_throttles += c.injected_throttles;
+        self.lost_answers += c.lost_answers;
+    }
+}
+
 /// Counts by (region, operation).
 pub type ProxyStats = BTreeMap<(String, String), OpCounts>;
 
 struct Shared {
     config: Mutex<ProxyConfig>,
     buckets: Mutex<HashMap<(String, String), Arc<DefaultDirectRateLimiter>>>,
+    /// One-request buckets: when each (region, operation) is free again.
+    free_at: Mutex<HashMap<(String, String), Instant>>,
     stats: Mutex<ProxyStats>,
     dice: Mutex<StdRng>,
     http: HttpClient<HttpConnector, Full<Bytes>>,
@@ -138,6 +154,7 @@ impl KmsProxy {
             dice: Mutex::new(StdRng::seed_from_u64(config.seed)),
             config: Mutex::new(config),
             buckets: Mutex::new(HashMap::new()),
+            free_at: Mutex::new(HashMap::new()),
             stats: Mutex::new(BTreeMap::new()),
             http,
         });
@@ -174,12 +191,7 @@ impl KmsProxy {
 pub fn by_operation(stats: &ProxyStats) -> BTreeMap<String, OpCounts> {
     let mut out: BTreeMap<String, OpCounts> = BTreeMap::new();
     for ((_, op), c) in stats {
-        let e = out.entry(op.clone()).or_default();
-        e.forwarded += c.forwarded;
-        e.throttled += c.throttled;
-        e.injected_errors += c.injected_errors;
-        e.injected_throttles += c.injected_throttles;
-        e.lost_answers += c.lost_answers;
+        *out.entry(op.clone()).or_default() += *c;
     }
     out
 }
@@ -210,10 +222,15 @@ pub fn sigv4_region(authorization: &str) -> Option<&str> {
 }
 
 /// AWS's bucket of a quota: refills at the rate and holds one second of requests (at least 2,
-/// as a one-second window lets two requests through across its boundary).
-fn aws_quota(rate: f64) -> Quota {
+/// as a one-second window lets two requests through across its boundary); with
+/// `one_request`, one request.
+fn aws_quota(rate: f64, one_request: bool) -> Quota {
     let period = Duration::from_secs_f64(1.0 / rate.max(1e-6)).max(Duration::from_nanos(1));
-    let burst = NonZeroU32::new((rate.ceil() as u32).max(2)).unwrap_or(NonZeroU32::MIN);
+    let burst = if one_request {
+        NonZeroU32::MIN
+    } else {
+        NonZeroU32::new((rate.ceil() as u32).max(2)).unwrap_or(NonZeroU32::MIN)
+    };
     Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(burst)
@@ -221,15 +238,21 @@ fn aws_quota(rate: f64) -> Quota {
 
 impl Shared {
     fn bucket(&self, region: &str, op: &str) -> Arc<DefaultDirectRateLimiter> {
-        let rate = lock(&self.config).quotas.rate(op);
+        let (rate, one_request) = {
+            let config = lock(&self.config);
+            (config.quotas.rate(op), config.one_request_buckets)
+        };
         lock(&self.buckets)
             .entry((region.to_string(), op.to_string()))
-            .or_insert_with(|| Arc::new(RateLimiter::direct(aws_quota(rate))))
+            .or_insert_with(|| Arc::new(RateLimiter::direct(aws_quota(rate, one_request))))
             .clone()
     }
 
     /// Takes the request's tokens; false when it is over the quota.
     fn admit(&self, region: &str, op: &str, replica: Option<&str>) -> bool {
+        if lock(&self.config).one_request_buckets {
+            return self.admit_one_request(region, op, replica);
+        }
         if self.bucket(region, op).check().is_err() {
             return false;
         }
@@ -240,6 +263,33 @@ impl Shared {
             }
             None => true,
         }
+    }
+
+    /// One-request buckets: a bucket is free again one period after the request it admitted;
+    /// a ReplicateKey's two CreateKey in the replica region need that bucket to have been free
+    /// for one more period (the two slots it takes there, as the operator waits for them).
+    fn admit_one_request(&self, region: &str, op: &str, replica: Option<&str>) -> bool {
+        let now = Instant::now();
+        let config = lock(&self.config);
+        let period = |op: &str| Duration::from_secs_f64(1.0 / config.quotas.rate(op).max(1e-6));
+        let mut free_at = lock(&self.free_at);
+        let free = |region: &str, op: &str, cost: u32| {
+            free_at
+                .get(&(region.to_string(), op.to_string()))
+                .is_none_or(|at| now >= *at + period(op) * (cost - 1))
+        };
+        let replica_free = replica.is_none_or(|r| free(r, "CreateKey", REPLICATE_KEY_CREATE_COST));
+        if !free(region, op, 1) || !replica_free {
+            return false;
+        }
+        free_at.insert((region.to_string(), op.to_string()), now + period(op));
+        if let Some(r) = replica {
+            free_at.insert(
+                (r.to_string(), "CreateKey".into()),
+                now + period("CreateKey"),
+            );
+        }
+        true
     }
 
     fn count(&self, region: &str, op: &str, f: impl FnOnce(&mut OpCounts)) {
@@ -397,13 +447,16 @@ mod tests {
 
     #[test]
     fn buckets_hold_one_second_and_at_least_two() {
-        let one = RateLimiter::direct(aws_quota(1.0));
+        let one = RateLimiter::direct(aws_quota(1.0, false));
         assert!(one.check().is_ok() && one.check().is_ok());
         assert!(one.check().is_err());
-        let five = RateLimiter::direct(aws_quota(5.0));
+        let five = RateLimiter::direct(aws_quota(5.0, false));
         for _ in 0..5 {
             assert!(five.check().is_ok());
         }
         assert!(five.check().is_err());
+        let strict = RateLimiter::direct(aws_quota(5.0, true));
+        assert!(strict.check().is_ok());
+        assert!(strict.check().is_err(), "one-request buckets hold no burst");
     }
 }

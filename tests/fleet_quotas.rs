@@ -1,0 +1,286 @@
+//! A fleet under strict KMS request quotas (issue 16), on the strict KMS model: a paced call
+//! that AWS throttles anyway waits for its bucket's next slot (the SDK never sees the throttle);
+//! keys waiting for an import slot are not read again (at most 3 KMS reads per key from create
+//! to Ready), and a key waiting for KMS looks again less and less often; a restarted operator
+//! describes converged keys once and leaves their deep reads for later; a stopping operator
+//! ends its waits for rate-limit slots at once, leaves no key half-created and the next
+//! instance finishes the roll-out.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyfleet::api::KeySpec;
+use keyfleet::controller::Settings;
+use keyfleet::kms::{KmsClients, KmsQuotas, RateLimits};
+use keyfleet::metrics::Metrics;
+use kms_model::{Fault, FaultKind, KmsModel};
+use kube::ResourceExt;
+use memkube::MemKube;
+use serde_json::json;
+use support::localstack::unique;
+use support::operator::*;
+use support::replicas::{ReplicaScenario, wait_replica_reason};
+
+const NS: &str = "quotas";
+
+/// Test settings without resyncs or drift reads during the test: every KMS call counted comes
+/// from the roll-out itself.
+fn quiet_settings() -> Settings {
+    let mut s = settings();
+    s.resync_interval = Duration::from_secs(600);
+    s.drift_interval = Duration::from_secs(600);
+    s
+}
+
+/// KMS clients on the model as `keyfleet run` builds them (SDK retries, timeouts, one bucket per
+/// account, region and operation at `quotas`), counting their calls in metrics of their own.
+fn paced_clients(model: &KmsModel, quotas: KmsQuotas) -> (KmsClients, Arc<Metrics>) {
+    let metrics = Metrics::shared();
+    let limits = RateLimits::new(quotas, Duration::from_secs(60));
+    let clients =
+        support::fleet::kms_clients_via(&model.url(), Some(limits)).with_metrics(metrics.clone());
+    (clients, metrics)
+}
+
+/// `keyfleet_kms_calls_total` of one operation and outcome: the attempts the SDK made and saw
+/// end that way.
+fn sdk_attempts(metrics: &Metrics, operation: &str, outcome: &str) -> u64 {
+    let series =
+        format!("keyfleet_kms_calls_total{{operation=\"{operation}\",outcome=\"{outcome}\"}} ");
+    metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// The model's answers to `operation`: (throttled, succeeded).
+fn answers(model: &KmsModel, operation: &str) -> (usize, usize) {
+    let requests = model.requests_of(operation);
+    let throttled = requests
+        .iter()
+        .filter(|r| r.error.as_deref() == Some("ThrottlingException"))
+        .count();
+    let ok = requests.iter().filter(|r| r.error.is_none()).count();
+    (throttled, ok)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttled_paced_call_waits_for_its_next_slot_instead_of_the_sdk_backoff() {
+    let model = KmsModel::start().await.unwrap();
+    // AWS throttles three GetParametersForImport although keyfleet paced them (another client
+    // of the account spent the quota, or jitter brought two requests together).
+    model.inject(Fault::once("GetParametersForImport", FaultKind::Throttle).times(3));
+    let mut quotas = KmsQuotas::aws_defaults();
+    quotas.set("GetParametersForImport", 4.0);
+    let (clients, metrics) = paced_clients(&model, quotas);
+    let op = Operator::start_with(MemKube::new(), clients, quiet_settings());
+    let name = unique("reslot");
+    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    wait_ready(&op.keys(NS), &name).await;
+
+    assert_eq!(
+        answers(&model, "GetParametersForImport"),
+        (3, 1),
+        "three throttled, then one answered"
+    );
+    // The rate limiter took each throttle and went again at the bucket's next slot: the SDK
+    // saw one successful attempt and no throttle, so none of its backoffs or retry quota was
+    // spent on them.
+    assert_eq!(
+        sdk_attempts(&metrics, "GetParametersForImport", "throttled"),
+        0
+    );
+    assert_eq!(sdk_attempts(&metrics, "GetParametersForImport", "ok"), 1);
+    let events = op.events_for(&name);
+    assert!(
+        events.iter().all(|(type_, reason, note)| type_ != "Warning"
+            && !reason.contains("Throttl")
+            && !note.contains("throttl")),
+        "no throttle shown: {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_ends_waits_for_rate_limit_slots_and_the_next_instance_resumes() {
+    let model = KmsModel::start().await.unwrap();
+    let kube = MemKube::new();
+    // One import now, the next slot a quarter of an hour later: every other key waits for it.
+    let mut quotas = KmsQuotas::aws_defaults();
+    quotas.set("GetParametersForImport", 0.001);
+    let (clients, _) = paced_clients(&model, quotas);
+    let mut first = Operator::start_with(kube.clone(), clients, quiet_settings());
+    let names: Vec<String> = (0..3).map(|i| unique(&format!("stop{i}"))).collect();
+    for name in &names {
+        create_key_with_material(&first, NS, name, KeySpec::SymmetricDefault, json!({})).await;
+    }
+    let keys = first.keys(NS);
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        "every key created, one imported, two waiting for an import slot",
+        async || {
+            answers(&model, "CreateKey").1 == 3 && answers(&model, "GetParametersForImport").1 == 1
+        },
+    )
+    .await;
+
+    // Stop: the reconciles waiting for a slot end at once (a wait that outlived the stop would
+    // fail the test: `stop` allows 30 s, the slot is 1,000 s away and the old wait lasted 60 s
+    // per attempt).
+    first.stop().await;
+    assert_eq!(
+        answers(&model, "GetParametersForImport").1,
+        1,
+        "nothing more was sent"
+    );
+    // No key is half-created: every key KMS holds is recorded in the status of its AwsKey.
+    for name in &names {
+        let key = keys.get(name).await.unwrap();
+        let owned: Vec<String> = model_keys_owned_by(&model, &key.uid().unwrap())
+            .into_iter()
+            .map(|k| k.key_id)
+            .collect();
+        let recorded = key.status.and_then(|s| s.key_id.clone());
+        assert_eq!(owned, recorded.into_iter().collect::<Vec<_>>(), "{name}");
+    }
+
+    // The next instance picks up where the first stopped.
+    let (clients, _) = paced_clients(&model, KmsQuotas::aws_defaults().scaled(10.0));
+    let second = Operator::start_with(kube.clone(), clients, quiet_settings());
+    for name in &names {
+        let ready = wait_ready(&second.keys(NS), name).await;
+        assert_eq!(
+            model_keys_owned_by(&model, &ready.uid().unwrap()).len(),
+            1,
+            "one key for {name}"
+        );
+    }
+    assert_eq!(answers(&model, "CreateKey").1, 3, "no key created twice");
+}
+
+/// KMS reads (DescribeKey, ListAliases, ListResourceTags, GetKeyPolicy, ...) the model answered
+/// about the key `key_id` or its alias.
+fn reads_of(model: &KmsModel, key_id: &str, alias: &str) -> usize {
+    model
+        .requests()
+        .iter()
+        .filter(|r| !support::fleet::KMS_WRITES.contains(&r.operation.as_str()))
+        .filter(|r| {
+            let about = r.params.get("KeyId").and_then(|k| k.as_str());
+            about.is_some_and(|k| k == alias || k == key_id || k.ends_with(key_id))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_waiting_for_an_import_slot_are_not_read_again() {
+    let model = KmsModel::start().await.unwrap();
+    // Eight keys, imports at 2/s: the last waits about 4 s for its slot while the others
+    // import.
+    let mut quotas = KmsQuotas::aws_defaults();
+    quotas.set("GetParametersForImport", 2.0);
+    let (clients, _) = paced_clients(&model, quotas);
+    let op = Operator::start_with(MemKube::new(), clients, quiet_settings());
+    op.connection_checked().await;
+    let names: Vec<String> = (0..8).map(|i| unique(&format!("slot{i}"))).collect();
+    for name in &names {
+        let alias = json!({"alias": format!("alias/{name}"), "tags": {"team": "quotas"}});
+        create_key_with_material(&op, NS, name, KeySpec::SymmetricDefault, alias).await;
+    }
+    let mut reads = Vec::new();
+    for name in &names {
+        let key_id = ready_key_id(&op.keys(NS), name).await;
+        reads.push(reads_of(&model, &key_id, &format!("alias/{name}")));
+    }
+    let imports = model.requests_of("GetParametersForImport");
+    assert_eq!(
+        imports.len(),
+        names.len(),
+        "one import each, none throttled"
+    );
+    // The alias looked up before the creation, the key described once its material is in:
+    // the creation's answer and keyfleet's own writes tell the rest.
+    assert!(
+        reads.iter().all(|n| (1..=3).contains(n)),
+        "KMS reads per key from create to Ready: {reads:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_waiting_for_kms_looks_again_less_and_less_often() {
+    let model = KmsModel::start().await.unwrap();
+    let clients = KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    let mut waiting = quiet_settings();
+    waiting.waiting_recheck_interval = Duration::from_millis(200);
+    let op = Operator::start_with(MemKube::new(), clients, waiting);
+    op.connection_checked().await;
+    // The replica stays Creating in KMS for an hour: KeyNotReady, a wait that clears by itself.
+    model.set_replica_creation_delay(Duration::from_secs(3600));
+    let primary = unique("waits");
+    let scenario =
+        ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
+    scenario.primary_arn().await;
+    let name = format!("{primary}-eu");
+    scenario.add_replica(&name, "eu-west-1", json!({})).await;
+    wait_replica_reason(&op.client, NS, &name, "KeyNotReady").await;
+
+    // Rechecks after 0.2, 0.4, 0.8, 1.6 and 3.2 s: five in the next six seconds, where a fixed
+    // 0.2 s recheck would make about thirty.
+    let since = op.reconciles("AwsReplicaKey");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let rechecks = op.reconciles("AwsReplicaKey") - since;
+    assert!(
+        (2..=7).contains(&rechecks),
+        "{rechecks} rechecks in 6 s while KMS creates the replica"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_describes_converged_keys_once_without_deep_reads() {
+    let model = KmsModel::start().await.unwrap();
+    let kube = MemKube::new();
+    let clients = || KmsClients::from_config(support::localstack::sdk_config(&model.url()));
+    let mut first = Operator::start_with(kube.clone(), clients(), quiet_settings());
+    let names: Vec<String> = (0..6).map(|i| unique(&format!("restart{i}"))).collect();
+    for name in &names {
+        let spec = json!({"alias": format!("alias/{name}"), "tags": {"team": "quotas"}});
+        create_key_with_material(&first, NS, name, KeySpec::SymmetricDefault, spec).await;
+    }
+    let mut key_ids = Vec::new();
+    for name in &names {
+        key_ids.push(ready_key_id(&first.keys(NS), name).await);
+    }
+    first.stop().await;
+
+    // The next instance (a rolling update): its drift interval is ten minutes, so the deep reads
+    // of the converged keys are spread over ten minutes, not made at start.
+    let seen = model.requests().len();
+    let second = Operator::start_with(kube.clone(), clients(), quiet_settings());
+    second
+        .wait_reconciles("AwsKey", 0, names.len() as u64)
+        .await;
+    // Whatever else wakes the keys at start (their connection's first look) comes within this.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after: Vec<_> = model.requests().into_iter().skip(seen).collect();
+    for key_id in &key_ids {
+        let reads: Vec<&str> = after
+            .iter()
+            .filter(|r| r.params.get("KeyId").and_then(|k| k.as_str()) == Some(key_id.as_str()))
+            .map(|r| r.operation.as_str())
+            .collect();
+        assert_eq!(
+            reads,
+            ["DescribeKey"],
+            "KMS calls about {key_id} after the restart"
+        );
+    }
+    let deep: Vec<&str> = after
+        .iter()
+        .map(|r| r.operation.as_str())
+        .filter(|op| ["ListAliases", "ListResourceTags", "GetKeyPolicy"].contains(op))
+        .collect();
+    assert!(deep.is_empty(), "deep reads at start: {deep:?}");
+}
