@@ -89,9 +89,19 @@ async fn the_inventory_lists_every_material_with_the_description_of_its_import()
     let old_version = secret_version(&op.client, &name).await;
     let spec = json!({"keyMaterial": {"secretRef": {"name": name, "key": "material"}, "onChange": "Rotate"}});
     create_key(&api, &aws_key(&name, REGION, &name, spec)).await;
-    let k = wait_for(&api, &name, Duration::from_secs(30), "one material", |k| {
-        ready(k) == Some(("True".into(), "KeyReady".into())) && materials(k).len() == 1
-    })
+    // Right after the creation the one material is keyfleet's own record (from the import's
+    // answer, no read); the next deep read confirms it from KMS's listing.
+    let k = wait_for(
+        &api,
+        &name,
+        Duration::from_secs(30),
+        "one listed material",
+        |k| {
+            ready(k) == Some(("True".into(), "KeyReady".into()))
+                && materials(k).len() == 1
+                && materials(k)[0].confirmed
+        },
+    )
     .await;
     let key_id = k.status.as_ref().unwrap().key.key_id.clone().unwrap();
     let old_id = kms_model::key_material_id(&key_id, &old);
