@@ -108,7 +108,14 @@ fn ready_now(t: &AwsKeyPolicyTemplate) -> bool {
         && t.status.as_ref().and_then(|s| s.observed_generation) == t.metadata.generation
 }
 
-/// Status writes to the template so far.
+/// Waits until the template `name` counts `n` keys.
+async fn wait_count(client: &kube::Client, name: &str, n: i64, what: &str) -> AwsKeyPolicyTemplate {
+    wait_for(&templates(client), name, FOLLOWS_WITHIN, what, |t| {
+        keys(t) == Some(n)
+    })
+    .await
+}
+
 /// Waits until the newest reconcile of the template `name` waits at least a minute for the
 /// next: its watch ignores its own status writes, so it rests until a key or the template
 /// changes. The proof a "nothing more happens" check needs.
@@ -167,14 +174,7 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
         .delete("orders", &DeleteParams::default())
         .await
         .unwrap();
-    wait_for(
-        &templates(&client),
-        &standard,
-        FOLLOWS_WITHIN,
-        "2 keys after a deletion",
-        |t| keys(t) == Some(2),
-    )
-    .await;
+    wait_count(&client, &standard, 2, "2 keys after a deletion").await;
 
     // A key pointed at another template moves from one count to the other.
     Api::<keyfleet::api::AwsKey>::namespaced(client.clone(), "team-a")
@@ -185,22 +185,8 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
         )
         .await
         .unwrap();
-    wait_for(
-        &templates(&client),
-        &standard,
-        FOLLOWS_WITHIN,
-        "1 key after a move",
-        |t| keys(t) == Some(1),
-    )
-    .await;
-    wait_for(
-        &templates(&client),
-        &other,
-        FOLLOWS_WITHIN,
-        "2 keys after a move",
-        |t| keys(t) == Some(2),
-    )
-    .await;
+    wait_count(&client, &standard, 1, "1 key after a move").await;
+    wait_count(&client, &other, 2, "2 keys after a move").await;
 
     // A template nobody uses reports 0 (and is still Ready: it renders).
     let unused = create_template(
