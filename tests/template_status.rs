@@ -108,12 +108,19 @@ fn ready_now(t: &AwsKeyPolicyTemplate) -> bool {
         && t.status.as_ref().and_then(|s| s.observed_generation) == t.metadata.generation
 }
 
+/// Waits (seconds, not a resync) until the template `name` satisfies `check`.
+async fn wait_template(
+    client: &kube::Client,
+    name: &str,
+    what: &str,
+    check: impl Fn(&AwsKeyPolicyTemplate) -> bool,
+) -> AwsKeyPolicyTemplate {
+    wait_for(&templates(client), name, FOLLOWS_WITHIN, what, check).await
+}
+
 /// Waits until the template `name` counts `n` keys.
 async fn wait_count(client: &kube::Client, name: &str, n: i64, what: &str) -> AwsKeyPolicyTemplate {
-    wait_for(&templates(client), name, FOLLOWS_WITHIN, what, |t| {
-        keys(t) == Some(n)
-    })
-    .await
+    wait_template(client, name, what, |t| keys(t) == Some(n)).await
 }
 
 /// Waits until the newest reconcile of the template `name` waits at least a minute for the
@@ -136,13 +143,9 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
     create_replica_using(&client, "team-a", "orders-eu", "orders", &standard).await;
     create_key_using(&client, "team-a", "billing", &other).await;
 
-    let t = wait_for(
-        &templates(&client),
-        &standard,
-        FOLLOWS_WITHIN,
-        "Ready with 3 keys",
-        |t| ready_now(t) && keys(t) == Some(3),
-    )
+    let t = wait_template(&client, &standard, "Ready with 3 keys", |t| {
+        ready_now(t) && keys(t) == Some(3)
+    })
     .await;
     let (_, reason, message) = condition(&t, "Ready").unwrap();
     assert_eq!(reason, "Rendered");
@@ -154,13 +157,9 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
         condition(&t, "Stalled").map(|(s, r, _)| (s, r)),
         Some(("False".into(), "Rendered".into()))
     );
-    wait_for(
-        &templates(&client),
-        &other,
-        FOLLOWS_WITHIN,
-        "Ready with 1 key",
-        |t| ready_now(t) && keys(t) == Some(1),
-    )
+    wait_template(&client, &other, "Ready with 1 key", |t| {
+        ready_now(t) && keys(t) == Some(1)
+    })
     .await;
     // The count only: no key of any namespace is named in the cluster-scoped status.
     let status = serde_json::to_string(&t.status).unwrap();
@@ -195,14 +194,7 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
         json!({"externalAccounts": ["444455556666"]}),
     )
     .await;
-    let t = wait_for(
-        &templates(&client),
-        &unused,
-        FOLLOWS_WITHIN,
-        "Ready",
-        ready_now,
-    )
-    .await;
+    let t = wait_template(&client, &unused, "Ready", ready_now).await;
     assert_eq!(keys(&t), Some(0));
 
     // The controller stops with the others (its key watches included).
@@ -221,13 +213,9 @@ async fn a_template_that_does_not_render_is_stalled_until_fixed() {
         json!({"document": DOCUMENT.replace("${KeyArn}", "${KeyARN}")}),
     )
     .await;
-    let t = wait_for(
-        &templates(&client),
-        &name,
-        FOLLOWS_WITHIN,
-        "PolicyTemplateInvalid",
-        |t| condition(t, "Ready").is_some_and(|(_, r, _)| r == "PolicyTemplateInvalid"),
-    )
+    let t = wait_template(&client, &name, "PolicyTemplateInvalid", |t| {
+        condition(t, "Ready").is_some_and(|(_, r, _)| r == "PolicyTemplateInvalid")
+    })
     .await;
     assert_eq!(keys(&t), Some(0));
     let (status, _, message) = condition(&t, "Ready").unwrap();
@@ -247,10 +235,7 @@ async fn a_template_that_does_not_render_is_stalled_until_fixed() {
     assert!(!ready_now(&t));
     // A key using a broken template still counts (it reports the same reason).
     create_key_using(&client, "team-a", "payments", &name).await;
-    let t = wait_for(&templates(&client), &name, FOLLOWS_WITHIN, "1 key", |t| {
-        keys(t) == Some(1)
-    })
-    .await;
+    let t = wait_template(&client, &name, "1 key", |t| keys(t) == Some(1)).await;
     op.wait_events(&name, &["PolicyTemplateInvalid"]).await;
     let events = op.events_for(&name);
     assert!(
@@ -281,14 +266,7 @@ async fn a_template_that_does_not_render_is_stalled_until_fixed() {
         )
         .await
         .unwrap();
-    let t = wait_for(
-        &templates(&client),
-        &name,
-        FOLLOWS_WITHIN,
-        "Ready after the fix",
-        ready_now,
-    )
-    .await;
+    let t = wait_template(&client, &name, "Ready after the fix", ready_now).await;
     assert_eq!(t.metadata.generation, Some(generation + 1));
     assert_eq!(
         t.status.as_ref().unwrap().observed_generation,
@@ -314,20 +292,13 @@ async fn the_count_covers_the_watched_namespaces() {
     let (op, _model) = start(&["team-a", "team-c"]).await;
     let client = op.client.clone();
     let name = create_template(&client, "scoped", json!({"document": DOCUMENT})).await;
-    let t = wait_for(
-        &templates(&client),
-        &name,
-        FOLLOWS_WITHIN,
-        "Ready",
-        ready_now,
-    )
-    .await;
+    let t = wait_template(&client, &name, "Ready", ready_now).await;
     assert_eq!(keys(&t), Some(0));
     create_key_using(&client, "team-a", "orders", &name).await;
     create_key_using(&client, "team-b", "orders", &name).await;
     create_key_using(&client, "team-c", "orders", &name).await;
     create_replica_using(&client, "team-c", "orders-eu", "orders", &name).await;
-    let t = wait_for(&templates(&client), &name, FOLLOWS_WITHIN, "3 keys", |t| {
+    let t = wait_template(&client, &name, "3 keys", |t| {
         ready_now(t) && keys(t) == Some(3)
     })
     .await;
