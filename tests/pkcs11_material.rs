@@ -134,7 +134,7 @@ async fn import_private_key_into_kms(
     let algorithm = match key.wrapping() {
         Ok(choice) => choice.algorithm,
         Err(refusal) => {
-            assert!(!caps.aes_key_wrap_pad_conforms, "{refusal}");
+            assert!(!caps.padded_key_wrap_conforms, "{refusal}");
             assert_eq!(refusal.reason(), "Pkcs11KeyNotWrappable");
             assert!(
                 refusal.to_string().contains("CKM_AES_KEY_WRAP_PAD"),
@@ -155,7 +155,7 @@ async fn import_private_key_into_kms(
         }
     };
     let mut pkcs8 = unwrap_as_kms(key, algorithm, WrappingKeySpec::Rsa4096);
-    if !caps.aes_key_wrap_pad_conforms {
+    if !caps.padded_key_wrap_conforms {
         strip_softhsm_zero_padding(&mut pkcs8);
     }
     let material = KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, &pkcs8)
