@@ -13,7 +13,7 @@ use std::time::Duration;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use k8s_openapi::api::core::v1::Namespace;
-use keyfleet::api::{AwsKey, KeySpec, Pkcs11Token, Pkcs11TokenSpec};
+use keyfleet::api::{AwsKey, KeyFamily, KeySpec, Pkcs11Token, Pkcs11TokenSpec};
 use keyfleet::material::ImportableMaterial;
 use keyfleet::material::pkcs11::HsmKey;
 use kube::Api;
@@ -160,6 +160,20 @@ async fn hsm_key_becomes_ready_and_kms_agrees(spec: KeySpec) {
     );
     let kms = kms_client(DEFAULT_REGION).await;
     assert_kms_agrees(&kms, &pool, &hsm, &key_id, spec, &label).await;
+    if matches!(spec.family(), KeyFamily::Rsa | KeyFamily::Ecc) {
+        let wrapping = Api::<Pkcs11Token>::all(bed.op.client.clone())
+            .get(&token_name)
+            .await
+            .expect("get Pkcs11Token")
+            .status
+            .and_then(|s| s.wrapping)
+            .expect("status.wrapping");
+        assert_eq!(
+            (wrapping.private_keys.as_str(), wrapping.sha1_only),
+            ("RSA_AES_KEY_WRAP_SHA_256", false),
+            "the token's status names the private-key wrapping in use"
+        );
+    }
     if spec == KeySpec::Hmac256 {
         let verified = condition_of(&status.conditions, "MaterialVerified");
         assert_eq!(
