@@ -294,9 +294,10 @@ softhsm::test_per_spec!(a_replica_is_imported_from_the_same_hsm_key {
     an_ecc_nist_p256_replica_in_a_second_region_is_imported_from_the_same_hsm_key: EccNistP256,
 });
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_generated_hsm_key_becomes_ready() {
-    let Some(bed) = start().await else {
+/// `generate: {}` with a free label: keyfleet generates a sensitive `spec` key in the token
+/// (kryoptic for RSA/ECC), imports it, and KMS agrees with the HSM.
+async fn a_generated_hsm_key_becomes_ready_and_kms_agrees(spec: KeySpec) {
+    let Some(bed) = start_with(softhsm::token_for(spec)).await else {
         return;
     };
     let token_name = bed.token_object().await;
@@ -305,22 +306,23 @@ async fn a_generated_hsm_key_becomes_ready() {
     let name = unique("hsm-gen");
     let generate = json!({"keyMaterial": {"pkcs11": {
         "tokenRef": {"name": token_name}, "keyLabel": label, "generate": {}}}});
-    create_key(
-        &api,
-        &hsm_key(&name, &token_name, &label, KeySpec::Hmac256, generate),
-    )
-    .await;
+    create_key(&api, &hsm_key(&name, &token_name, &label, spec, generate)).await;
     let key_id = wait_ready(&api, &name)
         .await
         .status
         .and_then(|s| s.key_id.clone())
         .expect("key id");
     let pool = bed.token.pool();
-    softhsm::assert_value_unreadable(&pool, KeySpec::Hmac256, &label);
-    let hsm = HsmKey::open(&pool, KeySpec::Hmac256, &label).expect("generated key");
+    softhsm::assert_value_unreadable(&pool, spec, &label);
+    let hsm = HsmKey::open(&pool, spec, &label).expect("generated key");
     let kms = kms_client(DEFAULT_REGION).await;
-    assert_kms_agrees(&kms, &pool, &hsm, &key_id, KeySpec::Hmac256, &label).await;
+    assert_kms_agrees(&kms, &pool, &hsm, &key_id, spec, &label).await;
 }
+
+softhsm::test_per_spec!(a_generated_hsm_key_becomes_ready_and_kms_agrees {
+    a_generated_hsm_key_becomes_ready: Hmac256,
+    a_generated_ecc_nist_p256_hsm_key_becomes_ready: EccNistP256,
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn token_and_key_refusals_are_precise_reasons() {

@@ -211,8 +211,8 @@ impl TokenCapabilities {
             return Err(format!(
                 "the token's {name} is not RFC 5649 as {algorithm} needs: it zero-pads the \
                  key to a multiple of 8 bytes before wrapping (as SoftHSM 2.6 does), so KMS \
-                 would receive the key followed by stray zero bytes; use a token whose {name} \
-                 (or CKM_AES_KEY_WRAP_KWP) follows RFC 5649"
+                 would receive the key followed by stray zero bytes; use a token whose AES key \
+                 wrap with padding (CKM_AES_KEY_WRAP_KWP or _PAD) follows RFC 5649"
             ));
         }
         Ok(())
