@@ -159,13 +159,7 @@ async fn import_private_key_into_kms(
     if !caps.padded_key_wrap_conforms {
         strip_softhsm_zero_padding(&mut pkcs8);
     }
-    let material = KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, &pkcs8)
-        .unwrap_or_else(|e| panic!("the token's wrapped {spec} key is no PKCS#8 key: {e}"));
-    assert_eq!(
-        material.public_key_der(),
-        key.public_key_der(),
-        "the key the token wrapped is the HSM key"
-    );
+    let material = the_hsm_keys_pkcs8(key, spec, &pkcs8);
     if key.wrapping().is_ok() {
         match import(kms, &key_id, key, algorithm, WrappingKeySpec::Rsa4096).await {
             Ok(()) => return key_id,
@@ -185,6 +179,19 @@ async fn import_private_key_into_kms(
     .await
     .unwrap_or_else(|e| panic!("ImportKeyMaterial of the {spec} PKCS#8: {e:?}"));
     key_id
+}
+
+/// The private key a token wrapped, as KMS recovers it: a PKCS#8 key of `spec` whose public
+/// key is the HSM key's.
+fn the_hsm_keys_pkcs8(key: &HsmKey, spec: KeySpec, pkcs8: &[u8]) -> KeyMaterial {
+    let material = KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, pkcs8)
+        .unwrap_or_else(|e| panic!("the token's wrapped {spec} key is no PKCS#8 key: {e}"));
+    assert_eq!(
+        material.public_key_der(),
+        key.public_key_der(),
+        "the key the token wrapped is the HSM key"
+    );
+    material
 }
 
 /// The length of the DER SEQUENCE (a PKCS#8 key) that `bytes` begins with, header included.
@@ -421,13 +428,7 @@ async fn kryoptic_wraps_the_private_key_as_kms_unwraps_it(spec: KeySpec) {
         der_sequence_len(&pkcs8),
         "RFC 5649 gives back exactly the PKCS#8 key"
     );
-    let material = KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, &pkcs8)
-        .unwrap_or_else(|e| panic!("the token's wrapped {spec} key is no PKCS#8 key: {e}"));
-    assert_eq!(
-        material.public_key_der(),
-        key.public_key_der(),
-        "the key the token wrapped is the HSM key"
-    );
+    the_hsm_keys_pkcs8(&key, spec, &pkcs8);
 
     let kms = kms_client("us-east-1").await;
     let key_id = import_into_kms(&kms, &key, spec).await;
