@@ -174,12 +174,18 @@ async fn hsm_key_becomes_ready_and_kms_agrees(spec: KeySpec) {
             "the token's status names the private-key wrapping in use"
         );
     }
-    if spec == KeySpec::Hmac256 {
-        let verified = condition_of(&status.conditions, "MaterialVerified");
+    // The controller's own verifier compared KMS with the HSM: GenerateMac with C_Sign in the
+    // token, GetPublicKey with the HSM key's public key.
+    let method = match spec.family() {
+        KeyFamily::Hmac => Some("MacMatches"),
+        KeyFamily::Rsa | KeyFamily::Ecc => Some("PublicKeyMatches"),
+        KeyFamily::Symmetric => None,
+    };
+    if let Some(method) = method {
         assert_eq!(
-            verified,
-            Some(("True".to_string(), "MacMatches".to_string())),
-            "the controller's verifier compared GenerateMac with C_Sign in the token"
+            condition_of(&status.conditions, "MaterialVerified"),
+            Some(("True".to_string(), method.to_string())),
+            "the controller verified {spec} against the HSM"
         );
     }
 }
