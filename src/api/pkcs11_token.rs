@@ -6,6 +6,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use super::allowed_namespaces::AllowedNamespaces;
 
@@ -40,12 +41,10 @@ pub struct Pkcs11TokenSpec {
 
     /// Label of the token (the HSM partition), trailing blanks ignored. Exactly one of
     /// `tokenLabel` and `slot`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 32))]
     pub token_label: Option<String>,
 
     /// Slot id of the token, when it has no usable label.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub slot: Option<i64>,
 
@@ -83,6 +82,7 @@ pub struct NamespacedSecretKeySelector {
 }
 
 /// What keyfleet found when it last logged in to the token.
+#[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Pkcs11TokenStatus {
@@ -91,10 +91,8 @@ pub struct Pkcs11TokenStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The generation the conditions describe.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// How keyfleet wraps keys of this token for KMS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrapping: Option<TokenWrapping>,
 }
 
