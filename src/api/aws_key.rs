@@ -23,8 +23,6 @@ use super::refs::{LocalObjectRef, SecretKeySelector};
 keyfleet_kind! {
 kube(
     kind = "AwsKey",
-    plural = "awskeys",
-    singular = "awskey",
     shortname = "ak",
     namespaced,
     status = "AwsKeyStatus",

@@ -12,8 +12,6 @@ use super::key_policy::PolicyShortcuts;
 keyfleet_kind! {
 kube(
     kind = "AwsKeyPolicyTemplate",
-    plural = "awskeypolicytemplates",
-    singular = "awskeypolicytemplate",
     shortname = "akpt",
     doc = "A reusable AWS KMS key policy: a document with placeholders, or principal shortcuts.",
     status = "AwsKeyPolicyTemplateStatus",

@@ -35,8 +35,6 @@ pub(crate) const REGION_RULE_MESSAGE: &str =
 keyfleet_kind! {
 kube(
     kind = "AwsKms",
-    plural = "awskmses",
-    singular = "awskms",
     shortname = "akms",
     doc = "An AWS KMS connection: the role keyfleet assumes and the regions keys may live in.",
     status = "AwsKmsStatus",

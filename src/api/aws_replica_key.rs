@@ -19,8 +19,6 @@ use super::refs::LocalObjectRef;
 keyfleet_kind! {
 kube(
     kind = "AwsReplicaKey",
-    plural = "awsreplicakeys",
-    singular = "awsreplicakey",
     shortname = "ark",
     namespaced,
     status = "AwsReplicaKeyStatus",

@@ -2,10 +2,11 @@
 //! category, CEL, and the Ready / Reason / Age printer columns (`keyfleet_kind!`).
 
 /// Declares a keyfleet kind's spec struct with what every kind shares: the derives, unset
-/// `Option` fields left out when serialized (`skip_serializing_none`), the API
-/// group and version, the `keyfleet` category, CEL rules, and the printer columns `Ready`,
-/// `Reason` and `Age`. The kind gives its own `kube(...)` arguments (kind, names, scope, status,
-/// doc) and its own columns: those shown before Ready, between Reason and Age, and after Age.
+/// `Option` fields left out when serialized (`skip_serializing_none`), the API group and
+/// version, the `keyfleet` category, CEL rules, and the printer columns `Ready`, `Reason` and
+/// `Age`. The kind gives its own `kube(...)` arguments (kind, short name, scope, status, doc;
+/// kube derives the singular and plural names from the kind) and its own columns: those shown
+/// before Ready, between Reason and Age, and after Age.
 macro_rules! keyfleet_kind {
     (
         kube($($kube:tt)*),

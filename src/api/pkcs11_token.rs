@@ -13,8 +13,6 @@ use super::allowed_namespaces::AllowedNamespaces;
 keyfleet_kind! {
 kube(
     kind = "Pkcs11Token",
-    plural = "pkcs11tokens",
-    singular = "pkcs11token",
     shortname = "p11",
     status = "Pkcs11TokenStatus",
     doc = "A PKCS#11 token (HSM) whose keys AwsKeys import without their plaintext leaving it.",
