@@ -136,7 +136,7 @@ async fn valid_to_is_imported_reported_and_a_new_value_reimports_the_same_materi
     )
     .await
     .unwrap();
-    let updated = wait_for(
+    let updated = wait_for_within(
         &api,
         &name,
         std::time::Duration::from_secs(60),

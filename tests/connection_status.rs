@@ -30,7 +30,7 @@ async fn wait_kms(
     what: &str,
     check: impl Fn(&AwsKms) -> bool,
 ) -> AwsKms {
-    wait_for(api, name, Duration::from_secs(60), what, check).await
+    wait_for_within(api, name, Duration::from_secs(60), what, check).await
 }
 
 /// `kubectl wait --for=condition=Ready awskms/<name>`: Ready=True for the current generation.

@@ -54,13 +54,9 @@ async fn refused(op: &Operator, extra: serde_json::Value, reason: &str) -> AwsKe
 
 /// Waits until the AwsKey is Ready=True with `reason`.
 async fn wait_ready_reason(api: &Api<AwsKey>, name: &str, reason: &str) -> AwsKey {
-    wait_for(
-        api,
-        name,
-        Duration::from_secs(30),
-        &format!("Ready=True/{reason}"),
-        |k| ready(k) == Some(("True".into(), reason.into())),
-    )
+    wait_for(api, name, &format!("Ready=True/{reason}"), |k| {
+        ready(k) == Some(("True".into(), reason.into()))
+    })
     .await
 }
 

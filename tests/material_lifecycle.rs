@@ -123,17 +123,11 @@ async fn rolling_validity_is_renewed_before_its_threshold_on_the_primary_and_eve
     // a new ValidTo of now + 90 days.
     clock.advance(DAY * 16);
     let renewed = t0 + DAY * (45 + 16 + 90);
-    let k = wait_for(
-        &op.keys(NS),
-        &name,
-        Duration::from_secs(30),
-        "the primary renewed",
-        |k| {
-            k.status
-                .as_ref()
-                .is_some_and(|s| valid_to(s) == Some(renewed))
-        },
-    )
+    let k = wait_for(&op.keys(NS), &name, "the primary renewed", |k| {
+        k.status
+            .as_ref()
+            .is_some_and(|s| valid_to(s) == Some(renewed))
+    })
     .await;
     assert_ne!(k.status.unwrap().key.last_import_time, primary_import);
     let r = scenario
@@ -299,20 +293,14 @@ async fn delete_material_shreds_the_key_and_reapplying_restores_it() {
     assert_eq!(key_state(&kms, &key_id).await, "Enabled");
     let again = public_key(&kms, &key_id).await;
     assert_eq!(again, first_public_key);
-    let k = wait_for(
-        &op.keys(NS),
-        &name,
-        Duration::from_secs(30),
-        "verified",
-        |k| {
-            has(
-                k.status.as_ref().map(|s| &s.key),
-                "MaterialVerified",
-                "True",
-                "PublicKeyMatches",
-            )
-        },
-    )
+    let k = wait_for(&op.keys(NS), &name, "verified", |k| {
+        has(
+            k.status.as_ref().map(|s| &s.key),
+            "MaterialVerified",
+            "True",
+            "PublicKeyMatches",
+        )
+    })
     .await;
     assert_eq!(ready(&k), Some(("True".into(), "KeyReady".into())));
 }
@@ -402,7 +390,7 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
     let verified = |k: &AwsKey| {
         key_condition(k, "MaterialVerified") == Some(("True".into(), "KeyMaterialIdMatches".into()))
     };
-    let k = wait_for(&api, &name, Duration::from_secs(30), "verified", verified).await;
+    let k = wait_for(&api, &name, "verified", verified).await;
     assert_eq!(ready(&k), Some(("True".into(), "KeyReady".into())));
     let key_id = k.status.unwrap().key.key_id.unwrap();
     let old_id = kms_model::key_material_id(&key_id, &old);
@@ -415,14 +403,7 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
     let new_id = kms_model::key_material_id(&key_id, &new);
     update_material_secret(&op.client, NS, &name, &new).await;
-    let k = wait_for(
-        &api,
-        &name,
-        Duration::from_secs(30),
-        "one rotation",
-        rotated_once_and_ready,
-    )
-    .await;
+    let k = wait_for(&api, &name, "one rotation", rotated_once_and_ready).await;
     let status = k.status.unwrap().key;
     assert_rotated(&status, &old_id, &new_id, KeySpec::SymmetricDefault, &new);
     assert!(status.last_rotation_time.is_some());
@@ -449,14 +430,7 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
     // Later resyncs (deep reads) verify the new KeyMaterialId and never rotate again.
     let seen = op.wait_own_reconciles("AwsKey", NS, &name, 0, 0).await;
     op.wait_own_reconciles("AwsKey", NS, &name, seen, 2).await;
-    wait_for(
-        &api,
-        &name,
-        Duration::from_secs(30),
-        "verified again",
-        verified,
-    )
-    .await;
+    wait_for(&api, &name, "verified again", verified).await;
     assert_eq!(
         model.requests_of("RotateKeyOnDemand").len(),
         1,
@@ -475,21 +449,13 @@ async fn verification_without_permission_is_unverified_and_the_key_stays_ready()
     .await;
     let name = unique("unverified");
     create_key_with_material(&op, NS, &name, KeySpec::Hmac256, json!({})).await;
-    let k = wait_for(
-        &op.keys(NS),
-        &name,
-        Duration::from_secs(30),
-        "Unverified",
-        |k| {
-            k.status.as_ref().is_some_and(|s| {
-                s.conditions.iter().any(|c| {
-                    c.type_ == "MaterialVerified"
-                        && c.status == "Unknown"
-                        && c.reason == "Unverified"
-                })
+    let k = wait_for(&op.keys(NS), &name, "Unverified", |k| {
+        k.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "MaterialVerified" && c.status == "Unknown" && c.reason == "Unverified"
             })
-        },
-    )
+        })
+    })
     .await;
     assert_eq!(ready(&k), Some(("True".into(), "KeyReady".into())));
     let status = k.status.unwrap();
@@ -567,7 +533,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     let key_ready = Some(("True".to_string(), "KeyReady".to_string()));
     // Both keys Ready, their KeyMaterialId verified.
     let both_verified = async |primary_what: &str, replica_what: &str| {
-        let primary = wait_for(&api, &name, Duration::from_secs(30), primary_what, |k| {
+        let primary = wait_for(&api, &name, primary_what, |k| {
             ready(k) == key_ready && verified(key_condition(k, "MaterialVerified"))
         })
         .await;
@@ -576,7 +542,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
                 && verified(replica_condition(r, "MaterialVerified"))
         };
         let timeout = Duration::from_secs(30);
-        wait_for(
+        wait_for_within(
             &replicas,
             &replica_name,
             timeout,
@@ -604,7 +570,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     let new = keyfleet_testkit::material::generate_secret_value(spec);
     let new_id = kms_model::key_material_id(&key_id, &new);
     update_material_secret(&client, NS, &name, &new).await;
-    let primary = wait_for(
+    let primary = wait_for_within(
         &api,
         &name,
         Duration::from_secs(40),
@@ -615,7 +581,6 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     let replica = wait_for(
         &replicas,
         &replica_name,
-        Duration::from_secs(30),
         "replica on the new material",
         |r| {
             r.status

@@ -81,13 +81,9 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
     }
 
     // The primary lists its replicas.
-    let listed = wait_for(
-        &api,
-        &primary,
-        Duration::from_secs(30),
-        "both replicas listed",
-        |k| k.status.as_ref().is_some_and(|s| s.replicas.len() == 2),
-    )
+    let listed = wait_for(&api, &primary, "both replicas listed", |k| {
+        k.status.as_ref().is_some_and(|s| s.replicas.len() == 2)
+    })
     .await;
     let mut listed_regions: Vec<String> = listed
         .status
@@ -263,7 +259,7 @@ async fn a_primary_lists_a_new_replica_within_seconds_not_at_its_next_resync() {
     scenario.add_replica(&name, "eu-west-1", json!({})).await;
     let replica_arn = scenario.replica_arn(&name).await;
     // Far below the ten-minute resync that listed it before.
-    wait_for(
+    wait_for_within(
         &api,
         &primary,
         Duration::from_secs(15),

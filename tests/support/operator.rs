@@ -296,8 +296,17 @@ pub fn condition_of(
 }
 
 /// Polls until `check` holds for the named object (an AwsKey, AwsReplicaKey, AwsKms, ...), or
-/// panics after `timeout` with its status.
-pub async fn wait_for<K>(
+/// panics after 30 s with its status.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, check: impl Fn(&K) -> bool) -> K
+where
+    K: kube::Resource + HasStatus + Clone + DeserializeOwned + std::fmt::Debug,
+    K::Status: std::fmt::Debug,
+{
+    wait_for_within(api, name, Duration::from_secs(30), what, check).await
+}
+
+/// [`wait_for`] with another time limit than 30 s.
+pub async fn wait_for_within<K>(
     api: &Api<K>,
     name: &str,
     timeout: Duration,
@@ -325,14 +334,14 @@ where
 }
 
 pub async fn wait_ready(api: &Api<AwsKey>, name: &str) -> AwsKey {
-    wait_for(api, name, Duration::from_secs(60), "Ready=True", |k| {
+    wait_for_within(api, name, Duration::from_secs(60), "Ready=True", |k| {
         ready(k).is_some_and(|(s, _)| s == "True")
     })
     .await
 }
 
 pub async fn wait_reason(api: &Api<AwsKey>, name: &str, reason: &str) -> AwsKey {
-    wait_for(
+    wait_for_within(
         api,
         name,
         Duration::from_secs(60),
@@ -442,17 +451,11 @@ impl Operator {
     /// starts after it.
     pub async fn connection_checked(&self) {
         let api = Api::<keyfleet::api::AwsKms>::all(self.client.clone());
-        wait_for(
-            &api,
-            "default",
-            Duration::from_secs(30),
-            "its first status",
-            |k| {
-                k.status
-                    .as_ref()
-                    .is_some_and(|s| s.observed_generation.is_some())
-            },
-        )
+        wait_for(&api, "default", "its first status", |k| {
+            k.status
+                .as_ref()
+                .is_some_and(|s| s.observed_generation.is_some())
+        })
         .await;
     }
 

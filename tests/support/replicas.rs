@@ -36,7 +36,7 @@ pub async fn wait_replica(
     check: impl Fn(&AwsReplicaKey) -> bool,
 ) -> AwsReplicaKey {
     let api: Api<AwsReplicaKey> = Api::namespaced(client.clone(), ns);
-    super::operator::wait_for(&api, name, Duration::from_secs(60), what, check).await
+    super::operator::wait_for_within(&api, name, Duration::from_secs(60), what, check).await
 }
 
 pub fn replica_ready(r: &AwsReplicaKey) -> Option<(String, String)> {
