@@ -384,7 +384,7 @@ async fn a_policy_that_would_lock_keyfleet_out_is_refused_unless_bypassed() {
         {"Sid": "OnlyOps", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:role/ops")}, "Action": "kms:*", "Resource": "*"}
     ]});
     let policy = json!({"policy": {"document": locking.to_string()}});
-    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, policy).await;
+    create_symmetric_key(&op, NS, &name, policy).await;
     let key = wait_reason(&api, &name, "PolicyLockout").await;
     let message = ready_message(&key);
     let status = key.status.unwrap();

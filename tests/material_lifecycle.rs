@@ -220,18 +220,16 @@ async fn verification_catches_a_replica_holding_different_material() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_secret_change_with_refuse_is_refused_and_kms_keeps_its_material() {
-    let kube = MemKube::new();
-    let client = kube.client();
-    let op = start_with_clock(&kube, &ManualClock::new(Timestamp::now())).await;
+    let op = start_with_clock(&MemKube::new(), &ManualClock::new(Timestamp::now())).await;
     let name = unique("refuse");
-    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    create_symmetric_key(&op, NS, &name, json!({})).await;
     let before = wait_ready(&op.keys(NS), &name).await.status.unwrap();
     let kms = kms_client(DEFAULT_REGION).await;
     let key_id = before.key.key_id.clone().unwrap();
     let ciphertext = encrypt(&kms, &key_id, b"before").await;
 
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
-    update_material_secret(&client, NS, &name, &new).await;
+    update_material_secret(&op.client, NS, &name, &new).await;
     let k = wait_reason(&op.keys(NS), &name, "MaterialMismatch").await;
     let status = k.status.unwrap();
     assert_eq!(
@@ -246,11 +244,9 @@ async fn a_secret_change_with_refuse_is_refused_and_kms_keeps_its_material() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delete_material_shreds_the_key_and_reapplying_restores_it() {
-    let kube = MemKube::new();
-    let client = kube.client();
-    let op = start_with_clock(&kube, &ManualClock::new(Timestamp::now())).await;
+    let op = start_with_clock(&MemKube::new(), &ManualClock::new(Timestamp::now())).await;
     let name = unique("shred");
-    create_material_secret(&client, NS, &name, KeySpec::EccNistP256).await;
+    create_material_secret(&op.client, NS, &name, KeySpec::EccNistP256).await;
     let manifest = aws_key(
         &name,
         DEFAULT_REGION,
@@ -569,7 +565,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     // The Secret gets new material.
     let new = keyfleet_testkit::material::generate_secret_value(spec);
     let new_id = kms_model::key_material_id(&key_id, &new);
-    update_material_secret(&client, NS, &name, &new).await;
+    update_material_secret(&op.client, NS, &name, &new).await;
     let primary = wait_for_within(
         &api,
         &name,

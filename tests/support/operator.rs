@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use keyfleet::api::AwsKey;
+use keyfleet::api::{AwsKey, KeySpec};
 use keyfleet::controller::{self, Context, Settings};
 use keyfleet::kms::KmsClients;
 use kube::Api;
@@ -638,6 +638,16 @@ pub async fn create_key_with_material(
         &aws_key(name, super::localstack::DEFAULT_REGION, name, fields),
     )
     .await
+}
+
+/// [`create_key_with_material`] for the most common key: SYMMETRIC_DEFAULT.
+pub async fn create_symmetric_key(
+    op: &Operator,
+    namespace: &str,
+    name: &str,
+    extra: Value,
+) -> AwsKey {
+    create_key_with_material(op, namespace, name, KeySpec::SymmetricDefault, extra).await
 }
 
 /// What most LocalStack tests start with: the operator on a fresh in-memory API, a KMS client

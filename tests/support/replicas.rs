@@ -93,6 +93,15 @@ impl<'a> ReplicaScenario<'a> {
         }
     }
 
+    /// A symmetric multi-region primary `primary` with nothing else in its spec.
+    pub async fn symmetric(
+        op: &'a Operator,
+        namespace: &'a str,
+        primary: &str,
+    ) -> ReplicaScenario<'a> {
+        ReplicaScenario::new(op, namespace, primary, KeySpec::SymmetricDefault, json!({})).await
+    }
+
     /// The primary's AwsKey API.
     pub fn keys(&self) -> Api<AwsKey> {
         self.op.keys(self.namespace)
