@@ -144,14 +144,7 @@ async fn the_inventory_lists_every_material_with_the_description_of_its_import()
     assert_eq!(imports.len(), 2, "{imports:#?}");
     assert_eq!(imports[1].params["KeyMaterialDescription"], new_description);
     // What KMS itself lists agrees (the status is not keyfleet's guess).
-    let in_kms = model.key(REGION, &key_id).unwrap();
-    assert_eq!(
-        in_kms.materials,
-        vec![
-            (old_id, kms_model::Role::NonCurrent),
-            (new_id, kms_model::Role::Current)
-        ]
-    );
+    assert_rotated_in_kms(&model, REGION, &key_id, &old_id, &new_id);
 }
 
 /// KMS takes no KeyMaterialDescription for RSA, ECC and HMAC keys and gives their one material

@@ -335,27 +335,6 @@ fn assert_rotated(status: &KmsKeyStatus, old_id: &str, new_id: &str, spec: KeySp
     assert_eq!(status.pending_material_fingerprint, None);
 }
 
-/// The key in `region` of the KMS model after that rotation: Enabled, the new material current,
-/// the old one kept NON_CURRENT (old ciphertexts still decrypt).
-fn assert_rotated_in_kms(
-    model: &kms_model::KmsModel,
-    region: &str,
-    key_id: &str,
-    old_id: &str,
-    new_id: &str,
-) {
-    let k = model.key(region, key_id).unwrap();
-    assert_eq!(k.key_state, "Enabled", "{region}");
-    assert_eq!(
-        k.materials,
-        vec![
-            (old_id.to_string(), kms_model::Role::NonCurrent),
-            (new_id.to_string(), kms_model::Role::Current)
-        ],
-        "{region}"
-    );
-}
-
 /// The KMS writes of a rotation: imports and RotateKeyOnDemand.
 fn is_import_or_rotation(r: &kms_model::RecordedRequest) -> bool {
     matches!(

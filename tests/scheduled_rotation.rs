@@ -20,7 +20,8 @@ use support::clock::ManualClock;
 use support::generated_secrets::generated_material;
 use support::localstack::DEFAULT_REGION;
 use support::operator::{
-    Operator, aws_key, create_key, ready, settings, wait_for, wait_for_within, wait_ready,
+    Operator, assert_rotated_in_kms, aws_key, create_key, ready, settings, wait_for,
+    wait_for_within, wait_ready,
 };
 use support::replicas::{create_replica, replica, wait_replica};
 
@@ -179,14 +180,7 @@ async fn generated_material_rotates_on_its_schedule_into_a_new_secret() {
         secret_material(&op.client, "sched-material", "sched").await,
         old
     );
-    let in_kms = model.key(DEFAULT_REGION, &key_id).unwrap();
-    assert_eq!(
-        in_kms.materials,
-        vec![
-            (old_id, kms_model::Role::NonCurrent),
-            (new_id, kms_model::Role::Current)
-        ]
-    );
+    assert_rotated_in_kms(&model, DEFAULT_REGION, &key_id, &old_id, &new_id);
     assert_eq!(model.requests_of("RotateKeyOnDemand").len(), 1);
     op.wait_events("sched", &["MaterialGenerated", "KeyRotated"])
         .await;

@@ -393,6 +393,27 @@ impl Operator {
     }
 }
 
+/// The key in `region` of the KMS model after a rotation: Enabled, the new material current,
+/// the old one kept NON_CURRENT (old ciphertexts still decrypt).
+pub fn assert_rotated_in_kms(
+    model: &kms_model::KmsModel,
+    region: &str,
+    key_id: &str,
+    old_id: &str,
+    new_id: &str,
+) {
+    let k = model.key(region, key_id).unwrap();
+    assert_eq!(k.key_state, "Enabled", "{region}");
+    assert_eq!(
+        k.materials,
+        vec![
+            (old_id.to_string(), kms_model::Role::NonCurrent),
+            (new_id.to_string(), kms_model::Role::Current)
+        ],
+        "{region}"
+    );
+}
+
 /// The KMS model's keys (every Region) whose owner-uid tag is `uid`.
 pub fn model_keys_owned_by(model: &kms_model::KmsModel, uid: &str) -> Vec<kms_model::KeyView> {
     model
