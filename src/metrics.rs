@@ -15,7 +15,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -104,60 +104,64 @@ impl Default for Metrics {
     }
 }
 
+/// Registers `metric` under `name` (after the `keyfleet_` prefix) and hands it back for recording.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(ProcessCollector));
         let ours = registry.sub_registry_with_prefix("keyfleet");
-        let reconciles = Family::<ReconcileLabels, Counter>::default();
-        ours.register(
+        let reconciles = registered(
+            ours,
             "reconciles",
             "Reconciles by kind and result",
-            reconciles.clone(),
+            Family::default(),
         );
-        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.005, 2.0, 14))
-        });
-        ours.register(
+        let reconcile_duration: Family<KindLabels, Histogram> = registered(
+            ours,
             "reconcile_duration_seconds",
             "Duration of one reconcile",
-            reconcile_duration.clone(),
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14))),
         );
-        let kms_calls = Family::<KmsCallLabels, Counter>::default();
-        ours.register(
+        let kms_calls = registered(
+            ours,
             "kms_calls",
             "KMS API calls by operation and outcome (throttled: ThrottlingException)",
-            kms_calls.clone(),
+            Family::default(),
         );
-        let keys_by_state = Family::<StateLabels, Gauge>::default();
-        ours.register(
+        let keys_by_state = registered(
+            ours,
             "keys",
             "Managed keys by KMS key state",
-            keys_by_state.clone(),
+            Family::default(),
         );
-        let key_ready = Family::<ReadyLabels, Gauge>::default();
-        ours.register(
+        let key_ready = registered(
+            ours,
             "key_ready",
             "1 when the key's Ready condition is True, else 0; reason: the condition's reason",
-            key_ready.clone(),
+            Family::default(),
         );
-        let material_expiration = Family::<KeyLabels, Gauge>::default();
-        ours.register(
+        let material_expiration = registered(
+            ours,
             "material_expiration_timestamp_seconds",
             "When the key's imported material expires, Unix time (keys whose material expires)",
-            material_expiration.clone(),
+            Family::default(),
         );
-        let material_renewal = Family::<KeyLabels, Gauge>::default();
-        ours.register(
+        let material_renewal = registered(
+            ours,
             "material_renewal_timestamp_seconds",
             "When keyfleet re-imports the key's rolling-validity material, Unix time",
-            material_renewal.clone(),
+            Family::default(),
         );
-        let leader = Gauge::default();
-        ours.register(
+        let leader = registered(
+            ours,
             "leader",
             "1 while this replica holds the leader Lease (or runs without leader election)",
-            leader.clone(),
+            Gauge::default(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info

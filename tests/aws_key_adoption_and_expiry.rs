@@ -4,7 +4,6 @@
 mod support;
 
 use aws_sdk_kms::types::ExpirationModelType;
-use keyfleet::api::KeySpec;
 use kube::api::{Patch, PatchParams};
 
 use serde_json::json;
@@ -18,7 +17,7 @@ const NS: &str = "team-a";
 async fn adopting_key(op: &Operator, prefix: &str, arn: &str) -> String {
     let name = unique(prefix);
     let adopt = json!({"adoptKeyArn": arn});
-    create_key_with_material(op, NS, &name, KeySpec::SymmetricDefault, adopt).await;
+    create_symmetric_key(op, NS, &name, adopt).await;
     name
 }
 
@@ -30,11 +29,10 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
     // imported, tagged.
     let name = unique("adopt");
     let arn = external_key(&kms, vec![tag("cost-center", "42"), adopt_by(NS, &name)]).await;
-    let created = create_key_with_material(
+    let created = create_symmetric_key(
         &op,
         NS,
         &name,
-        KeySpec::SymmetricDefault,
         json!({"adoptKeyArn": arn, "tags": {"cost-center": "42"}}),
     )
     .await;
@@ -90,7 +88,7 @@ async fn an_unowned_key_is_adopted_by_arn_and_owned_keys_are_refused() {
     let name = unique("native");
     let native = created_arn(kms.create_key().tags(adopt_by(NS, &name))).await;
     let adopt = json!({"adoptKeyArn": native});
-    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, adopt).await;
+    create_symmetric_key(&op, NS, &name, adopt).await;
     let incompatible = wait_reason(&api, &name, "KeyIncompatible").await;
     assert!(
         incompatible.status.unwrap().conditions[0]
@@ -105,11 +103,10 @@ async fn valid_to_is_imported_reported_and_a_new_value_reimports_the_same_materi
     let name = unique("expiring");
     let first = jiff::Timestamp::now().as_second() + 30 * 86_400;
     let first_ts = jiff::Timestamp::from_second(first).unwrap();
-    create_key_with_material(
+    create_symmetric_key(
         &op,
         NS,
         &name,
-        KeySpec::SymmetricDefault,
         json!({"expiration": {"validTo": first_ts.to_string()}}),
     )
     .await;
@@ -136,7 +133,7 @@ async fn valid_to_is_imported_reported_and_a_new_value_reimports_the_same_materi
     )
     .await
     .unwrap();
-    let updated = wait_for(
+    let updated = wait_for_within(
         &api,
         &name,
         std::time::Duration::from_secs(60),

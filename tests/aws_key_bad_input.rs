@@ -411,7 +411,7 @@ async fn a_malformed_object_is_reported_and_does_not_stop_the_watch() {
     raw.create(&PostParams::default(), &object).await.unwrap();
 
     let fine = unique("after-broken");
-    create_key_with_material(&op, NS, &fine, KeySpec::SymmetricDefault, json!({})).await;
+    create_symmetric_key(&op, NS, &fine, json!({})).await;
     wait_ready(&api, &fine).await;
     op.wait_events(&broken, &["ObjectInvalid"]).await;
     let (_, _, note) = op

@@ -30,7 +30,7 @@ async fn wait_kms(
     what: &str,
     check: impl Fn(&AwsKms) -> bool,
 ) -> AwsKms {
-    wait_for(api, name, Duration::from_secs(60), what, check).await
+    wait_for_within(api, name, Duration::from_secs(60), what, check).await
 }
 
 /// `kubectl wait --for=condition=Ready awskms/<name>`: Ready=True for the current generation.
@@ -215,7 +215,6 @@ async fn refusals_get_precise_reasons() {
 /// DescribeKey calls on the KMS model, with resyncs out of the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_connection_status_write_does_not_wake_its_keys_but_a_spec_change_does() {
-    use keyfleet::api::KeySpec;
     use keyfleet::kms::KmsClients;
 
     let model = kms_model::KmsModel::start().await.unwrap();
@@ -227,8 +226,7 @@ async fn a_connection_status_write_does_not_wake_its_keys_but_a_spec_change_does
     op.connection_checked().await;
     let ns = unique("conn");
     let watched = unique("watched");
-    let key =
-        create_key_with_material(&op, &ns, &watched, KeySpec::SymmetricDefault, json!({})).await;
+    let key = create_symmetric_key(&op, &ns, &watched, json!({})).await;
     let ready = wait_ready(&op.keys(&ns), &watched).await;
     let key_id = ready.status.unwrap().key_id.clone().unwrap();
     let describes = || {
@@ -244,7 +242,7 @@ async fn a_connection_status_write_does_not_wake_its_keys_but_a_spec_change_does
     };
     // Settled: the reconcile the Ready status write's events may bring is over.
     let sentinel = unique("sentinel");
-    create_key_with_material(&op, &ns, &sentinel, KeySpec::SymmetricDefault, json!({})).await;
+    create_symmetric_key(&op, &ns, &sentinel, json!({})).await;
     wait_ready(&op.keys(&ns), &sentinel).await;
     let before = describes();
 
@@ -262,14 +260,7 @@ async fn a_connection_status_write_does_not_wake_its_keys_but_a_spec_change_does
         .await
         .unwrap();
     let after_status = unique("after-status");
-    create_key_with_material(
-        &op,
-        &ns,
-        &after_status,
-        KeySpec::SymmetricDefault,
-        json!({}),
-    )
-    .await;
+    create_symmetric_key(&op, &ns, &after_status, json!({})).await;
     wait_ready(&op.keys(&ns), &after_status).await;
     assert_eq!(
         describes(),

@@ -11,7 +11,6 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyfleet::api::KeySpec;
 use keyfleet::controller::Settings;
 use keyfleet::kms::{KmsClients, KmsQuotas, RateLimits};
 use keyfleet::metrics::Metrics;
@@ -67,6 +66,19 @@ fn answers(model: &KmsModel, operation: &str) -> (usize, usize) {
     (throttled, ok)
 }
 
+/// Creates `count` symmetric AwsKeys `<prefix><i>-…`, each with an alias (`alias/<name>`) and a
+/// tag, as most keys of a fleet have; returns their names.
+async fn create_aliased_keys(op: &Operator, prefix: &str, count: usize) -> Vec<String> {
+    let names: Vec<String> = (0..count)
+        .map(|i| unique(&format!("{prefix}{i}")))
+        .collect();
+    for name in &names {
+        let spec = json!({"alias": format!("alias/{name}"), "tags": {"team": "quotas"}});
+        create_symmetric_key(op, NS, name, spec).await;
+    }
+    names
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_throttled_paced_call_waits_for_its_next_slot_instead_of_the_sdk_backoff() {
     let model = KmsModel::start().await.unwrap();
@@ -78,7 +90,7 @@ async fn a_throttled_paced_call_waits_for_its_next_slot_instead_of_the_sdk_backo
     let (clients, metrics) = paced_clients(&model, quotas);
     let op = Operator::start_with(MemKube::new(), clients, quiet_settings());
     let name = unique("reslot");
-    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    create_symmetric_key(&op, NS, &name, json!({})).await;
     wait_ready(&op.keys(NS), &name).await;
 
     assert_eq!(
@@ -114,7 +126,7 @@ async fn shutdown_ends_waits_for_rate_limit_slots_and_the_next_instance_resumes(
     let mut first = Operator::start_with(kube.clone(), clients, quiet_settings());
     let names: Vec<String> = (0..3).map(|i| unique(&format!("stop{i}"))).collect();
     for name in &names {
-        create_key_with_material(&first, NS, name, KeySpec::SymmetricDefault, json!({})).await;
+        create_symmetric_key(&first, NS, name, json!({})).await;
     }
     let keys = first.keys(NS);
     eventually(
@@ -185,11 +197,7 @@ async fn keys_waiting_for_an_import_slot_are_not_read_again() {
     let (clients, _) = paced_clients(&model, quotas);
     let op = Operator::start_with(MemKube::new(), clients, quiet_settings());
     op.connection_checked().await;
-    let names: Vec<String> = (0..8).map(|i| unique(&format!("slot{i}"))).collect();
-    for name in &names {
-        let alias = json!({"alias": format!("alias/{name}"), "tags": {"team": "quotas"}});
-        create_key_with_material(&op, NS, name, KeySpec::SymmetricDefault, alias).await;
-    }
+    let names = create_aliased_keys(&op, "slot", 8).await;
     let mut reads = Vec::new();
     for name in &names {
         let key_id = ready_key_id(&op.keys(NS), name).await;
@@ -220,8 +228,7 @@ async fn a_key_waiting_for_kms_looks_again_less_and_less_often() {
     // The replica stays Creating in KMS for an hour: KeyNotReady, a wait that clears by itself.
     model.set_replica_creation_delay(Duration::from_secs(3600));
     let primary = unique("waits");
-    let scenario =
-        ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
+    let scenario = ReplicaScenario::symmetric(&op, NS, &primary).await;
     scenario.primary_arn().await;
     let name = format!("{primary}-eu");
     scenario.add_replica(&name, "eu-west-1", json!({})).await;
@@ -244,11 +251,7 @@ async fn a_restart_describes_converged_keys_once_without_deep_reads() {
     let kube = MemKube::new();
     let clients = || KmsClients::from_config(support::localstack::sdk_config(&model.url()));
     let mut first = Operator::start_with(kube.clone(), clients(), quiet_settings());
-    let names: Vec<String> = (0..6).map(|i| unique(&format!("restart{i}"))).collect();
-    for name in &names {
-        let spec = json!({"alias": format!("alias/{name}"), "tags": {"team": "quotas"}});
-        create_key_with_material(&first, NS, name, KeySpec::SymmetricDefault, spec).await;
-    }
+    let names = create_aliased_keys(&first, "restart", 6).await;
     let mut key_ids = Vec::new();
     for name in &names {
         key_ids.push(ready_key_id(&first.keys(NS), name).await);

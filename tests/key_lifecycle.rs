@@ -302,14 +302,7 @@ async fn delete_schedules_deletion_and_reapplying_restores_the_same_key() {
 async fn retain_leaves_the_key_in_place() {
     let Harness { op, kms, api } = Harness::start(NS).await;
     let name = unique("retain");
-    create_key_with_material(
-        &op,
-        NS,
-        &name,
-        KeySpec::SymmetricDefault,
-        json!({"deletionPolicy": "Retain"}),
-    )
-    .await;
+    create_symmetric_key(&op, NS, &name, json!({"deletionPolicy": "Retain"})).await;
     let key_id = ready_key_id(&api, &name).await;
     api.delete(&name, &Default::default()).await.unwrap();
     wait_gone(&api, &name).await;
@@ -370,8 +363,7 @@ async fn a_secret_change_to_other_material_is_refused_as_material_mismatch() {
 async fn a_key_scheduled_for_deletion_outside_keyfleet_is_reported_not_replaced() {
     let Harness { op, kms, api } = Harness::start(NS).await;
     let name = unique("outside");
-    let created =
-        create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    let created = create_symmetric_key(&op, NS, &name, json!({})).await;
     let key_id = ready_key_id(&api, &name).await;
     schedule_deletion(&kms, &key_id).await;
     let reported = wait_reason(&api, &name, "KeyPendingDeletion")
@@ -424,8 +416,7 @@ async fn access_denied_is_reported_precisely_and_not_retried_in_a_loop() {
     )])
     .await;
     let name = unique("denied");
-    let created =
-        create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    let created = create_symmetric_key(&op, NS, &name, json!({})).await;
     let key_uid = created.metadata.uid;
     let key = wait_reason(&op.keys(NS), &name, "AccessDenied").await;
     let message = &key.status.unwrap().conditions[0].message;
@@ -460,7 +451,7 @@ async fn access_denied_is_reported_precisely_and_not_retried_in_a_loop() {
 async fn a_key_deleted_outside_keyfleet_is_reported_as_key_gone_and_never_replaced() {
     let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
     let name = unique("gone");
-    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    create_symmetric_key(&op, NS, &name, json!({})).await;
     let key_id = ready_key_id(&op.keys(NS), &name).await;
     schedule_deletion(&kms, &key_id).await;
     model.advance(Duration::from_secs(7 * 86_400 + 1));
@@ -492,14 +483,7 @@ async fn incorrect_key_material_from_kms_is_material_mismatch() {
     import_other_material(&kms, &arn, KeySpec::SymmetricDefault).await;
     delete_material(&kms, &arn).await;
     let before = model.requests_of("ImportKeyMaterial").len();
-    create_key_with_material(
-        &op,
-        NS,
-        &name,
-        KeySpec::SymmetricDefault,
-        json!({"adoptKeyArn": arn}),
-    )
-    .await;
+    create_symmetric_key(&op, NS, &name, json!({"adoptKeyArn": arn})).await;
     wait_reason(&op.keys(NS), &name, "MaterialMismatch").await;
     op.wait_events(&name, &["MaterialMismatch"]).await;
     let imports = settled(&op, &model, &name, "ImportKeyMaterial").await;
@@ -529,7 +513,7 @@ async fn throttling_is_retried_and_never_shown_as_a_failure() {
     .times(6)])
     .await;
     let name = unique("throttled");
-    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    create_symmetric_key(&op, NS, &name, json!({})).await;
     let ready = wait_ready(&op.keys(NS), &name).await;
     assert_eq!(ready.status.unwrap().key_state.as_deref(), Some("Enabled"));
     let describes = model.requests_of("DescribeKey");
@@ -601,14 +585,7 @@ async fn import_sends_the_wrapped_material_with_valid_to_and_the_default_wrappin
 async fn a_primary_pending_replica_deletion_is_reported_not_fought() {
     let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
     let name = unique("pending-replica-deletion");
-    create_key_with_material(
-        &op,
-        NS,
-        &name,
-        KeySpec::SymmetricDefault,
-        json!({"multiRegion": true}),
-    )
-    .await;
+    create_symmetric_key(&op, NS, &name, json!({"multiRegion": true})).await;
     let key_id = ready_key_id(&op.keys(NS), &name).await;
     kms.replicate_key()
         .key_id(&key_id)

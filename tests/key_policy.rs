@@ -344,13 +344,9 @@ async fn a_template_change_reaches_every_key_and_replica_using_it_and_its_deleti
     }
     for name in [&plain, &primary] {
         let expected = policy::hash(&key_policy(&kms, &ready_key_id(&api, name).await).await);
-        wait_for(
-            &api,
-            name,
-            Duration::from_secs(30),
-            "the new policyHash",
-            |k| k.status.as_ref().and_then(|s| s.policy_hash.as_deref()) == Some(expected.as_str()),
-        )
+        wait_for(&api, name, "the new policyHash", |k| {
+            k.status.as_ref().and_then(|s| s.policy_hash.as_deref()) == Some(expected.as_str())
+        })
         .await;
     }
 
@@ -388,7 +384,7 @@ async fn a_policy_that_would_lock_keyfleet_out_is_refused_unless_bypassed() {
         {"Sid": "OnlyOps", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:role/ops")}, "Action": "kms:*", "Resource": "*"}
     ]});
     let policy = json!({"policy": {"document": locking.to_string()}});
-    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, policy).await;
+    create_symmetric_key(&op, NS, &name, policy).await;
     let key = wait_reason(&api, &name, "PolicyLockout").await;
     let message = ready_message(&key);
     let status = key.status.unwrap();
@@ -443,12 +439,8 @@ async fn a_template_policy_changed_by_hand_is_put_back() {
     })
     .await;
     assert_eq!(Some(policy::hash(&repaired)), hash);
-    wait_for(
-        &api,
-        &name,
-        Duration::from_secs(30),
-        "two PolicyUpdated events",
-        |_| op.event_count(&name, "PolicyUpdated") >= 2,
-    )
+    wait_for(&api, &name, "two PolicyUpdated events", |_| {
+        op.event_count(&name, "PolicyUpdated") >= 2
+    })
     .await;
 }

@@ -34,7 +34,7 @@ async fn start() -> (KmsModel, Operator) {
 
 /// A Secret of fresh symmetric material and the AwsKey `name` reading it, `extra` in its spec.
 async fn symmetric_key(op: &Operator, name: &str, extra: serde_json::Value) -> AwsKey {
-    create_key_with_material(op, NS, name, KeySpec::SymmetricDefault, extra).await
+    create_symmetric_key(op, NS, name, extra).await
 }
 
 /// A symmetric AwsKey with `extra` in its spec that ends Ready=False with `reason` and a Warning
@@ -54,13 +54,9 @@ async fn refused(op: &Operator, extra: serde_json::Value, reason: &str) -> AwsKe
 
 /// Waits until the AwsKey is Ready=True with `reason`.
 async fn wait_ready_reason(api: &Api<AwsKey>, name: &str, reason: &str) -> AwsKey {
-    wait_for(
-        api,
-        name,
-        Duration::from_secs(30),
-        &format!("Ready=True/{reason}"),
-        |k| ready(k) == Some(("True".into(), reason.into())),
-    )
+    wait_for(api, name, &format!("Ready=True/{reason}"), |k| {
+        ready(k) == Some(("True".into(), reason.into()))
+    })
     .await
 }
 
@@ -178,8 +174,7 @@ async fn a_replica_still_creating_waits_as_key_not_ready_then_follows() {
     // New replicas stay Creating until the model's clock moves on.
     model.set_replica_creation_delay(Duration::from_secs(60));
     let primary = unique("creating");
-    let scenario =
-        ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
+    let scenario = ReplicaScenario::symmetric(&op, NS, &primary).await;
     scenario.primary_arn().await;
     let name = format!("{primary}-eu");
     scenario.add_replica(&name, REPLICA_REGION, json!({})).await;

@@ -91,17 +91,11 @@ async fn the_inventory_lists_every_material_with_the_description_of_its_import()
     create_key(&api, &aws_key(&name, REGION, &name, spec)).await;
     // Right after the creation the one material is keyfleet's own record (from the import's
     // answer, no read); the next deep read confirms it from KMS's listing.
-    let k = wait_for(
-        &api,
-        &name,
-        Duration::from_secs(30),
-        "one listed material",
-        |k| {
-            ready(k) == Some(("True".into(), "KeyReady".into()))
-                && materials(k).len() == 1
-                && materials(k)[0].confirmed
-        },
-    )
+    let k = wait_for(&api, &name, "one listed material", |k| {
+        ready(k) == Some(("True".into(), "KeyReady".into()))
+            && materials(k).len() == 1
+            && materials(k)[0].confirmed
+    })
     .await;
     let key_id = k.status.as_ref().unwrap().key.key_id.clone().unwrap();
     let old_id = kms_model::key_material_id(&key_id, &old);
@@ -126,7 +120,7 @@ async fn the_inventory_lists_every_material_with_the_description_of_its_import()
     update_material_secret(&op.client, NS, &name, &new).await;
     let new_version = secret_version(&op.client, &name).await;
     assert_ne!(new_version, old_version);
-    let k = wait_for(&api, &name, Duration::from_secs(30), "two materials", |k| {
+    let k = wait_for(&api, &name, "two materials", |k| {
         ready(k) == Some(("True".into(), "KeyReady".into()))
             && materials(k)
                 .iter()
@@ -150,14 +144,7 @@ async fn the_inventory_lists_every_material_with_the_description_of_its_import()
     assert_eq!(imports.len(), 2, "{imports:#?}");
     assert_eq!(imports[1].params["KeyMaterialDescription"], new_description);
     // What KMS itself lists agrees (the status is not keyfleet's guess).
-    let in_kms = model.key(REGION, &key_id).unwrap();
-    assert_eq!(
-        in_kms.materials,
-        vec![
-            (old_id, kms_model::Role::NonCurrent),
-            (new_id, kms_model::Role::Current)
-        ]
-    );
+    assert_rotated_in_kms(&model, REGION, &key_id, &old_id, &new_id);
 }
 
 /// KMS takes no KeyMaterialDescription for RSA, ECC and HMAC keys and gives their one material
@@ -167,13 +154,9 @@ async fn keys_other_than_symmetric_list_their_one_material_without_an_id() {
     let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     let name = unique("hmac-inventory");
     create_key_with_material(&op, NS, &name, KeySpec::Hmac256, json!({})).await;
-    let k = wait_for(
-        &op.keys(NS),
-        &name,
-        Duration::from_secs(30),
-        "one material",
-        |k| ready(k) == Some(("True".into(), "KeyReady".into())) && materials(k).len() == 1,
-    )
+    let k = wait_for(&op.keys(NS), &name, "one material", |k| {
+        ready(k) == Some(("True".into(), "KeyReady".into())) && materials(k).len() == 1
+    })
     .await;
     let status = k.status.unwrap();
     let m = &status.materials[0];
@@ -201,7 +184,7 @@ async fn without_a_kms_inventory_the_list_holds_what_keyfleet_imported_unconfirm
         &aws_key(&name, DEFAULT_REGION, &name, json!({})),
     )
     .await;
-    let k = wait_for(
+    let k = wait_for_within(
         &op.keys(NS),
         &name,
         Duration::from_secs(60),
@@ -368,7 +351,7 @@ async fn an_adopted_keys_material_is_proven_by_an_import_not_taken_on_trust() {
         let adopt = json!({"adoptKeyArn": arn});
         create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, adopt)).await;
         if holds_secret {
-            let k = wait_for(&api, &name, Duration::from_secs(30), "verified", |k| {
+            let k = wait_for(&api, &name, "verified", |k| {
                 ready(k) == Some(("True".into(), "KeyReady".into()))
                     && condition_of(&k.status.as_ref().unwrap().conditions, "MaterialVerified")
                         == Some(("True".into(), "KeyMaterialIdMatches".into()))

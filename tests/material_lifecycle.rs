@@ -123,17 +123,11 @@ async fn rolling_validity_is_renewed_before_its_threshold_on_the_primary_and_eve
     // a new ValidTo of now + 90 days.
     clock.advance(DAY * 16);
     let renewed = t0 + DAY * (45 + 16 + 90);
-    let k = wait_for(
-        &op.keys(NS),
-        &name,
-        Duration::from_secs(30),
-        "the primary renewed",
-        |k| {
-            k.status
-                .as_ref()
-                .is_some_and(|s| valid_to(s) == Some(renewed))
-        },
-    )
+    let k = wait_for(&op.keys(NS), &name, "the primary renewed", |k| {
+        k.status
+            .as_ref()
+            .is_some_and(|s| valid_to(s) == Some(renewed))
+    })
     .await;
     assert_ne!(k.status.unwrap().key.last_import_time, primary_import);
     let r = scenario
@@ -226,18 +220,16 @@ async fn verification_catches_a_replica_holding_different_material() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_secret_change_with_refuse_is_refused_and_kms_keeps_its_material() {
-    let kube = MemKube::new();
-    let client = kube.client();
-    let op = start_with_clock(&kube, &ManualClock::new(Timestamp::now())).await;
+    let op = start_with_clock(&MemKube::new(), &ManualClock::new(Timestamp::now())).await;
     let name = unique("refuse");
-    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    create_symmetric_key(&op, NS, &name, json!({})).await;
     let before = wait_ready(&op.keys(NS), &name).await.status.unwrap();
     let kms = kms_client(DEFAULT_REGION).await;
     let key_id = before.key.key_id.clone().unwrap();
     let ciphertext = encrypt(&kms, &key_id, b"before").await;
 
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
-    update_material_secret(&client, NS, &name, &new).await;
+    update_material_secret(&op.client, NS, &name, &new).await;
     let k = wait_reason(&op.keys(NS), &name, "MaterialMismatch").await;
     let status = k.status.unwrap();
     assert_eq!(
@@ -252,11 +244,9 @@ async fn a_secret_change_with_refuse_is_refused_and_kms_keeps_its_material() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delete_material_shreds_the_key_and_reapplying_restores_it() {
-    let kube = MemKube::new();
-    let client = kube.client();
-    let op = start_with_clock(&kube, &ManualClock::new(Timestamp::now())).await;
+    let op = start_with_clock(&MemKube::new(), &ManualClock::new(Timestamp::now())).await;
     let name = unique("shred");
-    create_material_secret(&client, NS, &name, KeySpec::EccNistP256).await;
+    create_material_secret(&op.client, NS, &name, KeySpec::EccNistP256).await;
     let manifest = aws_key(
         &name,
         DEFAULT_REGION,
@@ -299,20 +289,14 @@ async fn delete_material_shreds_the_key_and_reapplying_restores_it() {
     assert_eq!(key_state(&kms, &key_id).await, "Enabled");
     let again = public_key(&kms, &key_id).await;
     assert_eq!(again, first_public_key);
-    let k = wait_for(
-        &op.keys(NS),
-        &name,
-        Duration::from_secs(30),
-        "verified",
-        |k| {
-            has(
-                k.status.as_ref().map(|s| &s.key),
-                "MaterialVerified",
-                "True",
-                "PublicKeyMatches",
-            )
-        },
-    )
+    let k = wait_for(&op.keys(NS), &name, "verified", |k| {
+        has(
+            k.status.as_ref().map(|s| &s.key),
+            "MaterialVerified",
+            "True",
+            "PublicKeyMatches",
+        )
+    })
     .await;
     assert_eq!(ready(&k), Some(("True".into(), "KeyReady".into())));
 }
@@ -351,27 +335,6 @@ fn assert_rotated(status: &KmsKeyStatus, old_id: &str, new_id: &str, spec: KeySp
     assert_eq!(status.pending_material_fingerprint, None);
 }
 
-/// The key in `region` of the KMS model after that rotation: Enabled, the new material current,
-/// the old one kept NON_CURRENT (old ciphertexts still decrypt).
-fn assert_rotated_in_kms(
-    model: &kms_model::KmsModel,
-    region: &str,
-    key_id: &str,
-    old_id: &str,
-    new_id: &str,
-) {
-    let k = model.key(region, key_id).unwrap();
-    assert_eq!(k.key_state, "Enabled", "{region}");
-    assert_eq!(
-        k.materials,
-        vec![
-            (old_id.to_string(), kms_model::Role::NonCurrent),
-            (new_id.to_string(), kms_model::Role::Current)
-        ],
-        "{region}"
-    );
-}
-
 /// The KMS writes of a rotation: imports and RotateKeyOnDemand.
 fn is_import_or_rotation(r: &kms_model::RecordedRequest) -> bool {
     matches!(
@@ -402,7 +365,7 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
     let verified = |k: &AwsKey| {
         key_condition(k, "MaterialVerified") == Some(("True".into(), "KeyMaterialIdMatches".into()))
     };
-    let k = wait_for(&api, &name, Duration::from_secs(30), "verified", verified).await;
+    let k = wait_for(&api, &name, "verified", verified).await;
     assert_eq!(ready(&k), Some(("True".into(), "KeyReady".into())));
     let key_id = k.status.unwrap().key.key_id.unwrap();
     let old_id = kms_model::key_material_id(&key_id, &old);
@@ -415,14 +378,7 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
     let new_id = kms_model::key_material_id(&key_id, &new);
     update_material_secret(&op.client, NS, &name, &new).await;
-    let k = wait_for(
-        &api,
-        &name,
-        Duration::from_secs(30),
-        "one rotation",
-        rotated_once_and_ready,
-    )
-    .await;
+    let k = wait_for(&api, &name, "one rotation", rotated_once_and_ready).await;
     let status = k.status.unwrap().key;
     assert_rotated(&status, &old_id, &new_id, KeySpec::SymmetricDefault, &new);
     assert!(status.last_rotation_time.is_some());
@@ -449,14 +405,7 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
     // Later resyncs (deep reads) verify the new KeyMaterialId and never rotate again.
     let seen = op.wait_own_reconciles("AwsKey", NS, &name, 0, 0).await;
     op.wait_own_reconciles("AwsKey", NS, &name, seen, 2).await;
-    wait_for(
-        &api,
-        &name,
-        Duration::from_secs(30),
-        "verified again",
-        verified,
-    )
-    .await;
+    wait_for(&api, &name, "verified again", verified).await;
     assert_eq!(
         model.requests_of("RotateKeyOnDemand").len(),
         1,
@@ -475,21 +424,13 @@ async fn verification_without_permission_is_unverified_and_the_key_stays_ready()
     .await;
     let name = unique("unverified");
     create_key_with_material(&op, NS, &name, KeySpec::Hmac256, json!({})).await;
-    let k = wait_for(
-        &op.keys(NS),
-        &name,
-        Duration::from_secs(30),
-        "Unverified",
-        |k| {
-            k.status.as_ref().is_some_and(|s| {
-                s.conditions.iter().any(|c| {
-                    c.type_ == "MaterialVerified"
-                        && c.status == "Unknown"
-                        && c.reason == "Unverified"
-                })
+    let k = wait_for(&op.keys(NS), &name, "Unverified", |k| {
+        k.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "MaterialVerified" && c.status == "Unknown" && c.reason == "Unverified"
             })
-        },
-    )
+        })
+    })
     .await;
     assert_eq!(ready(&k), Some(("True".into(), "KeyReady".into())));
     let status = k.status.unwrap();
@@ -567,7 +508,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     let key_ready = Some(("True".to_string(), "KeyReady".to_string()));
     // Both keys Ready, their KeyMaterialId verified.
     let both_verified = async |primary_what: &str, replica_what: &str| {
-        let primary = wait_for(&api, &name, Duration::from_secs(30), primary_what, |k| {
+        let primary = wait_for(&api, &name, primary_what, |k| {
             ready(k) == key_ready && verified(key_condition(k, "MaterialVerified"))
         })
         .await;
@@ -576,7 +517,7 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
                 && verified(replica_condition(r, "MaterialVerified"))
         };
         let timeout = Duration::from_secs(30);
-        wait_for(
+        wait_for_within(
             &replicas,
             &replica_name,
             timeout,
@@ -603,8 +544,8 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     // The Secret gets new material.
     let new = keyfleet_testkit::material::generate_secret_value(spec);
     let new_id = kms_model::key_material_id(&key_id, &new);
-    update_material_secret(&client, NS, &name, &new).await;
-    let primary = wait_for(
+    update_material_secret(&op.client, NS, &name, &new).await;
+    let primary = wait_for_within(
         &api,
         &name,
         Duration::from_secs(40),
@@ -615,7 +556,6 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
     let replica = wait_for(
         &replicas,
         &replica_name,
-        Duration::from_secs(30),
         "replica on the new material",
         |r| {
             r.status

@@ -76,7 +76,7 @@ async fn patch_spec(api: &Api<AwsKey>, name: &str, spec: serde_json::Value) {
 
 /// Waits until the AwsKey `name` is Ready on the material `id`.
 async fn wait_rotated_to(api: &Api<AwsKey>, name: &str, id: &str) -> AwsKey {
-    wait_for(api, name, Duration::from_secs(30), "rotated, Ready", |k| {
+    wait_for(api, name, "rotated, Ready", |k| {
         key_ready(k) && k.status.as_ref().and_then(|s| s.key_material_id.as_deref()) == Some(id)
     })
     .await
@@ -182,7 +182,7 @@ async fn retained_material_keeps_a_rotated_key_whole_on_the_primary_and_a_later_
     )
     .await;
     op.wait_events(&name, &["RetainedMaterialImported"]).await;
-    let k = wait_for(&api, &name, Duration::from_secs(30), "Ready", key_ready).await;
+    let k = wait_for(&api, &name, "Ready", key_ready).await;
     let status = k.status.unwrap();
     assert!(
         status
@@ -229,14 +229,7 @@ async fn unretained_material_raises_material_will_expire_and_a_retained_secret_b
             })
         })
     };
-    let k = wait_for(
-        &api,
-        &name,
-        Duration::from_secs(30),
-        "MaterialWillExpire",
-        will_expire,
-    )
-    .await;
+    let k = wait_for(&api, &name, "MaterialWillExpire", will_expire).await;
     assert!(key_ready(&k), "the key still works");
     let warning = k
         .status
@@ -275,14 +268,7 @@ async fn unretained_material_raises_material_will_expire_and_a_retained_secret_b
     let back =
         json!({"keyMaterial": {"retained": [{"secretRef": {"name": name, "key": "material"}}]}});
     patch_spec(&api, &name, back).await;
-    wait_for(
-        &api,
-        &name,
-        Duration::from_secs(30),
-        "Ready again",
-        key_ready,
-    )
-    .await;
+    wait_for(&api, &name, "Ready again", key_ready).await;
     assert_eq!(
         bed.model.key(DEFAULT_REGION, &key_id).unwrap().key_state,
         "Enabled"
@@ -308,7 +294,7 @@ async fn a_rotation_whose_answers_are_lost_completes_once() {
     let new = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
     let new_id = kms_model::key_material_id(&key_id, &new);
     update_material_secret(&op.client, NS, &name, &new).await;
-    let k = wait_for(&api, &name, Duration::from_secs(30), "rotated once", |k| {
+    let k = wait_for(&api, &name, "rotated once", |k| {
         key_ready(k)
             && k.status
                 .as_ref()

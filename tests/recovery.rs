@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec, KeySpec};
+use keyfleet::api::{AllowedNamespaces, AwsKms, AwsKmsSpec};
 use kms_model::{Fault, FaultKind, KmsModel};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -54,7 +54,7 @@ async fn a_lost_create_answer_is_found_again_among_thousands_of_keys() {
     let others = model.create_keys(DEFAULT_REGION, 1500).len();
     model.inject(Fault::once("CreateKey", FaultKind::LostAnswer));
     let name = unique("lost");
-    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    create_symmetric_key(&op, NS, &name, json!({})).await;
     let ready = wait_ready(&op.keys(NS), &name).await;
 
     let uid = ready.uid().unwrap();
@@ -89,14 +89,7 @@ async fn an_awskey_deleted_while_its_creation_is_in_doubt_deletes_the_key_it_mad
     ];
     let ModelHarness { model, op, .. } = ModelHarness::start(faults).await;
     let name = unique("doubt");
-    let key = create_key_with_material(
-        &op,
-        NS,
-        &name,
-        KeySpec::SymmetricDefault,
-        json!({"deletionPolicy": "Delete"}),
-    )
-    .await;
+    let key = create_symmetric_key(&op, NS, &name, json!({"deletionPolicy": "Delete"})).await;
     wait_request(&model, "CreateKey", "KMSInternalException").await;
     wait_request(&model, "ListKeys", "KMSInternalException").await;
     let keys = op.keys(NS);
@@ -156,7 +149,7 @@ async fn a_connection_deleted_before_its_key_holds_the_cleanup_until_it_returns(
     let ns = unique("recovery");
     let name = unique("orphan");
     let extra = json!({"kmsRef": {"name": conn}, "deletionPolicy": "Delete"});
-    create_key_with_material(&op, &ns, &name, KeySpec::SymmetricDefault, extra).await;
+    create_symmetric_key(&op, &ns, &name, extra).await;
     let keys = op.keys(&ns);
     let ready = wait_ready(&keys, &name).await;
     let key_id = ready.status.unwrap().key_id.clone().unwrap();
@@ -213,7 +206,7 @@ async fn an_expired_import_token_is_answered_with_fresh_import_parameters() {
         FaultKind::Refuse("ExpiredImportTokenException"),
     ));
     let name = unique("expired");
-    create_key_with_material(&op, NS, &name, KeySpec::SymmetricDefault, json!({})).await;
+    create_symmetric_key(&op, NS, &name, json!({})).await;
     let ready = wait_ready(&op.keys(NS), &name).await;
     let imports = model.requests_of("ImportKeyMaterial");
     assert_eq!(imports.len(), 2, "{imports:?}");
@@ -258,8 +251,7 @@ async fn an_import_cut_off_by_shutdown_is_completed_by_the_next_instance() {
     let first = Operator::start_with(kube.clone(), wire.localstack_clients().await, settings());
     let ns = unique("recovery");
     let name = unique("cut");
-    let key =
-        create_key_with_material(&first, &ns, &name, KeySpec::SymmetricDefault, json!({})).await;
+    let key = create_symmetric_key(&first, &ns, &name, json!({})).await;
     wire.wait_held(1, Duration::from_secs(30)).await;
     drop(first);
     assert_eq!(

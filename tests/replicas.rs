@@ -81,13 +81,9 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
     }
 
     // The primary lists its replicas.
-    let listed = wait_for(
-        &api,
-        &primary,
-        Duration::from_secs(30),
-        "both replicas listed",
-        |k| k.status.as_ref().is_some_and(|s| s.replicas.len() == 2),
-    )
+    let listed = wait_for(&api, &primary, "both replicas listed", |k| {
+        k.status.as_ref().is_some_and(|s| s.replicas.len() == 2)
+    })
     .await;
     let mut listed_regions: Vec<String> = listed
         .status
@@ -176,7 +172,7 @@ async fn bad_replica_input_is_refused_precisely_without_stray_replicas() {
     let op = Operator::start(MemKube::new()).await;
     let api = op.keys(NS);
     let single = unique("single");
-    create_key_with_material(&op, NS, &single, KeySpec::SymmetricDefault, json!({})).await;
+    create_symmetric_key(&op, NS, &single, json!({})).await;
     let mrk = unique("mrk-bad");
     let kms_name = unique("us-only");
     Api::<AwsKms>::all(op.client.clone())
@@ -254,8 +250,7 @@ async fn a_primary_lists_a_new_replica_within_seconds_not_at_its_next_resync() {
     let op = Operator::start_with(MemKube::new(), localstack_clients().await, slow);
     let api = op.keys(NS);
     let primary = unique("mrk-list");
-    let scenario =
-        ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
+    let scenario = ReplicaScenario::symmetric(&op, NS, &primary).await;
     let ready = scenario.ready_primary().await;
     assert!(ready.status.unwrap().replicas.is_empty());
 
@@ -263,7 +258,7 @@ async fn a_primary_lists_a_new_replica_within_seconds_not_at_its_next_resync() {
     scenario.add_replica(&name, "eu-west-1", json!({})).await;
     let replica_arn = scenario.replica_arn(&name).await;
     // Far below the ten-minute resync that listed it before.
-    wait_for(
+    wait_for_within(
         &api,
         &primary,
         Duration::from_secs(15),
@@ -298,8 +293,7 @@ fn imports_in(model: &KmsModel, region: &str) -> Vec<kms_model::RecordedRequest>
 async fn a_replica_born_pending_import_gets_the_primarys_material() {
     let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
     let primary = unique("born");
-    let scenario =
-        ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
+    let scenario = ReplicaScenario::symmetric(&op, NS, &primary).await;
     let primary_arn = scenario.primary_arn().await;
     let key_id = key_id_of(&primary_arn);
     let name = format!("{primary}-eu");
@@ -386,8 +380,7 @@ async fn a_replica_refusing_the_material_is_material_mismatch() {
 async fn a_second_replica_of_a_primary_in_one_region_is_refused_not_shared() {
     let op = Operator::start(MemKube::new()).await;
     let primary = unique("twice");
-    let scenario =
-        ReplicaScenario::new(&op, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
+    let scenario = ReplicaScenario::symmetric(&op, NS, &primary).await;
     scenario.primary_arn().await;
     let (first, second) = (format!("{primary}-a"), format!("{primary}-b"));
     scenario.add_replica(&first, "eu-west-1", json!({})).await;

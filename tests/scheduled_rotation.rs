@@ -19,7 +19,10 @@ use serde_json::json;
 use support::clock::ManualClock;
 use support::generated_secrets::generated_material;
 use support::localstack::DEFAULT_REGION;
-use support::operator::{Operator, aws_key, create_key, ready, settings, wait_for, wait_ready};
+use support::operator::{
+    Operator, assert_rotated_in_kms, aws_key, create_key, ready, settings, wait_for,
+    wait_for_within, wait_ready,
+};
 use support::replicas::{create_replica, replica, wait_replica};
 
 const NS: &str = "rotating";
@@ -96,7 +99,7 @@ fn rotations(k: &AwsKey) -> i64 {
 /// Ready after `n` rotations.
 async fn wait_rotated(api: &Api<AwsKey>, name: &str, n: i64) -> AwsKey {
     let key_ready = Some(("True".to_string(), "KeyReady".to_string()));
-    wait_for(
+    wait_for_within(
         api,
         name,
         Duration::from_secs(40),
@@ -177,14 +180,7 @@ async fn generated_material_rotates_on_its_schedule_into_a_new_secret() {
         secret_material(&op.client, "sched-material", "sched").await,
         old
     );
-    let in_kms = model.key(DEFAULT_REGION, &key_id).unwrap();
-    assert_eq!(
-        in_kms.materials,
-        vec![
-            (old_id, kms_model::Role::NonCurrent),
-            (new_id, kms_model::Role::Current)
-        ]
-    );
+    assert_rotated_in_kms(&model, DEFAULT_REGION, &key_id, &old_id, &new_id);
     assert_eq!(model.requests_of("RotateKeyOnDemand").len(), 1);
     op.wait_events("sched", &["MaterialGenerated", "KeyRotated"])
         .await;
@@ -208,13 +204,9 @@ async fn generated_material_rotates_on_its_schedule_into_a_new_secret() {
     .unwrap();
     clock.advance(DAY * 60);
     op.reconcile_again(NS, "sched").await;
-    let k = wait_for(
-        &api,
-        "sched",
-        Duration::from_secs(30),
-        "no next rotation",
-        |k| status(k).next_rotation_time.is_none(),
-    )
+    let k = wait_for(&api, "sched", "no next rotation", |k| {
+        status(k).next_rotation_time.is_none()
+    })
     .await;
     assert_eq!(ready(&k), Some(("True".into(), "KeyReady".into())));
     assert_eq!(rotations(&k), 1);

@@ -115,7 +115,7 @@ async fn wait_template(
     what: &str,
     check: impl Fn(&AwsKeyPolicyTemplate) -> bool,
 ) -> AwsKeyPolicyTemplate {
-    wait_for(&templates(client), name, FOLLOWS_WITHIN, what, check).await
+    wait_for_within(&templates(client), name, FOLLOWS_WITHIN, what, check).await
 }
 
 /// Waits until the template `name` counts `n` keys.

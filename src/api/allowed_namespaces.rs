@@ -7,9 +7,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 /// The namespaces whose resources may use this cluster-scoped one; a resource in any other
 /// namespace is refused (for an AwsKms: `KmsConnectionNotAllowed`).
+#[skip_serializing_none]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.from == 'Selector' ? has(self.selector) : !has(self.selector)").message("allowedNamespaces: selector is required with from: Selector and not allowed with from: All"))]
@@ -18,7 +20,6 @@ pub struct AllowedNamespaces {
     pub from: NamespacesFrom,
     /// Labels a namespace must have, with `from: Selector` (`matchLabels` and
     /// `matchExpressions`, as in any Kubernetes label selector).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
 }
 

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use super::deletion::DeletionPolicy;
 use super::expiration::Expiration;
@@ -22,8 +23,6 @@ use super::refs::{LocalObjectRef, SecretKeySelector};
 keyfleet_kind! {
 kube(
     kind = "AwsKey",
-    plural = "awskeys",
-    singular = "awskey",
     shortname = "ak",
     namespaced,
     status = "AwsKeyStatus",
@@ -55,7 +54,6 @@ columns_after(
 pub struct AwsKeySpec {
     /// The `AwsKms` connection (cluster-scoped) to use; it must be granted to this namespace.
     /// Unset: the AwsKms named `default`. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_ref: Option<LocalObjectRef>,
 
     /// AWS region of the key, e.g. `eu-west-1`. Immutable.
@@ -76,12 +74,10 @@ pub struct AwsKeySpec {
     /// What the key is for. Defaults follow CCKM: SYMMETRIC_DEFAULT → ENCRYPT_DECRYPT,
     /// HMAC_* → GENERATE_VERIFY_MAC, ECC_* → SIGN_VERIFY; RSA keys must state ENCRYPT_DECRYPT or
     /// SIGN_VERIFY. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_usage: Option<KeyUsage>,
 
     /// Alias of the key, `alias/<name>`. Kept pointing at this key; an alias that already points
     /// at a key keyfleet does not own is refused (`AliasInUse`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 7, max = 256),
         regex(pattern = r"^alias/[a-zA-Z0-9/_-]+$")
@@ -90,7 +86,6 @@ pub struct AwsKeySpec {
     pub alias: Option<String>,
 
     /// Description of the key. Drift in AWS is repaired.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 8192))]
     pub description: Option<String>,
 
@@ -105,7 +100,6 @@ pub struct AwsKeySpec {
 
     /// Key policy. Unset: the AWS default key policy (the account may use and manage the key
     /// through IAM).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<KeyPolicy>,
 
     /// Skip AWS's check that the policy still lets the caller manage the key. Only for policies
@@ -120,7 +114,6 @@ pub struct AwsKeySpec {
     pub multi_region: bool,
 
     /// Expiration of the imported material. Unset: the material does not expire.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration: Option<Expiration>,
 
     /// Whether the key is enabled for cryptographic operations.
@@ -131,7 +124,6 @@ pub struct AwsKeySpec {
     /// key; else the namespace annotation `keyfleet.dev/default-deletion-policy`; else the
     /// operator's `--default-deletion-policy` (Delete unless the administrator chose otherwise).
     /// `status.deletionPolicy` shows the one in effect.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 
     /// Waiting period, in days, between scheduling deletion and AWS deleting the key (7-30).
@@ -141,13 +133,13 @@ pub struct AwsKeySpec {
 
     /// ARN of an existing EXTERNAL-origin key to manage instead of creating a new one. Refused
     /// when another AwsKey or another cluster owns that key. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/.+$"))]
     pub adopt_key_arn: Option<String>,
 }
 }
 
 /// Where the key material is read from and how it is wrapped for import.
+#[skip_serializing_none]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.secretRef) != has(self.pkcs11)").message("keyMaterial needs exactly one of secretRef and pkcs11"))]
@@ -158,13 +150,11 @@ pub struct KeyMaterialSource {
     /// 32 bytes. HMAC keys: raw bytes (HMAC_224: 28-64, HMAC_256: 32-64, HMAC_384: 48-128,
     /// HMAC_512: 64-128). RSA/ECC keys: a private key in PEM or DER (PKCS#8, PKCS#1 or SEC1).
     /// Exactly one of `secretRef` and `pkcs11`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeySelector>,
 
     /// A key held in a PKCS#11 token (HSM): keyfleet exports it only wrapped under KMS's
     /// wrapping key (`C_WrapKey`), so its plaintext never leaves the HSM. `encoding` does not
     /// apply; `wrappingAlgorithm` defaults to what the token supports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pkcs11: Option<Pkcs11KeyRef>,
 
     /// How the Secret value is encoded: `Raw` bytes (default), or `Base64` / `Hex` text.
@@ -173,12 +163,10 @@ pub struct KeyMaterialSource {
 
     /// Wrapping algorithm for ImportKeyMaterial. Default: RSAES_OAEP_SHA_256 for symmetric and
     /// HMAC keys, RSA_AES_KEY_WRAP_SHA_256 for RSA and ECC keys.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrapping_algorithm: Option<WrappingAlgorithm>,
 
     /// Spec of the RSA wrapping key KMS generates. Default: RSA_2048 for symmetric and HMAC keys,
     /// RSA_4096 for RSA and ECC keys.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrapping_key_spec: Option<WrappingKeySpec>,
 
     /// What happens when the Secret holds other material than the key: `Refuse` (default) keeps
@@ -227,11 +215,11 @@ pub struct KeyMaterialSource {
     /// never deletes the material) with fresh material of `keySpec` in `encoding`, then imports
     /// it. A Secret that exists is never overwritten. Needs `secretRef`, and the chart's
     /// `rbac.secretCreation` grant (else `SecretCreateForbidden`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generate: Option<GenerateMaterial>,
 }
 
 /// A key object in a `Pkcs11Token`.
+#[skip_serializing_none]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Pkcs11KeyRef {
@@ -245,7 +233,6 @@ pub struct Pkcs11KeyRef {
     /// `{}`: when the token has no object with `keyLabel`, keyfleet generates the key there
     /// (CKA_SENSITIVE, CKA_EXTRACTABLE only for wrapping, CKA_TOKEN). An existing object is
     /// never replaced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generate: Option<GenerateInToken>,
 }
 
@@ -265,6 +252,7 @@ pub enum MaterialChangePolicy {
 }
 
 /// Observed state of an AwsKey, as seen in KMS.
+#[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsKeyStatus {
@@ -273,18 +261,15 @@ pub struct AwsKeyStatus {
     pub key: KmsKeyStatus,
     /// Set while a CreateKey is in flight, so that a key created just before a crash is found
     /// (by its owner tag) and adopted instead of duplicated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_started_at: Option<Time>,
     /// Replicas of this multi-region key, as seen in KMS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<ReplicaRef>,
     /// When the scheduled rotation (`keyMaterial.generate.rotation`) generates the next
     /// material; unset without a schedule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_time: Option<Time>,
     /// The Secrets of generated material that rotates on a schedule: the current one and
     /// those retained from earlier rotations.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generated_material: Option<GeneratedMaterialStatus>,
 }
 

@@ -5,14 +5,13 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use super::key_policy::PolicyShortcuts;
 
 keyfleet_kind! {
 kube(
     kind = "AwsKeyPolicyTemplate",
-    plural = "awskeypolicytemplates",
-    singular = "awskeypolicytemplate",
     shortname = "akpt",
     doc = "A reusable AWS KMS key policy: a document with placeholders, or principal shortcuts.",
     status = "AwsKeyPolicyTemplateStatus",
@@ -32,13 +31,11 @@ columns_after(),
 #[x_kube(validation = Rule::new(format!("[has(self.document), {}].filter(x, x).size() == 1", super::key_policy::HAS_SHORTCUTS)).message("a policy template takes exactly one of: document, or the shortcuts (keyAdmins, keyAdminsRoles, keyUsers, keyUsersRoles, externalAccounts)"))]
 pub struct AwsKeyPolicyTemplateSpec {
     /// What the template is for (shown by `kubectl get`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub description: Option<String>,
     /// A key policy document (JSON) with placeholders, filled in for each key:
     /// `${AccountId}`, `${Region}`, `${KeyArn}`, `${KeyId}` and `${Partition}`. IAM policy
     /// variables such as `${aws:username}` are left as they are.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 32768))]
     pub document: Option<String>,
     /// Principal shortcuts, rendered for each key like `spec.policy` shortcuts of an AwsKey.
@@ -48,11 +45,11 @@ pub struct AwsKeyPolicyTemplateSpec {
 }
 
 /// Whether the template renders, and how many keys use it.
+#[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsKeyPolicyTemplateStatus {
     /// The generation of the spec the conditions describe.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// How many AwsKeys and AwsReplicaKeys name this template in `spec.policy.templateRef`,
     /// in every namespace keyfleet watches (all, unless the operator runs with

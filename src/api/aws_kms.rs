@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use super::allowed_namespaces::AllowedNamespaces;
 
@@ -34,8 +35,6 @@ pub(crate) const REGION_RULE_MESSAGE: &str =
 keyfleet_kind! {
 kube(
     kind = "AwsKms",
-    plural = "awskmses",
-    singular = "awskms",
     shortname = "akms",
     doc = "An AWS KMS connection: the role keyfleet assumes and the regions keys may live in.",
     status = "AwsKmsStatus",
@@ -65,12 +64,10 @@ pub struct AwsKmsSpec {
     /// IAM role to assume for every KMS call made through this connection, e.g.
     /// `arn:aws:iam::111122223333:role/keyfleet`. Unset: the operator's own credentials (the
     /// default AWS chain: environment, IRSA, EKS Pod Identity).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$')").message("roleArn must be an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)"))]
     pub role_arn: Option<String>,
 
     /// External id passed to sts:AssumeRole, when the role's trust policy requires one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 1224))]
     pub external_id: Option<String>,
 
@@ -86,25 +83,21 @@ pub struct AwsKmsSpec {
     /// only when the operator runs with `--allow-custom-kms-endpoints`, else the key is refused
     /// with `KmsEndpointNotAllowed`. Unset: the standard AWS endpoint resolution, which honours
     /// the operator's `AWS_ENDPOINT_URL_KMS`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("endpointUrl must be an http(s) URL"))]
     pub endpoint_url: Option<String>,
 
     /// Aliases of keys using this connection must start with this prefix; `{namespace}` is
     /// replaced by the key's namespace, e.g. `alias/{namespace}/`. An alias outside it is
     /// refused with `AliasNotAllowed`. Unset: any alias.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 7, max = 200))]
     #[x_kube(validation = Rule::new("self.startsWith('alias/') && !self.startsWith('alias/aws/')").message("aliasPrefix must start with alias/ (and not alias/aws/)"))]
     pub alias_prefix: Option<String>,
 
     /// Whether keys that keyfleet did not create may be adopted (`adoptKeyArn`) without the
     /// key's own consent tag `keyfleet.dev/adopt-by: <namespace>/<name>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adoption: Option<AdoptionPolicy>,
 
     /// Limits on the key policies of keys using this connection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_policy: Option<KeyPolicyLimits>,
 }
 }
@@ -161,17 +154,15 @@ impl AwsKmsSpec {
 
 /// What keyfleet verified about a connection: that it can act through it (sts:GetCallerIdentity
 /// through the role, well-formed regions), rechecked every resync.
+#[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsKmsStatus {
     /// The generation of the spec last checked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The principal keyfleet acts as through this connection (sts:GetCallerIdentity).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller_arn: Option<String>,
     /// The AWS account of that principal: where keys created through this connection live.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<String>,
     /// `Ready` is True once keyfleet verified it can act through the connection; otherwise its
     /// reason says why not (`AssumeRoleFailed`, `CredentialsUnavailable`, `RegionInvalid`,

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use super::deletion::DeletionPolicy;
 use super::key_policy::KeyPolicy;
@@ -18,8 +19,6 @@ use super::refs::LocalObjectRef;
 keyfleet_kind! {
 kube(
     kind = "AwsReplicaKey",
-    plural = "awsreplicakeys",
-    singular = "awsreplicakey",
     shortname = "ark",
     namespaced,
     status = "AwsReplicaKeyStatus",
@@ -53,7 +52,6 @@ pub struct AwsReplicaKeySpec {
     pub region: String,
 
     /// Alias of the replica in its region, `alias/<name>` (aliases are regional).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 7, max = 256),
         regex(pattern = r"^alias/[a-zA-Z0-9/_-]+$")
@@ -62,7 +60,6 @@ pub struct AwsReplicaKeySpec {
     pub alias: Option<String>,
 
     /// Description of the replica. Drift in AWS is repaired.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 8192))]
     pub description: Option<String>,
 
@@ -73,7 +70,6 @@ pub struct AwsReplicaKeySpec {
     pub tags: BTreeMap<String, String>,
 
     /// Key policy of the replica, same shape as AwsKey's. Unset: the AWS default key policy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<KeyPolicy>,
 
     /// Skip AWS's check that the policy still lets the caller manage the key.
@@ -88,7 +84,6 @@ pub struct AwsReplicaKeySpec {
     /// key; else the namespace annotation `keyfleet.dev/default-deletion-policy`; else the
     /// operator's `--default-deletion-policy` (Delete unless the administrator chose otherwise).
     /// `status.deletionPolicy` shows the one in effect.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 
     /// Waiting period, in days, between scheduling deletion and AWS deleting the replica (7-30).
@@ -99,6 +94,7 @@ pub struct AwsReplicaKeySpec {
 }
 
 /// Observed state of an AwsReplicaKey, as seen in KMS.
+#[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsReplicaKeyStatus {
@@ -106,6 +102,5 @@ pub struct AwsReplicaKeyStatus {
     #[serde(flatten)]
     pub key: KmsKeyStatus,
     /// ARN of the primary key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_arn: Option<String>,
 }

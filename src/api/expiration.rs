@@ -3,9 +3,11 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 /// Expiration of the imported key material (CCKM `KeyExpiration` + `ValidTo`): a fixed
 /// `validTo`, or a `rollingValidity` that keyfleet keeps renewing.
+#[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.validTo) && has(self.rollingValidity))").message("validTo and rollingValidity are mutually exclusive"))]
@@ -13,14 +15,12 @@ pub struct Expiration {
     /// RFC 3339 time at which KMS deletes the imported material and the key becomes unusable
     /// (state PendingImport). Without it the material does not expire. Changing it re-imports
     /// the same material with the new expiry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_to: Option<Time>,
     /// Rolling validity of the material, in days (`90d`) or hours (`720h`), at most 365 days
     /// (AWS's cap). Every import sets ValidTo to now plus this duration, and keyfleet imports
     /// the same material again (on the primary and on every replica) before the remaining
     /// validity falls under the operator's renewal threshold. A dead-man's switch: when
     /// keyfleet stops renewing, the material expires and the key becomes unusable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(
         pattern = r"^(([1-9][0-9]?|[1-2][0-9]{2}|3[0-5][0-9]|36[0-5])d|([1-9][0-9]{0,2}|[1-7][0-9]{3}|8[0-6][0-9]{2}|87[0-5][0-9]|8760)h)$"
     ))]

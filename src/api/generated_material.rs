@@ -5,6 +5,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 /// Label on every Secret keyfleet creates (`app.kubernetes.io/managed-by: keyfleet`).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -15,6 +16,7 @@ pub const MANAGED_BY: &str = "keyfleet";
 pub const GENERATED_FOR: &str = "keyfleet.dev/generated-for";
 
 /// Settings of material keyfleet generates (`keyMaterial.generate`; see that field).
+#[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerateMaterial {
@@ -24,7 +26,6 @@ pub struct GenerateMaterial {
     /// to it through the Rotate path (replicas first). The earlier Secrets are kept and listed
     /// in `status.generatedMaterial.retained`: KMS still decrypts with their material, and
     /// they count as `keyMaterial.retained` (renewed with an expiring key's current material).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<ScheduledRotation>,
 }
 
@@ -73,16 +74,15 @@ pub struct GeneratedMaterialStatus {
 }
 
 /// A Secret holding earlier material of a key.
+#[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetainedSecret {
     /// Name of the Secret (in the key's namespace).
     pub secret: String,
     /// KMS KeyMaterialId of its material, as recorded when it was current.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_material_id: Option<String>,
     /// Fingerprint of its material.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
 }
 

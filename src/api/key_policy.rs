@@ -3,6 +3,7 @@
 
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use super::refs::LocalObjectRef;
 
@@ -59,6 +60,7 @@ pub(crate) const HAS_SHORTCUTS: &str = "(has(self.keyAdmins) || has(self.keyAdmi
 /// The key policy (CCKM `Policy`, `policytemplate` or the principal shortcuts): exactly one of
 /// a raw `document`, a `templateRef`, or the shortcuts. Leave `policy` unset to keep the AWS
 /// default key policy.
+#[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(format!("[has(self.document), has(self.templateRef), {HAS_SHORTCUTS}].filter(x, x).size() == 1")).message("policy takes exactly one of: document, templateRef, or the shortcuts (keyAdmins, keyAdminsRoles, keyUsers, keyUsersRoles, externalAccounts)"))]
@@ -66,13 +68,11 @@ pub struct KeyPolicy {
     /// A complete key policy document (JSON), applied with PutKeyPolicy and kept in place:
     /// changes made in AWS are put back on the next resync. It may use the placeholders
     /// `${AccountId}`, `${Region}`, `${KeyArn}`, `${KeyId}` and `${Partition}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 32768))]
     pub document: Option<String>,
     /// An `AwsKeyPolicyTemplate` (cluster-scoped) to render the policy from. The key is tagged
     /// `keyfleet.dev/policy-template=<name>`; changing the template re-applies the policy of
     /// every key that uses it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_ref: Option<LocalObjectRef>,
     /// Principal shortcuts, rendered into a complete key policy.
     #[serde(flatten)]

@@ -1,10 +1,12 @@
 //! What every keyfleet kind declares alike: derives, API group and version, the `keyfleet`
 //! category, CEL, and the Ready / Reason / Age printer columns (`keyfleet_kind!`).
 
-/// Declares a keyfleet kind's spec struct with what every kind shares: the derives, the API
-/// group and version, the `keyfleet` category, CEL rules, and the printer columns `Ready`,
-/// `Reason` and `Age`. The kind gives its own `kube(...)` arguments (kind, names, scope, status,
-/// doc) and its own columns: those shown before Ready, between Reason and Age, and after Age.
+/// Declares a keyfleet kind's spec struct with what every kind shares: the derives, unset
+/// `Option` fields left out when serialized (`skip_serializing_none`), the API group and
+/// version, the `keyfleet` category, CEL rules, and the printer columns `Ready`, `Reason` and
+/// `Age`. The kind gives its own `kube(...)` arguments (kind, short name, scope, status, doc;
+/// kube derives the singular and plural names from the kind) and its own columns: those shown
+/// before Ready, between Reason and Age, and after Age.
 macro_rules! keyfleet_kind {
     (
         kube($($kube:tt)*),
@@ -14,6 +16,7 @@ macro_rules! keyfleet_kind {
         $(#[$attr:meta])*
         $vis:vis struct $name:ident $body:tt
     ) => {
+        #[serde_with::skip_serializing_none]
         #[derive(
             kube::CustomResource,
             kube::KubeSchema,

@@ -6,14 +6,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use super::allowed_namespaces::AllowedNamespaces;
 
 keyfleet_kind! {
 kube(
     kind = "Pkcs11Token",
-    plural = "pkcs11tokens",
-    singular = "pkcs11token",
     shortname = "p11",
     status = "Pkcs11TokenStatus",
     doc = "A PKCS#11 token (HSM) whose keys AwsKeys import without their plaintext leaving it.",
@@ -40,12 +39,10 @@ pub struct Pkcs11TokenSpec {
 
     /// Label of the token (the HSM partition), trailing blanks ignored. Exactly one of
     /// `tokenLabel` and `slot`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 32))]
     pub token_label: Option<String>,
 
     /// Slot id of the token, when it has no usable label.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub slot: Option<i64>,
 
@@ -83,6 +80,7 @@ pub struct NamespacedSecretKeySelector {
 }
 
 /// What keyfleet found when it last logged in to the token.
+#[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Pkcs11TokenStatus {
@@ -91,10 +89,8 @@ pub struct Pkcs11TokenStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The generation the conditions describe.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// How keyfleet wraps keys of this token for KMS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrapping: Option<TokenWrapping>,
 }
 

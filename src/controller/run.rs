@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::core::object::HasSpec;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::EventType;
@@ -18,7 +19,8 @@ use super::managed_key::ManagedKey;
 use super::reconcile::{self, object_key};
 use super::{Context, Error, Settings};
 use crate::api::{
-    AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, DEFAULT_CONNECTION, KeyPolicy, Pkcs11Token,
+    AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, DEFAULT_CONNECTION, KeyPolicy,
+    KeySettings, Pkcs11Token,
 };
 
 /// A watched object that may not deserialize: one malformed object must not stop the watch of
@@ -282,9 +284,18 @@ fn connection_changes(
     })
 }
 
-/// Whether `policy` names the template `name`.
-fn uses_template(policy: Option<&KeyPolicy>, name: &str) -> bool {
-    policy.and_then(KeyPolicy::template_name) == Some(name)
+/// The keys (of either kind) in `store` whose policy names the template `name`: they render
+/// again when it changes or goes away.
+fn keys_using_template<K>(
+    store: &reflector::Store<Guarded<K>>,
+    name: &str,
+) -> Vec<ObjectRef<Guarded<K>>>
+where
+    K: Resource<DynamicType = ()> + HasSpec<Spec: KeySettings> + Clone + 'static,
+{
+    refs_where(store, |k| {
+        k.spec().policy().and_then(KeyPolicy::template_name) == Some(name)
+    })
 }
 
 /// The AwsKey controller of one scope: keys (from the shared cache `store` and its
@@ -359,12 +370,7 @@ async fn run_keys(
         .watches(
             Api::<AwsKeyPolicyTemplate>::all(client),
             watcher::Config::default().any_semantic(),
-            move |template| {
-                let name = template.name_any();
-                refs_where(&by_template, |k| {
-                    uses_template(k.spec.policy.as_ref(), &name)
-                })
-            },
+            move |template| keys_using_template(&by_template, &template.name_any()),
         )
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(shutdown)
@@ -417,12 +423,7 @@ async fn run_replicas(
         .watches(
             Api::<AwsKeyPolicyTemplate>::all(client),
             watcher::Config::default().any_semantic(),
-            move |template| {
-                let name = template.name_any();
-                refs_where(&by_template, |r| {
-                    uses_template(r.spec.policy.as_ref(), &name)
-                })
-            },
+            move |template| keys_using_template(&by_template, &template.name_any()),
         )
         .watches_stream(primary_changes, move |key: Guarded<AwsKey>| {
             replicas_of(&by_primary, key.namespace(), key.name_any())

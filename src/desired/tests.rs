@@ -4,7 +4,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::*;
 use crate::api::{AwsKeyPolicyTemplate, AwsKeySpec, AwsReplicaKeySpec, KeySpec, KeyUsage};
-use crate::plan::Owner;
+use crate::plan::{DesiredKey, Owner};
 use crate::policy::{self, POLICY_TEMPLATE_TAG};
 
 fn spec(json: serde_json::Value) -> AwsKeySpec {
@@ -28,23 +28,20 @@ fn owner() -> Owner {
     }
 }
 
+/// The desired key of an AwsKey whose spec is the base `spec` with `json`'s fields, at `now`.
+fn desired(json: serde_json::Value, now: Timestamp) -> Result<DesiredKey, SpecError> {
+    desired_key(&spec(json), &owner(), None, now)
+}
+
 fn reason(json: serde_json::Value) -> &'static str {
     let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-    desired_key(&spec(json), &owner(), None, now)
-        .unwrap_err()
-        .reason
+    desired(json, now).unwrap_err().reason
 }
 
 #[test]
 fn defaults_follow_cckm_and_owner_tags_are_added() {
     let now = Timestamp::UNIX_EPOCH;
-    let d = desired_key(
-        &spec(serde_json::json!({"tags": {"team": "a"}})),
-        &owner(),
-        None,
-        now,
-    )
-    .unwrap();
+    let d = desired(serde_json::json!({"tags": {"team": "a"}}), now).unwrap();
     assert_eq!(d.key_usage, KeyUsage::EncryptDecrypt);
     assert_eq!(d.tags.get("team").map(String::as_str), Some("a"));
     assert_eq!(
@@ -52,10 +49,8 @@ fn defaults_follow_cckm_and_owner_tags_are_added() {
         Some("u")
     );
     assert!(d.enabled);
-    let rolling = desired_key(
-        &spec(serde_json::json!({"expiration": {"rollingValidity": "90d"}})),
-        &owner(),
-        None,
+    let rolling = desired(
+        serde_json::json!({"expiration": {"rollingValidity": "90d"}}),
         now,
     )
     .unwrap();
@@ -64,11 +59,9 @@ fn defaults_follow_cckm_and_owner_tags_are_added() {
         Some(SignedDuration::from_hours(90 * 24))
     );
     assert_eq!(rolling.valid_to, None);
-    let hours = spec(serde_json::json!({"expiration": {"rollingValidity": "8760h"}}));
+    let hours = serde_json::json!({"expiration": {"rollingValidity": "8760h"}});
     assert_eq!(
-        desired_key(&hours, &owner(), None, now)
-            .unwrap()
-            .rolling_validity,
+        desired(hours, now).unwrap().rolling_validity,
         Some(SignedDuration::from_hours(8760))
     );
 }

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::types::{IncludeKeyMaterial, KeyMetadata};
+use aws_smithy_async::future::pagination_stream::PaginationStream;
 
 use super::{Client, KmsError};
 use crate::api::{KeySpec, KeyUsage};
@@ -133,17 +135,15 @@ pub async fn materials(
     client: &Client,
     key_id: &str,
 ) -> Result<Option<Vec<ObservedMaterial>>, KmsError> {
+    let mut pages = client
+        .list_key_rotations()
+        .key_id(key_id)
+        .include_key_material(IncludeKeyMaterial::AllKeyMaterial)
+        .into_paginator()
+        .send();
     let mut out = Vec::new();
-    let mut marker = None;
-    loop {
-        let page = match client
-            .list_key_rotations()
-            .key_id(key_id)
-            .include_key_material(IncludeKeyMaterial::AllKeyMaterial)
-            .set_marker(marker)
-            .send()
-            .await
-        {
+    while let Some(page) = pages.next().await {
+        let page = match page {
             Ok(page) => page,
             // An endpoint that does not implement the call (LocalStack answers 501 Not
             // Implemented; AWS never does) has no inventory to give.
@@ -175,11 +175,8 @@ pub async fn materials(
                 rotation_date: time(entry.rotation_date()),
             });
         }
-        match page.next_marker {
-            Some(next) if page.truncated => marker = Some(next),
-            _ => return Ok(Some(out).filter(|m| !m.is_empty())),
-        }
     }
+    Ok(Some(out).filter(|m| !m.is_empty()))
 }
 
 /// The account id inside a KMS ARN (`arn:aws:kms:<region>:<account>:key/<id>`).
@@ -188,47 +185,37 @@ pub fn account_of(arn: &str) -> String {
 }
 
 async fn tags(client: &Client, key_id: &str) -> Result<BTreeMap<String, String>, KmsError> {
-    let mut out = BTreeMap::new();
-    let mut marker = None;
-    loop {
-        let page = client
-            .list_resource_tags()
-            .key_id(key_id)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| KmsError::from_sdk("ListResourceTags", e))?;
-        for tag in page.tags() {
-            out.insert(tag.tag_key().to_string(), tag.tag_value().to_string());
-        }
-        match page.next_marker {
-            Some(next) if page.truncated => marker = Some(next),
-            _ => return Ok(out),
-        }
-    }
+    let pages = client.list_resource_tags().key_id(key_id).into_paginator();
+    let tags = every_item("ListResourceTags", pages.items().send()).await?;
+    Ok(tags
+        .iter()
+        .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
+        .collect())
 }
 
 async fn aliases(client: &Client, key_id: &str) -> Result<BTreeSet<String>, KmsError> {
-    let mut out = BTreeSet::new();
-    let mut marker = None;
-    loop {
-        let page = client
-            .list_aliases()
-            .key_id(key_id)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| KmsError::from_sdk("ListAliases", e))?;
-        out.extend(
-            page.aliases()
-                .iter()
-                .filter_map(|a| a.alias_name().map(str::to_string)),
-        );
-        match page.next_marker {
-            Some(next) if page.truncated => marker = Some(next),
-            _ => return Ok(out),
-        }
-    }
+    let pages = client.list_aliases().key_id(key_id).into_paginator();
+    let aliases = every_item("ListAliases", pages.items().send()).await?;
+    Ok(aliases
+        .iter()
+        .filter_map(|a| a.alias_name().map(str::to_string))
+        .collect())
+}
+
+/// Every item of a paged KMS list (the SDK's paginator follows `NextMarker` to the last page),
+/// or the first page's error as a [`KmsError`] of `operation`.
+async fn every_item<T, E, R>(
+    operation: &'static str,
+    items: PaginationStream<Result<T, SdkError<E, R>>>,
+) -> Result<Vec<T>, KmsError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    items
+        .try_collect()
+        .await
+        .map_err(|e| KmsError::from_sdk(operation, e))
 }
 
 async fn policy(client: &Client, key_id: &str) -> Result<Option<serde_json::Value>, KmsError> {
@@ -256,30 +243,27 @@ pub async fn alias_target(client: &Client, alias: &str) -> Result<Option<String>
 /// ListResourceTags per key): only used to recover from a crash between CreateKey and the
 /// status write.
 pub async fn find_by_owner_uid(client: &Client, uid: &str) -> Result<Option<String>, KmsError> {
-    let mut marker = None;
-    loop {
-        let page = client
-            .list_keys()
-            .limit(1000)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| KmsError::from_sdk("ListKeys", e))?;
-        for key in page.keys() {
-            let Some(key_id) = key.key_id() else { continue };
-            let tags = match tags(client, key_id).await {
-                Ok(tags) => tags,
-                // Keys we may not read (other teams' keys, deleted meanwhile) are not ours.
-                Err(KmsError::AccessDenied { .. } | KmsError::NotFound { .. }) => continue,
-                Err(e) => return Err(e),
-            };
-            if tags.get(OWNER_UID_TAG).is_some_and(|u| u == uid) {
-                return Ok(Some(key_id.to_string()));
-            }
-        }
-        match page.next_marker {
-            Some(next) if page.truncated => marker = Some(next),
-            _ => return Ok(None),
+    let mut keys = client
+        .list_keys()
+        .limit(1000)
+        .into_paginator()
+        .items()
+        .send();
+    while let Some(key) = keys
+        .try_next()
+        .await
+        .map_err(|e| KmsError::from_sdk("ListKeys", e))?
+    {
+        let Some(key_id) = key.key_id() else { continue };
+        let tags = match tags(client, key_id).await {
+            Ok(tags) => tags,
+            // Keys we may not read (other teams' keys, deleted meanwhile) are not ours.
+            Err(KmsError::AccessDenied { .. } | KmsError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if tags.get(OWNER_UID_TAG).is_some_and(|u| u == uid) {
+            return Ok(Some(key_id.to_string()));
         }
     }
+    Ok(None)
 }

@@ -5,7 +5,7 @@ use super::der::{self, Container, Curve, CurveParam, Pkcs8Algorithm};
 use super::{KeyMaterial, MAX_SECRET_VALUE_BYTES, MaterialError, allowed_length, armor, rsa_bits};
 use crate::api::MaterialEncoding;
 use crate::api::{KeyFamily, KeySpec};
-use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
 use aws_lc_rs::rsa::KeyPair as RsaKeyPair;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair as _};
 use base64::DecodeSliceError;
@@ -298,10 +298,7 @@ fn parse_private_key(
             let pkcs8 = key
                 .to_pkcs8v1()
                 .map_err(|_| unparseable("the EC private key could not be re-encoded as PKCS#8"))?;
-            let spki = key
-                .public_key()
-                .as_der()
-                .map_err(|_| unparseable("the EC public key could not be encoded"))?;
+            let spki = public_key_der(key.public_key(), "EC")?;
             Ok(private_key(spec, pkcs8.as_ref(), spki.as_ref()))
         }
     }
@@ -324,11 +321,18 @@ fn finish_rsa(spec: KeySpec, key: &RsaKeyPair) -> Result<KeyMaterial, MaterialEr
     check_rsa_size(spec, key.public_modulus_len() * 8)?;
     let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'static>>::as_der(key)
         .map_err(|_| unparseable("the RSA private key could not be re-encoded as PKCS#8"))?;
-    let spki = key
-        .public_key()
-        .as_der()
-        .map_err(|_| unparseable("the RSA public key could not be encoded"))?;
+    let spki = public_key_der(key.public_key(), "RSA")?;
     Ok(private_key(spec, pkcs8.as_ref(), spki.as_ref()))
+}
+
+/// The public key of a parsed `family` (RSA, EC) key pair, as DER SPKI.
+fn public_key_der(
+    public_key: &impl AsDer<PublicKeyX509Der<'static>>,
+    family: &str,
+) -> Result<PublicKeyX509Der<'static>, MaterialError> {
+    public_key
+        .as_der()
+        .map_err(|_| unparseable(format!("the {family} public key could not be encoded")))
 }
 
 /// RSA/ECC material: the PKCS#8 private key to import and its public key (DER SPKI).

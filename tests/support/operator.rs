@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use keyfleet::api::AwsKey;
+use keyfleet::api::{AwsKey, KeySpec};
 use keyfleet::controller::{self, Context, Settings};
 use keyfleet::kms::KmsClients;
 use kube::Api;
@@ -296,8 +296,17 @@ pub fn condition_of(
 }
 
 /// Polls until `check` holds for the named object (an AwsKey, AwsReplicaKey, AwsKms, ...), or
-/// panics after `timeout` with its status.
-pub async fn wait_for<K>(
+/// panics after 30 s with its status.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, check: impl Fn(&K) -> bool) -> K
+where
+    K: kube::Resource + HasStatus + Clone + DeserializeOwned + std::fmt::Debug,
+    K::Status: std::fmt::Debug,
+{
+    wait_for_within(api, name, Duration::from_secs(30), what, check).await
+}
+
+/// [`wait_for`] with another time limit than 30 s.
+pub async fn wait_for_within<K>(
     api: &Api<K>,
     name: &str,
     timeout: Duration,
@@ -325,14 +334,14 @@ where
 }
 
 pub async fn wait_ready(api: &Api<AwsKey>, name: &str) -> AwsKey {
-    wait_for(api, name, Duration::from_secs(60), "Ready=True", |k| {
+    wait_for_within(api, name, Duration::from_secs(60), "Ready=True", |k| {
         ready(k).is_some_and(|(s, _)| s == "True")
     })
     .await
 }
 
 pub async fn wait_reason(api: &Api<AwsKey>, name: &str, reason: &str) -> AwsKey {
-    wait_for(
+    wait_for_within(
         api,
         name,
         Duration::from_secs(60),
@@ -382,6 +391,27 @@ impl Operator {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The key in `region` of the KMS model after a rotation: Enabled, the new material current,
+/// the old one kept NON_CURRENT (old ciphertexts still decrypt).
+pub fn assert_rotated_in_kms(
+    model: &kms_model::KmsModel,
+    region: &str,
+    key_id: &str,
+    old_id: &str,
+    new_id: &str,
+) {
+    let k = model.key(region, key_id).unwrap();
+    assert_eq!(k.key_state, "Enabled", "{region}");
+    assert_eq!(
+        k.materials,
+        vec![
+            (old_id.to_string(), kms_model::Role::NonCurrent),
+            (new_id.to_string(), kms_model::Role::Current)
+        ],
+        "{region}"
+    );
 }
 
 /// The KMS model's keys (every Region) whose owner-uid tag is `uid`.
@@ -442,17 +472,11 @@ impl Operator {
     /// starts after it.
     pub async fn connection_checked(&self) {
         let api = Api::<keyfleet::api::AwsKms>::all(self.client.clone());
-        wait_for(
-            &api,
-            "default",
-            Duration::from_secs(30),
-            "its first status",
-            |k| {
-                k.status
-                    .as_ref()
-                    .is_some_and(|s| s.observed_generation.is_some())
-            },
-        )
+        wait_for(&api, "default", "its first status", |k| {
+            k.status
+                .as_ref()
+                .is_some_and(|s| s.observed_generation.is_some())
+        })
         .await;
     }
 
@@ -635,6 +659,16 @@ pub async fn create_key_with_material(
         &aws_key(name, super::localstack::DEFAULT_REGION, name, fields),
     )
     .await
+}
+
+/// [`create_key_with_material`] for the most common key: SYMMETRIC_DEFAULT.
+pub async fn create_symmetric_key(
+    op: &Operator,
+    namespace: &str,
+    name: &str,
+    extra: Value,
+) -> AwsKey {
+    create_key_with_material(op, namespace, name, KeySpec::SymmetricDefault, extra).await
 }
 
 /// What most LocalStack tests start with: the operator on a fresh in-memory API, a KMS client

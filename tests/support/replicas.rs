@@ -36,7 +36,7 @@ pub async fn wait_replica(
     check: impl Fn(&AwsReplicaKey) -> bool,
 ) -> AwsReplicaKey {
     let api: Api<AwsReplicaKey> = Api::namespaced(client.clone(), ns);
-    super::operator::wait_for(&api, name, Duration::from_secs(60), what, check).await
+    super::operator::wait_for_within(&api, name, Duration::from_secs(60), what, check).await
 }
 
 pub fn replica_ready(r: &AwsReplicaKey) -> Option<(String, String)> {
@@ -91,6 +91,15 @@ impl<'a> ReplicaScenario<'a> {
             namespace,
             primary: primary.to_string(),
         }
+    }
+
+    /// A symmetric multi-region primary `primary` with nothing else in its spec.
+    pub async fn symmetric(
+        op: &'a Operator,
+        namespace: &'a str,
+        primary: &str,
+    ) -> ReplicaScenario<'a> {
+        ReplicaScenario::new(op, namespace, primary, KeySpec::SymmetricDefault, json!({})).await
     }
 
     /// The primary's AwsKey API.
