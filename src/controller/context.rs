@@ -1,4 +1,4 @@
-//! Shared state of every reconcile: operator settings, clients, event recorder, clock, the
+//! Shared state of every reconcile: operator settings, clients, event publisher, clock, the
 //! per-object backoff counters and deep-read bookkeeping.
 
 use std::collections::HashMap;
@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use tracing::warn;
 
 use crate::api::DeletionPolicy;
@@ -64,7 +64,7 @@ impl Settings {
     }
 }
 
-/// State shared by every reconcile: clients, recorder, settings, backoff counters.
+/// State shared by every reconcile: clients, event publisher, settings, backoff counters.
 pub struct Context {
     pub client: kube::Client,
     pub kms: KmsClients,
@@ -75,7 +75,7 @@ pub struct Context {
     pub clock: Clock,
     /// One logged-in session pool per Pkcs11Token.
     pub pkcs11: super::pkcs11::TokenPools,
-    recorder: Recorder,
+    events: super::events::EventPublisher,
     backoff: Backoff,
     /// Rechecks in a row of each object that waits for something outside keyfleet.
     waiting: Backoff,
@@ -108,7 +108,7 @@ pub enum KmsRead {
 
 impl Context {
     pub fn new(client: kube::Client, kms: KmsClients, settings: Settings) -> Context {
-        let recorder = Recorder::new(
+        let events = super::events::EventPublisher::new(
             client.clone(),
             Reporter {
                 controller: settings.reporter.clone(),
@@ -123,7 +123,7 @@ impl Context {
             readiness: Arc::new(Readiness::default()),
             clock: Clock::system(),
             pkcs11: Default::default(),
-            recorder,
+            events,
             backoff: Backoff::default(),
             waiting: Backoff::default(),
             reads: Mutex::new(HashMap::new()),
@@ -165,7 +165,7 @@ impl Context {
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        if let Err(e) = self.events.publish(&event, &obj.object_ref(&())).await {
             warn!(error = %e, reason, "failed to publish event");
         }
     }

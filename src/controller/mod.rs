@@ -9,6 +9,7 @@ mod cleanup;
 pub mod connection_status;
 mod context;
 mod dereference;
+mod events;
 mod failure;
 mod generated_secret;
 mod inventory;
