@@ -73,6 +73,37 @@ fn stats(proxies: &[KmsProxy]) -> ProxyStats {
     out
 }
 
+/// The proxies' throttles by operation: how many, and how early they came (the largest and the
+/// median), e.g. `CreateKey: 3 (up to 4.1 ms early, median 1.2 ms)`.
+fn throttle_detail(throttles: &[kms_proxy::Throttle]) -> String {
+    let mut by_op: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
+    for t in throttles {
+        let op = if t.replica_slots {
+            format!("{} (replica region's CreateKey slots)", t.operation)
+        } else {
+            t.operation.clone()
+        };
+        by_op.entry(op).or_default().push(t.early);
+    }
+    if by_op.is_empty() {
+        return "none".into();
+    }
+    by_op
+        .into_iter()
+        .map(|(op, mut early)| {
+            early.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            format!(
+                "{op}: {} (up to {:.1} ms early, median {:.1} ms)",
+                early.len(),
+                ms(early[early.len() - 1]),
+                ms(early[early.len() / 2])
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// What the proxies received between two snapshots.
 #[derive(Default)]
 struct Calls {
@@ -147,6 +178,7 @@ struct Run {
     bound_seconds: f64,
     bound_by: String,
     proxy_throttles: u64,
+    throttle_detail: String,
     status_throttles: usize,
     rollout_reads_per_object: f64,
     rollout_calls: BTreeMap<String, u64>,
@@ -266,6 +298,11 @@ fn report(r: &Run) -> (String, bool) {
         out,
         "- roll-out KMS calls received by the proxy, by operation: {:?}",
         r.rollout_calls
+    );
+    let _ = writeln!(
+        out,
+        "- roll-out requests the proxy throttled, by operation: {}",
+        r.throttle_detail
     );
     let _ = writeln!(
         out,
@@ -408,6 +445,7 @@ pub fn main() {
         let reasons = wait_ready(&client, namespace, objects, timeout, &rollout_operator).await;
         let ready_seconds = started.elapsed().as_secs_f64();
         let rollout = calls(&stats(&proxies), &before);
+        let rollout_throttles: Vec<_> = proxies.iter().flat_map(|p| p.throttles()).collect();
         let status_throttles = reasons
             .iter()
             .filter(|(r, _)| r.contains("Throttl") || r.as_str() == "KmsUnavailable")
@@ -484,6 +522,7 @@ pub fn main() {
             bound_seconds,
             bound_by,
             proxy_throttles: rollout.throttled,
+            throttle_detail: throttle_detail(&rollout_throttles),
             status_throttles,
             rollout_reads_per_object: rollout.reads as f64 / objects as f64,
             rollout_calls: rollout.by_operation,
