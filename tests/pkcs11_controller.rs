@@ -1,7 +1,9 @@
 //! Material from an HSM through the real controller (in-memory Kubernetes API, LocalStack KMS,
-//! SoftHSM2): a `Pkcs11Token` becomes Ready after login; `AwsKey`s whose `keyMaterial.pkcs11`
-//! names sensitive token keys become Ready and KMS agrees with the HSM; a replica in a second
-//! region is imported from the same HSM key; the refusals are precise reasons.
+//! SoftHSM2, and kryoptic for RSA/ECC private keys): a `Pkcs11Token` becomes Ready after login;
+//! `AwsKey`s whose `keyMaterial.pkcs11` names sensitive token keys become Ready and KMS agrees
+//! with the HSM; a replica in a second region is imported from the same HSM key; the refusals
+//! are precise reasons, among them a private key on SoftHSM 2.6, whose padded key wrap is not
+//! RFC 5649.
 
 mod support;
 
@@ -11,7 +13,7 @@ use std::time::Duration;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use k8s_openapi::api::core::v1::Namespace;
-use keyfleet::api::{AwsKey, KeySpec, Pkcs11Token, Pkcs11TokenSpec};
+use keyfleet::api::{AwsKey, KeyFamily, KeySpec, Pkcs11Token, Pkcs11TokenSpec};
 use keyfleet::material::ImportableMaterial;
 use keyfleet::material::pkcs11::HsmKey;
 use kube::Api;
@@ -101,8 +103,14 @@ impl Bed {
     }
 }
 
+/// An operator and the SoftHSM2 test token.
 async fn start() -> Option<Bed> {
-    let token = softhsm::token()?;
+    start_with(softhsm::token()).await
+}
+
+/// An operator and `token` (`None`: the test is skipped, as the fixture said).
+async fn start_with(token: Option<TestToken>) -> Option<Bed> {
+    let token = token?;
     let op = Operator::start(MemKube::new()).await;
     Some(Bed { op, token })
 }
@@ -123,10 +131,10 @@ fn hsm_key(name: &str, token: &str, label: &str, spec: KeySpec, extra: Value) ->
     AwsKey::new(name, serde_json::from_value(base).expect("AwsKey spec"))
 }
 
-/// One spec through the controller: Ready, and KMS agrees with the HSM; on a token whose key
-/// wrap cannot carry a private key (SoftHSM 2.6) the key is refused precisely instead.
+/// One spec through the controller, on the test token that carries it (kryoptic for RSA/ECC
+/// private keys): Ready, and KMS agrees with the HSM.
 async fn hsm_key_becomes_ready_and_kms_agrees(spec: KeySpec) {
-    let Some(bed) = start().await else {
+    let Some(bed) = start_with(softhsm::token_for(spec)).await else {
         return;
     };
     let token_name = bed.token_object().await;
@@ -142,14 +150,6 @@ async fn hsm_key_becomes_ready_and_kms_agrees(spec: KeySpec) {
     let api = bed.op.keys(NS);
     let name = unique("hsm-key");
     create_key(&api, &hsm_key(&name, &token_name, &label, spec, json!({}))).await;
-    if let Err(refusal) = hsm.wrapping() {
-        // SoftHSM 2.6's CKM_AES_KEY_WRAP_PAD zero-pads private keys: refused, not corrupted.
-        let key = wait_reason(&api, &name, "Pkcs11KeyNotWrappable").await;
-        let message = key.status.unwrap().conditions[0].message.clone();
-        assert!(message.contains("CKM_AES_KEY_WRAP_PAD"), "{message}");
-        eprintln!("{spec}: refused through the controller as on the token: {refusal}");
-        return;
-    }
     let key = wait_ready(&api, &name).await;
     let status = key.status.expect("status");
     let key_id = status.key_id.clone().expect("key id");
@@ -160,12 +160,32 @@ async fn hsm_key_becomes_ready_and_kms_agrees(spec: KeySpec) {
     );
     let kms = kms_client(DEFAULT_REGION).await;
     assert_kms_agrees(&kms, &pool, &hsm, &key_id, spec, &label).await;
-    if spec == KeySpec::Hmac256 {
-        let verified = condition_of(&status.conditions, "MaterialVerified");
+    if matches!(spec.family(), KeyFamily::Rsa | KeyFamily::Ecc) {
+        let wrapping = Api::<Pkcs11Token>::all(bed.op.client.clone())
+            .get(&token_name)
+            .await
+            .expect("get Pkcs11Token")
+            .status
+            .and_then(|s| s.wrapping)
+            .expect("status.wrapping");
         assert_eq!(
-            verified,
-            Some(("True".to_string(), "MacMatches".to_string())),
-            "the controller's verifier compared GenerateMac with C_Sign in the token"
+            (wrapping.private_keys.as_str(), wrapping.sha1_only),
+            ("RSA_AES_KEY_WRAP_SHA_256", false),
+            "the token's status names the private-key wrapping in use"
+        );
+    }
+    // The controller's own verifier compared KMS with the HSM: GenerateMac with C_Sign in the
+    // token, GetPublicKey with the HSM key's public key.
+    let method = match spec.family() {
+        KeyFamily::Hmac => Some("MacMatches"),
+        KeyFamily::Rsa | KeyFamily::Ecc => Some("PublicKeyMatches"),
+        KeyFamily::Symmetric => None,
+    };
+    if let Some(method) = method {
+        assert_eq!(
+            condition_of(&status.conditions, "MaterialVerified"),
+            Some(("True".to_string(), method.to_string())),
+            "the controller verified {spec} against the HSM"
         );
     }
 }
@@ -177,15 +197,55 @@ softhsm::test_per_spec!(hsm_key_becomes_ready_and_kms_agrees {
     rsa_2048_hsm_key_through_the_controller: Rsa2048,
 });
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_replica_in_a_second_region_is_imported_from_the_same_hsm_key() {
+/// A private key on SoftHSM 2.6, whose CKM_AES_KEY_WRAP_PAD zero-pads the key to 8 bytes
+/// before RFC 5649: refused with `Pkcs11KeyNotWrappable` naming the mechanism, and an event;
+/// the KMS key waits in PendingImport instead of receiving a corrupted key.
+async fn a_private_key_on_softhsm_is_refused(spec: KeySpec) {
     let Some(bed) = start().await else {
         return;
     };
     let token_name = bed.token_object().await;
-    let (pool, label) = bed
-        .token
-        .pool_with_key(KeySpec::SymmetricDefault, "kf-op-mrk");
+    let (pool, label) = bed.token.pool_with_key(spec, "kf-op-softhsm-private");
+    let capabilities = pool.capabilities();
+    assert!(
+        !capabilities.padded_key_wrap_conforms,
+        "SoftHSM's padded key wrap now conforms to RFC 5649 ({capabilities:?}): private keys \
+         can go through it, and this refusal test no longer applies"
+    );
+    let api = bed.op.keys(NS);
+    let name = unique("hsm-softhsm-private");
+    create_key(&api, &hsm_key(&name, &token_name, &label, spec, json!({}))).await;
+    let key = wait_reason(&api, &name, "Pkcs11KeyNotWrappable").await;
+    let status = key.status.expect("status");
+    let message = &status.conditions[0].message;
+    assert!(
+        message.contains("CKM_AES_KEY_WRAP_PAD") && message.contains("not RFC 5649"),
+        "{message}"
+    );
+    assert_eq!(
+        (
+            status.key.key_state.as_deref(),
+            status.key.material_fingerprint.as_deref()
+        ),
+        (Some("PendingImport"), None),
+        "no material reached KMS"
+    );
+    bed.op.wait_events(&name, &["Pkcs11KeyNotWrappable"]).await;
+}
+
+softhsm::test_per_spec!(a_private_key_on_softhsm_is_refused {
+    ecc_nist_p256_on_softhsm_is_refused_as_its_key_wrap_pads: EccNistP256,
+    rsa_2048_on_softhsm_is_refused_as_its_key_wrap_pads: Rsa2048,
+});
+
+/// A multi-Region primary of `spec` from an HSM key, and a replica in a second region that
+/// keyfleet imports from the same HSM key, wrapped under that region's own wrapping key.
+async fn a_replica_is_imported_from_the_same_hsm_key(spec: KeySpec) {
+    let Some(bed) = start_with(softhsm::token_for(spec)).await else {
+        return;
+    };
+    let token_name = bed.token_object().await;
+    let (pool, label) = bed.token.pool_with_key(spec, "kf-op-mrk");
     let api = bed.op.keys(NS);
     let primary = unique("hsm-mrk");
     create_key(
@@ -194,7 +254,7 @@ async fn a_replica_in_a_second_region_is_imported_from_the_same_hsm_key() {
             &primary,
             &token_name,
             &label,
-            KeySpec::SymmetricDefault,
+            spec,
             json!({"multiRegion": true}),
         ),
     )
@@ -231,13 +291,19 @@ async fn a_replica_in_a_second_region_is_imported_from_the_same_hsm_key() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let hsm = HsmKey::open(&pool, KeySpec::SymmetricDefault, &label).expect("open");
-    assert_kms_agrees(&kms, &pool, &hsm, &arn, KeySpec::SymmetricDefault, &label).await;
+    let hsm = HsmKey::open(&pool, spec, &label).expect("open");
+    assert_kms_agrees(&kms, &pool, &hsm, &arn, spec, &label).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_generated_hsm_key_becomes_ready() {
-    let Some(bed) = start().await else {
+softhsm::test_per_spec!(a_replica_is_imported_from_the_same_hsm_key {
+    a_replica_in_a_second_region_is_imported_from_the_same_hsm_key: SymmetricDefault,
+    an_ecc_nist_p256_replica_in_a_second_region_is_imported_from_the_same_hsm_key: EccNistP256,
+});
+
+/// `generate: {}` with a free label: keyfleet generates a sensitive `spec` key in the token
+/// (kryoptic for RSA/ECC), imports it, and KMS agrees with the HSM.
+async fn a_generated_hsm_key_becomes_ready_and_kms_agrees(spec: KeySpec) {
+    let Some(bed) = start_with(softhsm::token_for(spec)).await else {
         return;
     };
     let token_name = bed.token_object().await;
@@ -246,22 +312,23 @@ async fn a_generated_hsm_key_becomes_ready() {
     let name = unique("hsm-gen");
     let generate = json!({"keyMaterial": {"pkcs11": {
         "tokenRef": {"name": token_name}, "keyLabel": label, "generate": {}}}});
-    create_key(
-        &api,
-        &hsm_key(&name, &token_name, &label, KeySpec::Hmac256, generate),
-    )
-    .await;
+    create_key(&api, &hsm_key(&name, &token_name, &label, spec, generate)).await;
     let key_id = wait_ready(&api, &name)
         .await
         .status
         .and_then(|s| s.key_id.clone())
         .expect("key id");
     let pool = bed.token.pool();
-    softhsm::assert_value_unreadable(&pool, KeySpec::Hmac256, &label);
-    let hsm = HsmKey::open(&pool, KeySpec::Hmac256, &label).expect("generated key");
+    softhsm::assert_value_unreadable(&pool, spec, &label);
+    let hsm = HsmKey::open(&pool, spec, &label).expect("generated key");
     let kms = kms_client(DEFAULT_REGION).await;
-    assert_kms_agrees(&kms, &pool, &hsm, &key_id, KeySpec::Hmac256, &label).await;
+    assert_kms_agrees(&kms, &pool, &hsm, &key_id, spec, &label).await;
 }
+
+softhsm::test_per_spec!(a_generated_hsm_key_becomes_ready_and_kms_agrees {
+    a_generated_hsm_key_becomes_ready: Hmac256,
+    a_generated_ecc_nist_p256_hsm_key_becomes_ready: EccNistP256,
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn token_and_key_refusals_are_precise_reasons() {

@@ -1,5 +1,6 @@
-//! Material from an HSM: keys kept sensitive in SoftHSM2 are imported into LocalStack KMS with
-//! `C_WrapKey` only, and KMS then agrees with the HSM; the PKCS#11 refusals are precise.
+//! Material from an HSM: keys kept sensitive in SoftHSM2 (and kryoptic, for RSA/ECC private keys
+//! through its RFC 5649 key wrap) are imported into LocalStack KMS with `C_WrapKey` only, and KMS
+//! then agrees with the HSM; the PKCS#11 refusals are precise.
 //!
 //! Module level (keyfleet's PKCS#11 key source and the KMS API directly, no controller).
 
@@ -27,8 +28,8 @@ use cryptoki::object::ObjectClass;
 use keyfleet::api::{KeyFamily, KeySpec};
 use keyfleet::api::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
 use keyfleet::material::pkcs11::{
-    HsmKey, KeyOrigin, Pkcs11Error, TokenCapabilities, TokenConfig, TokenPool, TokenSelector,
-    open_or_generate,
+    HsmKey, KeyOrigin, PaddedKeyWrap, Pkcs11Error, TokenCapabilities, TokenConfig, TokenPool,
+    TokenSelector, open_or_generate,
 };
 use keyfleet::material::{ImportableMaterial, KeyMaterial, MaterialError};
 use support::kms_use::generate_mac;
@@ -134,7 +135,7 @@ async fn import_private_key_into_kms(
     let algorithm = match key.wrapping() {
         Ok(choice) => choice.algorithm,
         Err(refusal) => {
-            assert!(!caps.aes_key_wrap_pad_conforms, "{refusal}");
+            assert!(!caps.padded_key_wrap_conforms, "{refusal}");
             assert_eq!(refusal.reason(), "Pkcs11KeyNotWrappable");
             assert!(
                 refusal.to_string().contains("CKM_AES_KEY_WRAP_PAD"),
@@ -155,16 +156,10 @@ async fn import_private_key_into_kms(
         }
     };
     let mut pkcs8 = unwrap_as_kms(key, algorithm, WrappingKeySpec::Rsa4096);
-    if !caps.aes_key_wrap_pad_conforms {
+    if !caps.padded_key_wrap_conforms {
         strip_softhsm_zero_padding(&mut pkcs8);
     }
-    let material = KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, &pkcs8)
-        .unwrap_or_else(|e| panic!("the token's wrapped {spec} key is no PKCS#8 key: {e}"));
-    assert_eq!(
-        material.public_key_der(),
-        key.public_key_der(),
-        "the key the token wrapped is the HSM key"
-    );
+    let material = the_hsm_keys_pkcs8(key, spec, &pkcs8);
     if key.wrapping().is_ok() {
         match import(kms, &key_id, key, algorithm, WrappingKeySpec::Rsa4096).await {
             Ok(()) => return key_id,
@@ -186,20 +181,38 @@ async fn import_private_key_into_kms(
     key_id
 }
 
-/// Removes SoftHSM 2.6's zero padding after a DER SEQUENCE, asserting that it is exactly
-/// that: zero bytes up to the next multiple of 8.
-fn strip_softhsm_zero_padding(pkcs8: &mut Zeroizing<Vec<u8>>) {
-    assert_eq!(pkcs8.first(), Some(&0x30), "a DER SEQUENCE");
-    let first = usize::from(pkcs8[1]);
-    let der_len = if first < 0x80 {
+/// The private key a token wrapped, as KMS recovers it: a PKCS#8 key of `spec` whose public
+/// key is the HSM key's.
+fn the_hsm_keys_pkcs8(key: &HsmKey, spec: KeySpec, pkcs8: &[u8]) -> KeyMaterial {
+    let material = KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, pkcs8)
+        .unwrap_or_else(|e| panic!("the token's wrapped {spec} key is no PKCS#8 key: {e}"));
+    assert_eq!(
+        material.public_key_der(),
+        key.public_key_der(),
+        "the key the token wrapped is the HSM key"
+    );
+    material
+}
+
+/// The length of the DER SEQUENCE (a PKCS#8 key) that `bytes` begins with, header included.
+fn der_sequence_len(bytes: &[u8]) -> usize {
+    assert_eq!(bytes.first(), Some(&0x30), "a DER SEQUENCE");
+    let first = usize::from(bytes[1]);
+    if first < 0x80 {
         2 + first
     } else {
         let n = first & 0x7f;
         2 + n
-            + pkcs8[2..2 + n]
+            + bytes[2..2 + n]
                 .iter()
                 .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
-    };
+    }
+}
+
+/// Removes SoftHSM 2.6's zero padding after a DER SEQUENCE, asserting that it is exactly
+/// that: zero bytes up to the next multiple of 8.
+fn strip_softhsm_zero_padding(pkcs8: &mut Zeroizing<Vec<u8>>) {
+    let der_len = der_sequence_len(pkcs8);
     assert!(der_len <= pkcs8.len());
     assert_eq!(
         pkcs8.len(),
@@ -385,6 +398,46 @@ softhsm::test_per_spec!(hsm_key_imports_and_kms_agrees {
     hmac_256_from_the_hsm_gives_kms_the_same_mac: Hmac256,
     ecc_nist_p256_from_the_hsm_gives_kms_the_same_public_key: EccNistP256,
     rsa_2048_from_the_hsm_gives_kms_the_same_public_key: Rsa2048,
+});
+
+/// The composed RSA_AES_KEY_WRAP on kryoptic, whose `CKM_AES_KEY_WRAP_KWP` is RFC 5649: the
+/// token's output, unwrapped as KMS does, is exactly the PKCS#8 of the HSM key (no stray
+/// bytes), and LocalStack imports the token's own output, after which GetPublicKey is the
+/// HSM key's public key.
+async fn kryoptic_wraps_the_private_key_as_kms_unwraps_it(spec: KeySpec) {
+    let Some(token) = softhsm::kryoptic() else {
+        return;
+    };
+    let prefix = format!("kf-kwp-{}", spec.as_str().to_ascii_lowercase());
+    let (pool, label) = token.pool_with_key(spec, &prefix);
+    assert_value_unreadable(&pool, spec, &label);
+    let caps = pool.capabilities();
+    assert_eq!(caps.padded_key_wrap, Some(PaddedKeyWrap::Kwp), "{caps:?}");
+    assert!(
+        caps.padded_key_wrap_conforms && caps.oaep_sha256,
+        "{caps:?}"
+    );
+    let key = HsmKey::open(&pool, spec, &label).expect("open");
+    let choice = key.wrapping().expect("kryoptic carries private keys");
+    assert_eq!(choice.algorithm, WrappingAlgorithm::RsaAesKeyWrapSha256);
+    assert!(!choice.sha1_only);
+
+    let pkcs8 = unwrap_as_kms(&key, choice.algorithm, WrappingKeySpec::Rsa4096);
+    assert_eq!(
+        pkcs8.len(),
+        der_sequence_len(&pkcs8),
+        "RFC 5649 gives back exactly the PKCS#8 key"
+    );
+    the_hsm_keys_pkcs8(&key, spec, &pkcs8);
+
+    let kms = kms_client("us-east-1").await;
+    let key_id = import_into_kms(&kms, &key, spec).await;
+    assert_kms_agrees(&kms, &pool, &key, &key_id, spec, &label).await;
+}
+
+softhsm::test_per_spec!(kryoptic_wraps_the_private_key_as_kms_unwraps_it {
+    ecc_nist_p256_wrapped_by_kryoptic_is_exactly_the_hsm_key_in_kms: EccNistP256,
+    rsa_2048_wrapped_by_kryoptic_is_exactly_the_hsm_key_in_kms: Rsa2048,
 });
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,9 +1,14 @@
-//! SoftHSM2 as the test PKCS#11 token: the variables `./scripts/test` exports, the skip rule,
-//! and sensitive test keys created with plain cryptoki calls (not through keyfleet's code).
+//! The test PKCS#11 tokens: SoftHSM2 for every PKCS#11 test, kryoptic for RSA/ECC private keys
+//! through the controller; the variables `./scripts/test` exports, the skip rule, and
+//! sensitive test keys created with plain cryptoki calls (not through keyfleet's code).
 //!
-//! `scripts/softhsm init` creates a fresh token and prints `SOFTHSM2_CONF` and
-//! `KEYFLEET_TEST_PKCS11_MODULE/_TOKEN/_PIN`. Without them a test prints a skip message and
-//! returns, except under `CI=true`, where a missing token fails the test.
+//! `scripts/softhsm init` creates a fresh SoftHSM2 token and prints `SOFTHSM2_CONF` and
+//! `KEYFLEET_TEST_PKCS11_MODULE/_TOKEN/_PIN`; `scripts/kryoptic init` likewise prints
+//! `KRYOPTIC_CONF` and `KEYFLEET_TEST_KRYOPTIC_MODULE/_TOKEN/_PIN`. SoftHSM 2.6's
+//! `CKM_AES_KEY_WRAP_PAD` zero-pads a key before RFC 5649, so it cannot carry a private key to
+//! KMS; kryoptic's `CKM_AES_KEY_WRAP_KWP` is RFC 5649. Without a token's variables a test
+//! prints a skip message and returns, except under `CI=true`, where a missing token fails the
+//! test.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +30,40 @@ pub const MODULE_ENV: &str = "KEYFLEET_TEST_PKCS11_MODULE";
 pub const TOKEN_ENV: &str = "KEYFLEET_TEST_PKCS11_TOKEN";
 pub const PIN_ENV: &str = "KEYFLEET_TEST_PKCS11_PIN";
 
-/// The throw-away token of this test run.
+/// Where the tests find one kind of test token.
+pub struct TokenEnv {
+    /// The token software, for messages.
+    pub name: &'static str,
+    pub module: &'static str,
+    pub token: &'static str,
+    pub pin: &'static str,
+    /// The module's own configuration variable, which every process that opens it needs.
+    pub conf: &'static str,
+    /// The script that installs it and creates a throw-away token.
+    pub script: &'static str,
+}
+
+/// SoftHSM2 2.6 (Debian `softhsm2`): every PKCS#11 test.
+pub const SOFTHSM2: TokenEnv = TokenEnv {
+    name: "SoftHSM2",
+    module: MODULE_ENV,
+    token: TOKEN_ENV,
+    pin: PIN_ENV,
+    conf: "SOFTHSM2_CONF",
+    script: "scripts/softhsm",
+};
+
+/// kryoptic (crate `kryoptic`, built by `scripts/kryoptic`): RSA/ECC private keys.
+pub const KRYOPTIC: TokenEnv = TokenEnv {
+    name: "kryoptic",
+    module: "KEYFLEET_TEST_KRYOPTIC_MODULE",
+    token: "KEYFLEET_TEST_KRYOPTIC_TOKEN",
+    pin: "KEYFLEET_TEST_KRYOPTIC_PIN",
+    conf: "KRYOPTIC_CONF",
+    script: "scripts/kryoptic",
+};
+
+/// A throw-away token of this test run.
 #[derive(Clone, Debug)]
 pub struct TestToken {
     pub module: PathBuf,
@@ -33,29 +71,53 @@ pub struct TestToken {
     pub pin: String,
 }
 
-/// The test token, or `None` after printing why the test is skipped. Panics under `CI=true`.
+/// The SoftHSM2 test token, or `None` after printing why the test is skipped. Panics under
+/// `CI=true`.
 pub fn token() -> Option<TestToken> {
+    token_of(&SOFTHSM2)
+}
+
+/// The kryoptic test token (RFC 5649 key wrap), or `None` after printing why the test is
+/// skipped. Panics under `CI=true`.
+pub fn kryoptic() -> Option<TestToken> {
+    token_of(&KRYOPTIC)
+}
+
+/// The test token that carries `spec` to KMS: kryoptic for RSA/ECC private keys, SoftHSM2
+/// otherwise.
+pub fn token_for(spec: KeySpec) -> Option<TestToken> {
+    match spec.family() {
+        KeyFamily::Rsa | KeyFamily::Ecc => kryoptic(),
+        KeyFamily::Symmetric | KeyFamily::Hmac => token(),
+    }
+}
+
+/// The token `env` names, or `None` after printing why the test is skipped. Panics under
+/// `CI=true`.
+pub fn token_of(env: &TokenEnv) -> Option<TestToken> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    match (
-        var(MODULE_ENV),
-        var(TOKEN_ENV),
-        var(PIN_ENV),
-        var("SOFTHSM2_CONF"),
-    ) {
+    let TokenEnv {
+        name,
+        module,
+        token,
+        pin,
+        conf,
+        script,
+    } = env;
+    match (var(module), var(token), var(pin), var(conf)) {
         (Some(module), Some(label), Some(pin), Some(_)) => Some(TestToken {
             module: PathBuf::from(module),
             label,
             pin,
         }),
         _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "CI=true but no SoftHSM2 token: {MODULE_ENV}, {TOKEN_ENV}, {PIN_ENV} and \
-             SOFTHSM2_CONF must be set (./scripts/test runs scripts/softhsm install and init)"
+            "CI=true but no {name} token: {module}, {token}, {pin} and {conf} must be set \
+             (./scripts/test runs {script} install and init)"
         ),
         _ => {
             eprintln!(
-                "SKIPPED: no SoftHSM2 token ({MODULE_ENV}/{TOKEN_ENV}/{PIN_ENV}/SOFTHSM2_CONF \
-                 unset). Run ./scripts/test, or: eval \"$(scripts/softhsm init | sed \
-                 's/^/export /')\""
+                "SKIPPED: no {name} token ({module}/{token}/{pin}/{conf} unset). Run \
+                 ./scripts/test, or: eval \"$({script} init | sed 's/^/export /')\""
             );
             None
         }
@@ -81,7 +143,7 @@ impl TestToken {
 
     /// The logged-in session pool of the test token.
     pub fn pool(&self) -> Arc<TokenPool> {
-        TokenPool::open(&self.config(), self.pin.as_bytes()).expect("open the SoftHSM2 token")
+        TokenPool::open(&self.config(), self.pin.as_bytes()).expect("open the test token")
     }
 }
 
@@ -181,7 +243,7 @@ pub fn create_key_with(
         };
         result.map_err(|e| pool.error(e))
     })
-    .expect("create the test key in SoftHSM2");
+    .expect("create the test key in the token");
 }
 
 /// Asserts that the token refuses to reveal the key's value (`C_GetAttributeValue(CKA_VALUE)`,

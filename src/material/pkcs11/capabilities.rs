@@ -1,10 +1,13 @@
 //! What a token offers for KMS imports (probed once per session pool) and the wrapping algorithm each key spec gets.
 
+use std::os::raw::c_ulong;
+
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded};
 use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::session::Session;
@@ -23,14 +26,65 @@ pub struct TokenCapabilities {
     pub rsa_oaep_wrap: bool,
     /// OAEP with SHA-256 and MGF1-SHA-256 is accepted (SoftHSM 2.6: only SHA-1).
     pub oaep_sha256: bool,
-    /// `CKM_AES_KEY_WRAP_PAD` (RFC 5649) can wrap (RSA/ECC private keys).
-    pub aes_key_wrap_pad: bool,
+    /// The AES key wrap with padding (RFC 5649) that can wrap (RSA/ECC private keys), if any:
+    /// `CKM_AES_KEY_WRAP_KWP` when the token has it, else `CKM_AES_KEY_WRAP_PAD`.
+    pub padded_key_wrap: Option<PaddedKeyWrap>,
     /// `CKM_AES_KEY_GEN` (the ephemeral AES key of the composed path).
     pub aes_key_gen: bool,
-    /// `CKM_AES_KEY_WRAP_PAD` is RFC 5649 as KMS expects. SoftHSM 2.6 zero-pads the key to a
-    /// multiple of 8 bytes first (PKCS#11 2.40's rule for `CKM_AES_KEY_WRAP`), so the
-    /// unwrapped key carries trailing zero bytes unless its length is already a multiple of 8.
-    pub aes_key_wrap_pad_conforms: bool,
+    /// The padded key wrap is RFC 5649 as KMS expects. SoftHSM 2.6's `CKM_AES_KEY_WRAP_PAD`
+    /// zero-pads the key to a multiple of 8 bytes first (PKCS#11 2.40's rule for
+    /// `CKM_AES_KEY_WRAP`), so the unwrapped key carries trailing zero bytes unless its length
+    /// is already a multiple of 8.
+    pub padded_key_wrap_conforms: bool,
+}
+
+/// A token's mechanism for AES key wrap with padding, the inner half of RSA_AES_KEY_WRAP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaddedKeyWrap {
+    /// `CKM_AES_KEY_WRAP_KWP` (0x210B): PKCS#11 3.0's name for RFC 5649 (kryoptic, newer HSMs).
+    Kwp,
+    /// `CKM_AES_KEY_WRAP_PAD` (0x210A): PKCS#11 2.40's, which some tokens implement as
+    /// zero padding followed by RFC 5649 (SoftHSM 2.6), hence the conformance probe.
+    Pad,
+}
+
+impl PaddedKeyWrap {
+    /// The PKCS#11 name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            PaddedKeyWrap::Kwp => "CKM_AES_KEY_WRAP_KWP",
+            PaddedKeyWrap::Pad => "CKM_AES_KEY_WRAP_PAD",
+        }
+    }
+
+    /// The mechanism (no parameter: RFC 5649's default IV).
+    pub(super) fn mechanism(self) -> Mechanism<'static> {
+        match self {
+            PaddedKeyWrap::Kwp => Mechanism::VendorDefined(VendorDefinedMechanism::new::<()>(
+                aes_key_wrap_kwp(),
+                None,
+            )),
+            PaddedKeyWrap::Pad => Mechanism::AesKeyWrapPad,
+        }
+    }
+
+    fn mechanism_type(self) -> MechanismType {
+        match self {
+            PaddedKeyWrap::Kwp => aes_key_wrap_kwp(),
+            PaddedKeyWrap::Pad => MechanismType::AES_KEY_WRAP_PAD,
+        }
+    }
+}
+
+/// `CKM_AES_KEY_WRAP_KWP` (PKCS#11 3.0, value 0x210B). cryptoki 0.12 has no constant for it,
+/// leaves it out of `get_mechanism_list`, and makes other mechanism types only from vendor
+/// values (at least `CKM_VENDOR_DEFINED`), so the type is made here from the standard value.
+fn aes_key_wrap_kwp() -> MechanismType {
+    const CKM_AES_KEY_WRAP_KWP: c_ulong = 0x210B;
+    // SAFETY: `MechanismType` is `#[repr(transparent)]` over `CK_MECHANISM_TYPE` (a C
+    // `unsigned long`), declared so by cryptoki to share its layout, and holds no other
+    // invariant than being a mechanism number.
+    unsafe { std::mem::transmute::<c_ulong, MechanismType>(CKM_AES_KEY_WRAP_KWP) }
 }
 
 /// The wrapping algorithm and wrapping key spec for one key, and whether SHA-1 was the only
@@ -80,16 +134,30 @@ impl TokenCapabilities {
                     .is_ok_and(|info| info.wrap())
         };
         let rsa_oaep_wrap = can_wrap(MechanismType::RSA_PKCS_OAEP);
-        let aes_key_wrap_pad = can_wrap(MechanismType::AES_KEY_WRAP_PAD);
+        // cryptoki drops CKM_AES_KEY_WRAP_KWP from the list: the token is asked about it.
+        let kwp = PaddedKeyWrap::Kwp.mechanism_type();
+        let padded_key_wrap = if pkcs11
+            .get_mechanism_info(slot, kwp)
+            .is_ok_and(|info| info.wrap())
+        {
+            Some(PaddedKeyWrap::Kwp)
+        } else if can_wrap(PaddedKeyWrap::Pad.mechanism_type()) {
+            Some(PaddedKeyWrap::Pad)
+        } else {
+            None
+        };
         let aes_key_gen = mechanisms.contains(&MechanismType::AES_KEY_GEN);
         let oaep_sha256 = rsa_oaep_wrap && aes_key_gen && probe_oaep_sha256(session, token)?;
-        let aes_key_wrap_pad_conforms = aes_key_wrap_pad && probe_kwp_conforms(session, token)?;
+        let padded_key_wrap_conforms = match padded_key_wrap {
+            Some(key_wrap) => probe_key_wrap_conforms(session, token, key_wrap)?,
+            None => false,
+        };
         Ok(TokenCapabilities {
             rsa_oaep_wrap,
             oaep_sha256,
-            aes_key_wrap_pad,
+            padded_key_wrap,
             aes_key_gen,
-            aes_key_wrap_pad_conforms,
+            padded_key_wrap_conforms,
         })
     }
 
@@ -134,12 +202,17 @@ impl TokenCapabilities {
     ) -> Result<(), String> {
         self.has_mechanisms(algorithm)?;
         let aligned = material_len.is_some_and(|len| len % 8 == 0);
-        if algorithm.is_key_wrap() && !self.aes_key_wrap_pad_conforms && !aligned {
+        if let Some(key_wrap) = self.padded_key_wrap
+            && algorithm.is_key_wrap()
+            && !self.padded_key_wrap_conforms
+            && !aligned
+        {
+            let name = key_wrap.name();
             return Err(format!(
-                "the token's CKM_AES_KEY_WRAP_PAD is not RFC 5649 as {algorithm} needs: it \
-                 zero-pads the key to a multiple of 8 bytes before wrapping (as SoftHSM 2.6 \
-                 does), so KMS would receive the key followed by stray zero bytes; use a token \
-                 whose CKM_AES_KEY_WRAP_PAD follows RFC 5649"
+                "the token's {name} is not RFC 5649 as {algorithm} needs: it zero-pads the \
+                 key to a multiple of 8 bytes before wrapping (as SoftHSM 2.6 does), so KMS \
+                 would receive the key followed by stray zero bytes; use a token whose AES key \
+                 wrap with padding (CKM_AES_KEY_WRAP_KWP or _PAD) follows RFC 5649"
             ));
         }
         Ok(())
@@ -162,8 +235,8 @@ impl TokenCapabilities {
             ));
         }
         if algorithm.is_key_wrap() {
-            if !self.aes_key_wrap_pad {
-                missing.push("CKM_AES_KEY_WRAP_PAD (wrap)");
+            if self.padded_key_wrap.is_none() {
+                missing.push("CKM_AES_KEY_WRAP_KWP or CKM_AES_KEY_WRAP_PAD (wrap)");
             }
             if !self.aes_key_gen {
                 missing.push("CKM_AES_KEY_GEN");
@@ -181,10 +254,14 @@ impl TokenCapabilities {
 }
 
 /// Wraps a 12-byte session secret of known value under a session AES key of known value with
-/// `CKM_AES_KEY_WRAP_PAD` and unwraps it here: RFC 5649 gives back exactly 12 bytes. Both
+/// the token's padded key wrap and unwraps it here: RFC 5649 gives back exactly 12 bytes. Both
 /// probe keys are random, exist only for this call, and protect nothing. A token that refuses
 /// to create them (keys of known value are forbidden on some HSMs) is assumed to conform.
-fn probe_kwp_conforms(session: &Session, token: &str) -> Result<bool, Pkcs11Error> {
+fn probe_key_wrap_conforms(
+    session: &Session,
+    token: &str,
+    key_wrap: PaddedKeyWrap,
+) -> Result<bool, Pkcs11Error> {
     let mut kek_value = [0u8; 32];
     let mut secret_value = [0u8; 12];
     if aws_lc_rs::rand::fill(&mut kek_value).is_err()
@@ -213,7 +290,7 @@ fn probe_kwp_conforms(session: &Session, token: &str) -> Result<bool, Pkcs11Erro
                 Attribute::Value(secret_value.to_vec()),
             ],
         )?;
-        session.wrap_key(&Mechanism::AesKeyWrapPad, kek.handle, secret.handle)
+        session.wrap_key(&key_wrap.mechanism(), kek.handle, secret.handle)
     };
     match attempt() {
         Ok(wrapped) => {
@@ -227,7 +304,7 @@ fn probe_kwp_conforms(session: &Session, token: &str) -> Result<bool, Pkcs11Erro
         }
         Err(e @ CryptokiError::Pkcs11(rv, _)) if is_token_gone(rv) => Err(from_cryptoki(token, e)),
         Err(e) => {
-            tracing::debug!(token, error = %e, "CKM_AES_KEY_WRAP_PAD probe not possible; assuming RFC 5649");
+            tracing::debug!(token, mechanism = key_wrap.name(), error = %e, "key wrap probe not possible; assuming RFC 5649");
             Ok(true)
         }
     }
@@ -275,10 +352,23 @@ mod tests {
         TokenCapabilities {
             rsa_oaep_wrap: true,
             oaep_sha256,
-            aes_key_wrap_pad: kwp,
+            padded_key_wrap: kwp.then_some(PaddedKeyWrap::Pad),
             aes_key_gen: true,
-            aes_key_wrap_pad_conforms: conforms,
+            padded_key_wrap_conforms: conforms,
         }
+    }
+
+    #[test]
+    fn the_kwp_mechanism_is_the_standard_value() {
+        assert_eq!(*PaddedKeyWrap::Kwp.mechanism_type(), 0x210B);
+        assert_eq!(
+            PaddedKeyWrap::Kwp.mechanism().mechanism_type(),
+            PaddedKeyWrap::Kwp.mechanism_type()
+        );
+        assert_eq!(
+            PaddedKeyWrap::Pad.mechanism().mechanism_type(),
+            MechanismType::AES_KEY_WRAP_PAD
+        );
     }
 
     #[test]
@@ -325,6 +415,13 @@ mod tests {
                 .supports(WrappingAlgorithm::RsaAesKeyWrapSha1, Some(28))
                 .is_err()
         );
+        // A token with CKM_AES_KEY_WRAP_KWP that conforms (kryoptic) carries private keys.
+        let kwp = TokenCapabilities {
+            padded_key_wrap: Some(PaddedKeyWrap::Kwp),
+            ..caps(true, true, true)
+        };
+        let choice = kwp.choose(KeySpec::Rsa2048, None).expect("KWP");
+        assert_eq!(choice.algorithm, WrappingAlgorithm::RsaAesKeyWrapSha256);
         // The preference stays the token's hash even when it cannot be carried out.
         assert_eq!(
             softhsm.preferred(KeySpec::EccNistP256).0,

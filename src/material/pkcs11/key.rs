@@ -587,7 +587,8 @@ impl ImportableMaterial for HsmKey {
         block_in_place(|| {
             self.pool.with_session(|session| {
                 let key = names.find_key(session)?;
-                wrap_for_kms(session, key, algorithm, modulus, exponent)
+                let key_wrap = self.pool.capabilities().padded_key_wrap;
+                wrap_for_kms(session, key, algorithm, key_wrap, modulus, exponent)
                     .map_err(|failure| failure.into_error(names.token, names.label))
             })
         })

@@ -20,7 +20,7 @@ pub mod pool;
 mod spki;
 mod wrap;
 
-pub use capabilities::{TokenCapabilities, WrappingChoice};
+pub use capabilities::{PaddedKeyWrap, TokenCapabilities, WrappingChoice};
 pub use error::Pkcs11Error;
 pub use generate::{KeyOrigin, open_or_generate, open_or_generate_async};
 pub use key::HsmKey;

@@ -11,7 +11,7 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
 use super::Pkcs11Error;
-use super::capabilities::is_unsupported;
+use super::capabilities::{PaddedKeyWrap, is_unsupported};
 use super::error::{ckr_name, from_cryptoki, is_token_gone};
 use crate::api::WrappingAlgorithm;
 /// RSA-OAEP parameters of a KMS wrapping algorithm (hash and MGF1 hash alike, no label).
@@ -168,14 +168,16 @@ fn wrap_failure(step: &str, mechanism: &str, error: CryptokiError) -> WrapFailur
 ///   its `CKA_VALUE`.
 /// * `RSA_AES_KEY_WRAP_SHA_*`: composed in the token, exactly the format of
 ///   `CKM_RSA_AES_KEY_WRAP` and of [`crate::material::KeyMaterial::wrap`]:
-///   `OAEP(ephemeral AES-256 key) || AES-KWP(ephemeral key, PKCS#8 private key)`. cryptoki
-///   0.12 has no `CKM_RSA_AES_KEY_WRAP` mechanism (it drops unknown mechanisms from the list
-///   and refuses standard ones as vendor mechanisms), so the composed path is used on every
-///   token; the ephemeral key is a sensitive session object that only wraps.
+///   `OAEP(ephemeral AES-256 key) || AES-KWP(ephemeral key, PKCS#8 private key)`, with the
+///   token's `key_wrap` (RFC 5649). cryptoki 0.12 has no `CKM_RSA_AES_KEY_WRAP` mechanism
+///   (it drops unknown mechanisms from the list and refuses standard ones as vendor
+///   mechanisms), so the composed path is used on every token; the ephemeral key is a
+///   sensitive session object that only wraps.
 pub(super) fn wrap_for_kms(
     session: &Session,
     key: ObjectHandle,
     algorithm: WrappingAlgorithm,
+    key_wrap: Option<PaddedKeyWrap>,
     modulus: Vec<u8>,
     public_exponent: Vec<u8>,
 ) -> Result<Vec<u8>, WrapFailure> {
@@ -192,11 +194,17 @@ pub(super) fn wrap_for_kms(
             .wrap_key(&oaep, kms_key.handle, key)
             .map_err(|e| wrap_failure("wrapping the key", oaep_name(algorithm), e));
     }
+    let Some(key_wrap) = key_wrap else {
+        return Err(WrapFailure::NotWrappable(format!(
+            "the token lacks CKM_AES_KEY_WRAP_KWP or CKM_AES_KEY_WRAP_PAD (wrap) needed for \
+             {algorithm}"
+        )));
+    };
     let aes = ephemeral_aes_key(session)
         .map_err(|e| wrap_failure("generating the ephemeral AES-256 key", "CKM_AES_KEY_GEN", e))?;
     let wrapped_key = session
-        .wrap_key(&Mechanism::AesKeyWrapPad, aes.handle, key)
-        .map_err(|e| wrap_failure("wrapping the private key", "CKM_AES_KEY_WRAP_PAD", e))?;
+        .wrap_key(&key_wrap.mechanism(), aes.handle, key)
+        .map_err(|e| wrap_failure("wrapping the private key", key_wrap.name(), e))?;
     let mut out = session
         .wrap_key(&oaep, kms_key.handle, aes.handle)
         .map_err(|e| wrap_failure("wrapping the ephemeral AES key", oaep_name(algorithm), e))?;
