@@ -64,6 +64,20 @@ fn image_binary() -> PathBuf {
     target.join("release").join("keyfleet")
 }
 
+/// The `ENV` settings of the Dockerfile's runtime stage (its last `FROM`): `KEY=value` pairs.
+fn image_env() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let runtime = text.rsplit("\nFROM ").next().unwrap_or_default();
+    runtime
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ENV "))
+        .flat_map(|pairs| pairs.split_whitespace())
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
 /// Sums the counts of every proxy (one per account).
 fn stats(proxies: &[KmsProxy]) -> ProxyStats {
     let mut out = ProxyStats::new();
@@ -221,6 +235,7 @@ struct Run {
     rss_file_kib: u64,
     binary_bytes: u64,
     built_as: String,
+    image_env: String,
     restart_reads_per_object: f64,
     restart_writes: u64,
     restart_calls: BTreeMap<String, u64>,
@@ -302,7 +317,7 @@ fn report(r: &Run) -> (String, bool) {
     );
     let _ = writeln!(
         out,
-        "{} AwsKeys over {} and {} ({} multi-region with an AwsReplicaKey in the other region){accounts}. The proxy enforces the AWS default KMS quotas{} with one-request buckets (no burst); the operator is {} ({:.1} MiB) with the same quotas{}.\n",
+        "{} AwsKeys over {} and {} ({} multi-region with an AwsReplicaKey in the other region){accounts}. The proxy enforces the AWS default KMS quotas{} with one-request buckets (no burst); the operator is {} ({:.1} MiB) with the image's environment ({}) and the same quotas{}.\n",
         r.keys,
         REGIONS[0],
         REGIONS[1],
@@ -314,6 +329,11 @@ fn report(r: &Run) -> (String, bool) {
         },
         r.built_as,
         r.binary_bytes as f64 / (1024.0 * 1024.0),
+        if r.image_env.is_empty() {
+            "none"
+        } else {
+            &r.image_env
+        },
         if r.scale != 1.0 {
             " (`--kms-quota` with every rate scaled alike)"
         } else {
@@ -457,6 +477,8 @@ pub fn main() {
     let mut env = localstack::operator_env(&proxies[0].url());
     env.retain(|(k, _)| k != "AWS_ENDPOINT_URL_STS");
     env.push(("AWS_ENDPOINT_URL_STS".into(), endpoint.clone()));
+    // The image's own environment (e.g. its malloc setting), as the Dockerfile sets it.
+    env.extend(image_env());
     let quota_flag = quotas
         .iter()
         .map(|(op, rate)| format!("{op}={rate}"))
@@ -587,6 +609,11 @@ pub fn main() {
             rss_file_kib,
             binary_bytes,
             built_as: built_as.clone(),
+            image_env: image_env()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             restart_reads_per_object: restart.reads as f64 / objects as f64,
             restart_writes: restart.writes,
             restart_calls: restart.by_operation,
