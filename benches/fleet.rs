@@ -152,6 +152,9 @@ impl Operator {
             .arg("run")
             .args(args)
             .env_remove("RUST_LOG")
+            // As in the image: no backtrace captured with every error.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .env("KUBECONFIG", kubeconfig)
             .envs(env.iter().cloned())
             .stdin(Stdio::null())

@@ -2,7 +2,8 @@
 //! that AWS throttles anyway waits for its bucket's next slot (the SDK never sees the throttle);
 //! keys waiting for an import slot are not read again (at most 3 KMS reads per key from create
 //! to Ready), and a key waiting for KMS looks again less and less often; a restarted operator
-//! describes converged keys once and leaves their deep reads for later; a stopping operator
+//! spreads the first checks of converged keys over the resync interval (changed keys are read
+//! at once) and leaves their deep reads for later; a stopping operator
 //! ends its waits for rate-limit slots at once, leaves no key half-created and the next
 //! instance finishes the roll-out.
 
@@ -11,6 +12,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use keyfleet::api::KeySpec;
 use keyfleet::controller::Settings;
 use keyfleet::kms::{KmsClients, KmsQuotas, RateLimits};
 use keyfleet::metrics::Metrics;
@@ -20,7 +22,7 @@ use memkube::MemKube;
 use serde_json::json;
 use support::localstack::unique;
 use support::operator::*;
-use support::replicas::{ReplicaScenario, wait_replica_reason};
+use support::replicas::{ReplicaScenario, wait_replica_ready, wait_replica_reason};
 
 const NS: &str = "quotas";
 
@@ -245,45 +247,183 @@ async fn a_key_waiting_for_kms_looks_again_less_and_less_often() {
     );
 }
 
+/// The place of an object's first check after a start, for `settings` (as the operator
+/// computes it from its uid).
+fn first_check_at(uid: &str, settings: &Settings) -> Duration {
+    let deep = keyfleet::controller::deep_read_offset(uid, settings.drift_interval);
+    keyfleet::controller::first_check_offset(deep, settings.resync_interval)
+}
+
+/// A converged object the restart test follows: its uid, the region and id of its KMS key.
+struct Converged {
+    name: String,
+    uid: String,
+    region: String,
+    key_id: String,
+}
+
+impl Converged {
+    /// The KMS calls about this object's key (in its own region) among `requests`.
+    fn calls<'r>(&self, requests: &'r [kms_model::RecordedRequest]) -> Vec<&'r str> {
+        requests
+            .iter()
+            .filter(|r| r.region == self.region)
+            .filter(|r| r.params.get("KeyId").and_then(|k| k.as_str()) == Some(&*self.key_id))
+            .map(|r| r.operation.as_str())
+            .collect()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_restart_describes_converged_keys_once_without_deep_reads() {
+async fn a_restart_spreads_first_checks_over_the_resync_interval_and_reads_changed_keys_at_once() {
     let model = KmsModel::start().await.unwrap();
     let kube = MemKube::new();
     let clients = || KmsClients::from_config(support::localstack::sdk_config(&model.url()));
     let mut first = Operator::start_with(kube.clone(), clients(), quiet_settings());
-    let names = create_aliased_keys(&first, "restart", 6).await;
-    let mut key_ids = Vec::new();
-    for name in &names {
-        key_ids.push(ready_key_id(&first.keys(NS), name).await);
+    let names = create_aliased_keys(&first, "spread", 8).await;
+    // A multi-region key and its replica: the primary's first listing must not wake the replica
+    // a second time.
+    let primary = unique("spreadmr");
+    let scenario =
+        ReplicaScenario::new(&first, NS, &primary, KeySpec::SymmetricDefault, json!({})).await;
+    scenario.primary_arn().await;
+    let replica = format!("{primary}-eu");
+    scenario.add_replica(&replica, "eu-west-1", json!({})).await;
+    let replica_status = wait_replica_ready(&first.client, NS, &replica).await;
+    let keys = first.keys(NS);
+    let mut converged = Vec::new();
+    for name in names.iter().chain([&primary]) {
+        let key = wait_ready(&keys, name).await;
+        converged.push(Converged {
+            name: name.clone(),
+            uid: key.uid().unwrap(),
+            region: support::localstack::DEFAULT_REGION.into(),
+            key_id: key.status.and_then(|s| s.key_id.clone()).unwrap(),
+        });
     }
+    converged.push(Converged {
+        name: replica.clone(),
+        uid: replica_status.uid().unwrap(),
+        region: "eu-west-1".into(),
+        key_id: replica_status
+            .status
+            .and_then(|s| s.key_id.clone())
+            .unwrap(),
+    });
     first.stop().await;
 
-    // The next instance (a rolling update): its drift interval is ten minutes, so the deep reads
-    // of the converged keys are spread over ten minutes, not made at start.
+    // While keyfleet is away, one key's Secret and another key's spec change.
+    let (secret_changed, spec_changed) = (&names[0], &names[1]);
+    let fresh = keyfleet_testkit::material::generate_secret_value(KeySpec::SymmetricDefault);
+    update_material_secret(&first.client, NS, secret_changed, &fresh).await;
+    let patch = json!({"spec": {"tags": {"team": "changed"}}});
+    keys.patch(
+        spec_changed,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+
+    // The next instance (resync 600 s): the changed keys are read at once; every other key's
+    // first check waits for its place in the resync interval (nothing before it), and none is
+    // read deeply.
+    let settings = quiet_settings();
+    let started = std::time::Instant::now();
     let seen = model.requests().len();
-    let second = Operator::start_with(kube.clone(), clients(), quiet_settings());
+    let mut second = Operator::start_with(kube.clone(), clients(), settings.clone());
+    wait_reason(&keys, secret_changed, "MaterialMismatch").await;
+    let generation = keys.get(spec_changed).await.unwrap().metadata.generation;
+    wait_for_within(
+        &keys,
+        spec_changed,
+        Duration::from_secs(60),
+        "Ready at the new generation",
+        |k| {
+            condition_of(&k.status.as_ref().unwrap().conditions, "Ready")
+                .is_some_and(|(s, _)| s == "True")
+                && k.status.as_ref().unwrap().observed_generation == generation
+        },
+    )
+    .await;
     second
-        .wait_reconciles("AwsKey", 0, names.len() as u64)
+        .wait_reconciles("AwsKey", 0, names.len() as u64 + 1)
         .await;
-    // Whatever else wakes the keys at start (their connection's first look) comes within this.
+    second.wait_reconciles("AwsReplicaKey", 0, 1).await;
+    // Whatever else wakes the keys at start (their connection's and primary's first look) comes
+    // within this.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let elapsed = started.elapsed();
     let after: Vec<_> = model.requests().into_iter().skip(seen).collect();
-    for key_id in &key_ids {
-        let reads: Vec<&str> = after
-            .iter()
-            .filter(|r| r.params.get("KeyId").and_then(|k| k.as_str()) == Some(key_id.as_str()))
-            .map(|r| r.operation.as_str())
-            .collect();
-        assert_eq!(
-            reads,
-            ["DescribeKey"],
-            "KMS calls about {key_id} after the restart"
-        );
+    let changed_tags = converged[1].calls(&after);
+    assert!(
+        changed_tags.contains(&"TagResource"),
+        "the changed spec was applied at once: {changed_tags:?}"
+    );
+    for object in &converged[2..] {
+        let calls = object.calls(&after);
+        let place = first_check_at(&object.uid, &settings);
+        if place > elapsed {
+            assert!(
+                calls.is_empty(),
+                "{}: read {calls:?} {elapsed:?} after the start, its first check is due at {place:?}",
+                object.name
+            );
+        } else {
+            assert!(calls.len() <= 1, "{}: {calls:?}", object.name);
+        }
     }
-    let deep: Vec<&str> = after
-        .iter()
-        .map(|r| r.operation.as_str())
-        .filter(|op| ["ListAliases", "ListResourceTags", "GetKeyPolicy"].contains(op))
-        .collect();
-    assert!(deep.is_empty(), "deep reads at start: {deep:?}");
+    second.stop().await;
+
+    // Once more with a resync of 3 s: every converged key (the spec-changed one too, Ready
+    // again) is described once in its first interval, at its place and not before (and read
+    // deeply only once its deep read's place in the drift interval came).
+    let mut fast = quiet_settings();
+    fast.resync_interval = Duration::from_secs(3);
+    fast.drift_interval = Duration::from_secs(6);
+    let started = std::time::Instant::now();
+    let seen = model.requests().len();
+    let third = Operator::start_with(kube.clone(), clients(), fast.clone());
+    let followed = &converged[1..];
+    let mut checked = vec![false; followed.len()];
+    while checked.contains(&false) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "first checks missing: {:?}",
+            followed
+                .iter()
+                .zip(&checked)
+                .filter(|(_, c)| !**c)
+                .map(|(o, _)| &o.name)
+                .collect::<Vec<_>>()
+        );
+        let elapsed = started.elapsed();
+        let after: Vec<_> = model.requests().into_iter().skip(seen).collect();
+        for (object, checked) in followed.iter().zip(checked.iter_mut()) {
+            let calls = object.calls(&after);
+            let place = first_check_at(&object.uid, &fast);
+            if !calls.is_empty() && !*checked {
+                // Seen by this poll: it went no earlier than `elapsed`'s worth after the start.
+                assert!(
+                    place <= elapsed,
+                    "{}: checked before its place ({place:?}), seen {elapsed:?} after the start",
+                    object.name
+                );
+                *checked = true;
+            }
+            // One DescribeKey in the first interval; a deep read only from its own place on.
+            let deep_at = keyfleet::controller::deep_read_offset(&object.uid, fast.drift_interval);
+            if elapsed < fast.resync_interval {
+                let describes = calls.iter().filter(|c| **c == "DescribeKey").count();
+                let deep = calls.len() - describes;
+                assert!(
+                    describes <= 1 && (deep == 0 || deep_at <= elapsed),
+                    "{}: {calls:?} in the first resync interval (deep read due at {deep_at:?})",
+                    object.name
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(third);
 }

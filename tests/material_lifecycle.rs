@@ -136,7 +136,7 @@ async fn rolling_validity_is_renewed_before_its_threshold_on_the_primary_and_eve
         })
         .await;
     assert_ne!(r.status.unwrap().key.last_import_time, replica_import);
-    // The recorder folds repeated events into one series: the count tells the second import.
+    // Two MaterialImported events: the second import too.
     assert_eq!(op.event_count(&name, "MaterialImported"), 2);
     let renewal = series(
         "keyfleet_material_renewal_timestamp_seconds",

@@ -15,7 +15,9 @@
 //! `KEYFLEET_BENCH_KEYS` (100), `KEYFLEET_BENCH_ACCOUNTS` (1, or 2: two AwsKms connections with
 //! roles in two accounts, each behind its own proxy, two thirds of the keys in the first),
 //! `KEYFLEET_BENCH_QUOTA_SCALE` (1: every quota multiplied, for proxy and operator alike),
-//! `KEYFLEET_BENCH_OUT` (default `benches/results/strict-<keys>[-2-accounts].md`). Every figure
+//! `KEYFLEET_BENCH_OUT` (default `benches/results/strict-<keys>[-2-accounts].md`),
+//! `KEYFLEET_BENCH_BINARY` (another build of the operator, for a profile or allocator
+//! experiment; the report names it instead of the image's binary). Every figure
 //! that cannot be read fails the run; a missed target exits non-zero.
 
 use std::collections::BTreeMap;
@@ -62,6 +64,20 @@ fn image_binary() -> PathBuf {
     target.join("release").join("keyfleet")
 }
 
+/// The `ENV` settings of the Dockerfile's runtime stage (its last `FROM`): `KEY=value` pairs.
+fn image_env() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let runtime = text.rsplit("\nFROM ").next().unwrap_or_default();
+    runtime
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ENV "))
+        .flat_map(|pairs| pairs.split_whitespace())
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
 /// Sums the counts of every proxy (one per account).
 fn stats(proxies: &[KmsProxy]) -> ProxyStats {
     let mut out = ProxyStats::new();
@@ -71,6 +87,37 @@ fn stats(proxies: &[KmsProxy]) -> ProxyStats {
         }
     }
     out
+}
+
+/// The proxies' throttles by operation: how many, and how early they came (the largest and the
+/// median), e.g. `CreateKey: 3 (up to 4.1 ms early, median 1.2 ms)`.
+fn throttle_detail(throttles: &[kms_proxy::Throttle]) -> String {
+    let mut by_op: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
+    for t in throttles {
+        let op = if t.replica_slots {
+            format!("{} (replica region's CreateKey slots)", t.operation)
+        } else {
+            t.operation.clone()
+        };
+        by_op.entry(op).or_default().push(t.early);
+    }
+    if by_op.is_empty() {
+        return "none".into();
+    }
+    by_op
+        .into_iter()
+        .map(|(op, mut early)| {
+            early.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            format!(
+                "{op}: {} (up to {:.1} ms early, median {:.1} ms)",
+                early.len(),
+                ms(early[early.len() - 1]),
+                ms(early[early.len() / 2])
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// What the proxies received between two snapshots.
@@ -92,6 +139,36 @@ fn calls(after: &ProxyStats, before: &ProxyStats) -> Calls {
         }
         out.throttled += c.throttled;
         out.by_operation.insert(op, c.received());
+    }
+    out
+}
+
+/// The machine's 1-minute load average (`/proc/loadavg`).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Reconciles the operator at `port` has counted, by kind (`keyfleet_reconciles_total`).
+fn reconciles_by_kind(port: u16) -> BTreeMap<String, u64> {
+    let text = super::scrape(port).expect("operator /metrics");
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(labels) = line.strip_prefix("keyfleet_reconciles_total{") else {
+            continue;
+        };
+        let kind = labels
+            .split("kind=\"")
+            .nth(1)
+            .and_then(|k| k.split('"').next())
+            .unwrap_or("?");
+        let count = line
+            .rsplit_once(' ')
+            .and_then(|(_, c)| c.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        *out.entry(kind.to_string()).or_default() += count as u64;
     }
     out
 }
@@ -144,9 +221,12 @@ struct Run {
     accounts: usize,
     scale: f64,
     ready_seconds: f64,
+    load_before: f64,
+    load_after: f64,
     bound_seconds: f64,
     bound_by: String,
     proxy_throttles: u64,
+    throttle_detail: String,
     status_throttles: usize,
     rollout_reads_per_object: f64,
     rollout_calls: BTreeMap<String, u64>,
@@ -154,9 +234,12 @@ struct Run {
     rss_anon_kib: u64,
     rss_file_kib: u64,
     binary_bytes: u64,
+    built_as: String,
+    image_env: String,
     restart_reads_per_object: f64,
     restart_writes: u64,
     restart_calls: BTreeMap<String, u64>,
+    restart_reconciles: BTreeMap<String, u64>,
     steady_reconciles: u64,
     steady_writes: u64,
     cpu_ms_per_reconcile: f64,
@@ -234,7 +317,7 @@ fn report(r: &Run) -> (String, bool) {
     );
     let _ = writeln!(
         out,
-        "{} AwsKeys over {} and {} ({} multi-region with an AwsReplicaKey in the other region){accounts}. The proxy enforces the AWS default KMS quotas{} with one-request buckets (no burst); the operator is the image's binary ({:.1} MiB, `cargo build --release -p keyfleet --bin keyfleet`) with the same quotas{}.\n",
+        "{} AwsKeys over {} and {} ({} multi-region with an AwsReplicaKey in the other region){accounts}. The proxy enforces the AWS default KMS quotas{} with one-request buckets (no burst); the operator is {} ({:.1} MiB) with the image's environment ({}) and the same quotas{}.\n",
         r.keys,
         REGIONS[0],
         REGIONS[1],
@@ -244,7 +327,13 @@ fn report(r: &Run) -> (String, bool) {
         } else {
             String::new()
         },
+        r.built_as,
         r.binary_bytes as f64 / (1024.0 * 1024.0),
+        if r.image_env.is_empty() {
+            "none"
+        } else {
+            &r.image_env
+        },
         if r.scale != 1.0 {
             " (`--kms-quota` with every rate scaled alike)"
         } else {
@@ -253,13 +342,16 @@ fn report(r: &Run) -> (String, bool) {
     );
     let all = targets_table(
         &mut out,
-        " (shared with other builds while it ran: wall-time figures are upper bounds)",
+        &format!(
+            "; 1-minute load average {:.1} when the roll-out started, {:.1} when it ended (above 2, other work shared the cores: wall-time figures are upper bounds)",
+            r.load_before, r.load_after
+        ),
         &checks,
     );
     let _ = writeln!(out, "\n## Details\n");
     let _ = writeln!(
         out,
-        "- quota bound: {} (n calls take (n − 1) / rate; the operator paces 2% below the quota)",
+        "- quota bound: {} (n calls take (n − 1) / rate; the operator spaces them 2% further apart)",
         r.bound_by
     );
     let _ = writeln!(
@@ -269,8 +361,13 @@ fn report(r: &Run) -> (String, bool) {
     );
     let _ = writeln!(
         out,
-        "- first minute after the restart (default settings: resync 300 s, drift 600 s): {:?}",
-        r.restart_calls
+        "- roll-out requests the proxy throttled, by operation: {}",
+        r.throttle_detail
+    );
+    let _ = writeln!(
+        out,
+        "- first minute after the restart (default settings: resync 300 s, drift 600 s): KMS calls {:?}; reconciles by kind {:?} (a converged key's first check waits for its place in the resync interval)",
+        r.restart_calls, r.restart_reconciles
     );
     let _ = writeln!(
         out,
@@ -308,7 +405,18 @@ pub fn main() {
             env!("CARGO_MANIFEST_DIR")
         )
     });
-    let binary = image_binary();
+    // A profile or allocator experiment may name another build; the report says which.
+    let (binary, built_as) = match std::env::var_os("KEYFLEET_BENCH_BINARY") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            let name = format!("`{}`, given by KEYFLEET_BENCH_BINARY", path.display());
+            (path, name)
+        }
+        None => (
+            image_binary(),
+            "the image's binary, `cargo build --release -p keyfleet --bin keyfleet`".to_string(),
+        ),
+    };
     let binary_bytes = std::fs::metadata(&binary)
         .map(|m| m.len())
         .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
@@ -369,6 +477,8 @@ pub fn main() {
     let mut env = localstack::operator_env(&proxies[0].url());
     env.retain(|(k, _)| k != "AWS_ENDPOINT_URL_STS");
     env.push(("AWS_ENDPOINT_URL_STS".into(), endpoint.clone()));
+    // The image's own environment (e.g. its malloc setting), as the Dockerfile sets it.
+    env.extend(image_env());
     let quota_flag = quotas
         .iter()
         .map(|(op, rate)| format!("{op}={rate}"))
@@ -402,12 +512,15 @@ pub fn main() {
         let client = kube.client();
         // 1. Roll-out.
         let before = stats(&proxies);
+        let load_before = load_average();
         let started = Instant::now();
         let (rollout_operator, _) = start("rollout", &["--resync-seconds", "3600"]);
         let timeout = Duration::from_secs(120 + 3 * n as u64);
         let reasons = wait_ready(&client, namespace, objects, timeout, &rollout_operator).await;
         let ready_seconds = started.elapsed().as_secs_f64();
+        let load_after = load_average();
         let rollout = calls(&stats(&proxies), &before);
+        let rollout_throttles: Vec<_> = proxies.iter().flat_map(|p| p.throttles()).collect();
         let status_throttles = reasons
             .iter()
             .filter(|(r, _)| r.contains("Throttl") || r.as_str() == "KmsUnavailable")
@@ -429,9 +542,10 @@ pub fn main() {
 
         // 2. Restart with the default settings: the first minute.
         let before = stats(&proxies);
-        let (restarted, _) = start("restart", &[]);
+        let (restarted, restart_port) = start("restart", &[]);
         tokio::time::sleep(Duration::from_secs(60)).await;
         let restart = calls(&stats(&proxies), &before);
+        let restart_reconciles = reconciles_by_kind(restart_port);
         assert!(restarted.stop(), "the restarted operator did not stop cleanly");
 
         // 3. Steady state with 20 s resyncs, after the start-up pass.
@@ -481,9 +595,12 @@ pub fn main() {
             accounts,
             scale,
             ready_seconds,
+            load_before,
+            load_after,
             bound_seconds,
             bound_by,
             proxy_throttles: rollout.throttled,
+            throttle_detail: throttle_detail(&rollout_throttles),
             status_throttles,
             rollout_reads_per_object: rollout.reads as f64 / objects as f64,
             rollout_calls: rollout.by_operation,
@@ -491,9 +608,16 @@ pub fn main() {
             rss_anon_kib,
             rss_file_kib,
             binary_bytes,
+            built_as: built_as.clone(),
+            image_env: image_env()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             restart_reads_per_object: restart.reads as f64 / objects as f64,
             restart_writes: restart.writes,
             restart_calls: restart.by_operation,
+            restart_reconciles,
             steady_reconciles,
             steady_writes,
             cpu_ms_per_reconcile: cpu * 1000.0 / steady_reconciles as f64,

@@ -1,4 +1,4 @@
-//! Shared state of every reconcile: operator settings, clients, event recorder, clock, the
+//! Shared state of every reconcile: operator settings, clients, event publisher, clock, the
 //! per-object backoff counters and deep-read bookkeeping.
 
 use std::collections::HashMap;
@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use tracing::warn;
 
 use crate::api::DeletionPolicy;
@@ -64,7 +64,7 @@ impl Settings {
     }
 }
 
-/// State shared by every reconcile: clients, recorder, settings, backoff counters.
+/// State shared by every reconcile: clients, event publisher, settings, backoff counters.
 pub struct Context {
     pub client: kube::Client,
     pub kms: KmsClients,
@@ -75,19 +75,40 @@ pub struct Context {
     pub clock: Clock,
     /// One logged-in session pool per Pkcs11Token.
     pub pkcs11: super::pkcs11::TokenPools,
-    recorder: Recorder,
+    events: super::events::EventPublisher,
     backoff: Backoff,
     /// Rechecks in a row of each object that waits for something outside keyfleet.
     waiting: Backoff,
-    /// Per object uid: the generation of the last deep drift read that found the key converged,
-    /// and when the next one is due. In memory: a restarted operator spreads the first deep
-    /// reads of keys that were Ready over the drift interval ([`deep_read_offset`]).
-    deep_reads: Mutex<HashMap<String, (Option<i64>, Instant)>>,
+    /// Per object uid: when this process reads the key from KMS next ([`ReadSchedule`]). In
+    /// memory: a restarted operator spreads the first checks and deep reads of keys that were
+    /// Ready over the resync and drift intervals ([`deep_read_offset`]).
+    reads: Mutex<HashMap<String, ReadSchedule>>,
+}
+
+/// When this process reads one object from KMS next.
+#[derive(Clone, Copy, Debug)]
+struct ReadSchedule {
+    /// The generation the last deep read found converged (None: the next read is deep).
+    generation: Option<i64>,
+    /// When the next deep read (tags, aliases, policy) is due.
+    deep: Instant,
+    /// After a start: when the first KMS check of a key that was Ready and has not changed is
+    /// due; None once the first check ran.
+    first_check: Option<Instant>,
+}
+
+/// What a reconcile reads from KMS ([`Context::read_due`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KmsRead {
+    /// Nothing yet: the key's first check after a start comes after this wait.
+    Later(Duration),
+    /// DescribeKey now, and tags, aliases and the policy too when `deep`.
+    Now { deep: bool },
 }
 
 impl Context {
     pub fn new(client: kube::Client, kms: KmsClients, settings: Settings) -> Context {
-        let recorder = Recorder::new(
+        let events = super::events::EventPublisher::new(
             client.clone(),
             Reporter {
                 controller: settings.reporter.clone(),
@@ -102,10 +123,10 @@ impl Context {
             readiness: Arc::new(Readiness::default()),
             clock: Clock::system(),
             pkcs11: Default::default(),
-            recorder,
+            events,
             backoff: Backoff::default(),
             waiting: Backoff::default(),
-            deep_reads: Mutex::new(HashMap::new()),
+            reads: Mutex::new(HashMap::new()),
         }
     }
 
@@ -144,45 +165,93 @@ impl Context {
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        if let Err(e) = self.events.publish(&event, &obj.object_ref(&())).await {
             warn!(error = %e, reason, "failed to publish event");
         }
     }
 
-    fn deep_reads(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<i64>, Instant)>> {
-        self.deep_reads.lock().unwrap_or_else(|p| p.into_inner())
+    fn reads(&self) -> std::sync::MutexGuard<'_, HashMap<String, ReadSchedule>> {
+        self.reads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether this reconcile of object `uid` at `generation` must read tags, aliases and the
-    /// policy: the spec changed since the last one, or the drift interval elapsed. An object
-    /// this operator has not read deeply yet is read now, unless its status says it was Ready
-    /// at this generation (`was_ready`: a restart finds a converged fleet): its first deep read
-    /// comes [`deep_read_offset`] later, so that a restart spreads them over the drift interval
-    /// instead of reading every key at once.
-    pub fn deep_read_due(&self, uid: &str, generation: Option<i64>, was_ready: bool) -> bool {
+    /// What this reconcile of object `uid` at `generation` reads from KMS.
+    ///
+    /// An object this process has not read yet whose status says it was Ready at this
+    /// generation (`was_ready`: a restart finds a converged fleet) is spread out: its first deep
+    /// read comes [`deep_read_offset`] into the drift interval, and — while it stays
+    /// `unchanged` (nothing keyfleet acts on at once differs from what it last found Ready) —
+    /// its first check (DescribeKey) waits for the same offset within the resync interval, so
+    /// that a rolling update costs a fraction of a read per key in its first minute instead of
+    /// one each, and later checks keep their places. A changed object, or one woken by a change
+    /// a watch saw ([`Context::check_soon`]), is read at once. Otherwise tags, aliases and the
+    /// policy are read when the spec changed since the last deep read, or the drift interval
+    /// elapsed.
+    pub fn read_due(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+        was_ready: bool,
+        unchanged: bool,
+    ) -> KmsRead {
         let now = Instant::now();
-        let mut reads = self.deep_reads();
-        match reads.get(uid) {
-            Some((g, due)) => *g != generation || now >= *due,
+        let mut reads = self.reads();
+        let schedule = match reads.get_mut(uid) {
+            Some(schedule) => schedule,
             None if was_ready => {
                 let offset = deep_read_offset(uid, self.settings.drift_interval);
-                reads.insert(uid.to_string(), (generation, now + offset));
-                offset.is_zero()
+                let check = first_check_offset(offset, self.settings.resync_interval);
+                reads.entry(uid.to_string()).or_insert(ReadSchedule {
+                    generation,
+                    deep: now + offset,
+                    first_check: Some(now + check),
+                })
             }
-            None => true,
+            None => return KmsRead::Now { deep: true },
+        };
+        if let Some(due) = schedule.first_check {
+            if unchanged && now < due {
+                return KmsRead::Later(due - now);
+            }
+            schedule.first_check = None;
+        }
+        KmsRead::Now {
+            deep: schedule.generation != generation || now >= schedule.deep,
+        }
+    }
+
+    /// A watch saw a change that concerns object `uid` (its connection, namespace, Secret or
+    /// a replica of it changed after the start): a first check still waiting comes at once.
+    pub fn check_soon(&self, uid: &str) {
+        if let Some(schedule) = self.reads().get_mut(uid) {
+            schedule.first_check = None;
         }
     }
 
     /// Records a deep read that found object `uid` converged (Ready): the next is due a drift
     /// interval later.
     pub fn deep_read_done(&self, uid: &str, generation: Option<i64>) {
-        let due = Instant::now() + self.settings.drift_interval;
-        self.deep_reads().insert(uid.to_string(), (generation, due));
+        let schedule = ReadSchedule {
+            generation,
+            deep: Instant::now() + self.settings.drift_interval,
+            first_check: None,
+        };
+        self.reads().insert(uid.to_string(), schedule);
     }
 
-    /// Forgets an object (deleted, or not converged: its next reconcile reads deeply).
-    pub fn forget_deep_read(&self, uid: &str) {
-        self.deep_reads().remove(uid);
+    /// Object `uid` is not converged (a blocker, a failure): its next reconcile reads deeply, at
+    /// once.
+    pub fn read_deeply_next(&self, uid: &str) {
+        let schedule = ReadSchedule {
+            generation: None,
+            deep: Instant::now(),
+            first_check: None,
+        };
+        self.reads().insert(uid.to_string(), schedule);
+    }
+
+    /// Forgets a deleted object.
+    pub fn forget_reads(&self, uid: &str) {
+        self.reads().remove(uid);
     }
 
     /// Backoff for transient failures of one object, keyed `kind/namespace/name`.
@@ -219,6 +288,14 @@ pub fn deep_read_offset(uid: &str, drift: Duration) -> Duration {
     uid.hash(&mut h);
     let millis = drift.as_millis().max(1) as u64;
     Duration::from_millis(h.finish() % millis)
+}
+
+/// Where in the resync interval the first check of a converged, unchanged object falls after a
+/// restart: its deep-read offset within the resync interval, so that the resyncs that follow
+/// (one interval apart) reach the first deep read on time.
+pub fn first_check_offset(deep_read_offset: Duration, resync: Duration) -> Duration {
+    let resync = resync.as_nanos().max(1);
+    Duration::from_nanos((deep_read_offset.as_nanos() % resync) as u64)
 }
 
 /// Exponential backoff per object for transient failures: 2 s, 4 s, ... up to 256 s.

@@ -9,6 +9,7 @@ mod cleanup;
 pub mod connection_status;
 mod context;
 mod dereference;
+mod events;
 mod failure;
 mod generated_secret;
 mod inventory;
@@ -25,7 +26,7 @@ mod template_status;
 mod template_use;
 mod verification;
 
-pub use context::{Context, Settings};
+pub use context::{Context, Settings, deep_read_offset, first_check_offset};
 pub use failure::{Blocked, Category, Error, Failure};
 pub use managed_key::FINALIZER;
 pub use run::run;

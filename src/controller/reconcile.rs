@@ -10,6 +10,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Resource};
 use tracing::instrument;
 
+use super::context::KmsRead;
 use super::dereference::{Dereferenced, dereference};
 use super::managed_key::{FINALIZER, ManagedKey, Scope};
 use super::sync::{self, KeySync, Role, Synced};
@@ -121,13 +122,66 @@ async fn apply<K: ManagedKey>(
     let mut status = obj.status().cloned().unwrap_or_default();
     let mut synced = Synced::default();
     let mut created = None;
-    let outcome = converge(api, obj, ctx, &mut status, &mut synced, &mut created).await;
+    let outcome = match converge(api, obj, ctx, &mut status, &mut synced, &mut created).await {
+        Ok(Converged::Later(wait)) => return Ok(first_check_later(ctx, obj, wait)),
+        Ok(Converged::Synced) => Ok(()),
+        Err(failure) => Err(failure),
+    };
     if let Some(arn) = &created {
         let (reason, action) = K::CREATED;
         ctx.publish(obj, EventType::Normal, reason, K::created_note(arn), action)
             .await;
     }
     report::finish(ctx, api, obj, status, outcome, &synced).await
+}
+
+/// How far a reconcile went.
+enum Converged {
+    /// Synced with KMS (and what it saw is in the status).
+    Synced,
+    /// Nothing read: the key was Ready and nothing changed; its first check after the start comes
+    /// after this wait ([`Context::read_due`]).
+    Later(std::time::Duration),
+}
+
+/// A key whose first check after a start comes later: nothing to write, the Ready verdict of its
+/// status stands (and its metrics say so); requeued for the check.
+fn first_check_later<K: ManagedKey>(
+    ctx: &Context,
+    obj: &K,
+    wait: std::time::Duration,
+) -> (Outcome, Requeue) {
+    let meta = obj.meta();
+    let (namespace, name) = (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    );
+    if let Some(status) = obj.status() {
+        ctx.metrics.key_observed(
+            K::KIND,
+            namespace,
+            name,
+            status.key_state.as_deref(),
+            status.material_valid_to.as_ref().map(|t| t.0),
+        );
+        let ready = crate::api::conditions::find_condition(
+            &status.conditions,
+            crate::api::conditions::READY,
+        );
+        let reason = match ready.map(|c| c.reason.as_str()) {
+            Some("KeyDisabled") => "KeyDisabled",
+            _ => "KeyReady",
+        };
+        ctx.metrics
+            .key_ready(K::KIND, namespace, name, true, reason);
+        tracing::debug!(
+            reason,
+            status_written = false,
+            requeue_in_s = wait.as_secs(),
+            "reconciled"
+        );
+    }
+    (Outcome::Ready, Requeue::requeue(wait))
 }
 
 /// The pipeline; fills `status`, `synced` and `created` with what it saw and did.
@@ -138,7 +192,7 @@ async fn converge<K: ManagedKey>(
     status: &mut K::Status,
     synced: &mut Synced,
     created: &mut Option<String>,
-) -> Result<(), Failure> {
+) -> Result<Converged, Failure> {
     let meta = obj.meta();
     let was_ready = ready_at(status, meta.generation);
     let inputs = dereference(obj, ctx).await?;
@@ -176,8 +230,15 @@ async fn converge<K: ManagedKey>(
         ctx.settings.default_deletion_policy,
     ));
 
-    let deep_read = ctx.deep_read_due(&owner.uid, meta.generation, was_ready)
-        || policy_changed(&desired, status);
+    let policy_changed = policy_changed(&desired, status);
+    let unchanged = was_ready
+        && !policy_changed
+        && obj.status() == Some(&*status)
+        && material_unchanged(&inputs, status);
+    let deep_read = match ctx.read_due(&owner.uid, meta.generation, was_ready, unchanged) {
+        KmsRead::Later(wait) => return Ok(Converged::Later(wait)),
+        KmsRead::Now { deep } => deep || policy_changed,
+    };
     let description = desired::material_description(
         inputs.material.fingerprint().as_str(),
         &inputs.material_source,
@@ -250,7 +311,30 @@ async fn converge<K: ManagedKey>(
     if let Some(observed) = &synced.observed {
         K::record_observed(status, observed);
     }
-    result
+    result.map(|()| Converged::Synced)
+}
+
+/// Whether the key holds what its Secrets hold, as far as its status (and a replica's primary's)
+/// tells without asking KMS: the Secret's material is the one imported, no rotation is under
+/// way, and every retained Secret's material is in the key's material list.
+fn material_unchanged(inputs: &Dereferenced<'_>, status: &KmsKeyStatus) -> bool {
+    let fingerprint = inputs.material.fingerprint();
+    let imported = status.material_fingerprint.as_deref() == Some(fingerprint.as_str());
+    let primary_settled = match Role::of(&inputs.source) {
+        Role::Primary => true,
+        Role::Replica { primary, .. } => {
+            primary.pending_material_fingerprint.is_none()
+                && primary.material_fingerprint == status.material_fingerprint
+        }
+    };
+    let retained_listed = inputs.retained.iter().all(|(material, _)| {
+        let fingerprint = material.fingerprint();
+        status
+            .materials
+            .iter()
+            .any(|m| m.fingerprint.as_deref() == Some(fingerprint.as_str()))
+    });
+    imported && primary_settled && retained_listed && status.pending_material_fingerprint.is_none()
 }
 
 /// Desired step: the spec (pure) → the desired key and how its material is wrapped, checked
@@ -396,7 +480,7 @@ fn record_read(
     match (result, &synced.blocker) {
         (Ok(()), None) if deep_read => ctx.deep_read_done(uid, generation),
         (Ok(()), None) => {}
-        _ => ctx.forget_deep_read(uid),
+        _ => ctx.read_deeply_next(uid),
     }
 }
 

@@ -210,6 +210,74 @@ where
         .collect()
 }
 
+/// [`refs_where`], for a change a watch saw after the start: the objects it concerns also get a
+/// first check still waiting for its place at once ([`Context::check_soon`]).
+fn woken_where<K>(
+    ctx: &Context,
+    store: &reflector::Store<Guarded<K>>,
+    select: impl Fn(&K) -> bool,
+) -> Vec<ObjectRef<Guarded<K>>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter_map(|obj| {
+            let key = obj.0.as_ref().ok().filter(|k| select(k))?;
+            if let Some(uid) = key.meta().uid.as_deref() {
+                ctx.check_soon(uid);
+            }
+            Some(ObjectRef::from_obj(&*obj))
+        })
+        .collect()
+}
+
+/// The changes of the shared AwsKey cache that concern the replicas of a primary
+/// ([`replica_relevant`]), not the first sighting of each primary: at start every replica is
+/// reconciled by its own watch, and the cache also hands on every primary of its first listing
+/// (which made each replica reconcile twice after a restart). A re-list passes the primaries that
+/// changed meanwhile.
+fn primary_changes_for_replicas(
+    changes: impl futures::Stream<Item = Result<Guarded<AwsKey>, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<Guarded<AwsKey>, watcher::Error>> + Send + 'static {
+    use futures::TryStreamExt;
+    use std::hash::{Hash, Hasher};
+    // Per primary (a hash of its namespace and name): what its replicas last saw of it.
+    let mut seen: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    changes.try_filter(move |guarded| {
+        let pass = guarded.0.as_ref().is_ok_and(|key| {
+            let mut id = std::collections::hash_map::DefaultHasher::new();
+            (key.namespace(), key.name_any()).hash(&mut id);
+            let version = replica_relevant(key);
+            seen.insert(id.finish(), version)
+                .is_some_and(|before| before != version)
+        });
+        futures::future::ready(pass)
+    })
+}
+
+/// A hash of what a primary's replicas read of it: its spec's generation, its key, its
+/// materials (by fingerprint and id) and its Ready verdict; not, e.g., a deep read's
+/// confirmation of its material list.
+fn replica_relevant(key: &AwsKey) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.metadata.generation.hash(&mut h);
+    if let Some(s) = key.status.as_deref() {
+        (&s.arn, &s.key_state, &s.material_fingerprint).hash(&mut h);
+        (&s.pending_material_fingerprint, &s.key_material_id).hash(&mut h);
+        (&s.pending_key_material_id, &s.previous_key_material_id).hash(&mut h);
+        for m in &s.materials {
+            (&m.fingerprint, &m.key_material_id, m.retired).hash(&mut h);
+        }
+        let ready =
+            crate::api::conditions::find_condition(&s.conditions, crate::api::conditions::READY);
+        ready.map(|c| (&c.status, &c.reason)).hash(&mut h);
+    }
+    h.finish()
+}
+
 /// The objects a watch of `api` touches, except those of its first listing: at start every
 /// key is reconciled by its own watch, and a trigger from each Secret, namespace or replica
 /// listed then would reconcile it a second time (a second DescribeKey per key after every
@@ -319,18 +387,21 @@ async fn run_keys(
     let (by_secret, by_kms, by_template) = (store.clone(), store.clone(), store.clone());
     let by_namespace = store.clone();
     let by_token = store.clone();
+    let by_replica = store.clone();
+    let (for_secret, for_kms, for_namespace, for_replica) =
+        (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
     // Metadata only: Secret data never enters the operator's caches.
     let secrets = changes_after_start(secrets);
     controller
         .watches_stream(secrets, move |secret| {
             let (ns, name) = (secret.namespace(), secret.name_any());
-            refs_where(&by_secret, |k| {
+            woken_where(&for_secret, &by_secret, |k| {
                 k.namespace() == ns && k.spec.key_material.reads_secret(&name)
             })
         })
         .watches_stream(connection_changes(&client), move |kms| {
             let name = kms.name_any();
-            refs_where(&by_kms, |k| {
+            woken_where(&for_kms, &by_kms, |k| {
                 k.spec
                     .kms_ref
                     .as_ref()
@@ -341,7 +412,9 @@ async fn run_keys(
         // A namespace's labels grant connections; its annotation sets the deletion default.
         .watches_stream(namespace_changes(&client), move |namespace| {
             let name = namespace.name_any();
-            refs_where(&by_namespace, |k| k.namespace().as_deref() == Some(&name))
+            woken_where(&for_namespace, &by_namespace, |k| {
+                k.namespace().as_deref() == Some(&name)
+            })
         })
         // A Pkcs11Token that changes (its spec, or its Ready condition after a login): the keys
         // whose material it holds try again at once.
@@ -361,10 +434,13 @@ async fn run_keys(
         )
         // A replica that appears, changes or goes away: its primary lists its replicas from
         // KMS at once (and rotates as soon as every replica holds pending material).
-        .watches_stream(changes_after_start(replicas), |replica| {
+        .watches_stream(changes_after_start(replicas), move |replica| {
             let replica = replica.0.ok()?;
-            let namespace = replica.namespace().unwrap_or_default();
-            Some(ObjectRef::new(&replica.spec.primary_key_ref.name).within(&namespace))
+            let (namespace, primary) = (replica.namespace(), &replica.spec.primary_key_ref.name);
+            woken_where(&for_replica, &by_replica, |k| {
+                k.namespace() == namespace && k.name_any() == *primary
+            })
+            .pop()
         })
         // A template's change (or deletion) re-renders the policy of every key using it.
         .watches(
@@ -409,25 +485,33 @@ async fn run_replicas(
     let secrets = changes_after_start(secrets);
     let (by_primary, by_secret, by_template) = (store.clone(), store.clone(), store.clone());
     let by_namespace = store.clone();
-    let replicas_of =
-        |store: &reflector::Store<Guarded<AwsReplicaKey>>, ns: Option<String>, primary: String| {
-            refs_where(store, |r| {
-                r.namespace() == ns && r.spec.primary_key_ref.name == primary
-            })
-        };
+    let (for_primary, for_secret, for_namespace) = (ctx.clone(), ctx.clone(), ctx.clone());
+    let replicas_of = |ctx: &Context,
+                       store: &reflector::Store<Guarded<AwsReplicaKey>>,
+                       ns: Option<String>,
+                       primary: String| {
+        woken_where(ctx, store, |r| {
+            r.namespace() == ns && r.spec.primary_key_ref.name == primary
+        })
+    };
     Controller::for_stream(triggers, store)
         .watches_stream(namespace_changes(&client), move |namespace| {
             let name = namespace.name_any();
-            refs_where(&by_namespace, |r| r.namespace().as_deref() == Some(&name))
+            woken_where(&for_namespace, &by_namespace, |r| {
+                r.namespace().as_deref() == Some(&name)
+            })
         })
         .watches(
             Api::<AwsKeyPolicyTemplate>::all(client),
             watcher::Config::default().any_semantic(),
             move |template| keys_using_template(&by_template, &template.name_any()),
         )
-        .watches_stream(primary_changes, move |key: Guarded<AwsKey>| {
-            replicas_of(&by_primary, key.namespace(), key.name_any())
-        })
+        .watches_stream(
+            primary_changes_for_replicas(primary_changes),
+            move |key: Guarded<AwsKey>| {
+                replicas_of(&for_primary, &by_primary, key.namespace(), key.name_any())
+            },
+        )
         .watches_stream(secrets, move |secret| {
             let ns = secret.namespace();
             let name = secret.name_any();
@@ -436,7 +520,7 @@ async fn run_replicas(
                 .iter()
                 .filter_map(|k| k.0.as_ref().ok())
                 .filter(|k| k.namespace() == ns && k.spec.key_material.reads_secret(&name))
-                .flat_map(|k| replicas_of(&by_secret, ns.clone(), k.name_any()))
+                .flat_map(|k| replicas_of(&for_secret, &by_secret, ns.clone(), k.name_any()))
                 .collect::<Vec<_>>()
         })
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))

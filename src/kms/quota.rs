@@ -4,9 +4,10 @@
 //! The limiter sits in the SDK's HTTP client ([`RateLimitedHttpClient`]): the operation comes
 //! from the `X-Amz-Target` header, so every KMS call keyfleet makes — present and future — is
 //! paced without touching the call sites, and a retry waits for a token like a first attempt.
-//! Requests of one bucket leave [`PACING_HEADROOM`] further apart than the quota asks, so that
-//! network jitter does not bring two into one quota interval on AWS's side; a request AWS still
-//! throttles waits for its bucket's next slot and goes again, without the SDK's backoff.
+//! Requests of one bucket leave a margin further apart than the quota asks ([`spacing`]), so
+//! that network and scheduling jitter does not bring two into one quota interval on AWS's side;
+//! a request AWS still throttles waits for its bucket's next slot and goes again, without the
+//! SDK's backoff.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -64,11 +65,18 @@ const FALLBACK_RATE: f64 = 5.0;
 /// A `ReplicateKey` also counts as this many `CreateKey` requests in the replica's region.
 pub const REPLICATE_KEY_CREATE_COST: u32 = 2;
 
-/// Requests of one bucket leave at least `(1 + PACING_HEADROOM) / rate` apart: a request may
-/// reach AWS up to this fraction of the period later than the one before it (network and
-/// scheduling jitter) without the two landing in one quota interval. It costs the same fraction
-/// of a roll-out's time at the quota bound (the fleet benchmark prints it).
+/// Requests of one bucket leave at least this fraction of the quota's period further apart than
+/// the period ([`spacing`]). For the slowest quota, GetParametersForImport at 1/s, it is the
+/// margin (20 ms), and it costs the same fraction of a roll-out's time at the quota bound (the
+/// fleet benchmark prints it).
 pub const PACING_HEADROOM: f64 = 0.02;
+
+/// The arrival jitter the pacing absorbs: a request may reach AWS this much later than the one
+/// before it of its bucket (the first one's connection, scheduling on a busy node) without the
+/// two landing in one quota interval. A fraction of a short period is far less than that (2% of
+/// CreateKey's 200 ms is 4 ms), so faster quotas get this margin instead, up to one period: at
+/// most half of such a quota is used, and none of them bounds a roll-out (imports do, at 1/s).
+pub const PACING_JITTER: Duration = Duration::from_millis(20);
 
 /// How often one request that AWS throttles although it was paced waits for its bucket's next
 /// slot and goes again, before the throttle is left to the SDK's retry (with its backoff).
@@ -307,12 +315,23 @@ impl RateLimits {
     }
 }
 
-/// A bucket refilling at `rate` per second (less [`PACING_HEADROOM`]) that holds one token:
-/// requests are spread evenly, never bursted, and a little further apart than the quota, so
-/// that network jitter cannot push two of them into one quota interval.
+/// How far apart requests of a quota of `rate` per second leave: its period plus a margin for
+/// arrival jitter — [`PACING_HEADROOM`] of the period, and at least [`PACING_JITTER`] but not
+/// more than one period. GetParametersForImport (1/s): 1.02 s; CreateKey (5/s): 220 ms;
+/// ImportKeyMaterial (15/s): 86.7 ms; DescribeKey (2000/s): 1 ms.
+pub fn spacing(rate: f64) -> Duration {
+    let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+    let margin = period
+        .mul_f64(PACING_HEADROOM)
+        .max(PACING_JITTER.min(period));
+    period + margin
+}
+
+/// A bucket refilling one token per [`spacing`] that holds one token: requests are spread
+/// evenly, never bursted, and far enough apart that jitter cannot push two of them into one
+/// quota interval.
 fn quota(rate: f64) -> Quota {
-    let period = Duration::from_secs_f64((1.0 + PACING_HEADROOM) / rate.max(1e-6));
-    Quota::with_period(period.max(Duration::from_nanos(1)))
+    Quota::with_period(spacing(rate).max(Duration::from_nanos(1)))
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::MIN)
 }
@@ -498,6 +517,19 @@ mod tests {
         assert_eq!(replica_region(b"not json"), None);
     }
 
+    #[test]
+    fn spacing_leaves_a_jitter_margin_that_costs_the_import_quota_two_percent() {
+        let ms = |rate: f64| spacing(rate).as_secs_f64() * 1000.0;
+        // The quota that bounds a roll-out: 2% (20 ms).
+        assert!((ms(1.0) - 1020.0).abs() < 1e-6, "{}", ms(1.0));
+        assert!((ms(0.25) - 4080.0).abs() < 1e-6, "{}", ms(0.25));
+        // Faster quotas: 20 ms, where 2% would be 4 ms or less.
+        assert!((ms(5.0) - 220.0).abs() < 1e-6, "{}", ms(5.0));
+        assert!((ms(15.0) - 86.667).abs() < 1e-3, "{}", ms(15.0));
+        // The fastest: one period more, at most half the quota.
+        assert!((ms(2000.0) - 1.0).abs() < 1e-6, "{}", ms(2000.0));
+    }
+
     #[tokio::test]
     async fn requests_are_paced_per_region_and_operation() {
         let mut quotas = KmsQuotas::aws_defaults();
@@ -510,9 +542,9 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // One token at once, then one every 50 ms.
+        // One token at once, then one every 70 ms (the 50 ms period and a 20 ms margin).
         let paced = start.elapsed();
-        assert!(paced >= Duration::from_millis(190), "{paced:?}");
+        assert!(paced >= Duration::from_millis(270), "{paced:?}");
         // Another region and another operation have buckets of their own: a token at once,
         // without waiting (no clock involved: the first poll completes).
         use futures::FutureExt as _;

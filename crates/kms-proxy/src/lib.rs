@@ -106,12 +106,25 @@ impl std::ops::AddAssign for OpCounts {
 /// Counts by (region, operation).
 pub type ProxyStats = BTreeMap<(String, String), OpCounts>;
 
+/// One request refused above the rate: which, and how early it came.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Throttle {
+    pub region: String,
+    pub operation: String,
+    /// How much later it would have been admitted (one-request buckets; zero otherwise).
+    pub early: Duration,
+    /// Refused for the two CreateKey slots of a ReplicateKey in the replica region, not for
+    /// its own bucket.
+    pub replica_slots: bool,
+}
+
 struct Shared {
     config: Mutex<ProxyConfig>,
     buckets: Mutex<HashMap<(String, String), Arc<DefaultDirectRateLimiter>>>,
     /// One-request buckets: when each (region, operation) is free again.
     free_at: Mutex<HashMap<(String, String), Instant>>,
     stats: Mutex<ProxyStats>,
+    throttles: Mutex<Vec<Throttle>>,
     dice: Mutex<StdRng>,
     http: HttpClient<HttpConnector, Full<Bytes>>,
 }
@@ -156,6 +169,7 @@ impl KmsProxy {
             buckets: Mutex::new(HashMap::new()),
             free_at: Mutex::new(HashMap::new()),
             stats: Mutex::new(BTreeMap::new()),
+            throttles: Mutex::new(Vec::new()),
             http,
         });
         let state = shared.clone();
@@ -179,6 +193,11 @@ impl KmsProxy {
     /// A snapshot of the counts so far.
     pub fn stats(&self) -> ProxyStats {
         lock(&self.shared.stats).clone()
+    }
+
+    /// Every request refused above the rate so far, in order.
+    pub fn throttles(&self) -> Vec<Throttle> {
+        lock(&self.shared.throttles).clone()
     }
 
     /// Changes the fraction of requests failed on purpose.
@@ -248,39 +267,64 @@ impl Shared {
             .clone()
     }
 
-    /// Takes the request's tokens; false when it is over the quota.
-    fn admit(&self, region: &str, op: &str, replica: Option<&str>) -> bool {
+    /// Takes the request's tokens; the refusal when it is over the quota.
+    fn admit(&self, region: &str, op: &str, replica: Option<&str>) -> Result<(), Throttle> {
         if lock(&self.config).one_request_buckets {
             return self.admit_one_request(region, op, replica);
         }
+        let refused = |replica_slots| Throttle {
+            region: region.to_string(),
+            operation: op.to_string(),
+            early: Duration::ZERO,
+            replica_slots,
+        };
         if self.bucket(region, op).check().is_err() {
-            return false;
+            return Err(refused(false));
         }
         match replica {
             Some(r) => {
                 let n = NonZeroU32::new(REPLICATE_KEY_CREATE_COST).unwrap_or(NonZeroU32::MIN);
-                matches!(self.bucket(r, "CreateKey").check_n(n), Ok(Ok(())))
+                match self.bucket(r, "CreateKey").check_n(n) {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err(refused(true)),
+                }
             }
-            None => true,
+            None => Ok(()),
         }
     }
 
     /// One-request buckets: a bucket is free again one period after the request it admitted;
     /// a ReplicateKey's two CreateKey in the replica region need that bucket to have been free
     /// for one more period (the two slots it takes there, as the operator waits for them).
-    fn admit_one_request(&self, region: &str, op: &str, replica: Option<&str>) -> bool {
+    fn admit_one_request(
+        &self,
+        region: &str,
+        op: &str,
+        replica: Option<&str>,
+    ) -> Result<(), Throttle> {
         let now = Instant::now();
         let config = lock(&self.config);
         let period = |op: &str| Duration::from_secs_f64(1.0 / config.quotas.rate(op).max(1e-6));
         let mut free_at = lock(&self.free_at);
-        let free = |region: &str, op: &str, cost: u32| {
+        // How long until the bucket (region, op) has `cost` slots free (zero: now).
+        let wait = |region: &str, op: &str, cost: u32| {
             free_at
                 .get(&(region.to_string(), op.to_string()))
-                .is_none_or(|at| now >= *at + period(op) * (cost - 1))
+                .map_or(Duration::ZERO, |at| {
+                    (*at + period(op) * (cost - 1)).saturating_duration_since(now)
+                })
         };
-        let replica_free = replica.is_none_or(|r| free(r, "CreateKey", REPLICATE_KEY_CREATE_COST));
-        if !free(region, op, 1) || !replica_free {
-            return false;
+        let own = wait(region, op, 1);
+        let replica_wait = replica.map_or(Duration::ZERO, |r| {
+            wait(r, "CreateKey", REPLICATE_KEY_CREATE_COST)
+        });
+        if !own.is_zero() || !replica_wait.is_zero() {
+            return Err(Throttle {
+                region: region.to_string(),
+                operation: op.to_string(),
+                early: own.max(replica_wait),
+                replica_slots: own.is_zero(),
+            });
         }
         free_at.insert((region.to_string(), op.to_string()), now + period(op));
         if let Some(r) = replica {
@@ -289,7 +333,7 @@ impl Shared {
                 now + period("CreateKey"),
             );
         }
-        true
+        Ok(())
     }
 
     fn count(&self, region: &str, op: &str, f: impl FnOnce(&mut OpCounts)) {
@@ -359,8 +403,9 @@ async fn handle(shared: &Shared, req: Request<Body>) -> Response<Body> {
     let replica = (op == "ReplicateKey")
         .then(|| replica_region(&body))
         .flatten();
-    if !shared.admit(&region, &op, replica.as_deref()) {
+    if let Err(throttle) = shared.admit(&region, &op, replica.as_deref()) {
         shared.count(&region, &op, |c| c.throttled += 1);
+        lock(&shared.throttles).push(throttle);
         return throttled();
     }
     let fault = shared.roll(&op);
