@@ -220,17 +220,13 @@ fn woken_where<K>(
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    store
-        .state()
-        .into_iter()
-        .filter_map(|obj| {
-            let key = obj.0.as_ref().ok().filter(|k| select(k))?;
-            if let Some(uid) = key.meta().uid.as_deref() {
-                ctx.check_soon(uid);
-            }
-            Some(ObjectRef::from_obj(&*obj))
-        })
-        .collect()
+    refs_where(store, |key| {
+        let picked = select(key);
+        if let Some(uid) = key.meta().uid.as_deref().filter(|_| picked) {
+            ctx.check_soon(uid);
+        }
+        picked
+    })
 }
 
 /// The changes of the shared AwsKey cache that concern the replicas of a primary
