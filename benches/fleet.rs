@@ -290,7 +290,7 @@ fn machine() -> String {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kib| kib / 1024.0 / 1024.0)
         .unwrap_or(0.0);
-    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM, Linux; LocalStack 4 on the same machine")
+    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM, Linux")
 }
 
 /// Writes the machine (with `note`), the date and the table of targets; whether every target
@@ -367,7 +367,7 @@ fn report(f: &Figures) -> (String, bool) {
         "{} AwsKeys over {} and {} ({} multi-region with an AwsReplicaKey in the other region), each with its own Secret, tags and an alias; AWS default KMS quotas enforced by the proxy.\n",
         f.keys, REGIONS[0], REGIONS[1], f.replicas
     );
-    let all = targets_table(&mut out, "", &checks);
+    let all = targets_table(&mut out, "; LocalStack 4 on the same machine", &checks);
     let _ = writeln!(out, "\n## Roll-out\n");
     let _ = writeln!(
         out,

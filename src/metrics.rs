@@ -223,15 +223,22 @@ impl Metrics {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         let id = (kind, namespace.to_string(), name.to_string());
         match state {
-            Some(s) => keys.entry(id).or_default().state = Some(s.to_string()),
+            Some(s) => {
+                let entry = keys.entry(id).or_default();
+                if entry.state.as_deref() != Some(s) {
+                    let old = entry.state.replace(s.to_string());
+                    self.count_state(kind, old.as_deref(), -1);
+                    self.count_state(kind, Some(s), 1);
+                }
+            }
             None => {
                 if let Some(old) = keys.remove(&id) {
+                    self.count_state(kind, old.state.as_deref(), -1);
                     self.drop_ready(&labels, old.ready_reason);
                 }
                 self.material_renewal.remove(&labels);
             }
         }
-        self.recount_states(&keys);
     }
 
     /// Records a key's Ready verdict: one series per key, its old reason's series removed.
@@ -289,18 +296,19 @@ impl Metrics {
         }
     }
 
-    fn recount_states(&self, keys: &HashMap<KeyId, KeySeries>) {
-        let mut counts: HashMap<(&'static str, String), i64> = HashMap::new();
-        for ((kind, _, _), series) in keys {
-            if let Some(state) = &series.state {
-                *counts.entry((kind, state.clone())).or_default() += 1;
-            }
-        }
-        self.keys_by_state.clear();
-        for ((kind, state), n) in counts {
-            self.keys_by_state
-                .get_or_create(&StateLabels { kind, state })
-                .set(n);
+    /// Adds `delta` to the number of keys of `kind` in `state` (None: no state, nothing to
+    /// count); a state no key is in any more has no series. Called with the `keys` lock held, so
+    /// that counts and per-key states change together.
+    fn count_state(&self, kind: &'static str, state: Option<&str>, delta: i64) {
+        let Some(state) = state else { return };
+        let labels = StateLabels {
+            kind,
+            state: state.to_string(),
+        };
+        // (The family's read guard ends with this statement, before `remove` writes.)
+        let before = self.keys_by_state.get_or_create(&labels).inc_by(delta);
+        if before + delta <= 0 {
+            self.keys_by_state.remove(&labels);
         }
     }
 
@@ -504,6 +512,16 @@ mod tests {
             text.contains(r#"keyfleet_keys{kind="AwsKey",state="Enabled"} 1"#),
             "{text}"
         );
+        // A key that changes state moves from one count to the other; a state no key is in
+        // any more has no series.
+        m.key_observed("AwsKey", "ns", "c", Some("Enabled"), None);
+        m.key_observed("AwsKey", "ns", "c", Some("Enabled"), None);
+        let text = m.render();
+        assert!(
+            text.contains(r#"keyfleet_keys{kind="AwsKey",state="Enabled"} 2"#),
+            "{text}"
+        );
+        assert!(!text.contains("PendingImport"), "{text}");
     }
 
     #[test]

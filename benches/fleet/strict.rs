@@ -17,7 +17,9 @@
 //! `KEYFLEET_BENCH_QUOTA_SCALE` (1: every quota multiplied, for proxy and operator alike),
 //! `KEYFLEET_BENCH_OUT` (default `benches/results/strict-<keys>[-2-accounts].md`),
 //! `KEYFLEET_BENCH_BINARY` (another build of the operator, for a profile or allocator
-//! experiment; the report names it instead of the image's binary). Every figure
+//! experiment; the report names it instead of the image's binary), `KEYFLEET_BENCH_KMS`
+//! (`localstack`, or `model`: the strict KMS model of crates/kms-model behind the same proxy,
+//! for a fleet so large that LocalStack's own speed, not the quota, would bound it). Every figure
 //! that cannot be read fails the run; a missed target exits non-zero.
 
 use std::collections::BTreeMap;
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use keyfleet::kms::KmsQuotas;
 use kms_proxy::{KmsProxy, ProxyConfig, ProxyStats};
+use kms_model::KmsModel;
 use memkube::MemKube;
 
 use super::support::fleet::{self, KMS_WRITES, REGIONS};
@@ -76,6 +79,51 @@ fn image_env() -> Vec<(String, String)> {
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
         .collect()
+}
+
+/// What answers KMS (and STS) behind the proxies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    /// A LocalStack of its own (`scripts/localstack`), as the tests use.
+    LocalStack,
+    /// The strict KMS model (crates/kms-model, real crypto) in this process: LocalStack creates
+    /// about 5 keys a second on this machine, so a 10,000-key fleet at scaled quotas would
+    /// measure LocalStack, not the operator.
+    Model,
+}
+
+impl Backend {
+    fn from_env() -> Backend {
+        match std::env::var("KEYFLEET_BENCH_KMS").as_deref() {
+            Ok("model") => Backend::Model,
+            Ok("localstack") | Err(_) => Backend::LocalStack,
+            Ok(other) => panic!("KEYFLEET_BENCH_KMS={other}: expected localstack or model"),
+        }
+    }
+
+    /// Starts the backend: its endpoint, and the model to keep alive (None for LocalStack).
+    async fn start(self) -> (String, Option<KmsModel>) {
+        match self {
+            Backend::LocalStack => {
+                eprintln!("fleet bench: starting LocalStack");
+                (localstack::dedicated_endpoint().await, None)
+            }
+            Backend::Model => {
+                eprintln!("fleet bench: starting the KMS model");
+                let model = KmsModel::start().await.expect("start the KMS model");
+                (model.url(), Some(model))
+            }
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Backend::LocalStack => "LocalStack 4 (KMS)",
+            Backend::Model => {
+                "the strict KMS model of crates/kms-model (KEYFLEET_BENCH_KMS=model) as KMS"
+            }
+        }
+    }
 }
 
 /// Sums the counts of every proxy (one per account).
@@ -216,6 +264,7 @@ async fn wait_ready(
 }
 
 struct Run {
+    backend: Backend,
     keys: usize,
     replicas: usize,
     accounts: usize,
@@ -343,8 +392,10 @@ fn report(r: &Run) -> (String, bool) {
     let all = targets_table(
         &mut out,
         &format!(
-            "; 1-minute load average {:.1} when the roll-out started, {:.1} when it ended (above 2, other work shared the cores: wall-time figures are upper bounds)",
-            r.load_before, r.load_after
+            "; {} on the same machine; 1-minute load average {:.1} when the roll-out started, {:.1} when it ended (above 2, other work shared the cores: wall-time figures are upper bounds)",
+            r.backend.describe(),
+            r.load_before,
+            r.load_after
         ),
         &checks,
     );
@@ -428,9 +479,9 @@ pub fn main() {
     let connection =
         move |i: usize| (accounts > 1).then(|| ACCOUNTS[usize::from(i % 3 == 2)].0.to_string());
 
-    let (kube, kube_addr, endpoint, proxies, fleet) = rt.block_on(async {
-        eprintln!("fleet bench: starting LocalStack");
-        let endpoint = localstack::dedicated_endpoint().await;
+    let backend = Backend::from_env();
+    let (kube, kube_addr, endpoint, proxies, fleet, _model) = rt.block_on(async {
+        let (endpoint, model) = backend.start().await;
         let mut proxies = Vec::new();
         for _ in 0..accounts {
             let mut config = ProxyConfig::new(&endpoint, quotas.clone());
@@ -469,7 +520,7 @@ pub fn main() {
         eprintln!("fleet bench: creating {n} AwsKeys and their Secrets");
         let fleet =
             fleet::create_fleet_over(&kube.client(), namespace, "fleet", n, 10, connection).await;
-        (kube, addr, endpoint, proxies, fleet)
+        (kube, addr, endpoint, proxies, fleet, model)
     });
     let objects = fleet.keys.len() + fleet.replicas.len();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -590,6 +641,7 @@ pub fn main() {
         }
         assert_eq!(batch_fleet.keys.len(), batch);
         Run {
+            backend,
             keys: fleet.keys.len(),
             replicas: fleet.replicas.len(),
             accounts,
