@@ -125,6 +125,8 @@ struct Shared {
     free_at: Mutex<HashMap<(String, String), Instant>>,
     stats: Mutex<ProxyStats>,
     throttles: Mutex<Vec<Throttle>>,
+    /// When the first and the last admitted request of each (region, operation) came.
+    admitted: Mutex<HashMap<(String, String), (Instant, Instant)>>,
     dice: Mutex<StdRng>,
     http: HttpClient<HttpConnector, Full<Bytes>>,
 }
@@ -170,6 +172,7 @@ impl KmsProxy {
             free_at: Mutex::new(HashMap::new()),
             stats: Mutex::new(BTreeMap::new()),
             throttles: Mutex::new(Vec::new()),
+            admitted: Mutex::new(HashMap::new()),
             http,
         });
         let state = shared.clone();
@@ -198,6 +201,15 @@ impl KmsProxy {
     /// Every request refused above the rate so far, in order.
     pub fn throttles(&self) -> Vec<Throttle> {
         lock(&self.shared.throttles).clone()
+    }
+
+    /// When the first and the last request the quota admitted came, by (region, operation):
+    /// a benchmark tells start-up and tail from the paced stretch in between.
+    pub fn admitted_spans(&self) -> BTreeMap<(String, String), (Instant, Instant)> {
+        lock(&self.shared.admitted)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     /// Changes the fraction of requests failed on purpose.
@@ -267,8 +279,18 @@ impl Shared {
             .clone()
     }
 
-    /// Takes the request's tokens; the refusal when it is over the quota.
+    /// Takes the request's tokens (and notes when); the refusal when it is over the quota.
     fn admit(&self, region: &str, op: &str, replica: Option<&str>) -> Result<(), Throttle> {
+        self.take(region, op, replica)?;
+        let now = Instant::now();
+        lock(&self.admitted)
+            .entry((region.to_string(), op.to_string()))
+            .and_modify(|(_, last)| *last = now)
+            .or_insert((now, now));
+        Ok(())
+    }
+
+    fn take(&self, region: &str, op: &str, replica: Option<&str>) -> Result<(), Throttle> {
         if lock(&self.config).one_request_buckets {
             return self.admit_one_request(region, op, replica);
         }
