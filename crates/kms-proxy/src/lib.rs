@@ -364,15 +364,21 @@ impl Shared {
             .or_default());
     }
 
-    /// The fault for a request of `op`: a scheduled lost answer first, else the dice.
-    fn roll(&self, op: &str) -> Option<Fault> {
+    /// Takes a scheduled lost answer of `op`, once its request's answer has come back from KMS
+    /// (not before: a request dropped on the way, as when a controller is killed mid-flight,
+    /// leaves the scheduled loss to the next request of `op`, so each one happens for sure).
+    fn take_scheduled_loss(&self, op: &str) -> bool {
         let mut config = lock(&self.config);
-        if let Some(i) = config.lose_answers.iter().position(|o| o == op) {
-            config.lose_answers.remove(i);
-            return Some(Fault::LostAnswer);
-        }
-        let rate = config.fault_rate;
-        drop(config);
+        let Some(i) = config.lose_answers.iter().position(|o| o == op) else {
+            return false;
+        };
+        config.lose_answers.remove(i);
+        true
+    }
+
+    /// The fault the dice give a request (scheduled lost answers: [`Self::take_scheduled_loss`]).
+    fn roll(&self) -> Option<Fault> {
+        let rate = lock(&self.config).fault_rate;
         let mut dice = lock(&self.dice);
         if dice.random::<f64>() >= rate {
             return None;
@@ -430,7 +436,7 @@ async fn handle(shared: &Shared, req: Request<Body>) -> Response<Body> {
         lock(&shared.throttles).push(throttle);
         return throttled();
     }
-    let fault = shared.roll(&op);
+    let fault = shared.roll();
     match fault {
         Some(Fault::Error) => {
             shared.count(&region, &op, |c| c.injected_errors += 1);
@@ -489,7 +495,7 @@ async fn handle(shared: &Shared, req: Request<Body>) -> Response<Body> {
             );
         }
     };
-    if let Some(Fault::LostAnswer) = fault {
+    if matches!(fault, Some(Fault::LostAnswer)) || shared.take_scheduled_loss(&op) {
         shared.count(&region, &op, |c| c.lost_answers += 1);
         return aws_error(
             StatusCode::INTERNAL_SERVER_ERROR,
