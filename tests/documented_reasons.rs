@@ -15,7 +15,8 @@
 //!    documented, and every documented reason is one the code can set. The code's reasons are
 //!    the string literals of `src/` (test modules and comment lines aside) where a Ready reason
 //!    is fixed: the arms `=> "Reason"` of the `fn reason(&self) -> &'static str` of the error
-//!    and blocker types, the KMS error codes mapped to a reason (`"...Exception" => "Reason"`),
+//!    and blocker types (`=> Kind("Reason")` where a `fn kind(&self) -> Kind` table gives the
+//!    reason with another property), the KMS error codes mapped to a reason (`"...Exception" => "Reason"`),
 //!    the first argument of `Failure::blocked/reference/conflict(` and of the spec and tenancy
 //!    `refuse(`, and `reason: "Reason"` (the Ready verdict). Files that set other objects'
 //!    reasons are skipped ([`OTHER_OBJECTS`]); [`NOT_DOCUMENTED`] lists, with why, the reasons
@@ -294,6 +295,17 @@ fn code_reasons() -> BTreeMap<String, BTreeSet<String>> {
             let body = &code[at..closing(&code, at)];
             for arm in after_each(body, "=>") {
                 found(&body[arm..]);
+            }
+        }
+        // A `kind()` table: `=> Lasting("Reason")`, the reason as the argument of the kind.
+        for at in after_each(&code, "fn kind(&self) -> Kind {") {
+            let body = &code[at..closing(&code, at)];
+            for arm in after_each(body, "=>") {
+                let kind = body[arm..].trim_start();
+                let argument = kind.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+                if let Some(argument) = argument.strip_prefix('(') {
+                    found(argument);
+                }
             }
         }
     }

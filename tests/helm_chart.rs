@@ -163,11 +163,12 @@ struct Helm {
     bin: PathBuf,
 }
 
-/// The helm binary, or None (after printing why the test is skipped; under CI=true a missing
-/// helm fails the test instead).
-fn helm(test: &str) -> Option<Helm> {
+/// The helm binary, or None (after printing why the test, named after the current thread, is
+/// skipped; under CI=true a missing helm fails the test instead).
+fn helm() -> Option<Helm> {
+    let thread = std::thread::current();
     let bin = tools::find(
-        test,
+        thread.name().unwrap_or("helm_chart"),
         "KEYFLEET_HELM",
         &[".tools/bin/helm"],
         "run scripts/install-helm",
@@ -221,6 +222,19 @@ impl Helm {
         let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
         let docs = docs.into_iter().filter(|v| !v.is_null()).collect();
         Ok(Rendered { text, docs })
+    }
+
+    /// `helm template` with `extra` arguments, which helm must refuse; its error.
+    fn refused(&self, extra: &[&str]) -> String {
+        self.try_template(extra)
+            .err()
+            .unwrap_or_else(|| panic!("helm template {extra:?} must fail"))
+    }
+
+    /// Asserts that helm refuses `helm template` with `extra` arguments, naming `needle`.
+    fn assert_refused(&self, extra: &[&str], needle: &str) {
+        let err = self.refused(extra);
+        assert!(err.contains(needle), "{extra:?}: {err}");
     }
 
     fn template(&self, extra: &[&str]) -> Rendered {
@@ -502,7 +516,7 @@ fn check_binding(binding: &Value, role_kind: &str, role_name: &str, sa: &str) {
 
 #[test]
 fn lint_is_clean_with_default_and_custom_values() {
-    let Some(helm) = helm("lint_is_clean_with_default_and_custom_values") else {
+    let Some(helm) = helm() else {
         return;
     };
     let file = values_file(CUSTOM_VALUES);
@@ -531,7 +545,7 @@ fn lint_is_clean_with_default_and_custom_values() {
 
 #[test]
 fn default_rbac_is_exactly_the_intended_rules() {
-    let Some(helm) = helm("default_rbac_is_exactly_the_intended_rules") else {
+    let Some(helm) = helm() else {
         return;
     };
     let r = helm.template(&[]);
@@ -564,7 +578,7 @@ fn default_rbac_is_exactly_the_intended_rules() {
 
 #[test]
 fn cluster_id_is_passed_to_the_operator() {
-    let Some(helm) = helm("cluster_id_is_passed_to_the_operator") else {
+    let Some(helm) = helm() else {
         return;
     };
     let r = helm.template(&["--set", "clusterId=prod-eu-1"]);
@@ -578,7 +592,7 @@ fn cluster_id_is_passed_to_the_operator() {
 
 #[test]
 fn watch_namespaces_uses_roles_in_each_listed_namespace() {
-    let Some(helm) = helm("watch_namespaces_uses_roles_in_each_listed_namespace") else {
+    let Some(helm) = helm() else {
         return;
     };
     for extra in [
@@ -648,7 +662,7 @@ fn watch_namespaces_uses_roles_in_each_listed_namespace() {
 /// without it no rule lets keyfleet create a Secret.
 #[test]
 fn secret_creation_is_opt_in_cluster_wide_or_in_chosen_namespaces() {
-    let Some(helm) = helm("secret_creation_is_opt_in_cluster_wide_or_in_chosen_namespaces") else {
+    let Some(helm) = helm() else {
         return;
     };
     let creation_role = format!("{FULLNAME}-secret-creation");
@@ -739,7 +753,7 @@ fn secret_creation_is_opt_in_cluster_wide_or_in_chosen_namespaces() {
 
 #[test]
 fn leader_election_rbac_follows_the_setting() {
-    let Some(helm) = helm("leader_election_rbac_follows_the_setting") else {
+    let Some(helm) = helm() else {
         return;
     };
     let r = helm.template(&["--set", "leaderElection.leaseName=my-lease"]);
@@ -767,16 +781,15 @@ fn leader_election_rbac_follows_the_setting() {
     assert!(!env.contains_key("KEYFLEET_LEADER_ELECTION_NAMESPACE"));
 
     // Two replicas without a leader would both reconcile: refused.
-    let err = helm
-        .try_template(&["--set", "leaderElection.enabled=false"])
-        .err()
-        .expect("replicaCount 2 without leader election must fail");
-    assert!(err.contains("leaderElection.enabled"), "{err}");
+    helm.assert_refused(
+        &["--set", "leaderElection.enabled=false"],
+        "leaderElection.enabled",
+    );
 }
 
 #[test]
 fn pod_security_context_is_restricted() {
-    let Some(helm) = helm("pod_security_context_is_restricted") else {
+    let Some(helm) = helm() else {
         return;
     };
     for r in [helm.template(&[]), helm.template_custom(&[])] {
@@ -817,7 +830,7 @@ fn pod_security_context_is_restricted() {
 
 #[test]
 fn deployment_maps_values_to_run_settings() {
-    let Some(helm) = helm("deployment_maps_values_to_run_settings") else {
+    let Some(helm) = helm() else {
         return;
     };
     let r = helm.template(&[]);
@@ -918,7 +931,7 @@ fn deployment_maps_values_to_run_settings() {
 
 #[test]
 fn replicas_and_disruption_budget() {
-    let Some(helm) = helm("replicas_and_disruption_budget") else {
+    let Some(helm) = helm() else {
         return;
     };
     let r = helm.template(&[]);
@@ -949,7 +962,7 @@ fn replicas_and_disruption_budget() {
 
 #[test]
 fn irsa_annotation_lands_on_the_service_account() {
-    let Some(helm) = helm("irsa_annotation_lands_on_the_service_account") else {
+    let Some(helm) = helm() else {
         return;
     };
     let r = helm.template(&[]);
@@ -990,16 +1003,16 @@ fn irsa_annotation_lands_on_the_service_account() {
         r.deployment()["spec"]["template"]["spec"]["serviceAccountName"],
         "byo"
     );
-    let err = helm
-        .try_template(&["--set", "serviceAccount.create=false"])
-        .err()
-        .expect("an existing ServiceAccount needs a name");
-    assert!(err.contains("serviceAccount.name"), "{err}");
+    // An existing ServiceAccount needs a name.
+    helm.assert_refused(
+        &["--set", "serviceAccount.create=false"],
+        "serviceAccount.name",
+    );
 }
 
 #[test]
 fn metrics_service_and_service_monitor_toggle() {
-    let Some(helm) = helm("metrics_service_and_service_monitor_toggle") else {
+    let Some(helm) = helm() else {
         return;
     };
     let r = helm.template(&[]);
@@ -1046,7 +1059,7 @@ fn metrics_service_and_service_monitor_toggle() {
 
 #[test]
 fn crds_are_rendered_as_generated_with_the_keep_policy() {
-    let Some(helm) = helm("crds_are_rendered_as_generated_with_the_keep_policy") else {
+    let Some(helm) = helm() else {
         return;
     };
     let r = helm.template(&[]);
@@ -1082,53 +1095,44 @@ fn crds_are_rendered_as_generated_with_the_keep_policy() {
 
 #[test]
 fn schema_rejects_unknown_keys_and_bad_types() {
-    let Some(helm) = helm("schema_rejects_unknown_keys_and_bad_types") else {
+    let Some(helm) = helm() else {
         return;
     };
-    let cases: &[(&[&str], &str)] = &[
-        (&["--set", "replicaCont=3"], "replicaCont"),
-        (&["--set", "metrics.serviceMonitor.enabeld=true"], "enabeld"),
-        (&["--set", "serviceAccount.anotations.x=y"], "anotations"),
-        (&["--set", "resources.limits.memroy=1Gi"], "memroy"),
-        (&["--set-string", "concurrency=eight"], "concurrency"),
-        (&["--set", "logFormat=xml"], "logFormat"),
-        (&["--set", "crds.install=maybe"], "install"),
-        (&["--set", "watchNamespaces={Team_A}"], "watchNamespaces"),
-        (&["--set", "httpPort=70000"], "httpPort"),
+    // A `--set` of a misspelt key or a bad value: the error names the key (its last part).
+    let bad_sets = [
+        "replicaCont=3",
+        "metrics.serviceMonitor.enabeld=true",
+        "resources.limits.memroy=1Gi",
+        "logFormat=xml",
+        "crds.install=maybe",
+        "watchNamespaces={Team_A}",
+        "httpPort=70000",
+        "materialRenewBeforeDays=0",
+        "defaultDeletionPolicy=DeleteMaterial",
+        "rbac.aggregateClusterRoles=yes",
+        "networkPolicy.egressPorts={}",
+        "networkPolicy.egressPorts={0}",
+        "networkPolicy.enabel=true",
+        "metrics.podMonitor.interval=soon",
+        "metrics.prometheusRule.keyNotReadyFor=15",
+        "metrics.prometheusRule.kmsThrottledRatio=2",
+        "metrics.grafanaDashboard.namespace=Mon",
+        "defaultTopologySpread=no",
+    ];
+    let named_key = |set: &'static str| {
+        let key = set.split('=').next().unwrap().rsplit('.').next().unwrap();
+        (vec!["--set", set], key)
+    };
+    // The others name another part.
+    let others = [
+        (vec!["--set", "serviceAccount.anotations.x=y"], "anotations"),
+        (vec!["--set-string", "concurrency=eight"], "concurrency"),
         (
-            &["--set", "materialRenewBeforeDays=0"],
-            "materialRenewBeforeDays",
-        ),
-        (
-            &["--set", "defaultDeletionPolicy=DeleteMaterial"],
-            "defaultDeletionPolicy",
-        ),
-        (
-            &["--set", "rbac.aggregateClusterRoles=yes"],
-            "aggregateClusterRoles",
-        ),
-        (&["--set", "networkPolicy.egressPorts={}"], "egressPorts"),
-        (&["--set", "networkPolicy.egressPorts={0}"], "egressPorts"),
-        (&["--set", "networkPolicy.enabel=true"], "enabel"),
-        (&["--set", "metrics.podMonitor.interval=soon"], "interval"),
-        (
-            &["--set", "metrics.prometheusRule.keyNotReadyFor=15"],
-            "keyNotReadyFor",
-        ),
-        (
-            &["--set", "metrics.prometheusRule.kmsThrottledRatio=2"],
-            "kmsThrottledRatio",
-        ),
-        (
-            &["--set", "metrics.grafanaDashboard.namespace=Mon"],
-            "namespace",
-        ),
-        (
-            &["--set", "topologySpreadConstraints[0].maxSkew=1"],
+            vec!["--set", "topologySpreadConstraints[0].maxSkew=1"],
             "topologyKey",
         ),
         (
-            &[
+            vec![
                 "--set",
                 "topologySpreadConstraints[0].maxSkew=1",
                 "--set",
@@ -1138,16 +1142,10 @@ fn schema_rejects_unknown_keys_and_bad_types() {
             ],
             "whenUnsatisfiable",
         ),
-        (
-            &["--set", "defaultTopologySpread=no"],
-            "defaultTopologySpread",
-        ),
     ];
+    let cases = bad_sets.into_iter().map(named_key).chain(others);
     for (args, key) in cases {
-        let err = helm
-            .try_template(args)
-            .err()
-            .unwrap_or_else(|| panic!("helm template {args:?} must fail"));
+        let err = helm.refused(&args);
         assert!(
             err.contains("values don't meet the specifications of the schema"),
             "{args:?}: {err}"
@@ -1159,18 +1157,14 @@ fn schema_rejects_unknown_keys_and_bad_types() {
     }
     // A typo in a values file too.
     let file = values_file("leaderElection:\n  leaseNmae: x\n");
-    let err = helm
-        .try_template(&["-f", file.path().to_str().unwrap()])
-        .err()
-        .expect("a typo'd key in a values file must fail");
-    assert!(err.contains("leaseNmae"), "{err}");
+    helm.assert_refused(&["-f", file.path().to_str().unwrap()], "leaseNmae");
 }
 
 /// Every object in values.schema.json is closed (`additionalProperties: false`, or a schema
 /// for map values), except Kubernetes types passed through as they are.
 #[test]
 fn pkcs11_values_mount_a_module_and_its_configuration() {
-    let Some(helm) = helm("pkcs11_values_mount_a_module_and_its_configuration") else {
+    let Some(helm) = helm() else {
         return;
     };
     let r = helm.template(&[]);
@@ -1353,7 +1347,7 @@ fn pod_selector(r: &Rendered) -> BTreeMap<String, String> {
 
 #[test]
 fn topology_spread_is_soft_by_default_and_follows_the_values() {
-    let Some(helm) = helm("topology_spread_is_soft_by_default_and_follows_the_values") else {
+    let Some(helm) = helm() else {
         return;
     };
     // Default: one soft constraint, one pod per node when the cluster has the nodes.
@@ -1407,7 +1401,7 @@ fn topology_spread_is_soft_by_default_and_follows_the_values() {
 
 #[test]
 fn network_policy_is_opt_in_and_opens_only_what_keyfleet_uses() {
-    let Some(helm) = helm("network_policy_is_opt_in_and_opens_only_what_keyfleet_uses") else {
+    let Some(helm) = helm() else {
         return;
     };
     assert!(
@@ -1472,7 +1466,7 @@ fn network_policy_is_opt_in_and_opens_only_what_keyfleet_uses() {
 
 #[test]
 fn aggregated_cluster_roles_extend_view_and_edit() {
-    let Some(helm) = helm("aggregated_cluster_roles_extend_view_and_edit") else {
+    let Some(helm) = helm() else {
         return;
     };
     let r = helm.template(&[]);
@@ -1567,8 +1561,7 @@ fn aggregated_cluster_roles_extend_view_and_edit() {
 
 #[test]
 fn pod_monitor_scrapes_every_replica_and_excludes_the_service_monitor() {
-    let Some(helm) = helm("pod_monitor_scrapes_every_replica_and_excludes_the_service_monitor")
-    else {
+    let Some(helm) = helm() else {
         return;
     };
     assert!(
@@ -1608,21 +1601,21 @@ fn pod_monitor_scrapes_every_replica_and_excludes_the_service_monitor() {
     // The container port it names exists.
     assert_eq!(r.container()["ports"][0]["name"], "http");
 
-    let err = helm
-        .try_template(&[
+    // Both monitors would scrape every pod twice.
+    helm.assert_refused(
+        &[
             "--set",
             "metrics.podMonitor.enabled=true",
             "--set",
             "metrics.serviceMonitor.enabled=true",
-        ])
-        .err()
-        .expect("both monitors would scrape every pod twice");
-    assert!(err.contains("enable one"), "{err}");
+        ],
+        "enable one",
+    );
 }
 
 #[test]
 fn prometheus_rule_is_optional_and_follows_the_values() {
-    let Some(helm) = helm("prometheus_rule_is_optional_and_follows_the_values") else {
+    let Some(helm) = helm() else {
         return;
     };
     assert!(
@@ -1717,7 +1710,7 @@ fn prometheus_rule_is_optional_and_follows_the_values() {
 
 #[test]
 fn grafana_dashboard_ships_in_a_sidecar_config_map() {
-    let Some(helm) = helm("grafana_dashboard_ships_in_a_sidecar_config_map") else {
+    let Some(helm) = helm() else {
         return;
     };
     assert!(
@@ -1817,7 +1810,7 @@ fn chart_metadata_lists_sources_maintainers_and_the_crds() {
 /// first key and wait for it, and how to turn on metrics.
 #[test]
 fn install_notes_tell_the_next_step() {
-    let Some(helm) = helm("install_notes_tell_the_next_step") else {
+    let Some(helm) = helm() else {
         return;
     };
     let chart = chart_dir();

@@ -18,12 +18,10 @@ use keyfleet::api::{KeyFamily, KeySpec, MaterialEncoding};
 use keyfleet::material::KeyMaterial;
 use keyfleet_testkit::material::generate_secret_value;
 use serde_json::json;
-use support::kms_use::{decrypt, encrypt, generate_mac, public_key};
+use support::kms_use::{alias_names, decrypt, encrypt, generate_mac, public_key};
 use support::localstack::{DEFAULT_REGION, unique};
 use support::operator::*;
-use support::outside::{
-    adopt_by, delete_material, external_key, import_other_material, schedule_deletion,
-};
+use support::outside::{adoptable_key_with_other_material, delete_material, schedule_deletion};
 
 const NS: &str = "team-a";
 
@@ -139,16 +137,7 @@ async fn alias_description_tags_and_policy_are_applied_and_drift_is_repaired() {
             .iter()
             .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
             .collect();
-        let aliases: Vec<String> = kms
-            .list_aliases()
-            .key_id(&key_id)
-            .send()
-            .await
-            .unwrap()
-            .aliases()
-            .iter()
-            .filter_map(|a| a.alias_name().map(str::to_string))
-            .collect();
+        let aliases = alias_names(&kms, &key_id).await;
         let policy: serde_json::Value = serde_json::from_str(
             kms.get_key_policy()
                 .key_id(&key_id)
@@ -410,11 +399,8 @@ async fn settled(
 /// An AccessDeniedException injected into every CreateKey of the strict KMS model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn access_denied_is_reported_precisely_and_not_retried_in_a_loop() {
-    let ModelHarness { model, op, .. } = ModelHarness::start([kms_model::Fault::always(
-        "CreateKey",
-        kms_model::FaultKind::AccessDenied,
-    )])
-    .await;
+    let denied = kms_model::Fault::always("CreateKey", kms_model::FaultKind::AccessDenied);
+    let ModelHarness { model, op, .. } = ModelHarness::start([denied]).await;
     let name = unique("denied");
     let created = create_symmetric_key(&op, NS, &name, json!({})).await;
     let key_uid = created.metadata.uid;
@@ -479,8 +465,7 @@ async fn a_key_deleted_outside_keyfleet_is_reported_as_key_gone_and_never_replac
 async fn incorrect_key_material_from_kms_is_material_mismatch() {
     let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
     let name = unique("incorrect");
-    let arn = external_key(&kms, vec![adopt_by(NS, &name)]).await;
-    import_other_material(&kms, &arn, KeySpec::SymmetricDefault).await;
+    let arn = adoptable_key_with_other_material(&kms, NS, &name, false).await;
     delete_material(&kms, &arn).await;
     let before = model.requests_of("ImportKeyMaterial").len();
     create_symmetric_key(&op, NS, &name, json!({"adoptKeyArn": arn})).await;
@@ -506,12 +491,8 @@ async fn incorrect_key_material_from_kms_is_material_mismatch() {
 /// failure, an event or a status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn throttling_is_retried_and_never_shown_as_a_failure() {
-    let ModelHarness { model, op, .. } = ModelHarness::start([kms_model::Fault::once(
-        "DescribeKey",
-        kms_model::FaultKind::Throttle,
-    )
-    .times(6)])
-    .await;
+    let throttle = kms_model::Fault::once("DescribeKey", kms_model::FaultKind::Throttle).times(6);
+    let ModelHarness { model, op, .. } = ModelHarness::start([throttle]).await;
     let name = unique("throttled");
     create_symmetric_key(&op, NS, &name, json!({})).await;
     let ready = wait_ready(&op.keys(NS), &name).await;

@@ -3,6 +3,7 @@
 mod support;
 
 use aws_sdk_kms::types::{KeyState, KeyUsageType, OriginType};
+use support::kms_use::alias_names;
 use support::localstack::{kms_client, kms_endpoint, operator_env, unique};
 use support::operator::describe;
 use support::outside::{created_arn, schedule_deletion};
@@ -65,18 +66,7 @@ async fn external_key_is_pending_import_and_its_alias_is_listed() {
     assert_eq!(ours[0].target_key_id(), Some(key_id.as_str()));
 
     // Filtered by key, too.
-    let by_key = kms
-        .list_aliases()
-        .key_id(&key_id)
-        .send()
-        .await
-        .expect("ListAliases KeyId");
-    let names: Vec<_> = by_key
-        .aliases()
-        .iter()
-        .filter_map(|a| a.alias_name())
-        .collect();
-    assert_eq!(names, vec![alias.as_str()]);
+    assert_eq!(alias_names(&kms, &key_id).await, vec![alias.clone()]);
 
     // Keys are per region: the key does not exist in another region.
     let other = kms_client("eu-west-1").await;

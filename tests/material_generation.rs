@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use keyfleet::api::{KeyFamily, KeySpec, MaterialEncoding};
+use keyfleet::api::{AwsKey, KeyFamily, KeySpec, MaterialEncoding};
 use keyfleet::material::KeyMaterial;
 use kube::Api;
 use memkube::MemKube;
@@ -96,24 +96,71 @@ async fn assert_kms_agrees(kms: &aws_sdk_kms::Client, key_id: &str, material: &K
     }
 }
 
-/// The key `name` holds the hand-made material `value` (Raw) of its Secret: KMS agrees with it,
-/// and keyfleet generated nothing for it.
-async fn assert_hand_made_material_imported(
-    op: &Operator,
-    kms: &aws_sdk_kms::Client,
-    name: &str,
-    key_id: &str,
+/// A Secret of `spec` material made by hand (the test's own create) before any key names it,
+/// with the operator holding the cluster-wide Secret creation grant.
+struct HandMade {
+    op: Operator,
+    kms: aws_sdk_kms::Client,
+    api: Api<AwsKey>,
+    secrets: Api<Secret>,
+    secret: &'static str,
     spec: KeySpec,
-    value: &[u8],
-) {
-    let material = KeyMaterial::from_secret_value(spec, MaterialEncoding::Raw, value).unwrap();
-    assert_kms_agrees(kms, key_id, &material).await;
-    assert!(
-        op.events_for(name)
-            .iter()
-            .all(|(_, reason, _)| reason != "MaterialGenerated"),
-        "{name}: nothing generated"
-    );
+    value: zeroize::Zeroizing<Vec<u8>>,
+    before: Secret,
+}
+
+impl HandMade {
+    async fn new(secret: &'static str, spec: KeySpec) -> HandMade {
+        let op = operator(SecretCreation::Cluster).await;
+        let kms = localstack::kms_client(DEFAULT_REGION).await;
+        let api = op.keys(NAMESPACE);
+        let value = create_material_secret(&op.client, NAMESPACE, secret, spec).await;
+        let secrets: Api<Secret> = Api::namespaced(op.client.clone(), NAMESPACE);
+        let before = secrets.get(secret).await.unwrap();
+        HandMade {
+            op,
+            kms,
+            api,
+            secrets,
+            secret,
+            spec,
+            value,
+            before,
+        }
+    }
+
+    /// Creates the AwsKey `name` that would generate its material into the Secret; its key id
+    /// once Ready.
+    async fn key_ready(&self, name: &str) -> String {
+        let key = generated_key(name, self.secret, self.spec, MaterialEncoding::Raw);
+        create_key(&self.api, &key).await;
+        ready_key_id(&self.api, name).await
+    }
+
+    /// The Secret now, asserted unwritten since its creation (the same resourceVersion).
+    async fn assert_unwritten(&self) -> Secret {
+        let after = self.secrets.get(self.secret).await.unwrap();
+        assert_eq!(
+            after.metadata.resource_version,
+            self.before.metadata.resource_version
+        );
+        after
+    }
+
+    /// The key `name` holds the hand-made material (Raw) of its Secret: KMS agrees with it, and
+    /// keyfleet generated nothing for it.
+    async fn assert_imported(&self, name: &str, key_id: &str) {
+        let material =
+            KeyMaterial::from_secret_value(self.spec, MaterialEncoding::Raw, &self.value).unwrap();
+        assert_kms_agrees(&self.kms, key_id, &material).await;
+        assert!(
+            self.op
+                .events_for(name)
+                .iter()
+                .all(|(_, reason, _)| reason != "MaterialGenerated"),
+            "{name}: nothing generated"
+        );
+    }
 }
 
 /// Every key spec (in the three encodings, in turn): the Secret appears, immutable, labelled
@@ -177,38 +224,24 @@ async fn generated_material_of_every_key_spec_is_created_imported_and_used_by_km
 /// for it and imports what it holds.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_existing_secret_is_never_overwritten() {
-    let op = operator(SecretCreation::Cluster).await;
-    let kms = localstack::kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NAMESPACE);
-    let spec = KeySpec::Hmac256;
-    let value = create_material_secret(&op.client, NAMESPACE, "hand-made", spec).await;
-    let secrets: Api<Secret> = Api::namespaced(op.client.clone(), NAMESPACE);
-    let before = secrets.get("hand-made").await.unwrap();
-    create_key(
-        &api,
-        &generated_key("kept", "hand-made", spec, MaterialEncoding::Raw),
-    )
-    .await;
-    let key_id = ready_key_id(&api, "kept").await;
+    let hand_made = HandMade::new("hand-made", KeySpec::Hmac256).await;
+    let key_id = hand_made.key_ready("kept").await;
 
-    let after = secrets.get("hand-made").await.unwrap();
-    assert_eq!(
-        after.metadata.resource_version,
-        before.metadata.resource_version
-    );
+    let after = hand_made.assert_unwritten().await;
     assert_eq!(
         material_of(&after),
-        value.to_vec(),
+        hand_made.value.to_vec(),
         "the Secret holds what its author put there"
     );
-    let secret_writes = op
+    let secret_writes = hand_made
+        .op
         .kube
         .requests()
         .into_iter()
         .filter(|r| r.path.contains("/secrets") && r.method != http::Method::GET)
         .count();
     assert_eq!(secret_writes, 1, "only the test's own create");
-    assert_hand_made_material_imported(&op, &kms, "kept", &key_id, spec, &value).await;
+    hand_made.assert_imported("kept", &key_id).await;
 }
 
 /// The Secret appears between keyfleet's read (it was absent) and its create: the create is
@@ -217,25 +250,15 @@ async fn an_existing_secret_is_never_overwritten() {
 /// the Secret with 404.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_made_by_someone_else_meanwhile_is_read_not_replaced() {
-    let op = operator(SecretCreation::Cluster).await;
-    let kms = localstack::kms_client(DEFAULT_REGION).await;
-    let api = op.keys(NAMESPACE);
-    let spec = KeySpec::EccNistP256;
-    let value = create_material_secret(&op.client, NAMESPACE, "raced", spec).await;
-    let secrets: Api<Secret> = Api::namespaced(op.client.clone(), NAMESPACE);
-    let before = secrets.get("raced").await.unwrap();
+    let hand_made = HandMade::new("raced", KeySpec::EccNistP256).await;
+    let op = &hand_made.op;
     op.kube.inject_fault(memkube::Fault::new(
         http::Method::GET,
         format!("/namespaces/{NAMESPACE}/secrets/raced"),
         404,
         1,
     ));
-    create_key(
-        &api,
-        &generated_key("raced", "raced", spec, MaterialEncoding::Raw),
-    )
-    .await;
-    let key_id = ready_key_id(&api, "raced").await;
+    let key_id = hand_made.key_ready("raced").await;
 
     let creates: Vec<u16> = op
         .kube
@@ -249,12 +272,8 @@ async fn a_secret_made_by_someone_else_meanwhile_is_read_not_replaced() {
         vec![201, 409],
         "the test's create, then keyfleet's refused one"
     );
-    let after = secrets.get("raced").await.unwrap();
-    assert_eq!(
-        after.metadata.resource_version,
-        before.metadata.resource_version
-    );
-    assert_hand_made_material_imported(&op, &kms, "raced", &key_id, spec, &value).await;
+    hand_made.assert_unwritten().await;
+    hand_made.assert_imported("raced", &key_id).await;
 }
 
 /// Without the grant: Ready=False SecretCreateForbidden with a Warning event, one refused

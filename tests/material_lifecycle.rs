@@ -417,11 +417,8 @@ async fn rotate_imports_new_material_and_rotates_a_symmetric_key_on_demand() {
 /// is imported and Ready, its material Unverified (not an error).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verification_without_permission_is_unverified_and_the_key_stays_ready() {
-    let ModelHarness { model, op, .. } = ModelHarness::start([kms_model::Fault::always(
-        "GenerateMac",
-        kms_model::FaultKind::AccessDenied,
-    )])
-    .await;
+    let denied = kms_model::Fault::always("GenerateMac", kms_model::FaultKind::AccessDenied);
+    let ModelHarness { model, op, .. } = ModelHarness::start([denied]).await;
     let name = unique("unverified");
     create_key_with_material(&op, NS, &name, KeySpec::Hmac256, json!({})).await;
     let k = wait_for(&op.keys(NS), &name, "Unverified", |k| {

@@ -98,14 +98,26 @@ async fn new_secret(op: &Operator, name: &str) -> zeroize::Zeroizing<Vec<u8>> {
     .await
 }
 
+/// A name `<prefix>-…` and the spec of an AwsKey of that name whose material (Secret of the
+/// same name) expires 30 days after each import and rotates when the Secret changes;
+/// `key_material` adds fields to `keyMaterial`.
+fn expiring_rotation(prefix: &str, key_material: serde_json::Value) -> (String, serde_json::Value) {
+    let name = unique(prefix);
+    let mut spec = json!({"expiration": {"rollingValidity": "30d"},
+        "keyMaterial": {"secretRef": {"name": name, "key": "material"}, "onChange": "Rotate"}});
+    spec["keyMaterial"]
+        .as_object_mut()
+        .unwrap()
+        .extend(key_material.as_object().unwrap().clone());
+    (name, spec)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retained_material_keeps_a_rotated_key_whole_on_the_primary_and_a_later_replica() {
     let bed = Bed::start().await;
     let op = &bed.op;
     let api = op.keys(NS);
-    let name = unique("retained");
-    let spec = json!({"expiration": {"rollingValidity": "30d"},
-        "keyMaterial": {"secretRef": {"name": name, "key": "material"}, "onChange": "Rotate"}});
+    let (name, spec) = expiring_rotation("retained", json!({}));
     let scenario = ReplicaScenario::new(op, NS, &name, KeySpec::SymmetricDefault, spec).await;
     let arn = scenario.primary_arn().await;
     let key_id = arn.rsplit('/').next().unwrap().to_string();
@@ -201,11 +213,8 @@ async fn unretained_material_raises_material_will_expire_and_a_retained_secret_b
     let bed = Bed::start().await;
     let op = &bed.op;
     let api = op.keys(NS);
-    let name = unique("expiring");
+    let (name, spec) = expiring_rotation("expiring", json!({"expiringPreviousMaterial": "Accept"}));
     let old = create_material_secret(&op.client, NS, &name, KeySpec::SymmetricDefault).await;
-    let spec = json!({"expiration": {"rollingValidity": "30d"},
-        "keyMaterial": {"secretRef": {"name": name, "key": "material"}, "onChange": "Rotate",
-                        "expiringPreviousMaterial": "Accept"}});
     create_key(&api, &aws_key(&name, DEFAULT_REGION, &name, spec)).await;
     let key_id = ready_key_id(&api, &name).await;
     let old_id = kms_model::key_material_id(&key_id, &old);

@@ -115,6 +115,14 @@ async fn start_with(token: Option<TestToken>) -> Option<Bed> {
     Some(Bed { op, token })
 }
 
+/// [`start_with`] and a Pkcs11Token for `token` ([`Bed::token_object`]): the bed and the
+/// token object's name.
+async fn start_with_token_object(token: Option<TestToken>) -> Option<(Bed, String)> {
+    let bed = start_with(token).await?;
+    let token_name = bed.token_object().await;
+    Some((bed, token_name))
+}
+
 /// An AwsKey of `spec` whose material is the token key `label`.
 fn hsm_key(name: &str, token: &str, label: &str, spec: KeySpec, extra: Value) -> AwsKey {
     let mut base = json!({
@@ -134,10 +142,9 @@ fn hsm_key(name: &str, token: &str, label: &str, spec: KeySpec, extra: Value) ->
 /// One spec through the controller, on the test token that carries it (kryoptic for RSA/ECC
 /// private keys): Ready, and KMS agrees with the HSM.
 async fn hsm_key_becomes_ready_and_kms_agrees(spec: KeySpec) {
-    let Some(bed) = start_with(softhsm::token_for(spec)).await else {
+    let Some((bed, token_name)) = start_with_token_object(softhsm::token_for(spec)).await else {
         return;
     };
-    let token_name = bed.token_object().await;
     wait_token(&bed.op.client, &token_name, "True", "LoggedIn").await;
 
     let (pool, label) = bed.token.pool_with_key(
@@ -201,10 +208,9 @@ softhsm::test_per_spec!(hsm_key_becomes_ready_and_kms_agrees {
 /// before RFC 5649: refused with `Pkcs11KeyNotWrappable` naming the mechanism, and an event;
 /// the KMS key waits in PendingImport instead of receiving a corrupted key.
 async fn a_private_key_on_softhsm_is_refused(spec: KeySpec) {
-    let Some(bed) = start().await else {
+    let Some((bed, token_name)) = start_with_token_object(softhsm::token()).await else {
         return;
     };
-    let token_name = bed.token_object().await;
     let (pool, label) = bed.token.pool_with_key(spec, "kf-op-softhsm-private");
     let capabilities = pool.capabilities();
     assert!(
@@ -241,10 +247,9 @@ softhsm::test_per_spec!(a_private_key_on_softhsm_is_refused {
 /// A multi-Region primary of `spec` from an HSM key, and a replica in a second region that
 /// keyfleet imports from the same HSM key, wrapped under that region's own wrapping key.
 async fn a_replica_is_imported_from_the_same_hsm_key(spec: KeySpec) {
-    let Some(bed) = start_with(softhsm::token_for(spec)).await else {
+    let Some((bed, token_name)) = start_with_token_object(softhsm::token_for(spec)).await else {
         return;
     };
-    let token_name = bed.token_object().await;
     let (pool, label) = bed.token.pool_with_key(spec, "kf-op-mrk");
     let api = bed.op.keys(NS);
     let primary = unique("hsm-mrk");
@@ -303,10 +308,9 @@ softhsm::test_per_spec!(a_replica_is_imported_from_the_same_hsm_key {
 /// `generate: {}` with a free label: keyfleet generates a sensitive `spec` key in the token
 /// (kryoptic for RSA/ECC), imports it, and KMS agrees with the HSM.
 async fn a_generated_hsm_key_becomes_ready_and_kms_agrees(spec: KeySpec) {
-    let Some(bed) = start_with(softhsm::token_for(spec)).await else {
+    let Some((bed, token_name)) = start_with_token_object(softhsm::token_for(spec)).await else {
         return;
     };
-    let token_name = bed.token_object().await;
     let label = unique("kf-op-gen");
     let api = bed.op.keys(NS);
     let name = unique("hsm-gen");

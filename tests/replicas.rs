@@ -19,12 +19,10 @@ use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use memkube::MemKube;
 use serde_json::json;
-use support::kms_use::{decrypt, encrypt, generate_mac};
+use support::kms_use::{alias_names, decrypt, encrypt, generate_mac};
 use support::localstack::{DEFAULT_REGION, kms_client, unique};
 use support::operator::*;
-use support::outside::{
-    adopt_by, delete_material, external_multi_region_key, import_other_material,
-};
+use support::outside::{adoptable_key_with_other_material, delete_material};
 use support::replicas::*;
 
 const NS: &str = "team-a";
@@ -71,13 +69,8 @@ async fn replicas_in_two_regions_hold_the_primarys_material_and_are_reimported_w
         assert!(tags.tags().iter().any(
             |t| t.tag_key() == "keyfleet.dev/owner" && t.tag_value() == format!("{NS}/{name}")
         ));
-        let aliases = kms.list_aliases().key_id(&arn).send().await.unwrap();
-        assert!(
-            aliases
-                .aliases()
-                .iter()
-                .any(|a| a.alias_name() == Some(&format!("alias/{primary}")))
-        );
+        let aliases = alias_names(&kms, &arn).await;
+        assert!(aliases.contains(&format!("alias/{primary}")), "{aliases:?}");
     }
 
     // The primary lists its replicas.
@@ -340,8 +333,7 @@ async fn a_replica_born_pending_import_gets_the_primarys_material() {
 async fn a_replica_refusing_the_material_is_material_mismatch() {
     let ModelHarness { model, op, kms } = ModelHarness::start([]).await;
     let primary = unique("refused");
-    let arn = external_multi_region_key(&kms, vec![adopt_by(NS, &primary)]).await;
-    import_other_material(&kms, &arn, KeySpec::SymmetricDefault).await;
+    let arn = adoptable_key_with_other_material(&kms, NS, &primary, true).await;
     let scenario = ReplicaScenario::new(
         &op,
         NS,

@@ -79,6 +79,13 @@ fn rotating_key(name: &str, extra: serde_json::Value) -> AwsKey {
     aws_key(name, DEFAULT_REGION, &secret, fields)
 }
 
+/// Creates the rotating AwsKey `name` ([`rotating_key`]) in NS; the AwsKeys of NS.
+async fn create_rotating_key(op: &Operator, name: &str, extra: serde_json::Value) -> Api<AwsKey> {
+    let api = op.keys(NS);
+    create_key(&api, &rotating_key(name, extra)).await;
+    api
+}
+
 /// The raw material in the Secret `name`, which keyfleet generated for `for_key`.
 async fn secret_material(client: &kube::Client, name: &str, for_key: &str) -> Vec<u8> {
     let secrets = Api::<Secret>::namespaced(client.clone(), NS);
@@ -116,8 +123,7 @@ async fn generated_material_rotates_on_its_schedule_into_a_new_secret() {
     let World {
         model, clock, op, ..
     } = World::start().await;
-    let api = op.keys(NS);
-    create_key(&api, &rotating_key("sched", json!({}))).await;
+    let api = create_rotating_key(&op, "sched", json!({})).await;
     let k = wait_ready(&api, "sched").await;
     let created_at = clock.now();
     let first = status(&k);
@@ -227,8 +233,7 @@ async fn a_schedule_missed_while_keyfleet_was_down_rotates_once() {
         kube,
         mut op,
     } = World::start().await;
-    let api = op.keys(NS);
-    create_key(&api, &rotating_key("missed", json!({}))).await;
+    let api = create_rotating_key(&op, "missed", json!({})).await;
     wait_ready(&api, "missed").await;
     secret_material(&op.client, "missed-material", "missed").await;
     op.stop().await;
@@ -268,8 +273,7 @@ async fn a_scheduled_rotation_brings_the_replica_along_first() {
     let World {
         model, clock, op, ..
     } = World::start().await;
-    let api = op.keys(NS);
-    create_key(&api, &rotating_key("mrk", json!({"multiRegion": true}))).await;
+    let api = create_rotating_key(&op, "mrk", json!({"multiRegion": true})).await;
     create_replica(
         &op.client,
         NS,
@@ -339,9 +343,8 @@ async fn an_expiring_schedule_keeps_the_materials_it_rotated_away_from_alive() {
     let World {
         model, clock, op, ..
     } = World::start().await;
-    let api = op.keys(NS);
     let expiring = json!({"expiration": {"rollingValidity": "90d"}});
-    create_key(&api, &rotating_key("expiring", expiring)).await;
+    let api = create_rotating_key(&op, "expiring", expiring).await;
     let k = wait_ready(&api, "expiring").await;
     let key_id = status(&k).key.key_id.clone().unwrap();
     let old = secret_material(&op.client, "expiring-material", "expiring").await;

@@ -102,6 +102,24 @@ fn keys(t: &AwsKeyPolicyTemplate) -> Option<i64> {
     Some(t.status.as_ref()?.keys)
 }
 
+/// Asserts the template's Ready and Stalled conditions, each as (status, reason); returns
+/// Ready's message.
+fn assert_ready_and_stalled(
+    t: &AwsKeyPolicyTemplate,
+    ready: (&str, &str),
+    stalled: (&str, &str),
+) -> String {
+    let (status, reason, message) = condition(t, "Ready").expect("a Ready condition");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ready,
+        "Ready: {message}"
+    );
+    let (status, reason, _) = condition(t, "Stalled").expect("a Stalled condition");
+    assert_eq!((status.as_str(), reason.as_str()), stalled, "Stalled");
+    message
+}
+
 /// `kubectl wait --for=condition=Ready`: Ready=True, written for the current generation.
 fn ready_now(t: &AwsKeyPolicyTemplate) -> bool {
     condition(t, "Ready").is_some_and(|(s, _, _)| s == "True")
@@ -147,15 +165,10 @@ async fn a_template_counts_the_keys_using_it_as_they_come_and_go() {
         ready_now(t) && keys(t) == Some(3)
     })
     .await;
-    let (_, reason, message) = condition(&t, "Ready").unwrap();
-    assert_eq!(reason, "Rendered");
+    let message = assert_ready_and_stalled(&t, ("True", "Rendered"), ("False", "Rendered"));
     assert!(
         message.contains("for a key such as arn:aws:kms:us-east-1:111122223333:key/"),
         "{message}"
-    );
-    assert_eq!(
-        condition(&t, "Stalled").map(|(s, r, _)| (s, r)),
-        Some(("False".into(), "Rendered".into()))
     );
     wait_template(&client, &other, "Ready with 1 key", |t| {
         ready_now(t) && keys(t) == Some(1)
@@ -218,19 +231,16 @@ async fn a_template_that_does_not_render_is_stalled_until_fixed() {
     })
     .await;
     assert_eq!(keys(&t), Some(0));
-    let (status, _, message) = condition(&t, "Ready").unwrap();
-    assert_eq!(status, "False");
+    let invalid = ("True", "PolicyTemplateInvalid");
+    let message = assert_ready_and_stalled(&t, ("False", "PolicyTemplateInvalid"), invalid);
     assert!(
         message.starts_with("spec.document: unknown placeholder ${KeyARN}"),
         "{message}"
     );
     assert_eq!(
-        condition(&t, "Stalled"),
-        Some((
-            "True".into(),
-            "PolicyTemplateInvalid".into(),
-            message.clone()
-        ))
+        condition(&t, "Stalled").map(|(_, _, m)| m),
+        Some(message.clone()),
+        "Stalled says what Ready says"
     );
     assert!(!ready_now(&t));
     // A key using a broken template still counts (it reports the same reason).

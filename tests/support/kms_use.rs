@@ -1,8 +1,9 @@
-//! Using a KMS key the way its consumers do: Encrypt, Decrypt, GenerateMac, GetPublicKey.
+//! Using a KMS key the way its consumers do: Encrypt, Decrypt, GenerateMac, GetPublicKey,
+//! ListAliases.
 
 use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::MacAlgorithmSpec;
+use aws_sdk_kms::types::{AliasListEntry, MacAlgorithmSpec};
 use keyfleet::api::KeySpec;
 
 /// The MAC algorithm of an HMAC key spec.
@@ -55,6 +56,23 @@ pub async fn generate_mac(
         .await
         .expect("GenerateMac");
     out.mac().map(|b| b.as_ref().to_vec())
+}
+
+/// ListAliases of one key (every page): the names of its aliases.
+pub async fn alias_names(kms: &Client, key_id: &str) -> Vec<String> {
+    let aliases: Vec<_> = kms
+        .list_aliases()
+        .key_id(key_id)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<_, _>>()
+        .await
+        .expect("ListAliases KeyId");
+    aliases
+        .iter()
+        .filter_map(|a: &AliasListEntry| a.alias_name().map(str::to_string))
+        .collect()
 }
 
 /// GetPublicKey of an RSA or ECC key: its SubjectPublicKeyInfo (DER).

@@ -59,6 +59,25 @@ pub async fn import_other_material(kms: &Client, key_id: &str, spec: KeySpec) {
     import_material(kms, key_id, &input, None).await.unwrap();
 }
 
+/// An EXTERNAL key (multi-Region primary if `multi_region`) that consents to adoption by the
+/// AwsKey `<ns>/<name>` and holds fresh SYMMETRIC_DEFAULT material no Secret holds
+/// ([`import_other_material`]); its ARN.
+pub async fn adoptable_key_with_other_material(
+    kms: &Client,
+    ns: &str,
+    name: &str,
+    multi_region: bool,
+) -> String {
+    let tags = vec![adopt_by(ns, name)];
+    let arn = if multi_region {
+        external_multi_region_key(kms, tags).await
+    } else {
+        external_key(kms, tags).await
+    };
+    import_other_material(kms, &arn, KeySpec::SymmetricDefault).await;
+    arn
+}
+
 /// ScheduleKeyDeletion with the shortest waiting period (7 days); the state KMS reports.
 pub async fn schedule_deletion(kms: &Client, key_id: &str) -> Option<KeyState> {
     let out = kms

@@ -190,56 +190,49 @@ pub fn create_key_with(
     };
     pool.with_session(|session| {
         let result = match spec.family() {
-            KeyFamily::Symmetric => session
-                .generate_key(
-                    &Mechanism::AesKeyGen,
-                    &private(&[
-                        Attribute::Class(ObjectClass::SECRET_KEY),
-                        Attribute::KeyType(KeyType::AES),
-                        Attribute::ValueLen(32.into()),
-                        Attribute::Sign(true),
-                        Attribute::Encrypt(true),
-                        Attribute::Decrypt(true),
-                    ]),
-                )
-                .map(|_| ()),
-            KeyFamily::Hmac => session
-                .generate_key(
-                    &Mechanism::GenericSecretKeyGen,
-                    &private(&[
-                        Attribute::Class(ObjectClass::SECRET_KEY),
-                        Attribute::KeyType(KeyType::GENERIC_SECRET),
-                        Attribute::ValueLen(32.into()),
-                        Attribute::Sign(true),
-                        Attribute::Verify(true),
-                    ]),
-                )
-                .map(|_| ()),
-            KeyFamily::Rsa => session
-                .generate_key_pair(
-                    &Mechanism::RsaPkcsKeyPairGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Label(label.clone()),
+            KeyFamily::Symmetric | KeyFamily::Hmac => {
+                let (mechanism, key_type, usage) = if spec.family() == KeyFamily::Symmetric {
+                    let usage = [Attribute::Encrypt(true), Attribute::Decrypt(true)];
+                    (Mechanism::AesKeyGen, KeyType::AES, usage.to_vec())
+                } else {
+                    let usage = [Attribute::Verify(true)];
+                    (
+                        Mechanism::GenericSecretKeyGen,
+                        KeyType::GENERIC_SECRET,
+                        usage.to_vec(),
+                    )
+                };
+                let mut secret = vec![
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(key_type),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Sign(true),
+                ];
+                secret.extend(usage);
+                session
+                    .generate_key(&mechanism, &private(&secret))
+                    .map(|_| ())
+            }
+            KeyFamily::Rsa | KeyFamily::Ecc => {
+                let (mechanism, shape) = if spec.family() == KeyFamily::Rsa {
+                    let shape = vec![
                         Attribute::ModulusBits(rsa_bits.unwrap_or(2048).into()),
                         Attribute::PublicExponent(vec![1, 0, 1]),
-                        Attribute::Verify(true),
-                    ],
-                    &private(&[Attribute::Sign(true)]),
-                )
-                .map(|_| ()),
-            KeyFamily::Ecc => session
-                .generate_key_pair(
-                    &Mechanism::EccKeyPairGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Label(label.clone()),
-                        Attribute::EcParams(ec_params(spec)),
-                        Attribute::Verify(true),
-                    ],
-                    &private(&[Attribute::Sign(true)]),
-                )
-                .map(|_| ()),
+                    ];
+                    (Mechanism::RsaPkcsKeyPairGen, shape)
+                } else {
+                    (
+                        Mechanism::EccKeyPairGen,
+                        vec![Attribute::EcParams(ec_params(spec))],
+                    )
+                };
+                let mut public = vec![Attribute::Token(true), Attribute::Label(label.clone())];
+                public.extend(shape);
+                public.push(Attribute::Verify(true));
+                session
+                    .generate_key_pair(&mechanism, &public, &private(&[Attribute::Sign(true)]))
+                    .map(|_| ())
+            }
         };
         result.map_err(|e| pool.error(e))
     })

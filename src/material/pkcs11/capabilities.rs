@@ -14,6 +14,7 @@ use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 
 use super::error::{from_cryptoki, is_token_gone};
+use super::template::{Flag, Template};
 use super::wrap::{SessionObject, ephemeral_aes_key, import_wrapping_key, oaep_name, oaep_params};
 use super::{Pkcs11Error, spki};
 use crate::api::{KeyFamily, KeySpec};
@@ -270,26 +271,14 @@ fn probe_key_wrap_conforms(
         return Ok(true);
     }
     let attempt = || -> Result<Vec<u8>, CryptokiError> {
-        let kek = SessionObject::create(
-            session,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::Token(false),
-                Attribute::Wrap(true),
-                Attribute::Value(kek_value.to_vec()),
-            ],
-        )?;
-        let secret = SessionObject::create(
-            session,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::GENERIC_SECRET),
-                Attribute::Token(false),
-                Attribute::Extractable(true),
-                Attribute::Value(secret_value.to_vec()),
-            ],
-        )?;
+        let kek = Template::session_key(ObjectClass::SECRET_KEY, KeyType::AES)
+            .on(&[Flag::Wrap])
+            .with(Attribute::Value(kek_value.to_vec()));
+        let kek = SessionObject::create(session, &kek)?;
+        let secret = Template::session_key(ObjectClass::SECRET_KEY, KeyType::GENERIC_SECRET)
+            .on(&[Flag::Extractable])
+            .with(Attribute::Value(secret_value.to_vec()));
+        let secret = SessionObject::create(session, &secret)?;
         session.wrap_key(&key_wrap.mechanism(), kek.handle, secret.handle)
     };
     match attempt() {

@@ -93,32 +93,44 @@ fn present_tokens(present: &[String]) -> String {
     }
 }
 
+/// What a variant means to the controller: its stable reason, and whether it passes by itself.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Stays until someone changes the token or the spec.
+    Lasting(&'static str),
+    /// Retrying later can succeed.
+    Transient(&'static str),
+}
+
 impl Pkcs11Error {
+    /// Each variant's reason and transience, in one table.
+    fn kind(&self) -> Kind {
+        use Kind::{Lasting, Transient};
+        match self {
+            Pkcs11Error::ModuleNotLoadable { .. } => Lasting("Pkcs11ModuleNotLoadable"),
+            Pkcs11Error::TokenNotFound { .. } => Lasting("TokenNotFound"),
+            Pkcs11Error::LoginFailed { .. } => Lasting("LoginFailed"),
+            Pkcs11Error::KeyNotFound { .. } => Lasting("Pkcs11KeyNotFound"),
+            Pkcs11Error::KeyAmbiguous { .. } => Lasting("Pkcs11KeyAmbiguous"),
+            Pkcs11Error::KeySpecMismatch { .. } => Lasting("Pkcs11KeySpecMismatch"),
+            Pkcs11Error::KeyNotWrappable { .. } => Lasting("Pkcs11KeyNotWrappable"),
+            Pkcs11Error::KeyUnusable { .. } => Lasting("Pkcs11KeyUnusable"),
+            Pkcs11Error::TokenUnavailable { .. } => Transient("Pkcs11TokenUnavailable"),
+            Pkcs11Error::TokenBusy { .. } => Transient("Pkcs11TokenBusy"),
+            Pkcs11Error::OperationFailed { .. } => Transient("Pkcs11OperationFailed"),
+        }
+    }
+
     /// A stable CamelCase reason for Kubernetes conditions and events.
     pub fn reason(&self) -> &'static str {
-        match self {
-            Pkcs11Error::ModuleNotLoadable { .. } => "Pkcs11ModuleNotLoadable",
-            Pkcs11Error::TokenNotFound { .. } => "TokenNotFound",
-            Pkcs11Error::LoginFailed { .. } => "LoginFailed",
-            Pkcs11Error::KeyNotFound { .. } => "Pkcs11KeyNotFound",
-            Pkcs11Error::KeyAmbiguous { .. } => "Pkcs11KeyAmbiguous",
-            Pkcs11Error::KeySpecMismatch { .. } => "Pkcs11KeySpecMismatch",
-            Pkcs11Error::KeyNotWrappable { .. } => "Pkcs11KeyNotWrappable",
-            Pkcs11Error::KeyUnusable { .. } => "Pkcs11KeyUnusable",
-            Pkcs11Error::TokenUnavailable { .. } => "Pkcs11TokenUnavailable",
-            Pkcs11Error::TokenBusy { .. } => "Pkcs11TokenBusy",
-            Pkcs11Error::OperationFailed { .. } => "Pkcs11OperationFailed",
+        match self.kind() {
+            Kind::Lasting(reason) | Kind::Transient(reason) => reason,
         }
     }
 
     /// Whether retrying later can succeed without anyone changing the token or the spec.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Pkcs11Error::TokenUnavailable { .. }
-                | Pkcs11Error::TokenBusy { .. }
-                | Pkcs11Error::OperationFailed { .. }
-        )
+        matches!(self.kind(), Kind::Transient(_))
     }
 }
 

@@ -10,6 +10,7 @@ use cryptoki::session::Session;
 
 use super::capabilities::WrappingChoice;
 use super::pool::{TokenPool, block_in_place, blocking};
+use super::template::Template;
 use super::wrap::wrap_for_kms;
 use super::{Pkcs11Error, spki};
 use crate::api::{KeyFamily, KeySpec};
@@ -132,9 +133,9 @@ pub(super) fn find_objects(
     label: &str,
     class: Option<ObjectClass>,
 ) -> Result<Vec<ObjectHandle>, CryptokiError> {
-    let mut template = vec![Attribute::Label(label.as_bytes().to_vec())];
+    let mut template = Template::default().with(Attribute::Label(label.as_bytes().to_vec()));
     if let Some(class) = class {
-        template.push(Attribute::Class(class));
+        template = template.with(Attribute::Class(class));
     }
     session.find_objects(&template)
 }
@@ -204,14 +205,25 @@ impl Names<'_> {
         }
     }
 
-    fn check_type(&self, attributes: &Attributes, wanted: KeyType) -> Result<(), Pkcs11Error> {
-        match attributes.key_type() {
-            Some(t) if t == wanted => Ok(()),
-            Some(t) => {
-                Err(self.mismatch(format!("CKA_KEY_TYPE is {t}; {} needs {wanted}", self.spec)))
-            }
-            None => Err(self.mismatch("the token does not report CKA_KEY_TYPE")),
+    /// The value of the attribute `name`, or a mismatch saying the token does not report it.
+    fn reported<T>(&self, value: Option<T>, name: &str) -> Result<T, Pkcs11Error> {
+        value.ok_or_else(|| self.mismatch(format!("the token does not report {name}")))
+    }
+
+    /// `Ok` when the key fits, else a mismatch with `detail`.
+    fn require(&self, fits: bool, detail: impl FnOnce() -> String) -> Result<(), Pkcs11Error> {
+        if fits {
+            Ok(())
+        } else {
+            Err(self.mismatch(detail()))
         }
+    }
+
+    fn check_type(&self, attributes: &Attributes, wanted: KeyType) -> Result<(), Pkcs11Error> {
+        let t = self.reported(attributes.key_type(), "CKA_KEY_TYPE")?;
+        self.require(t == wanted, || {
+            format!("CKA_KEY_TYPE is {t}; {} needs {wanted}", self.spec)
+        })
     }
 
     /// Type and length of a secret key; modulus size of an RSA key; curve of an EC key.
@@ -225,51 +237,46 @@ impl Names<'_> {
                 };
                 self.check_type(attributes, wanted)?;
                 let (min, max) = allowed_length(self.spec).unwrap_or((0, usize::MAX));
-                let Some(len) = attributes.value_len() else {
-                    return Err(self.mismatch("the token does not report CKA_VALUE_LEN"));
-                };
+                let len = self.reported(attributes.value_len(), "CKA_VALUE_LEN")?;
                 let fits = usize::try_from(len).is_ok_and(|l| (min..=max).contains(&l));
-                if !fits {
+                self.require(fits, || {
                     let range = if min == max {
                         format!("{min}")
                     } else {
                         format!("{min} to {max}")
                     };
-                    return Err(self.mismatch(format!(
+                    format!(
                         "CKA_VALUE_LEN is {len} bytes; {} material must be {range} bytes",
                         self.spec
-                    )));
-                }
-                Ok(())
+                    )
+                })
             }
             KeyFamily::Rsa => {
                 self.check_type(attributes, KeyType::RSA)?;
-                let Some(modulus) = attributes.bytes(AttributeType::Modulus) else {
-                    return Err(self.mismatch("the token does not report CKA_MODULUS"));
-                };
+                let modulus =
+                    self.reported(attributes.bytes(AttributeType::Modulus), "CKA_MODULUS")?;
                 let bits = der::unsigned_bit_len(modulus);
                 let wanted = rsa_bits(self.spec).unwrap_or(0);
-                if bits != wanted {
-                    return Err(self.mismatch(format!(
+                self.require(bits == wanted, || {
+                    format!(
                         "the RSA modulus (CKA_MODULUS) has {bits} bits; {} needs {wanted}",
                         self.spec
-                    )));
-                }
-                Ok(())
+                    )
+                })
             }
             KeyFamily::Ecc => {
                 self.check_type(attributes, KeyType::EC)?;
                 let curve = self.curve()?;
-                match attributes.bytes(AttributeType::EcParams) {
-                    Some(params) if params == spki::ec_params(curve) => Ok(()),
-                    Some(params) => Err(self.mismatch(format!(
+                let params =
+                    self.reported(attributes.bytes(AttributeType::EcParams), "CKA_EC_PARAMS")?;
+                self.require(params == spki::ec_params(curve), || {
+                    format!(
                         "CKA_EC_PARAMS names {}; {} needs {}",
                         describe_ec_params(params),
                         self.spec,
                         curve.name()
-                    ))),
-                    None => Err(self.mismatch("the token does not report CKA_EC_PARAMS")),
-                }
+                    )
+                })
             }
         }
     }
@@ -357,12 +364,9 @@ impl Names<'_> {
         if found.len() != 1
             && let Some(id) = private.bytes(AttributeType::Id).filter(|id| !id.is_empty())
         {
-            found = session
-                .find_objects(&[
-                    Attribute::Class(ObjectClass::PUBLIC_KEY),
-                    Attribute::Id(id.to_vec()),
-                ])
-                .map_err(gone)?;
+            let template =
+                Template::of_class(ObjectClass::PUBLIC_KEY).with(Attribute::Id(id.to_vec()));
+            found = session.find_objects(&template).map_err(gone)?;
         }
         let [handle] = found.as_slice() else {
             return Err(self.unusable(format!(

@@ -18,6 +18,7 @@ mod key;
 mod module;
 pub mod pool;
 mod spki;
+mod template;
 mod wrap;
 
 pub use capabilities::{PaddedKeyWrap, TokenCapabilities, WrappingChoice};

@@ -13,6 +13,7 @@ use cryptoki::session::Session;
 use super::Pkcs11Error;
 use super::capabilities::{PaddedKeyWrap, is_unsupported};
 use super::error::{ckr_name, from_cryptoki, is_token_gone};
+use super::template::{Flag, Template};
 use crate::api::WrappingAlgorithm;
 /// RSA-OAEP parameters of a KMS wrapping algorithm (hash and MGF1 hash alike, no label).
 pub(super) fn oaep_params(algorithm: WrappingAlgorithm) -> PkcsOaepParams<'static> {
@@ -77,44 +78,35 @@ pub(super) fn import_wrapping_key<'s>(
     modulus: Vec<u8>,
     public_exponent: Vec<u8>,
 ) -> Result<SessionObject<'s>, CryptokiError> {
-    SessionObject::create(
-        session,
-        &[
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::KeyType(KeyType::RSA),
-            Attribute::Token(false),
-            Attribute::Private(false),
-            Attribute::Wrap(true),
-            Attribute::Encrypt(true),
-            Attribute::Verify(false),
-            Attribute::Modulus(modulus),
-            Attribute::PublicExponent(public_exponent),
-        ],
-    )
+    let template = Template::session_key(ObjectClass::PUBLIC_KEY, KeyType::RSA)
+        .off(&[Flag::Private])
+        .on(&[Flag::Wrap, Flag::Encrypt])
+        .off(&[Flag::Verify])
+        .with(Attribute::Modulus(modulus))
+        .with(Attribute::PublicExponent(public_exponent));
+    SessionObject::create(session, &template)
 }
 
 /// Generates an ephemeral AES-256 session key that can only wrap, is sensitive, and can
 /// itself be exported only by wrapping.
 pub(super) fn ephemeral_aes_key(session: &Session) -> Result<SessionObject<'_>, CryptokiError> {
-    let handle = session.generate_key(
-        &Mechanism::AesKeyGen,
-        &[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32.into()),
-            Attribute::Token(false),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(true),
-            Attribute::Wrap(true),
-            Attribute::Unwrap(false),
-            Attribute::Encrypt(false),
-            Attribute::Decrypt(false),
-            Attribute::Sign(false),
-            Attribute::Verify(false),
-            Attribute::Derive(false),
-        ],
-    )?;
+    let template = Template::session_key(ObjectClass::SECRET_KEY, KeyType::AES)
+        .with(Attribute::ValueLen(32.into()))
+        .on(&[
+            Flag::Private,
+            Flag::Sensitive,
+            Flag::Extractable,
+            Flag::Wrap,
+        ])
+        .off(&[
+            Flag::Unwrap,
+            Flag::Encrypt,
+            Flag::Decrypt,
+            Flag::Sign,
+            Flag::Verify,
+            Flag::Derive,
+        ]);
+    let handle = session.generate_key(&Mechanism::AesKeyGen, &template)?;
     Ok(SessionObject { session, handle })
 }
 
