@@ -4,9 +4,11 @@
 //! The limiter sits in the SDK's HTTP client ([`RateLimitedHttpClient`]): the operation comes
 //! from the `X-Amz-Target` header, so every KMS call keyfleet makes — present and future — is
 //! paced without touching the call sites, and a retry waits for a token like a first attempt.
-//! Requests of one bucket leave a margin further apart than the quota asks ([`spacing`]), so
-//! that network and scheduling jitter does not bring two into one quota interval on AWS's side;
-//! a request AWS still throttles waits for its bucket's next slot and goes again, without the
+//! Requests of one bucket leave a margin further apart than the quota asks ([`spacing`]), and a
+//! request of a slow quota (the write and import quotas) also waits one period after the answer
+//! to the request before it ([`ANSWER_PACED_MAX_RATE`]): AWS counted that one before it answered,
+//! so however late it arrived, the two cannot land in one quota interval on AWS's side. A
+//! request AWS still throttles waits for its bucket's next slot and goes again, without the
 //! SDK's backoff.
 
 use std::collections::{BTreeMap, HashMap};
@@ -77,6 +79,18 @@ pub const PACING_HEADROOM: f64 = 0.02;
 /// CreateKey's 200 ms is 4 ms), so faster quotas get this margin instead, up to one period: at
 /// most half of such a quota is used, and none of them bounds a roll-out (imports do, at 1/s).
 pub const PACING_JITTER: Duration = Duration::from_millis(20);
+
+/// Quotas of at most this many requests per second are answer-paced: a request leaves one
+/// period after the answer to the one before it (and [`spacing`] after it left). Arrival jitter
+/// then cannot bring two requests into one quota interval, whatever it is, at the cost of the
+/// answer's latency where it exceeds the spacing's margin. Faster quotas (the reads, 100/s and
+/// more) are far from their limits and keep many requests in flight.
+pub const ANSWER_PACED_MAX_RATE: f64 = 20.0;
+
+/// How long an answer-paced request waits for the answer to the one before it (at least one
+/// period); past that it leaves on its spacing alone, so one hung request does not hold up its
+/// bucket.
+pub const ANSWER_WAIT_LIMIT: Duration = Duration::from_secs(2);
 
 /// How often one request that AWS throttles although it was paced waits for its bucket's next
 /// slot and goes again, before the throttle is left to the SDK's retry (with its backoff).
@@ -202,11 +216,34 @@ pub enum SlotError {
 
 /// One (identity, region, operation)'s token bucket, and the queue of requests waiting for it:
 /// first come, first served, and a request that needs two slots (a ReplicateKey's CreateKey in
-/// the replica region) takes them back to back, with no other request in between.
+/// the replica region) takes them back to back, with no other request in between. For an
+/// answer-paced bucket the queue also holds when the last request that left was answered.
 #[derive(Debug)]
 struct Bucket {
-    queue: tokio::sync::Mutex<()>,
+    queue: tokio::sync::Mutex<Option<Answered>>,
     tokens: DefaultDirectRateLimiter,
+    /// The quota's period, for answer-paced buckets ([`ANSWER_PACED_MAX_RATE`]).
+    answer_paced: Option<Duration>,
+}
+
+/// When a request was answered: None while it is in flight.
+type Answered = tokio::sync::watch::Receiver<Option<tokio::time::Instant>>;
+
+/// A request's place in its bucket, held until its answer comes back: dropping it marks the
+/// request answered (for the next request of an answer-paced bucket). A request that never left
+/// counts as answered when its slot is dropped.
+#[derive(Debug)]
+#[must_use = "a slot marks its request answered when it is dropped"]
+pub struct Slot {
+    answered: Option<tokio::sync::watch::Sender<Option<tokio::time::Instant>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(answered) = self.answered.take() {
+            answered.send_replace(Some(tokio::time::Instant::now()));
+        }
+    }
 }
 
 /// The token buckets of every (identity, region, operation), shared by all reconciles.
@@ -253,23 +290,26 @@ impl RateLimits {
         buckets
             .entry(key)
             .or_insert_with(|| {
+                let rate = self.quotas.rate(operation);
                 Arc::new(Bucket {
-                    queue: tokio::sync::Mutex::new(()),
-                    tokens: RateLimiter::direct(quota(self.quotas.rate(operation))),
+                    queue: tokio::sync::Mutex::new(None),
+                    tokens: RateLimiter::direct(quota(rate)),
+                    answer_paced: (rate <= ANSWER_PACED_MAX_RATE)
+                        .then(|| Duration::from_secs_f64(1.0 / rate.max(1e-6))),
                 })
             })
             .clone()
     }
 
     /// Waits for `n` request slots of `operation` (or fails after `max_wait`, or at once when
-    /// the limits are closed).
+    /// the limits are closed). Hold the [`Slot`] until the request's answer comes back.
     pub async fn acquire(
         &self,
         identity: &str,
         region: &str,
         operation: &str,
         n: u32,
-    ) -> Result<(), SlotError> {
+    ) -> Result<Slot, SlotError> {
         let mut closed = self.closed.subscribe();
         let shutting_down = || SlotError::ShuttingDown {
             operation: operation.to_string(),
@@ -279,9 +319,24 @@ impl RateLimits {
         }
         let bucket = self.bucket(identity, region, operation);
         let wait = async {
-            let _turn = bucket.queue.lock().await;
+            let mut last = bucket.queue.lock().await;
             for _ in 0..n {
                 bucket.tokens.until_ready().await;
+            }
+            let Some(period) = bucket.answer_paced else {
+                return Slot { answered: None };
+            };
+            if let Some(last) = last.take()
+                && let Some(at) = answered(last, period).await
+            {
+                // AWS counted the request before it answered: n periods after the answer, its
+                // bucket has the n slots this request takes.
+                tokio::time::sleep_until(at + period * n).await;
+            }
+            let (answered, next) = tokio::sync::watch::channel(None);
+            *last = Some(next);
+            Slot {
+                answered: Some(answered),
             }
         };
         tokio::select! {
@@ -304,14 +359,27 @@ impl RateLimits {
         region: &str,
         operation: &str,
         replica: Option<&str>,
-    ) -> Result<(), SlotError> {
-        self.acquire(identity, region, operation, 1).await?;
+    ) -> Result<Vec<Slot>, SlotError> {
+        let mut slots = vec![self.acquire(identity, region, operation, 1).await?];
         if let Some(replica) = replica {
             // AWS counts a ReplicateKey as two CreateKey requests in the replica's region.
-            self.acquire(identity, replica, "CreateKey", REPLICATE_KEY_CREATE_COST)
-                .await?;
+            slots.push(
+                self.acquire(identity, replica, "CreateKey", REPLICATE_KEY_CREATE_COST)
+                    .await?,
+            );
         }
-        Ok(())
+        Ok(slots)
+    }
+}
+
+/// When the request before was answered, waiting at most [`ANSWER_WAIT_LIMIT`] (or one period)
+/// for it; None past that.
+async fn answered(mut last: Answered, period: Duration) -> Option<tokio::time::Instant> {
+    let limit = ANSWER_WAIT_LIMIT.max(period);
+    match tokio::time::timeout(limit, last.wait_for(Option::is_some)).await {
+        Ok(Ok(at)) => *at,
+        // Past the limit, or its slot gone without a mark (it cannot be: a slot marks on drop).
+        _ => None,
     }
 }
 
@@ -420,7 +488,8 @@ impl HttpConnector for RateLimitedConnector {
         HttpConnectorFuture::new(async move {
             let mut reslots = 0;
             loop {
-                c.limits
+                let slots = c
+                    .limits
                     .request_slots(&c.identity, &c.region, &operation, replica.as_deref())
                     .await
                     .map_err(slot_error)?;
@@ -430,10 +499,14 @@ impl HttpConnector for RateLimitedConnector {
                     .then(|| request.try_clone())
                     .flatten();
                 let Some(attempt) = again else {
-                    return inner.call(request).await;
+                    let response = inner.call(request).await;
+                    drop(slots);
+                    return response;
                 };
-                let response = inner.call(attempt).await?;
-                match unless_throttled(response).await? {
+                let response = inner.call(attempt).await;
+                // Answered (or failed): the bucket's next request may be timed from now.
+                drop(slots);
+                match unless_throttled(response?).await? {
                     Some(response) => return Ok(response),
                     None => {
                         // AWS refused it unprocessed: the next slot of the bucket, not a backoff.
@@ -537,7 +610,7 @@ mod tests {
         let limits = RateLimits::new(quotas, Duration::from_secs(5));
         let start = std::time::Instant::now();
         for _ in 0..5 {
-            limits
+            let _slot = limits
                 .acquire("acct", "us-east-1", "GetParametersForImport", 1)
                 .await
                 .unwrap();
@@ -554,7 +627,7 @@ mod tests {
         ] {
             let at_once = limits.acquire("acct", region, operation, 1).now_or_never();
             assert!(
-                matches!(at_once, Some(Ok(()))),
+                matches!(at_once, Some(Ok(_))),
                 "{region} {operation} waited"
             );
         }
@@ -565,11 +638,102 @@ mod tests {
         let mut quotas = KmsQuotas::aws_defaults();
         quotas.set("CreateKey", 0.1);
         let limits = RateLimits::new(quotas, Duration::from_millis(100));
-        limits.acquire("a", "r", "CreateKey", 1).await.unwrap();
+        let _slot = limits.acquire("a", "r", "CreateKey", 1).await.unwrap();
         let err = limits.acquire("a", "r", "CreateKey", 1).await.unwrap_err();
         assert!(
             matches!(&err, SlotError::WaitExceeded { operation, .. } if operation == "CreateKey"),
             "{err:?}"
         );
+    }
+
+    /// A KMS stand-in whose requests arrive late by turns: each arrives after the next delay of
+    /// `arrive` (its arrival noted, as AWS counts it), and is answered 10 ms later.
+    #[derive(Clone, Debug)]
+    struct JitteryKms {
+        arrive: Arc<Mutex<std::collections::VecDeque<Duration>>>,
+        arrivals: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    }
+
+    impl HttpConnector for JitteryKms {
+        fn call(&self, _request: HttpRequest) -> HttpConnectorFuture {
+            let kms = self.clone();
+            HttpConnectorFuture::new(async move {
+                let late = kms.arrive.lock().unwrap().pop_front().unwrap_or_default();
+                tokio::time::sleep(late).await;
+                kms.arrivals
+                    .lock()
+                    .unwrap()
+                    .push(tokio::time::Instant::now());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(HttpResponse::new(
+                    200.try_into().unwrap(),
+                    SdkBody::from("{}"),
+                ))
+            })
+        }
+    }
+
+    impl HttpClient for JitteryKms {
+        fn http_connector(
+            &self,
+            _settings: &HttpConnectorSettings,
+            _components: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    /// The shortest gap between two arrivals of `count` concurrent GetParametersForImport
+    /// requests, paced at `rate`, that arrive `late` and on time by turns.
+    async fn shortest_arrival_gap(rate: f64, late: Duration, count: usize) -> Duration {
+        let kms = JitteryKms {
+            arrive: Arc::new(Mutex::new(
+                (0..count)
+                    .map(|i| if i % 2 == 0 { late } else { Duration::ZERO })
+                    .collect(),
+            )),
+            arrivals: Arc::default(),
+        };
+        let mut quotas = KmsQuotas::aws_defaults();
+        quotas.set("GetParametersForImport", rate);
+        let connector = RateLimitedConnector {
+            inner: SharedHttpConnector::new(kms.clone()),
+            client: RateLimitedHttpClient::new(
+                SharedHttpClient::new(kms.clone()),
+                RateLimits::new(quotas, Duration::from_secs(10)),
+                "acct",
+                "us-east-1",
+            ),
+        };
+        let calls = (0..count).map(|_| {
+            let mut request = HttpRequest::new(SdkBody::from("{}"));
+            request
+                .headers_mut()
+                .insert("x-amz-target", "TrentService.GetParametersForImport");
+            connector.call(request)
+        });
+        for answer in futures::future::join_all(calls).await {
+            assert_eq!(answer.unwrap().status().as_u16(), 200);
+        }
+        let arrivals = kms.arrivals.lock().unwrap().clone();
+        assert_eq!(arrivals.len(), count);
+        arrivals
+            .windows(2)
+            .map(|w| w[1].saturating_duration_since(w[0]))
+            .min()
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answer_paced_requests_never_arrive_within_one_period_whatever_the_jitter() {
+        // 10/s: answer-paced. Every other request arrives 80 ms late, four times the spacing's
+        // margin (120 ms apart when they leave): still none arrives within 100 ms of the one
+        // before it, as each leaves one period after the answer to the one before.
+        let gap = shortest_arrival_gap(10.0, Duration::from_millis(80), 6).await;
+        assert!(gap >= Duration::from_millis(100), "{gap:?}");
+        // 25/s is not answer-paced: the same kind of jitter (55 ms late, 60 ms apart when they
+        // leave) brings two requests into one 40 ms period — what AWS would throttle.
+        let gap = shortest_arrival_gap(25.0, Duration::from_millis(55), 6).await;
+        assert!(gap < Duration::from_millis(40), "{gap:?}");
     }
 }
