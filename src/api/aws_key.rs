@@ -1,7 +1,4 @@
 //! `AwsKey` (namespaced): a KMS key with imported (BYOK) material taken from a Secret.
-// kube's `printcolumn(...)` arguments repeat `type_ = ...`, which this lint mistakes for
-// duplicated attributes.
-#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 
@@ -20,7 +17,7 @@ use super::key_spec::{KeySpec, KeyUsage};
 use super::key_status::KmsKeyStatus;
 use super::refs::{LocalObjectRef, SecretKeySelector};
 
-keyfleet_kind! {
+keyfleet_key_kind! {
 kube(
     kind = "AwsKey",
     shortname = "ak",
@@ -28,21 +25,13 @@ kube(
     status = "AwsKeyStatus",
     doc = "A BYOK key in AWS KMS whose material is imported from a Secret.",
 ),
-columns_before(
-    printcolumn(name = "Alias", type_ = "string", json_path = ".spec.alias"),
-    printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
-    printcolumn(name = "State", type_ = "string", json_path = ".status.keyState"),
-),
-columns_between(),
+first_column(printcolumn(name = "Alias", type_ = "string", json_path = ".spec.alias")),
 columns_after(
-    printcolumn(name = "ARN", type_ = "string", json_path = ".status.arn", priority = 1),
-    printcolumn(name = "Materials", type_ = "integer", json_path = ".status.materialCount", priority = 1),
     printcolumn(name = "Next-Rotation", type_ = "string", json_path = ".status.nextRotationTime", priority = 1),
 ),
 /// A KMS key whose material you bring: keyfleet creates an EXTERNAL-origin key in AWS KMS,
 /// imports the material held in a Secret, and keeps alias, description, tags, policy and
 /// enabled state as declared here.
-#[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.keySpec.startsWith('RSA_') || has(self.keyUsage)").message("keyUsage is required for RSA keys: ENCRYPT_DECRYPT or SIGN_VERIFY").field_path(".keyUsage").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("!has(self.keyUsage) || (self.keySpec == 'SYMMETRIC_DEFAULT' && self.keyUsage == 'ENCRYPT_DECRYPT') || (self.keySpec.startsWith('HMAC_') && self.keyUsage == 'GENERATE_VERIFY_MAC') || (self.keySpec.startsWith('ECC_') && self.keyUsage == 'SIGN_VERIFY') || (self.keySpec.startsWith('RSA_') && self.keyUsage in ['ENCRYPT_DECRYPT', 'SIGN_VERIFY'])").message("keyUsage does not fit keySpec: SYMMETRIC_DEFAULT takes ENCRYPT_DECRYPT, HMAC_* takes GENERATE_VERIFY_MAC, ECC_* takes SIGN_VERIFY, RSA_* takes ENCRYPT_DECRYPT or SIGN_VERIFY").field_path(".keyUsage"))]
 #[x_kube(validation = Rule::new("has(self.keyUsage) == has(oldSelf.keyUsage) && (!has(self.keyUsage) || self.keyUsage == oldSelf.keyUsage)").message("keyUsage is immutable once the key exists").field_path(".keyUsage"))]
@@ -135,6 +124,25 @@ pub struct AwsKeySpec {
     /// when another AwsKey or another cluster owns that key. Immutable.
     #[schemars(regex(pattern = r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/.+$"))]
     pub adopt_key_arn: Option<String>,
+}
+
+/// Observed state of an AwsKey, as seen in KMS.
+pub struct AwsKeyStatus {
+    /// What KMS reports about the key, and the Ready condition.
+    #[serde(flatten)]
+    pub key: KmsKeyStatus,
+    /// Set while a CreateKey is in flight, so that a key created just before a crash is found
+    /// (by its owner tag) and adopted instead of duplicated.
+    pub create_started_at: Option<Time>,
+    /// Replicas of this multi-region key, as seen in KMS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaRef>,
+    /// When the scheduled rotation (`keyMaterial.generate.rotation`) generates the next
+    /// material; unset without a schedule.
+    pub next_rotation_time: Option<Time>,
+    /// The Secrets of generated material that rotates on a schedule: the current one and
+    /// those retained from earlier rotations.
+    pub generated_material: Option<GeneratedMaterialStatus>,
 }
 }
 
@@ -249,28 +257,6 @@ pub enum MaterialChangePolicy {
     Refuse,
     /// Rotate the key to the new material (symmetric keys only).
     Rotate,
-}
-
-/// Observed state of an AwsKey, as seen in KMS.
-#[skip_serializing_none]
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AwsKeyStatus {
-    /// What KMS reports about the key, and the Ready condition.
-    #[serde(flatten)]
-    pub key: KmsKeyStatus,
-    /// Set while a CreateKey is in flight, so that a key created just before a crash is found
-    /// (by its owner tag) and adopted instead of duplicated.
-    pub create_started_at: Option<Time>,
-    /// Replicas of this multi-region key, as seen in KMS.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub replicas: Vec<ReplicaRef>,
-    /// When the scheduled rotation (`keyMaterial.generate.rotation`) generates the next
-    /// material; unset without a schedule.
-    pub next_rotation_time: Option<Time>,
-    /// The Secrets of generated material that rotates on a schedule: the current one and
-    /// those retained from earlier rotations.
-    pub generated_material: Option<GeneratedMaterialStatus>,
 }
 
 /// A replica of a multi-region key.

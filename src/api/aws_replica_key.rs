@@ -1,22 +1,14 @@
 //! `AwsReplicaKey` (namespaced): a replica of a multi-region AwsKey in another region, with the
 //! primary's material imported into it whenever KMS reports it PendingImport.
 
-// kube's `printcolumn(...)` arguments repeat `type_ = ...`, which this lint mistakes for
-// duplicated attributes.
-#![allow(clippy::duplicated_attributes)]
-
 use std::collections::BTreeMap;
-
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use serde_with::skip_serializing_none;
 
 use super::deletion::DeletionPolicy;
 use super::key_policy::KeyPolicy;
 use super::key_status::KmsKeyStatus;
 use super::refs::LocalObjectRef;
 
-keyfleet_kind! {
+keyfleet_key_kind! {
 kube(
     kind = "AwsReplicaKey",
     shortname = "ark",
@@ -24,21 +16,12 @@ kube(
     status = "AwsReplicaKeyStatus",
     doc = "A replica of a multi-region AwsKey in another region, kept holding the primary's material.",
 ),
-columns_before(
-    printcolumn(name = "Primary", type_ = "string", json_path = ".spec.primaryKeyRef.name"),
-    printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
-    printcolumn(name = "State", type_ = "string", json_path = ".status.keyState"),
-),
-columns_between(),
-columns_after(
-    printcolumn(name = "ARN", type_ = "string", json_path = ".status.arn", priority = 1),
-    printcolumn(name = "Materials", type_ = "integer", json_path = ".status.materialCount", priority = 1),
-),
+first_column(printcolumn(name = "Primary", type_ = "string", json_path = ".spec.primaryKeyRef.name")),
+columns_after(),
 /// A replica of a multi-region `AwsKey` in another region (CCKM "replicate multi-region key").
 /// AWS never copies imported material to a replica: keyfleet imports the primary's material
 /// into it after ReplicateKey and again whenever it falls back to PendingImport (expired or
 /// deleted material).
-#[serde(rename_all = "camelCase")]
 pub struct AwsReplicaKeySpec {
     /// The primary: an `AwsKey` in this namespace with `multiRegion: true`. Its Secret is the
     /// replica's material and its `kmsRef` the replica's connection. Immutable.
@@ -91,16 +74,13 @@ pub struct AwsReplicaKeySpec {
     #[schemars(range(min = 7, max = 30))]
     pub pending_window_days: i32,
 }
-}
 
 /// Observed state of an AwsReplicaKey, as seen in KMS.
-#[skip_serializing_none]
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
 pub struct AwsReplicaKeyStatus {
     /// What KMS reports about the replica, and the Ready condition.
     #[serde(flatten)]
     pub key: KmsKeyStatus,
     /// ARN of the primary key.
     pub primary_arn: Option<String>,
+}
 }
