@@ -8,11 +8,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
-use super::deletion::DeletionPolicy;
 use super::expiration::Expiration;
 use super::generated_material::{GenerateMaterial, GeneratedMaterialStatus};
 use super::key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
-use super::key_policy::KeyPolicy;
+use super::key_settings::KeySettings;
 use super::key_spec::{KeySpec, KeyUsage};
 use super::key_status::KmsKeyStatus;
 use super::refs::{LocalObjectRef, SecretKeySelector};
@@ -45,11 +44,9 @@ pub struct AwsKeySpec {
     /// Unset: the AwsKms named `default`. Immutable.
     pub kms_ref: Option<LocalObjectRef>,
 
-    /// AWS region of the key, e.g. `eu-west-1`. Immutable.
-    #[x_kube(validation = Rule::new("self == oldSelf").message("region is immutable"))]
-    #[x_kube(validation = Rule::new(super::aws_kms::region_rule()).message(super::aws_kms::REGION_RULE_MESSAGE))]
-    #[schemars(length(min = 1, max = 32))]
-    pub region: String,
+    /// Region, alias, description, policy, enabled state and deletion settings.
+    #[serde(flatten)]
+    pub settings: KeySettings,
 
     /// Where the key material comes from. `onChange` can always be changed; the other fields
     /// only together with `onChange: Rotate` (pointing at another Secret is a Secret change).
@@ -65,19 +62,6 @@ pub struct AwsKeySpec {
     /// SIGN_VERIFY. Immutable.
     pub key_usage: Option<KeyUsage>,
 
-    /// Alias of the key, `alias/<name>`. Kept pointing at this key; an alias that already points
-    /// at a key keyfleet does not own is refused (`AliasInUse`).
-    #[schemars(
-        length(min = 7, max = 256),
-        regex(pattern = r"^alias/[a-zA-Z0-9/_-]+$")
-    )]
-    #[x_kube(validation = Rule::new("!self.startsWith('alias/aws/')").message("alias/aws/ is reserved for AWS managed keys"))]
-    pub alias: Option<String>,
-
-    /// Description of the key. Drift in AWS is repaired.
-    #[schemars(length(max = 8192))]
-    pub description: Option<String>,
-
     /// Tags of the key. keyfleet also sets its own `keyfleet.dev/*` ownership tags; any other
     /// tag found on the key in AWS is removed on resync.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -87,15 +71,6 @@ pub struct AwsKeySpec {
     #[x_kube(validation = Rule::new("self.all(k, self[k].size() <= 256 && self[k].matches('^[\\\\p{L}\\\\p{Z}\\\\p{N}_.:/=+\\\\-@]*$'))").message("tag values must be at most 256 characters: letters, digits, spaces and _ . : / = + - @"))]
     pub tags: BTreeMap<String, String>,
 
-    /// Key policy. Unset: the AWS default key policy (the account may use and manage the key
-    /// through IAM).
-    pub policy: Option<KeyPolicy>,
-
-    /// Skip AWS's check that the policy still lets the caller manage the key. Only for policies
-    /// that deliberately hand management to another principal.
-    #[serde(default)]
-    pub bypass_policy_lockout_safety_check: bool,
-
     /// Create a multi-region primary key that `AwsReplicaKey` resources can replicate.
     /// Immutable.
     #[serde(default)]
@@ -104,21 +79,6 @@ pub struct AwsKeySpec {
 
     /// Expiration of the imported material. Unset: the material does not expire.
     pub expiration: Option<Expiration>,
-
-    /// Whether the key is enabled for cryptographic operations.
-    #[serde(default = "super::key_settings::default_true")]
-    pub enabled: bool,
-
-    /// What happens to the KMS key when this resource is deleted. Unset: Retain for an adopted
-    /// key; else the namespace annotation `keyfleet.dev/default-deletion-policy`; else the
-    /// operator's `--default-deletion-policy` (Delete unless the administrator chose otherwise).
-    /// `status.deletionPolicy` shows the one in effect.
-    pub deletion_policy: Option<DeletionPolicy>,
-
-    /// Waiting period, in days, between scheduling deletion and AWS deleting the key (7-30).
-    #[serde(default = "super::key_settings::default_pending_window_days")]
-    #[schemars(range(min = 7, max = 30))]
-    pub pending_window_days: i32,
 
     /// ARN of an existing EXTERNAL-origin key to manage instead of creating a new one. Refused
     /// when another AwsKey or another cluster owns that key. Immutable.

@@ -3,7 +3,7 @@
 
 use std::fmt::Debug;
 use std::future::Future;
-use std::ops::DerefMut;
+use std::ops::{Deref, DerefMut};
 
 use jiff::Timestamp;
 use kube::core::NamespaceResourceScope;
@@ -77,7 +77,7 @@ pub struct Scope<'a, K: ManagedKey> {
 /// A kind whose objects each manage one KMS key (AwsKey, AwsReplicaKey).
 pub trait ManagedKey:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + HasSpec<Spec: KeySettings>
+    + HasSpec<Spec: Deref<Target = KeySettings>>
     + HasStatus<
         Status: Clone
                     + Default
@@ -103,17 +103,17 @@ pub trait ManagedKey:
     const GONE_ADVICE: &'static str;
 
     fn region(&self) -> &str {
-        self.spec().region()
+        &self.spec().region
     }
     fn policy(&self) -> Option<&KeyPolicy> {
-        self.spec().policy()
+        self.spec().policy.as_ref()
     }
     /// The deletion policy the spec sets, if any.
     fn deletion_policy(&self) -> Option<DeletionPolicy> {
-        self.spec().deletion_policy()
+        self.spec().deletion_policy
     }
     fn pending_window_days(&self) -> i32 {
-        self.spec().pending_window_days()
+        self.spec().pending_window_days
     }
 
     /// Dereference, the kind's part: the AwsKey that names connection and material.
