@@ -1,7 +1,4 @@
 //! `AwsKey` (namespaced): a KMS key with imported (BYOK) material taken from a Secret.
-// kube's `printcolumn(...)` arguments repeat `type_ = ...`, which this lint mistakes for
-// duplicated attributes.
-#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 
@@ -11,16 +8,15 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
-use super::deletion::DeletionPolicy;
 use super::expiration::Expiration;
 use super::generated_material::{GenerateMaterial, GeneratedMaterialStatus};
 use super::key_material::{MaterialEncoding, WrappingAlgorithm, WrappingKeySpec};
-use super::key_policy::KeyPolicy;
+use super::key_settings::KeySettings;
 use super::key_spec::{KeySpec, KeyUsage};
 use super::key_status::KmsKeyStatus;
 use super::refs::{LocalObjectRef, SecretKeySelector};
 
-keyfleet_kind! {
+keyfleet_key_kind! {
 kube(
     kind = "AwsKey",
     shortname = "ak",
@@ -28,21 +24,13 @@ kube(
     status = "AwsKeyStatus",
     doc = "A BYOK key in AWS KMS whose material is imported from a Secret.",
 ),
-columns_before(
-    printcolumn(name = "Alias", type_ = "string", json_path = ".spec.alias"),
-    printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
-    printcolumn(name = "State", type_ = "string", json_path = ".status.keyState"),
-),
-columns_between(),
+first_column(printcolumn(name = "Alias", type_ = "string", json_path = ".spec.alias")),
 columns_after(
-    printcolumn(name = "ARN", type_ = "string", json_path = ".status.arn", priority = 1),
-    printcolumn(name = "Materials", type_ = "integer", json_path = ".status.materialCount", priority = 1),
     printcolumn(name = "Next-Rotation", type_ = "string", json_path = ".status.nextRotationTime", priority = 1),
 ),
 /// A KMS key whose material you bring: keyfleet creates an EXTERNAL-origin key in AWS KMS,
 /// imports the material held in a Secret, and keeps alias, description, tags, policy and
 /// enabled state as declared here.
-#[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.keySpec.startsWith('RSA_') || has(self.keyUsage)").message("keyUsage is required for RSA keys: ENCRYPT_DECRYPT or SIGN_VERIFY").field_path(".keyUsage").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("!has(self.keyUsage) || (self.keySpec == 'SYMMETRIC_DEFAULT' && self.keyUsage == 'ENCRYPT_DECRYPT') || (self.keySpec.startsWith('HMAC_') && self.keyUsage == 'GENERATE_VERIFY_MAC') || (self.keySpec.startsWith('ECC_') && self.keyUsage == 'SIGN_VERIFY') || (self.keySpec.startsWith('RSA_') && self.keyUsage in ['ENCRYPT_DECRYPT', 'SIGN_VERIFY'])").message("keyUsage does not fit keySpec: SYMMETRIC_DEFAULT takes ENCRYPT_DECRYPT, HMAC_* takes GENERATE_VERIFY_MAC, ECC_* takes SIGN_VERIFY, RSA_* takes ENCRYPT_DECRYPT or SIGN_VERIFY").field_path(".keyUsage"))]
 #[x_kube(validation = Rule::new("has(self.keyUsage) == has(oldSelf.keyUsage) && (!has(self.keyUsage) || self.keyUsage == oldSelf.keyUsage)").message("keyUsage is immutable once the key exists").field_path(".keyUsage"))]
@@ -56,11 +44,9 @@ pub struct AwsKeySpec {
     /// Unset: the AwsKms named `default`. Immutable.
     pub kms_ref: Option<LocalObjectRef>,
 
-    /// AWS region of the key, e.g. `eu-west-1`. Immutable.
-    #[x_kube(validation = Rule::new("self == oldSelf").message("region is immutable"))]
-    #[x_kube(validation = Rule::new(super::aws_kms::region_rule()).message(super::aws_kms::REGION_RULE_MESSAGE))]
-    #[schemars(length(min = 1, max = 32))]
-    pub region: String,
+    /// Region, alias, description, policy, enabled state and deletion settings.
+    #[serde(flatten)]
+    pub settings: KeySettings,
 
     /// Where the key material comes from. `onChange` can always be changed; the other fields
     /// only together with `onChange: Rotate` (pointing at another Secret is a Secret change).
@@ -76,19 +62,6 @@ pub struct AwsKeySpec {
     /// SIGN_VERIFY. Immutable.
     pub key_usage: Option<KeyUsage>,
 
-    /// Alias of the key, `alias/<name>`. Kept pointing at this key; an alias that already points
-    /// at a key keyfleet does not own is refused (`AliasInUse`).
-    #[schemars(
-        length(min = 7, max = 256),
-        regex(pattern = r"^alias/[a-zA-Z0-9/_-]+$")
-    )]
-    #[x_kube(validation = Rule::new("!self.startsWith('alias/aws/')").message("alias/aws/ is reserved for AWS managed keys"))]
-    pub alias: Option<String>,
-
-    /// Description of the key. Drift in AWS is repaired.
-    #[schemars(length(max = 8192))]
-    pub description: Option<String>,
-
     /// Tags of the key. keyfleet also sets its own `keyfleet.dev/*` ownership tags; any other
     /// tag found on the key in AWS is removed on resync.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -97,15 +70,6 @@ pub struct AwsKeySpec {
     #[x_kube(validation = Rule::new("self.all(k, k.size() >= 1 && k.size() <= 128 && k.matches('^[\\\\p{L}\\\\p{Z}\\\\p{N}_.:/=+\\\\-@]+$'))").message("tag keys must be 1-128 characters: letters, digits, spaces and _ . : / = + - @"))]
     #[x_kube(validation = Rule::new("self.all(k, self[k].size() <= 256 && self[k].matches('^[\\\\p{L}\\\\p{Z}\\\\p{N}_.:/=+\\\\-@]*$'))").message("tag values must be at most 256 characters: letters, digits, spaces and _ . : / = + - @"))]
     pub tags: BTreeMap<String, String>,
-
-    /// Key policy. Unset: the AWS default key policy (the account may use and manage the key
-    /// through IAM).
-    pub policy: Option<KeyPolicy>,
-
-    /// Skip AWS's check that the policy still lets the caller manage the key. Only for policies
-    /// that deliberately hand management to another principal.
-    #[serde(default)]
-    pub bypass_policy_lockout_safety_check: bool,
 
     /// Create a multi-region primary key that `AwsReplicaKey` resources can replicate.
     /// Immutable.
@@ -116,25 +80,29 @@ pub struct AwsKeySpec {
     /// Expiration of the imported material. Unset: the material does not expire.
     pub expiration: Option<Expiration>,
 
-    /// Whether the key is enabled for cryptographic operations.
-    #[serde(default = "super::key_settings::default_true")]
-    pub enabled: bool,
-
-    /// What happens to the KMS key when this resource is deleted. Unset: Retain for an adopted
-    /// key; else the namespace annotation `keyfleet.dev/default-deletion-policy`; else the
-    /// operator's `--default-deletion-policy` (Delete unless the administrator chose otherwise).
-    /// `status.deletionPolicy` shows the one in effect.
-    pub deletion_policy: Option<DeletionPolicy>,
-
-    /// Waiting period, in days, between scheduling deletion and AWS deleting the key (7-30).
-    #[serde(default = "super::key_settings::default_pending_window_days")]
-    #[schemars(range(min = 7, max = 30))]
-    pub pending_window_days: i32,
-
     /// ARN of an existing EXTERNAL-origin key to manage instead of creating a new one. Refused
     /// when another AwsKey or another cluster owns that key. Immutable.
     #[schemars(regex(pattern = r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/.+$"))]
     pub adopt_key_arn: Option<String>,
+}
+
+/// Observed state of an AwsKey, as seen in KMS.
+pub struct AwsKeyStatus {
+    /// What KMS reports about the key, and the Ready condition.
+    #[serde(flatten)]
+    pub key: KmsKeyStatus,
+    /// Set while a CreateKey is in flight, so that a key created just before a crash is found
+    /// (by its owner tag) and adopted instead of duplicated.
+    pub create_started_at: Option<Time>,
+    /// Replicas of this multi-region key, as seen in KMS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaRef>,
+    /// When the scheduled rotation (`keyMaterial.generate.rotation`) generates the next
+    /// material; unset without a schedule.
+    pub next_rotation_time: Option<Time>,
+    /// The Secrets of generated material that rotates on a schedule: the current one and
+    /// those retained from earlier rotations.
+    pub generated_material: Option<GeneratedMaterialStatus>,
 }
 }
 
@@ -249,28 +217,6 @@ pub enum MaterialChangePolicy {
     Refuse,
     /// Rotate the key to the new material (symmetric keys only).
     Rotate,
-}
-
-/// Observed state of an AwsKey, as seen in KMS.
-#[skip_serializing_none]
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AwsKeyStatus {
-    /// What KMS reports about the key, and the Ready condition.
-    #[serde(flatten)]
-    pub key: KmsKeyStatus,
-    /// Set while a CreateKey is in flight, so that a key created just before a crash is found
-    /// (by its owner tag) and adopted instead of duplicated.
-    pub create_started_at: Option<Time>,
-    /// Replicas of this multi-region key, as seen in KMS.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub replicas: Vec<ReplicaRef>,
-    /// When the scheduled rotation (`keyMaterial.generate.rotation`) generates the next
-    /// material; unset without a schedule.
-    pub next_rotation_time: Option<Time>,
-    /// The Secrets of generated material that rotates on a schedule: the current one and
-    /// those retained from earlier rotations.
-    pub generated_material: Option<GeneratedMaterialStatus>,
 }
 
 /// A replica of a multi-region key.

@@ -1,11 +1,6 @@
 //! `AwsKeyPolicyTemplate` (cluster-scoped): a reusable key policy — a document with placeholders or a set of shortcuts.
-// kube's `printcolumn(...)` arguments repeat `type_ = ...`, which this lint mistakes for
-// duplicated attributes.
-#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use serde::{Deserialize, Serialize};
-use serde_with::skip_serializing_none;
 
 use super::key_policy::PolicyShortcuts;
 
@@ -27,7 +22,6 @@ columns_after(),
 /// and ARN) and re-applies it to every such key when the template changes. Its status says
 /// whether it renders and how many keys use it.
 #[derive(Default)]
-#[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(format!("[has(self.document), {}].filter(x, x).size() == 1", super::key_policy::HAS_SHORTCUTS)).message("a policy template takes exactly one of: document, or the shortcuts (keyAdmins, keyAdminsRoles, keyUsers, keyUsersRoles, externalAccounts)"))]
 pub struct AwsKeyPolicyTemplateSpec {
     /// What the template is for (shown by `kubectl get`).
@@ -42,12 +36,8 @@ pub struct AwsKeyPolicyTemplateSpec {
     #[serde(flatten)]
     pub shortcuts: PolicyShortcuts,
 }
-}
 
 /// Whether the template renders, and how many keys use it.
-#[skip_serializing_none]
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
 pub struct AwsKeyPolicyTemplateStatus {
     /// The generation of the spec the conditions describe.
     pub observed_generation: Option<i64>,
@@ -64,4 +54,5 @@ pub struct AwsKeyPolicyTemplateStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
 }

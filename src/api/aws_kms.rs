@@ -1,13 +1,9 @@
 //! `AwsKms` (cluster-scoped): an AWS KMS connection — credentials, allowed regions, endpoint.
-// kube's `printcolumn(...)` arguments repeat `type_ = ...`, which this lint mistakes for
-// duplicated attributes.
-#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_with::skip_serializing_none;
 
 use super::allowed_namespaces::AllowedNamespaces;
 
@@ -54,7 +50,6 @@ columns_after(),
 /// An `AwsKey` that names no `AwsKms` uses the one named `default`, when it exists and admits
 /// the key's namespace. Write access to an AwsKms is access to every key material imported
 /// through it: grant it like a cluster-admin permission.
-#[serde(rename_all = "camelCase")]
 pub struct AwsKmsSpec {
     /// The namespaces whose AwsKeys and AwsReplicaKeys may use this connection (required):
     /// `{from: All}` or `{from: Selector, selector: {matchLabels: ...}}`. A key in another
@@ -99,6 +94,24 @@ pub struct AwsKmsSpec {
 
     /// Limits on the key policies of keys using this connection.
     pub key_policy: Option<KeyPolicyLimits>,
+}
+
+/// What keyfleet verified about a connection: that it can act through it (sts:GetCallerIdentity
+/// through the role, well-formed regions), rechecked every resync.
+pub struct AwsKmsStatus {
+    /// The generation of the spec last checked.
+    pub observed_generation: Option<i64>,
+    /// The principal keyfleet acts as through this connection (sts:GetCallerIdentity).
+    pub caller_arn: Option<String>,
+    /// The AWS account of that principal: where keys created through this connection live.
+    pub account_id: Option<String>,
+    /// `Ready` is True once keyfleet verified it can act through the connection; otherwise its
+    /// reason says why not (`AssumeRoleFailed`, `CredentialsUnavailable`, `RegionInvalid`,
+    /// `StsUnavailable`). `Stalled` and `Reconciling` carry the same reason, as kstatus reads
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
 }
 }
 
@@ -150,27 +163,6 @@ impl AwsKmsSpec {
     pub fn allows_region(&self, region: &str) -> bool {
         self.regions.is_empty() || self.regions.iter().any(|r| r == region)
     }
-}
-
-/// What keyfleet verified about a connection: that it can act through it (sts:GetCallerIdentity
-/// through the role, well-formed regions), rechecked every resync.
-#[skip_serializing_none]
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AwsKmsStatus {
-    /// The generation of the spec last checked.
-    pub observed_generation: Option<i64>,
-    /// The principal keyfleet acts as through this connection (sts:GetCallerIdentity).
-    pub caller_arn: Option<String>,
-    /// The AWS account of that principal: where keys created through this connection live.
-    pub account_id: Option<String>,
-    /// `Ready` is True once keyfleet verified it can act through the connection; otherwise its
-    /// reason says why not (`AssumeRoleFailed`, `CredentialsUnavailable`, `RegionInvalid`,
-    /// `StsUnavailable`). `Stalled` and `Reconciling` carry the same reason, as kstatus reads
-    /// them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
 }
 
 /// The area prefixes of AWS region names: those of the partitions' `regionRegex` in the AWS

@@ -51,17 +51,18 @@ pub enum WrappingAlgorithm {
 
 // The RSA wrapping key size requested from `GetParametersForImport` (KMS `WrappingKeySpec`).
 // A plain comment for the same reason as `WrappingAlgorithm`'s.
+// Each discriminant is the modulus size in bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum WrappingKeySpec {
     /// 2048-bit RSA wrapping key.
     #[serde(rename = "RSA_2048")]
-    Rsa2048,
+    Rsa2048 = 2048,
     /// 3072-bit RSA wrapping key.
     #[serde(rename = "RSA_3072")]
-    Rsa3072,
+    Rsa3072 = 3072,
     /// 4096-bit RSA wrapping key.
     #[serde(rename = "RSA_4096")]
-    Rsa4096,
+    Rsa4096 = 4096,
 }
 
 impl WrappingAlgorithm {
@@ -133,13 +134,9 @@ impl WrappingKeySpec {
             .find(|s| s.as_str() == name)
     }
 
-    /// RSA modulus size in bits.
+    /// RSA modulus size in bits (the discriminant).
     pub fn bits(self) -> usize {
-        match self {
-            WrappingKeySpec::Rsa2048 => 2048,
-            WrappingKeySpec::Rsa3072 => 3072,
-            WrappingKeySpec::Rsa4096 => 4096,
-        }
+        self as usize
     }
 
     pub fn from_bits(bits: usize) -> Option<WrappingKeySpec> {

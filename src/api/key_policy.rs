@@ -7,51 +7,77 @@ use serde_with::skip_serializing_none;
 
 use super::refs::LocalObjectRef;
 
-/// Principal shortcuts (CCKM `key_admins`, `key_admins_roles`, `key_users`, `key_users_roles`,
-/// `external_accounts`), rendered by keyfleet into a complete key policy: the account-root
-/// statement, an administrators statement, a users statement with the cryptographic actions of
-/// the key's usage, and the grant statement for AWS services.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PolicyShortcuts {
-    /// IAM users who administer the key: user names (`alice`, rendered as
-    /// `arn:aws:iam::<key account>:user/alice`) or user ARNs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.size() <= 50").message("at most 50 keyAdmins"))]
-    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[\\\\w+=,.@-]{1,64}$') || p.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:user/[\\\\w+=,.@/-]+$'))").message("keyAdmins entries must be IAM user names or user ARNs (arn:aws:iam::<12-digit account>:user/<name>)"))]
-    pub key_admins: Vec<String>,
-    /// IAM roles that administer the key: role names or role ARNs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.size() <= 50").message("at most 50 keyAdminsRoles"))]
-    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[\\\\w+=,.@-]{1,64}$') || p.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\\\\w+=,.@/-]+$'))").message("keyAdminsRoles entries must be IAM role names or role ARNs (arn:aws:iam::<12-digit account>:role/<name>)"))]
-    pub key_admins_roles: Vec<String>,
-    /// IAM users who use the key in cryptographic operations: user names or user ARNs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.size() <= 50").message("at most 50 keyUsers"))]
-    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[\\\\w+=,.@-]{1,64}$') || p.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:user/[\\\\w+=,.@/-]+$'))").message("keyUsers entries must be IAM user names or user ARNs (arn:aws:iam::<12-digit account>:user/<name>)"))]
-    pub key_users: Vec<String>,
-    /// IAM roles that use the key in cryptographic operations: role names or role ARNs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.size() <= 50").message("at most 50 keyUsersRoles"))]
-    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[\\\\w+=,.@-]{1,64}$') || p.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\\\\w+=,.@/-]+$'))").message("keyUsersRoles entries must be IAM role names or role ARNs (arn:aws:iam::<12-digit account>:role/<name>)"))]
-    pub key_users_roles: Vec<String>,
-    /// Other AWS accounts that may use the key: 12-digit account ids or
-    /// `arn:aws:iam::<account>:root`. They join the users and grant statements.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.size() <= 50").message("at most 50 externalAccounts"))]
-    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[0-9]{12}$') || p.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:root$'))").message("externalAccounts entries must be 12-digit AWS account ids or arn:aws:iam::<account>:root"))]
-    pub external_accounts: Vec<String>,
+/// The principals one shortcut may list: the CEL test of an entry `p`, and what the admission
+/// message calls them.
+struct Principals {
+    test: String,
+    names: String,
 }
 
-impl PolicyShortcuts {
-    /// True when no shortcut is given.
-    pub fn is_empty(&self) -> bool {
-        self.key_admins.is_empty()
-            && self.key_admins_roles.is_empty()
-            && self.key_users.is_empty()
-            && self.key_users_roles.is_empty()
-            && self.external_accounts.is_empty()
+/// IAM principals of one sort (`user` or `role`): names, or ARNs in any account.
+fn iam(sort: &str) -> Principals {
+    Principals {
+        test: format!(
+            "p.matches('^[\\\\w+=,.@-]{{1,64}}$') || \
+             p.matches('^arn:aws[a-z-]*:iam::[0-9]{{12}}:{sort}/[\\\\w+=,.@/-]+$')"
+        ),
+        names: format!(
+            "IAM {sort} names or {sort} ARNs (arn:aws:iam::<12-digit account>:{sort}/<name>)"
+        ),
     }
+}
+
+/// AWS accounts: ids, or their root ARNs.
+fn accounts() -> Principals {
+    Principals {
+        test: "p.matches('^[0-9]{12}$') || p.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:root$')"
+            .to_string(),
+        names: "12-digit AWS account ids or arn:aws:iam::<account>:root".to_string(),
+    }
+}
+
+/// Declares [`PolicyShortcuts`] from one table: every shortcut is a list of at most 50
+/// principals of one sort, held to that sort by a CEL rule, and `is_empty` covers them all.
+macro_rules! policy_shortcuts {
+    ($($(#[$doc:meta])* $field:ident ($json:literal): $principals:expr;)+) => {
+        /// Principal shortcuts (CCKM `key_admins`, `key_admins_roles`, `key_users`,
+        /// `key_users_roles`, `external_accounts`), rendered by keyfleet into a complete key
+        /// policy: the account-root statement, an administrators statement, a users statement
+        /// with the cryptographic actions of the key's usage, and the grant statement for AWS
+        /// services.
+        #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+        pub struct PolicyShortcuts {
+            $(
+                $(#[$doc])*
+                #[serde(rename = $json, default, skip_serializing_if = "Vec::is_empty")]
+                #[x_kube(validation = Rule::new("self.size() <= 50").message(concat!("at most 50 ", $json)))]
+                #[x_kube(validation = Rule::new(format!("self.all(p, {})", $principals.test)).message(format!("{} entries must be {}", $json, $principals.names).as_str()))]
+                pub $field: Vec<String>,
+            )+
+        }
+
+        impl PolicyShortcuts {
+            /// True when no shortcut is given.
+            pub fn is_empty(&self) -> bool {
+                true $(&& self.$field.is_empty())+
+            }
+        }
+    };
+}
+
+policy_shortcuts! {
+    /// IAM users who administer the key: user names (`alice`, rendered as
+    /// `arn:aws:iam::<key account>:user/alice`) or user ARNs.
+    key_admins("keyAdmins"): iam("user");
+    /// IAM roles that administer the key: role names or role ARNs.
+    key_admins_roles("keyAdminsRoles"): iam("role");
+    /// IAM users who use the key in cryptographic operations: user names or user ARNs.
+    key_users("keyUsers"): iam("user");
+    /// IAM roles that use the key in cryptographic operations: role names or role ARNs.
+    key_users_roles("keyUsersRoles"): iam("role");
+    /// Other AWS accounts that may use the key: 12-digit account ids or
+    /// `arn:aws:iam::<account>:root`. They join the users and grant statements.
+    external_accounts("externalAccounts"): accounts();
 }
 
 /// CEL: true when any shortcut field is present.

@@ -78,26 +78,10 @@ pub struct KmsKeyStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// The status of each key kind holds a [`KmsKeyStatus`] under `key` (flattened) next to its own
-/// fields, and reads as one.
-macro_rules! deref_to_key_status {
-    ($($status:ty),+) => {$(
-        impl std::ops::Deref for $status {
-            type Target = KmsKeyStatus;
-            fn deref(&self) -> &KmsKeyStatus {
-                &self.key
-            }
-        }
-
-        impl std::ops::DerefMut for $status {
-            fn deref_mut(&mut self) -> &mut KmsKeyStatus {
-                &mut self.key
-            }
-        }
-    )+};
-}
-
-deref_to_key_status!(
-    super::aws_key::AwsKeyStatus,
+// The status of each key kind holds a `KmsKeyStatus` under `key` (flattened) next to its own
+// fields, and reads as one.
+deref_to_flattened!(
+    KmsKeyStatus,
+    key: super::aws_key::AwsKeyStatus,
     super::aws_replica_key::AwsReplicaKeyStatus
 );

@@ -1,12 +1,14 @@
 //! What every keyfleet kind declares alike: derives, API group and version, the `keyfleet`
-//! category, CEL, and the Ready / Reason / Age printer columns (`keyfleet_kind!`).
+//! category, CEL, the Ready / Reason / Age printer columns (`keyfleet_kind!`), and the columns
+//! of the key kinds (`keyfleet_key_kind!`).
 
-/// Declares a keyfleet kind's spec struct with what every kind shares: the derives, unset
-/// `Option` fields left out when serialized (`skip_serializing_none`), the API group and
-/// version, the `keyfleet` category, CEL rules, and the printer columns `Ready`, `Reason` and
-/// `Age`. The kind gives its own `kube(...)` arguments (kind, short name, scope, status, doc;
-/// kube derives the singular and plural names from the kind) and its own columns: those shown
-/// before Ready, between Reason and Age, and after Age.
+/// Declares a keyfleet kind's spec and status structs with what every kind shares: the derives,
+/// camelCase field names, unset `Option` fields left out when serialized
+/// (`skip_serializing_none`), the API group and version, the `keyfleet` category, CEL rules,
+/// and the printer columns `Ready`, `Reason` and `Age`. The kind gives its own `kube(...)`
+/// arguments (kind, short name, scope, status, doc; kube derives the singular and plural names
+/// from the kind) and its own columns: those shown before Ready, between Reason and Age, and
+/// after Age.
 macro_rules! keyfleet_kind {
     (
         kube($($kube:tt)*),
@@ -15,6 +17,8 @@ macro_rules! keyfleet_kind {
         columns_after($($after:tt)*),
         $(#[$attr:meta])*
         $vis:vis struct $name:ident $body:tt
+        $(#[$status_attr:meta])*
+        $status_vis:vis struct $status:ident $status_body:tt
     ) => {
         #[serde_with::skip_serializing_none]
         #[derive(
@@ -26,6 +30,7 @@ macro_rules! keyfleet_kind {
             serde::Serialize,
             serde::Deserialize,
         )]
+        #[serde(rename_all = "camelCase")]
         #[kube(group = "kms.keyfleet.dev", version = "v1alpha1", category = "keyfleet", cel, $($kube)*)]
         #[kube($($before)*)]
         #[kube(
@@ -45,5 +50,47 @@ macro_rules! keyfleet_kind {
         #[kube($($after)*)]
         $(#[$attr])*
         $vis struct $name $body
+
+        #[serde_with::skip_serializing_none]
+        #[derive(
+            Clone,
+            Debug,
+            Default,
+            PartialEq,
+            serde::Serialize,
+            serde::Deserialize,
+            schemars::JsonSchema,
+        )]
+        #[serde(rename_all = "camelCase")]
+        $(#[$status_attr])*
+        $status_vis struct $status $status_body
+    };
+}
+
+/// Declares a kind that manages one KMS key (AwsKey, AwsReplicaKey) with `keyfleet_kind!` and
+/// the columns such kinds share: the kind's first column, then Region and State before Ready;
+/// ARN and Materials (wide output) after Age, then the kind's own wide columns.
+macro_rules! keyfleet_key_kind {
+    (
+        kube($($kube:tt)*),
+        first_column($($first:tt)*),
+        columns_after($($after:tt)*),
+        $($items:tt)*
+    ) => {
+        keyfleet_kind! {
+            kube($($kube)*),
+            columns_before(
+                $($first)*,
+                printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
+                printcolumn(name = "State", type_ = "string", json_path = ".status.keyState"),
+            ),
+            columns_between(),
+            columns_after(
+                printcolumn(name = "ARN", type_ = "string", json_path = ".status.arn", priority = 1),
+                printcolumn(name = "Materials", type_ = "integer", json_path = ".status.materialCount", priority = 1),
+                $($after)*
+            ),
+            $($items)*
+        }
     };
 }

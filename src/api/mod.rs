@@ -2,6 +2,25 @@
 //! topic of the vocabulary they share (key specs, key material, policy, references, deletion,
 //! expiration, status and conditions).
 
+/// A type that holds another flattened under `$field` (a key kind's status its
+/// `KmsKeyStatus`, its spec its `KeySettings`) reads as it: `Deref` and `DerefMut` to that field.
+macro_rules! deref_to_flattened {
+    ($target:ty, $field:ident: $($outer:ty),+) => {$(
+        impl std::ops::Deref for $outer {
+            type Target = $target;
+            fn deref(&self) -> &$target {
+                &self.$field
+            }
+        }
+
+        impl std::ops::DerefMut for $outer {
+            fn deref_mut(&mut self) -> &mut $target {
+                &mut self.$field
+            }
+        }
+    )+};
+}
+
 #[macro_use]
 mod kind;
 

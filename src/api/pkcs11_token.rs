@@ -1,12 +1,8 @@
 //! `Pkcs11Token` (cluster-scoped): a PKCS#11 token (an HSM partition) whose keys `AwsKey`s import — module, token, PIN, tenancy.
-// kube's `printcolumn(...)` arguments repeat `type_ = ...`, which this lint mistakes for
-// duplicated attributes.
-#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_with::skip_serializing_none;
 
 use super::allowed_namespaces::AllowedNamespaces;
 
@@ -26,7 +22,6 @@ columns_after(
 ),
 /// A PKCS#11 token keyfleet logs in to, to export keys to KMS wrapped (`C_WrapKey`): key
 /// material that never exists in plaintext outside the HSM.
-#[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.tokenLabel) != has(self.slot)").message("set exactly one of tokenLabel and slot"))]
 pub struct Pkcs11TokenSpec {
     /// Absolute path of the PKCS#11 library inside the operator's container, e.g.
@@ -59,6 +54,18 @@ pub struct Pkcs11TokenSpec {
     #[schemars(range(min = 1, max = 64))]
     pub max_sessions: u32,
 }
+
+/// What keyfleet found when it last logged in to the token.
+pub struct Pkcs11TokenStatus {
+    /// `Ready`: True after a successful login; False with reason `Pkcs11ModuleNotLoadable`,
+    /// `TokenNotFound`, `LoginFailed`, `PinSecretNotFound` or `Pkcs11TokenUnavailable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation the conditions describe.
+    pub observed_generation: Option<i64>,
+    /// How keyfleet wraps keys of this token for KMS.
+    pub wrapping: Option<TokenWrapping>,
+}
 }
 
 fn default_max_sessions() -> u32 {
@@ -77,21 +84,6 @@ pub struct NamespacedSecretKeySelector {
     /// Key within the Secret's `data`.
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
-}
-
-/// What keyfleet found when it last logged in to the token.
-#[skip_serializing_none]
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Pkcs11TokenStatus {
-    /// `Ready`: True after a successful login; False with reason `Pkcs11ModuleNotLoadable`,
-    /// `TokenNotFound`, `LoginFailed`, `PinSecretNotFound` or `Pkcs11TokenUnavailable`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
-    /// The generation the conditions describe.
-    pub observed_generation: Option<i64>,
-    /// How keyfleet wraps keys of this token for KMS.
-    pub wrapping: Option<TokenWrapping>,
 }
 
 /// The KMS wrapping algorithms keyfleet uses with this token.

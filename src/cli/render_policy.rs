@@ -137,7 +137,7 @@ pub fn render(objects: &[Value], target: &Target, default_namespace: &str) -> Ve
         let inputs = match kind {
             "AwsKey" => serde_json::from_value::<AwsKey>(object.clone())
                 .map_err(|e| format!("not a readable AwsKey: {e}"))
-                .map(|k| (k.spec.policy, k.spec.key_spec, k.spec.key_usage, k.spec.region)),
+                .map(|k| (k.spec.settings.policy, k.spec.key_spec, k.spec.key_usage, k.spec.settings.region)),
             _ => serde_json::from_value::<AwsReplicaKey>(object.clone())
                 .map_err(|e| format!("not a readable AwsReplicaKey: {e}"))
                 .and_then(|r| {
@@ -150,10 +150,10 @@ pub fn render(objects: &[Value], target: &Target, default_namespace: &str) -> Ve
                             )
                         })?;
                     Ok((
-                        r.spec.policy,
+                        r.spec.settings.policy,
                         primary.spec.key_spec,
                         primary.spec.key_usage,
-                        r.spec.region,
+                        r.spec.settings.region,
                     ))
                 }),
         };

@@ -7,14 +7,14 @@ use tracing::info;
 
 use super::Failure;
 use super::dereference::Dereferenced;
-use super::managed_key::{Located, ManagedKey, Scope, Source, owned_key};
+use super::managed_key::{KindSpec, Located, ManagedKey, Scope, Source, owned_key};
 use super::status;
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKeyStatus, GeneratedMaterialStatus};
-use crate::desired::{self, SpecError};
+use crate::api::{AwsKey, AwsKeyStatus, GeneratedMaterialStatus};
+use crate::desired;
 use crate::kms::KmsError;
 use crate::kms::execute;
 use crate::kms::observe;
-use crate::plan::{DesiredKey, ObservedKey, Owner, Ownership};
+use crate::plan::{ObservedKey, Ownership};
 use crate::tenancy::{self, Claim};
 
 impl ManagedKey for AwsKey {
@@ -27,14 +27,8 @@ impl ManagedKey for AwsKey {
         Ok(Source::Own(&self.spec))
     }
 
-    fn desired(
-        &self,
-        _source: &Source<'_>,
-        owner: &Owner,
-        template: Option<&AwsKeyPolicyTemplate>,
-        now: jiff::Timestamp,
-    ) -> Result<DesiredKey, SpecError> {
-        desired::desired_key(&self.spec, owner, template, now)
+    fn kind_spec<'a>(&'a self, _source: &'a Source<'_>) -> KindSpec<'a> {
+        KindSpec::Key(&self.spec)
     }
 
     async fn locate<'a>(

@@ -5,14 +5,13 @@ use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::dereference::Dereferenced;
-use super::managed_key::{Located, ManagedKey, Scope, Source, owned_key};
+use super::managed_key::{KindSpec, Located, ManagedKey, Scope, Source, owned_key};
 use super::{Context, Failure, status};
 use crate::api::conditions;
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsReplicaKey, AwsReplicaKeyStatus};
-use crate::desired::{self, SpecError};
+use crate::api::{AwsKey, AwsReplicaKey, AwsReplicaKeyStatus};
 use crate::kms::observe::{self, ReadDepth};
 use crate::kms::{Requester, execute};
-use crate::plan::{self, DesiredKey, Owner, Ownership};
+use crate::plan::{self, Ownership};
 use crate::tenancy::Claim;
 
 impl ManagedKey for AwsReplicaKey {
@@ -53,14 +52,11 @@ impl ManagedKey for AwsReplicaKey {
         })
     }
 
-    fn desired(
-        &self,
-        source: &Source<'_>,
-        owner: &Owner,
-        template: Option<&AwsKeyPolicyTemplate>,
-        now: jiff::Timestamp,
-    ) -> Result<DesiredKey, SpecError> {
-        desired::desired_replica(&self.spec, source.spec(), owner, template, now)
+    fn kind_spec<'a>(&'a self, source: &'a Source<'_>) -> KindSpec<'a> {
+        KindSpec::Replica {
+            replica: &self.spec,
+            primary: source.spec(),
+        }
     }
 
     fn record_inputs(status: &mut AwsReplicaKeyStatus, inputs: &Dereferenced<'_>) {

@@ -3,7 +3,7 @@
 
 use std::fmt::Debug;
 use std::future::Future;
-use std::ops::DerefMut;
+use std::ops::{Deref, DerefMut};
 
 use jiff::Timestamp;
 use kube::core::NamespaceResourceScope;
@@ -15,10 +15,10 @@ use serde::de::DeserializeOwned;
 use super::dereference::Dereferenced;
 use super::{Context, Failure};
 use crate::api::{
-    AwsKey, AwsKeyPolicyTemplate, AwsKeySpec, AwsKeyStatus, DeletionPolicy,
+    AwsKey, AwsKeyPolicyTemplate, AwsKeySpec, AwsKeyStatus, AwsReplicaKeySpec, DeletionPolicy,
     GeneratedMaterialStatus, KeyPolicy, KeySettings, KmsKeyStatus,
 };
-use crate::desired::SpecError;
+use crate::desired::{self, SpecError};
 use crate::kms::observe::{self, ReadDepth};
 use crate::kms::{Client, KeyCreation};
 use crate::plan::{self, DesiredKey, ObservedKey, Owner, Ownership};
@@ -45,6 +45,17 @@ impl Source<'_> {
             Source::Primary { key, .. } => &key.spec,
         }
     }
+}
+
+/// The specs a kind's desired key is computed from.
+pub enum KindSpec<'a> {
+    /// An AwsKey's own spec.
+    Key(&'a AwsKeySpec),
+    /// An AwsReplicaKey's spec and its primary's.
+    Replica {
+        replica: &'a AwsReplicaKeySpec,
+        primary: &'a AwsKeySpec,
+    },
 }
 
 /// The KMS key a reconcile works on.
@@ -77,7 +88,7 @@ pub struct Scope<'a, K: ManagedKey> {
 /// A kind whose objects each manage one KMS key (AwsKey, AwsReplicaKey).
 pub trait ManagedKey:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + HasSpec<Spec: KeySettings>
+    + HasSpec<Spec: Deref<Target = KeySettings>>
     + HasStatus<
         Status: Clone
                     + Default
@@ -103,17 +114,17 @@ pub trait ManagedKey:
     const GONE_ADVICE: &'static str;
 
     fn region(&self) -> &str {
-        self.spec().region()
+        &self.spec().region
     }
     fn policy(&self) -> Option<&KeyPolicy> {
-        self.spec().policy()
+        self.spec().policy.as_ref()
     }
     /// The deletion policy the spec sets, if any.
     fn deletion_policy(&self) -> Option<DeletionPolicy> {
-        self.spec().deletion_policy()
+        self.spec().deletion_policy
     }
     fn pending_window_days(&self) -> i32 {
-        self.spec().pending_window_days()
+        self.spec().pending_window_days
     }
 
     /// Dereference, the kind's part: the AwsKey that names connection and material.
@@ -122,6 +133,9 @@ pub trait ManagedKey:
         ctx: &'a Context,
     ) -> impl Future<Output = Result<Source<'a>, Failure>> + Send + 'a;
 
+    /// The specs the desired key is computed from: the object's own, and its source's.
+    fn kind_spec<'a>(&'a self, source: &'a Source<'_>) -> KindSpec<'a>;
+
     /// Desired step (pure): the spec, its source and policy template → the desired key.
     fn desired(
         &self,
@@ -129,7 +143,14 @@ pub trait ManagedKey:
         owner: &Owner,
         template: Option<&AwsKeyPolicyTemplate>,
         now: Timestamp,
-    ) -> Result<DesiredKey, SpecError>;
+    ) -> Result<DesiredKey, SpecError> {
+        match self.kind_spec(source) {
+            KindSpec::Key(spec) => desired::desired_key(spec, owner, template, now),
+            KindSpec::Replica { replica, primary } => {
+                desired::desired_replica(replica, primary, owner, template, now)
+            }
+        }
+    }
 
     /// The Secrets of the key's generated material on a rotation schedule, as its status
     /// records them (an AwsKey's; None for other kinds).

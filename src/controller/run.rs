@@ -2,6 +2,7 @@
 //! their Secrets, connections, policy templates, primaries and replicas.
 
 use std::future::Future;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
@@ -355,10 +356,10 @@ fn keys_using_template<K>(
     name: &str,
 ) -> Vec<ObjectRef<Guarded<K>>>
 where
-    K: Resource<DynamicType = ()> + HasSpec<Spec: KeySettings> + Clone + 'static,
+    K: Resource<DynamicType = ()> + HasSpec<Spec: Deref<Target = KeySettings>> + Clone + 'static,
 {
     refs_where(store, |k| {
-        k.spec().policy().and_then(KeyPolicy::template_name) == Some(name)
+        k.spec().policy.as_ref().and_then(KeyPolicy::template_name) == Some(name)
     })
 }
 

@@ -13,10 +13,9 @@ use super::policy::{check_policy, desired_policy};
 use super::{SpecError, refuse};
 
 fn without_policy(spec: &AwsKeySpec) -> AwsKeySpec {
-    AwsKeySpec {
-        policy: None,
-        ..spec.clone()
-    }
+    let mut spec = spec.clone();
+    spec.policy = None;
+    spec
 }
 
 /// Whether `replica` can replicate `primary` at all: a multi-region primary, another region.

@@ -51,151 +51,145 @@ impl Kind for AwsKey {
         }
         // Secrets (by index in the bundle) whose own problems are already reported.
         let mut secrets_reported: HashSet<usize> = HashSet::new();
-        for (object, key) in &keys {
-            let mut out = bundle.findings_for(object);
-            check_kms_ref(bundle, object, key, &kmses, &mut out);
-            check_token_ref(bundle, object, key, &tokens, &mut out);
-            check_secret(
+        for &(object, key) in &keys {
+            let mut checks = KeyChecks {
                 bundle,
                 object,
                 key,
-                &mut out,
-                findings,
-                &mut secrets_reported,
-            );
-            findings.extend(out.finish());
+                out: bundle.findings_for(object),
+            };
+            checks.kms_ref(&kmses);
+            checks.token_ref(&tokens);
+            checks.secrets(findings, &mut secrets_reported);
+            findings.extend(checks.out.finish());
         }
         check_aliases(bundle, &keys, &kmses, findings);
     }
 }
 
-fn check_kms_ref(
-    bundle: &Bundle<'_>,
-    object: &Object,
-    key: &AwsKey,
-    kmses: &HashMap<&str, &AwsKms>,
-    out: &mut ObjectFindings<'_>,
-) {
-    let name = key
-        .spec
-        .kms_ref
-        .as_ref()
-        .map_or(DEFAULT_CONNECTION, |r| r.name.as_str());
-    if let Some(kms) = kmses.get(name)
-        && let Err(refusal) = tenancy::alias(
-            name,
-            key.spec.alias.as_deref(),
-            kms.spec.alias_prefix.as_deref(),
-            object.namespace(),
-        )
-    {
-        out.add_at(
-            Check::Reference,
-            "/spec/alias",
-            refusal.reason,
-            refusal.message,
-        );
-    }
-    let Some(kms_ref) = &key.spec.kms_ref else {
-        return;
-    };
-    match kmses.get(kms_ref.name.as_str()) {
-        Some(kms) if !kms.spec.allows_region(&key.spec.region) => out.add_at(
-            Check::Reference,
-            "/spec/region",
-            "RegionNotAllowed",
-            format!(
-                "region {} is not allowed by AwsKms/{} (allowed: {}); use an allowed region, or \
-                 another kmsRef",
-                key.spec.region,
-                kms_ref.name,
-                kms.spec.regions.join(", ")
-            ),
-        ),
-        Some(_) => {}
-        None if bundle.options.require_refs => out.add_at(
-            Check::Reference,
-            "/spec/kmsRef/name",
-            "KmsConnectionNotFound",
-            format!(
-                "AwsKms {} is not in the validated manifests (--require-refs); add it, or remove \
-                 spec.kmsRef to use the AwsKms named default",
-                kms_ref.name
-            ),
-        ),
-        None => {}
-    }
+/// What checking one AwsKey against the rest of the input needs: the bundle, the key, and the
+/// findings on it.
+struct KeyChecks<'a, 'b> {
+    bundle: &'a Bundle<'b>,
+    object: &'a Object,
+    key: &'a AwsKey,
+    out: ObjectFindings<'a>,
 }
 
-/// The Pkcs11Token of an HSM key: present (and admitting every namespace, or a selector keyfleet
-/// checks at run time against the namespace's labels), or absent (only with `require_refs`).
-fn check_token_ref(
-    bundle: &Bundle<'_>,
-    object: &Object,
-    key: &AwsKey,
-    tokens: &HashMap<&str, &Pkcs11Token>,
-    out: &mut ObjectFindings<'_>,
-) {
-    let Some(pkcs11) = &key.spec.key_material.pkcs11 else {
-        return;
-    };
-    let name = pkcs11.token_ref.name.as_str();
-    if tokens.contains_key(name) || !bundle.options.require_refs {
-        return;
-    }
-    out.add_at(
-        Check::Reference,
-        "/spec/keyMaterial/pkcs11/tokenRef/name",
-        "Pkcs11TokenNotFound",
-        format!(
-            "Pkcs11Token {name} (used by AwsKey {}/{}) is not in the validated manifests \
-             (--require-refs); add it, or fix keyMaterial.pkcs11.tokenRef",
-            object.namespace(),
-            object.name()
-        ),
-    );
-}
-
-/// The Secrets a key reads: its `secretRef` (whose material must also fit the wrapping) and
-/// every `retained` one.
-fn check_secret(
-    bundle: &Bundle<'_>,
-    object: &Object,
-    key: &AwsKey,
-    out: &mut ObjectFindings<'_>,
-    findings: &mut Vec<Finding>,
-    secrets_reported: &mut HashSet<usize>,
-) {
-    let source = &key.spec.key_material;
-    let mut checks = SecretChecks {
-        bundle,
-        object,
-        spec: key.spec.key_spec,
-        out,
-        findings,
-        secrets_reported,
-    };
-    // A PKCS#11 key has no Secret to check offline (the token is checked at run time).
-    if let Some(secret_ref) = &source.secret_ref {
-        let base = "/spec/keyMaterial/secretRef";
-        // With keyMaterial.generate, keyfleet creates the Secret when it is missing.
-        let created_if_missing = source.generate.is_some();
-        if let Some(material) =
-            checks.material(secret_ref, source.encoding, base, created_if_missing)
-            && let Ok(settings) = desired::import_settings(source, key.spec.key_spec)
-            && let Err(e) = material.check_wrapping(settings.algorithm, settings.wrapping_key_spec)
+impl KeyChecks<'_, '_> {
+    /// The key's AwsKms: its alias prefix and regions, and present (only with `require_refs`).
+    fn kms_ref(&mut self, kmses: &HashMap<&str, &AwsKms>) {
+        let spec = &self.key.spec;
+        let name = spec
+            .kms_ref
+            .as_ref()
+            .map_or(DEFAULT_CONNECTION, |r| r.name.as_str());
+        if let Some(kms) = kmses.get(name)
+            && let Err(refusal) = tenancy::alias(
+                name,
+                spec.alias.as_deref(),
+                kms.spec.alias_prefix.as_deref(),
+                self.object.namespace(),
+            )
         {
-            checks.out.add_at(
-                Check::Material,
-                "/spec/keyMaterial/wrappingKeySpec",
-                e.reason(),
-                e.to_string(),
+            self.out.add_at(
+                Check::Reference,
+                "/spec/alias",
+                refusal.reason,
+                refusal.message,
             );
         }
+        let Some(kms_ref) = &spec.kms_ref else {
+            return;
+        };
+        match kmses.get(kms_ref.name.as_str()) {
+            Some(kms) if !kms.spec.allows_region(&spec.region) => self.out.add_at(
+                Check::Reference,
+                "/spec/region",
+                "RegionNotAllowed",
+                format!(
+                    "region {} is not allowed by AwsKms/{} (allowed: {}); use an allowed region, \
+                     or another kmsRef",
+                    spec.region,
+                    kms_ref.name,
+                    kms.spec.regions.join(", ")
+                ),
+            ),
+            Some(_) => {}
+            None if self.bundle.options.require_refs => self.out.add_at(
+                Check::Reference,
+                "/spec/kmsRef/name",
+                "KmsConnectionNotFound",
+                format!(
+                    "AwsKms {} is not in the validated manifests (--require-refs); add it, or \
+                     remove spec.kmsRef to use the AwsKms named default",
+                    kms_ref.name
+                ),
+            ),
+            None => {}
+        }
     }
-    for (i, retained) in source.retained.iter().enumerate() {
-        let base = format!("/spec/keyMaterial/retained/{i}/secretRef");
-        checks.material(&retained.secret_ref, retained.encoding, &base, false);
+
+    /// The Pkcs11Token of an HSM key: present (and admitting every namespace, or a selector
+    /// keyfleet checks at run time against the namespace's labels), or absent (only with
+    /// `require_refs`).
+    fn token_ref(&mut self, tokens: &HashMap<&str, &Pkcs11Token>) {
+        let Some(pkcs11) = &self.key.spec.key_material.pkcs11 else {
+            return;
+        };
+        let name = pkcs11.token_ref.name.as_str();
+        if tokens.contains_key(name) || !self.bundle.options.require_refs {
+            return;
+        }
+        self.out.add_at(
+            Check::Reference,
+            "/spec/keyMaterial/pkcs11/tokenRef/name",
+            "Pkcs11TokenNotFound",
+            format!(
+                "Pkcs11Token {name} (used by AwsKey {}/{}) is not in the validated manifests \
+                 (--require-refs); add it, or fix keyMaterial.pkcs11.tokenRef",
+                self.object.namespace(),
+                self.object.name()
+            ),
+        );
+    }
+
+    /// The Secrets a key reads: its `secretRef` (whose material must also fit the wrapping) and
+    /// every `retained` one.
+    fn secrets(&mut self, findings: &mut Vec<Finding>, secrets_reported: &mut HashSet<usize>) {
+        let spec = &self.key.spec;
+        let source = &spec.key_material;
+        let mut checks = SecretChecks {
+            bundle: self.bundle,
+            object: self.object,
+            spec: spec.key_spec,
+            out: &mut self.out,
+            findings,
+            secrets_reported,
+        };
+        // A PKCS#11 key has no Secret to check offline (the token is checked at run time).
+        if let Some(secret_ref) = &source.secret_ref {
+            let base = "/spec/keyMaterial/secretRef";
+            // With keyMaterial.generate, keyfleet creates the Secret when it is missing.
+            let created_if_missing = source.generate.is_some();
+            if let Some(material) =
+                checks.material(secret_ref, source.encoding, base, created_if_missing)
+                && let Ok(settings) = desired::import_settings(source, spec.key_spec)
+                && let Err(e) =
+                    material.check_wrapping(settings.algorithm, settings.wrapping_key_spec)
+            {
+                checks.out.add_at(
+                    Check::Material,
+                    "/spec/keyMaterial/wrappingKeySpec",
+                    e.reason(),
+                    e.to_string(),
+                );
+            }
+        }
+        for (i, retained) in source.retained.iter().enumerate() {
+            let base = format!("/spec/keyMaterial/retained/{i}/secretRef");
+            checks.material(&retained.secret_ref, retained.encoding, &base, false);
+        }
     }
 }
 
