@@ -358,16 +358,6 @@ mod tests {
         }
     }
 
-    impl HttpClient for Wire {
-        fn http_connector(
-            &self,
-            _settings: &HttpConnectorSettings,
-            _components: &RuntimeComponents,
-        ) -> SharedHttpConnector {
-            SharedHttpConnector::new(self.clone())
-        }
-    }
-
     #[tokio::test]
     async fn a_closed_fence_keeps_writes_off_the_wire_and_lets_reads_through() {
         let wire = Wire::default();
@@ -377,7 +367,7 @@ mod tests {
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("a", "b", None, None, "test"))
             .http_client(FencedHttpClient::new(
-                SharedHttpClient::new(wire.clone()),
+                SharedHttpClient::new(crate::kms::StandIn(wire.clone())),
                 fence.clone(),
             ))
             .build();

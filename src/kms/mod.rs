@@ -21,3 +21,23 @@ pub use session::Requester;
 
 /// A KMS client for one connection and region (cheap to clone).
 pub type Client = aws_sdk_kms::Client;
+
+/// Test-only: an [`HttpConnector`](aws_smithy_runtime_api::client::http::HttpConnector) stand-in
+/// for KMS served as an SDK HTTP client (every connector setting ignored).
+#[cfg(test)]
+#[derive(Clone, Debug)]
+pub(crate) struct StandIn<C>(pub C);
+
+#[cfg(test)]
+impl<C> aws_smithy_runtime_api::client::http::HttpClient for StandIn<C>
+where
+    C: aws_smithy_runtime_api::client::http::HttpConnector + Clone + 'static,
+{
+    fn http_connector(
+        &self,
+        _settings: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+    ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+        aws_smithy_runtime_api::client::http::SharedHttpConnector::new(self.0.clone())
+    }
+}

@@ -673,16 +673,6 @@ mod tests {
         }
     }
 
-    impl HttpClient for JitteryKms {
-        fn http_connector(
-            &self,
-            _settings: &HttpConnectorSettings,
-            _components: &RuntimeComponents,
-        ) -> SharedHttpConnector {
-            SharedHttpConnector::new(self.clone())
-        }
-    }
-
     /// The shortest gap between two arrivals of `count` concurrent GetParametersForImport
     /// requests, paced at `rate`, that arrive `late` and on time by turns.
     async fn shortest_arrival_gap(rate: f64, late: Duration, count: usize) -> Duration {
@@ -699,7 +689,7 @@ mod tests {
         let connector = RateLimitedConnector {
             inner: SharedHttpConnector::new(kms.clone()),
             client: RateLimitedHttpClient::new(
-                SharedHttpClient::new(kms.clone()),
+                SharedHttpClient::new(crate::kms::StandIn(kms.clone())),
                 RateLimits::new(quotas, Duration::from_secs(10)),
                 "acct",
                 "us-east-1",
