@@ -326,8 +326,10 @@ impl RateLimits {
             let Some(period) = bucket.answer_paced else {
                 return Slot { answered: None };
             };
-            if let Some(last) = last.take()
-                && let Some(at) = answered(last, period).await
+            // Cloned, not taken: a wait cut short (timeout, shutdown) leaves the next request
+            // still timed from the answer to the one before.
+            if let Some(previous) = last.clone()
+                && let Some(at) = answered(previous, period).await
             {
                 // AWS counted the request before it answered: n periods after the answer, its
                 // bucket has the n slots this request takes.
