@@ -43,7 +43,7 @@ fn bundle() -> Vec<String> {
     let mut docs = Vec::with_capacity(MANIFESTS);
     for i in 0..KMS {
         docs.push(format!(
-            "apiVersion: kms.keyfleet.dev/v1alpha1\nkind: AwsKms\nmetadata:\n  name: conn-{i}\nspec:\n  roleArn: arn:aws:iam::{:012}:role/keyfleet\n  regions: [eu-west-1, us-east-1]\n",
+            "apiVersion: kms.keyfleet.dev/v1alpha1\nkind: AwsKms\nmetadata:\n  name: conn-{i}\nspec:\n  allowedNamespaces: {{from: All}}\n  roleArn: arn:aws:iam::{:012}:role/keyfleet\n  regions: [eu-west-1, us-east-1]\n",
             100_000_000_000u64 + i as u64
         ));
     }

@@ -284,6 +284,38 @@ async fn each_object_gets_its_own_tagged_session_and_keeps_it() {
     );
 }
 
+/// More objects than the operator keeps session clients for (64, a bound on the reconciles in
+/// flight rather than on the fleet): an object whose client was dropped gets a new one built
+/// from its session's cached credentials, without another AssumeRole, still signing as itself.
+#[tokio::test]
+async fn a_dropped_session_client_is_rebuilt_without_assuming_the_role_again() {
+    let wire = Arc::new(Mutex::new(Wire::default()));
+    let clients = KmsClients::from_config(stand_in(wire.clone(), Duration::from_secs(3600)));
+    let conn = role_connection("1");
+    let objects: Vec<Requester> = (0..100)
+        .map(|i| Requester::new("payments", format!("key-{i}")))
+        .collect();
+    for requester in &objects {
+        reconcile(&clients, &conn, requester).await;
+    }
+    // The first object's client is the least recently used: it has been dropped.
+    reconcile(&clients, &conn, &objects[0]).await;
+
+    let wire = wire.lock().unwrap();
+    assert_eq!(
+        wire.assume_role.len(),
+        100,
+        "one AssumeRole per object, none again"
+    );
+    assert_eq!(wire.kms_signed_by.len(), 101);
+    assert_eq!(wire.kms_signed_by[0], "ASIASESSION1");
+    assert_eq!(
+        wire.kms_signed_by.last().map(String::as_str),
+        Some("ASIASESSION1"),
+        "the rebuilt client signs with the first object's own session"
+    );
+}
+
 #[tokio::test]
 async fn the_lockout_check_sees_the_session_sts_grants() {
     let wire = Arc::new(Mutex::new(Wire::default()));

@@ -96,8 +96,11 @@ type ConnectionKey = (String, Option<String>, String);
 /// reconciled within an hour, roles would be assumed again at every reconcile.
 const MAX_SESSIONS: usize = 10_000;
 /// How many session clients are kept at most (about 19 KB each, measured); the least recently
-/// used goes first, and is rebuilt, without an STS call, from its session's credentials.
-const MAX_SESSION_CLIENTS: usize = 1_000;
+/// used goes first, and is rebuilt, without an STS call, from its session's credentials. A
+/// client is cheap to rebuild and its session's credentials stay cached in `sessions`, so this
+/// only has to cover the reconciles in flight (at most `--concurrency` per kind): a thousand
+/// kept clients were 19 MiB of a 1,000-key fleet's resident set under a role.
+const MAX_SESSION_CLIENTS: usize = 64;
 /// A session unused this long is dropped (its object was deleted or moved): its credentials,
 /// an hour long by default, would have to be renewed anyway.
 const SESSION_IDLE_EXPIRY: Duration = Duration::from_secs(3600);
