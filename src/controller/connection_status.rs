@@ -12,12 +12,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
 use super::Context;
+use super::run::watch_config;
 use crate::api::aws_kms::is_region_name;
 use crate::api::conditions::set_readiness;
 use crate::api::{AwsKms, AwsKmsStatus};
@@ -163,7 +163,7 @@ fn error_policy(kms: Arc<AwsKms>, error: &kube::Error, _ctx: Arc<Context>) -> Re
 /// Runs the connection status controller until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let api: Api<AwsKms> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default())
+    Controller::new(api, watch_config())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})

@@ -8,11 +8,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
 use super::pkcs11::token_pool;
+use super::run::watch_config;
 use super::{Context, Error, Failure, status};
 use crate::api::conditions::{self as condition, find_condition, set_condition};
 use crate::api::{KeySpec, Pkcs11Token, Pkcs11TokenStatus, TokenWrapping};
@@ -29,7 +29,7 @@ pub async fn run_tokens(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<Pkcs11Token> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default().any_semantic())
+    Controller::new(api, watch_config())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

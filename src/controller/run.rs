@@ -113,7 +113,7 @@ async fn watch_keys(
 ) {
     let keys: Api<Guarded<AwsKey>> = scoped(&ctx.client, &namespace);
     let readiness = ctx.readiness.clone();
-    watcher(keys, watcher::Config::default().any_semantic())
+    watcher(keys, watch_config())
         .default_backoff()
         .modify(slim)
         .inspect(move |event| {
@@ -127,6 +127,21 @@ async fn watch_keys(
         .for_each(|_| async {})
         .await;
 }
+
+/// How every keyfleet watch lists and watches: a (re)list may be served from the API server's
+/// watch cache (any resourceVersion, no etcd read per restart), in pages of [`LIST_PAGE`]
+/// objects rather than kube's 500. A page is held whole while it is decoded (its bytes, then
+/// its objects), and the connection's read buffer grows to the largest response it has read and
+/// stays so while the connection serves a watch; smaller pages keep both down. (An API server
+/// that serves a cached list in one response, as before Kubernetes 1.33, ignores the limit.)
+pub(super) fn watch_config() -> watcher::Config {
+    watcher::Config::default()
+        .any_semantic()
+        .page_size(LIST_PAGE)
+}
+
+/// Objects per list page of every watch (see [`watch_config`]).
+const LIST_PAGE: u32 = 100;
 
 /// The namespaces watched: each of `watch_namespaces`, or all (None).
 pub(super) fn scopes(settings: &Settings) -> Vec<Option<String>> {
@@ -287,7 +302,7 @@ where
 {
     use futures::TryStreamExt;
     let mut listed = false;
-    watcher(api, watcher::Config::default().any_semantic())
+    watcher(api, watch_config())
         .default_backoff()
         .try_filter_map(move |event| {
             let touched = match event {
@@ -323,30 +338,27 @@ fn connection_changes(
     // The connections of the first listing are only remembered: every key is reconciled at
     // start anyway.
     let mut listed = false;
-    watcher(
-        Api::<AwsKms>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .try_filter_map(move |event| {
-        let changed = match event {
-            watcher::Event::Apply(kms) | watcher::Event::InitApply(kms) => {
-                let identity = (kms.uid(), kms.metadata.generation);
-                let new = seen.insert(kms.name_any(), identity.clone()) != Some(identity);
-                (new && listed).then_some(kms)
-            }
-            watcher::Event::Delete(kms) => {
-                seen.remove(&kms.name_any());
-                Some(kms)
-            }
-            watcher::Event::InitDone => {
-                listed = true;
-                None
-            }
-            watcher::Event::Init => None,
-        };
-        futures::future::ready(Ok(changed))
-    })
+    watcher(Api::<AwsKms>::all(client.clone()), watch_config())
+        .default_backoff()
+        .try_filter_map(move |event| {
+            let changed = match event {
+                watcher::Event::Apply(kms) | watcher::Event::InitApply(kms) => {
+                    let identity = (kms.uid(), kms.metadata.generation);
+                    let new = seen.insert(kms.name_any(), identity.clone()) != Some(identity);
+                    (new && listed).then_some(kms)
+                }
+                watcher::Event::Delete(kms) => {
+                    seen.remove(&kms.name_any());
+                    Some(kms)
+                }
+                watcher::Event::InitDone => {
+                    listed = true;
+                    None
+                }
+                watcher::Event::Init => None,
+            };
+            futures::future::ready(Ok(changed))
+        })
 }
 
 /// The keys (of either kind) in `store` whose policy names the template `name`: they render
@@ -417,7 +429,7 @@ async fn run_keys(
         // whose material it holds try again at once.
         .watches(
             Api::<Pkcs11Token>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
+            watch_config(),
             move |token| {
                 let name = token.name_any();
                 refs_where(&by_token, |k| {
@@ -442,7 +454,7 @@ async fn run_keys(
         // A template's change (or deletion) re-renders the policy of every key using it.
         .watches(
             Api::<AwsKeyPolicyTemplate>::all(client),
-            watcher::Config::default().any_semantic(),
+            watch_config(),
             move |template| keys_using_template(&by_template, &template.name_any()),
         )
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
@@ -473,7 +485,7 @@ async fn run_replicas(
     let replicas: Api<Guarded<AwsReplicaKey>> = scoped(&client, &namespace);
     let secrets: Api<PartialObjectMeta<Secret>> = scoped(&client, &namespace);
     let (store, writer) = reflector::store();
-    let triggers = watcher(replicas, watcher::Config::default().any_semantic())
+    let triggers = watcher(replicas, watch_config())
         .default_backoff()
         .modify(slim)
         .reflect(writer)
@@ -500,7 +512,7 @@ async fn run_replicas(
         })
         .watches(
             Api::<AwsKeyPolicyTemplate>::all(client),
-            watcher::Config::default().any_semantic(),
+            watch_config(),
             move |template| keys_using_template(&by_template, &template.name_any()),
         )
         .watches_stream(

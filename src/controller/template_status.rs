@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::Context;
 use super::managed_key::ManagedKey;
-use super::run::{Guarded, reconcile_relevant, scoped, scopes};
+use super::run::{Guarded, reconcile_relevant, scoped, scopes, watch_config};
 use super::status;
 use super::template_use::{KeyEvent, TemplateUse, WatchId};
 use crate::api::conditions::{READY, find_condition, set_readiness};
@@ -166,7 +166,7 @@ fn template_changes<K: ManagedKey>(
     let api: Api<Guarded<K>> = scoped(&tc.ctx.client, namespace);
     let watch = tc.usage().add_watch();
     let tc = Arc::clone(tc);
-    watcher(api, watcher::Config::default().any_semantic())
+    watcher(api, watch_config())
         .default_backoff()
         .flat_map(move |event| {
             let changed = match event {
@@ -233,14 +233,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         ]
     }));
     let (store, writer) = reflector::store();
-    let templates = watcher(
-        Api::<AwsKeyPolicyTemplate>::all(client),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(reconcile_relevant, PredicateConfig::default());
+    let templates = watcher(Api::<AwsKeyPolicyTemplate>::all(client), watch_config())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(reconcile_relevant, PredicateConfig::default());
     Controller::for_stream(templates, store)
         .reconcile_on(changes)
         .graceful_shutdown_on(shutdown)
