@@ -7,12 +7,14 @@
 //! Requests of one bucket leave a margin further apart than the quota asks ([`spacing`]), and a
 //! request of a slow quota (the write and import quotas) also waits one period after the answer
 //! to the request before it ([`ANSWER_PACED_MAX_RATE`]): AWS counted that one before it answered,
-//! so however late it arrived, the two cannot land in one quota interval on AWS's side. A
+//! so however late it arrived, the two cannot land in one quota interval on AWS's side (less the
+//! part of a round trip every answer of the bucket takes, [`answer_discount`]). A
 //! request AWS still throttles waits for its bucket's next slot and goes again, without the
 //! SDK's backoff.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,8 +84,9 @@ pub const PACING_JITTER: Duration = Duration::from_millis(20);
 
 /// Quotas of at most this many requests per second are answer-paced: a request leaves one
 /// period after the answer to the one before it (and [`spacing`] after it left). Arrival jitter
-/// then cannot bring two requests into one quota interval, whatever it is, at the cost of the
-/// answer's latency where it exceeds the spacing's margin. Faster quotas (the reads, 100/s and
+/// then cannot bring two requests into one quota interval, whatever it is; what every answer of
+/// the bucket takes is discounted ([`answer_discount`]), so only an answer later than usual
+/// holds the next request back. Faster quotas (the reads, 100/s and
 /// more) are far from their limits and keep many requests in flight.
 pub const ANSWER_PACED_MAX_RATE: f64 = 20.0;
 
@@ -217,17 +220,50 @@ pub enum SlotError {
 /// One (identity, region, operation)'s token bucket, and the queue of requests waiting for it:
 /// first come, first served, and a request that needs two slots (a ReplicateKey's CreateKey in
 /// the replica region) takes them back to back, with no other request in between. For an
-/// answer-paced bucket the queue also holds when the last request that left was answered.
+/// answer-paced bucket the queue also holds the last request that left ([`LastRequest`]).
 #[derive(Debug)]
 struct Bucket {
-    queue: tokio::sync::Mutex<Option<Answered>>,
+    queue: tokio::sync::Mutex<Option<LastRequest>>,
     tokens: DefaultDirectRateLimiter,
     /// The quota's period, for answer-paced buckets ([`ANSWER_PACED_MAX_RATE`]).
     answer_paced: Option<Duration>,
+    /// The fastest round trip of a request of this bucket so far, in nanoseconds (`u64::MAX`
+    /// before the first answer).
+    fastest_round_trip: AtomicU64,
+}
+
+impl Bucket {
+    fn fastest_round_trip(&self) -> Option<Duration> {
+        match self.fastest_round_trip.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+}
+
+/// How much earlier than one period after the answer to the request before it an answer-paced
+/// request may leave: the bucket's fastest round trip before that request left, less
+/// [`PACING_JITTER`]. Of any round trip, at least that much passes after the request reaches AWS
+/// (AWS's work on it and the way back; the way there of the fastest one, on the same network,
+/// is within the jitter margin), so AWS counted the request before at least that long before
+/// its answer came. With answers that take their usual time, requests leave at their
+/// [`spacing`] instead of a whole answer's latency later; a late answer (a request delayed on
+/// its way) still holds the next one back. No discount before the first answer.
+fn answer_discount(fastest_round_trip: Option<Duration>) -> Duration {
+    fastest_round_trip.map_or(Duration::ZERO, |rtt| rtt.saturating_sub(PACING_JITTER))
 }
 
 /// When a request was answered: None while it is in flight.
 type Answered = tokio::sync::watch::Receiver<Option<tokio::time::Instant>>;
+
+/// The request that left an answer-paced bucket last: when it was answered, and the bucket's
+/// fastest round trip when it left. Its own round trip does not count toward the discount of the
+/// request after it: a request delayed on its way would otherwise vouch for itself.
+#[derive(Clone, Debug)]
+struct LastRequest {
+    answered: Answered,
+    fastest_before: Option<Duration>,
+}
 
 /// A request's place in its bucket, held until its answer comes back: dropping it marks the
 /// request answered (for the next request of an answer-paced bucket). A request that never left
@@ -236,6 +272,24 @@ type Answered = tokio::sync::watch::Receiver<Option<tokio::time::Instant>>;
 #[must_use = "a slot marks its request answered when it is dropped"]
 pub struct Slot {
     answered: Option<tokio::sync::watch::Sender<Option<tokio::time::Instant>>>,
+    /// When the request left, and its bucket (answer-paced buckets): [`Slot::answered`] records
+    /// the round trip.
+    left: Option<(tokio::time::Instant, Arc<Bucket>)>,
+}
+
+impl Slot {
+    /// The request came back answered (by AWS, whatever the answer): its round trip counts
+    /// toward its bucket's fastest ([`answer_discount`]). A slot merely dropped (its request
+    /// never left, or failed on the way) marks the bucket's next request free to time itself
+    /// from now, without a round trip.
+    pub fn answered(mut self) {
+        if let Some((left, bucket)) = self.left.take() {
+            let nanos = u64::try_from(left.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+            bucket
+                .fastest_round_trip
+                .fetch_min(nanos, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Drop for Slot {
@@ -296,6 +350,7 @@ impl RateLimits {
                     tokens: RateLimiter::direct(quota(rate)),
                     answer_paced: (rate <= ANSWER_PACED_MAX_RATE)
                         .then(|| Duration::from_secs_f64(1.0 / rate.max(1e-6))),
+                    fastest_round_trip: AtomicU64::new(u64::MAX),
                 })
             })
             .clone()
@@ -324,21 +379,31 @@ impl RateLimits {
                 bucket.tokens.until_ready().await;
             }
             let Some(period) = bucket.answer_paced else {
-                return Slot { answered: None };
+                return Slot {
+                    answered: None,
+                    left: None,
+                };
             };
             // Cloned, not taken: a wait cut short (timeout, shutdown) leaves the next request
             // still timed from the answer to the one before.
             if let Some(previous) = last.clone()
-                && let Some(at) = answered(previous, period).await
+                && let Some(at) = answered(previous.answered, period).await
             {
-                // AWS counted the request before it answered: n periods after the answer, its
-                // bucket has the n slots this request takes.
-                tokio::time::sleep_until(at + period * n).await;
+                // AWS counted the request before it answered: n periods after the answer (less
+                // what every answer takes after its request arrived), its bucket has the n slots
+                // this request takes.
+                let discount = answer_discount(previous.fastest_before);
+                tokio::time::sleep_until((at + period * n).checked_sub(discount).unwrap_or(at))
+                    .await;
             }
             let (answered, next) = tokio::sync::watch::channel(None);
-            *last = Some(next);
+            *last = Some(LastRequest {
+                answered: next,
+                fastest_before: bucket.fastest_round_trip(),
+            });
             Slot {
                 answered: Some(answered),
+                left: Some((tokio::time::Instant::now(), Arc::clone(&bucket))),
             }
         };
         tokio::select! {
@@ -502,12 +567,12 @@ impl HttpConnector for RateLimitedConnector {
                     .flatten();
                 let Some(attempt) = again else {
                     let response = inner.call(request).await;
-                    drop(slots);
+                    release(slots, &response);
                     return response;
                 };
                 let response = inner.call(attempt).await;
                 // Answered (or failed): the bucket's next request may be timed from now.
-                drop(slots);
+                release(slots, &response);
                 match unless_throttled(response?).await? {
                     Some(response) => return Ok(response),
                     None => {
@@ -518,6 +583,13 @@ impl HttpConnector for RateLimitedConnector {
                 }
             }
         })
+    }
+}
+
+/// Releases a request's slots once its attempt is over: with its round trip if AWS answered.
+fn release(slots: Vec<Slot>, response: &Result<HttpResponse, ConnectorError>) {
+    if response.is_ok() {
+        slots.into_iter().for_each(Slot::answered);
     }
 }
 
@@ -649,11 +721,12 @@ mod tests {
     }
 
     /// A KMS stand-in whose requests arrive late by turns: each arrives after the next delay of
-    /// `arrive` (its arrival noted, as AWS counts it), and is answered 10 ms later.
+    /// `arrive` (its arrival noted, as AWS counts it), and is answered `work` later.
     #[derive(Clone, Debug)]
     struct JitteryKms {
         arrive: Arc<Mutex<std::collections::VecDeque<Duration>>>,
         arrivals: Arc<Mutex<Vec<tokio::time::Instant>>>,
+        work: Duration,
     }
 
     impl HttpConnector for JitteryKms {
@@ -666,7 +739,7 @@ mod tests {
                     .lock()
                     .unwrap()
                     .push(tokio::time::Instant::now());
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(kms.work).await;
                 Ok(HttpResponse::new(
                     200.try_into().unwrap(),
                     SdkBody::from("{}"),
@@ -675,9 +748,15 @@ mod tests {
         }
     }
 
-    /// The shortest gap between two arrivals of `count` concurrent GetParametersForImport
-    /// requests, paced at `rate`, that arrive `late` and on time by turns.
-    async fn shortest_arrival_gap(rate: f64, late: Duration, count: usize) -> Duration {
+    /// The gaps between the arrivals of `count` concurrent GetParametersForImport requests,
+    /// paced at `rate`, that arrive `late` and on time by turns, each answered `work` after it
+    /// arrived.
+    async fn arrival_gaps(
+        rate: f64,
+        late: Duration,
+        work: Duration,
+        count: usize,
+    ) -> Vec<Duration> {
         let kms = JitteryKms {
             arrive: Arc::new(Mutex::new(
                 (0..count)
@@ -685,6 +764,7 @@ mod tests {
                     .collect(),
             )),
             arrivals: Arc::default(),
+            work,
         };
         let mut quotas = KmsQuotas::aws_defaults();
         quotas.set("GetParametersForImport", rate);
@@ -712,8 +792,13 @@ mod tests {
         arrivals
             .windows(2)
             .map(|w| w[1].saturating_duration_since(w[0]))
-            .min()
-            .unwrap()
+            .collect()
+    }
+
+    /// The shortest of [`arrival_gaps`], answered 10 ms after arriving.
+    async fn shortest_arrival_gap(rate: f64, late: Duration, count: usize) -> Duration {
+        let gaps = arrival_gaps(rate, late, Duration::from_millis(10), count).await;
+        gaps.into_iter().min().unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -727,5 +812,42 @@ mod tests {
         // leave) brings two requests into one 40 ms period — what AWS would throttle.
         let gap = shortest_arrival_gap(25.0, Duration::from_millis(55), 6).await;
         assert!(gap < Duration::from_millis(40), "{gap:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answer_pacing_does_not_add_the_usual_answer_time_but_still_absorbs_a_late_arrival() {
+        // 10/s: answer-paced, spacing 120 ms. Every answer takes 50 ms: timed from the answer
+        // alone, requests would arrive 150 ms apart; the bucket's fastest round trip (50 ms)
+        // less the 20 ms margin is discounted, so they arrive at the spacing.
+        let gaps = arrival_gaps(10.0, Duration::ZERO, Duration::from_millis(50), 8).await;
+        let mean = gaps.iter().sum::<Duration>() / gaps.len() as u32;
+        assert!(
+            mean >= Duration::from_millis(115) && mean < Duration::from_millis(140),
+            "{gaps:?}"
+        );
+        // The same answers, every other request arriving 80 ms late: none arrives within a
+        // period of the one before it.
+        let gaps = arrival_gaps(
+            10.0,
+            Duration::from_millis(80),
+            Duration::from_millis(50),
+            8,
+        )
+        .await;
+        let shortest = gaps.iter().min().unwrap();
+        assert!(*shortest >= Duration::from_millis(100), "{gaps:?}");
+    }
+
+    #[test]
+    fn the_answer_discount_is_the_fastest_round_trip_beyond_the_jitter_margin() {
+        assert_eq!(answer_discount(None), Duration::ZERO);
+        assert_eq!(
+            answer_discount(Some(Duration::from_millis(10))),
+            Duration::ZERO
+        );
+        assert_eq!(
+            answer_discount(Some(Duration::from_millis(50))),
+            Duration::from_millis(30)
+        );
     }
 }
