@@ -278,10 +278,18 @@ struct LastRequest {
 #[derive(Debug)]
 #[must_use = "a slot marks its request answered when it is dropped"]
 pub struct Slot {
-    answered: Option<tokio::sync::watch::Sender<Option<tokio::time::Instant>>>,
-    /// When the request left, and its bucket (answer-paced buckets): [`Slot::answered`] records
-    /// the round trip.
-    left: Option<(tokio::time::Instant, Arc<Bucket>)>,
+    /// Only for answer-paced buckets.
+    paced: Option<PacedSlot>,
+}
+
+/// What a slot of an answer-paced bucket reports when its request is over.
+#[derive(Debug)]
+struct PacedSlot {
+    /// Marks the request answered, for the next request of the bucket.
+    answered: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
+    /// When the request left: [`Slot::answered`] records the round trip in `bucket`.
+    left: tokio::time::Instant,
+    bucket: Arc<Bucket>,
 }
 
 impl Slot {
@@ -289,10 +297,11 @@ impl Slot {
     /// toward its bucket's fastest ([`answer_discount`]). A slot merely dropped (its request
     /// never left, or failed on the way) marks the bucket's next request free to time itself
     /// from now, without a round trip.
-    pub fn answered(mut self) {
-        if let Some((left, bucket)) = self.left.take() {
-            let nanos = u64::try_from(left.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
-            bucket
+    pub fn answered(self) {
+        if let Some(paced) = &self.paced {
+            let nanos = u64::try_from(paced.left.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+            paced
+                .bucket
                 .fastest_round_trip
                 .fetch_min(nanos, Ordering::Relaxed);
         }
@@ -301,8 +310,10 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(answered) = self.answered.take() {
-            answered.send_replace(Some(tokio::time::Instant::now()));
+        if let Some(paced) = self.paced.take() {
+            paced
+                .answered
+                .send_replace(Some(tokio::time::Instant::now()));
         }
     }
 }
@@ -386,10 +397,7 @@ impl RateLimits {
                 bucket.tokens.until_ready().await;
             }
             let Some(period) = bucket.answer_paced else {
-                return Slot {
-                    answered: None,
-                    left: None,
-                };
+                return Slot { paced: None };
             };
             // Cloned, not taken: a wait cut short (timeout, shutdown) leaves the next request
             // still timed from the answer to the one before.
@@ -409,8 +417,11 @@ impl RateLimits {
                 fastest_before: bucket.fastest_round_trip(),
             });
             Slot {
-                answered: Some(answered),
-                left: Some((tokio::time::Instant::now(), Arc::clone(&bucket))),
+                paced: Some(PacedSlot {
+                    answered,
+                    left: tokio::time::Instant::now(),
+                    bucket: Arc::clone(&bucket),
+                }),
             }
         };
         tokio::select! {
