@@ -20,7 +20,6 @@ keyfleet_key_kind! {
 kube(
     kind = "AwsKey",
     shortname = "ak",
-    namespaced,
     status = "AwsKeyStatus",
     doc = "A BYOK key in AWS KMS whose material is imported from a Secret.",
 ),

@@ -11,7 +11,6 @@ keyfleet_key_kind! {
 kube(
     kind = "AwsReplicaKey",
     shortname = "ark",
-    namespaced,
     status = "AwsReplicaKeyStatus",
     doc = "A replica of a multi-region AwsKey in another region, kept holding the primary's material.",
 ),

@@ -8,10 +8,13 @@
 /// and the printer columns `Ready`, `Reason` and `Age`. The kind gives its own `kube(...)`
 /// arguments (kind, short name, scope, status, doc; kube derives the singular and plural names
 /// from the kind) and its own columns: those shown before Ready, between Reason and Age, and
-/// after Age.
+/// after Age. The kind's name comes first and is recorded on the spec type ([`KindName`]), so
+/// code that needs it as a constant reads the one declaration.
+///
+/// [`KindName`]: crate::api::KindName
 macro_rules! keyfleet_kind {
     (
-        kube($($kube:tt)*),
+        kube(kind = $kind:literal, $($kube:tt)*),
         columns_before($($before:tt)*),
         columns_between($($between:tt)*),
         columns_after($($after:tt)*),
@@ -31,7 +34,7 @@ macro_rules! keyfleet_kind {
             serde::Deserialize,
         )]
         #[serde(rename_all = "camelCase")]
-        #[kube(group = "kms.keyfleet.dev", version = "v1alpha1", category = "keyfleet", cel, $($kube)*)]
+        #[kube(group = "kms.keyfleet.dev", version = "v1alpha1", category = "keyfleet", cel, kind = $kind, $($kube)*)]
         #[kube($($before)*)]
         #[kube(
             printcolumn(
@@ -51,6 +54,10 @@ macro_rules! keyfleet_kind {
         $(#[$attr])*
         $vis struct $name $body
 
+        impl $crate::api::KindName for $name {
+            const KIND: &'static str = $kind;
+        }
+
         #[serde_with::skip_serializing_none]
         #[derive(
             Clone,
@@ -67,18 +74,18 @@ macro_rules! keyfleet_kind {
     };
 }
 
-/// Declares a kind that manages one KMS key (AwsKey, AwsReplicaKey) with `keyfleet_kind!` and
-/// the columns such kinds share: the kind's first column, then Region and State before Ready;
+/// Declares a kind that manages one KMS key (AwsKey, AwsReplicaKey) with `keyfleet_kind!`,
+/// namespaced (tenancy rests on the namespace), and the columns such kinds share: the kind's first column, then Region and State before Ready;
 /// ARN and Materials (wide output) after Age, then the kind's own wide columns.
 macro_rules! keyfleet_key_kind {
     (
-        kube($($kube:tt)*),
+        kube(kind = $kind:literal, $($kube:tt)*),
         first_column($($first:tt)*),
         columns_after($($after:tt)*),
         $($items:tt)*
     ) => {
         keyfleet_kind! {
-            kube($($kube)*),
+            kube(kind = $kind, namespaced, $($kube)*),
             columns_before(
                 $($first)*,
                 printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),

@@ -72,6 +72,12 @@ pub use pkcs11_token::{
 };
 pub use refs::{LocalObjectRef, SecretKeySelector};
 
+/// The name of a keyfleet kind (`AwsKey`), known from its spec type: declared once, in the
+/// kind's `kube(kind = ...)` argument, and recorded by `keyfleet_kind!`.
+pub trait KindName {
+    const KIND: &'static str;
+}
+
 /// The API group of every keyfleet kind.
 pub const GROUP: &str = "kms.keyfleet.dev";
 /// Prefix of the tags and labels keyfleet owns.

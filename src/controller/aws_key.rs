@@ -18,7 +18,6 @@ use crate::plan::{ObservedKey, Ownership};
 use crate::tenancy::{self, Claim};
 
 impl ManagedKey for AwsKey {
-    const KIND: &'static str = "AwsKey";
     const CREATED: (&'static str, &'static str) = ("KeyCreated", "CreateKey");
     const GONE_ADVICE: &'static str =
         "Delete this AwsKey (or point adoptKeyArn at a replacement) to continue";

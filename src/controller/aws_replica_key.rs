@@ -15,7 +15,6 @@ use crate::plan::{self, Ownership};
 use crate::tenancy::Claim;
 
 impl ManagedKey for AwsReplicaKey {
-    const KIND: &'static str = "AwsReplicaKey";
     const CREATED: (&'static str, &'static str) = ("KeyReplicated", "ReplicateKey");
     const GONE_ADVICE: &'static str =
         "Delete this AwsReplicaKey and apply it again to replicate the primary anew";

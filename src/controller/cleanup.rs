@@ -13,6 +13,7 @@ use crate::kms::execute::{self, DeletionOutcome};
 use crate::kms::observe::{self, ReadDepth};
 use crate::kms::{Client, Connection, KmsError, Requester};
 use crate::plan::Owner;
+use crate::policy::KeyIdentity;
 use crate::tenancy::{self, Claim};
 
 pub async fn cleanup<K: ManagedKey>(obj: &K, ctx: &Context) -> Result<Requeue, Error> {
@@ -158,7 +159,9 @@ async fn gone<K: ManagedKey>(
     arn: Option<&str>,
     connection: &Connection,
 ) -> Result<Requeue, Error> {
-    let key_account = arn.map(observe::account_of);
+    let key_account = arn
+        .and_then(KeyIdentity::from_arn)
+        .map(|key| key.account_id);
     let connection_account = match connection.account() {
         Some(account) => Some(account),
         None => ctx

@@ -16,7 +16,7 @@ use super::dereference::Dereferenced;
 use super::{Context, Failure};
 use crate::api::{
     AwsKey, AwsKeyPolicyTemplate, AwsKeySpec, AwsKeyStatus, AwsReplicaKeySpec, DeletionPolicy,
-    GeneratedMaterialStatus, KeyPolicy, KeySettings, KmsKeyStatus,
+    GeneratedMaterialStatus, KeyPolicy, KeySettings, KindName, KmsKeyStatus,
 };
 use crate::desired::{self, SpecError};
 use crate::kms::observe::{self, ReadDepth};
@@ -88,7 +88,7 @@ pub struct Scope<'a, K: ManagedKey> {
 /// A kind whose objects each manage one KMS key (AwsKey, AwsReplicaKey).
 pub trait ManagedKey:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + HasSpec<Spec: Deref<Target = KeySettings>>
+    + HasSpec<Spec: Deref<Target = KeySettings> + KindName>
     + HasStatus<
         Status: Clone
                     + Default
@@ -107,7 +107,7 @@ pub trait ManagedKey:
     + 'static
 {
     /// Kind name for metrics, logs and backoff keys.
-    const KIND: &'static str;
+    const KIND: &'static str = <Self::Spec as KindName>::KIND;
     /// Event reason and action of a key this kind brings into existence.
     const CREATED: (&'static str, &'static str);
     /// What the user can do when the key is gone.
@@ -211,7 +211,7 @@ pub async fn owned_key(
     };
     let ownership = plan::ownership(&observed.tags, owner);
     Ok(Some(Found {
-        key_id: observed.key_id,
+        key_id: observed.identity.key_id,
         tags: observed.tags,
         ownership,
     }))

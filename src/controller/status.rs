@@ -17,11 +17,11 @@ pub const FIELD_MANAGER: &str = "keyfleet";
 
 /// Copies what KMS reports into the status.
 pub fn record_observed(status: &mut KmsKeyStatus, observed: &ObservedKey, region: &str) {
-    status.key_id = Some(observed.key_id.clone());
-    status.arn = Some(observed.arn.clone());
+    status.key_id = Some(observed.identity.key_id.clone());
+    status.arn = Some(observed.identity.key_arn.clone());
     status.key_state = Some(observed.state.as_str().to_string());
     status.region = Some(region.to_string());
-    status.account_id = Some(observed.account_id.clone()).filter(|a| !a.is_empty());
+    status.account_id = Some(observed.identity.account_id.clone()).filter(|a| !a.is_empty());
     status.key_spec = observed.key_spec.map(|s| s.as_str().to_string());
     status.key_usage = observed.key_usage.map(|u| u.as_str().to_string());
     status.material_valid_to = observed.valid_to.map(Time);

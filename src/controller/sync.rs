@@ -485,9 +485,8 @@ fn record_policy_hash(status: &mut KmsKeyStatus, desired: &DesiredKey, observed:
         status.policy_hash = None;
         return;
     };
-    if let Some(rendered) = plan::rendered_policy(desired_policy, observed)
-        && observed.policy.as_ref() == Some(&rendered)
-    {
+    let rendered = plan::rendered_policy(desired_policy, observed);
+    if observed.policy.as_ref() == Some(&rendered) {
         status.policy_hash = Some(policy::hash(&rendered));
     }
 }
@@ -525,7 +524,7 @@ async fn alias_target(
             .map_err(Failure::kms)?
         {
             None => AliasTarget::Free,
-            Some(id) if id == observed.key_id => AliasTarget::Free,
+            Some(id) if id == observed.identity.key_id => AliasTarget::Free,
             Some(id) => AliasTarget::OtherKey(id),
         },
     ))

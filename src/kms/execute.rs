@@ -58,13 +58,16 @@ impl KeyCreation {
             operation,
             message: "response without key metadata".into(),
         })?;
-        let observed = tags.map(|tags| ObservedKey {
-            tags,
-            metadata_read: true,
-            policy: None,
-            policy_read: true,
-            ..super::observe::from_metadata(&meta)
-        });
+        let observed = match tags {
+            Some(tags) => Some(ObservedKey {
+                tags,
+                metadata_read: true,
+                policy: None,
+                policy_read: true,
+                ..super::observe::from_metadata(operation, &meta)?
+            }),
+            None => None,
+        };
         Ok(KeyCreation {
             key_id: meta.key_id().to_string(),
             arn: meta.arn().unwrap_or_default().to_string(),

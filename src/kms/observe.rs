@@ -9,6 +9,7 @@ use aws_smithy_async::future::pagination_stream::PaginationStream;
 use super::{Client, KmsError};
 use crate::api::{KeySpec, KeyUsage};
 use crate::plan::{KeyState, MaterialState, OWNER_UID_TAG, ObservedKey, ObservedMaterial};
+use crate::policy::KeyIdentity;
 
 /// How much of a key to read. A resync of a converged key only describes it; a deep drift read
 /// (`metadata`) happens after a spec change, until the key is Ready, and every drift interval.
@@ -63,30 +64,32 @@ pub async fn observe(
     let Some(meta) = describe(client, key).await? else {
         return Ok(None);
     };
-    let mut observed = from_metadata(&meta);
+    let mut observed = from_metadata("DescribeKey", &meta)?;
     if depth.metadata {
-        observed.tags = tags(client, &observed.key_id).await?;
-        observed.aliases = aliases(client, &observed.key_id).await?;
+        observed.tags = tags(client, &observed.identity.key_id).await?;
+        observed.aliases = aliases(client, &observed.identity.key_id).await?;
         observed.metadata_read = true;
     }
     if depth.policy {
-        observed.policy = policy(client, &observed.key_id).await?;
+        observed.policy = policy(client, &observed.identity.key_id).await?;
         observed.policy_read = true;
     }
     Ok(Some(observed))
 }
 
-/// The planning view of DescribeKey's metadata (tags, aliases and policy left empty).
-pub fn from_metadata(meta: &KeyMetadata) -> ObservedKey {
-    let arn = meta.arn().unwrap_or_default().to_string();
+/// The planning view of the key metadata `operation` answered with (tags, aliases and policy
+/// left empty); an answer without a key ARN is an unusable answer.
+pub fn from_metadata(operation: &'static str, meta: &KeyMetadata) -> Result<ObservedKey, KmsError> {
+    let identity =
+        meta.arn()
+            .and_then(KeyIdentity::from_arn)
+            .ok_or_else(|| KmsError::Unavailable {
+                operation,
+                message: format!("answer without a key ARN for key {}", meta.key_id()),
+            })?;
     let mr = meta.multi_region_configuration();
-    ObservedKey {
-        key_id: meta.key_id().to_string(),
-        account_id: meta
-            .aws_account_id()
-            .map(str::to_string)
-            .unwrap_or_else(|| account_of(&arn)),
-        arn,
+    Ok(ObservedKey {
+        identity,
         state: KeyState::from_kms(meta.key_state().map(|s| s.as_str()).unwrap_or("Unknown")),
         origin: meta
             .origin()
@@ -125,7 +128,7 @@ pub fn from_metadata(meta: &KeyMetadata) -> ObservedKey {
             })
             .unwrap_or_default(),
         current_key_material_id: meta.current_key_material_id().map(str::to_string),
-    }
+    })
 }
 
 /// Every material of a symmetric key with imported material, per ListKeyRotations
@@ -180,10 +183,6 @@ pub async fn materials(
 }
 
 /// The account id inside a KMS ARN (`arn:aws:kms:<region>:<account>:key/<id>`).
-pub fn account_of(arn: &str) -> String {
-    arn.split(':').nth(4).unwrap_or_default().to_string()
-}
-
 async fn tags(client: &Client, key_id: &str) -> Result<BTreeMap<String, String>, KmsError> {
     let pages = client.list_resource_tags().key_id(key_id).into_paginator();
     let tags = every_item("ListResourceTags", pages.items().send()).await?;
@@ -266,4 +265,53 @@ pub async fn find_by_owner_uid(client: &Client, uid: &str) -> Result<Option<Stri
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(arn: Option<&str>) -> KeyMetadata {
+        KeyMetadata::builder()
+            .key_id("k1")
+            .set_arn(arn.map(str::to_string))
+            .build()
+            .expect("key_id is set")
+    }
+
+    #[test]
+    fn the_identity_of_an_observed_key_is_what_its_arn_says() {
+        let observed = from_metadata(
+            "DescribeKey",
+            &metadata(Some("arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/k1")),
+        )
+        .expect("a key ARN");
+        let identity = &observed.identity;
+        assert_eq!(
+            (
+                identity.partition.as_str(),
+                identity.region.as_str(),
+                identity.account_id.as_str(),
+                identity.key_id.as_str()
+            ),
+            ("aws-us-gov", "us-gov-west-1", "111122223333", "k1")
+        );
+    }
+
+    #[test]
+    fn an_answer_without_a_key_arn_is_an_unusable_answer_not_a_key_without_identity() {
+        for arn in [
+            None,
+            Some("k1"),
+            Some("arn:aws:kms:eu-west-1:111122223333:alias/x"),
+        ] {
+            match from_metadata("CreateKey", &metadata(arn)) {
+                Err(KmsError::Unavailable { operation, message }) => {
+                    assert_eq!(operation, "CreateKey");
+                    assert!(message.contains("without a key ARN"), "{message}");
+                }
+                other => panic!("{arn:?}: {other:?}"),
+            }
+        }
+    }
 }

@@ -172,7 +172,7 @@ pub async fn gather(
     let answer = match mac_algorithm(spec) {
         None => client
             .get_public_key()
-            .key_id(&observed.key_id)
+            .key_id(&observed.identity.key_id)
             .send()
             .await
             .map(|out| {
@@ -181,7 +181,7 @@ pub async fn gather(
             .map_err(|e| KmsError::from_sdk("GetPublicKey", e)),
         Some(algorithm) => client
             .generate_mac()
-            .key_id(&observed.key_id)
+            .key_id(&observed.identity.key_id)
             .mac_algorithm(algorithm)
             .message(Blob::new(PROBE_MESSAGE))
             .send()

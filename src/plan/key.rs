@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::api::{ExpiringMaterialPolicy, KeySpec, KeyUsage, MaterialChangePolicy};
-use crate::policy::DesiredPolicy;
+use crate::policy::{DesiredPolicy, KeyIdentity};
 
 /// KMS key states (KMS `KeyState`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,9 +53,8 @@ impl KeyState {
 /// A KMS key as observed, reduced to what planning needs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObservedKey {
-    pub key_id: String,
-    pub arn: String,
-    pub account_id: String,
+    /// Key id, ARN, account, Region and partition: what the key's ARN says.
+    pub identity: KeyIdentity,
     pub state: KeyState,
     /// `EXTERNAL` for keys with imported material.
     pub origin: String,

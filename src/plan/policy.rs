@@ -2,15 +2,11 @@
 //! lock keyfleet out.
 
 use super::{Action, Blocker, DesiredKey, ObservedKey, Plan};
-use crate::policy::{self, DesiredPolicy, KeyIdentity};
+use crate::policy::{self, DesiredPolicy};
 
-/// The desired policy for this key (placeholders filled in from its ARN); None when the ARN
-/// is not a KMS key ARN.
-pub fn rendered_policy(
-    policy: &DesiredPolicy,
-    observed: &ObservedKey,
-) -> Option<serde_json::Value> {
-    KeyIdentity::from_arn(&observed.arn).map(|key| policy.render(&key))
+/// The desired policy for this key (placeholders filled in from its identity).
+pub fn rendered_policy(policy: &DesiredPolicy, observed: &ObservedKey) -> serde_json::Value {
+    policy.render(&observed.identity)
 }
 
 pub(super) fn plan_policy(desired: &DesiredKey, observed: &ObservedKey, plan: &mut Plan) {
@@ -20,9 +16,7 @@ pub(super) fn plan_policy(desired: &DesiredKey, observed: &ObservedKey, plan: &m
     if !observed.policy_read {
         return;
     }
-    let Some(rendered) = rendered_policy(policy, observed) else {
-        return;
-    };
+    let rendered = rendered_policy(policy, observed);
     if observed.policy.as_ref() == Some(&rendered) {
         return;
     }

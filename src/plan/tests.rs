@@ -6,7 +6,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::*;
 use crate::api::{KeySpec, KeyUsage, MaterialChangePolicy};
-use crate::policy::{self, DesiredPolicy};
+use crate::policy::{self, DesiredPolicy, KeyIdentity};
 
 fn owner() -> Owner {
     Owner {
@@ -41,9 +41,8 @@ fn desired() -> DesiredKey {
 fn converged_observed() -> ObservedKey {
     let d = desired();
     ObservedKey {
-        key_id: "k1".into(),
-        arn: "arn:aws:kms:eu-west-1:000000000000:key/k1".into(),
-        account_id: "000000000000".into(),
+        identity: KeyIdentity::from_arn("arn:aws:kms:eu-west-1:000000000000:key/k1")
+            .expect("a key ARN"),
         state: KeyState::Enabled,
         origin: "EXTERNAL".into(),
         key_spec: Some(d.key_spec),

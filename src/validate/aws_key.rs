@@ -20,8 +20,6 @@ use crate::material::KeyMaterial;
 use crate::tenancy;
 
 impl Kind for AwsKey {
-    const KIND: &'static str = "AwsKey";
-
     fn into_typed(self) -> Typed {
         Typed::AwsKey(Box::new(self))
     }

@@ -12,8 +12,6 @@ use crate::api::{AwsKeyPolicyTemplate, KeyPolicy};
 use crate::desired;
 
 impl Kind for AwsKeyPolicyTemplate {
-    const KIND: &'static str = "AwsKeyPolicyTemplate";
-
     fn into_typed(self) -> Typed {
         Typed::AwsKeyPolicyTemplate(Box::new(self))
     }

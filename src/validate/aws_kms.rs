@@ -10,8 +10,6 @@ use crate::api::AwsKms;
 use crate::tenancy::{self, EndpointPolicy};
 
 impl Kind for AwsKms {
-    const KIND: &'static str = "AwsKms";
-
     fn into_typed(self) -> Typed {
         Typed::AwsKms(Box::new(self))
     }

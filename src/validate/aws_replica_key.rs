@@ -14,8 +14,6 @@ use crate::api::{AwsKey, AwsKms, AwsReplicaKey};
 use crate::desired;
 
 impl Kind for AwsReplicaKey {
-    const KIND: &'static str = "AwsReplicaKey";
-
     fn into_typed(self) -> Typed {
         Typed::AwsReplicaKey(Box::new(self))
     }

@@ -12,14 +12,18 @@ use super::finding::{Check, Finding};
 use super::object::{Object, ObjectFindings};
 use super::options::Options;
 use super::secret::SecretDoc;
-use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, Pkcs11Token};
+use kube::core::object::HasSpec;
+
+use crate::api::{AwsKey, AwsKeyPolicyTemplate, AwsKms, AwsReplicaKey, KindName, Pkcs11Token};
 use crate::desired::SpecError;
 use crate::manifest::Source;
 
 /// What a kind of the `kms.keyfleet.dev` group checks beyond its schema and CEL rules.
-pub(crate) trait Kind: DeserializeOwned + Serialize + Sized {
+pub(crate) trait Kind:
+    HasSpec<Spec: KindName> + DeserializeOwned + Serialize + Sized
+{
     /// The kind's name (`AwsKey`).
-    const KIND: &'static str;
+    const KIND: &'static str = <Self::Spec as KindName>::KIND;
     /// The object as the bundle-wide checks see it.
     fn into_typed(self) -> Typed;
     /// keyfleet's own checks of one object that could be read (the schema and CEL checks ran).

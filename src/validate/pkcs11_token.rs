@@ -7,8 +7,6 @@ use super::object::{Object, ObjectFindings};
 use crate::api::Pkcs11Token;
 
 impl Kind for Pkcs11Token {
-    const KIND: &'static str = "Pkcs11Token";
-
     fn into_typed(self) -> Typed {
         Typed::Pkcs11Token(Box::new(self))
     }
