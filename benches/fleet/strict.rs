@@ -130,11 +130,13 @@ impl Backend {
 /// admitted, from `started`: the first (start-up before it), the last (the tail after it:
 /// import, alias, status), and their mean spacing against the quota's period (the pacing
 /// margin and every slot lost to a throttle), e.g. `eu-west-1: 500 from 0.61 s to 510.2 s,
-/// every 1.0212 s (period 1 s)`.
+/// every 1.0212 s (period 1 s)`; then how long KMS took to answer them and how long after an
+/// answer the next one came (the spacing is the two together where requests wait for answers).
 fn import_pace(proxies: &[KmsProxy], quotas: &KmsQuotas, started: Instant) -> String {
     let mut out = Vec::new();
     for (i, proxy) in proxies.iter().enumerate() {
         let stats = proxy.stats();
+        let timings = proxy.timings();
         for ((region, op), (first, last)) in proxy.admitted_spans() {
             if op != "GetParametersForImport" {
                 continue;
@@ -153,8 +155,16 @@ fn import_pace(proxies: &[KmsProxy], quotas: &KmsQuotas, started: Instant) -> St
             } else {
                 String::new()
             };
+            let timing = timings.get(&(region.clone(), op.clone()));
+            let served = timing.map_or(String::new(), |t| {
+                format!(
+                    "; KMS answered in {}, the next came {} after the answer",
+                    spread(&t.answered_in),
+                    spread(&t.next_after_answer)
+                )
+            });
             out.push(format!(
-                "{region}{via}: {n} from {:.2} s to {:.2} s{every} (period {} s)",
+                "{region}{via}: {n} from {:.2} s to {:.2} s{every} (period {} s){served}",
                 at(first),
                 at(last),
                 1.0 / quotas.rate(&op)
@@ -162,6 +172,25 @@ fn import_pace(proxies: &[KmsProxy], quotas: &KmsQuotas, started: Instant) -> St
         }
     }
     out.join("; ")
+}
+
+/// Minimum, median and 90th percentile of `times`, in ms: `min 21 / median 130 / p90 240 ms`.
+fn spread(times: &[Duration]) -> String {
+    if times.is_empty() {
+        return "(none)".into();
+    }
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let ms = |q: f64| {
+        let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+        sorted[i].as_secs_f64() * 1000.0
+    };
+    format!(
+        "min {:.1} / median {:.1} / p90 {:.1} ms",
+        ms(0.0),
+        ms(0.5),
+        ms(0.9)
+    )
 }
 
 /// Sums the counts of every proxy (one per account).

@@ -118,6 +118,18 @@ pub struct Throttle {
     pub replica_slots: bool,
 }
 
+/// How one (region, operation)'s admitted requests were served, for telling KMS's own time
+/// from the client's pacing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpTiming {
+    /// From admission to KMS's answer, for each forwarded request.
+    pub answered_in: Vec<Duration>,
+    /// From one request's answer to the next request's arrival, when the next came after it
+    /// (the client's own delay where it waits for answers).
+    pub next_after_answer: Vec<Duration>,
+    last_answer: Option<Instant>,
+}
+
 struct Shared {
     config: Mutex<ProxyConfig>,
     buckets: Mutex<HashMap<(String, String), Arc<DefaultDirectRateLimiter>>>,
@@ -127,6 +139,7 @@ struct Shared {
     throttles: Mutex<Vec<Throttle>>,
     /// When the first and the last admitted request of each (region, operation) came.
     admitted: Mutex<HashMap<(String, String), (Instant, Instant)>>,
+    timings: Mutex<HashMap<(String, String), OpTiming>>,
     dice: Mutex<StdRng>,
     http: HttpClient<HttpConnector, Full<Bytes>>,
 }
@@ -173,6 +186,7 @@ impl KmsProxy {
             stats: Mutex::new(BTreeMap::new()),
             throttles: Mutex::new(Vec::new()),
             admitted: Mutex::new(HashMap::new()),
+            timings: Mutex::new(HashMap::new()),
             http,
         });
         let state = shared.clone();
@@ -209,6 +223,14 @@ impl KmsProxy {
         lock(&self.shared.admitted)
             .iter()
             .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// How each (region, operation)'s forwarded requests were answered so far.
+    pub fn timings(&self) -> BTreeMap<(String, String), OpTiming> {
+        lock(&self.shared.timings)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 
@@ -358,6 +380,33 @@ impl Shared {
         Ok(())
     }
 
+    /// Notes an admitted request's arrival: how long after the previous answer it came.
+    fn arrived(&self, region: &str, op: &str, at: Instant) {
+        let mut timings = lock(&self.timings);
+        let timing = timings
+            .entry((region.to_string(), op.to_string()))
+            .or_default();
+        if let Some(gap) = timing
+            .last_answer
+            .and_then(|a| at.checked_duration_since(a))
+        {
+            timing.next_after_answer.push(gap);
+        }
+    }
+
+    /// Notes KMS's answer to a request admitted at `arrived`.
+    fn answered(&self, region: &str, op: &str, arrived: Instant) {
+        let now = Instant::now();
+        let mut timings = lock(&self.timings);
+        let timing = timings
+            .entry((region.to_string(), op.to_string()))
+            .or_default();
+        timing
+            .answered_in
+            .push(now.saturating_duration_since(arrived));
+        timing.last_answer = Some(now);
+    }
+
     fn count(&self, region: &str, op: &str, f: impl FnOnce(&mut OpCounts)) {
         f(lock(&self.stats)
             .entry((region.to_string(), op.to_string()))
@@ -436,6 +485,8 @@ async fn handle(shared: &Shared, req: Request<Body>) -> Response<Body> {
         lock(&shared.throttles).push(throttle);
         return throttled();
     }
+    let arrived = Instant::now();
+    shared.arrived(&region, &op, arrived);
     let fault = shared.roll();
     match fault {
         Some(Fault::Error) => {
@@ -495,6 +546,7 @@ async fn handle(shared: &Shared, req: Request<Body>) -> Response<Body> {
             );
         }
     };
+    shared.answered(&region, &op, arrived);
     if matches!(fault, Some(Fault::LostAnswer)) || shared.take_scheduled_loss(&op) {
         shared.count(&region, &op, |c| c.lost_answers += 1);
         return aws_error(
