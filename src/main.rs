@@ -93,7 +93,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let kms = KmsClients::from_env()
         .await
         .with_metrics(metrics.clone())
-        .with_rate_limits(RateLimits::new(quotas, KMS_QUOTA_MAX_WAIT));
+        .with_rate_limits(RateLimits::observed(
+            quotas,
+            KMS_QUOTA_MAX_WAIT,
+            metrics.kms_requests_waiting.clone(),
+        ));
     let ctx = Arc::new(
         Context::new(client, kms, settings).with_telemetry(metrics.clone(), readiness.clone()),
     );

@@ -38,6 +38,12 @@ pub struct KmsCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KmsWaitLabels {
+    pub operation: String,
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub kind: &'static str,
     pub state: String,
@@ -72,6 +78,8 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: Family<KindLabels, Histogram>,
     pub kms_calls: Family<KmsCallLabels, Counter>,
+    /// KMS requests waiting for a rate-limit slot (`kms::quota::RateLimits`).
+    pub kms_requests_waiting: Family<KmsWaitLabels, Gauge>,
     pub keys_by_state: Family<StateLabels, Gauge>,
     /// 1 when the key is Ready, else 0; one series per key, labelled with the reason.
     pub key_ready: Family<ReadyLabels, Gauge>,
@@ -133,6 +141,13 @@ impl Metrics {
             "KMS API calls by operation and outcome (throttled: ThrottlingException)",
             Family::default(),
         );
+        let kms_requests_waiting = registered(
+            ours,
+            "kms_requests_waiting",
+            "KMS requests waiting for a rate-limit slot of their operation in their region \
+             (zero while a roll-out's imports wait: the quota is idle)",
+            Family::default(),
+        );
         let keys_by_state = registered(
             ours,
             "keys",
@@ -175,6 +190,7 @@ impl Metrics {
             reconciles,
             reconcile_duration,
             kms_calls,
+            kms_requests_waiting,
             keys_by_state,
             key_ready,
             material_expiration,

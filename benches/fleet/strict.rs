@@ -132,7 +132,12 @@ impl Backend {
 /// margin and every slot lost to a throttle), e.g. `eu-west-1: 500 from 0.61 s to 510.2 s,
 /// every 1.0212 s (period 1 s)`; then how long KMS took to answer them and how long after an
 /// answer the next one came (the spacing is the two together where requests wait for answers).
-fn import_pace(proxies: &[KmsProxy], quotas: &KmsQuotas, started: Instant) -> String {
+fn import_pace(
+    proxies: &[KmsProxy],
+    quotas: &KmsQuotas,
+    started: Instant,
+    queue: &ImportQueue,
+) -> String {
     let mut out = Vec::new();
     for (i, proxy) in proxies.iter().enumerate() {
         let stats = proxy.stats();
@@ -163,8 +168,26 @@ fn import_pace(proxies: &[KmsProxy], quotas: &KmsQuotas, started: Instant) -> St
                     spread(&t.next_after_answer)
                 )
             });
+            // The operator's gauge is by region: with two accounts it sums both.
+            let waiting: Vec<i64> = queue
+                .iter()
+                .filter(|(t, _)| *t >= first && *t <= last)
+                .map(|(_, by_region)| by_region.get(&region).copied().unwrap_or(0))
+                .collect();
+            let queued = if waiting.is_empty() {
+                String::new()
+            } else {
+                let mut sorted = waiting.clone();
+                sorted.sort();
+                let none = waiting.iter().filter(|w| **w == 0).count();
+                format!(
+                    "; the operator had none waiting for a slot in {none} of {} samples in between, median {} waiting",
+                    waiting.len(),
+                    sorted[sorted.len() / 2]
+                )
+            };
             out.push(format!(
-                "{region}{via}: {n} from {:.2} s to {:.2} s{every} (period {} s){served}",
+                "{region}{via}: {n} from {:.2} s to {:.2} s{every} (period {} s){served}{queued}",
                 at(first),
                 at(last),
                 1.0 / quotas.rate(&op)
@@ -300,24 +323,59 @@ fn throttle_events(kube: &MemKube) -> usize {
         .count()
 }
 
-/// Polls the fleet in `namespace` until `want` objects are Ready; the Ready reasons seen.
+/// GetParametersForImport requests waiting in the operator for a rate-limit slot, by region,
+/// at each poll of [`wait_ready`] (`keyfleet_kms_requests_waiting`).
+type ImportQueue = Vec<(Instant, BTreeMap<String, i64>)>;
+
+/// The operator at `port`'s GetParametersForImport requests waiting for a slot, by region.
+fn imports_waiting(port: u16) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    let Some(text) = super::scrape(port) else {
+        return out;
+    };
+    for line in text.lines() {
+        let Some(labels) = line.strip_prefix("keyfleet_kms_requests_waiting{") else {
+            continue;
+        };
+        if !labels.contains("operation=\"GetParametersForImport\"") {
+            continue;
+        }
+        let region = labels
+            .split("region=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?");
+        let waiting = line
+            .rsplit_once(' ')
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        out.insert(region.to_string(), waiting as i64);
+    }
+    out
+}
+
+/// Polls the fleet in `namespace` until `want` objects are Ready; the Ready reasons seen, and
+/// the operator's (metrics at `port`) import queue at each poll.
 async fn wait_ready(
     client: &kube::Client,
     namespace: &str,
     want: usize,
     timeout: Duration,
     operator: &Operator,
-) -> BTreeMap<String, usize> {
+    port: u16,
+) -> (BTreeMap<String, usize>, ImportQueue) {
     let poll = Duration::from_millis(if want > 200 { 500 } else { 200 });
     let deadline = Instant::now() + timeout;
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut queue = ImportQueue::new();
     loop {
+        queue.push((Instant::now(), imports_waiting(port)));
         let v = fleet::view(client, namespace).await;
         for (r, c) in &v.reasons {
             *reasons.entry(r.clone()).or_default() += c;
         }
         if v.ready >= want {
-            return reasons;
+            return (reasons, queue);
         }
         assert!(
             Instant::now() < deadline,
@@ -644,9 +702,17 @@ pub fn main() {
         let before = stats(&proxies);
         let load_before = load_average();
         let started = Instant::now();
-        let (rollout_operator, _) = start("rollout", &["--resync-seconds", "3600"]);
+        let (rollout_operator, rollout_port) = start("rollout", &["--resync-seconds", "3600"]);
         let timeout = Duration::from_secs(120 + 3 * n as u64);
-        let reasons = wait_ready(&client, namespace, objects, timeout, &rollout_operator).await;
+        let (reasons, queue) = wait_ready(
+            &client,
+            namespace,
+            objects,
+            timeout,
+            &rollout_operator,
+            rollout_port,
+        )
+        .await;
         let ready_seconds = started.elapsed().as_secs_f64();
         let load_after = load_average();
         let rollout = calls(&stats(&proxies), &before);
@@ -664,7 +730,7 @@ pub fn main() {
             status_kib(&pid, "RssFile"),
         );
         let (bound_seconds, bound_by) = quota_bound(&fleet, &quotas);
-        let import_pace = import_pace(&proxies, &quotas, started);
+        let import_pace = import_pace(&proxies, &quotas, started, &queue);
         eprintln!("fleet bench: all {objects} Ready after {ready_seconds:.1} s (bound {bound_seconds:.1} s)");
         assert!(
             rollout_operator.stop(),
@@ -700,7 +766,7 @@ pub fn main() {
         let batch = (n / 10).clamp(8, 50);
         let stop_ns = "fleet-stop";
         let batch_fleet = fleet::create_fleet_over(&client, stop_ns, "stop", batch, 0, |_| None).await;
-        wait_ready(&client, stop_ns, batch / 4, timeout, &steady).await;
+        wait_ready(&client, stop_ns, batch / 4, timeout, &steady, port).await;
         let batch_ready_at_stop = fleet::view(&client, stop_ns).await.ready;
         let shutdown_seconds = steady
             .stop_timed()

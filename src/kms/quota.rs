@@ -28,6 +28,10 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::byte_stream::ByteStream;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::metrics::KmsWaitLabels;
 
 /// Default AWS KMS request quotas (requests per second, per account and region), from the
 /// "Request quotas" page of the AWS KMS Developer Guide. All are adjustable in Service Quotas;
@@ -338,6 +342,8 @@ impl Drop for Slot {
 #[derive(Debug)]
 pub struct RateLimits {
     quotas: KmsQuotas,
+    /// Requests waiting for a slot, by operation and region (a metric).
+    waiting: Family<KmsWaitLabels, Gauge>,
     max_wait: Duration,
     buckets: Mutex<HashMap<BucketKey, Arc<Bucket>>>,
     /// True once the operator stops: every wait for a slot ends at once.
@@ -349,8 +355,18 @@ impl RateLimits {
     /// must reach AWS within 5 minutes); past that the attempt fails as a timeout and the SDK's
     /// retry (or the controller's backoff) tries again.
     pub fn new(quotas: KmsQuotas, max_wait: Duration) -> Arc<RateLimits> {
+        RateLimits::observed(quotas, max_wait, Family::default())
+    }
+
+    /// [`RateLimits::new`], counting the requests that wait for a slot in `waiting`.
+    pub fn observed(
+        quotas: KmsQuotas,
+        max_wait: Duration,
+        waiting: Family<KmsWaitLabels, Gauge>,
+    ) -> Arc<RateLimits> {
         Arc::new(RateLimits {
             quotas,
+            waiting,
             max_wait,
             buckets: Mutex::new(HashMap::new()),
             closed: tokio::sync::watch::Sender::new(false),
@@ -409,6 +425,7 @@ impl RateLimits {
             return Err(shutting_down());
         }
         let bucket = self.bucket(identity, region, operation);
+        let _waiting = Waiting::enter(&self.waiting, operation, region);
         let wait = async {
             let mut last = bucket.queue.lock().await;
             for _ in 0..n {
@@ -481,6 +498,28 @@ impl RateLimits {
             );
         }
         Ok(slots)
+    }
+}
+
+/// One request counted in the `waiting` gauge until it has its slot (or gives up).
+struct Waiting(Gauge);
+
+impl Waiting {
+    fn enter(waiting: &Family<KmsWaitLabels, Gauge>, operation: &str, region: &str) -> Waiting {
+        let gauge = waiting
+            .get_or_create(&KmsWaitLabels {
+                operation: operation.to_string(),
+                region: region.to_string(),
+            })
+            .clone();
+        gauge.inc();
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -720,6 +759,45 @@ mod tests {
         // The fastest: at least 5 ms more than the period.
         assert!((ms(500.0) - 7.0).abs() < 1e-6, "{}", ms(500.0));
         assert!((ms(2000.0) - 5.5).abs() < 1e-6, "{}", ms(2000.0));
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_for_a_slot_are_counted_until_they_have_it() {
+        let mut quotas = KmsQuotas::aws_defaults();
+        quotas.set("GetParametersForImport", 5.0);
+        let waiting = Family::<KmsWaitLabels, Gauge>::default();
+        let limits = RateLimits::observed(quotas, Duration::from_secs(5), waiting.clone());
+        let gauge = |region: &str| {
+            waiting
+                .get_or_create(&KmsWaitLabels {
+                    operation: "GetParametersForImport".into(),
+                    region: region.into(),
+                })
+                .get()
+        };
+        let first = limits
+            .acquire("acct", "us-east-1", "GetParametersForImport", 1)
+            .await
+            .unwrap();
+        assert_eq!(gauge("us-east-1"), 0, "a slot in hand is not waiting");
+        // Two more wait behind it (220 ms apart); another region's bucket is apart.
+        let next = |limits: Arc<RateLimits>| async move {
+            limits
+                .acquire("acct", "us-east-1", "GetParametersForImport", 1)
+                .await
+        };
+        let second = tokio::spawn(next(limits.clone()));
+        let third = tokio::spawn(next(limits.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!((gauge("us-east-1"), gauge("eu-west-1")), (2, 0));
+        drop(first);
+        let second = second.await.unwrap().unwrap();
+        assert_eq!(gauge("us-east-1"), 1);
+        drop(second);
+        // A wait given up (the operator stopping) is no longer counted.
+        limits.close();
+        assert!(third.await.unwrap().is_err());
+        assert_eq!(gauge("us-east-1"), 0);
     }
 
     #[tokio::test]
