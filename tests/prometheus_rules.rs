@@ -226,6 +226,12 @@ fn alerts_dashboard_and_docs_use_the_exported_metrics() {
     m.set_leader(true);
     m.reconciled("AwsKey", "ready", std::time::Duration::from_millis(5));
     m.kms_call("DescribeKey", "ok");
+    m.kms_requests_waiting
+        .get_or_create(&keyfleet::metrics::KmsWaitLabels {
+            operation: "GetParametersForImport".into(),
+            region: "eu-west-1".into(),
+        })
+        .set(1);
     let t = jiff::Timestamp::from_second(2_000_000_000).unwrap();
     m.key_observed("AwsKey", "ns", "k", Some("Enabled"), Some(t));
     m.material_renewal_at("AwsKey", "ns", "k", Some(t));
