@@ -289,24 +289,31 @@ fn load_average() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The samples of `metric` in a `/metrics` text: each one's labels and value.
+fn samples<'a>(text: &'a str, metric: &str) -> impl Iterator<Item = (&'a str, f64)> {
+    let prefix = format!("{metric}{{");
+    text.lines().filter_map(move |line| {
+        let labels = line.strip_prefix(&prefix)?;
+        let value = line.rsplit_once(' ')?.1.parse().ok()?;
+        Some((labels, value))
+    })
+}
+
+/// The value of label `name` in a sample's labels (`?` when it has none).
+fn label<'a>(labels: &'a str, name: &str) -> &'a str {
+    labels
+        .split(&format!("{name}=\""))
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .unwrap_or("?")
+}
+
 /// Reconciles the operator at `port` has counted, by kind (`keyfleet_reconciles_total`).
 fn reconciles_by_kind(port: u16) -> BTreeMap<String, u64> {
     let text = super::scrape(port).expect("operator /metrics");
     let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Some(labels) = line.strip_prefix("keyfleet_reconciles_total{") else {
-            continue;
-        };
-        let kind = labels
-            .split("kind=\"")
-            .nth(1)
-            .and_then(|k| k.split('"').next())
-            .unwrap_or("?");
-        let count = line
-            .rsplit_once(' ')
-            .and_then(|(_, c)| c.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        *out.entry(kind.to_string()).or_default() += count as u64;
+    for (labels, count) in samples(&text, "keyfleet_reconciles_total") {
+        *out.entry(label(labels, "kind").to_string()).or_default() += count as u64;
     }
     out
 }
@@ -329,29 +336,13 @@ type ImportQueue = Vec<(Instant, BTreeMap<String, i64>)>;
 
 /// The operator at `port`'s GetParametersForImport requests waiting for a slot, by region.
 fn imports_waiting(port: u16) -> BTreeMap<String, i64> {
-    let mut out = BTreeMap::new();
     let Some(text) = super::scrape(port) else {
-        return out;
+        return BTreeMap::new();
     };
-    for line in text.lines() {
-        let Some(labels) = line.strip_prefix("keyfleet_kms_requests_waiting{") else {
-            continue;
-        };
-        if !labels.contains("operation=\"GetParametersForImport\"") {
-            continue;
-        }
-        let region = labels
-            .split("region=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or("?");
-        let waiting = line
-            .rsplit_once(' ')
-            .and_then(|(_, v)| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        out.insert(region.to_string(), waiting as i64);
-    }
-    out
+    samples(&text, "keyfleet_kms_requests_waiting")
+        .filter(|(labels, _)| label(labels, "operation") == "GetParametersForImport")
+        .map(|(labels, waiting)| (label(labels, "region").to_string(), waiting as i64))
+        .collect()
 }
 
 /// Polls the fleet in `namespace` until `want` objects are Ready; the Ready reasons seen, and
