@@ -75,8 +75,9 @@ macro_rules! keyfleet_kind {
 }
 
 /// Declares a kind that manages one KMS key (AwsKey, AwsReplicaKey) with `keyfleet_kind!`,
-/// namespaced (tenancy rests on the namespace), and the columns such kinds share: the kind's first column, then Region and State before Ready;
-/// ARN and Materials (wide output) after Age, then the kind's own wide columns.
+/// namespaced (tenancy rests on the namespace), and the columns such kinds share: the kind's
+/// first column, then Region and State before Ready; ARN and Materials (wide output) after Age,
+/// then the kind's own wide columns.
 macro_rules! keyfleet_key_kind {
     (
         kube(kind = $kind:literal, $($kube:tt)*),

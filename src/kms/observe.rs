@@ -182,7 +182,6 @@ pub async fn materials(
     Ok(Some(out).filter(|m| !m.is_empty()))
 }
 
-/// The account id inside a KMS ARN (`arn:aws:kms:<region>:<account>:key/<id>`).
 async fn tags(client: &Client, key_id: &str) -> Result<BTreeMap<String, String>, KmsError> {
     let pages = client.list_resource_tags().key_id(key_id).into_paginator();
     let tags = every_item("ListResourceTags", pages.items().send()).await?;

@@ -250,6 +250,8 @@ struct Bucket {
     /// The fastest round trip of a request of this bucket so far, in nanoseconds (`u64::MAX`
     /// before the first answer).
     fastest_round_trip: AtomicU64,
+    /// The `waiting` gauge of the bucket's operation and region, looked up once.
+    waiting: Gauge,
 }
 
 /// An answer-paced bucket's quota period, and its [`spacing`] (the period and a margin).
@@ -405,6 +407,13 @@ impl RateLimits {
                         spacing: spacing(rate),
                     }),
                     fastest_round_trip: AtomicU64::new(u64::MAX),
+                    waiting: self
+                        .waiting
+                        .get_or_create(&KmsWaitLabels {
+                            operation: operation.to_string(),
+                            region: region.to_string(),
+                        })
+                        .clone(),
                 })
             })
             .clone()
@@ -427,7 +436,7 @@ impl RateLimits {
             return Err(shutting_down());
         }
         let bucket = self.bucket(identity, region, operation);
-        let _waiting = Waiting::enter(&self.waiting, operation, region);
+        let _waiting = Waiting::enter(&bucket.waiting);
         let wait = async {
             let mut last = bucket.queue.lock().await;
             for _ in 0..n {
@@ -507,15 +516,9 @@ impl RateLimits {
 struct Waiting(Gauge);
 
 impl Waiting {
-    fn enter(waiting: &Family<KmsWaitLabels, Gauge>, operation: &str, region: &str) -> Waiting {
-        let gauge = waiting
-            .get_or_create(&KmsWaitLabels {
-                operation: operation.to_string(),
-                region: region.to_string(),
-            })
-            .clone();
+    fn enter(gauge: &Gauge) -> Waiting {
         gauge.inc();
-        Waiting(gauge)
+        Waiting(gauge.clone())
     }
 }
 
