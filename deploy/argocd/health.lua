@@ -6,14 +6,16 @@
 --   Reconciling=True                         -> Progressing
 --   Ready=True                               -> Healthy (KeyDisabled included: disabled on purpose)
 --   Ready=False, a reason that clears itself -> Progressing (KeyNotReady, PrimaryNotReady,
---                                               RotationPending)
+--                                               RotationPending, ImportQueued)
 --   Ready=False, any other reason            -> Degraded
 --   no Ready condition yet, Ready=Unknown    -> Progressing
 -- Argo CD runs it with gopher-lua (Lua 5.1); tests/argocd_health.rs runs it with lua5.4 against
 -- every reason docs/troubleshooting.md documents. deploy/argocd/argocd-cm.yaml registers it.
 local hs = { status = "Progressing", message = "Waiting for keyfleet to report status" }
 
-local waiting = { KeyNotReady = true, PrimaryNotReady = true, RotationPending = true }
+local waiting = {
+  KeyNotReady = true, PrimaryNotReady = true, RotationPending = true, ImportQueued = true
+}
 
 local function describe(c)
   local text = c.reason or c.type

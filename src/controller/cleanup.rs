@@ -20,7 +20,7 @@ pub async fn cleanup<K: ManagedKey>(obj: &K, ctx: &Context) -> Result<Requeue, E
     let meta = obj.meta();
     let uid = meta.uid.clone().unwrap_or_default();
     let namespace = meta.namespace.clone().unwrap_or_default();
-    ctx.forget_reads(&uid);
+    ctx.forget(&uid);
     ctx.metrics.key_observed(
         K::KIND,
         &namespace,

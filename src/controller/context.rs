@@ -12,7 +12,8 @@ use tracing::warn;
 use crate::api::DeletionPolicy;
 use crate::clock::Clock;
 use crate::http::Readiness;
-use crate::kms::KmsClients;
+use crate::kms::line::{Place, Turn};
+use crate::kms::{Connection, KmsClients};
 use crate::metrics::Metrics;
 use crate::tenancy::EndpointPolicy;
 
@@ -83,6 +84,21 @@ pub struct Context {
     /// memory: a restarted operator spreads the first checks and deep reads of keys that were
     /// Ready over the resync and drift intervals ([`deep_read_offset`]).
     reads: Mutex<HashMap<String, ReadSchedule>>,
+    /// Per object uid: the place in line for its import quota of a key waiting to be created
+    /// ([`Context::import_turn`]), with the line's (connection, region).
+    places: Mutex<HashMap<String, (LineOf, Place)>>,
+}
+
+/// Which line a place is in: the connection's quota identity and the region.
+type LineOf = (String, String);
+
+/// Whether a key about to be created goes now ([`Context::import_turn`]).
+#[derive(Debug)]
+pub enum ImportTurn {
+    /// Go, holding this place (None: requests are not paced) until the reconcile is over.
+    Go(Option<Place>),
+    /// `ahead` keys are before it in line: come back after `wait`, keeping the place.
+    Later { ahead: usize, wait: Duration },
 }
 
 /// When this process reads one object from KMS next.
@@ -127,6 +143,7 @@ impl Context {
             backoff: Backoff::default(),
             waiting: Backoff::default(),
             reads: Mutex::new(HashMap::new()),
+            places: Mutex::new(HashMap::new()),
         }
     }
 
@@ -249,9 +266,38 @@ impl Context {
         self.reads().insert(uid.to_string(), schedule);
     }
 
-    /// Forgets a deleted object.
-    pub fn forget_reads(&self, uid: &str) {
+    /// Forgets a deleted object: its read schedule, and its place in line if it waited for one.
+    pub fn forget(&self, uid: &str) {
         self.reads().remove(uid);
+        self.places().remove(uid);
+    }
+
+    fn places(&self) -> std::sync::MutexGuard<'_, HashMap<String, (LineOf, Place)>> {
+        self.places.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Object `uid`'s turn to create its KMS key (and import into it) under `connection`'s
+    /// GetParametersForImport quota in `region` ([`crate::kms::line`]): it joins the line the
+    /// first time, keeps its place while it comes back later, and goes with it once no more
+    /// than [`crate::kms::line::GOING`] places before it are held.
+    pub fn import_turn(&self, uid: &str, connection: &Connection, region: &str) -> ImportTurn {
+        let line = (connection.quota_identity(), region.to_string());
+        let mut places = self.places();
+        let place = match places.remove(uid) {
+            Some((of, place)) if of == line => place,
+            // New, or its spec moved it to another connection or region: the end of that line.
+            _ => match self.kms.import_place(connection, region) {
+                Some(place) => place,
+                None => return ImportTurn::Go(None),
+            },
+        };
+        match place.turn() {
+            Turn::Now => ImportTurn::Go(Some(place)),
+            Turn::Later { ahead, wait } => {
+                places.insert(uid.to_string(), (line, place));
+                ImportTurn::Later { ahead, wait }
+            }
+        }
     }
 
     /// Backoff for transient failures of one object, keyed `kind/namespace/name`.

@@ -10,7 +10,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Resource};
 use tracing::instrument;
 
-use super::context::KmsRead;
+use super::context::{ImportTurn, KmsRead};
 use super::dereference::{Dereferenced, dereference};
 use super::managed_key::{FINALIZER, ManagedKey, Scope};
 use super::sync::{self, KeySync, Role, Synced};
@@ -124,6 +124,9 @@ async fn apply<K: ManagedKey>(
     let mut created = None;
     let outcome = match converge(api, obj, ctx, &mut status, &mut synced, &mut created).await {
         Ok(Converged::Later(wait)) => return Ok(first_check_later(ctx, obj, wait)),
+        Ok(Converged::Queued(queued)) => {
+            return report::queued(ctx, api, obj, status, &queued).await;
+        }
         Ok(Converged::Synced) => Ok(()),
         Err(failure) => Err(failure),
     };
@@ -142,6 +145,17 @@ enum Converged {
     /// Nothing read: the key was Ready and nothing changed; its first check after the start comes
     /// after this wait ([`Context::read_due`]).
     Later(std::time::Duration),
+    /// Nothing created yet: the key waits for its turn at the import quota
+    /// ([`Context::import_turn`]).
+    Queued(Queued),
+}
+
+/// A key waiting for its turn to be created and imported into: `ahead` keys before it in line
+/// for GetParametersForImport in `region`, its turn in about `wait`.
+pub struct Queued {
+    pub region: String,
+    pub ahead: usize,
+    pub wait: std::time::Duration,
 }
 
 /// A key whose first check after a start comes later: nothing to write, the Ready verdict of its
@@ -219,6 +233,21 @@ async fn converge<K: ManagedKey>(
         owner: &owner,
         client: &client,
         now,
+    };
+    // A key about to be created waits for its turn at its Region's import quota off the worker
+    // pool; the place it goes with is given up when this reconcile is over.
+    let _place = match status.key_id {
+        Some(_) => None,
+        None => match ctx.import_turn(&owner.uid, &inputs.connection, obj.region()) {
+            ImportTurn::Go(place) => place,
+            ImportTurn::Later { ahead, wait } => {
+                return Ok(Converged::Queued(Queued {
+                    region: obj.region().to_string(),
+                    ahead,
+                    wait,
+                }));
+            }
+        },
     };
     let located = K::locate(&scope, status).await?;
     *created = located.created.as_ref().map(|c| c.arn.clone());

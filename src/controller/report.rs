@@ -8,7 +8,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 
 use super::managed_key::ManagedKey;
-use super::reconcile::Outcome;
+use super::reconcile::{Outcome, Queued};
 use super::sync::Synced;
 use super::{Category, Context, Error, Failure, status};
 use crate::plan::{Action, Blocker};
@@ -24,6 +24,9 @@ pub struct Verdict {
     pub reason: &'static str,
     pub message: String,
     pub requeue: Duration,
+    /// The event when Ready changes is a Warning (else Normal): not Ready for a reason worth a
+    /// look, not a key at work or merely waiting for its turn.
+    pub warning: bool,
 }
 
 /// The verdict for an outcome; a transient failure gives no verdict (the condition stays as it
@@ -48,6 +51,7 @@ fn verdict(
                 reason: "KeyDisabled",
                 message: "the key is disabled as requested (spec.enabled: false); material and spec are applied".into(),
                 requeue: settings.resync_interval,
+                warning: false,
             },
             None => Verdict {
                 ready: true,
@@ -57,6 +61,7 @@ fn verdict(
                 message: "the key is Enabled, its material is imported and the spec is applied"
                     .into(),
                 requeue: settings.resync_interval,
+                warning: false,
             },
             Some(blocker) => Verdict {
                 ready: false,
@@ -69,6 +74,7 @@ fn verdict(
                 } else {
                     settings.blocked_recheck_interval
                 },
+                warning: true,
             },
         },
         Err(Failure::Blocked(blocked)) => Verdict {
@@ -78,6 +84,7 @@ fn verdict(
             reason: blocked.reason,
             message: blocked.message,
             requeue: settings.blocked_recheck_interval,
+            warning: true,
         },
         Err(Failure::Transient(e)) => return Err(e),
     };
@@ -96,7 +103,7 @@ pub async fn finish<K: ManagedKey>(
     ctx: &Context,
     api: &Api<K>,
     obj: &K,
-    mut status: K::Status,
+    status: K::Status,
     outcome: Result<(), Failure>,
     synced: &Synced,
 ) -> Result<(Outcome, Requeue), Error> {
@@ -112,6 +119,47 @@ pub async fn finish<K: ManagedKey>(
             return Err(e);
         }
     };
+    conclude(ctx, api, obj, status, verdict, synced.expiring.as_deref()).await
+}
+
+/// Reports a key waiting for its turn at its Region's import quota, with nothing created yet:
+/// not Ready, reconciling, and back when its turn comes.
+pub async fn queued<K: ManagedKey>(
+    ctx: &Context,
+    api: &Api<K>,
+    obj: &K,
+    status: K::Status,
+    queued: &Queued,
+) -> Result<(Outcome, Requeue), Error> {
+    ctx.stop_waiting(&super::reconcile::object_key(obj));
+    let verdict = Verdict {
+        ready: false,
+        stalled: false,
+        reconciling: true,
+        reason: "ImportQueued",
+        message: format!(
+            "waiting for its turn at the import quota: {} keys ahead in line for GetParametersForImport in {} under this connection's account (about {} s); the KMS key is created and its material imported when the turn comes",
+            queued.ahead,
+            queued.region,
+            queued.wait.as_secs().max(1)
+        ),
+        requeue: queued.wait,
+        warning: false,
+    };
+    conclude(ctx, api, obj, status, verdict, None).await
+}
+
+/// Records a verdict: metrics, the Ready and progress conditions, the status write, and an
+/// event when Ready changed.
+async fn conclude<K: ManagedKey>(
+    ctx: &Context,
+    api: &Api<K>,
+    obj: &K,
+    mut status: K::Status,
+    verdict: Verdict,
+    expiring: Option<&[crate::plan::ExpiringMaterial]>,
+) -> Result<(Outcome, Requeue), Error> {
+    let name = obj.meta().name.clone().unwrap_or_default();
     let namespace = obj.meta().namespace.as_deref().unwrap_or_default();
     ctx.metrics.key_observed(
         K::KIND,
@@ -137,9 +185,7 @@ pub async fn finish<K: ManagedKey>(
         &verdict.message,
         obj.meta().generation,
     );
-    let warn = synced
-        .expiring
-        .as_deref()
+    let warn = expiring
         .and_then(|expiring| status::set_expiring(&mut status, expiring, obj.meta().generation));
     let written = obj.status() != Some(&status);
     status::write(api, &name, obj.status(), &status)
@@ -180,10 +226,10 @@ async fn publish_actions<K: ManagedKey>(ctx: &Context, obj: &K, executed: &[Acti
 
 /// Publishes the Ready transition.
 async fn publish_verdict<K: ManagedKey>(ctx: &Context, obj: &K, verdict: &Verdict) {
-    let type_ = if verdict.ready {
-        EventType::Normal
-    } else {
+    let type_ = if verdict.warning {
         EventType::Warning
+    } else {
+        EventType::Normal
     };
     ctx.publish(
         obj,

@@ -263,6 +263,21 @@ impl KmsClients {
             })
     }
 
+    /// A place in the line for `connection`'s GetParametersForImport slots in `region`
+    /// ([`super::line`]); None when requests are not paced (nothing to wait for).
+    pub fn import_place(
+        &self,
+        connection: &Connection,
+        region: &str,
+    ) -> Option<super::line::Place> {
+        let limits = self.limits.as_ref()?;
+        Some(limits.join_line(
+            &connection.quota_identity(),
+            region,
+            "GetParametersForImport",
+        ))
+    }
+
     /// The write fence of every client built here (open until leader election closes it).
     pub fn fence(&self) -> &Arc<WriteFence> {
         &self.fence

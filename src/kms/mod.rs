@@ -6,6 +6,7 @@ pub mod error;
 pub mod execute;
 pub mod fence;
 pub mod identity;
+pub mod line;
 pub mod observe;
 pub mod quota;
 pub mod session;

@@ -31,6 +31,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::line::{Line, Place};
 use crate::metrics::KmsWaitLabels;
 
 /// Default AWS KMS request quotas (requests per second, per account and region), from the
@@ -252,6 +253,8 @@ struct Bucket {
     fastest_round_trip: AtomicU64,
     /// The `waiting` gauge of the bucket's operation and region, looked up once.
     waiting: Gauge,
+    /// Places held by reconciles that will send this bucket a request ([`super::line`]).
+    line: Arc<Line>,
 }
 
 /// An answer-paced bucket's quota period, and its [`spacing`] (the period and a margin).
@@ -407,6 +410,7 @@ impl RateLimits {
                         spacing: spacing(rate),
                     }),
                     fastest_round_trip: AtomicU64::new(u64::MAX),
+                    line: Line::new(spacing(rate)),
                     waiting: self
                         .waiting
                         .get_or_create(&KmsWaitLabels {
@@ -417,6 +421,12 @@ impl RateLimits {
                 })
             })
             .clone()
+    }
+
+    /// A place at the end of the line for `operation`'s slots ([`super::line`]), for a
+    /// reconcile that will send such a request and rather waits off the worker pool.
+    pub fn join_line(&self, identity: &str, region: &str, operation: &str) -> Place {
+        self.bucket(identity, region, operation).line.join()
     }
 
     /// Waits for `n` request slots of `operation` (or fails after `max_wait`, or at once when
