@@ -18,6 +18,7 @@ impl ManagedKey for AwsReplicaKey {
     const CREATED: (&'static str, &'static str) = ("KeyReplicated", "ReplicateKey");
     const GONE_ADVICE: &'static str =
         "Delete this AwsReplicaKey and apply it again to replicate the primary anew";
+    const TAKES_IMPORT_TURN: bool = false;
 
     /// The primary, from the replica's own namespace only (the reference has no namespace
     /// field), once it is Enabled.

@@ -112,6 +112,13 @@ pub trait ManagedKey:
     const CREATED: (&'static str, &'static str);
     /// What the user can do when the key is gone.
     const GONE_ADVICE: &'static str;
+    /// Whether a key of this kind about to be created first waits for its turn at its Region's
+    /// import quota ([`super::Context::import_turn`]): a new AwsKey always imports right after
+    /// CreateKey. A replica does not: whether it needs an import is known only once ReplicateKey
+    /// answered (AWS leaves it PendingImport; an endpoint that copies the material does not),
+    /// and replicas come one by one as their primaries become Enabled, so the one import a
+    /// replica needs waits in the quota's queue.
+    const TAKES_IMPORT_TURN: bool = true;
 
     fn region(&self) -> &str {
         &self.spec().region

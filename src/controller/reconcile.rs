@@ -238,6 +238,7 @@ async fn converge<K: ManagedKey>(
     // pool; the place it goes with is given up when this reconcile is over.
     let _place = match status.key_id {
         Some(_) => None,
+        None if !K::TAKES_IMPORT_TURN => None,
         None => match ctx.import_turn(&owner.uid, &inputs.connection, obj.region()) {
             ImportTurn::Go(place) => place,
             ImportTurn::Later { ahead, wait } => {
