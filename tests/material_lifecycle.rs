@@ -533,8 +533,20 @@ async fn multi_region_rotation_waits_for_the_replica_then_rotates_once() {
         .filter(|r| r.operation == "ImportKeyMaterial")
         .count();
     assert_eq!(
-        imports_before, 2,
-        "the first import into the primary and the replica"
+        imports_before,
+        2,
+        "the first import into the primary and the replica; imports: {:?}",
+        before
+            .iter()
+            .filter(|r| r.operation == "ImportKeyMaterial")
+            .map(|r| (
+                r.seq,
+                &r.region,
+                &r.params["KeyId"],
+                &r.params["ImportType"],
+                &r.error
+            ))
+            .collect::<Vec<_>>()
     );
     assert!(model.requests_of("RotateKeyOnDemand").is_empty());
 

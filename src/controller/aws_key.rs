@@ -204,9 +204,12 @@ async fn create(scope: &Scope<'_, AwsKey>, status: &mut AwsKeyStatus) -> Result<
         status,
     )
     .await;
-    if let Err(e) = recorded {
-        status.create_started_at = before;
-        return Err(Failure::kube(e));
+    match recorded {
+        Ok(version) => scope.ctx.written.wrote(key, version),
+        Err(e) => {
+            status.create_started_at = before;
+            return Err(Failure::kube(e));
+        }
     }
     let written = status.clone();
 
@@ -225,9 +228,10 @@ async fn create(scope: &Scope<'_, AwsKey>, status: &mut AwsKeyStatus) -> Result<
     status.key_id = Some(created.key_id.clone());
     status.arn = Some(created.arn.clone());
     status.region = Some(key.spec.region.clone());
-    status::write(scope.api, &name, Some(&written), status)
+    let version = status::write(scope.api, &name, Some(&written), status)
         .await
         .map_err(Failure::kube)?;
+    scope.ctx.written.wrote(key, version);
     info!(key_id = %created.key_id, "created KMS key");
     Ok(Located {
         key_id: created.key_id.clone(),

@@ -140,7 +140,7 @@ impl ManagedKey for AwsReplicaKey {
         status.arn = Some(created.arn.clone());
         status.region = Some(region.clone());
         // Record the replica at once: a second ReplicateKey would fail (AlreadyExists).
-        status::write(
+        let version = status::write(
             scope.api,
             &scope.obj.name_any(),
             scope.obj.status.as_ref(),
@@ -148,6 +148,7 @@ impl ManagedKey for AwsReplicaKey {
         )
         .await
         .map_err(Failure::kube)?;
+        scope.ctx.written.wrote(scope.obj, version);
         info!(arn = %created.arn, "replicated the primary");
         // Some KMS implementations (LocalStack) give a new replica its primary's tags rather
         // than the ones ReplicateKey asked for: its first sync retags it.

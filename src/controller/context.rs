@@ -87,6 +87,8 @@ pub struct Context {
     /// Per object uid: the place in line for its import quota of a key waiting to be created
     /// ([`Context::import_turn`]), with the line's (connection, region).
     places: Mutex<HashMap<String, (LineOf, Place)>>,
+    /// Status writes of this instance its watch caches have not delivered yet.
+    pub written: super::written::Written,
 }
 
 /// Which line a place is in: the connection's quota identity and the region.
@@ -144,6 +146,7 @@ impl Context {
             waiting: Backoff::default(),
             reads: Mutex::new(HashMap::new()),
             places: Mutex::new(HashMap::new()),
+            written: Default::default(),
         }
     }
 
@@ -266,10 +269,12 @@ impl Context {
         self.reads().insert(uid.to_string(), schedule);
     }
 
-    /// Forgets a deleted object: its read schedule, and its place in line if it waited for one.
+    /// Forgets a deleted object: its read schedule, its place in line if it waited for one, and
+    /// its last status write.
     pub fn forget(&self, uid: &str) {
         self.reads().remove(uid);
         self.places().remove(uid);
+        self.written.forget(uid);
     }
 
     fn places(&self) -> std::sync::MutexGuard<'_, HashMap<String, (LineOf, Place)>> {

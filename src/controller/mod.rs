@@ -25,6 +25,7 @@ mod sync;
 mod template_status;
 mod template_use;
 mod verification;
+mod written;
 
 pub use context::{Context, Settings, deep_read_offset, first_check_offset};
 pub use failure::{Blocked, Category, Error, Failure};

@@ -91,6 +91,11 @@ pub async fn reconcile<K: ManagedKey>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
     let timer = ReconcileTimer::start(&ctx.metrics, K::KIND);
     let namespace = obj.meta().namespace.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Never from a copy older than this instance's own last status write.
+    let Some(obj) = ctx.written.fresh(&api, obj).await.map_err(Error::Kube)? else {
+        timer.set(Outcome::Deleted);
+        return Ok(Requeue::await_change());
+    };
     let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
         match event {
             Finalizer::Apply(obj) => {

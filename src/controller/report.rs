@@ -113,9 +113,10 @@ pub async fn finish<K: ManagedKey>(
     let verdict = match verdict(outcome, synced, status.key_state.as_deref(), ctx, &waiter) {
         Ok(verdict) => verdict,
         Err(e) => {
-            status::write(api, &name, obj.status(), &status)
+            let version = status::write(api, &name, obj.status(), &status)
                 .await
                 .map_err(Error::Kube)?;
+            ctx.written.wrote(obj, version);
             return Err(e);
         }
     };
@@ -187,10 +188,11 @@ async fn conclude<K: ManagedKey>(
     );
     let warn = expiring
         .and_then(|expiring| status::set_expiring(&mut status, expiring, obj.meta().generation));
-    let written = obj.status() != Some(&status);
-    status::write(api, &name, obj.status(), &status)
+    let version = status::write(api, &name, obj.status(), &status)
         .await
         .map_err(Error::Kube)?;
+    let written = version.is_some();
+    ctx.written.wrote(obj, version);
     // Where each reconcile ends and when the next comes: tests read it as the proof that a
     // refused object rests instead of looping.
     tracing::debug!(

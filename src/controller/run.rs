@@ -92,6 +92,14 @@ fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
+/// The watch put an object into a cache (after the reflector stored it): a status write of
+/// this instance that it carries is no longer ahead of the cache ([`super::written`]).
+fn in_cache<K: Resource>(ctx: &Context, event: &Result<watcher::Event<K>, watcher::Error>) {
+    if let Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) = event {
+        ctx.written.seen(obj);
+    }
+}
+
 /// A subscription to the shared AwsKey cache's changes, as a trigger stream.
 fn subscribe(
     writer: &reflector::store::Writer<Guarded<AwsKey>>,
@@ -123,6 +131,7 @@ async fn watch_keys(
             }
         })
         .reflect_shared(writer)
+        .inspect(|event| in_cache(&ctx, event))
         .take_until(shutdown)
         .for_each(|_| async {})
         .await;
@@ -489,6 +498,10 @@ async fn run_replicas(
         .default_backoff()
         .modify(slim)
         .reflect(writer)
+        .inspect({
+            let ctx = ctx.clone();
+            move |event| in_cache(&ctx, event)
+        })
         .applied_objects()
         .predicate_filter(reconcile_relevant, PredicateConfig::default());
     let secrets = changes_after_start(secrets);

@@ -1,8 +1,8 @@
 //! Status step: builds AwsKey status from what was observed and done, and writes it.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Api;
 use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
 use serde_json::{Value, json};
 
 use crate::api::conditions::{condition, find_condition, set_condition};
@@ -140,24 +140,25 @@ pub fn merge_patch<S: Serialize>(old: Option<&S>, new: &S) -> Value {
     json!({ "status": new_value })
 }
 
-/// Writes the status when it differs from what the object carries.
+/// Writes the status when it differs from what the object carries; returns the
+/// resourceVersion the write made (None: nothing to write).
 pub async fn write<K, S>(
     api: &Api<K>,
     name: &str,
     old: Option<&S>,
     new: &S,
-) -> Result<(), kube::Error>
+) -> Result<Option<String>, kube::Error>
 where
-    K: Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
     if old == Some(new) {
-        return Ok(());
+        return Ok(None);
     }
     let patch = merge_patch(old, new);
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map(drop)
+        .map(|written| written.meta().resource_version.clone())
 }
 
 /// Writes the status only if the object is still the version the caller read: the merge patch
@@ -170,9 +171,9 @@ pub async fn write_if_unchanged<K, S>(
     resource_version: Option<&str>,
     old: Option<&S>,
     new: &S,
-) -> Result<(), kube::Error>
+) -> Result<Option<String>, kube::Error>
 where
-    K: Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
     let mut patch = merge_patch(old, new);
@@ -181,7 +182,7 @@ where
     }
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map(drop)
+        .map(|written| written.meta().resource_version.clone())
 }
 
 #[cfg(test)]
