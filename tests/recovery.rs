@@ -2,8 +2,9 @@
 //! found again by its owner tag among thousands of other keys (paged ListKeys), also when the
 //! AwsKey is deleted while the creation is still in doubt; a connection deleted before its
 //! keys keeps their finalizers until it returns (cleanup never guesses another); an expired
-//! import token is answered with fresh import parameters. On the strict KMS model where AWS
-//! behaviour matters, LocalStack otherwise.
+//! import token is answered with fresh import parameters; a reconcile triggered while the
+//! controller's cache lags behind its own status writes starts from the API's object. On the
+//! strict KMS model where AWS behaviour matters, LocalStack otherwise.
 
 mod support;
 
@@ -296,5 +297,75 @@ async fn an_import_cut_off_by_shutdown_is_completed_by_the_next_instance() {
     assert!(
         wire.count("GetParametersForImport") >= 2,
         "fresh import parameters for the second import"
+    );
+}
+
+/// Reconciles of `kind` that ended in an error (`keyfleet_reconciles_total{result="error"}`).
+fn reconcile_errors(op: &Operator, kind: &str) -> u64 {
+    let prefix = format!("keyfleet_reconciles_total{{kind=\"{kind}\"");
+    op.metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains("result=\"error\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The controller's AwsKey cache lags behind the API (its watch delivers each change 3 s late;
+/// the Secret's watch does not), and a Secret change triggers the key just after it became
+/// Ready: that reconcile starts from the API's object, not from the cached copy older than the
+/// controller's own status writes. No second CreateKey or import, no 409 Conflict from a write
+/// based on the old copy, and the status stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reconcile_while_the_cache_lags_behind_its_own_writes_starts_from_the_api() {
+    let ModelHarness { model, op, .. } = ModelHarness::start([]).await;
+    let lag = Duration::from_secs(3);
+    op.kube.lag_watches("awskeys", lag);
+    let name = unique("lagging");
+    create_symmetric_key(&op, NS, &name, json!({})).await;
+    let api = op.keys(NS);
+    // Read from the API, which is current: the cache gets this version `lag` later.
+    let ready_key = wait_ready(&api, &name).await;
+    let seen_ready = tokio::time::Instant::now();
+    let since = op.reconciles("AwsKey");
+    let errors = reconcile_errors(&op, "AwsKey");
+
+    // A label on the Secret (its material unchanged) triggers the key at once.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(op.client.clone(), NS);
+    secrets
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    op.wait_reconciles("AwsKey", since, 1).await;
+    assert!(
+        seen_ready.elapsed() < lag,
+        "the reconcile came {:?} after Ready, when the cache may have caught up: this run shows nothing",
+        seen_ready.elapsed()
+    );
+
+    assert_eq!(model.requests_of("CreateKey").len(), 1);
+    let imports = model.requests_of("ImportKeyMaterial");
+    assert_eq!(imports.len(), 1, "{imports:?}");
+    assert_eq!(
+        reconcile_errors(&op, "AwsKey"),
+        errors,
+        "a reconcile failed (a write based on the old copy meets 409 Conflict)"
+    );
+    let now = api.get(&name).await.unwrap();
+    assert_eq!(ready(&now), Some(("True".into(), "KeyReady".into())));
+    // All but the creation intent, which the first reconcile after the creation clears.
+    let settled = |k: &keyfleet::api::AwsKey| {
+        let mut status = k.status.clone().unwrap_or_default();
+        status.create_started_at = None;
+        status
+    };
+    assert_eq!(
+        settled(&now),
+        settled(&ready_key),
+        "the status stayed as it was"
     );
 }

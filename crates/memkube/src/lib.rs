@@ -171,6 +171,8 @@ pub(crate) struct Shared {
     log: Mutex<Vec<RequestRecord>>,
     closer: tokio::sync::watch::Sender<u64>,
     active_watches: AtomicUsize,
+    /// Per resource plural: how long after its commit a live change reaches watches.
+    watch_lag: Mutex<std::collections::HashMap<String, std::time::Duration>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -180,6 +182,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub(crate) fn lock_state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// How long after its commit a live change of `plural` reaches watches.
+    pub(crate) fn watch_lag(&self, plural: &str) -> std::time::Duration {
+        lock(&self.watch_lag)
+            .get(plural)
+            .copied()
+            .unwrap_or_default()
     }
 }
 
@@ -221,6 +231,7 @@ impl MemKube {
                 log: Mutex::new(Vec::new()),
                 closer,
                 active_watches: AtomicUsize::new(0),
+                watch_lag: Mutex::new(Default::default()),
             }),
             rules: None,
         }
@@ -384,6 +395,12 @@ impl MemKube {
     /// Ends every open watch stream (clients see the stream close and reconnect).
     pub fn close_watches(&self) {
         self.shared.closer.send_modify(|epoch| *epoch += 1);
+    }
+
+    /// Watches of `plural` (e.g. `awskeys`) receive each live change `lag` after it was
+    /// committed, as a watch cache that falls behind does; reads answer at once. Zero: no lag.
+    pub fn lag_watches(&self, plural: &str, lag: std::time::Duration) {
+        lock(&self.shared.watch_lag).insert(plural.to_string(), lag);
     }
 
     /// Number of watch streams currently open.

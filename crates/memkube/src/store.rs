@@ -42,6 +42,9 @@ pub struct Change {
     pub object: Value,
     /// The object before a modification (for selector transitions).
     pub old: Option<Value>,
+    /// When it was committed (a lagging watch delivers it later, see
+    /// [`crate::MemKube::lag_watches`]).
+    pub at: tokio::time::Instant,
 }
 
 /// What was learned about a resource from requests.
@@ -531,6 +534,7 @@ impl State {
             kind,
             object: obj.clone(),
             old,
+            at: tokio::time::Instant::now(),
         });
         self.history.push_back(change.clone());
         self.trim_history();

@@ -138,11 +138,24 @@ pub type ChangeRx = broadcast::Receiver<Arc<Change>>;
 
 /// Computes a watch's first lines and subscribes it to live changes; run under the state lock
 /// so that nothing falls between the replay and the subscription.
+/// A line of a watch body, with the commit time of the change it carries (None: the initial
+/// list, a bookmark or an error), from which a lagging watch counts its lag.
+pub struct Line {
+    bytes: Bytes,
+    at: Option<tokio::time::Instant>,
+}
+
+impl Line {
+    fn now(bytes: Bytes) -> Line {
+        Line { bytes, at: None }
+    }
+}
+
 pub fn start(
     state: &State,
     f: &WatchFilter,
     p: &WatchParams,
-) -> Result<(VecDeque<Bytes>, Option<ChangeRx>), ApiError> {
+) -> Result<(VecDeque<Line>, Option<ChangeRx>), ApiError> {
     if p.send_initial_events && !p.bookmarks {
         return Err(ApiError::new(
             422,
@@ -154,11 +167,11 @@ pub fn start(
     if p.send_initial_events || rv.is_empty() || rv == "0" {
         for (_, obj) in state.objects_in(&f.group, &f.plural, f.namespace.as_deref()) {
             if f.matches(obj) {
-                lines.push_back(f.event("ADDED", obj));
+                lines.push_back(Line::now(f.event("ADDED", obj)));
             }
         }
         if p.send_initial_events {
-            lines.push_back(f.bookmark(state.rv(), true));
+            lines.push_back(Line::now(f.bookmark(state.rv(), true)));
         }
         return Ok((lines, Some(state.subscribe())));
     }
@@ -167,13 +180,18 @@ pub fn start(
         .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?;
     match state.history_since(since) {
         Ok(changes) => {
-            lines.extend(changes.iter().filter_map(|c| f.change(c)));
+            lines.extend(changes.iter().filter_map(|c| {
+                Some(Line {
+                    bytes: f.change(c)?,
+                    at: Some(c.at),
+                })
+            }));
             Ok((lines, Some(state.subscribe())))
         }
         Err(oldest) => {
-            lines.push_back(error_line(&ApiError::expired(format!(
+            lines.push_back(Line::now(error_line(&ApiError::expired(format!(
                 "too old resource version: {since} ({oldest})"
-            ))));
+            )))));
             Ok((lines, None))
         }
     }
@@ -197,7 +215,7 @@ enum Next {
 struct StreamState {
     shared: Arc<Shared>,
     filter: WatchFilter,
-    pending: VecDeque<Bytes>,
+    pending: VecDeque<Line>,
     rx: Option<ChangeRx>,
     close: tokio::sync::watch::Receiver<u64>,
     deadline: tokio::time::Instant,
@@ -207,6 +225,17 @@ struct StreamState {
 }
 
 impl StreamState {
+    /// A lagging watch ([`super::MemKube::lag_watches`]) holds a change committed `at` until
+    /// its lag has passed.
+    async fn lag_behind(&self, at: Option<tokio::time::Instant>) {
+        let lag = self.shared.watch_lag(&self.filter.plural);
+        if let Some(at) = at
+            && !lag.is_zero()
+        {
+            tokio::time::sleep_until(at + lag).await;
+        }
+    }
+
     /// At timeout: deliver what is already committed, then a bookmark at the current
     /// resourceVersion so the client resumes from there.
     fn flush_and_bookmark(&mut self) {
@@ -215,8 +244,11 @@ impl StreamState {
         loop {
             match rx.try_recv() {
                 Ok(c) => {
-                    if let Some(l) = self.filter.change(&c) {
-                        self.pending.push_back(l);
+                    if let Some(bytes) = self.filter.change(&c) {
+                        self.pending.push_back(Line {
+                            bytes,
+                            at: Some(c.at),
+                        });
                     }
                 }
                 Err(TryRecvError::Lagged(_)) => {
@@ -228,7 +260,7 @@ impl StreamState {
         }
         if self.bookmarks {
             self.pending
-                .push_back(self.filter.bookmark(state.rv(), false));
+                .push_back(Line::now(self.filter.bookmark(state.rv(), false)));
         }
     }
 }
@@ -238,7 +270,7 @@ impl StreamState {
 pub fn stream(
     shared: Arc<Shared>,
     filter: WatchFilter,
-    pending: VecDeque<Bytes>,
+    pending: VecDeque<Line>,
     rx: Option<ChangeRx>,
     params: &WatchParams,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
@@ -257,8 +289,9 @@ pub fn stream(
     };
     futures::stream::unfold(st, |mut st| async move {
         loop {
-            if let Some(l) = st.pending.pop_front() {
-                return Some((l, st));
+            if let Some(line) = st.pending.pop_front() {
+                st.lag_behind(line.at).await;
+                return Some((line.bytes, st));
             }
             if st.done {
                 return None;
@@ -291,6 +324,7 @@ pub fn stream(
                 Next::End => return None,
                 Next::Change(c) => {
                     if let Some(l) = st.filter.change(&c) {
+                        st.lag_behind(Some(c.at)).await;
                         return Some((l, st));
                     }
                 }

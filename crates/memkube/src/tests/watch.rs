@@ -447,3 +447,63 @@ async fn lagging_watch_is_closed_and_resumed_from_history() {
     assert_eq!(watches, 2, "the lagging watch was closed and resumed once");
     assert_eq!(mk.request_count(None, "limit=500"), 1, "without a relist");
 }
+
+/// A lagging watch (`lag_watches`) delivers each live change its lag after the commit, in
+/// order, while reads answer with the new object at once; other resources' watches do not lag.
+#[tokio::test]
+async fn a_lagging_watch_delivers_changes_late_while_reads_are_current() {
+    let mk = mem();
+    let lag = Duration::from_millis(400);
+    mk.lag_watches("configmaps", lag);
+    let cms: Api<ConfigMap> = Api::namespaced(mk.client(), "default");
+    let mut w = watcher(cms.clone(), watcher::Config::default()).boxed();
+    assert!(matches!(next(&mut w).await.unwrap(), Event::Init));
+    assert!(matches!(next(&mut w).await.unwrap(), Event::InitDone));
+    let secrets: Api<Secret> = Api::namespaced(mk.client(), "default");
+    let mut s = watcher(secrets.clone(), watcher::Config::default()).boxed();
+    assert!(matches!(next(&mut s).await.unwrap(), Event::Init));
+    assert!(matches!(next(&mut s).await.unwrap(), Event::InitDone));
+
+    let committed = tokio::time::Instant::now();
+    cms.create(&PostParams::default(), &config_map("late", &[("k", "1")]))
+        .await
+        .unwrap();
+    cms.patch(
+        "late",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "2"}})),
+    )
+    .await
+    .unwrap();
+    // Reads are current.
+    assert_eq!(cms.get("late").await.unwrap().data.unwrap()["k"], "2");
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("prompt".into());
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut s).await.unwrap(), Event::Apply(_)));
+    assert!(
+        committed.elapsed() < lag,
+        "another resource's watch does not lag"
+    );
+
+    match next(&mut w).await.unwrap() {
+        Event::Apply(cm) => assert_eq!(cm.data.unwrap()["k"], "1"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        committed.elapsed() >= lag,
+        "delivered {:?} after the commit",
+        committed.elapsed()
+    );
+    match next(&mut w).await.unwrap() {
+        Event::Apply(cm) => assert_eq!(cm.data.unwrap()["k"], "2"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        committed.elapsed() < lag * 2,
+        "a lag, not a delay per change"
+    );
+}
