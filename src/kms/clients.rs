@@ -98,9 +98,10 @@ const MAX_SESSIONS: usize = 10_000;
 /// How many session clients are kept at most (about 19 KB each, measured); the least recently
 /// used goes first, and is rebuilt, without an STS call, from its session's credentials. A
 /// client is cheap to rebuild and its session's credentials stay cached in `sessions`, so this
-/// only has to cover the reconciles in flight (at most `--concurrency` per kind): a thousand
-/// kept clients were 19 MiB of a 1,000-key fleet's resident set under a role.
-const MAX_SESSION_CLIENTS: usize = 64;
+/// only has to cover the reconciles in flight (`--concurrency`, 8 by default, per kind): a
+/// thousand kept clients were 19 MiB of a 1,000-key fleet's resident set under a role, 64 were
+/// 1.2 MiB (heaptrack, 300 keys over two accounts).
+const MAX_SESSION_CLIENTS: usize = 16;
 /// A session unused this long is dropped (its object was deleted or moved): its credentials,
 /// an hour long by default, would have to be renewed anyway.
 const SESSION_IDLE_EXPIRY: Duration = Duration::from_secs(3600);
@@ -198,6 +199,8 @@ impl KmsClients {
     /// EKS Pod Identity, IMDS) with keyfleet's retry and timeout settings.
     pub async fn from_env() -> KmsClients {
         let base = aws_config::defaults(BehaviorVersion::latest())
+            // The credential chain (IRSA, IMDS, …) shares it too.
+            .http_client(default_https())
             .retry_config(retry_config())
             .timeout_config(timeout_config())
             .load()
@@ -214,6 +217,14 @@ impl KmsClients {
             base.to_builder()
                 .time_source(aws_smithy_async::time::SystemTimeSource::new())
                 .build()
+        };
+        // One HTTP client (connection pool, TLS configuration with its root certificates) under
+        // every client built from `base`, KMS and STS alike: a client without one builds its
+        // own, about 100 KiB of TLS configuration each (heaptrack).
+        let base = if base.http_client().is_some() {
+            base
+        } else {
+            base.to_builder().http_client(default_https()).build()
         };
         KmsClients::new(base, None)
     }
@@ -254,13 +265,7 @@ impl KmsClients {
         self.http
             .clone()
             .or_else(|| self.base.http_client())
-            .unwrap_or_else(|| {
-                aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
-                    ))
-                    .build_https()
-            })
+            .unwrap_or_else(default_https)
     }
 
     /// A place in the line for `connection`'s GetParametersForImport slots in `region`
@@ -481,6 +486,15 @@ impl KmsClients {
             sts,
         }
     }
+}
+
+/// keyfleet's HTTPS client: rustls on aws-lc-rs, the one TLS crypto provider of the operator.
+fn default_https() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .build_https()
 }
 
 /// Retry quota of one connection and region (a retry costs 5 to 14 tokens).
